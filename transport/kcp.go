@@ -1,0 +1,311 @@
+package transport
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+	"sync"
+
+	kcp "github.com/xtaci/kcp-go/v5"
+	"golang.org/x/net/ipv4"
+	"golang.org/x/net/ipv6"
+)
+
+// KCP is TLS 1.3 over KCP (kcp-go in stream mode, without kcp-go's own
+// packet crypto: TLS encrypts and authenticates), or plain KCP when TLS is
+// nil.
+//
+// KCP has no handshake and never declares a peer dead. With TLS, Dial fails
+// when the server does not complete the TLS handshake before ctx ends; without
+// TLS, Dial succeeds even when nobody listens, and only the first read from
+// the peer tells. Liveness after that is the session layer's job
+// (heartbeats).
+//
+// The UDP socket of a listener is shared by every connection it accepted, so
+// it stays open after Close until the last of them is closed too.
+type KCP struct {
+	Config KCPConfig
+	// TLS is the client or server TLS configuration; nil means plaintext.
+	TLS *tls.Config
+	// ListenPacket opens the UDP socket for Dial (address ":0") and Listen.
+	// nil means net.ListenPacket. Tests wrap the socket to lose, delay or
+	// reorder packets.
+	ListenPacket func(network, address string) (net.PacketConn, error)
+}
+
+var _ Transport = (*KCP)(nil)
+
+func (k *KCP) String() string { return kindName(KindKCP, k.TLS != nil) }
+
+// Dial opens a KCP session to addr from a fresh UDP socket and, when
+// encrypted, completes the TLS handshake over it.
+func (k *KCP) Dial(ctx context.Context, addr string) (net.Conn, error) {
+	raddr, err := resolveUDP(ctx, addr)
+	if err != nil {
+		return nil, err
+	}
+	network := "udp6"
+	if raddr.IP.To4() != nil {
+		network = "udp4"
+	}
+	pc, err := k.listenPacket(network, ":0")
+	if err != nil {
+		return nil, err
+	}
+	if err := k.Config.tuneSocket(pc); err != nil {
+		pc.Close()
+		return nil, err
+	}
+	var conv uint32
+	if err := binary.Read(rand.Reader, binary.LittleEndian, &conv); err != nil {
+		pc.Close()
+		return nil, err
+	}
+	// ownConn: closing the session closes the socket.
+	s, err := kcp.NewConn4(conv, raddr, nil, k.Config.DataShards, k.Config.ParityShards, true, pc)
+	if err != nil {
+		pc.Close()
+		return nil, err
+	}
+	k.Config.tuneSession(s)
+	c := &kcpConn{UDPSession: s}
+	if k.TLS == nil {
+		return c, nil
+	}
+	return clientHandshake(ctx, c, k.TLS, addr)
+}
+
+// Listen binds a UDP socket on addr and accepts KCP sessions on it.
+func (k *KCP) Listen(addr string) (Listener, error) {
+	pc, err := k.listenPacket("udp", addr)
+	if err != nil {
+		return nil, err
+	}
+	// kcp-go's per-session setters do nothing on accepted sessions; the
+	// socket they share is where buffers and DSCP take effect.
+	if err := k.Config.tuneSocket(pc); err != nil {
+		pc.Close()
+		return nil, err
+	}
+	l, err := kcp.ServeConn(nil, k.Config.DataShards, k.Config.ParityShards, pc)
+	if err != nil {
+		pc.Close()
+		return nil, err
+	}
+	return newKCPListener(l, pc, k.Config, k.TLS), nil
+}
+
+func (k *KCP) listenPacket(network, addr string) (net.PacketConn, error) {
+	if k.ListenPacket != nil {
+		return k.ListenPacket(network, addr)
+	}
+	return net.ListenPacket(network, addr)
+}
+
+// kcpListener owns the UDP socket and closes it once the listener and every
+// session it accepted are closed.
+//
+// kcp-go queues a session for every new source address that sends a
+// plausible packet, and a queued session that nobody accepts or closes keeps
+// its goroutine forever. So one goroutine (loop) accepts from kcp-go for the
+// listener's whole life, hands sessions to Accept while the listener is
+// open, and closes the ones that arrive after.
+type kcpListener struct {
+	l   *kcp.Listener
+	pc  net.PacketConn
+	cfg KCPConfig
+	tls *tls.Config
+
+	accepted chan *kcp.UDPSession
+	die      chan struct{} // closed by Close
+	dieOnce  sync.Once
+	done     chan struct{} // closed when loop has returned
+	err      error         // why loop returned; read after done
+
+	mu     sync.Mutex
+	live   int  // accepted sessions not yet closed
+	closed bool // Close was called
+}
+
+func newKCPListener(l *kcp.Listener, pc net.PacketConn, cfg KCPConfig, tlsCfg *tls.Config) *kcpListener {
+	kl := &kcpListener{
+		l: l, pc: pc, cfg: cfg, tls: tlsCfg,
+		accepted: make(chan *kcp.UDPSession),
+		die:      make(chan struct{}),
+		done:     make(chan struct{}),
+	}
+	go kl.loop()
+	return kl
+}
+
+// loop runs until the socket is closed and every queued session is drained.
+func (l *kcpListener) loop() {
+	defer close(l.done)
+	defer l.l.Close()
+	// Only a socket error ends AcceptKCP here (no deadline is set and the
+	// kcp-go listener stays open). Its select picks at random between that
+	// error and a queued session, so drain until the error comes many times
+	// in a row: the chance of leaving a session queued is 2^-64.
+	misses := 0
+	for misses < 64 {
+		s, err := l.l.AcceptKCP()
+		if err != nil {
+			misses++
+			l.err = err
+			continue
+		}
+		misses = 0
+		select {
+		case l.accepted <- s:
+		case <-l.die:
+			s.Close()
+		}
+	}
+}
+
+func (l *kcpListener) Accept() (net.Conn, error) {
+	var s *kcp.UDPSession
+	select {
+	case s = <-l.accepted:
+	case <-l.die:
+		return nil, fmt.Errorf("kcp accept on %s: %w", l.pc.LocalAddr(), net.ErrClosed)
+	case <-l.done:
+		return nil, fmt.Errorf("kcp accept on %s: %w", l.pc.LocalAddr(), l.err)
+	}
+	l.mu.Lock()
+	if l.closed {
+		// Close raced with this session arriving: refuse it.
+		l.mu.Unlock()
+		s.Close()
+		return nil, fmt.Errorf("kcp accept on %s: %w", l.pc.LocalAddr(), net.ErrClosed)
+	}
+	l.live++
+	l.mu.Unlock()
+	l.cfg.tuneSession(s)
+	c := &kcpConn{UDPSession: s, onClose: l.release}
+	if l.tls == nil {
+		return c, nil
+	}
+	return tls.Server(c, l.tls), nil
+}
+
+// release is called once per accepted session when it closes.
+func (l *kcpListener) release() {
+	l.mu.Lock()
+	l.live--
+	last := l.closed && l.live == 0
+	l.mu.Unlock()
+	if last {
+		l.pc.Close()
+	}
+}
+
+func (l *kcpListener) Close() error {
+	l.dieOnce.Do(func() {
+		close(l.die)
+		l.mu.Lock()
+		l.closed = true
+		last := l.live == 0
+		l.mu.Unlock()
+		if last {
+			l.pc.Close()
+		}
+	})
+	return nil
+}
+
+func (l *kcpListener) Addr() net.Addr { return l.pc.LocalAddr() }
+
+// kcpConn is a KCP session as a net.Conn whose Close is idempotent and, for
+// an accepted session, releases the listener's socket.
+type kcpConn struct {
+	*kcp.UDPSession
+	closeOnce sync.Once
+	onClose   func()
+}
+
+func (c *kcpConn) Close() error {
+	err := net.ErrClosed
+	c.closeOnce.Do(func() {
+		err = c.UDPSession.Close()
+		if c.onClose != nil {
+			c.onClose()
+		}
+	})
+	return err
+}
+
+// tuneSession applies the per-session KCP settings.
+func (c KCPConfig) tuneSession(s *kcp.UDPSession) {
+	m := kcpModes[c.Mode]
+	s.SetStreamMode(true)
+	s.SetWriteDelay(false)
+	s.SetNoDelay(m[0], m[1], m[2], m[3])
+	s.SetWindowSize(c.SendWindow, c.RecvWindow)
+	s.SetMtu(c.MTU)
+}
+
+// tuneSocket applies buffer sizes and DSCP to a UDP socket. Sockets that are
+// not *net.UDPConn (test wrappers) are left alone.
+func (c KCPConfig) tuneSocket(pc net.PacketConn) error {
+	u, ok := pc.(*net.UDPConn)
+	if !ok {
+		return nil
+	}
+	if c.ReadBuffer > 0 {
+		if err := u.SetReadBuffer(c.ReadBuffer); err != nil {
+			return fmt.Errorf("kcp: read_buffer %d on %s: %w", c.ReadBuffer, u.LocalAddr(), err)
+		}
+	}
+	if c.WriteBuffer > 0 {
+		if err := u.SetWriteBuffer(c.WriteBuffer); err != nil {
+			return fmt.Errorf("kcp: write_buffer %d on %s: %w", c.WriteBuffer, u.LocalAddr(), err)
+		}
+	}
+	if c.DSCP > 0 {
+		// A dual-stack socket takes one or both; it is enough that one works.
+		err4 := ipv4.NewConn(u).SetTOS(c.DSCP << 2)
+		err6 := ipv6.NewConn(u).SetTrafficClass(c.DSCP << 2)
+		if err4 != nil && err6 != nil {
+			return fmt.Errorf("kcp: dscp %d on %s: %w", c.DSCP, u.LocalAddr(), errors.Join(err4, err6))
+		}
+	}
+	return nil
+}
+
+// resolveUDP resolves addr within ctx.
+func resolveUDP(ctx context.Context, addr string) (*net.UDPAddr, error) {
+	host, portStr, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, err
+	}
+	port, err := strconv.ParseUint(portStr, 10, 16)
+	if err != nil {
+		p, lerr := net.DefaultResolver.LookupPort(ctx, "udp", portStr)
+		if lerr != nil {
+			return nil, fmt.Errorf("address %q: bad port %q", addr, portStr)
+		}
+		port = uint64(p)
+	}
+	if host == "" {
+		host = "localhost"
+	}
+	ips, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+	if err != nil {
+		return nil, err
+	}
+	ip := ips[0]
+	for _, cand := range ips { // prefer IPv4, like kcp-go's own Dial
+		if cand.Is4() || cand.Is4In6() {
+			ip = cand
+			break
+		}
+	}
+	return net.UDPAddrFromAddrPort(netip.AddrPortFrom(ip.Unmap(), uint16(port))), nil
+}

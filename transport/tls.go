@@ -1,0 +1,262 @@
+package transport
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+)
+
+// ALPN is the application protocol both sides announce in the TLS
+// handshake, so a warren client pointed at some other TLS service fails
+// the handshake with a clear reason instead of talking past it.
+const ALPN = "warren/1"
+
+// bindingLabel is the RFC 5705 exporter label of warren's channel binding.
+const bindingLabel = "EXPORTER-warren-auth"
+
+// ServerTLS is the [server.tls] table. In a config file it is either a table
+// or the boolean false ("tls = false"), which turns TLS off.
+type ServerTLS struct {
+	// Disabled turns TLS off (plaintext transport). Only "tls = false" sets it.
+	Disabled bool `toml:"-"`
+	// Cert and Key are PEM files. When both are empty the server uses a
+	// self-signed certificate kept in its state directory.
+	Cert string `toml:"cert"`
+	Key  string `toml:"key"`
+}
+
+// ClientTLS is the [client.tls] table, or "tls = false".
+//
+// The client verifies the server by a pinned certificate fingerprint, by a CA
+// file, or (neither set) by the system's roots and the server's host name.
+type ClientTLS struct {
+	Disabled bool `toml:"-"`
+	// Fingerprint pins the server certificate: "sha256:" and 64 hex digits,
+	// as the server logs it at start.
+	Fingerprint string `toml:"fingerprint"`
+	// CA is a PEM file of the certificate authorities to trust.
+	CA string `toml:"ca"`
+	// ServerName is the name to verify in the server's certificate; empty
+	// means the host part of the server address.
+	ServerName string `toml:"server_name"`
+	// InsecureSkipVerify accepts any server certificate. It defeats TLS
+	// against an active attacker and warns at every start.
+	InsecureSkipVerify bool `toml:"insecure_skip_verify"`
+}
+
+// Validate checks that the settings do not contradict each other.
+func (c ServerTLS) Validate() error {
+	if c.Disabled && (c.Cert != "" || c.Key != "") {
+		return errors.New("tls = false leaves no room for cert and key")
+	}
+	if (c.Cert == "") != (c.Key == "") {
+		return errors.New("tls.cert and tls.key: set both, or neither for a self-signed certificate")
+	}
+	return nil
+}
+
+// Config loads the certificate and returns the server TLS configuration with
+// the certificate's fingerprint in the form clients pin. With no cert/key
+// files it uses the self-signed certificate in stateDir, creating it on first
+// use; created reports that it did so.
+func (c ServerTLS) Config(stateDir string) (cfg *tls.Config, fingerprint string, created bool, err error) {
+	if err := c.Validate(); err != nil {
+		return nil, "", false, err
+	}
+	var cert tls.Certificate
+	if c.Cert != "" {
+		cert, err = tls.LoadX509KeyPair(c.Cert, c.Key)
+		if err != nil {
+			return nil, "", false, fmt.Errorf("tls.cert %s / tls.key %s: %w", c.Cert, c.Key, err)
+		}
+	} else {
+		if stateDir == "" {
+			return nil, "", false, errors.New("state_dir: needed for the self-signed certificate when tls.cert and tls.key are not set")
+		}
+		cert, created, err = selfSigned(stateDir)
+		if err != nil {
+			return nil, "", false, err
+		}
+	}
+	cfg = &tls.Config{
+		Certificates: []tls.Certificate{cert},
+		MinVersion:   tls.VersionTLS13,
+		NextProtos:   []string{ALPN},
+	}
+	return cfg, Fingerprint(cert.Certificate[0]), created, nil
+}
+
+// Validate checks the fingerprint's form and that the settings agree.
+func (c ClientTLS) Validate() error {
+	if c.Disabled && (c.Fingerprint != "" || c.CA != "" || c.ServerName != "" || c.InsecureSkipVerify) {
+		return errors.New("tls = false leaves no room for other tls settings")
+	}
+	if c.Fingerprint != "" {
+		if _, err := ParseFingerprint(c.Fingerprint); err != nil {
+			return fmt.Errorf("tls.fingerprint: %w", err)
+		}
+	}
+	if c.InsecureSkipVerify && (c.Fingerprint != "" || c.CA != "") {
+		return errors.New("tls.insecure_skip_verify contradicts tls.fingerprint and tls.ca: drop it to verify the server")
+	}
+	return nil
+}
+
+// Config returns the client TLS configuration. Without ServerName the host
+// of the address dialled is verified (see Transport.Dial).
+func (c ClientTLS) Config() (*tls.Config, error) {
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	cfg := &tls.Config{
+		MinVersion: tls.VersionTLS13,
+		NextProtos: []string{ALPN},
+		ServerName: c.ServerName,
+	}
+	if c.CA != "" {
+		pem, err := os.ReadFile(c.CA)
+		if err != nil {
+			return nil, fmt.Errorf("tls.ca: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("tls.ca: %s holds no PEM certificate", c.CA)
+		}
+		cfg.RootCAs = pool
+	}
+	switch {
+	case c.InsecureSkipVerify:
+		cfg.InsecureSkipVerify = true
+	case c.Fingerprint != "":
+		want, _ := ParseFingerprint(c.Fingerprint)
+		// Without a CA the pin is the whole verification; with one, both apply.
+		cfg.InsecureSkipVerify = c.CA == ""
+		cfg.VerifyConnection = func(cs tls.ConnectionState) error {
+			if len(cs.PeerCertificates) == 0 {
+				return ErrFingerprintMismatch
+			}
+			if got := sha256.Sum256(cs.PeerCertificates[0].Raw); got != want {
+				return fmt.Errorf("%w: server sent %s, pinned %s", ErrFingerprintMismatch, Fingerprint(cs.PeerCertificates[0].Raw), c.Fingerprint)
+			}
+			return nil
+		}
+	}
+	return cfg, nil
+}
+
+// Fingerprint returns the pinning form of a DER certificate:
+// "sha256:" and 64 lowercase hex digits.
+func Fingerprint(der []byte) string {
+	sum := sha256.Sum256(der)
+	return "sha256:" + hex.EncodeToString(sum[:])
+}
+
+// ParseFingerprint parses the form Fingerprint returns (hex of either case).
+func ParseFingerprint(s string) ([32]byte, error) {
+	var sum [32]byte
+	h, ok := strings.CutPrefix(s, "sha256:")
+	if !ok || len(h) != 64 {
+		return sum, fmt.Errorf(`%q: want "sha256:" and 64 hex digits, as the server logs it`, s)
+	}
+	if _, err := hex.Decode(sum[:], []byte(h)); err != nil {
+		return sum, fmt.Errorf(`%q: want "sha256:" and 64 hex digits, as the server logs it`, s)
+	}
+	return sum, nil
+}
+
+// UnmarshalTOML accepts "tls = false" or a [tls] table with known keys.
+func (c *ServerTLS) UnmarshalTOML(v any) error {
+	return unmarshalTLS(v, &c.Disabled, map[string]any{
+		"cert": &c.Cert,
+		"key":  &c.Key,
+	})
+}
+
+// UnmarshalTOML accepts "tls = false" or a [tls] table with known keys.
+func (c *ClientTLS) UnmarshalTOML(v any) error {
+	return unmarshalTLS(v, &c.Disabled, map[string]any{
+		"fingerprint":          &c.Fingerprint,
+		"ca":                   &c.CA,
+		"server_name":          &c.ServerName,
+		"insecure_skip_verify": &c.InsecureSkipVerify,
+	})
+}
+
+// unmarshalTLS decodes a bool-or-table TOML value into the pointers of
+// fields, which are *string or *bool.
+func unmarshalTLS(v any, disabled *bool, fields map[string]any) error {
+	switch v := v.(type) {
+	case bool:
+		if v {
+			return errors.New("tls = true is the default; use a [tls] table to configure it, or tls = false to turn it off")
+		}
+		*disabled = true
+		return nil
+	case map[string]any:
+		for key, val := range v {
+			dst, ok := fields[key]
+			if !ok {
+				return fmt.Errorf("tls: unknown key %q", key)
+			}
+			switch dst := dst.(type) {
+			case *string:
+				s, ok := val.(string)
+				if !ok {
+					return fmt.Errorf("tls.%s: want a string, got %T", key, val)
+				}
+				*dst = s
+			case *bool:
+				b, ok := val.(bool)
+				if !ok {
+					return fmt.Errorf("tls.%s: want true or false, got %T", key, val)
+				}
+				*dst = b
+			}
+		}
+		return nil
+	}
+	return fmt.Errorf("tls: want a table or false, got %T", v)
+}
+
+// clientHandshake runs the client side of TLS over c within ctx. It closes c
+// when the handshake fails.
+func clientHandshake(ctx context.Context, c net.Conn, cfg *tls.Config, addr string) (net.Conn, error) {
+	if cfg.ServerName == "" && !cfg.InsecureSkipVerify {
+		host, _, err := net.SplitHostPort(addr)
+		if err != nil {
+			c.Close()
+			return nil, err
+		}
+		cfg = cfg.Clone()
+		cfg.ServerName = host
+	}
+	tc := tls.Client(c, cfg)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("%w with %s: %w", ErrHandshake, addr, err)
+	}
+	return tc, nil
+}
+
+// ExportBinding returns the channel binding of c: 32 bytes exported from
+// its TLS session (RFC 5705), unique to this connection and known only to
+// its two ends. It completes the handshake first if needed, within c's
+// deadline. A plaintext connection has no binding: nil, nil.
+func ExportBinding(c net.Conn) ([]byte, error) {
+	tc, ok := c.(*tls.Conn)
+	if !ok {
+		return nil, nil
+	}
+	if err := tc.Handshake(); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrHandshake, err)
+	}
+	cs := tc.ConnectionState()
+	return cs.ExportKeyingMaterial(bindingLabel, nil, 32)
+}

@@ -27,6 +27,10 @@ import (
 // the peer tells. Liveness after that is the session layer's job
 // (heartbeats).
 //
+// KCP has no FIN either: Close discards whatever the peer has not yet
+// acknowledged. A side that must deliver its last bytes waits for the peer
+// to hang up before closing, as the session layer does after its Goodbye.
+//
 // The UDP socket of a listener is shared by every connection it accepted, so
 // it stays open after Close until the last of them is closed too.
 type KCP struct {

@@ -31,7 +31,9 @@ import (
 // ExportBinding). A connection supports one concurrent reader and one
 // concurrent writer; deadlines work as for net.Conn. After Close, Read and
 // Write return an error and the connection's resources are released; Close
-// may be called more than once.
+// may be called more than once. Whether bytes written just before Close
+// still reach the peer depends on the kind: TCP delivers them, KCP discards
+// what the peer has not acknowledged (see KCP).
 //
 // A Transport value holds only configuration: it is safe for concurrent use
 // and has nothing to close.

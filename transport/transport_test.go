@@ -103,42 +103,24 @@ func connect(t *testing.T, p pair) (srv, cli net.Conn, l transport.Listener) {
 func TestTransfer(t *testing.T) {
 	leaktest.Check(t)
 	forEach(t, func(t *testing.T, p pair) {
-		l, err := p.server.Listen(p.addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer l.Close()
+		srv, cli, _ := connect(t, p)
 		const size = 4 << 20
 		data := make([]byte, size)
 		for i := range data {
 			data[i] = byte(rand.Uint32())
 		}
 		want := sha256.Sum256(data)
-
-		// The server echoes everything back.
-		go func() {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			defer c.Close()
-			io.CopyN(c, c, size)
-		}()
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		c, err := p.client.Dial(ctx, l.Addr().String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		c.SetDeadline(time.Now().Add(60 * time.Second))
+		// The server echoes everything back. It must not close before the
+		// client has it all: a KCP Close drops what is not yet acknowledged.
+		go io.CopyN(srv, srv, size)
+		cli.SetDeadline(time.Now().Add(60 * time.Second))
 		writeErr := make(chan error, 1)
 		go func() {
-			_, err := c.Write(data)
+			_, err := cli.Write(data)
 			writeErr <- err
 		}()
 		h := sha256.New()
-		if _, err := io.CopyN(h, c, size); err != nil {
+		if _, err := io.CopyN(h, cli, size); err != nil {
 			t.Fatal(err)
 		}
 		if err := <-writeErr; err != nil {

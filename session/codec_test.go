@@ -1,0 +1,268 @@
+package session
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"io"
+	"testing"
+)
+
+func TestFrameRoundTrip(t *testing.T) {
+	var buf bytes.Buffer
+	in := Auth{MAC: []byte{1, 2, 3}, Instance: "i", Services: []Service{{Name: "ssh", RemotePort: 22}}}
+	if err := writeFrame(&buf, typeAuth, in); err != nil {
+		t.Fatal(err)
+	}
+	typ, payload, err := readFrame(&buf, 1024)
+	if err != nil || typ != typeAuth {
+		t.Fatalf("readFrame = %d, %v", typ, err)
+	}
+	var out Auth
+	if err := decodeFrame(typ, payload, &out); err != nil {
+		t.Fatal(err)
+	}
+	if out.Instance != "i" || len(out.Services) != 1 || out.Services[0].RemotePort != 22 {
+		t.Fatalf("got %+v", out)
+	}
+}
+
+func TestReadFrameErrors(t *testing.T) {
+	frame := func(ver, typ byte, n uint32, payload string) []byte {
+		b := []byte{ver, typ, 0, 0, 0, 0}
+		binary.BigEndian.PutUint32(b[2:], n)
+		return append(b, payload...)
+	}
+	cases := []struct {
+		name string
+		in   []byte
+		want error
+	}{
+		{"empty", nil, io.EOF},
+		{"short header", []byte{1, 2, 0}, io.ErrUnexpectedEOF},
+		{"other version", frame(9, typeAuth, 2, "{}"), ErrVersion},
+		{"version zero", frame(0, typeAuth, 2, "{}"), ErrVersion},
+		{"over the cap", frame(1, typeAuth, 1025, ""), ErrProtocol},
+		{"huge length", frame(1, typeAuth, 0xffffffff, ""), ErrProtocol},
+		{"payload cut short", frame(1, typeAuth, 10, "{}"), io.ErrUnexpectedEOF},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, _, err := readFrame(bytes.NewReader(tc.in), 1024)
+			if !errors.Is(err, tc.want) {
+				t.Fatalf("err = %v, want %v", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestDecodeFrameMalformed(t *testing.T) {
+	var a Auth
+	err := decodeFrame(typeAuth, []byte(`{"mac": 5}`), &a)
+	if !errors.Is(err, ErrProtocol) {
+		t.Fatalf("err = %v, want ErrProtocol", err)
+	}
+}
+
+// FuzzReadFrame: any bytes give a frame or an error, never a panic or an
+// allocation beyond the cap; a frame that decodes re-encodes to itself.
+func FuzzReadFrame(f *testing.F) {
+	var buf bytes.Buffer
+	writeFrame(&buf, typeChallenge, Challenge{Version: 1, Nonce: make([]byte, 32)})
+	f.Add(buf.Bytes())
+	buf.Reset()
+	writeFrame(&buf, typeAuth, Auth{Services: []Service{{Name: "a", Domains: []string{"x.example"}}}})
+	f.Add(buf.Bytes())
+	f.Add([]byte{1, 5, 0, 0, 0, 2, '{', '}'})
+	f.Add([]byte{1, 7, 0xff, 0xff, 0xff, 0xff})
+	f.Fuzz(func(t *testing.T, in []byte) {
+		typ, payload, err := readFrame(bytes.NewReader(in), 4096)
+		if err != nil {
+			return
+		}
+		if len(payload) > 4096 {
+			t.Fatalf("payload of %d bytes passed a 4096 cap", len(payload))
+		}
+		msgs := []any{&ClientHello{}, &Challenge{}, &Auth{}, &Welcome{}, &Reject{}, &Ping{}, &Pong{}, &Goodbye{}}
+		for _, m := range msgs {
+			if decodeFrame(typ, payload, m) != nil {
+				continue
+			}
+			var out bytes.Buffer
+			if err := writeFrame(&out, typ, m); err != nil {
+				t.Fatalf("re-encoding %T: %v", m, err)
+			}
+		}
+	})
+}
+
+func TestHeaderRoundTrip(t *testing.T) {
+	cases := []struct {
+		name string
+		h    Header
+	}{
+		{"typical", Header{Service: "ssh", Peer: "203.0.113.7:51234"}},
+		{"ipv6 peer", Header{Service: "web", Peer: "[2001:db8::1]:443"}},
+		{"no peer", Header{Service: "x"}},
+		{"longest", Header{Service: string(bytes.Repeat([]byte("s"), 255)), Peer: string(bytes.Repeat([]byte("p"), 255))}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			b, err := tc.h.encode()
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := bytes.NewReader(append(b, "rest"...))
+			got, err := readHeader(r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got != tc.h {
+				t.Fatalf("got %+v", got)
+			}
+			if r.Len() != len("rest") {
+				t.Fatal("readHeader read past the header")
+			}
+		})
+	}
+	if _, err := (Header{}).encode(); err == nil {
+		t.Fatal("empty service encoded")
+	}
+	if _, err := (Header{Service: string(make([]byte, 256))}).encode(); err == nil {
+		t.Fatal("256-byte service encoded")
+	}
+}
+
+func FuzzHeader(f *testing.F) {
+	b, _ := Header{Service: "ssh", Peer: "1.2.3.4:5"}.encode()
+	f.Add(b)
+	f.Add([]byte{1, 0, 2, 0, 0})
+	f.Add([]byte{1, 0xff, 0xff})
+	f.Fuzz(func(t *testing.T, in []byte) {
+		r := bytes.NewReader(in)
+		h, err := readHeader(r)
+		if err != nil {
+			return
+		}
+		enc, err := h.encode()
+		if err != nil {
+			t.Fatalf("decoded header %+v does not encode: %v", h, err)
+		}
+		if consumed := len(in) - r.Len(); !bytes.Equal(enc, in[:consumed]) {
+			t.Fatalf("re-encoding differs: %x vs %x", enc, in[:consumed])
+		}
+	})
+}
+
+// chunks builds a data-stream direction from parts: []byte is a data chunk,
+// "end" an end chunk, "abort:reason" an abort.
+func chunks(parts ...any) []byte {
+	var b []byte
+	for _, p := range parts {
+		var h [chunkHeaderLen]byte
+		switch p := p.(type) {
+		case []byte:
+			putChunkHeader(h[:], chunkData, len(p))
+			b = append(append(b, h[:]...), p...)
+		case string:
+			if p == "end" {
+				putChunkHeader(h[:], chunkEnd, 0)
+				b = append(b, h[:]...)
+			} else {
+				reason := p[len("abort:"):]
+				putChunkHeader(h[:], chunkAbort, len(reason))
+				b = append(append(b, h[:]...), reason...)
+			}
+		}
+	}
+	return b
+}
+
+// decodeAll runs the decoder over in, offered in pieces of the given sizes
+// (cycled), and returns the payload and the terminal error.
+func decodeAll(in []byte, sizes []int) ([]byte, error) {
+	var d decoder
+	var out []byte
+	for i := 0; ; i++ {
+		size := len(in)
+		if len(sizes) > 0 {
+			size = max(1, sizes[i%len(sizes)])
+		}
+		piece := in[:min(size, len(in))]
+		for len(piece) > 0 {
+			data, n, err := d.feed(piece)
+			out = append(out, data...)
+			piece = piece[n:]
+			in = in[n:]
+			if err != nil {
+				if len(piece) > 0 || len(in) > 0 {
+					_, _, err = d.feed(in)
+				}
+				return out, err
+			}
+		}
+		if len(in) == 0 {
+			return out, nil // needs more input
+		}
+	}
+}
+
+func TestDecoder(t *testing.T) {
+	cases := []struct {
+		name    string
+		in      []byte
+		payload string
+		want    error // io.EOF, *AbortError (any), ErrProtocol, or nil (incomplete)
+	}{
+		{"data then end", chunks([]byte("hello "), []byte("world"), "end"), "hello world", io.EOF},
+		{"end only", chunks("end"), "", io.EOF},
+		{"abort with reason", chunks([]byte("x"), "abort:dial refused"), "x", &AbortError{Reason: "dial refused"}},
+		{"abort without reason", chunks("abort:"), "", &AbortError{Reason: "no reason given"}},
+		{"incomplete", chunks([]byte("abc"))[:5], "a", nil},
+		{"zero-length data", []byte{0, 0, 0, 0}, "", ErrProtocol},
+		{"end with length", []byte{1, 0, 0, 1, 'x'}, "", ErrProtocol},
+		{"unknown kind", []byte{7, 0, 0, 0}, "", ErrProtocol},
+		{"abort reason too long", []byte{2, 0, 4, 1}, "", ErrProtocol},
+		{"bytes after end", append(chunks("end"), 0), "", ErrProtocol},
+	}
+	for _, tc := range cases {
+		for _, sizes := range [][]int{nil, {1}, {3, 1, 2}} {
+			payload, err := decodeAll(tc.in, sizes)
+			if string(payload) != tc.payload {
+				t.Errorf("%s %v: payload %q, want %q", tc.name, sizes, payload, tc.payload)
+			}
+			var ab *AbortError
+			switch want := tc.want.(type) {
+			case *AbortError:
+				if !errors.As(err, &ab) || ab.Reason != want.Reason {
+					t.Errorf("%s %v: err %v, want %v", tc.name, sizes, err, want)
+				}
+			default:
+				if !errors.Is(err, want) || (want == nil && err != nil) {
+					t.Errorf("%s %v: err %v, want %v", tc.name, sizes, err, want)
+				}
+			}
+		}
+	}
+}
+
+// FuzzDecoder: how the bytes are split must not change what is decoded.
+func FuzzDecoder(f *testing.F) {
+	f.Add(chunks([]byte("hello"), "end"), []byte{1})
+	f.Add(chunks([]byte("a"), []byte("bc"), "abort:no"), []byte{2, 5})
+	f.Add([]byte{0, 0, 0, 3, 1, 2}, []byte{})
+	f.Fuzz(func(t *testing.T, in []byte, splits []byte) {
+		whole, wholeErr := decodeAll(in, nil)
+		sizes := make([]int, len(splits))
+		for i, s := range splits {
+			sizes[i] = int(s)
+		}
+		split, splitErr := decodeAll(in, sizes)
+		if !bytes.Equal(whole, split) {
+			t.Fatalf("payload differs by split: %x vs %x", whole, split)
+		}
+		if (wholeErr == nil) != (splitErr == nil) || (wholeErr != nil && wholeErr.Error() != splitErr.Error()) {
+			t.Fatalf("end differs by split: %v vs %v", wholeErr, splitErr)
+		}
+	})
+}

@@ -1,0 +1,118 @@
+package session
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/xtaci/smux"
+)
+
+// Config tunes the multiplexer and the control protocol of a session.
+type Config struct {
+	Mux Mux
+	// HandshakeTimeout bounds everything before authentication: the TLS
+	// handshake, the hello, the proof and the answer.
+	HandshakeTimeout time.Duration
+	// HeartbeatInterval is how often each side pings the other on the
+	// control stream; HeartbeatMisses unanswered pings in a row end the
+	// session.
+	HeartbeatInterval time.Duration
+	HeartbeatMisses   int
+	// MaxControlFrame caps a control frame's payload, in bytes.
+	MaxControlFrame int
+}
+
+// Mux is the [server.mux] / [client.mux] table: smux's windows and frame
+// size. The two sides need not agree.
+type Mux struct {
+	// StreamWindow is how many bytes one stream may have in flight unread
+	// before its sender waits (smux v2 per-stream window). One stream's
+	// throughput is capped at StreamWindow per RTT: 2 MiB carries about
+	// 160 Mbit/s at 100 ms.
+	StreamWindow int `toml:"stream_window"`
+	// SessionWindow caps the bytes buffered unread across all streams of a
+	// session. When it fills, the whole session waits, so it is many times
+	// StreamWindow: that many streams with stuck readers are needed to stall
+	// the others.
+	SessionWindow int `toml:"session_window"`
+	// FrameSize is the largest smux frame, and so the largest relay chunk.
+	FrameSize int `toml:"frame_size"`
+}
+
+// DefaultMux returns the multiplexer defaults.
+func DefaultMux() Mux {
+	return Mux{
+		StreamWindow:  2 << 20,
+		SessionWindow: 32 << 20,
+		FrameSize:     32 << 10,
+	}
+}
+
+// DefaultConfig returns the defaults documented in config.example.toml.
+func DefaultConfig() Config {
+	return Config{
+		Mux:               DefaultMux(),
+		HandshakeTimeout:  10 * time.Second,
+		HeartbeatInterval: 5 * time.Second,
+		HeartbeatMisses:   3,
+		MaxControlFrame:   64 << 10,
+	}
+}
+
+// Limits of the settings.
+const (
+	minFrameSize       = 1 << 10
+	maxFrameSize       = 65535 // smux's frame length is 16 bits
+	minControlFrame    = 1 << 10
+	maxControlFrame    = 16 << 20
+	minHeartbeat       = 10 * time.Millisecond
+	maxSessionWindow   = 1<<31 - 1
+	maxHeartbeatMisses = 1000
+)
+
+// Validate reports the first invalid setting, naming its key as written in
+// the config file.
+func (c Mux) Validate() error {
+	switch {
+	case c.FrameSize < minFrameSize || c.FrameSize > maxFrameSize:
+		return fmt.Errorf("frame_size: %d is out of range %d-%d", c.FrameSize, minFrameSize, maxFrameSize)
+	case c.StreamWindow < c.FrameSize:
+		return fmt.Errorf("stream_window: %d is smaller than frame_size %d", c.StreamWindow, c.FrameSize)
+	case c.SessionWindow < c.StreamWindow || c.SessionWindow > maxSessionWindow:
+		return fmt.Errorf("session_window: %d is out of range stream_window (%d) to %d", c.SessionWindow, c.StreamWindow, maxSessionWindow)
+	}
+	return nil
+}
+
+// Validate reports the first invalid setting, naming its key as written in
+// the config file.
+func (c Config) Validate() error {
+	if err := c.Mux.Validate(); err != nil {
+		return fmt.Errorf("mux.%w", err)
+	}
+	switch {
+	case c.HandshakeTimeout <= 0:
+		return errors.New("handshake_timeout: must be positive")
+	case c.HeartbeatInterval < minHeartbeat:
+		return fmt.Errorf(`heartbeat_interval: %v is shorter than %v (durations are strings such as "5s")`, c.HeartbeatInterval, minHeartbeat)
+	case c.HeartbeatMisses < 1 || c.HeartbeatMisses > maxHeartbeatMisses:
+		return fmt.Errorf("heartbeat_misses: %d is out of range 1-%d", c.HeartbeatMisses, maxHeartbeatMisses)
+	case c.MaxControlFrame < minControlFrame || c.MaxControlFrame > maxControlFrame:
+		return fmt.Errorf("max_control_frame: %d is out of range %d-%d", c.MaxControlFrame, minControlFrame, maxControlFrame)
+	}
+	return nil
+}
+
+// smux returns the multiplexer configuration. smux's own keepalive is off:
+// warren's heartbeats on the control stream detect dead peers and measure
+// RTT, and smux's would close a session whose receive window is merely full.
+func (c Config) smux() *smux.Config {
+	return &smux.Config{
+		Version:           2,
+		KeepAliveDisabled: true,
+		MaxFrameSize:      c.Mux.FrameSize,
+		MaxReceiveBuffer:  c.Mux.SessionWindow,
+		MaxStreamBuffer:   c.Mux.StreamWindow,
+	}
+}

@@ -1,0 +1,271 @@
+package session
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/xtaci/smux"
+
+	"github.com/warren-tunnel/warren/internal/version"
+	"github.com/warren-tunnel/warren/transport"
+)
+
+// Pending is a server-side session whose client has sent its Auth and
+// waits for the answer: Welcome to accept it, Reject or Close to refuse it.
+// The handshake deadline keeps running until Welcome.
+type Pending struct {
+	// Request is the client's Auth; see Request.Match.
+	Request *Request
+
+	cfg      Config
+	log      *slog.Logger
+	conn     net.Conn
+	mux      *smux.Session
+	ctrl     *smux.Stream
+	deadline time.Time
+}
+
+// Accept runs the server side of the handshake on a freshly accepted
+// transport connection, up to the client's Auth. Everything it reads is
+// capped in size and the whole of it, TLS handshake included, must finish
+// within cfg.HandshakeTimeout. On error conn is closed.
+func Accept(conn net.Conn, cfg Config, log *slog.Logger) (*Pending, error) {
+	if err := cfg.Validate(); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	deadline := time.Now().Add(cfg.HandshakeTimeout)
+	conn.SetDeadline(deadline)
+	binding, err := transport.ExportBinding(conn)
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	mux, err := smux.Server(conn, cfg.smux())
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	mux.SetDeadline(deadline)
+	ctrl, err := mux.AcceptStream()
+	if err != nil {
+		mux.Close()
+		return nil, fmt.Errorf("waiting for the control stream: %w", err)
+	}
+	ctrl.SetDeadline(deadline)
+	p := &Pending{cfg: cfg, log: log, conn: conn, mux: mux, ctrl: ctrl, deadline: deadline}
+
+	var ch ClientHello
+	if err := p.read(typeClientHello, &ch); err != nil {
+		return nil, err
+	}
+	v := min(MaxVersion, ch.MaxVersion)
+	if v < max(MinVersion, ch.MinVersion) {
+		rej := Rejectf(CodeVersion, "version mismatch: client speaks protocol %d-%d, server %d-%d", ch.MinVersion, ch.MaxVersion, MinVersion, MaxVersion)
+		p.Reject(rej)
+		return nil, rej
+	}
+	nonce, err := newNonce()
+	if err != nil {
+		mux.Close()
+		return nil, err
+	}
+	if err := writeFrame(ctrl, typeChallenge, Challenge{Version: v, Nonce: nonce, Software: version.Software()}); err != nil {
+		mux.Close()
+		return nil, fmt.Errorf("sending challenge: %w", err)
+	}
+	var auth Auth
+	if err := p.read(typeAuth, &auth); err != nil {
+		return nil, err
+	}
+	p.Request = &Request{Auth: auth, Remote: conn.RemoteAddr(), nonce: nonce, binding: binding}
+	return p, nil
+}
+
+// read reads the client's next frame into msg, which must be of type want.
+// On error the connection is closed: with a Reject when the client broke
+// the protocol, silently when it went away or gave up.
+func (p *Pending) read(want byte, msg any) error {
+	typ, payload, err := readFrame(p.ctrl, p.cfg.MaxControlFrame)
+	if err == nil && typ == typeGoodbye {
+		var g Goodbye
+		decodeFrame(typ, payload, &g)
+		p.mux.Close()
+		return &GoodbyeError{Code: g.Code, Reason: g.Reason, Peer: "client"}
+	}
+	if err == nil && typ != want {
+		err = fmt.Errorf("%w: got a %s frame, want %s", ErrProtocol, typeName(typ), typeName(want))
+	}
+	if err == nil {
+		err = decodeFrame(typ, payload, msg)
+	}
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, ErrVersion) || errors.Is(err, ErrProtocol) {
+		p.Reject(&RejectError{Code: codeFor(err), Reason: err.Error()})
+	} else {
+		p.mux.Close()
+	}
+	return fmt.Errorf("waiting for %s: %w", typeName(want), err)
+}
+
+func codeFor(err error) string {
+	if errors.Is(err, ErrVersion) {
+		return CodeVersion
+	}
+	return CodeProtocol
+}
+
+// Reject sends rej to the client, waits briefly for it to hang up, and
+// closes the connection.
+func (p *Pending) Reject(rej *RejectError) {
+	deadline := earliest(p.deadline, time.Now().Add(goodbyeTimeout))
+	p.ctrl.SetDeadline(deadline)
+	if writeFrame(p.ctrl, typeReject, Reject{Code: rej.Code, Reason: rej.Reason}) == nil {
+		waitHangUp(p.ctrl, deadline)
+	}
+	p.mux.Close()
+}
+
+// Close drops the connection without an answer.
+func (p *Pending) Close() { p.mux.Close() }
+
+// Welcome accepts the client: it sends w, clears the handshake deadlines
+// and returns the running session (call its Run).
+func (p *Pending) Welcome(w Welcome) (*Session, error) {
+	if err := writeFrame(p.ctrl, typeWelcome, w); err != nil {
+		p.mux.Close()
+		return nil, fmt.Errorf("sending welcome: %w", err)
+	}
+	// Authenticated: from here on heartbeats bound the session instead.
+	p.conn.SetDeadline(time.Time{})
+	p.mux.SetDeadline(time.Time{})
+	p.ctrl.SetDeadline(time.Time{})
+	info := Info{
+		Client:   w.Client,
+		ID:       w.Session,
+		Instance: p.Request.Instance,
+		Remote:   p.conn.RemoteAddr(),
+		Services: w.Services,
+		Started:  time.Now(),
+	}
+	return newSession(p.cfg, p.log, p.conn, p.mux, p.ctrl, "client", info), nil
+}
+
+// Connect runs the client side of the handshake on a transport connection
+// fresh from Dial: it proves token, claims services and returns the running
+// session (call its Run) with the server's Welcome in its Info. A refusal is
+// a *RejectError. On error conn is closed.
+func Connect(conn net.Conn, cfg Config, log *slog.Logger, token []byte, instance string, services []Service) (*Session, error) {
+	if err := cfg.Validate(); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	deadline := time.Now().Add(cfg.HandshakeTimeout)
+	conn.SetDeadline(deadline)
+	binding, err := transport.ExportBinding(conn)
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	mux, err := smux.Client(conn, cfg.smux())
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	ctrl, err := mux.OpenStream()
+	if err != nil {
+		mux.Close()
+		return nil, err
+	}
+	ctrl.SetDeadline(deadline)
+	fail := func(err error) (*Session, error) {
+		mux.Close()
+		return nil, err
+	}
+
+	ch := ClientHello{MinVersion: MinVersion, MaxVersion: MaxVersion, Software: version.Software()}
+	if err := writeFrame(ctrl, typeClientHello, ch); err != nil {
+		return fail(fmt.Errorf("sending client hello: %w", err))
+	}
+	var c Challenge
+	if err := readAnswer(ctrl, cfg, typeChallenge, &c); err != nil {
+		return fail(fmt.Errorf("waiting for the server's challenge: %w", err))
+	}
+	if c.Version < MinVersion || c.Version > MaxVersion {
+		return fail(fmt.Errorf("%w: server chose protocol %d, which this client (%d-%d) did not offer", ErrProtocol, c.Version, MinVersion, MaxVersion))
+	}
+	if len(c.Nonce) != nonceLen {
+		return fail(fmt.Errorf("%w: challenge nonce of %d bytes, want %d", ErrProtocol, len(c.Nonce), nonceLen))
+	}
+	auth := Auth{
+		MAC:      proof(token, c.Nonce, binding),
+		Instance: instance,
+		Software: version.Software(),
+		Services: services,
+	}
+	if err := writeFrame(ctrl, typeAuth, auth); err != nil {
+		return fail(fmt.Errorf("sending auth: %w", err))
+	}
+	var w Welcome
+	if err := readAnswer(ctrl, cfg, typeWelcome, &w); err != nil {
+		return fail(err)
+	}
+	conn.SetDeadline(time.Time{})
+	ctrl.SetDeadline(time.Time{})
+	info := Info{
+		Client:   w.Client,
+		ID:       w.Session,
+		Instance: instance,
+		Remote:   conn.RemoteAddr(),
+		Services: w.Services,
+		Started:  time.Now(),
+	}
+	return newSession(cfg, log, conn, mux, ctrl, "server", info), nil
+}
+
+// readAnswer reads the server's next frame into msg when it has type want;
+// a Reject becomes a *RejectError, a Goodbye a *GoodbyeError.
+func readAnswer(ctrl *smux.Stream, cfg Config, want byte, msg any) error {
+	typ, payload, err := readFrame(ctrl, cfg.MaxControlFrame)
+	if err != nil {
+		return err
+	}
+	switch typ {
+	case want:
+		return decodeFrame(typ, payload, msg)
+	case typeReject:
+		var r Reject
+		if err := decodeFrame(typ, payload, &r); err != nil {
+			return err
+		}
+		return &RejectError{Code: r.Code, Reason: r.Reason}
+	case typeGoodbye:
+		var g Goodbye
+		if err := decodeFrame(typ, payload, &g); err != nil {
+			return err
+		}
+		return &GoodbyeError{Code: g.Code, Reason: g.Reason, Peer: "server"}
+	}
+	return fmt.Errorf("%w: got a %s frame, want %s", ErrProtocol, typeName(typ), typeName(want))
+}
+
+// NewID returns a random identifier for sessions and client instances.
+func NewID() string {
+	var b [8]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+func earliest(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
+}

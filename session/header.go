@@ -1,0 +1,84 @@
+package session
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+)
+
+// Header opens every data stream, server to client: which service the
+// public connection is for and who made it.
+//
+//	version (1 byte) | payload length (2 bytes, big endian) | payload
+//	payload: service length (1 byte) | service | peer length (1 byte) | peer
+type Header struct {
+	// Service is the name of the client's service.
+	Service string
+	// Peer is the public connection's remote address, "ip:port".
+	Peer string
+}
+
+const (
+	headerPrefixLen   = 3
+	maxHeaderField    = 255
+	maxHeaderPayload  = 2 + 2*maxHeaderField
+	headerFieldsCount = 2
+)
+
+// encode returns the wire form of h.
+func (h Header) encode() ([]byte, error) {
+	if h.Service == "" {
+		return nil, errors.New("stream header: empty service name")
+	}
+	if len(h.Service) > maxHeaderField || len(h.Peer) > maxHeaderField {
+		return nil, fmt.Errorf("stream header: field longer than %d bytes", maxHeaderField)
+	}
+	n := headerFieldsCount + len(h.Service) + len(h.Peer)
+	b := make([]byte, headerPrefixLen, headerPrefixLen+n)
+	b[0] = MaxVersion
+	binary.BigEndian.PutUint16(b[1:], uint16(n))
+	b = append(b, byte(len(h.Service)))
+	b = append(b, h.Service...)
+	b = append(b, byte(len(h.Peer)))
+	b = append(b, h.Peer...)
+	return b, nil
+}
+
+// readHeader reads exactly one header from r, and nothing after it.
+func readHeader(r io.Reader) (Header, error) {
+	var pre [headerPrefixLen]byte
+	if _, err := io.ReadFull(r, pre[:]); err != nil {
+		return Header{}, err
+	}
+	if pre[0] < MinVersion || pre[0] > MaxVersion {
+		return Header{}, fmt.Errorf("%w: stream header of protocol version %d", ErrVersion, pre[0])
+	}
+	n := int(binary.BigEndian.Uint16(pre[1:]))
+	if n > maxHeaderPayload {
+		return Header{}, fmt.Errorf("%w: stream header of %d bytes exceeds %d", ErrProtocol, n, maxHeaderPayload)
+	}
+	payload := make([]byte, n)
+	if _, err := io.ReadFull(r, payload); err != nil {
+		return Header{}, err
+	}
+	return parseHeaderPayload(payload)
+}
+
+func parseHeaderPayload(p []byte) (Header, error) {
+	var fields [headerFieldsCount]string
+	for i := range fields {
+		if len(p) < 1 || len(p) < 1+int(p[0]) {
+			return Header{}, fmt.Errorf("%w: stream header field %d overruns the header", ErrProtocol, i+1)
+		}
+		fields[i] = string(p[1 : 1+int(p[0])])
+		p = p[1+int(p[0]):]
+	}
+	if len(p) != 0 {
+		return Header{}, fmt.Errorf("%w: %d stray bytes after the stream header", ErrProtocol, len(p))
+	}
+	if fields[0] == "" {
+		return Header{}, fmt.Errorf("%w: stream header without a service name", ErrProtocol)
+	}
+	return Header{Service: fields[0], Peer: fields[1]}, nil
+}

@@ -1,0 +1,199 @@
+// Package session speaks warren's protocol over one transport connection:
+// the authenticated control stream, heartbeats, and one data stream per
+// relayed public connection, all multiplexed by smux (protocol v2).
+//
+// Protocol flow (version 1; docs/protocol.md is the long form):
+//
+//	client                                            server
+//	  |--- transport: TCP or KCP, TLS 1.3 handshake ---->|
+//	  |--- smux v2; client opens the control stream ---->|
+//	  |--- ClientHello{min_version, max_version} ------->|
+//	  |<------------------- Challenge{version, nonce}     |  or Reject{version}, close
+//	  |--- Auth{mac, instance, services} --------------->|  mac = HMAC-SHA256(token,
+//	  |                                                   |    label | nonce | TLS exporter)
+//	  |<--------------- Welcome{client, session, ports}   |  or Reject{code, reason}, close
+//	  |         (deadlines cleared: authenticated)        |
+//	  |<-- Ping{seq} / Pong{seq} -- both ways, each side's own interval -->|
+//	  |<-- server opens one data stream per public connection:
+//	  |       [stream header: service, peer][chunks...]  |
+//	  |--- [chunks...] --------------------------------->|
+//	  |<-- Goodbye{code, reason} -- either side, then close -->|
+//
+// The client speaks first on the control stream because smux registers a
+// stream it opens only after sending the SYN: a reply that raced ahead of
+// the registration would be dropped. The ClientHello and the SYN leave
+// together, so this costs no round trip.
+//
+// Control frames: version (1 byte), type (1 byte), payload length (4 bytes,
+// big endian), JSON payload of at most Config.MaxControlFrame bytes. The
+// header layout is the same in every version, so a peer can always read a
+// Reject or Goodbye that says the versions do not match.
+//
+// Data streams carry chunks (see chunk.go): data, end (the writer's
+// half-close) and abort (with a reason). End-of-stream travels as a chunk and
+// not as smux's FIN, because smux v1.5.57 drops a stream's unread data when
+// the peer's last data and FIN arrive after the local side's CloseWrite.
+//
+// Everything before Welcome has a deadline (Config.HandshakeTimeout) and
+// every frame a size cap. The token never crosses the wire; the exporter
+// binds the proof to this TLS session, and the nonce binds it to this
+// handshake even over plaintext, so a captured Auth cannot be replayed.
+package session
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"io"
+)
+
+// Protocol versions this build speaks.
+const (
+	MinVersion = 1
+	MaxVersion = 1
+)
+
+// Control frame types.
+const (
+	typeClientHello byte = 1
+	typeChallenge   byte = 2
+	typeAuth        byte = 3
+	typeWelcome     byte = 4
+	typeReject      byte = 5
+	typePing        byte = 6
+	typePong        byte = 7
+	typeGoodbye     byte = 8
+)
+
+var typeNames = map[byte]string{
+	typeClientHello: "client hello",
+	typeChallenge:   "challenge",
+	typeAuth:        "auth",
+	typeWelcome:     "welcome",
+	typeReject:      "reject",
+	typePing:        "ping",
+	typePong:        "pong",
+	typeGoodbye:     "goodbye",
+}
+
+const frameHeaderLen = 6
+
+// ClientHello opens the control stream: the protocol versions the client
+// speaks.
+type ClientHello struct {
+	MinVersion int    `json:"min_version"`
+	MaxVersion int    `json:"max_version"`
+	Software   string `json:"software,omitempty"`
+}
+
+// Challenge answers the ClientHello: the version chosen and a fresh nonce.
+type Challenge struct {
+	Version  int    `json:"version"`
+	Nonce    []byte `json:"nonce"`
+	Software string `json:"software,omitempty"`
+}
+
+// Auth is the client's proof of its token and its claims.
+type Auth struct {
+	// MAC is HMAC-SHA256 keyed by the token over the auth label, the
+	// server's nonce and the TLS channel binding.
+	MAC []byte `json:"mac"`
+	// Instance identifies one run of a client process, so that a client
+	// reconnecting replaces its own stale session at once.
+	Instance string    `json:"instance"`
+	Software string    `json:"software,omitempty"`
+	Services []Service `json:"services"`
+}
+
+// Service is a client's claim on the server: a public port and/or domains,
+// served by the client's target.
+type Service struct {
+	Name string `json:"name"`
+	// RemotePort is the public port; 0 with no domains asks the server to
+	// pick a free port among those the token allows.
+	RemotePort int      `json:"remote_port,omitempty"`
+	Domains    []string `json:"domains,omitempty"`
+}
+
+// Welcome accepts a client.
+type Welcome struct {
+	// Client is the name the server knows this client by.
+	Client string `json:"client"`
+	// Session identifies this session in both sides' logs.
+	Session string `json:"session"`
+	// Services are the claims as granted, with the public ports bound.
+	Services []Service `json:"services"`
+}
+
+// Reject refuses a client; the server closes the session after it.
+type Reject struct {
+	Code   string `json:"code"`
+	Reason string `json:"reason"`
+}
+
+// Ping and Pong measure RTT and prove the peer alive.
+type Ping struct {
+	Seq uint64 `json:"seq"`
+}
+
+// Pong answers the Ping with the same Seq.
+type Pong struct {
+	Seq uint64 `json:"seq"`
+}
+
+// Goodbye tells the peer why the session ends; the sender closes after it.
+type Goodbye struct {
+	Code   string `json:"code"`
+	Reason string `json:"reason"`
+}
+
+// writeFrame encodes msg as one control frame and writes it in one Write.
+func writeFrame(w io.Writer, typ byte, msg any) error {
+	payload, err := json.Marshal(msg)
+	if err != nil {
+		return err
+	}
+	buf := make([]byte, frameHeaderLen+len(payload))
+	buf[0] = MaxVersion
+	buf[1] = typ
+	binary.BigEndian.PutUint32(buf[2:], uint32(len(payload)))
+	copy(buf[frameHeaderLen:], payload)
+	_, err = w.Write(buf)
+	return err
+}
+
+// readFrame reads one control frame whose payload is at most max bytes.
+func readFrame(r io.Reader, max int) (typ byte, payload []byte, err error) {
+	var hdr [frameHeaderLen]byte
+	if _, err := io.ReadFull(r, hdr[:]); err != nil {
+		return 0, nil, err
+	}
+	if hdr[0] < MinVersion || hdr[0] > MaxVersion {
+		return hdr[1], nil, fmt.Errorf("%w: peer sent a frame of protocol version %d; this build speaks %d-%d", ErrVersion, hdr[0], MinVersion, MaxVersion)
+	}
+	n := binary.BigEndian.Uint32(hdr[2:])
+	if n > uint32(max) {
+		return hdr[1], nil, fmt.Errorf("%w: %s frame of %d bytes exceeds the %d-byte limit", ErrProtocol, typeName(hdr[1]), n, max)
+	}
+	payload = make([]byte, n)
+	if _, err := io.ReadFull(r, payload); err != nil {
+		return hdr[1], nil, err
+	}
+	return hdr[1], payload, nil
+}
+
+// decodeFrame unmarshals a payload of type typ into msg, which must be the
+// message type that typ names.
+func decodeFrame(typ byte, payload []byte, msg any) error {
+	if err := json.Unmarshal(payload, msg); err != nil {
+		return fmt.Errorf("%w: malformed %s frame: %v", ErrProtocol, typeName(typ), err)
+	}
+	return nil
+}
+
+func typeName(typ byte) string {
+	if s, ok := typeNames[typ]; ok {
+		return s
+	}
+	return fmt.Sprintf("unknown (type %d)", typ)
+}

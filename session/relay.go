@@ -1,0 +1,82 @@
+package session
+
+import (
+	"errors"
+	"net"
+	"sync"
+)
+
+// Result is what a relay moved and why it ended.
+type Result struct {
+	// Sent is the bytes from the connection into the stream; Received the
+	// bytes from the stream into the connection.
+	Sent, Received int64
+	// Err is the first failure of either direction, nil when both ended
+	// with a half-close.
+	Err error
+}
+
+// Relay copies between c and st in both directions until both are done,
+// then closes both. A half-close travels each way: c's EOF becomes the
+// stream's end chunk, the peer's end chunk becomes c.CloseWrite. When either
+// side fails, the other is told (an abort chunk with the reason, or a reset
+// of c when the peer aborted) and both are closed at once.
+func Relay(c net.Conn, st *Stream) Result {
+	var (
+		res     Result
+		errOnce sync.Once
+		wg      sync.WaitGroup
+	)
+	fail := func(err error) {
+		errOnce.Do(func() { res.Err = err })
+	}
+
+	wg.Go(func() { // c -> stream
+		n, err := st.ReadFrom(c)
+		res.Sent = n
+		if err == nil {
+			if err = st.CloseWrite(); err == nil {
+				return
+			}
+		}
+		fail(err)
+		st.Abort(err.Error())
+		c.Close()
+	})
+
+	n, err := st.WriteTo(c) // stream -> c
+	res.Received = n
+	if err == nil {
+		err = closeWrite(c)
+	}
+	if err != nil {
+		fail(err)
+		if ab := (*AbortError)(nil); errors.As(err, &ab) {
+			reset(c)
+		}
+		st.Abort(err.Error())
+		c.Close()
+	}
+
+	wg.Wait()
+	st.Close()
+	c.Close()
+	return res
+}
+
+// closeWrite half-closes c, or closes it when it cannot half-close.
+func closeWrite(c net.Conn) error {
+	if hc, ok := c.(interface{ CloseWrite() error }); ok {
+		return hc.CloseWrite()
+	}
+	return c.Close()
+}
+
+// reset closes a TCP connection with RST, so its peer sees the abrupt end
+// that happened on the far side of the tunnel rather than a clean EOF.
+func reset(c net.Conn) {
+	if tc, ok := c.(*net.TCPConn); ok {
+		tc.SetLinger(0)
+	}
+	c.Close()
+}

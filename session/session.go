@@ -1,0 +1,371 @@
+package session
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/xtaci/smux"
+)
+
+// goodbyeTimeout bounds how long Close waits to deliver its Goodbye and to
+// see the peer hang up after it.
+const goodbyeTimeout = 2 * time.Second
+
+// Session is one authenticated client session: a smux session whose first
+// stream is the control stream. The server opens data streams with Open; on
+// the client, Run hands each one to a handler.
+//
+// Close ends the session (telling the peer why) and is idempotent; Run
+// returns after the session ended and all its goroutines, handlers
+// included, have returned.
+type Session struct {
+	cfg  Config
+	log  *slog.Logger
+	conn net.Conn
+	mux  *smux.Session
+	ctrl *smux.Stream
+	peer string // "server" or "client": the other side, for errors
+	bufs sync.Pool
+	info Info
+
+	wmu sync.Mutex // one control frame at a time
+
+	die     chan struct{}
+	dieOnce sync.Once
+	err     error // why the session ended; set before die closes
+
+	mu         sync.Mutex
+	running    bool // Run started readControl
+	closing    bool // Close started
+	closeOnce  sync.Once
+	readerDone chan struct{} // closed when readControl returns
+
+	missed   atomic.Int32 // pings sent since the last frame received
+	rtt      atomic.Int64 // last measured, ns
+	pingSeq  atomic.Uint64
+	pingSent atomic.Int64 // unix ns of the ping with seq pingSeq
+}
+
+// Info describes a session for logs and status.
+type Info struct {
+	// Client is the client's name on the server (from the Welcome).
+	Client string
+	// ID identifies the session in both sides' logs.
+	ID string
+	// Instance is the client process's run identity.
+	Instance string
+	// Remote is the peer's transport address.
+	Remote net.Addr
+	// Services are the granted claims.
+	Services []Service
+	// Started is when authentication completed.
+	Started time.Time
+}
+
+func newSession(cfg Config, log *slog.Logger, conn net.Conn, mux *smux.Session, ctrl *smux.Stream, peer string, info Info) *Session {
+	s := &Session{
+		cfg:  cfg,
+		log:  log,
+		conn: conn,
+		mux:  mux,
+		ctrl: ctrl,
+		peer: peer,
+		info: info,
+		die:  make(chan struct{}),
+
+		readerDone: make(chan struct{}),
+	}
+	s.bufs.New = func() any {
+		b := make([]byte, cfg.Mux.FrameSize)
+		return &b
+	}
+	return s
+}
+
+// Info returns the session's description.
+func (s *Session) Info() Info { return s.info }
+
+// RTT is the last heartbeat round trip, 0 before the first.
+func (s *Session) RTT() time.Duration { return time.Duration(s.rtt.Load()) }
+
+// NumStreams is the number of data streams open.
+func (s *Session) NumStreams() int {
+	n := s.mux.NumStreams() - 1 // the control stream
+	return max(n, 0)
+}
+
+// Done is closed when the session has ended.
+func (s *Session) Done() <-chan struct{} { return s.die }
+
+// Err says why the session ended, nil while it runs.
+func (s *Session) Err() error {
+	select {
+	case <-s.die:
+		return s.err
+	default:
+		return nil
+	}
+}
+
+// Run serves the session until it ends or ctx is done (then it closes the
+// session with Goodbye code CodeClosed): it answers and sends heartbeats,
+// and hands each stream the peer opens, with its header read, to handle in a
+// goroutine of its own. handle nil refuses such streams (the server's case).
+// Run returns why the session ended, after every goroutine it started has
+// returned. Calling Run more than once returns ErrClosed.
+func (s *Session) Run(ctx context.Context, handle func(*Stream)) error {
+	s.mu.Lock()
+	if s.running || s.closing {
+		s.mu.Unlock()
+		return ErrClosed
+	}
+	s.running = true
+	s.mu.Unlock()
+	var wg sync.WaitGroup
+	wg.Go(s.readControl)
+	wg.Go(s.heartbeat)
+	wg.Go(func() { s.acceptStreams(handle) })
+	select {
+	case <-ctx.Done():
+		s.Close(CodeClosed, "closing")
+	case <-s.die:
+	}
+	wg.Wait()
+	return s.err
+}
+
+// Open opens a data stream to the client and sends its header.
+func (s *Session) Open(hdr Header) (*Stream, error) {
+	b, err := hdr.encode()
+	if err != nil {
+		return nil, err
+	}
+	st, err := s.mux.OpenStream()
+	if err != nil {
+		return nil, s.orErr(err)
+	}
+	if _, err := st.Write(b); err != nil {
+		st.Close()
+		return nil, s.orErr(err)
+	}
+	return s.newStream(st, hdr), nil
+}
+
+func (s *Session) newStream(st *smux.Stream, hdr Header) *Stream {
+	return &Stream{st: st, hdr: hdr, bufs: &s.bufs}
+}
+
+// Close ends the session: it sends Goodbye{code, reason}, waits briefly for
+// the peer to hang up (so the Goodbye arrives even over KCP, which has no
+// FIN), then closes the transport. Streams still open are cut off.
+func (s *Session) Close(code, reason string) {
+	s.closeOnce.Do(func() {
+		select {
+		case <-s.die:
+			return
+		default:
+		}
+		s.mu.Lock()
+		s.closing = true
+		running := s.running
+		s.mu.Unlock()
+		deadline := time.Now().Add(goodbyeTimeout)
+		if s.writeControl(typeGoodbye, Goodbye{Code: code, Reason: reason}, deadline) == nil {
+			if running { // readControl is the reader; it returns at the hang-up
+				t := time.NewTimer(time.Until(deadline))
+				select {
+				case <-s.readerDone:
+				case <-s.die:
+				case <-t.C:
+				}
+				t.Stop()
+			} else {
+				waitHangUp(s.ctrl, deadline)
+			}
+		}
+		s.fail(fmt.Errorf("%w: %s", ErrClosed, reason))
+	})
+}
+
+func (s *Session) isClosing() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closing
+}
+
+// fail ends the session with err as its reason, unless it has ended already.
+func (s *Session) fail(err error) {
+	s.dieOnce.Do(func() {
+		s.err = err
+		close(s.die)
+		s.mux.Close()
+	})
+}
+
+// orErr prefers the session's end reason to the error of an operation that
+// failed because of it.
+func (s *Session) orErr(err error) error {
+	if serr := s.Err(); serr != nil {
+		return serr
+	}
+	return err
+}
+
+// writeControl sends one control frame by deadline.
+func (s *Session) writeControl(typ byte, msg any, deadline time.Time) error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	s.ctrl.SetWriteDeadline(deadline)
+	return writeFrame(s.ctrl, typ, msg)
+}
+
+// readControl reads control frames until the session ends. Once Close has
+// begun it only waits for the peer to hang up; Close then ends the session.
+func (s *Session) readControl() {
+	defer close(s.readerDone)
+	for {
+		typ, payload, err := readFrame(s.ctrl, s.cfg.MaxControlFrame)
+		if s.isClosing() {
+			if err != nil || typ == typeGoodbye {
+				return
+			}
+			continue
+		}
+		if err != nil {
+			s.fail(s.connErr(err))
+			return
+		}
+		s.missed.Store(0)
+		switch typ {
+		case typePing:
+			var p Ping
+			if err := decodeFrame(typ, payload, &p); err != nil {
+				s.fail(err)
+				return
+			}
+			// A pong that cannot leave within an interval is as good as lost.
+			s.writeControl(typePong, Pong(p), time.Now().Add(s.cfg.HeartbeatInterval))
+		case typePong:
+			var p Pong
+			if err := decodeFrame(typ, payload, &p); err != nil {
+				s.fail(err)
+				return
+			}
+			if p.Seq == s.pingSeq.Load() {
+				s.rtt.Store(time.Now().UnixNano() - s.pingSent.Load())
+			}
+		case typeGoodbye:
+			var g Goodbye
+			if err := decodeFrame(typ, payload, &g); err != nil {
+				s.fail(err)
+				return
+			}
+			s.fail(&GoodbyeError{Code: g.Code, Reason: g.Reason, Peer: s.peer})
+			return
+		default:
+			s.fail(fmt.Errorf("%w: unexpected %s frame after authentication", ErrProtocol, typeName(typ)))
+			return
+		}
+	}
+}
+
+// heartbeat pings every interval and ends the session when HeartbeatMisses
+// pings in a row went unanswered (no control frame at all came back).
+func (s *Session) heartbeat() {
+	t := time.NewTicker(s.cfg.HeartbeatInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.die:
+			return
+		case <-t.C:
+		}
+		if n := int(s.missed.Load()); n >= s.cfg.HeartbeatMisses {
+			s.fail(fmt.Errorf("%w after %d missed (last RTT %s)", ErrHeartbeat, n, fmtRTT(s.RTT())))
+			return
+		}
+		s.missed.Add(1)
+		seq := s.pingSeq.Add(1)
+		s.pingSent.Store(time.Now().UnixNano())
+		// A ping that cannot leave within an interval counts as missed.
+		s.writeControl(typePing, Ping{Seq: seq}, time.Now().Add(s.cfg.HeartbeatInterval))
+	}
+}
+
+// acceptStreams drains smux's accept queue for the session's whole life: an
+// undrained queue would stall every stream of the session.
+func (s *Session) acceptStreams(handle func(*Stream)) {
+	var handlers sync.WaitGroup
+	defer handlers.Wait()
+	for {
+		st, err := s.mux.AcceptStream()
+		if err != nil {
+			s.fail(s.connErr(err))
+			return
+		}
+		if handle == nil {
+			s.log.Warn("peer opened a stream it may not; closed it", "stream", st.ID())
+			st.Close()
+			continue
+		}
+		handlers.Go(func() {
+			// The header follows the stream's opening at once; a peer that
+			// does not send it does not get to hold the goroutine.
+			st.SetReadDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
+			hdr, err := readHeader(st)
+			if err != nil {
+				s.log.Warn("bad stream header; closed the stream", "stream", st.ID(), "err", err)
+				st.Close()
+				return
+			}
+			st.SetReadDeadline(time.Time{})
+			handle(s.newStream(st, hdr))
+		})
+	}
+}
+
+// connErr turns the error that ended reading the session into its reason.
+func (s *Session) connErr(err error) error {
+	if serr := s.Err(); serr != nil {
+		return serr
+	}
+	if errors.Is(err, ErrProtocol) || errors.Is(err, ErrVersion) {
+		return err
+	}
+	if err == io.EOF || errors.Is(err, io.ErrClosedPipe) {
+		return fmt.Errorf("%w: %s hung up", ErrConnLost, s.peer)
+	}
+	return fmt.Errorf("%w: %v", ErrConnLost, err)
+}
+
+// waitHangUp reads (and drops) from r until the peer closes or the deadline
+// passes, so that what was written last is delivered before we close.
+func waitHangUp(r interface {
+	io.Reader
+	SetReadDeadline(time.Time) error
+}, deadline time.Time) {
+	r.SetReadDeadline(deadline)
+	var buf [256]byte
+	for {
+		if _, err := r.Read(buf[:]); err != nil {
+			return
+		}
+	}
+}
+
+func fmtRTT(d time.Duration) string {
+	if d <= 0 {
+		return "none measured"
+	}
+	if d < time.Millisecond {
+		return fmt.Sprintf("%d µs", d.Microseconds())
+	}
+	return fmt.Sprintf("%d ms", d.Milliseconds())
+}

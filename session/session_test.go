@@ -1,0 +1,594 @@
+package session
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/xtaci/smux"
+
+	"github.com/warren-tunnel/warren/internal/leaktest"
+	"github.com/warren-tunnel/warren/transport"
+	"github.com/warren-tunnel/warren/transport/transporttest"
+)
+
+var (
+	testToken  = []byte("correct horse battery staple")
+	otherToken = []byte("a token the server does not know")
+	quiet      = slog.New(slog.DiscardHandler)
+)
+
+func testConfig() Config {
+	c := DefaultConfig()
+	c.HandshakeTimeout = 5 * time.Second
+	c.HeartbeatInterval = 50 * time.Millisecond
+	c.HeartbeatMisses = 4
+	return c
+}
+
+// transports are the pairs the handshake suite runs over.
+func transports(t *testing.T) map[string][2]transport.Transport {
+	t.Helper()
+	srvTLS, fp, _, err := transport.ServerTLS{}.Config(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cliTLS, err := transport.ClientTLS{Fingerprint: fp}.Config()
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := transport.DefaultKCPConfig()
+	mem := &transporttest.Network{}
+	return map[string][2]transport.Transport{
+		"memory":  {mem, mem},
+		"tcp+tls": {&transport.TCP{TLS: srvTLS}, &transport.TCP{TLS: cliTLS}},
+		"kcp+tls": {&transport.KCP{Config: k, TLS: srvTLS}, &transport.KCP{Config: k, TLS: cliTLS}},
+	}
+}
+
+// testServer accepts one connection on l and answers its Auth: Welcome when
+// the proof matches testToken, Reject otherwise. The outcome arrives on the
+// returned channel.
+type accepted struct {
+	sess *Session
+	req  *Request
+	err  error
+}
+
+func testServer(t *testing.T, l transport.Listener, cfg Config) <-chan accepted {
+	out := make(chan accepted, 1)
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			out <- accepted{err: err}
+			return
+		}
+		p, err := Accept(c, cfg, quiet)
+		if err != nil {
+			out <- accepted{err: err}
+			return
+		}
+		if p.Request.Match([][]byte{otherToken[:3], testToken}) != 1 {
+			rej := Rejectf(CodeUnknownToken, "unknown token")
+			p.Reject(rej)
+			out <- accepted{req: p.Request, err: rej}
+			return
+		}
+		s, err := p.Welcome(Welcome{Client: "office", Session: NewID(), Services: p.Request.Services})
+		out <- accepted{sess: s, req: p.Request, err: err}
+	}()
+	return out
+}
+
+func listen(t *testing.T, tr transport.Transport) transport.Listener {
+	t.Helper()
+	addr := "127.0.0.1:0"
+	if _, ok := tr.(*transporttest.Network); ok {
+		addr = "mem"
+	}
+	l, err := tr.Listen(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	return l
+}
+
+func dial(t *testing.T, tr transport.Transport, l transport.Listener) net.Conn {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := tr.Dial(ctx, l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// pair connects a client and a server session over tr and runs both; the
+// client's streams go to handle.
+func pair(t *testing.T, trs [2]transport.Transport, cfg Config, handle func(*Stream)) (srv, cli *Session, srvDone, cliDone <-chan error) {
+	t.Helper()
+	l := listen(t, trs[0])
+	res := testServer(t, l, cfg)
+	cli, err := Connect(dial(t, trs[1], l), cfg, quiet, testToken, "instance-1", []Service{{Name: "web", RemotePort: 8080}})
+	r := <-res
+	if err != nil || r.err != nil {
+		t.Fatalf("client: %v; server: %v", err, r.err)
+	}
+	srvRun, cliRun := run(r.sess, nil), run(cli, handle)
+	t.Cleanup(func() {
+		r.sess.Close(CodeClosed, "test over")
+		cli.Close(CodeClosed, "test over")
+		<-srvRun
+		<-cliRun
+	})
+	return r.sess, cli, srvRun, cliRun
+}
+
+// run runs s in a goroutine. The channel yields Run's result once and is
+// then closed, so that both a test and its cleanup can wait on it.
+func run(s *Session, h func(*Stream)) <-chan error {
+	done := make(chan error, 1)
+	go func() {
+		done <- s.Run(context.Background(), h)
+		close(done)
+	}()
+	return done
+}
+
+func TestHandshake(t *testing.T) {
+	leaktest.Check(t)
+	for name, trs := range transports(t) {
+		t.Run(name, func(t *testing.T) {
+			srv, cli, _, _ := pair(t, trs, testConfig(), nil)
+			if got := cli.Info().Client; got != "office" {
+				t.Errorf("client learned name %q", got)
+			}
+			if cli.Info().ID == "" || cli.Info().ID != srv.Info().ID {
+				t.Errorf("session ids differ: %q vs %q", cli.Info().ID, srv.Info().ID)
+			}
+			if got := srv.Info().Instance; got != "instance-1" {
+				t.Errorf("server saw instance %q", got)
+			}
+			if s := srv.Info().Services; len(s) != 1 || s[0].Name != "web" || s[0].RemotePort != 8080 {
+				t.Errorf("server saw services %+v", s)
+			}
+		})
+	}
+}
+
+func TestWrongTokenRejected(t *testing.T) {
+	leaktest.Check(t)
+	for name, trs := range transports(t) {
+		t.Run(name, func(t *testing.T) {
+			l := listen(t, trs[0])
+			res := testServer(t, l, testConfig())
+			_, err := Connect(dial(t, trs[1], l), testConfig(), quiet, otherToken, "i", nil)
+			var rej *RejectError
+			if !errors.As(err, &rej) || rej.Code != CodeUnknownToken {
+				t.Fatalf("Connect err = %v, want unknown token rejection", err)
+			}
+			if err.Error() != "auth rejected: unknown token" {
+				t.Errorf("client sees %q", err)
+			}
+			if r := <-res; !errors.As(r.err, &rej) {
+				t.Fatalf("server err = %v", r.err)
+			}
+		})
+	}
+}
+
+// TestReplayedHandshakeRejected replays a captured Auth on a new session,
+// over a plaintext transport where no TLS binding helps: the fresh nonce
+// alone must defeat it.
+func TestReplayedHandshakeRejected(t *testing.T) {
+	leaktest.Check(t)
+	cfg := testConfig()
+	mem := &transporttest.Network{}
+	l := listen(t, mem)
+	res := testServer(t, l, cfg)
+	cli, err := Connect(dial(t, mem, l), cfg, quiet, testToken, "i", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := <-res
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	captured := r.req.Auth // exactly what the client sent
+	cli.Close(CodeClosed, "done")
+	r.sess.Close(CodeClosed, "done")
+
+	res = testServer(t, l, cfg)
+	_, ctrl := rawClient(t, dial(t, mem, l), cfg)
+	writeFrame(ctrl, typeClientHello, ClientHello{MinVersion: 1, MaxVersion: 1})
+	if typ, _, err := readFrame(ctrl, cfg.MaxControlFrame); err != nil || typ != typeChallenge {
+		t.Fatalf("challenge: %d %v", typ, err)
+	}
+	writeFrame(ctrl, typeAuth, captured)
+	var rej *RejectError
+	if r := <-res; !errors.As(r.err, &rej) || rej.Code != CodeUnknownToken {
+		t.Fatalf("replay: server err = %v, want unknown token", r.err)
+	}
+}
+
+// TestRelayedProofRejected: an attacker in the middle, with a certificate
+// the victim accepts, passes the real server's nonce to the victim and the
+// victim's proof to the real server. The proof is bound to the victim's TLS
+// session with the attacker, so the real server refuses it.
+func TestRelayedProofRejected(t *testing.T) {
+	leaktest.Check(t)
+	cfg := testConfig()
+	trs := transports(t)["tcp+tls"]
+	realL := listen(t, trs[0])
+	res := testServer(t, realL, cfg)
+
+	// The attacker's own server, which the victim trusts (insecure client).
+	atkTLS, _, _, err := transport.ServerTLS{}.Config(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	atkL := listen(t, &transport.TCP{TLS: atkTLS})
+	victimTLS, _ := transport.ClientTLS{InsecureSkipVerify: true}.Config()
+	victimDone := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		c, err := (&transport.TCP{TLS: victimTLS}).Dial(ctx, atkL.Addr().String())
+		if err != nil {
+			victimDone <- err
+			return
+		}
+		_, err = Connect(c, cfg, quiet, testToken, "victim", nil)
+		victimDone <- err
+	}()
+
+	// Attacker: client of the real server, server of the victim.
+	up, err := smux.Client(dial(t, trs[1], realL), cfg.smux())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer up.Close()
+	upCtrl, _ := up.OpenStream()
+	writeFrame(upCtrl, typeClientHello, ClientHello{MinVersion: 1, MaxVersion: 1})
+	typ, payload, err := readFrame(upCtrl, cfg.MaxControlFrame)
+	if err != nil || typ != typeChallenge {
+		t.Fatalf("attacker reading the real challenge: %d %v", typ, err)
+	}
+	victimConn, err := atkL.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer victimConn.Close()
+	down, _ := smux.Server(victimConn, cfg.smux())
+	defer down.Close()
+	downCtrl, err := down.AcceptStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	readFrame(downCtrl, cfg.MaxControlFrame)           // the victim's client hello
+	downCtrl.Write(frameBytes(typeChallenge, payload)) // the real server's nonce
+	typ, payload, err = readFrame(downCtrl, cfg.MaxControlFrame)
+	if err != nil || typ != typeAuth {
+		t.Fatalf("attacker reading victim's auth: %d %v", typ, err)
+	}
+	upCtrl.Write(frameBytes(typeAuth, payload)) // the victim's proof
+
+	var rej *RejectError
+	if r := <-res; !errors.As(r.err, &rej) || rej.Code != CodeUnknownToken {
+		t.Fatalf("real server err = %v, want unknown token", r.err)
+	}
+	down.Close()
+	<-victimDone
+}
+
+// frameBytes frames a payload as it came.
+func frameBytes(typ byte, payload []byte) []byte {
+	b := []byte{MaxVersion, typ, 0, 0, 0, 0}
+	binary.BigEndian.PutUint32(b[2:], uint32(len(payload)))
+	return append(b, payload...)
+}
+
+// rawClient opens a smux session and control stream over c without the
+// rest of the handshake, for tests that speak the protocol by hand.
+func rawClient(t *testing.T, c net.Conn, cfg Config) (*smux.Session, *smux.Stream) {
+	t.Helper()
+	mux, err := smux.Client(c, cfg.smux())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { mux.Close() })
+	ctrl, err := mux.OpenStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctrl.SetDeadline(time.Now().Add(10 * time.Second))
+	return mux, ctrl
+}
+
+func TestVersionMismatch(t *testing.T) {
+	leaktest.Check(t)
+	cfg := testConfig()
+	mem := &transporttest.Network{}
+	l := listen(t, mem)
+	res := testServer(t, l, cfg)
+	_, ctrl := rawClient(t, dial(t, mem, l), cfg)
+	writeFrame(ctrl, typeClientHello, ClientHello{MinVersion: 2, MaxVersion: 3})
+	typ, payload, err := readFrame(ctrl, cfg.MaxControlFrame)
+	if err != nil || typ != typeReject {
+		t.Fatalf("got %s, %v; want reject", typeName(typ), err)
+	}
+	var r Reject
+	decodeFrame(typ, payload, &r)
+	if r.Code != CodeVersion || !strings.Contains(r.Reason, "client speaks protocol 2-3, server 1-1") {
+		t.Fatalf("reject %+v", r)
+	}
+	var rej *RejectError
+	if a := <-res; !errors.As(a.err, &rej) || rej.Code != CodeVersion {
+		t.Fatalf("server: %v, want a version rejection", a.err)
+	}
+}
+
+// TestClientSeesVersionRejection: the client reports the server's reason.
+func TestClientSeesVersionRejection(t *testing.T) {
+	leaktest.Check(t)
+	cfg := testConfig()
+	mem := &transporttest.Network{}
+	l := listen(t, mem)
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		mux, _ := smux.Server(c, cfg.smux())
+		defer mux.Close()
+		ctrl, err := mux.AcceptStream()
+		if err != nil {
+			return
+		}
+		readFrame(ctrl, cfg.MaxControlFrame)
+		writeFrame(ctrl, typeReject, Reject{Code: CodeVersion, Reason: "version mismatch: client speaks protocol 1-1, server 2-3"})
+		waitHangUp(ctrl, time.Now().Add(5*time.Second))
+	}()
+	_, err := Connect(dial(t, mem, l), cfg, quiet, testToken, "i", nil)
+	var rej *RejectError
+	if !errors.As(err, &rej) || rej.Code != CodeVersion || rej.Temporary() {
+		t.Fatalf("Connect err = %v", err)
+	}
+	if !strings.Contains(err.Error(), "server 2-3") {
+		t.Errorf("client sees %q", err)
+	}
+}
+
+// TestHandshakeDeadline: a client that connects and says nothing, or
+// dribbles a frame, is dropped at the handshake deadline.
+func TestHandshakeDeadline(t *testing.T) {
+	leaktest.Check(t)
+	cfg := testConfig()
+	cfg.HandshakeTimeout = 300 * time.Millisecond
+	for name, trs := range transports(t) {
+		t.Run(name, func(t *testing.T) {
+			l := listen(t, trs[0])
+			res := testServer(t, l, cfg)
+			c := dial(t, trs[1], l)
+			defer c.Close()
+			if name == "memory" { // net.Pipe: keep the server's writes flowing
+				go io.Copy(io.Discard, c)
+			}
+			start := time.Now()
+			select {
+			case r := <-res:
+				if r.err == nil {
+					t.Fatal("silent client accepted")
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("silent client held the handshake past its deadline")
+			}
+			if d := time.Since(start); d > 5*time.Second {
+				t.Fatalf("took %v", d)
+			}
+		})
+	}
+}
+
+func TestOversizedAuthRejected(t *testing.T) {
+	leaktest.Check(t)
+	cfg := testConfig()
+	mem := &transporttest.Network{}
+	l := listen(t, mem)
+	res := testServer(t, l, cfg)
+	_, ctrl := rawClient(t, dial(t, mem, l), cfg)
+	writeFrame(ctrl, typeClientHello, ClientHello{MinVersion: 1, MaxVersion: 1})
+	readFrame(ctrl, cfg.MaxControlFrame)
+	ctrl.Write([]byte{1, typeAuth, 0x7f, 0xff, 0xff, 0xff}) // 2 GiB promised
+	if r := <-res; !errors.Is(r.err, ErrProtocol) {
+		t.Fatalf("server err = %v, want protocol error", r.err)
+	}
+}
+
+func TestHeartbeatMeasuresRTT(t *testing.T) {
+	leaktest.Check(t)
+	for name, trs := range transports(t) {
+		t.Run(name, func(t *testing.T) {
+			srv, cli, _, _ := pair(t, trs, testConfig(), nil)
+			deadline := time.Now().Add(10 * time.Second)
+			for srv.RTT() == 0 || cli.RTT() == 0 {
+				if time.Now().After(deadline) {
+					t.Fatal("no RTT measured after 10 s of 50 ms heartbeats")
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+		})
+	}
+}
+
+// freezable drops everything written once frozen, like a link that went
+// dark without a word.
+type freezable struct {
+	net.Conn
+	frozen chan struct{}
+}
+
+func (f *freezable) Write(b []byte) (int, error) {
+	select {
+	case <-f.frozen:
+		return len(b), nil
+	default:
+		return f.Conn.Write(b)
+	}
+}
+
+func TestHeartbeatTimeout(t *testing.T) {
+	leaktest.Check(t)
+	cfg := testConfig()
+	mem := &transporttest.Network{}
+	l := listen(t, mem)
+	res := testServer(t, l, cfg)
+	frozen := make(chan struct{})
+	c := &freezable{Conn: dial(t, mem, l), frozen: frozen}
+	cli, err := Connect(c, cfg, quiet, testToken, "i", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := <-res
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	srvDone := make(chan error, 1)
+	go func() { srvDone <- r.sess.Run(context.Background(), nil) }()
+	cliDone := make(chan error, 1)
+	go func() { cliDone <- cli.Run(context.Background(), nil) }()
+
+	close(frozen) // the client's packets stop reaching the server
+	select {
+	case err := <-srvDone:
+		if !errors.Is(err, ErrHeartbeat) || !strings.Contains(err.Error(), "after 4 missed") {
+			t.Fatalf("server session ended with %v, want heartbeat timeout", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("server did not notice the dead link")
+	}
+	cli.Close(CodeClosed, "done")
+	<-cliDone
+}
+
+func TestGoodbye(t *testing.T) {
+	leaktest.Check(t)
+	for name, trs := range transports(t) {
+		t.Run(name, func(t *testing.T) {
+			srv, _, srvDone, cliDone := pair(t, trs, testConfig(), nil)
+			srv.Close(CodeShuttingDown, "shutting down")
+			err := <-cliDone
+			var g *GoodbyeError
+			if !errors.As(err, &g) || g.Code != CodeShuttingDown {
+				t.Fatalf("client ended with %v", err)
+			}
+			if err.Error() != "server closed session: shutting down" {
+				t.Errorf("client sees %q", err)
+			}
+			if err := <-srvDone; !errors.Is(err, ErrClosed) {
+				t.Fatalf("server ended with %v", err)
+			}
+		})
+	}
+}
+
+func TestClientOpenedStreamIsRefused(t *testing.T) {
+	leaktest.Check(t)
+	mem := &transporttest.Network{}
+	srv, cli, _, _ := pair(t, [2]transport.Transport{mem, mem}, testConfig(), nil)
+	st, err := cli.mux.OpenStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := st.Read(make([]byte, 1)); err == nil {
+		t.Fatal("server kept a stream the client opened")
+	}
+	if srv.Err() != nil {
+		t.Fatalf("the stray stream ended the session: %v", srv.Err())
+	}
+}
+
+// TestStreamHalfClose: each side half-closes after its message and still
+// reads the other's; the end is a chunk, not smux's FIN.
+func TestStreamHalfClose(t *testing.T) {
+	leaktest.Check(t)
+	for name, trs := range transports(t) {
+		t.Run(name, func(t *testing.T) {
+			srv, _, _, _ := pair(t, trs, testConfig(), func(st *Stream) {
+				defer st.Close()
+				req, err := io.ReadAll(st)
+				if err != nil {
+					t.Errorf("handler read: %v", err)
+					return
+				}
+				st.Write(append([]byte("reply to "), req...))
+				st.CloseWrite()
+			})
+			for i := range 200 {
+				st, err := srv.Open(Header{Service: "web", Peer: "192.0.2.1:1234"})
+				if err != nil {
+					t.Fatal(err)
+				}
+				st.Write([]byte("request"))
+				st.CloseWrite()
+				got, err := io.ReadAll(st)
+				st.Close()
+				if err != nil || string(got) != "reply to request" {
+					t.Fatalf("round %d: %q, %v", i, got, err)
+				}
+			}
+		})
+	}
+}
+
+func TestStreamAbortCarriesReason(t *testing.T) {
+	leaktest.Check(t)
+	mem := &transporttest.Network{}
+	srv, _, _, _ := pair(t, [2]transport.Transport{mem, mem}, testConfig(), func(st *Stream) {
+		if st.Header().Peer != "192.0.2.1:1234" {
+			t.Errorf("header %+v", st.Header())
+		}
+		st.Abort("dial tcp 127.0.0.1:1: connection refused")
+	})
+	st, err := srv.Open(Header{Service: "web", Peer: "192.0.2.1:1234"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	_, err = io.ReadAll(st)
+	var ab *AbortError
+	if !errors.As(err, &ab) || ab.Reason != "dial tcp 127.0.0.1:1: connection refused" {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestStreamCutOffWhenSessionDies(t *testing.T) {
+	leaktest.Check(t)
+	mem := &transporttest.Network{}
+	opened := make(chan struct{})
+	srv, cli, _, _ := pair(t, [2]transport.Transport{mem, mem}, testConfig(), func(st *Stream) {
+		close(opened)
+		io.Copy(io.Discard, st)
+		st.Close()
+	})
+	st, err := srv.Open(Header{Service: "web"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	<-opened
+	cli.Close(CodeClosed, "going away")
+	_, err = st.Read(make([]byte, 1))
+	if !errors.Is(err, ErrTruncated) {
+		t.Fatalf("Read after the session died: %v, want ErrTruncated", err)
+	}
+}

@@ -1,0 +1,290 @@
+package session
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/xtaci/smux"
+)
+
+// abortWriteTimeout bounds the write of an abort chunk: the stream is being
+// given up, so a full window must not hold the caller.
+const abortWriteTimeout = time.Second
+
+// Stream is one relayed connection over a session. Read, WriteTo, Write and
+// ReadFrom move the connection's bytes, framed as data chunks; CloseWrite
+// sends the end chunk (a half-close the peer reads as io.EOF); Abort sends a
+// reason and closes. One goroutine may read while another writes.
+//
+// After Close, Read and Write fail and the stream's buffers are released;
+// Close may be called more than once.
+type Stream struct {
+	st   *smux.Stream
+	hdr  Header
+	bufs *sync.Pool // chunk buffers of the session's frame size
+
+	dec  decoder
+	rerr error // sticky read result: io.EOF, *AbortError, ErrTruncated...
+
+	wmu     sync.Mutex
+	wclosed bool // end or abort sent
+
+	closeOnce sync.Once
+	closed    atomic.Bool
+}
+
+// Header is the stream header the server sent.
+func (s *Stream) Header() Header { return s.hdr }
+
+// ID is the smux stream id, unique within the session.
+func (s *Stream) ID() uint32 { return s.st.ID() }
+
+// Read reads the peer's data. It returns io.EOF after the peer's end chunk,
+// an *AbortError after its abort chunk, and an error wrapping ErrTruncated
+// when the stream was cut off before either.
+func (s *Stream) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	for s.rerr == nil {
+		want := s.dec.want()
+		if want == 0 { // inside a data payload: read straight into p
+			n, err := s.st.Read(p[:min(len(p), s.dec.left)])
+			s.dec.feed(p[:n])
+			if err != nil {
+				if isTimeout(err) {
+					return n, err
+				}
+				s.rerr = s.cutOff(err)
+			}
+			if n > 0 {
+				return n, nil
+			}
+			continue
+		}
+		// Header or abort reason: read no more than they need, so that no
+		// payload byte lands in scratch.
+		var scratch [64]byte
+		n, err := s.st.Read(scratch[:min(want, len(scratch))])
+		if _, _, ferr := s.dec.feed(scratch[:n]); ferr != nil {
+			s.rerr = ferr
+			break
+		}
+		if err != nil {
+			if isTimeout(err) {
+				return 0, err
+			}
+			s.rerr = s.cutOff(err)
+		}
+	}
+	return 0, s.rerr
+}
+
+// WriteTo writes the peer's data to w until the peer's end chunk (it then
+// returns nil), its abort chunk, or an error. It holds no buffer of its own
+// while it waits: the bytes go from smux's receive buffer to w.
+func (s *Stream) WriteTo(w io.Writer) (int64, error) {
+	if s.rerr != nil {
+		return 0, eofIsNil(s.rerr)
+	}
+	pw := payloadWriter{dec: &s.dec, dst: w}
+	_, err := s.st.WriteTo(&pw)
+	switch {
+	case pw.end != nil:
+		s.rerr = pw.end
+	case pw.werr != nil:
+		return pw.n, pw.werr
+	case isTimeout(err):
+		return pw.n, err
+	default:
+		s.rerr = s.cutOff(err)
+	}
+	return pw.n, eofIsNil(s.rerr)
+}
+
+// payloadWriter receives the raw stream from smux and writes the data
+// payloads to dst; it stops smux at the end of the direction.
+type payloadWriter struct {
+	dec  *decoder
+	dst  io.Writer
+	n    int64
+	end  error // io.EOF, *AbortError or a protocol error
+	werr error // dst failed
+}
+
+var errStop = errors.New("stop")
+
+func (p *payloadWriter) Write(b []byte) (int, error) {
+	total := len(b)
+	for len(b) > 0 {
+		data, n, err := p.dec.feed(b)
+		b = b[n:]
+		if len(data) > 0 {
+			m, werr := p.dst.Write(data)
+			p.n += int64(m)
+			if werr != nil {
+				p.werr = werr
+				return total, errStop
+			}
+		}
+		if err != nil {
+			if len(b) > 0 { // let the decoder report the stray bytes
+				_, _, err = p.dec.feed(b)
+			}
+			p.end = err
+			return total, errStop
+		}
+	}
+	return total, nil
+}
+
+// Write sends p as data chunks.
+func (s *Stream) Write(p []byte) (int, error) {
+	bp := s.bufs.Get().(*[]byte)
+	defer s.bufs.Put(bp)
+	buf := *bp
+	n := 0
+	for len(p) > 0 {
+		k := copy(buf[chunkHeaderLen:], p)
+		putChunkHeader(buf, chunkData, k)
+		if err := s.writeChunk(buf[:chunkHeaderLen+k]); err != nil {
+			return n, err
+		}
+		n += k
+		p = p[k:]
+	}
+	return n, nil
+}
+
+// ReadFrom sends everything r yields as data chunks, until r returns io.EOF
+// (ReadFrom then returns nil; the stream stays open for CloseWrite) or an
+// error. Each chunk is read straight into the buffer that smux sends, and
+// between bursts ReadFrom waits for a socket to become readable without
+// holding a buffer, so an idle connection costs no buffer memory.
+func (s *Stream) ReadFrom(r io.Reader) (int64, error) {
+	wait := readWaiter(r)
+	idle := true
+	var total int64
+	for {
+		if idle && wait != nil {
+			if err := wait(); err != nil {
+				return total, err
+			}
+		}
+		bp := s.bufs.Get().(*[]byte)
+		buf := *bp
+		n, rerr := r.Read(buf[chunkHeaderLen:])
+		if n > 0 {
+			putChunkHeader(buf, chunkData, n)
+			if err := s.writeChunk(buf[:chunkHeaderLen+n]); err != nil {
+				s.bufs.Put(bp)
+				return total, err
+			}
+			total += int64(n)
+		}
+		s.bufs.Put(bp)
+		// A short read drained the socket: wait before taking a buffer again.
+		idle = n < len(buf)-chunkHeaderLen
+		if rerr == io.EOF {
+			return total, nil
+		}
+		if rerr != nil {
+			return total, rerr
+		}
+	}
+}
+
+// writeChunk writes one complete chunk. The lock keeps chunks whole: smux
+// may split a write across window waits, and an abort must not land inside.
+func (s *Stream) writeChunk(b []byte) error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if s.wclosed {
+		return io.ErrClosedPipe
+	}
+	_, err := s.st.Write(b)
+	return err
+}
+
+// CloseWrite sends the end chunk: the peer reads io.EOF after the data
+// written so far. Later writes fail. Calling it again does nothing.
+func (s *Stream) CloseWrite() error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if s.wclosed {
+		return nil
+	}
+	s.wclosed = true
+	var h [chunkHeaderLen]byte
+	putChunkHeader(h[:], chunkEnd, 0)
+	_, err := s.st.Write(h[:])
+	return err
+}
+
+// Abort tells the peer why this side gives the stream up, then closes it.
+// If a write is blocked mid-chunk, or the end was already sent, it closes
+// without the reason; the peer then sees the stream cut off.
+func (s *Stream) Abort(reason string) error {
+	if s.wmu.TryLock() {
+		if !s.wclosed {
+			s.wclosed = true
+			if len(reason) > maxAbortReason {
+				reason = reason[:maxAbortReason]
+			}
+			b := make([]byte, chunkHeaderLen+len(reason))
+			putChunkHeader(b, chunkAbort, len(reason))
+			copy(b[chunkHeaderLen:], reason)
+			s.st.SetWriteDeadline(time.Now().Add(abortWriteTimeout))
+			s.st.Write(b)
+		}
+		s.wmu.Unlock()
+	}
+	return s.Close()
+}
+
+// Close closes both directions at once and releases the stream.
+func (s *Stream) Close() error {
+	err := ErrClosed
+	s.closeOnce.Do(func() {
+		s.closed.Store(true)
+		err = s.st.Close()
+	})
+	return err
+}
+
+// SetReadDeadline sets the deadline for Read and WriteTo.
+func (s *Stream) SetReadDeadline(t time.Time) error { return s.st.SetReadDeadline(t) }
+
+// SetWriteDeadline sets the deadline for Write and ReadFrom.
+func (s *Stream) SetWriteDeadline(t time.Time) error { return s.st.SetWriteDeadline(t) }
+
+// cutOff maps the error that ended smux's stream early to Read's error.
+// smux reports a FIN, its session's end and our own Close alike (io.EOF or
+// io.ErrClosedPipe), so only our own Close can be told apart.
+func (s *Stream) cutOff(err error) error {
+	if s.closed.Load() {
+		return ErrClosed
+	}
+	if err == io.EOF || errors.Is(err, io.ErrClosedPipe) {
+		return ErrTruncated
+	}
+	return fmt.Errorf("%w: %v", ErrTruncated, err)
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout() || errors.Is(err, os.ErrDeadlineExceeded)
+}
+
+func eofIsNil(err error) error {
+	if err == io.EOF {
+		return nil
+	}
+	return err
+}

@@ -1,7 +1,6 @@
 package session
 
 import (
-	"errors"
 	"fmt"
 	"time"
 
@@ -71,35 +70,48 @@ const (
 	maxHeartbeatMisses = 1000
 )
 
-// Validate reports the first invalid setting, naming its key as written in
-// the config file.
+// FieldError names the setting that failed validation, by its key in the
+// session's own terms ("mux.frame_size", "heartbeat_interval", ...), so
+// that callers can place it in their config file's layout.
+type FieldError struct {
+	Key string
+	Err error
+}
+
+func (e *FieldError) Error() string { return e.Key + ": " + e.Err.Error() }
+func (e *FieldError) Unwrap() error { return e.Err }
+
+func fieldErr(key, format string, args ...any) error {
+	return &FieldError{Key: key, Err: fmt.Errorf(format, args...)}
+}
+
+// Validate reports the first invalid setting as a *FieldError.
 func (c Mux) Validate() error {
 	switch {
 	case c.FrameSize < minFrameSize || c.FrameSize > maxFrameSize:
-		return fmt.Errorf("frame_size: %d is out of range %d-%d", c.FrameSize, minFrameSize, maxFrameSize)
+		return fieldErr("mux.frame_size", "%d is out of range %d-%d", c.FrameSize, minFrameSize, maxFrameSize)
 	case c.StreamWindow < c.FrameSize:
-		return fmt.Errorf("stream_window: %d is smaller than frame_size %d", c.StreamWindow, c.FrameSize)
+		return fieldErr("mux.stream_window", "%d is smaller than frame_size %d", c.StreamWindow, c.FrameSize)
 	case c.SessionWindow < c.StreamWindow || c.SessionWindow > maxSessionWindow:
-		return fmt.Errorf("session_window: %d is out of range stream_window (%d) to %d", c.SessionWindow, c.StreamWindow, maxSessionWindow)
+		return fieldErr("mux.session_window", "%d is out of range stream_window (%d) to %d", c.SessionWindow, c.StreamWindow, maxSessionWindow)
 	}
 	return nil
 }
 
-// Validate reports the first invalid setting, naming its key as written in
-// the config file.
+// Validate reports the first invalid setting as a *FieldError.
 func (c Config) Validate() error {
 	if err := c.Mux.Validate(); err != nil {
-		return fmt.Errorf("mux.%w", err)
+		return err
 	}
 	switch {
 	case c.HandshakeTimeout <= 0:
-		return errors.New("handshake_timeout: must be positive")
+		return fieldErr("handshake_timeout", "must be positive")
 	case c.HeartbeatInterval < minHeartbeat:
-		return fmt.Errorf(`heartbeat_interval: %v is shorter than %v (durations are strings such as "5s")`, c.HeartbeatInterval, minHeartbeat)
+		return fieldErr("heartbeat_interval", `%v is shorter than %v (durations are strings such as "5s")`, c.HeartbeatInterval, minHeartbeat)
 	case c.HeartbeatMisses < 1 || c.HeartbeatMisses > maxHeartbeatMisses:
-		return fmt.Errorf("heartbeat_misses: %d is out of range 1-%d", c.HeartbeatMisses, maxHeartbeatMisses)
+		return fieldErr("heartbeat_misses", "%d is out of range 1-%d", c.HeartbeatMisses, maxHeartbeatMisses)
 	case c.MaxControlFrame < minControlFrame || c.MaxControlFrame > maxControlFrame:
-		return fmt.Errorf("max_control_frame: %d is out of range %d-%d", c.MaxControlFrame, minControlFrame, maxControlFrame)
+		return fieldErr("max_control_frame", "%d is out of range %d-%d", c.MaxControlFrame, minControlFrame, maxControlFrame)
 	}
 	return nil
 }

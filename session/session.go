@@ -115,7 +115,7 @@ func (s *Session) Err() error {
 }
 
 // Run serves the session until it ends or ctx is done (then it closes the
-// session with Goodbye code CodeClosed): it answers and sends heartbeats,
+// session with Goodbye code CodeShuttingDown): it answers and sends heartbeats,
 // and hands each stream the peer opens, with its header read, to handle in a
 // goroutine of its own. handle nil refuses such streams (the server's case).
 // Run returns why the session ended, after every goroutine it started has
@@ -134,7 +134,7 @@ func (s *Session) Run(ctx context.Context, handle func(*Stream)) error {
 	wg.Go(func() { s.acceptStreams(handle) })
 	select {
 	case <-ctx.Done():
-		s.Close(CodeClosed, "closing")
+		s.Close(CodeShuttingDown, "shutting down")
 	case <-s.die:
 	}
 	wg.Wait()
@@ -307,7 +307,9 @@ func (s *Session) acceptStreams(handle func(*Stream)) {
 	for {
 		st, err := s.mux.AcceptStream()
 		if err != nil {
-			s.fail(s.connErr(err))
+			if !s.isClosing() { // else Close records why
+				s.fail(s.connErr(err))
+			}
 			return
 		}
 		if handle == nil {

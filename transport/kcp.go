@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"strconv"
 	"sync"
+	"time"
 
 	kcp "github.com/xtaci/kcp-go/v5"
 	"golang.org/x/net/ipv4"
@@ -21,11 +22,13 @@ import (
 // packet crypto: TLS encrypts and authenticates), or plain KCP when TLS is
 // nil.
 //
-// KCP has no handshake and never declares a peer dead. With TLS, Dial fails
-// when the server does not complete the TLS handshake before ctx ends; without
-// TLS, Dial succeeds even when nobody listens, and only the first read from
-// the peer tells. Liveness after that is the session layer's job
-// (heartbeats).
+// KCP has no handshake and never declares a peer dead. Dial uses a
+// connected UDP socket, so when the server's host answers "port
+// unreachable" the connection fails at once, as a refused TCP dial would.
+// With TLS, Dial also fails when the server does not complete the TLS
+// handshake before ctx ends; without TLS, Dial succeeds even when nobody
+// answers, and only the first read tells. Liveness after that is the
+// session layer's job (heartbeats).
 //
 // KCP has no FIN either: Close discards whatever the peer has not yet
 // acknowledged. A side that must deliver its last bytes waits for the peer
@@ -37,10 +40,9 @@ type KCP struct {
 	Config KCPConfig
 	// TLS is the client or server TLS configuration; nil means plaintext.
 	TLS *tls.Config
-	// ListenPacket opens the UDP socket for Dial (address ":0") and Listen.
-	// nil means net.ListenPacket. Tests wrap the socket to lose, delay or
-	// reorder packets.
-	ListenPacket func(network, address string) (net.PacketConn, error)
+	// WrapPacketConn, when set, wraps every UDP socket Dial and Listen open,
+	// after tuning. Tests use it to lose, reorder or blackhole datagrams.
+	WrapPacketConn func(net.PacketConn) net.PacketConn
 }
 
 var _ Transport = (*KCP)(nil)
@@ -58,27 +60,29 @@ func (k *KCP) Dial(ctx context.Context, addr string) (net.Conn, error) {
 	if raddr.IP.To4() != nil {
 		network = "udp4"
 	}
-	pc, err := k.listenPacket(network, ":0")
+	uc, err := net.DialUDP(network, nil, raddr)
 	if err != nil {
 		return nil, err
 	}
-	if err := k.Config.tuneSocket(pc); err != nil {
-		pc.Close()
+	if err := k.Config.tuneSocket(uc); err != nil {
+		uc.Close()
 		return nil, err
 	}
+	pc := k.wrap(uc)
 	var conv uint32
 	if err := binary.Read(rand.Reader, binary.LittleEndian, &conv); err != nil {
 		pc.Close()
 		return nil, err
 	}
-	// ownConn: closing the session closes the socket.
-	s, err := kcp.NewConn4(conv, raddr, nil, k.Config.DataShards, k.Config.ParityShards, true, pc)
+	// Not ownConn: kcp-go would close the socket right after its last
+	// flush, racing its own sender; kcpConn.Close lingers first.
+	s, err := kcp.NewConn4(conv, raddr, nil, k.Config.DataShards, k.Config.ParityShards, false, pc)
 	if err != nil {
 		pc.Close()
 		return nil, err
 	}
 	k.Config.tuneSession(s)
-	c := &kcpConn{UDPSession: s}
+	c := &kcpConn{UDPSession: s, onClose: func() { lingerClose(pc) }}
 	if k.TLS == nil {
 		return c, nil
 	}
@@ -87,16 +91,17 @@ func (k *KCP) Dial(ctx context.Context, addr string) (net.Conn, error) {
 
 // Listen binds a UDP socket on addr and accepts KCP sessions on it.
 func (k *KCP) Listen(addr string) (Listener, error) {
-	pc, err := k.listenPacket("udp", addr)
+	lpc, err := net.ListenPacket("udp", addr)
 	if err != nil {
 		return nil, err
 	}
 	// kcp-go's per-session setters do nothing on accepted sessions; the
 	// socket they share is where buffers and DSCP take effect.
-	if err := k.Config.tuneSocket(pc); err != nil {
-		pc.Close()
+	if err := k.Config.tuneSocket(lpc); err != nil {
+		lpc.Close()
 		return nil, err
 	}
+	pc := k.wrap(lpc)
 	l, err := kcp.ServeConn(nil, k.Config.DataShards, k.Config.ParityShards, pc)
 	if err != nil {
 		pc.Close()
@@ -105,11 +110,11 @@ func (k *KCP) Listen(addr string) (Listener, error) {
 	return newKCPListener(l, pc, k.Config, k.TLS), nil
 }
 
-func (k *KCP) listenPacket(network, addr string) (net.PacketConn, error) {
-	if k.ListenPacket != nil {
-		return k.ListenPacket(network, addr)
+func (k *KCP) wrap(pc net.PacketConn) net.PacketConn {
+	if k.WrapPacketConn != nil {
+		return k.WrapPacketConn(pc)
 	}
-	return net.ListenPacket(network, addr)
+	return pc
 }
 
 // kcpListener owns the UDP socket and closes it once the listener and every
@@ -206,7 +211,7 @@ func (l *kcpListener) release() {
 	last := l.closed && l.live == 0
 	l.mu.Unlock()
 	if last {
-		l.pc.Close()
+		lingerClose(l.pc)
 	}
 }
 
@@ -222,6 +227,17 @@ func (l *kcpListener) Close() error {
 		}
 	})
 	return nil
+}
+
+// closeLinger is how long a KCP socket stays open after its last session
+// closed: kcp-go hands the final datagrams (a TLS close_notify, the last
+// ACKs) to a sender goroutine, and closing the socket at once loses them.
+const closeLinger = 20 * time.Millisecond
+
+// lingerClose closes a socket after closeLinger.
+func lingerClose(pc net.PacketConn) {
+	time.Sleep(closeLinger)
+	pc.Close()
 }
 
 func (l *kcpListener) Addr() net.Addr { return l.pc.LocalAddr() }

@@ -203,26 +203,26 @@ func unmarshalTLS(v any, disabled *bool, fields map[string]any) error {
 		for key, val := range v {
 			dst, ok := fields[key]
 			if !ok {
-				return fmt.Errorf("tls: unknown key %q", key)
+				return fmt.Errorf("unknown key %q", key)
 			}
 			switch dst := dst.(type) {
 			case *string:
 				s, ok := val.(string)
 				if !ok {
-					return fmt.Errorf("tls.%s: want a string, got %T", key, val)
+					return fmt.Errorf("%s: want a string, got %T", key, val)
 				}
 				*dst = s
 			case *bool:
 				b, ok := val.(bool)
 				if !ok {
-					return fmt.Errorf("tls.%s: want true or false, got %T", key, val)
+					return fmt.Errorf("%s: want true or false, got %T", key, val)
 				}
 				*dst = b
 			}
 		}
 		return nil
 	}
-	return fmt.Errorf("tls: want a table or false, got %T", v)
+	return fmt.Errorf("want a table or false, got %T", v)
 }
 
 // clientHandshake runs the client side of TLS over c within ctx. It closes c

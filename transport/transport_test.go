@@ -232,12 +232,13 @@ func TestChannelBinding(t *testing.T) {
 	})
 }
 
-// TestDialDeadServer: with TLS, Dial itself reports a server that is not
-// there, within ctx, for KCP too (KCP has no handshake of its own).
+// TestDialDeadServer: Dial itself reports a server that is not there, at
+// once when the host says so (TCP RST, ICMP port unreachable for KCP's
+// connected UDP socket), for KCP too, although KCP has no handshake.
 func TestDialDeadServer(t *testing.T) {
 	leaktest.Check(t)
 	for _, p := range pairs(t) {
-		if !p.encrypted {
+		if p.name == "memory" {
 			continue
 		}
 		t.Run(p.name, func(t *testing.T) {
@@ -248,12 +249,25 @@ func TestDialDeadServer(t *testing.T) {
 			}
 			addr := l.Addr().String()
 			l.Close()
-			ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
+			start := time.Now()
 			c, err := p.client.Dial(ctx, addr)
-			if err == nil {
+			if err == nil && !p.encrypted && p.name == "kcp" {
+				// Plain KCP learns of the refusal at the first read.
+				c.Write([]byte{0})
+				c.SetReadDeadline(time.Now().Add(5 * time.Second))
+				_, err = c.Read(make([]byte, 1))
+				c.Close()
+			} else if err == nil {
 				c.Close()
 				t.Fatal("Dial to a dead server succeeded")
+			}
+			if err == nil || errors.Is(err, context.DeadlineExceeded) {
+				t.Fatalf("err = %v, want a refusal", err)
+			}
+			if d := time.Since(start); d > 2*time.Second {
+				t.Fatalf("took %v to notice", d)
 			}
 		})
 	}
@@ -372,16 +386,12 @@ func TestKCPLossyLink(t *testing.T) {
 		t.Fatal(err)
 	}
 	cliTLS, _ := transport.ClientTLS{Fingerprint: fp}.Config()
-	lossy := func(network, addr string) (net.PacketConn, error) {
-		pc, err := net.ListenPacket(network, addr)
-		if err != nil {
-			return nil, err
-		}
-		return impair.Wrap(pc, impair.Config{Loss: 0.05, Reorder: 0.05}), nil
+	lossy := func(pc net.PacketConn) net.PacketConn {
+		return impair.Wrap(pc, impair.Config{Loss: 0.05, Reorder: 0.05})
 	}
 	cfg := transport.DefaultKCPConfig()
-	srvT := &transport.KCP{Config: cfg, TLS: srvTLS, ListenPacket: lossy}
-	cliT := &transport.KCP{Config: cfg, TLS: cliTLS, ListenPacket: lossy}
+	srvT := &transport.KCP{Config: cfg, TLS: srvTLS, WrapPacketConn: lossy}
+	cliT := &transport.KCP{Config: cfg, TLS: cliTLS, WrapPacketConn: lossy}
 	transferOver(t, pair{name: "lossy kcp+tls", server: srvT, client: cliT, addr: "127.0.0.1:0"}, 8<<20)
 }
 

@@ -91,13 +91,24 @@ func (p *PacketConn) WriteTo(b []byte, addr net.Addr) (int, error) {
 		p.dropped.Add(1)
 	case !hold:
 		p.sent.Add(1)
-		_, err = p.PacketConn.WriteTo(b, addr)
+		err = p.send(b, addr)
 	}
 	if prev != nil { // sent after b: reordered
 		p.sent.Add(1)
-		p.PacketConn.WriteTo(prev.b, prev.addr)
+		p.send(prev.b, prev.addr)
 	}
 	return len(b), err
+}
+
+// send writes one datagram, with Write on a connected socket (WriteTo is
+// refused there).
+func (p *PacketConn) send(b []byte, addr net.Addr) error {
+	if c, ok := p.PacketConn.(net.Conn); ok && c.RemoteAddr() != nil {
+		_, err := c.Write(b)
+		return err
+	}
+	_, err := p.PacketConn.WriteTo(b, addr)
+	return err
 }
 
 func (p *PacketConn) flushHeld(h *heldPacket) {
@@ -109,7 +120,7 @@ func (p *PacketConn) flushHeld(h *heldPacket) {
 	p.held = nil
 	p.mu.Unlock()
 	p.sent.Add(1)
-	p.PacketConn.WriteTo(h.b, h.addr)
+	p.send(h.b, h.addr)
 }
 
 // ReadFrom returns the next datagram, discarding those that arrive while

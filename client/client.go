@@ -1,0 +1,234 @@
+// Package client is warren's private side: it keeps one session to the
+// server, claims its services, and for every stream the server opens dials
+// the service's target and relays.
+package client
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/warren-tunnel/warren/session"
+	"github.com/warren-tunnel/warren/transport"
+)
+
+// Client is a warren client. Create it with New and run it with Run.
+type Client struct {
+	cfg       Config
+	log       *slog.Logger
+	transport transport.Transport
+	sessCfg   session.Config
+	token     []byte
+	instance  string
+	services  map[string]Service
+	claims    []session.Service
+
+	mu      sync.Mutex
+	status  Status
+	changed chan struct{}
+	running bool
+}
+
+// Status is the client's connection state.
+type Status struct {
+	// Connected is true while a session is up.
+	Connected bool
+	// Session describes the current (or last) session: the name the server
+	// knows this client by, and the services as granted, with ports.
+	Session session.Info
+	// Sessions counts the sessions established so far.
+	Sessions int
+	// LastError is why the last session or attempt ended.
+	LastError error
+}
+
+// New checks cfg and prepares the client; Run connects. log nil discards
+// logs.
+func New(cfg Config, log *slog.Logger) (*Client, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	var tlsCfg *tls.Config
+	if !cfg.TLS.Disabled {
+		var err error
+		if tlsCfg, err = cfg.TLS.Config(); err != nil {
+			return nil, fmt.Errorf("client.%w", err)
+		}
+	}
+	t, err := transport.New(cfg.Transport, transport.Config{KCP: cfg.KCP, TLS: tlsCfg})
+	if err != nil {
+		return nil, fmt.Errorf("client.transport: %w", err)
+	}
+	c := &Client{
+		cfg:       cfg,
+		log:       log,
+		transport: t,
+		sessCfg:   cfg.session(),
+		token:     []byte(cfg.Token),
+		instance:  session.NewID(),
+		services:  make(map[string]Service),
+		changed:   make(chan struct{}),
+	}
+	for _, s := range cfg.Services {
+		c.services[s.Name] = s
+		c.claims = append(c.claims, session.Service{Name: s.Name, RemotePort: s.RemotePort, Domains: s.Domains})
+	}
+	return c, nil
+}
+
+// Status returns the current connection state.
+func (c *Client) Status() Status {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.status
+}
+
+// Changed returns a channel that is closed at the next change of Status.
+func (c *Client) Changed() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.changed
+}
+
+func (c *Client) setStatus(f func(*Status)) {
+	c.mu.Lock()
+	f(&c.status)
+	close(c.changed)
+	c.changed = make(chan struct{})
+	c.mu.Unlock()
+}
+
+// Run keeps a session to the server until ctx is done, reconnecting with
+// backoff after transient failures. It returns nil when ctx ends it, and an
+// error when retrying cannot help: the server rejected the client (unknown
+// token, port not allowed, ...), the server's certificate failed
+// verification, or another session of this client replaced this one. A
+// Client runs once.
+func (c *Client) Run(ctx context.Context) error {
+	c.mu.Lock()
+	if c.running {
+		c.mu.Unlock()
+		return errors.New("client: Run called twice")
+	}
+	c.running = true
+	c.mu.Unlock()
+	c.logStart()
+
+	b := backoff{min: minBackoff, max: maxBackoff}
+	for {
+		upFor, err := c.connect(ctx)
+		if ctx.Err() != nil {
+			c.log.Info("client stopped")
+			return nil
+		}
+		c.setStatus(func(s *Status) { s.Connected, s.LastError = false, err })
+		if fatal(err) {
+			c.log.Error("giving up", "err", err)
+			return err
+		}
+		if upFor >= stableAfter {
+			b.reset()
+		}
+		wait := b.next()
+		c.log.Warn("not connected; retrying", "err", err, "in", wait.Round(time.Millisecond).String())
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			c.log.Info("client stopped")
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+func (c *Client) logStart() {
+	switch {
+	case c.cfg.TLS.Disabled:
+		c.log.Warn("TLS is off (tls = false): the session is not encrypted and the server is not authenticated; use only on a trusted network")
+	case c.cfg.TLS.InsecureSkipVerify:
+		c.log.Warn("insecure_skip_verify is set: the server's certificate is not checked, so anyone on the path can impersonate it; pin its fingerprint instead")
+	}
+}
+
+// connect runs one session from dial to its end. upFor is how long it was
+// authenticated, 0 if it never got that far.
+func (c *Client) connect(ctx context.Context) (upFor time.Duration, err error) {
+	dctx, cancel := context.WithTimeout(ctx, c.cfg.HandshakeTimeout)
+	conn, err := c.transport.Dial(dctx, c.cfg.Server)
+	cancel()
+	if err != nil {
+		return 0, fmt.Errorf("connecting to %s over %s: %w", c.cfg.Server, c.transport, err)
+	}
+	sess, err := session.Connect(conn, c.sessCfg, c.log, c.token, c.instance, c.claims)
+	if err != nil {
+		return 0, err
+	}
+	info := sess.Info()
+	log := c.log.With("client", info.Client, "session", info.ID, "server", c.cfg.Server, "transport", c.transport.String())
+	c.setStatus(func(s *Status) {
+		s.Connected, s.Session, s.LastError = true, info, nil
+		s.Sessions++
+	})
+	for _, svc := range info.Services {
+		log.Info("serving", "service", svc.Name, "target", c.services[svc.Name].Target, "remote_port", svc.RemotePort, "domains", svc.Domains)
+	}
+	log.Info("session up")
+	err = sess.Run(ctx, func(st *session.Stream) { c.serveStream(log, sess, st) })
+	upFor = time.Since(info.Started)
+	if ctx.Err() == nil {
+		log.Warn("session down", "reason", err, "after", upFor.Round(time.Millisecond).String())
+	}
+	return upFor, err
+}
+
+// serveStream dials the target of the stream's service and relays.
+func (c *Client) serveStream(log *slog.Logger, sess *session.Session, st *session.Stream) {
+	h := st.Header()
+	log = log.With("service", h.Service, "peer", h.Peer)
+	svc, ok := c.services[h.Service]
+	if !ok {
+		log.Warn("server opened a stream for an unknown service")
+		st.Abort(fmt.Sprintf("client has no service %q", h.Service))
+		return
+	}
+	start := time.Now()
+	d := net.Dialer{Timeout: c.cfg.DialTimeout}
+	conn, err := d.Dial("tcp", svc.Target)
+	if err != nil {
+		log.Warn("target dial failed", "target", svc.Target, "err", err)
+		st.Abort(fmt.Sprintf("client %s could not reach target %s: %v", sess.Info().Client, svc.Target, err))
+		return
+	}
+	res := session.Relay(conn, st)
+	level, reason := session.EndReason(res.Err, sess)
+	log.Log(context.Background(), level, "connection closed",
+		"target", svc.Target, "bytes_from_public", res.Received, "bytes_to_public", res.Sent,
+		"duration", time.Since(start).Round(time.Millisecond).String(), "reason", reason)
+}
+
+// fatal reports whether retrying cannot fix err.
+func fatal(err error) bool {
+	var rej *session.RejectError
+	if errors.As(err, &rej) {
+		return !rej.Temporary()
+	}
+	var g *session.GoodbyeError
+	if errors.As(err, &g) && g.Code == session.CodeReplaced {
+		return true
+	}
+	var verr *tls.CertificateVerificationError
+	var uerr x509.UnknownAuthorityError
+	var herr x509.HostnameError
+	return errors.Is(err, transport.ErrFingerprintMismatch) || errors.Is(err, session.ErrVersion) ||
+		errors.As(err, &verr) || errors.As(err, &uerr) || errors.As(err, &herr)
+}

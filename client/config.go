@@ -1,0 +1,179 @@
+package client
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"regexp"
+	"strconv"
+	"time"
+
+	"github.com/warren-tunnel/warren/internal/domain"
+	"github.com/warren-tunnel/warren/internal/token"
+	"github.com/warren-tunnel/warren/session"
+	"github.com/warren-tunnel/warren/transport"
+)
+
+// Config is the [client] table.
+type Config struct {
+	// Server is the server's tunnel address, host:port.
+	Server string `toml:"server"`
+	// Transport is "kcp" or "tcp"; the server must listen on it.
+	Transport string `toml:"transport"`
+	// Token, TokenFile or TokenEnv: exactly one. The config loader reads
+	// the file or environment variable into Token (see ResolveToken).
+	Token     string              `toml:"token"`
+	TokenFile string              `toml:"token_file"`
+	TokenEnv  string              `toml:"token_env"`
+	TLS       transport.ClientTLS `toml:"tls"`
+	KCP       transport.KCPConfig `toml:"kcp"`
+	Mux       session.Mux         `toml:"mux"`
+	// HeartbeatInterval and HeartbeatMisses: the client pings the server
+	// every interval and reconnects after that many unanswered pings.
+	HeartbeatInterval time.Duration `toml:"heartbeat_interval"`
+	HeartbeatMisses   int           `toml:"heartbeat_misses"`
+	// HandshakeTimeout bounds connecting to the server: dial, TLS and auth.
+	HandshakeTimeout time.Duration `toml:"handshake_timeout"`
+	// DialTimeout bounds each dial of a service's target.
+	DialTimeout time.Duration `toml:"dial_timeout"`
+	// Services are what the client serves through the server.
+	Services []Service `toml:"services"`
+}
+
+// Service is one [[client.services]] entry.
+type Service struct {
+	// Name identifies the service; unique within the client.
+	Name string `toml:"name"`
+	// Target is host:port on the client's side, where connections go.
+	Target string `toml:"target"`
+	// RemotePort is the public port on the server. 0 without domains asks
+	// the server for any free port the token allows.
+	RemotePort int `toml:"remote_port"`
+	// Domains claimed for the service (routing by domain is the server's
+	// [server.http] / [server.https] business).
+	Domains []string `toml:"domains"`
+}
+
+// DefaultConfig returns the defaults documented in config.example.toml,
+// with no server, token or services.
+func DefaultConfig() Config {
+	sc := session.DefaultConfig()
+	return Config{
+		Transport:         transport.KindKCP,
+		KCP:               transport.DefaultKCPConfig(),
+		Mux:               sc.Mux,
+		HeartbeatInterval: sc.HeartbeatInterval,
+		HeartbeatMisses:   sc.HeartbeatMisses,
+		HandshakeTimeout:  sc.HandshakeTimeout,
+		DialTimeout:       5 * time.Second,
+	}
+}
+
+// ResolveToken reads token_file or token_env into Token. lookupEnv is
+// os.LookupEnv in the daemon; packages never read the environment
+// themselves.
+func (c *Config) ResolveToken(lookupEnv func(string) (string, bool)) error {
+	if c.TokenFile == "" && c.TokenEnv == "" {
+		return nil
+	}
+	tok, err := token.Resolve(c.Token, c.TokenFile, c.TokenEnv, lookupEnv)
+	if err != nil {
+		return fmt.Errorf("client.%w", err)
+	}
+	c.Token, c.TokenFile, c.TokenEnv = tok, "", ""
+	return nil
+}
+
+var namePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+
+// Validate reports the first invalid setting, naming its key.
+func (c Config) Validate() error {
+	if err := checkHostPort(c.Server); err != nil {
+		return fmt.Errorf("client.server: %w", err)
+	}
+	if c.Transport != transport.KindTCP && c.Transport != transport.KindKCP {
+		return fmt.Errorf("client.transport: %q: %w", c.Transport, transport.ErrUnknownKind)
+	}
+	switch {
+	case c.Token == "" && (c.TokenFile != "" || c.TokenEnv != ""):
+		return errors.New("client: token_file or token_env was not read (Config.ResolveToken)")
+	case c.Token == "":
+		return errors.New("client.token: missing; set token, token_file or token_env")
+	}
+	if err := token.Check(c.Token); err != nil {
+		return fmt.Errorf("client.%w", err)
+	}
+	if err := c.TLS.Validate(); err != nil {
+		return fmt.Errorf("client.%w", err)
+	}
+	if err := c.KCP.Validate(); err != nil {
+		return fmt.Errorf("client.kcp.%w", err)
+	}
+	if err := c.session().Validate(); err != nil {
+		var fe *session.FieldError
+		if errors.As(err, &fe) {
+			return fmt.Errorf("client.%s: %w", fe.Key, fe.Err)
+		}
+		return fmt.Errorf("client: %w", err)
+	}
+	if c.DialTimeout <= 0 {
+		return fmt.Errorf(`client.dial_timeout: %v must be positive (durations are strings such as "5s")`, c.DialTimeout)
+	}
+	return c.validateServices()
+}
+
+func (c Config) validateServices() error {
+	if len(c.Services) == 0 {
+		return errors.New("client.services: nothing to serve; add a [[client.services]] entry")
+	}
+	names := make(map[string]int)
+	ports := make(map[int]int)
+	for i, s := range c.Services {
+		key := fmt.Sprintf("client.services[%d]", i)
+		if !namePattern.MatchString(s.Name) {
+			return fmt.Errorf("%s.name: %q: want 1-64 letters, digits, '.', '_' or '-'", key, s.Name)
+		}
+		key = fmt.Sprintf("%s (%s)", key, s.Name)
+		if j, dup := names[s.Name]; dup {
+			return fmt.Errorf("%s.name: also the name of client.services[%d]", key, j)
+		}
+		names[s.Name] = i
+		if err := checkHostPort(s.Target); err != nil {
+			return fmt.Errorf("%s.target: %w", key, err)
+		}
+		if s.RemotePort < 0 || s.RemotePort > 65535 {
+			return fmt.Errorf("%s.remote_port: %d is out of range 1-65535 (or 0 for any free port)", key, s.RemotePort)
+		}
+		if j, dup := ports[s.RemotePort]; dup && s.RemotePort > 0 {
+			return fmt.Errorf("%s.remote_port: %d is also claimed by client.services[%d]", key, s.RemotePort, j)
+		}
+		ports[s.RemotePort] = i
+		for j, d := range s.Domains {
+			if _, err := domain.Normalize(d); err != nil {
+				return fmt.Errorf("%s.domains[%d]: %w", key, j, err)
+			}
+		}
+	}
+	return nil
+}
+
+func checkHostPort(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil || host == "" {
+		return fmt.Errorf("%q: want host:port", addr)
+	}
+	if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
+		return fmt.Errorf("%q: port %q is out of range 1-65535", addr, port)
+	}
+	return nil
+}
+
+// session returns the session settings the client runs with.
+func (c Config) session() session.Config {
+	sc := session.DefaultConfig()
+	sc.Mux = c.Mux
+	sc.HandshakeTimeout = c.HandshakeTimeout
+	sc.HeartbeatInterval = c.HeartbeatInterval
+	sc.HeartbeatMisses = c.HeartbeatMisses
+	return sc
+}

@@ -1,0 +1,112 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/warren-tunnel/warren/client"
+	"github.com/warren-tunnel/warren/config"
+)
+
+const clientUsage = `Usage:
+  warren client -c FILE
+  warren client --server kcp://host:7000 --token T --fingerprint sha256:... \
+                --service ssh=2222:127.0.0.1:22 [--service web=8080:127.0.0.1:80]
+
+Runs the private side. With -c it reads the [client] table of FILE (see
+config.example.toml). Without, the flags say where the server is, how to
+verify it (--fingerprint, as the server logs it, or --ca), and which
+services to serve: NAME=REMOTE_PORT:TARGET_HOST:TARGET_PORT.
+
+Flags:
+`
+
+func runClient(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("client", clientUsage, stderr)
+	var (
+		path       string
+		services   stringList
+		serverURL  = fs.String("server", "", "the server, kcp://host:port or tcp://host:port")
+		tok        = fs.String("token", "", "the client's token (default $WARREN_TOKEN)")
+		fp         = fs.String("fingerprint", "", "pin the server certificate: sha256:<64 hex>, as the server logs it")
+		ca         = fs.String("ca", "", "verify the server by this CA file (PEM)")
+		serverName = fs.String("server-name", "", "name to verify in the server certificate (default: the server's host)")
+		insecure   = fs.Bool("insecure-skip-verify", false, "accept any server certificate (unsafe; warns)")
+		noTLS      = fs.Bool("no-tls", false, "connect without TLS (plaintext; only on trusted networks)")
+		logLevel   = fs.String("log-level", "info", "debug, info, warn or error")
+		logFormat  = fs.String("log-format", "text", "text or json")
+	)
+	fs.StringVar(&path, "c", "", "config file")
+	fs.StringVar(&path, "config", "", "config file")
+	fs.Var(&services, "service", "a service, NAME=REMOTE_PORT:TARGET_HOST:TARGET_PORT (repeatable)")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+
+	var cfg client.Config
+	logCfg := config.Log{Level: *logLevel, Format: *logFormat}
+	if path != "" {
+		if quick := setFlags(fs, "c", "config", "log-level", "log-format"); len(quick) > 0 {
+			return usagef("-c %s and --%s: use either a config file or the quick-mode flags", path, quick[0])
+		}
+		f, err := config.Load(path, os.LookupEnv)
+		if err != nil {
+			return usageError{err}
+		}
+		if f.Client == nil {
+			return usagef("%s: no [client] table", path)
+		}
+		cfg, logCfg = f.Client.Config, overrideLog(fs, f.Client.Log, *logLevel, *logFormat)
+	} else {
+		cfg = client.DefaultConfig()
+		kind, addr, err := parseEndpoint(*serverURL)
+		if err != nil {
+			return usagef("--server: %w", err)
+		}
+		cfg.Transport, cfg.Server = kind, addr
+		cfg.Token = *tok
+		if cfg.Token == "" {
+			cfg.Token = os.Getenv("WARREN_TOKEN")
+		}
+		cfg.TLS.Fingerprint, cfg.TLS.CA, cfg.TLS.ServerName = *fp, *ca, *serverName
+		cfg.TLS.InsecureSkipVerify, cfg.TLS.Disabled = *insecure, *noTLS
+		for _, s := range services {
+			svc, err := parseService(s)
+			if err != nil {
+				return usagef("--service: %w", err)
+			}
+			cfg.Services = append(cfg.Services, svc)
+		}
+	}
+	if err := logCfg.Validate(); err != nil {
+		return usageError{err}
+	}
+	c, err := client.New(cfg, logCfg.Logger(stderr))
+	if err != nil {
+		return usageError{err}
+	}
+	ctx, stop := signalContext(stderr)
+	defer stop()
+	return c.Run(ctx)
+}
+
+// parseService parses NAME=REMOTE_PORT:TARGET_HOST:TARGET_PORT.
+func parseService(s string) (client.Service, error) {
+	bad := fmt.Errorf("%q: want NAME=REMOTE_PORT:TARGET_HOST:TARGET_PORT, e.g. ssh=2222:127.0.0.1:22", s)
+	name, rest, ok := strings.Cut(s, "=")
+	if !ok {
+		return client.Service{}, bad
+	}
+	port, target, ok := strings.Cut(rest, ":")
+	if !ok {
+		return client.Service{}, bad
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil {
+		return client.Service{}, bad
+	}
+	return client.Service{Name: name, RemotePort: p, Target: target}, nil
+}

@@ -1,0 +1,160 @@
+// Package config reads warren's TOML file: a [server] table, a [client]
+// table, or both. Unknown keys are errors, defaults fill what the file
+// leaves out, tokens are read from token_file / token_env, and every error
+// names the file and the key.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+
+	"github.com/BurntSushi/toml"
+
+	"github.com/warren-tunnel/warren/client"
+	"github.com/warren-tunnel/warren/server"
+)
+
+// File is a parsed config file. Server or Client is nil when the file has
+// no such table.
+type File struct {
+	Path   string
+	Server *Server
+	Client *Client
+}
+
+// Server is the [server] table with its [server.log] sub-table.
+type Server struct {
+	server.Config
+	Log Log `toml:"log"`
+}
+
+// Client is the [client] table with its [client.log] sub-table.
+type Client struct {
+	client.Config
+	Log Log `toml:"log"`
+}
+
+// Log is the [server.log] / [client.log] table.
+type Log struct {
+	// Level is "debug", "info", "warn" or "error".
+	Level string `toml:"level"`
+	// Format is "text" or "json".
+	Format string `toml:"format"`
+}
+
+// DefaultLog logs at info, as text.
+func DefaultLog() Log { return Log{Level: "info", Format: "text"} }
+
+// Sentinel errors.
+var (
+	// ErrNoSection means the file lacks the table the command needs.
+	ErrNoSection = errors.New("section missing")
+)
+
+// Load reads and checks the file at path. lookupEnv resolves token_env
+// (os.LookupEnv in the daemon). Only the tables present are validated.
+func Load(path string, lookupEnv func(string) (string, bool)) (*File, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return Parse(path, data, lookupEnv)
+}
+
+// Parse is Load for data already read; path names it in errors.
+func Parse(path string, data []byte, lookupEnv func(string) (string, bool)) (*File, error) {
+	raw := struct {
+		Server Server `toml:"server"`
+		Client Client `toml:"client"`
+	}{
+		Server: Server{Config: server.DefaultConfig(), Log: DefaultLog()},
+		Client: Client{Config: client.DefaultConfig(), Log: DefaultLog()},
+	}
+	// The decoder fills slices in place: a default list would be merged
+	// with the file's entry by entry. Lists start empty and get their
+	// default only when the file has none.
+	defaultListen := raw.Server.Listen
+	raw.Server.Listen = nil
+
+	md, err := toml.Decode(string(data), &raw)
+	if err != nil {
+		var pe toml.ParseError
+		if errors.As(err, &pe) {
+			if pe.LastKey != "" {
+				return nil, fmt.Errorf("%s:%d: %s: %s", path, pe.Position.Line, pe.LastKey, pe.Message)
+			}
+			return nil, fmt.Errorf("%s:%d: %s", path, pe.Position.Line, pe.Message)
+		}
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if undecoded := md.Undecoded(); len(undecoded) > 0 {
+		keys := make([]string, len(undecoded))
+		for i, k := range undecoded {
+			keys[i] = k.String()
+		}
+		return nil, fmt.Errorf("%s: unknown key %s", path, strings.Join(keys, ", "))
+	}
+	f := &File{Path: path}
+	if md.IsDefined("server") {
+		if !md.IsDefined("server", "listen") {
+			raw.Server.Listen = defaultListen
+		}
+		if err := raw.Server.ResolveTokens(lookupEnv); err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		if err := raw.Server.Validate(); err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		if err := raw.Server.Log.Validate(); err != nil {
+			return nil, fmt.Errorf("%s: server.%w", path, err)
+		}
+		f.Server = &raw.Server
+	}
+	if md.IsDefined("client") {
+		if err := raw.Client.ResolveToken(lookupEnv); err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		if err := raw.Client.Validate(); err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		if err := raw.Client.Log.Validate(); err != nil {
+			return nil, fmt.Errorf("%s: client.%w", path, err)
+		}
+		f.Client = &raw.Client
+	}
+	if f.Server == nil && f.Client == nil {
+		return nil, fmt.Errorf("%s: neither a [server] nor a [client] table: %w", path, ErrNoSection)
+	}
+	return f, nil
+}
+
+var levels = map[string]slog.Level{
+	"debug": slog.LevelDebug,
+	"info":  slog.LevelInfo,
+	"warn":  slog.LevelWarn,
+	"error": slog.LevelError,
+}
+
+// Validate checks level and format.
+func (l Log) Validate() error {
+	if _, ok := levels[l.Level]; !ok {
+		return fmt.Errorf(`log.level: %q is not one of "debug", "info", "warn", "error"`, l.Level)
+	}
+	if l.Format != "text" && l.Format != "json" {
+		return fmt.Errorf(`log.format: %q is not "text" or "json"`, l.Format)
+	}
+	return nil
+}
+
+// Logger returns a logger writing to w as l says.
+func (l Log) Logger(w io.Writer) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: levels[l.Level]}
+	if l.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}

@@ -1,0 +1,182 @@
+package config
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+const goodToken = "0123456789abcdef0123"
+
+func TestParseFull(t *testing.T) {
+	dir := t.TempDir()
+	tokFile := filepath.Join(dir, "tok")
+	os.WriteFile(tokFile, []byte("  file-token-0123456789\n"), 0o600)
+	env := map[string]string{"WARREN_TOKEN": "env-token-0123456789"}
+	lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
+	f, err := Parse("w.toml", []byte(`
+[server]
+public_address = "127.0.0.1"
+heartbeat_interval = "2s"
+[[server.listen]]
+transport = "tcp"
+address = "127.0.0.1:7000"
+[server.kcp]
+mode = "fast3"
+[[server.clients]]
+name = "office"
+token_file = "`+tokFile+`"
+ports = [8080, "2200-2299"]
+domains = ["*.Office.example.com."]
+[server.log]
+level = "debug"
+format = "json"
+
+[client]
+server = "tunnel.example.com:7000"
+token_env = "WARREN_TOKEN"
+[client.tls]
+fingerprint = "sha256:`+strings.Repeat("ab", 32)+`"
+[[client.services]]
+name = "ssh"
+target = "127.0.0.1:22"
+remote_port = 2222
+`), lookup)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := f.Server
+	if s.Clients[0].Token != "file-token-0123456789" || s.Clients[0].TokenFile != "" {
+		t.Errorf("token_file not read: %+v", s.Clients[0])
+	}
+	if len(s.Listen) != 1 || s.Listen[0].Transport != "tcp" {
+		t.Errorf("listen = %+v", s.Listen)
+	}
+	if s.KCP.Mode != "fast3" || s.KCP.MTU != 1350 {
+		t.Errorf("kcp table not merged with defaults: %+v", s.KCP)
+	}
+	if s.HeartbeatInterval != 2*time.Second || s.HeartbeatMisses != 3 {
+		t.Errorf("heartbeat %v x %d", s.HeartbeatInterval, s.HeartbeatMisses)
+	}
+	if got := s.Clients[0].Ports; len(got) != 2 || got[1].Lo != 2200 || got[1].Hi != 2299 {
+		t.Errorf("ports = %v", got)
+	}
+	if s.Log.Level != "debug" || s.Log.Format != "json" {
+		t.Errorf("log = %+v", s.Log)
+	}
+	c := f.Client
+	if c.Token != "env-token-0123456789" || c.Transport != "kcp" || c.Services[0].RemotePort != 2222 {
+		t.Errorf("client = %+v", c.Config)
+	}
+}
+
+func TestDefaultListen(t *testing.T) {
+	f, err := Parse("w.toml", []byte(`
+[server]
+[[server.clients]]
+name = "a"
+token = "`+goodToken+`"
+ports = [1]
+`), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(f.Server.Listen) != 2 {
+		t.Fatalf("default listen = %+v", f.Server.Listen)
+	}
+	if f.Client != nil {
+		t.Fatal("client table appeared from nowhere")
+	}
+}
+
+func TestTLSFalse(t *testing.T) {
+	f, err := Parse("w.toml", []byte(`
+[client]
+server = "h:1"
+token = "`+goodToken+`"
+tls = false
+[[client.services]]
+name = "a"
+target = "127.0.0.1:1"
+remote_port = 5
+`), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !f.Client.TLS.Disabled {
+		t.Fatal("tls = false did not disable TLS")
+	}
+}
+
+// TestErrors: each bad file fails with a message naming the file and the
+// key at fault.
+func TestErrors(t *testing.T) {
+	server := "[server]\n[[server.clients]]\nname = \"a\"\ntoken = \"" + goodToken + "\"\nports = [1]\n"
+	client := "[client]\nserver = \"h:1\"\ntoken = \"" + goodToken + "\"\n[[client.services]]\nname = \"a\"\ntarget = \"127.0.0.1:1\"\n"
+	cases := []struct {
+		name, file string
+		want       []string
+	}{
+		{"syntax", "[server\n", []string{"w.toml:2", "end table name"}},
+		{"unknown key", server + "[server.kcp]\nmtuu = 1\n", []string{"w.toml", "unknown key server.kcp.mtuu"}},
+		{"unknown top table", "[sever]\n", []string{"unknown key sever"}},
+		{"empty file", "", []string{"neither a [server] nor a [client]"}},
+		{"wrong type", server + "[server.kcp]\nmtu = \"big\"\n", []string{"server.kcp.mtu", "incompatible types"}},
+		{"mtu out of range", server + "[server.kcp]\nmtu = 9000\n", []string{"server.kcp.mtu: 9000 is out of range"}},
+		{"bad mode", server + "[server.kcp]\nmode = \"turbo\"\n", []string{"server.kcp.mode", "turbo"}},
+		{"port out of range", "[server]\n[[server.clients]]\nname = \"a\"\ntoken = \"" + goodToken + "\"\nports = [70000]\n", []string{"server.clients.ports", "70000"}},
+		{"short token", "[server]\n[[server.clients]]\nname = \"a\"\ntoken = \"short\"\nports = [1]\n", []string{"server.clients[0] (a).token", "too short"}},
+		{"empty token", "[server]\n[[server.clients]]\nname = \"a\"\nports = [1]\n", []string{"server.clients[0] (a).token: missing"}},
+		{"two token sources", "[server]\n[[server.clients]]\nname = \"a\"\ntoken = \"" + goodToken + "\"\ntoken_env = \"X\"\nports = [1]\n", []string{"set only one"}},
+		{"unset token_env", "[server]\n[[server.clients]]\nname = \"a\"\ntoken_env = \"NOPE\"\nports = [1]\n", []string{"server.clients[0] (a).token_env", "NOPE is not set"}},
+		{"missing token_file", "[server]\n[[server.clients]]\nname = \"a\"\ntoken_file = \"/nonexistent/tok\"\nports = [1]\n", []string{"token_file", "/nonexistent/tok"}},
+		{"duplicate client", server + "[[server.clients]]\nname = \"a\"\ntoken = \"another-token-0123456\"\nports = [1]\n", []string{"server.clients[1] (a).name", "also the name"}},
+		{"bad listen address", server + "[[server.listen]]\ntransport = \"tcp\"\naddress = \"7000\"\n", []string{"server.listen[0].address", "host:port"}},
+		{"bad transport", server + "[[server.listen]]\ntransport = \"quic\"\naddress = \":7000\"\n", []string{"server.listen[0].transport", "quic"}},
+		{"bad duration", "[server]\nheartbeat_interval = 5\n" + server[len("[server]\n"):], []string{"server.heartbeat_interval", "durations are strings"}},
+		{"bad domain", "[server]\n[[server.clients]]\nname = \"a\"\ntoken = \"" + goodToken + "\"\ndomains = [\"a..b\"]\n", []string{"server.clients[0] (a).domains[0]"}},
+		{"bad log level", server + "[server.log]\nlevel = \"loud\"\n", []string{"server.log.level", "loud"}},
+		{"bad fingerprint", client + "remote_port = 1\n[client.tls]\nfingerprint = \"md5:00\"\n", []string{"client.tls.fingerprint"}},
+		{"tls unknown key", client + "remote_port = 1\n[client.tls]\nfingerprnt = \"x\"\n", []string{"client.tls", "unknown key \"fingerprnt\""}},
+		{"insecure and pinned", client + "remote_port = 1\n[client.tls]\ninsecure_skip_verify = true\nfingerprint = \"sha256:" + strings.Repeat("0", 64) + "\"\n", []string{"insecure_skip_verify contradicts"}},
+		{"no services", "[client]\nserver = \"h:1\"\ntoken = \"" + goodToken + "\"\n", []string{"client.services: nothing to serve"}},
+		{"bad target", "[client]\nserver = \"h:1\"\ntoken = \"" + goodToken + "\"\n[[client.services]]\nname = \"a\"\ntarget = \"nowhere\"\n", []string{"client.services[0] (a).target"}},
+		{"bad server", "[client]\nserver = \"h\"\ntoken = \"" + goodToken + "\"\n", []string{"client.server", "host:port"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse("w.toml", []byte(tc.file), func(string) (string, bool) { return "", false })
+			if err == nil {
+				t.Fatal("parsed without error")
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q lacks %q", err, w)
+				}
+			}
+			if !strings.HasPrefix(err.Error(), "w.toml") {
+				t.Errorf("error %q does not name the file first", err)
+			}
+		})
+	}
+}
+
+func TestNoSectionIsSentinel(t *testing.T) {
+	_, err := Parse("w.toml", []byte("# nothing\n"), nil)
+	if !errors.Is(err, ErrNoSection) {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+// FuzzParse: any file parses or fails with an error; never a panic.
+func FuzzParse(f *testing.F) {
+	f.Add([]byte("[server]\n[[server.clients]]\nname = \"a\"\ntoken = \"" + goodToken + "\"\nports = [1, \"2-3\"]\n"))
+	f.Add([]byte("[client]\nserver = \"h:1\"\ntls = false\n[[client.services]]\nname = \"a\"\n"))
+	f.Add([]byte("[server.tls]\ncert = 1\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		Parse("fuzz.toml", data, func(string) (string, bool) { return "", false })
+	})
+}

@@ -1,0 +1,360 @@
+// Package e2e tests warren end to end: real servers and clients (in
+// process, and as child processes of the built binary) on loopback, over
+// both transports with TLS, with real TCP backends and public connections.
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/warren-tunnel/warren/client"
+	"github.com/warren-tunnel/warren/server"
+	"github.com/warren-tunnel/warren/transport"
+)
+
+// Tokens of the two clients every test server knows.
+const (
+	tokenOffice = "office-token-0123456789abcdef"
+	tokenOther  = "other-token-0123456789abcdef"
+)
+
+// waitTimeout bounds every wait for a state change.
+const waitTimeout = 30 * time.Second
+
+var transports = []string{transport.KindTCP, transport.KindKCP}
+
+// forEachTransport runs fn as a subtest over TCP+TLS and KCP+TLS.
+func forEachTransport(t *testing.T, fn func(t *testing.T, kind string)) {
+	for _, kind := range transports {
+		t.Run(kind, func(t *testing.T) { fn(t, kind) })
+	}
+}
+
+// logBuffer collects log output and lets a test wait for a line.
+type logBuffer struct {
+	mu      sync.Mutex
+	buf     bytes.Buffer
+	changed chan struct{}
+}
+
+func newLogBuffer() *logBuffer { return &logBuffer{changed: make(chan struct{})} }
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	close(l.changed)
+	l.changed = make(chan struct{})
+	return l.buf.Write(p)
+}
+
+func (l *logBuffer) logger() *slog.Logger {
+	return slog.New(slog.NewTextHandler(l, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+// waitFor waits until every one of subs appears in one log line.
+func (l *logBuffer) waitFor(t *testing.T, subs ...string) string {
+	t.Helper()
+	deadline := time.After(waitTimeout)
+	for {
+		l.mu.Lock()
+		ch := l.changed
+		text := l.buf.String()
+		l.mu.Unlock()
+		for line := range strings.SplitSeq(text, "\n") {
+			all := true
+			for _, s := range subs {
+				all = all && strings.Contains(line, s)
+			}
+			if all {
+				return line
+			}
+		}
+		select {
+		case <-ch:
+		case <-deadline:
+			t.Fatalf("no log line with %q in:\n%s", subs, text)
+		}
+	}
+}
+
+// testServer is a running in-process server.
+type testServer struct {
+	*server.Server
+	kind     string
+	cfg      server.Config
+	logs     *logBuffer
+	cancel   context.CancelFunc
+	done     chan struct{}
+	runErr   error
+	stopOnce sync.Once
+}
+
+// serverConfig is the config tests start from: loopback, quick heartbeats,
+// clients "office" and "other" allowed every unprivileged port.
+func serverConfig(t *testing.T, kind string) server.Config {
+	cfg := server.DefaultConfig()
+	cfg.PublicAddress = "127.0.0.1"
+	cfg.StateDir = t.TempDir()
+	cfg.Listen = []server.Listen{{Transport: kind, Address: "127.0.0.1:0"}}
+	cfg.HeartbeatInterval = 200 * time.Millisecond
+	cfg.HeartbeatMisses = 5
+	all := []server.PortRange{{Lo: 1024, Hi: 65535}}
+	cfg.Clients = []server.Client{
+		{Name: "office", Token: tokenOffice, Ports: all, Domains: []string{"*.office.example.com"}},
+		{Name: "other", Token: tokenOther, Ports: all},
+	}
+	return cfg
+}
+
+func startServer(t *testing.T, cfg server.Config) *testServer {
+	t.Helper()
+	logs := newLogBuffer()
+	srv, err := server.New(cfg, logs.logger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ts := &testServer{Server: srv, kind: cfg.Listen[0].Transport, cfg: cfg, logs: logs, cancel: cancel, done: make(chan struct{})}
+	go func() {
+		ts.runErr = srv.Run(ctx)
+		close(ts.done)
+	}()
+	select {
+	case <-srv.Ready():
+	case <-ts.done:
+		t.Fatalf("server did not start: %v", ts.runErr)
+	}
+	t.Cleanup(ts.stop)
+	return ts
+}
+
+// stop stops the server and waits for Run to return.
+func (s *testServer) stop() {
+	s.stopOnce.Do(func() {
+		s.cancel()
+		<-s.done
+	})
+}
+
+func (s *testServer) addr() string { return s.Addr(s.kind).String() }
+
+// waitSessions waits until the server has n sessions.
+func (s *testServer) waitSessions(t *testing.T, n int) {
+	t.Helper()
+	deadline := time.After(waitTimeout)
+	for {
+		ch := s.Changed()
+		if len(s.Sessions()) == n {
+			return
+		}
+		select {
+		case <-ch:
+		case <-deadline:
+			t.Fatalf("server has %d sessions, want %d", len(s.Sessions()), n)
+		}
+	}
+}
+
+// testClient is a running in-process client.
+type testClient struct {
+	*client.Client
+	logs   *logBuffer
+	cancel context.CancelFunc
+	done   chan struct{}
+	runErr error
+}
+
+func clientConfig(s *testServer, token string, svcs ...client.Service) client.Config {
+	cfg := client.DefaultConfig()
+	cfg.Server = s.addr()
+	cfg.Transport = s.kind
+	cfg.Token = token
+	cfg.TLS.Fingerprint = s.Fingerprint()
+	cfg.HeartbeatInterval = 200 * time.Millisecond
+	cfg.HeartbeatMisses = 5
+	cfg.Services = svcs
+	return cfg
+}
+
+func startClient(t *testing.T, cfg client.Config) *testClient {
+	t.Helper()
+	logs := newLogBuffer()
+	c, err := client.New(cfg, logs.logger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	tc := &testClient{Client: c, logs: logs, cancel: cancel, done: make(chan struct{})}
+	go func() {
+		tc.runErr = c.Run(ctx)
+		close(tc.done)
+	}()
+	t.Cleanup(tc.stop)
+	return tc
+}
+
+func (c *testClient) stop() {
+	c.cancel()
+	<-c.done
+}
+
+// waitSession waits until the client is connected with its n-th session
+// (counting from 1) and returns the status.
+func (c *testClient) waitSession(t *testing.T, n int) client.Status {
+	t.Helper()
+	deadline := time.After(waitTimeout)
+	for {
+		ch := c.Changed()
+		st := c.Status()
+		if st.Connected && st.Sessions >= n {
+			return st
+		}
+		select {
+		case <-ch:
+		case <-c.done:
+			t.Fatalf("client stopped before session %d: %v", n, c.runErr)
+		case <-deadline:
+			t.Fatalf("client has no session %d after %v; last error: %v", n, waitTimeout, st.LastError)
+		}
+	}
+}
+
+// waitExit waits for Run to return and gives its error.
+func (c *testClient) waitExit(t *testing.T) error {
+	t.Helper()
+	select {
+	case <-c.done:
+		return c.runErr
+	case <-time.After(waitTimeout):
+		t.Fatalf("client still running; status %+v", c.Status())
+		return nil
+	}
+}
+
+// port is the public port granted to the named service.
+func (c *testClient) port(t *testing.T, name string) int {
+	t.Helper()
+	for _, s := range c.Status().Session.Services {
+		if s.Name == name {
+			return s.RemotePort
+		}
+	}
+	t.Fatalf("no service %q in %+v", name, c.Status().Session.Services)
+	return 0
+}
+
+// publicAddr is where the named service is reachable.
+func (c *testClient) publicAddr(t *testing.T, name string) string {
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(c.port(t, name)))
+}
+
+// backend is a TCP server behind the client; handle runs per connection.
+func backend(t *testing.T, handle func(net.Conn)) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(func() {
+		l.Close()
+		wg.Wait()
+	})
+	wg.Go(func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			wg.Go(func() {
+				defer c.Close()
+				handle(c)
+			})
+		}
+	})
+	return l.Addr().String()
+}
+
+// echo copies the connection back to itself, then half-closes.
+func echo(c net.Conn) {
+	io.Copy(c, c)
+	c.(*net.TCPConn).CloseWrite()
+}
+
+// deadAddr is a loopback address where nothing listens.
+func deadAddr(t *testing.T) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	return addr
+}
+
+// dialPublic connects to a public address.
+func dialPublic(t *testing.T, addr string) *net.TCPConn {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c.(*net.TCPConn)
+}
+
+// randomStream writes n pseudo-random bytes from seed to w and returns
+// their SHA-256.
+func randomStream(w io.Writer, seed uint64, n int64) ([32]byte, error) {
+	r := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
+	h := sha256.New()
+	buf := make([]byte, 64<<10)
+	for n > 0 {
+		b := buf[:min(int64(len(buf)), n)]
+		for i := 0; i+8 <= len(b); i += 8 {
+			v := r.Uint64()
+			for j := range 8 {
+				b[i+j] = byte(v >> (8 * j))
+			}
+		}
+		h.Write(b)
+		if _, err := w.Write(b); err != nil {
+			return [32]byte{}, err
+		}
+		n -= int64(len(b))
+	}
+	var sum [32]byte
+	copy(sum[:], h.Sum(nil))
+	return sum, nil
+}
+
+// sumAll reads r to EOF and returns the SHA-256 and length.
+func sumAll(r io.Reader) ([32]byte, int64, error) {
+	h := sha256.New()
+	n, err := io.Copy(h, r)
+	var sum [32]byte
+	copy(sum[:], h.Sum(nil))
+	return sum, n, err
+}
+
+// isClosed reports whether reading c ends (EOF or reset) within d.
+func isClosed(c net.Conn, d time.Duration) error {
+	c.SetReadDeadline(time.Now().Add(d))
+	_, err := io.Copy(io.Discard, c)
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return err
+	}
+	return nil
+}

@@ -1,0 +1,73 @@
+// Package token makes, reads and checks the shared secrets that clients
+// prove to the server.
+package token
+
+import (
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+)
+
+// MinLen is the shortest token accepted. A token is an HMAC key; over a
+// plaintext transport a captured handshake allows offline guessing, so it
+// must not be guessable.
+const MinLen = 16
+
+// New returns a random token: 32 bytes, base64url (43 characters).
+func New() string {
+	var b [32]byte
+	rand.Read(b[:])
+	return base64.RawURLEncoding.EncodeToString(b[:])
+}
+
+// Resolve returns the token given by exactly one of inline, file (read,
+// surrounding whitespace trimmed) and env (looked up with lookup). Errors
+// name the key that was wrong; they never contain the token.
+func Resolve(inline, file, env string, lookup func(string) (string, bool)) (string, error) {
+	set := 0
+	for _, s := range []string{inline, file, env} {
+		if s != "" {
+			set++
+		}
+	}
+	switch {
+	case set == 0:
+		return "", errors.New("token: missing; set token, token_file or token_env")
+	case set > 1:
+		return "", errors.New("token, token_file, token_env: set only one")
+	case file != "":
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return "", fmt.Errorf("token_file: %w", err)
+		}
+		tok := strings.TrimSpace(string(b))
+		if tok == "" {
+			return "", fmt.Errorf("token_file: %s is empty", file)
+		}
+		return tok, nil
+	case env != "":
+		if lookup == nil {
+			return "", fmt.Errorf("token_env: %s: environment not available here", env)
+		}
+		tok, ok := lookup(env)
+		if !ok {
+			return "", fmt.Errorf("token_env: environment variable %s is not set", env)
+		}
+		if tok = strings.TrimSpace(tok); tok == "" {
+			return "", fmt.Errorf("token_env: environment variable %s is empty", env)
+		}
+		return tok, nil
+	}
+	return inline, nil
+}
+
+// Check rejects a token too short to be safe.
+func Check(tok string) error {
+	if len(tok) < MinLen {
+		return fmt.Errorf("token: %d characters is too short to resist guessing; use at least %d (warren token prints a good one)", len(tok), MinLen)
+	}
+	return nil
+}

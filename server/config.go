@@ -1,0 +1,230 @@
+package server
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"regexp"
+	"strconv"
+	"time"
+
+	"github.com/warren-tunnel/warren/internal/domain"
+	"github.com/warren-tunnel/warren/internal/token"
+	"github.com/warren-tunnel/warren/session"
+	"github.com/warren-tunnel/warren/transport"
+)
+
+// Config is the [server] table.
+type Config struct {
+	// PublicAddress is the IP address the services' public ports bind to.
+	PublicAddress string `toml:"public_address"`
+	// StateDir keeps the self-signed certificate across restarts.
+	StateDir string `toml:"state_dir"`
+	// Listen are the tunnel endpoints clients connect to.
+	Listen []Listen           `toml:"listen"`
+	TLS    transport.ServerTLS `toml:"tls"`
+	KCP    transport.KCPConfig `toml:"kcp"`
+	Mux    session.Mux         `toml:"mux"`
+	// HeartbeatInterval and HeartbeatMisses: the server pings each client
+	// every interval and drops it after that many unanswered pings.
+	HeartbeatInterval time.Duration `toml:"heartbeat_interval"`
+	HeartbeatMisses   int           `toml:"heartbeat_misses"`
+	Limits            Limits        `toml:"limits"`
+	// Clients are the tokens that may connect and what each may claim.
+	Clients []Client `toml:"clients"`
+}
+
+// Listen is one [[server.listen]] entry.
+type Listen struct {
+	// Transport is "tcp" or "kcp".
+	Transport string `toml:"transport"`
+	// Address is host:port; port 0 picks a free port (for tests).
+	Address string `toml:"address"`
+}
+
+// Limits is the [server.limits] table: bounds on what a peer may send
+// before and after it authenticates.
+type Limits struct {
+	// HandshakeTimeout bounds a connection's whole unauthenticated phase.
+	HandshakeTimeout time.Duration `toml:"handshake_timeout"`
+	// MaxControlFrame caps a control frame's payload in bytes.
+	MaxControlFrame int `toml:"max_control_frame"`
+}
+
+// Client is one [[server.clients]] entry: a token and what it may claim.
+type Client struct {
+	// Name identifies the client in logs and errors; unique.
+	Name string `toml:"name"`
+	// Token, TokenFile or TokenEnv: exactly one. The config loader reads
+	// the file or environment variable into Token (see ResolveTokens).
+	Token     string `toml:"token"`
+	TokenFile string `toml:"token_file"`
+	TokenEnv  string `toml:"token_env"`
+	// Ports the client may claim as public ports.
+	Ports []PortRange `toml:"ports"`
+	// Domains the client may claim: names or "*.suffix" wildcards.
+	Domains []string `toml:"domains"`
+}
+
+// DefaultConfig returns the defaults documented in config.example.toml,
+// with no clients.
+func DefaultConfig() Config {
+	sc := session.DefaultConfig()
+	return Config{
+		PublicAddress: "0.0.0.0",
+		StateDir:      "/var/lib/warren",
+		Listen: []Listen{
+			{Transport: transport.KindKCP, Address: "0.0.0.0:7000"},
+			{Transport: transport.KindTCP, Address: "0.0.0.0:7000"},
+		},
+		KCP:               transport.DefaultKCPConfig(),
+		Mux:               sc.Mux,
+		HeartbeatInterval: sc.HeartbeatInterval,
+		HeartbeatMisses:   sc.HeartbeatMisses,
+		Limits: Limits{
+			HandshakeTimeout: sc.HandshakeTimeout,
+			MaxControlFrame:  sc.MaxControlFrame,
+		},
+	}
+}
+
+// ResolveTokens reads each client's token_file or token_env into Token.
+// lookupEnv is os.LookupEnv in the daemon; packages never read the
+// environment themselves.
+func (c *Config) ResolveTokens(lookupEnv func(string) (string, bool)) error {
+	for i := range c.Clients {
+		cl := &c.Clients[i]
+		if cl.TokenFile == "" && cl.TokenEnv == "" {
+			continue
+		}
+		tok, err := token.Resolve(cl.Token, cl.TokenFile, cl.TokenEnv, lookupEnv)
+		if err != nil {
+			return fmt.Errorf("server.clients[%d] (%s).%w", i, cl.Name, err)
+		}
+		cl.Token, cl.TokenFile, cl.TokenEnv = tok, "", ""
+	}
+	return nil
+}
+
+// namePattern is what client and service names may look like.
+var namePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+
+// Validate reports the first invalid setting, naming its key.
+func (c Config) Validate() error {
+	if _, err := netip.ParseAddr(c.PublicAddress); err != nil {
+		return fmt.Errorf("server.public_address: %q is not an IP address", c.PublicAddress)
+	}
+	if len(c.Listen) == 0 {
+		return errors.New("server.listen: no tunnel endpoint; add a [[server.listen]] entry")
+	}
+	seen := make(map[Listen]bool)
+	for i, l := range c.Listen {
+		if l.Transport != transport.KindTCP && l.Transport != transport.KindKCP {
+			return fmt.Errorf("server.listen[%d].transport: %q: %w", i, l.Transport, transport.ErrUnknownKind)
+		}
+		if err := checkListenAddr(l.Address); err != nil {
+			return fmt.Errorf("server.listen[%d].address: %w", i, err)
+		}
+		if seen[l] {
+			return fmt.Errorf("server.listen[%d]: %s %s is listed twice", i, l.Transport, l.Address)
+		}
+		seen[l] = true
+	}
+	if err := c.TLS.Validate(); err != nil {
+		return fmt.Errorf("server.%w", err)
+	}
+	if err := c.KCP.Validate(); err != nil {
+		return fmt.Errorf("server.kcp.%w", err)
+	}
+	if err := c.session().Validate(); err != nil {
+		var fe *session.FieldError
+		if errors.As(err, &fe) {
+			return fmt.Errorf("server.%s: %w", serverKey(fe.Key), fe.Err)
+		}
+		return fmt.Errorf("server: %w", err)
+	}
+	return c.validateClients()
+}
+
+// serverKey places a session setting in the [server] table's layout.
+func serverKey(sessionKey string) string {
+	switch sessionKey {
+	case "handshake_timeout", "max_control_frame":
+		return "limits." + sessionKey
+	}
+	return sessionKey
+}
+
+func (c Config) validateClients() error {
+	if len(c.Clients) == 0 {
+		return errors.New("server.clients: no client may connect; add a [[server.clients]] entry")
+	}
+	names := make(map[string]int)
+	tokens := make(map[string]int)
+	for i, cl := range c.Clients {
+		key := fmt.Sprintf("server.clients[%d]", i)
+		if !namePattern.MatchString(cl.Name) {
+			return fmt.Errorf("%s.name: %q: want 1-64 letters, digits, '.', '_' or '-'", key, cl.Name)
+		}
+		key = fmt.Sprintf("%s (%s)", key, cl.Name)
+		if j, dup := names[cl.Name]; dup {
+			return fmt.Errorf("%s.name: also the name of server.clients[%d]", key, j)
+		}
+		names[cl.Name] = i
+		if cl.Token == "" && (cl.TokenFile != "" || cl.TokenEnv != "") {
+			return fmt.Errorf("%s: token_file or token_env was not read (Config.ResolveTokens)", key)
+		}
+		if cl.Token == "" {
+			return fmt.Errorf("%s.token: missing; set token, token_file or token_env", key)
+		}
+		if err := token.Check(cl.Token); err != nil {
+			return fmt.Errorf("%s.%w", key, err)
+		}
+		if j, dup := tokens[cl.Token]; dup {
+			return fmt.Errorf("%s.token: same token as server.clients[%d]; each client needs its own", key, j)
+		}
+		tokens[cl.Token] = i
+		if len(cl.Ports) == 0 && len(cl.Domains) == 0 {
+			return fmt.Errorf("%s: allows no ports and no domains, so it could claim nothing", key)
+		}
+		for j, r := range cl.Ports {
+			if r.Lo < 1 || r.Hi > 65535 || r.Lo > r.Hi {
+				return fmt.Errorf("%s.ports[%d]: %d-%d is not a range of ports 1-65535", key, j, r.Lo, r.Hi)
+			}
+		}
+		for j, d := range cl.Domains {
+			if _, err := domain.Normalize(d); err != nil {
+				return fmt.Errorf("%s.domains[%d]: %w", key, j, err)
+			}
+		}
+	}
+	return nil
+}
+
+func checkListenAddr(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%q: want host:port, e.g. \"0.0.0.0:7000\"", addr)
+	}
+	if host != "" {
+		if _, err := netip.ParseAddr(host); err != nil {
+			return fmt.Errorf("%q: %q is not an IP address", addr, host)
+		}
+	}
+	if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
+		return fmt.Errorf("%q: port %q is out of range 0-65535", addr, port)
+	}
+	return nil
+}
+
+// session returns the session settings the server runs with.
+func (c Config) session() session.Config {
+	return session.Config{
+		Mux:               c.Mux,
+		HandshakeTimeout:  c.Limits.HandshakeTimeout,
+		HeartbeatInterval: c.HeartbeatInterval,
+		HeartbeatMisses:   c.HeartbeatMisses,
+		MaxControlFrame:   c.Limits.MaxControlFrame,
+	}
+}

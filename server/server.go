@@ -1,0 +1,279 @@
+// Package server is warren's public side: it accepts client sessions on its
+// tunnel listeners, authenticates them, binds the public ports they claim,
+// and carries every public connection to its client over a new stream.
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/warren-tunnel/warren/internal/domain"
+	"github.com/warren-tunnel/warren/session"
+	"github.com/warren-tunnel/warren/transport"
+)
+
+// acceptBackoff is how long an accept loop waits after an error that is not
+// its listener closing (for example, out of file descriptors).
+const acceptBackoff = 100 * time.Millisecond
+
+// Server is a warren server. Create it with New and run it with Run.
+type Server struct {
+	cfg         Config
+	log         *slog.Logger
+	tls         *tls.Config // nil: plaintext
+	fingerprint string
+	certCreated bool
+	sessCfg     session.Config
+	clients     []*clientEntry
+	tokens      [][]byte // tokens[i] belongs to clients[i]
+
+	ready chan struct{}
+
+	mu        sync.Mutex
+	running   bool
+	closing   bool // shutdown began: new clients are refused
+	stopped   bool // listeners closed: new connections are dropped
+	listeners []listener // tunnel listeners, set before ready closes
+	ports     map[int]*clientSession
+	domains   map[string]*clientSession
+	sessions  map[*clientSession]struct{}
+	pending   map[net.Conn]struct{} // connections not yet authenticated
+	changed   chan struct{}         // closed and replaced when sessions change
+}
+
+// listener is a bound tunnel endpoint.
+type listener struct {
+	l    transport.Listener
+	kind string
+	name string // the transport as users see it: "kcp+tls"
+}
+
+// clientEntry is a configured client, its claims normalized.
+type clientEntry struct {
+	name    string
+	ports   []PortRange
+	domains []string
+}
+
+// New checks cfg and prepares the server: it loads or creates the TLS
+// certificate (in cfg.StateDir when self-signed) but binds nothing; Run
+// does. log nil discards logs.
+func New(cfg Config, log *slog.Logger) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{
+		cfg:      cfg,
+		log:      log,
+		sessCfg:  cfg.session(),
+		ready:    make(chan struct{}),
+		ports:    make(map[int]*clientSession),
+		domains:  make(map[string]*clientSession),
+		sessions: make(map[*clientSession]struct{}),
+		pending:  make(map[net.Conn]struct{}),
+		changed:  make(chan struct{}),
+	}
+	if !cfg.TLS.Disabled {
+		var err error
+		s.tls, s.fingerprint, s.certCreated, err = cfg.TLS.Config(cfg.StateDir)
+		if err != nil {
+			return nil, fmt.Errorf("server.%w", err)
+		}
+	}
+	for _, c := range cfg.Clients {
+		e := &clientEntry{name: c.Name, ports: c.Ports}
+		for _, d := range c.Domains {
+			n, _ := domain.Normalize(d) // Validate checked it
+			e.domains = append(e.domains, n)
+		}
+		s.clients = append(s.clients, e)
+		s.tokens = append(s.tokens, []byte(c.Token))
+	}
+	return s, nil
+}
+
+// Fingerprint is the server certificate's fingerprint in the form clients
+// pin ("sha256:..."), empty without TLS.
+func (s *Server) Fingerprint() string { return s.fingerprint }
+
+// Ready is closed once Run has bound every tunnel listener.
+func (s *Server) Ready() <-chan struct{} { return s.ready }
+
+// Addr returns the bound address of the first tunnel listener of the
+// given kind ("tcp" or "kcp"), or nil. Valid after Ready.
+func (s *Server) Addr(kind string) net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, l := range s.listeners {
+		if l.kind == kind {
+			return l.l.Addr()
+		}
+	}
+	return nil
+}
+
+// Run binds the tunnel listeners, serves clients until ctx is done, then
+// closes every session (telling clients the server is shutting down) and
+// returns once all its goroutines have. It returns an error only when it
+// cannot start; a Server runs once.
+func (s *Server) Run(ctx context.Context) error {
+	s.mu.Lock()
+	if s.running {
+		s.mu.Unlock()
+		return errors.New("server: Run called twice")
+	}
+	s.running = true
+	s.mu.Unlock()
+
+	ls, err := s.listen()
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.listeners = ls
+	s.mu.Unlock()
+	s.logStart()
+	close(s.ready)
+
+	var wg sync.WaitGroup
+	for _, l := range ls {
+		wg.Go(func() { s.acceptTunnel(l, &wg) })
+	}
+	<-ctx.Done()
+	s.shutdown()
+	wg.Wait()
+	s.log.Info("server stopped")
+	return nil
+}
+
+// listen binds every [[server.listen]] entry, or none.
+func (s *Server) listen() ([]listener, error) {
+	var ls []listener
+	for i, lc := range s.cfg.Listen {
+		t, err := transport.New(lc.Transport, transport.Config{KCP: s.cfg.KCP, TLS: s.tls})
+		if err == nil {
+			var l transport.Listener
+			if l, err = t.Listen(lc.Address); err == nil {
+				ls = append(ls, listener{l: l, kind: lc.Transport, name: t.String()})
+				continue
+			}
+		}
+		for _, l := range ls {
+			l.l.Close()
+		}
+		return nil, fmt.Errorf("server.listen[%d]: %s %s: %w", i, lc.Transport, lc.Address, err)
+	}
+	return ls, nil
+}
+
+func (s *Server) logStart() {
+	for _, l := range s.listeners {
+		s.log.Info("listening for clients", "transport", l.name, "address", l.l.Addr().String())
+	}
+	switch {
+	case s.tls == nil:
+		s.log.Warn("TLS is off (tls = false): sessions are not encrypted and the server is not authenticated; use only on a trusted network")
+	case s.cfg.TLS.Cert == "":
+		msg := "using self-signed certificate; clients pin it with [client.tls] fingerprint"
+		if s.certCreated {
+			msg = "created self-signed certificate; clients pin it with [client.tls] fingerprint"
+		}
+		s.log.Info(msg, "fingerprint", s.fingerprint, "state_dir", s.cfg.StateDir)
+	default:
+		s.log.Info("using certificate", "cert", s.cfg.TLS.Cert, "fingerprint", s.fingerprint)
+	}
+}
+
+// acceptTunnel accepts client connections on l until it is closed. Each is
+// served in a goroutine counted by wg.
+func (s *Server) acceptTunnel(l listener, wg *sync.WaitGroup) {
+	for {
+		c, err := l.l.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			s.log.Warn("accepting client connection failed", "transport", l.name, "err", err)
+			time.Sleep(acceptBackoff)
+			continue
+		}
+		wg.Go(func() { s.serveTunnel(c, l.name) })
+	}
+}
+
+// shutdown ends service. TCP listeners close first (the kernel refuses new
+// clients at once); KCP listeners stay open while sessions say goodbye, so
+// that a client reconnecting meanwhile is refused with "shutting down"
+// rather than left waiting on silence (KCP has no refusal of its own). Then
+// the KCP listeners close and connections still in their handshake drop.
+func (s *Server) shutdown() {
+	s.mu.Lock()
+	s.closing = true
+	ls := s.listeners
+	sessions := make([]*clientSession, 0, len(s.sessions))
+	for cs := range s.sessions {
+		sessions = append(sessions, cs)
+	}
+	s.mu.Unlock()
+	for _, l := range ls {
+		if l.kind == transport.KindTCP {
+			l.l.Close()
+		}
+	}
+	var wg sync.WaitGroup
+	for _, cs := range sessions {
+		wg.Go(func() { cs.sess.Close(session.CodeShuttingDown, "shutting down") })
+	}
+	wg.Wait()
+	s.mu.Lock()
+	s.stopped = true
+	for c := range s.pending {
+		c.Close()
+	}
+	s.mu.Unlock()
+	for _, l := range ls {
+		l.l.Close()
+	}
+}
+
+// SessionInfo describes a client session for status output and tests.
+type SessionInfo struct {
+	session.Info
+	// Transport is how the client connected: "kcp+tls", "tcp+tls", ...
+	Transport string
+	RTT       time.Duration
+	Streams   int
+}
+
+// Changed returns a channel that is closed at the next change of Sessions.
+func (s *Server) Changed() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.changed
+}
+
+// notifyLocked wakes Changed's waiters; s.mu is held.
+func (s *Server) notifyLocked() {
+	close(s.changed)
+	s.changed = make(chan struct{})
+}
+
+// Sessions lists the authenticated sessions.
+func (s *Server) Sessions() []SessionInfo {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]SessionInfo, 0, len(s.sessions))
+	for cs := range s.sessions {
+		out = append(out, SessionInfo{Info: cs.sess.Info(), Transport: cs.transport, RTT: cs.sess.RTT(), Streams: cs.sess.NumStreams()})
+	}
+	return out
+}

@@ -22,7 +22,7 @@ type Config struct {
 	// StateDir keeps the self-signed certificate across restarts.
 	StateDir string `toml:"state_dir"`
 	// Listen are the tunnel endpoints clients connect to.
-	Listen []Listen           `toml:"listen"`
+	Listen []Listen            `toml:"listen"`
 	TLS    transport.ServerTLS `toml:"tls"`
 	KCP    transport.KCPConfig `toml:"kcp"`
 	Mux    session.Mux         `toml:"mux"`

@@ -37,8 +37,8 @@ type Server struct {
 
 	mu        sync.Mutex
 	running   bool
-	closing   bool // shutdown began: new clients are refused
-	stopped   bool // listeners closed: new connections are dropped
+	closing   bool       // shutdown began: new clients are refused
+	stopped   bool       // listeners closed: new connections are dropped
 	listeners []listener // tunnel listeners, set before ready closes
 	ports     map[int]*clientSession
 	domains   map[string]*clientSession

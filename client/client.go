@@ -29,6 +29,11 @@ type Client struct {
 	services  map[string]Service
 	claims    []session.Service
 
+	// sticky holds the ports the server picked for services that asked for
+	// any port (remote_port 0), to ask for the same again on reconnect.
+	// Only Run's goroutine uses it.
+	sticky map[string]int
+
 	mu      sync.Mutex
 	status  Status
 	changed chan struct{}
@@ -77,6 +82,7 @@ func New(cfg Config, log *slog.Logger) (*Client, error) {
 		instance:  session.NewID(),
 		services:  make(map[string]Service),
 		changed:   make(chan struct{}),
+		sticky:    make(map[string]int),
 	}
 	for _, s := range cfg.Services {
 		c.services[s.Name] = s
@@ -131,6 +137,9 @@ func (c *Client) Run(ctx context.Context) error {
 			return nil
 		}
 		c.setStatus(func(s *Status) { s.Connected, s.LastError = false, err })
+		if c.dropSticky(err) {
+			continue // ask again for any free port, at once
+		}
 		if fatal(err) {
 			c.log.Error("giving up", "err", err)
 			return err
@@ -169,11 +178,16 @@ func (c *Client) connect(ctx context.Context) (upFor time.Duration, err error) {
 	if err != nil {
 		return 0, fmt.Errorf("connecting to %s over %s: %w", c.cfg.Server, c.transport, err)
 	}
-	sess, err := session.Connect(conn, c.sessCfg, c.log, c.token, c.instance, c.claims)
+	sess, err := session.Connect(conn, c.sessCfg, c.log, c.token, c.instance, c.withSticky())
 	if err != nil {
 		return 0, err
 	}
 	info := sess.Info()
+	for _, g := range info.Services {
+		if c.services[g.Name].RemotePort == 0 && g.RemotePort > 0 {
+			c.sticky[g.Name] = g.RemotePort
+		}
+	}
 	log := c.log.With("client", info.Client, "session", info.ID, "server", c.cfg.Server, "transport", c.transport.String())
 	c.setStatus(func(s *Status) {
 		s.Connected, s.Session, s.LastError = true, info, nil
@@ -189,6 +203,30 @@ func (c *Client) connect(ctx context.Context) (upFor time.Duration, err error) {
 		log.Warn("session down", "reason", err, "after", upFor.Round(time.Millisecond).String())
 	}
 	return upFor, err
+}
+
+// withSticky returns the claims with remembered ports filled in.
+func (c *Client) withSticky() []session.Service {
+	out := make([]session.Service, len(c.claims))
+	for i, cl := range c.claims {
+		if p, ok := c.sticky[cl.Name]; ok {
+			cl.RemotePort = p
+		}
+		out[i] = cl
+	}
+	return out
+}
+
+// dropSticky forgets the remembered ports when the server says one of them
+// is taken now, and reports whether it did: then any free port will do.
+func (c *Client) dropSticky(err error) bool {
+	var rej *session.RejectError
+	if len(c.sticky) == 0 || !errors.As(err, &rej) || rej.Code != session.CodePortInUse {
+		return false
+	}
+	c.log.Warn("a port the server picked before is taken now; asking for any free port", "reason", rej.Reason)
+	clear(c.sticky)
+	return true
 }
 
 // serveStream dials the target of the stream's service and relays.

@@ -1,0 +1,486 @@
+package e2e
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// warrenBin is the binary under test, built once by TestMain (with the race
+// detector when the tests have it).
+var warrenBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "warren-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	warrenBin = filepath.Join(dir, "warren")
+	args := []string{"build", "-o", warrenBin}
+	if raceEnabled {
+		args = append(args, "-race")
+	}
+	build := exec.Command("go", append(args, "github.com/warren-tunnel/warren/cmd/warren")...)
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "building warren:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// proc is a warren child process whose stderr is read as JSON log records.
+type proc struct {
+	t      *testing.T
+	cmd    *exec.Cmd
+	stdout *lockedBuffer
+	mu     sync.Mutex
+	logs   []map[string]any
+	raw    strings.Builder
+	more   chan struct{} // closed and replaced on each new line
+	done   chan struct{}
+	code   int
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// startProc runs warren with args; env entries ("K=V") add to the
+// environment.
+func startProc(t *testing.T, env []string, args ...string) *proc {
+	t.Helper()
+	p := &proc{t: t, cmd: exec.Command(warrenBin, args...), stdout: &lockedBuffer{}, more: make(chan struct{}), done: make(chan struct{})}
+	p.cmd.Env = append(os.Environ(), env...)
+	p.cmd.Stdout = p.stdout
+	stderr, err := p.cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		for sc.Scan() {
+			var rec map[string]any
+			json.Unmarshal(sc.Bytes(), &rec)
+			p.mu.Lock()
+			p.raw.WriteString(sc.Text() + "\n")
+			if rec != nil {
+				p.logs = append(p.logs, rec)
+			}
+			close(p.more)
+			p.more = make(chan struct{})
+			p.mu.Unlock()
+		}
+		err := p.cmd.Wait()
+		p.code = p.cmd.ProcessState.ExitCode()
+		if ee, ok := err.(*exec.ExitError); ok && !ee.Exited() {
+			p.code = -1 // killed by a signal
+		}
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		p.cmd.Process.Kill()
+		<-p.done
+		if t.Failed() {
+			t.Logf("%s stderr:\n%s", args[0], p.stderr())
+		}
+	})
+	return p
+}
+
+func (p *proc) stderr() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.raw.String()
+}
+
+// waitLog waits for a log record with message msg whose attributes include
+// the given key/value pairs (values compared as text), and returns it.
+func (p *proc) waitLog(msg string, kv ...string) map[string]any {
+	p.t.Helper()
+	return p.waitRecord(fmt.Sprintf("%q %v", msg, kv), func(r map[string]any) bool {
+		if r["msg"] != msg {
+			return false
+		}
+		for i := 0; i+1 < len(kv); i += 2 {
+			if fmt.Sprint(r[kv[i]]) != kv[i+1] {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// waitRecord waits for a log record that match accepts, and returns it.
+func (p *proc) waitRecord(what string, match func(map[string]any) bool) map[string]any {
+	p.t.Helper()
+	deadline := time.After(waitTimeout)
+	seen := 0
+	for {
+		p.mu.Lock()
+		recs, more := p.logs[seen:], p.more
+		p.mu.Unlock()
+		for _, r := range recs {
+			seen++
+			if match(r) {
+				return r
+			}
+		}
+		select {
+		case <-more:
+		case <-p.done:
+			p.t.Fatalf("process exited (code %d) before logging %s:\n%s", p.code, what, p.stderr())
+		case <-deadline:
+			p.t.Fatalf("no log %s:\n%s", what, p.stderr())
+		}
+	}
+}
+
+// signal sends sig and waits for the exit code.
+func (p *proc) stop(sig syscall.Signal) int {
+	p.t.Helper()
+	p.cmd.Process.Signal(sig)
+	return p.wait()
+}
+
+func (p *proc) wait() int {
+	p.t.Helper()
+	select {
+	case <-p.done:
+		return p.code
+	case <-time.After(waitTimeout):
+		p.t.Fatalf("process did not exit:\n%s", p.stderr())
+		return 0
+	}
+}
+
+// writeFile writes a file into dir and returns its path.
+func writeFile(t *testing.T, dir, name, content string) string {
+	t.Helper()
+	path := filepath.Join(dir, name)
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// binServer starts "warren server" on both transports; it returns the
+// process, the tunnel address of each transport and the fingerprint.
+func binServer(t *testing.T, dir, tcpAddr, kcpAddr string) (p *proc, addrs map[string]string, fingerprint string) {
+	t.Helper()
+	cfg := writeFile(t, dir, "server.toml", fmt.Sprintf(`
+[server]
+public_address = "127.0.0.1"
+state_dir = %q
+heartbeat_interval = "200ms"
+heartbeat_misses = 3
+[[server.listen]]
+transport = "tcp"
+address = %q
+[[server.listen]]
+transport = "kcp"
+address = %q
+[[server.clients]]
+name = "office"
+token_file = %q
+ports = ["1024-65535"]
+[server.log]
+level = "debug"
+format = "json"
+`, filepath.Join(dir, "state"), tcpAddr, kcpAddr, writeFile(t, dir, "token", tokenOffice+"\n")))
+	p = startProc(t, nil, "server", "-c", cfg)
+	addrs = map[string]string{
+		"tcp": p.waitLog("listening for clients", "transport", "tcp+tls")["address"].(string),
+		"kcp": p.waitLog("listening for clients", "transport", "kcp+tls")["address"].(string),
+	}
+	fingerprint = p.waitRecord("with a fingerprint", func(r map[string]any) bool {
+		_, ok := r["fingerprint"].(string)
+		return ok
+	})["fingerprint"].(string)
+	return p, addrs, fingerprint
+}
+
+// binClient starts "warren client" for one echo service, with the token
+// in the environment, and waits until it serves; it returns the process
+// and the granted public port.
+func binClient(t *testing.T, dir, kind, server, fingerprint, token, target string, remotePort int) (*proc, int) {
+	t.Helper()
+	cfg := writeFile(t, dir, "client-"+kind+".toml", fmt.Sprintf(`
+[client]
+server = %q
+transport = %q
+token_env = "WARREN_TEST_TOKEN"
+heartbeat_interval = "200ms"
+heartbeat_misses = 3
+[client.tls]
+fingerprint = %q
+[[client.services]]
+name = "echo"
+target = %q
+remote_port = %d
+[client.log]
+level = "debug"
+format = "json"
+`, server, kind, fingerprint, target, remotePort))
+	p := startProc(t, []string{"WARREN_TEST_TOKEN=" + token}, "client", "-c", cfg)
+	if token != tokenOffice {
+		return p, 0
+	}
+	port := p.waitLog("serving", "service", "echo")["remote_port"].(float64)
+	return p, int(port)
+}
+
+// TestBinaryTunnel runs the real binary as server and client with config
+// files, carries data over each transport, and stops both with SIGTERM.
+func TestBinaryTunnel(t *testing.T) {
+	dir := t.TempDir()
+	target := backend(t, echo)
+	srv, addrs, fp := binServer(t, dir, "127.0.0.1:0", "127.0.0.1:0")
+	if !regexp.MustCompile(`^sha256:[0-9a-f]{64}$`).MatchString(fp) {
+		t.Fatalf("server logged fingerprint %q", fp)
+	}
+	for _, kind := range transports {
+		t.Run(kind, func(t *testing.T) {
+			cli, port := binClient(t, dir, kind, addrs[kind], fp, tokenOffice, target, 0)
+			addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+			roundTrip(t, addr)
+			srv.waitLog("session up", "client", "office", "transport", kind+"+tls")
+			if code := cli.stop(syscall.SIGTERM); code != exitOK {
+				t.Fatalf("client exited %d on SIGTERM, want 0", code)
+			}
+			cli.waitLog("client stopped")
+			srv.waitLog("session down", "transport", kind+"+tls", "reason", "client closed session: shutting down")
+		})
+	}
+	if code := srv.stop(syscall.SIGTERM); code != exitOK {
+		t.Fatalf("server exited %d on SIGTERM, want 0", code)
+	}
+	srv.waitLog("server stopped")
+}
+
+// Exit codes of the binary.
+const (
+	exitOK      = 0
+	exitRuntime = 1
+	exitUsage   = 2
+)
+
+// TestBinaryUsageErrors: bad command lines and config files exit 2 with a
+// message naming what was wrong and where.
+func TestBinaryUsageErrors(t *testing.T) {
+	dir := t.TempDir()
+	cases := []struct {
+		name string
+		args []string
+		want []string
+	}{
+		{"no command", nil, []string{"Usage"}},
+		{"unknown command", []string{"serve"}, []string{`unknown command "serve"`}},
+		{"unknown flag", []string{"server", "--bogus"}, []string{"bogus"}},
+		{"server without token", []string{"server", "--ports", "2222"}, []string{"--token"}},
+		{"server without ports", []string{"server", "--token", tokenOffice}, []string{"--ports or --domains"}},
+		{"bad listen", []string{"server", "--listen", "udp://:1", "--token", tokenOffice, "--ports", "1"}, []string{"--listen", "kcp://host:port"}},
+		{"bad service", []string{"client", "--server", "kcp://h:1", "--token", tokenOffice, "--service", "ssh"}, []string{"--service", "NAME=REMOTE_PORT"}},
+		{"missing file", []string{"server", "-c", filepath.Join(dir, "nope.toml")}, []string{"nope.toml", "no such file"}},
+		{"unknown key", []string{"server", "-c", writeFile(t, dir, "a.toml", "[server]\nlisen = 1\n")}, []string{"a.toml", "unknown key server.lisen"}},
+		{"bad value", []string{"server", "-c", writeFile(t, dir, "b.toml", "[server]\n[server.kcp]\nmtu = 9000\n")}, []string{"b.toml", "server.kcp.mtu"}},
+		{"no server table", []string{"server", "-c", writeFile(t, dir, "c.toml", "[client]\nserver = \"h:1\"\ntoken = \""+tokenOffice+"\"\n[[client.services]]\nname = \"a\"\ntarget = \"127.0.0.1:1\"\n")}, []string{"c.toml: no [server] table"}},
+		{"file and flags", []string{"client", "-c", "x.toml", "--token", "t"}, []string{"either a config file or the quick-mode flags"}},
+		{"unset token_env", []string{"client", "-c", writeFile(t, dir, "d.toml", "[client]\nserver = \"h:1\"\ntoken_env = \"WARREN_UNSET_FOR_TEST\"\n[[client.services]]\nname = \"a\"\ntarget = \"127.0.0.1:1\"\n")}, []string{"d.toml", "client.token_env", "WARREN_UNSET_FOR_TEST is not set"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			p := startProc(t, nil, tc.args...)
+			if code := p.wait(); code != exitUsage {
+				t.Fatalf("exit code %d, want %d", code, exitUsage)
+			}
+			out := p.stderr()
+			for _, w := range tc.want {
+				if !strings.Contains(out, w) {
+					t.Errorf("stderr lacks %q:\n%s", w, out)
+				}
+			}
+		})
+	}
+}
+
+// TestBinaryWrongTokenExits: a rejected client exits 1 with the reason
+// instead of retrying forever; the server logs the failure without the
+// token.
+func TestBinaryWrongTokenExits(t *testing.T) {
+	dir := t.TempDir()
+	srv, addrs, fp := binServer(t, dir, "127.0.0.1:0", "127.0.0.1:0")
+	for _, kind := range transports {
+		t.Run(kind, func(t *testing.T) {
+			bad := "wrong-token-0123456789abcdef"
+			cli, _ := binClient(t, dir, kind, addrs[kind], fp, bad, deadAddr(t), 0)
+			if code := cli.wait(); code != exitRuntime {
+				t.Fatalf("exit code %d, want %d", code, exitRuntime)
+			}
+			if out := cli.stderr(); !strings.Contains(out, "auth rejected: unknown token") {
+				t.Fatalf("client stderr lacks the reason:\n%s", out)
+			}
+			srv.waitLog("auth failed: unknown token", "transport", kind+"+tls")
+			if strings.Contains(srv.stderr(), bad) || strings.Contains(srv.stderr(), tokenOffice) {
+				t.Fatal("server logged a token")
+			}
+		})
+	}
+}
+
+// slowSource is a backend that sends a little data every few milliseconds
+// until the connection breaks.
+func slowSource(c net.Conn) {
+	for {
+		if _, err := c.Write([]byte("tick\n")); err != nil {
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestBinaryClientKilled: a client killed mid-transfer (SIGKILL, no
+// goodbye) ends its public connections promptly and frees its port; a new
+// client process serves it again.
+func TestBinaryClientKilled(t *testing.T) {
+	dir := t.TempDir()
+	target := backend(t, slowSource)
+	srv, addrs, fp := binServer(t, dir, "127.0.0.1:0", "127.0.0.1:0")
+	for _, kind := range transports {
+		t.Run(kind, func(t *testing.T) {
+			cli, port := binClient(t, dir, kind, addrs[kind], fp, tokenOffice, target, 0)
+			c := dialPublic(t, net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+			if _, err := io.ReadFull(c, make([]byte, 50)); err != nil {
+				t.Fatal(err)
+			}
+			cli.cmd.Process.Kill()
+			cli.wait()
+			start := time.Now()
+			// Heartbeats every 200 ms, 3 misses: the server notices within
+			// about a second even over KCP, where nothing says "gone".
+			if err := isClosed(c, 5*time.Second); err != nil {
+				t.Fatalf("public connection survived its client: %v", err)
+			}
+			t.Logf("public connection closed %v after the kill", time.Since(start).Round(time.Millisecond))
+			srv.waitLog("session down", "transport", kind+"+tls")
+
+			again, port2 := binClient(t, dir, kind, addrs[kind], fp, tokenOffice, target, port)
+			if port2 != port {
+				t.Fatalf("restarted client got port %d, want %d", port2, port)
+			}
+			c2 := dialPublic(t, net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+			if _, err := io.ReadFull(c2, make([]byte, 50)); err != nil {
+				t.Fatal(err)
+			}
+			again.stop(syscall.SIGTERM)
+		})
+	}
+	srv.stop(syscall.SIGTERM)
+}
+
+// TestBinaryServerKilled: a server killed (SIGKILL) and started again on
+// the same addresses and state directory is found again by its clients on
+// their own; their ports come back.
+func TestBinaryServerKilled(t *testing.T) {
+	dir := t.TempDir()
+	target := backend(t, echo)
+	srv, addrs, fp := binServer(t, dir, "127.0.0.1:0", "127.0.0.1:0")
+	clients := map[string]*proc{}
+	ports := map[string]int{}
+	for _, kind := range transports {
+		clients[kind], ports[kind] = binClient(t, dir, kind, addrs[kind], fp, tokenOffice, target, 0)
+	}
+	srv.cmd.Process.Kill()
+	srv.wait()
+	for _, kind := range transports {
+		clients[kind].waitLog("session down")
+	}
+
+	srv2, addrs2, fp2 := binServer(t, dir, addrs["tcp"], addrs["kcp"])
+	if fp2 != fp {
+		t.Fatalf("restarted server has fingerprint %s, was %s", fp2, fp)
+	}
+	_ = addrs2
+	for _, kind := range transports {
+		srv2.waitLog("session up", "transport", kind+"+tls")
+		roundTrip(t, net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[kind])))
+	}
+	for _, kind := range transports {
+		clients[kind].stop(syscall.SIGTERM)
+	}
+	srv2.stop(syscall.SIGTERM)
+}
+
+// TestBinaryDemo runs "warren demo", fetches the page it prints through
+// the tunnel, and stops it with SIGINT.
+func TestBinaryDemo(t *testing.T) {
+	for _, kind := range transports {
+		t.Run(kind, func(t *testing.T) {
+			p := startProc(t, nil, "demo", "--transport", kind, "--port", "0")
+			var url string
+			deadline := time.Now().Add(waitTimeout)
+			re := regexp.MustCompile(`open (http://127\.0\.0\.1:\d+/)`)
+			for url == "" {
+				if m := re.FindStringSubmatch(p.stdout.String()); m != nil {
+					url = m[1]
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("demo printed no URL:\n%s\n%s", p.stdout.String(), p.stderr())
+				}
+				select {
+				case <-p.done:
+					t.Fatalf("demo exited %d:\n%s", p.code, p.stderr())
+				case <-time.After(20 * time.Millisecond):
+				}
+			}
+			resp, err := http.Get(url)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			for _, want := range []string{"came through the warren tunnel", kind + "+tls"} {
+				if !strings.Contains(string(body), want) {
+					t.Errorf("page lacks %q:\n%s", want, body)
+				}
+			}
+			if code := p.stop(syscall.SIGINT); code != exitOK {
+				t.Fatalf("demo exited %d on SIGINT", code)
+			}
+		})
+	}
+}

@@ -172,13 +172,20 @@ func (c *Client) logStart() {
 // connect runs one session from dial to its end. upFor is how long it was
 // authenticated, 0 if it never got that far.
 func (c *Client) connect(ctx context.Context) (upFor time.Duration, err error) {
-	dctx, cancel := context.WithTimeout(ctx, c.cfg.HandshakeTimeout)
+	// One deadline for dial, TLS and auth together, as handshake_timeout says.
+	deadline := time.Now().Add(c.cfg.HandshakeTimeout)
+	dctx, cancel := context.WithDeadline(ctx, deadline)
 	conn, err := c.transport.Dial(dctx, c.cfg.Server)
 	cancel()
 	if err != nil {
 		return 0, fmt.Errorf("connecting to %s over %s: %w", c.cfg.Server, c.transport, err)
 	}
-	sess, err := session.Connect(conn, c.sessCfg, c.log, c.token, c.instance, c.withSticky())
+	sc := c.sessCfg
+	if sc.HandshakeTimeout = time.Until(deadline); sc.HandshakeTimeout <= 0 {
+		conn.Close()
+		return 0, fmt.Errorf("connecting to %s over %s: handshake_timeout %v passed", c.cfg.Server, c.transport, c.cfg.HandshakeTimeout)
+	}
+	sess, err := session.Connect(conn, sc, c.log, c.token, c.instance, c.withSticky())
 	if err != nil {
 		return 0, err
 	}
@@ -217,14 +224,15 @@ func (c *Client) withSticky() []session.Service {
 	return out
 }
 
-// dropSticky forgets the remembered ports when the server says one of them
-// is taken now, and reports whether it did: then any free port will do.
+// dropSticky forgets the remembered ports when the server refuses one of
+// them (taken by now, or no longer allowed), and reports whether it did:
+// then any free port will do.
 func (c *Client) dropSticky(err error) bool {
 	var rej *session.RejectError
-	if len(c.sticky) == 0 || !errors.As(err, &rej) || rej.Code != session.CodePortInUse {
+	if len(c.sticky) == 0 || !errors.As(err, &rej) || (rej.Code != session.CodePortInUse && rej.Code != session.CodePortNotAllowed) {
 		return false
 	}
-	c.log.Warn("a port the server picked before is taken now; asking for any free port", "reason", rej.Reason)
+	c.log.Warn("a port the server picked before is refused now; asking for any free port", "reason", rej.Reason)
 	clear(c.sticky)
 	return true
 }
@@ -240,8 +248,10 @@ func (c *Client) serveStream(log *slog.Logger, sess *session.Session, st *sessio
 		return
 	}
 	start := time.Now()
-	d := net.Dialer{Timeout: c.cfg.DialTimeout}
-	conn, err := d.Dial("tcp", svc.Target)
+	ctx, cancel := context.WithTimeout(sess.Context(), c.cfg.DialTimeout)
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "tcp", svc.Target)
+	cancel()
 	if err != nil {
 		log.Warn("target dial failed", "target", svc.Target, "err", err)
 		st.Abort(fmt.Sprintf("client %s could not reach target %s: %v", sess.Info().Client, svc.Target, err))

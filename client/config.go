@@ -131,7 +131,7 @@ func (c Config) validateServices() error {
 	for i, s := range c.Services {
 		key := fmt.Sprintf("client.services[%d]", i)
 		if !namePattern.MatchString(s.Name) {
-			return fmt.Errorf("%s.name: %q: want 1-64 letters, digits, '.', '_' or '-'", key, s.Name)
+			return fmt.Errorf("%s.name: %q: want 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit", key, s.Name)
 		}
 		key = fmt.Sprintf("%s (%s)", key, s.Name)
 		if j, dup := names[s.Name]; dup {

@@ -165,7 +165,7 @@ func (c Config) validateClients() error {
 	for i, cl := range c.Clients {
 		key := fmt.Sprintf("server.clients[%d]", i)
 		if !namePattern.MatchString(cl.Name) {
-			return fmt.Errorf("%s.name: %q: want 1-64 letters, digits, '.', '_' or '-'", key, cl.Name)
+			return fmt.Errorf("%s.name: %q: want 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit", key, cl.Name)
 		}
 		key = fmt.Sprintf("%s (%s)", key, cl.Name)
 		if j, dup := names[cl.Name]; dup {

@@ -200,6 +200,12 @@ func (s *Server) acceptTunnel(l listener, wg *sync.WaitGroup) {
 		c, err := l.l.Accept()
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
+				s.mu.Lock()
+				stopped := s.stopped || (s.closing && l.kind == transport.KindTCP)
+				s.mu.Unlock()
+				if !stopped {
+					s.log.Error("tunnel listener failed; no more clients on it", "transport", l.name, "address", l.l.Addr().String(), "err", err)
+				}
 				return
 			}
 			s.log.Warn("accepting client connection failed", "transport", l.name, "err", err)

@@ -59,14 +59,14 @@ func (s *Server) serveTunnel(c net.Conn, transportName string) {
 	log = log.With("client", cs.client.name, "session", cs.id)
 	cs.log = log
 	granted, victims, rej := s.claim(cs, p.Request.Services)
+	for _, v := range victims {
+		log.Warn("new session replaces an older one of the same client", "old_session", v.id, "old_remote", v.sess.Info().Remote.String())
+		go v.sess.Close(session.CodeReplaced, fmt.Sprintf("replaced by a new session of client %q from %s", cs.client.name, remote))
+	}
 	if rej != nil {
 		log.Warn("session rejected", "code", rej.Code, "reason", rej.Reason)
 		p.Reject(rej)
 		return
-	}
-	for _, v := range victims {
-		log.Warn("new session replaces an older one of the same client", "old_session", v.id, "old_remote", v.sess.Info().Remote.String())
-		go v.sess.Close(session.CodeReplaced, fmt.Sprintf("replaced by a new session of client %q from %s", cs.client.name, remote))
 	}
 	sess, err := p.Welcome(session.Welcome{Client: cs.client.name, Session: cs.id, Services: granted})
 	if err != nil {
@@ -159,21 +159,31 @@ func (s *Server) claim(cs *clientSession, reqs []session.Service) (granted []ses
 		}
 	}
 
-	// Bind what is free first, so that a failure leaves the victims alone;
-	// then free the victims' ports and bind those.
-	fail := func(rej *session.RejectError) ([]session.Service, []*clientSession, *session.RejectError) {
-		closeListeners(svcs)
-		return nil, nil, rej
+	// Bind what is free first, so that a failure leaves the victims alone:
+	// named ports, then any-port services, which must not take a port
+	// another service of the request names. Then free the victims' ports
+	// and bind those; a failure there still returns the victims, which no
+	// longer hold anything and must be closed.
+	named := make(map[int]bool)
+	for _, svc := range svcs {
+		if svc.port > 0 {
+			named[svc.port] = true
+		}
 	}
 	for _, svc := range svcs {
-		if svc.port == 0 && len(svc.domains) > 0 {
-			continue // domain-only
+		if svc.port > 0 && s.ports[svc.port] == nil {
+			if rej := s.bind(svc); rej != nil {
+				closeListeners(svcs)
+				return nil, nil, rej
+			}
 		}
-		if h := s.ports[svc.port]; svc.port > 0 && h != nil {
-			continue // a victim's; bound below
-		}
-		if rej := s.bind(cs.client, svc); rej != nil {
-			return fail(rej)
+	}
+	for _, svc := range svcs {
+		if svc.port == 0 && len(svc.domains) == 0 {
+			if rej := s.bindAny(cs.client, svc, named); rej != nil {
+				closeListeners(svcs)
+				return nil, nil, rej
+			}
 		}
 	}
 	for v := range isVictim {
@@ -182,8 +192,9 @@ func (s *Server) claim(cs *clientSession, reqs []session.Service) (granted []ses
 	}
 	for _, svc := range svcs {
 		if svc.l == nil && svc.port > 0 {
-			if rej := s.bind(cs.client, svc); rej != nil {
-				return fail(rej)
+			if rej := s.bind(svc); rej != nil {
+				closeListeners(svcs)
+				return nil, victims, rej
 			}
 		}
 	}
@@ -219,7 +230,7 @@ func (s *Server) checkServices(c *clientEntry, reqs []session.Service) ([]*servi
 	var svcs []*service
 	for _, r := range reqs {
 		if !namePattern.MatchString(r.Name) {
-			return nil, session.Rejectf(session.CodeBadRequest, "service name %q: want 1-64 letters, digits, '.', '_' or '-'", r.Name)
+			return nil, session.Rejectf(session.CodeBadRequest, "service name %q: want 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit", r.Name)
 		}
 		if names[r.Name] {
 			return nil, session.Rejectf(session.CodeBadRequest, "service %q is claimed twice", r.Name)
@@ -281,26 +292,28 @@ func domainAllowed(allowed []string, claim string) bool {
 // maxPortProbes bounds the search for a free port among a client's ranges.
 const maxPortProbes = 4096
 
-// bind opens svc's public listener on its port, or for port 0 on a free
-// port the client may claim. Called with s.mu held.
-func (s *Server) bind(c *clientEntry, svc *service) *session.RejectError {
-	if svc.port > 0 {
-		l, err := net.Listen("tcp", net.JoinHostPort(s.cfg.PublicAddress, strconv.Itoa(svc.port)))
-		if err != nil {
-			return session.Rejectf(session.CodePortInUse, "port in use: service %q remote_port %d: %v", svc.name, svc.port, err)
-		}
-		svc.l = l
-		return nil
+// bind opens svc's public listener on its port. Called with s.mu held.
+func (s *Server) bind(svc *service) *session.RejectError {
+	l, err := net.Listen("tcp", net.JoinHostPort(s.cfg.PublicAddress, strconv.Itoa(svc.port)))
+	if err != nil {
+		return session.Rejectf(session.CodePortInUse, "port in use: service %q remote_port %d: %v", svc.name, svc.port, err)
 	}
-	// Any free port: first let the kernel pick (fast when the ranges cover
-	// its ephemeral range), then probe the ranges in order.
+	svc.l = l
+	return nil
+}
+
+// bindAny opens svc's public listener on a free port the client may claim,
+// other than those in skip. Called with s.mu held.
+func (s *Server) bindAny(c *clientEntry, svc *service, skip map[int]bool) *session.RejectError {
+	free := func(p int) bool { return portAllowed(c.ports, p) && s.ports[p] == nil && !skip[p] }
+	// First let the kernel pick (fast when the ranges cover its ephemeral
+	// range), then probe the ranges in order.
 	for range 3 {
 		l, err := net.Listen("tcp", net.JoinHostPort(s.cfg.PublicAddress, "0"))
 		if err != nil {
 			break
 		}
-		p := l.Addr().(*net.TCPAddr).Port
-		if portAllowed(c.ports, p) && s.ports[p] == nil {
+		if p := l.Addr().(*net.TCPAddr).Port; free(p) {
 			svc.l, svc.port = l, p
 			return nil
 		}
@@ -309,7 +322,7 @@ func (s *Server) bind(c *clientEntry, svc *service) *session.RejectError {
 	probes := 0
 	for _, r := range c.ports {
 		for p := r.Lo; p <= r.Hi && probes < maxPortProbes; p++ {
-			if s.ports[p] != nil {
+			if !free(p) {
 				continue
 			}
 			probes++

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"testing"
 )
@@ -265,4 +266,29 @@ func FuzzDecoder(f *testing.F) {
 			t.Fatalf("end differs by split: %v vs %v", wholeErr, splitErr)
 		}
 	})
+}
+
+// TestProofVector pins the MAC construction to the test vector published
+// in docs/protocol.md (section 12.2).
+func TestProofVector(t *testing.T) {
+	nonce := make([]byte, 32)
+	binding := make([]byte, 32)
+	for i := range 32 {
+		nonce[i] = byte(i)
+		binding[i] = byte(32 + i)
+	}
+	token := []byte("example-token-0123456789")
+	cases := []struct {
+		name    string
+		binding []byte
+		want    string
+	}{
+		{"tls", binding, "e8895df05e8d7b4c1c7178f6bb8d8865638412ea8462e1d7112c4dc939beaf0a"},
+		{"plaintext", nil, "c33e76ff726038ed9a4017a237cf514aa50e45a55d7b98196605ac3710a59fab"},
+	}
+	for _, tc := range cases {
+		if got := fmt.Sprintf("%x", proof(token, nonce, tc.binding)); got != tc.want {
+			t.Errorf("%s: proof = %s, docs/protocol.md says %s", tc.name, got, tc.want)
+		}
+	}
 }

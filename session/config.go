@@ -117,8 +117,8 @@ func (c Config) Validate() error {
 }
 
 // smux returns the multiplexer configuration. smux's own keepalive is off:
-// warren's heartbeats on the control stream detect dead peers and measure
-// RTT, and smux's would close a session whose receive window is merely full.
+// warren's heartbeats on the control stream already detect dead peers, and
+// they also measure RTT and say why a session ended.
 func (c Config) smux() *smux.Config {
 	return &smux.Config{
 		Version:           2,

@@ -25,6 +25,7 @@ type Pending struct {
 	cfg      Config
 	log      *slog.Logger
 	conn     net.Conn
+	budget   *budgetConn
 	mux      *smux.Session
 	ctrl     *smux.Stream
 	deadline time.Time
@@ -32,8 +33,9 @@ type Pending struct {
 
 // Accept runs the server side of the handshake on a freshly accepted
 // transport connection, up to the client's Auth. Everything it reads is
-// capped in size and the whole of it, TLS handshake included, must finish
-// within cfg.HandshakeTimeout. On error conn is closed.
+// capped in size (each frame, and all bytes together until Welcome) and the
+// whole of it, TLS handshake included, must finish within
+// cfg.HandshakeTimeout. On error conn is closed.
 func Accept(conn net.Conn, cfg Config, log *slog.Logger) (*Pending, error) {
 	if err := cfg.Validate(); err != nil {
 		conn.Close()
@@ -46,7 +48,8 @@ func Accept(conn net.Conn, cfg Config, log *slog.Logger) (*Pending, error) {
 		conn.Close()
 		return nil, err
 	}
-	mux, err := smux.Server(conn, cfg.smux())
+	budget := newBudgetConn(conn, preAuthBudget(cfg))
+	mux, err := smux.Server(budget, cfg.smux())
 	if err != nil {
 		conn.Close()
 		return nil, err
@@ -58,7 +61,7 @@ func Accept(conn net.Conn, cfg Config, log *slog.Logger) (*Pending, error) {
 		return nil, fmt.Errorf("waiting for the control stream: %w", err)
 	}
 	ctrl.SetDeadline(deadline)
-	p := &Pending{cfg: cfg, log: log, conn: conn, mux: mux, ctrl: ctrl, deadline: deadline}
+	p := &Pending{cfg: cfg, log: log, conn: conn, budget: budget, mux: mux, ctrl: ctrl, deadline: deadline}
 
 	var ch ClientHello
 	if err := p.read(typeClientHello, &ch); err != nil {
@@ -91,7 +94,7 @@ func Accept(conn net.Conn, cfg Config, log *slog.Logger) (*Pending, error) {
 // On error the connection is closed: with a Reject when the client broke
 // the protocol, silently when it went away or gave up.
 func (p *Pending) read(want byte, msg any) error {
-	typ, payload, err := readFrame(p.ctrl, p.cfg.MaxControlFrame)
+	typ, payload, err := readFrame(drained{p.ctrl}, p.cfg.MaxControlFrame)
 	if err == nil && typ == typeGoodbye {
 		var g Goodbye
 		decodeFrame(typ, payload, &g)
@@ -144,6 +147,7 @@ func (p *Pending) Welcome(w Welcome) (*Session, error) {
 		return nil, fmt.Errorf("sending welcome: %w", err)
 	}
 	// Authenticated: from here on heartbeats bound the session instead.
+	p.budget.lift()
 	p.conn.SetDeadline(time.Time{})
 	p.mux.SetDeadline(time.Time{})
 	p.ctrl.SetDeadline(time.Time{})
@@ -174,7 +178,8 @@ func Connect(conn net.Conn, cfg Config, log *slog.Logger, token []byte, instance
 		conn.Close()
 		return nil, err
 	}
-	mux, err := smux.Client(conn, cfg.smux())
+	budget := newBudgetConn(conn, preAuthBudget(cfg)) // the server is not trusted yet either
+	mux, err := smux.Client(budget, cfg.smux())
 	if err != nil {
 		conn.Close()
 		return nil, err
@@ -217,6 +222,7 @@ func Connect(conn net.Conn, cfg Config, log *slog.Logger, token []byte, instance
 	if err := readAnswer(ctrl, cfg, typeWelcome, &w); err != nil {
 		return fail(err)
 	}
+	budget.lift()
 	conn.SetDeadline(time.Time{})
 	ctrl.SetDeadline(time.Time{})
 	info := Info{
@@ -233,7 +239,7 @@ func Connect(conn net.Conn, cfg Config, log *slog.Logger, token []byte, instance
 // readAnswer reads the server's next frame into msg when it has type want;
 // a Reject becomes a *RejectError, a Goodbye a *GoodbyeError.
 func readAnswer(ctrl *smux.Stream, cfg Config, want byte, msg any) error {
-	typ, payload, err := readFrame(ctrl, cfg.MaxControlFrame)
+	typ, payload, err := readFrame(drained{ctrl}, cfg.MaxControlFrame)
 	if err != nil {
 		return err
 	}

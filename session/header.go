@@ -10,7 +10,7 @@ import (
 // Header opens every data stream, server to client: which service the
 // public connection is for and who made it.
 //
-//	version (1 byte) | payload length (2 bytes, big endian) | payload
+//	layout (1 byte, 1) | payload length (2 bytes, big endian) | payload
 //	payload: service length (1 byte) | service | peer length (1 byte) | peer
 type Header struct {
 	// Service is the name of the client's service.
@@ -36,7 +36,7 @@ func (h Header) encode() ([]byte, error) {
 	}
 	n := headerFieldsCount + len(h.Service) + len(h.Peer)
 	b := make([]byte, headerPrefixLen, headerPrefixLen+n)
-	b[0] = MaxVersion
+	b[0] = frameLayout
 	binary.BigEndian.PutUint16(b[1:], uint16(n))
 	b = append(b, byte(len(h.Service)))
 	b = append(b, h.Service...)
@@ -51,8 +51,8 @@ func readHeader(r io.Reader) (Header, error) {
 	if _, err := io.ReadFull(r, pre[:]); err != nil {
 		return Header{}, err
 	}
-	if pre[0] < MinVersion || pre[0] > MaxVersion {
-		return Header{}, fmt.Errorf("%w: stream header of protocol version %d", ErrVersion, pre[0])
+	if pre[0] != frameLayout {
+		return Header{}, fmt.Errorf("%w: stream header of layout %d; this build reads layout %d", ErrVersion, pre[0], frameLayout)
 	}
 	n := int(binary.BigEndian.Uint16(pre[1:]))
 	if n > maxHeaderPayload {

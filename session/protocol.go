@@ -24,10 +24,12 @@
 // the registration would be dropped. The ClientHello and the SYN leave
 // together, so this costs no round trip.
 //
-// Control frames: version (1 byte), type (1 byte), payload length (4 bytes,
-// big endian), JSON payload of at most Config.MaxControlFrame bytes. The
-// header layout is the same in every version, so a peer can always read a
-// Reject or Goodbye that says the versions do not match.
+// Control frames: layout version (1 byte, always 1), type (1 byte), payload
+// length (4 bytes, big endian), JSON payload of at most
+// Config.MaxControlFrame bytes. Protocol versions are negotiated inside the
+// ClientHello and Challenge; the frame layout itself never changes, so
+// peers of any two versions can always read each other's ClientHello,
+// Reject and Goodbye and say that their versions do not match.
 //
 // Data streams carry chunks (see chunk.go): data, end (the writer's
 // half-close) and abort (with a reason). End-of-stream travels as a chunk and
@@ -52,6 +54,12 @@ const (
 	MinVersion = 1
 	MaxVersion = 1
 )
+
+// frameLayout is the first byte of every control frame and stream header:
+// the version of their byte layout, frozen so that version negotiation
+// always works. A new layout would need a new value here and negotiation
+// of a protocol version that uses it.
+const frameLayout = 1
 
 // Control frame types.
 const (
@@ -154,7 +162,7 @@ func writeFrame(w io.Writer, typ byte, msg any) error {
 		return err
 	}
 	buf := make([]byte, frameHeaderLen+len(payload))
-	buf[0] = MaxVersion
+	buf[0] = frameLayout
 	buf[1] = typ
 	binary.BigEndian.PutUint32(buf[2:], uint32(len(payload)))
 	copy(buf[frameHeaderLen:], payload)
@@ -168,8 +176,8 @@ func readFrame(r io.Reader, max int) (typ byte, payload []byte, err error) {
 	if _, err := io.ReadFull(r, hdr[:]); err != nil {
 		return 0, nil, err
 	}
-	if hdr[0] < MinVersion || hdr[0] > MaxVersion {
-		return hdr[1], nil, fmt.Errorf("%w: peer sent a frame of protocol version %d; this build speaks %d-%d", ErrVersion, hdr[0], MinVersion, MaxVersion)
+	if hdr[0] != frameLayout {
+		return hdr[1], nil, fmt.Errorf("%w: peer sent a control frame of layout %d; this build reads layout %d", ErrVersion, hdr[0], frameLayout)
 	}
 	n := binary.BigEndian.Uint32(hdr[2:])
 	if n > uint32(max) {

@@ -20,7 +20,9 @@ type Result struct {
 // then closes both. A half-close travels each way: c's EOF becomes the
 // stream's end chunk, the peer's end chunk becomes c.CloseWrite. When either
 // side fails, the other is told (an abort chunk with the reason, or a reset
-// of c when the peer aborted) and both are closed at once.
+// of c when the peer aborted or the stream was cut off) and both are closed
+// at once. After the peer's end, Relay keeps watching the stream, so that
+// the peer or the session going away still ends a relay whose c is idle.
 func Relay(c net.Conn, st *Stream) Result {
 	var (
 		res     Result
@@ -49,9 +51,12 @@ func Relay(c net.Conn, st *Stream) Result {
 	if err == nil {
 		err = closeWrite(c)
 	}
+	if err == nil {
+		err = st.awaitClose()
+	}
 	if err != nil {
 		fail(err)
-		if ab := (*AbortError)(nil); errors.As(err, &ab) {
+		if abrupt(err) {
 			reset(c)
 		}
 		st.Abort(err.Error())
@@ -62,6 +67,13 @@ func Relay(c net.Conn, st *Stream) Result {
 	st.Close()
 	c.Close()
 	return res
+}
+
+// abrupt reports whether err ended the far side without a clean close:
+// the peer aborted, or the stream was cut off.
+func abrupt(err error) bool {
+	var ab *AbortError
+	return errors.As(err, &ab) || errors.Is(err, ErrTruncated)
 }
 
 // closeWrite half-closes c, or closes it when it cannot half-close.

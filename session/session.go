@@ -40,6 +40,8 @@ type Session struct {
 	die     chan struct{}
 	dieOnce sync.Once
 	err     error // why the session ended; set before die closes
+	ctx     context.Context
+	cancel  context.CancelFunc // cancels ctx when the session ends
 
 	mu         sync.Mutex
 	running    bool // Run started readControl
@@ -82,6 +84,7 @@ func newSession(cfg Config, log *slog.Logger, conn net.Conn, mux *smux.Session, 
 
 		readerDone: make(chan struct{}),
 	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.bufs.New = func() any {
 		b := make([]byte, cfg.Mux.FrameSize)
 		return &b
@@ -103,6 +106,10 @@ func (s *Session) NumStreams() int {
 
 // Done is closed when the session has ended.
 func (s *Session) Done() <-chan struct{} { return s.die }
+
+// Context is cancelled when the session ends: work done for one of its
+// streams (dialing a target, say) stops with it.
+func (s *Session) Context() context.Context { return s.ctx }
 
 // Err says why the session ended, nil while it runs.
 func (s *Session) Err() error {
@@ -205,6 +212,7 @@ func (s *Session) fail(err error) {
 	s.dieOnce.Do(func() {
 		s.err = err
 		close(s.die)
+		s.cancel()
 		s.mux.Close()
 	})
 }
@@ -231,12 +239,16 @@ func (s *Session) writeControl(typ byte, msg any, deadline time.Time) error {
 func (s *Session) readControl() {
 	defer close(s.readerDone)
 	for {
-		typ, payload, err := readFrame(s.ctrl, s.cfg.MaxControlFrame)
+		typ, payload, err := readFrame(drained{s.ctrl}, s.cfg.MaxControlFrame)
 		if s.isClosing() {
 			if err != nil || typ == typeGoodbye {
 				return
 			}
 			continue
+		}
+		if errors.Is(err, ErrProtocol) || errors.Is(err, ErrVersion) {
+			s.abandon(err)
+			return
 		}
 		if err != nil {
 			s.fail(s.connErr(err))
@@ -247,7 +259,7 @@ func (s *Session) readControl() {
 		case typePing:
 			var p Ping
 			if err := decodeFrame(typ, payload, &p); err != nil {
-				s.fail(err)
+				s.abandon(err)
 				return
 			}
 			// A pong that cannot leave within an interval is as good as lost.
@@ -255,7 +267,7 @@ func (s *Session) readControl() {
 		case typePong:
 			var p Pong
 			if err := decodeFrame(typ, payload, &p); err != nil {
-				s.fail(err)
+				s.abandon(err)
 				return
 			}
 			if p.Seq == s.pingSeq.Load() {
@@ -270,10 +282,20 @@ func (s *Session) readControl() {
 			s.fail(&GoodbyeError{Code: g.Code, Reason: g.Reason, Peer: s.peer})
 			return
 		default:
-			s.fail(fmt.Errorf("%w: unexpected %s frame after authentication", ErrProtocol, typeName(typ)))
+			s.abandon(fmt.Errorf("%w: unexpected %s frame after authentication", ErrProtocol, typeName(typ)))
 			return
 		}
 	}
+}
+
+// abandon ends the session over a protocol error, telling the peer why
+// (without waiting: the peer is not behaving).
+func (s *Session) abandon(err error) {
+	s.mu.Lock()
+	s.closing = true // the peer hanging up now is not the reason
+	s.mu.Unlock()
+	s.writeControl(typeGoodbye, Goodbye{Code: CodeProtocol, Reason: err.Error()}, time.Now().Add(goodbyeTimeout))
+	s.fail(err)
 }
 
 // heartbeat pings every interval and ends the session when HeartbeatMisses
@@ -300,16 +322,15 @@ func (s *Session) heartbeat() {
 }
 
 // acceptStreams drains smux's accept queue for the session's whole life: an
-// undrained queue would stall every stream of the session.
+// undrained queue would stall every stream of the session. It leaves saying
+// why the session ended to readControl, which sees every end of the mux and
+// may still have the peer's Goodbye to read.
 func (s *Session) acceptStreams(handle func(*Stream)) {
 	var handlers sync.WaitGroup
 	defer handlers.Wait()
 	for {
 		st, err := s.mux.AcceptStream()
 		if err != nil {
-			if !s.isClosing() { // else Close records why
-				s.fail(s.connErr(err))
-			}
 			return
 		}
 		if handle == nil {
@@ -345,6 +366,21 @@ func (s *Session) connErr(err error) error {
 		return fmt.Errorf("%w: %s hung up", ErrConnLost, s.peer)
 	}
 	return fmt.Errorf("%w: %v", ErrConnLost, err)
+}
+
+// drained reads a smux stream so that data that arrived before the
+// connection failed is not lost: smux's Read may report the failure while
+// such data is still buffered, at random; a second Read returns the data.
+type drained struct{ r io.Reader }
+
+func (d drained) Read(p []byte) (int, error) {
+	n, err := d.r.Read(p)
+	if n == 0 && err != nil && !isTimeout(err) {
+		if n2, _ := d.r.Read(p); n2 > 0 {
+			return n2, nil
+		}
+	}
+	return n, err
 }
 
 // waitHangUp reads (and drops) from r until the peer closes or the deadline

@@ -291,7 +291,7 @@ func TestRelayedProofRejected(t *testing.T) {
 
 // frameBytes frames a payload as it came.
 func frameBytes(typ byte, payload []byte) []byte {
-	b := []byte{MaxVersion, typ, 0, 0, 0, 0}
+	b := []byte{frameLayout, typ, 0, 0, 0, 0}
 	binary.BigEndian.PutUint32(b[2:], uint32(len(payload)))
 	return append(b, payload...)
 }
@@ -411,6 +411,45 @@ func TestOversizedAuthRejected(t *testing.T) {
 	if r := <-res; !errors.Is(r.err, ErrProtocol) {
 		t.Fatalf("server err = %v, want protocol error", r.err)
 	}
+}
+
+// TestPreAuthBudget: a peer that opens streams and pushes data before
+// authenticating is cut off once it has sent more than a handshake needs,
+// instead of making the server buffer up to the session window.
+func TestPreAuthBudget(t *testing.T) {
+	leaktest.Check(t)
+	cfg := testConfig()
+	mem := &transporttest.Network{}
+	l := listen(t, mem)
+	res := testServer(t, l, cfg)
+	mux, _ := rawClient(t, dial(t, mem, l), cfg)
+	junk, err := mux.OpenStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	go junk.Write(make([]byte, 8<<20)) // 8 MiB nobody asked for
+	r := <-res
+	if r.err == nil || !errors.Is(r.err, errBudget) {
+		t.Fatalf("server: %v, want the pre-auth budget error", r.err)
+	}
+}
+
+// TestProtocolErrorSaysGoodbye: after authentication, a malformed control
+// frame ends the session and the offender is told why.
+func TestProtocolErrorSaysGoodbye(t *testing.T) {
+	leaktest.Check(t)
+	mem := &transporttest.Network{}
+	srv, cli, srvDone, _ := pair(t, [2]transport.Transport{mem, mem}, testConfig(), nil)
+	cli.writeControl(typeAuth, Auth{}, time.Now().Add(time.Second)) // not after auth
+	if err := <-srvDone; !errors.Is(err, ErrProtocol) {
+		t.Fatalf("server ended with %v", err)
+	}
+	<-cli.Done()
+	var g *GoodbyeError
+	if !errors.As(cli.Err(), &g) || g.Code != CodeProtocol {
+		t.Fatalf("client ended with %v, want a protocol goodbye", cli.Err())
+	}
+	_ = srv
 }
 
 func TestHeartbeatMeasuresRTT(t *testing.T) {

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/xtaci/smux"
 )
@@ -33,7 +34,8 @@ type Stream struct {
 	rerr error // sticky read result: io.EOF, *AbortError, ErrTruncated...
 
 	wmu     sync.Mutex
-	wclosed bool // end or abort sent
+	wclosed bool // no more chunks: end or abort sent, or a write failed
+	endSent bool // the end chunk went out
 
 	closeOnce sync.Once
 	closed    atomic.Bool
@@ -99,6 +101,9 @@ func (s *Stream) WriteTo(w io.Writer) (int64, error) {
 	case pw.end != nil:
 		s.rerr = pw.end
 	case pw.werr != nil:
+		// smux handed over a whole buffer and the decoder did not see all
+		// of it: the stream cannot be read further.
+		s.rerr = pw.werr
 		return pw.n, pw.werr
 	case isTimeout(err):
 		return pw.n, err
@@ -202,14 +207,19 @@ func (s *Stream) ReadFrom(r io.Reader) (int64, error) {
 
 // writeChunk writes one complete chunk. The lock keeps chunks whole: smux
 // may split a write across window waits, and an abort must not land inside.
+// After a failed write (perhaps half a chunk on the wire) nothing more is
+// written.
 func (s *Stream) writeChunk(b []byte) error {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	if s.wclosed {
-		return io.ErrClosedPipe
+		return ErrClosed
 	}
-	_, err := s.st.Write(b)
-	return err
+	if _, err := s.st.Write(b); err != nil {
+		s.wclosed = true
+		return s.cutOff(err)
+	}
+	return nil
 }
 
 // CloseWrite sends the end chunk: the peer reads io.EOF after the data
@@ -220,11 +230,42 @@ func (s *Stream) CloseWrite() error {
 	if s.wclosed {
 		return nil
 	}
-	s.wclosed = true
+	s.wclosed, s.endSent = true, true
 	var h [chunkHeaderLen]byte
 	putChunkHeader(h[:], chunkEnd, 0)
-	_, err := s.st.Write(h[:])
-	return err
+	if _, err := s.st.Write(h[:]); err != nil {
+		return s.cutOff(err)
+	}
+	return nil
+}
+
+// awaitClose is for after the peer's end chunk. When this side's end has
+// gone out too, both directions are done and it returns nil at once.
+// Otherwise it waits until the peer closes the stream (which the peer does
+// once it has this side's end) or the stream or its session dies: nil if
+// this side's end went out meanwhile, ErrTruncated if the peer went away
+// first, since then nobody reads what this side still sends.
+func (s *Stream) awaitClose() error {
+	var b [1]byte
+	for {
+		if s.ended() {
+			return nil
+		}
+		n, err := s.st.Read(b[:])
+		if n > 0 {
+			return fmt.Errorf("%w: data after the end of a data stream", ErrProtocol)
+		}
+		if err != nil && !s.ended() {
+			return s.cutOff(err)
+		}
+	}
+}
+
+// ended reports whether this side's end chunk went out.
+func (s *Stream) ended() bool {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	return s.endSent
 }
 
 // Abort tells the peer why this side gives the stream up, then closes it.
@@ -234,9 +275,7 @@ func (s *Stream) Abort(reason string) error {
 	if s.wmu.TryLock() {
 		if !s.wclosed {
 			s.wclosed = true
-			if len(reason) > maxAbortReason {
-				reason = reason[:maxAbortReason]
-			}
+			reason = truncateUTF8(reason, maxAbortReason)
 			b := make([]byte, chunkHeaderLen+len(reason))
 			putChunkHeader(b, chunkAbort, len(reason))
 			copy(b[chunkHeaderLen:], reason)
@@ -275,6 +314,17 @@ func (s *Stream) cutOff(err error) error {
 		return ErrTruncated
 	}
 	return fmt.Errorf("%w: %v", ErrTruncated, err)
+}
+
+// truncateUTF8 cuts s to at most n bytes without splitting a character.
+func truncateUTF8(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
 }
 
 func isTimeout(err error) bool {

@@ -185,7 +185,8 @@ func (l *kcpListener) Accept() (net.Conn, error) {
 	case <-l.die:
 		return nil, fmt.Errorf("kcp accept on %s: %w", l.pc.LocalAddr(), net.ErrClosed)
 	case <-l.done:
-		return nil, fmt.Errorf("kcp accept on %s: %w", l.pc.LocalAddr(), l.err)
+		// The socket failed: no session can arrive any more.
+		return nil, fmt.Errorf("kcp accept on %s: socket failed: %v: %w", l.pc.LocalAddr(), l.err, net.ErrClosed)
 	}
 	l.mu.Lock()
 	if l.closed {
@@ -223,7 +224,7 @@ func (l *kcpListener) Close() error {
 		last := l.live == 0
 		l.mu.Unlock()
 		if last {
-			l.pc.Close()
+			lingerClose(l.pc)
 		}
 	})
 	return nil

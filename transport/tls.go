@@ -14,8 +14,9 @@ import (
 )
 
 // ALPN is the application protocol both sides announce in the TLS
-// handshake, so a warren client pointed at some other TLS service fails
-// the handshake with a clear reason instead of talking past it.
+// handshake. The client requires the server to choose it, so a client
+// pointed at some other TLS service fails the handshake with a clear reason
+// instead of talking past it.
 const ALPN = "warren/1"
 
 // bindingLabel is the RFC 5705 exporter label of warren's channel binding.
@@ -241,6 +242,10 @@ func clientHandshake(ctx context.Context, c net.Conn, cfg *tls.Config, addr stri
 	if err := tc.HandshakeContext(ctx); err != nil {
 		c.Close()
 		return nil, fmt.Errorf("%w with %s: %w", ErrHandshake, addr, err)
+	}
+	if p := tc.ConnectionState().NegotiatedProtocol; p != ALPN {
+		c.Close()
+		return nil, fmt.Errorf("%w with %s: the server does not speak %s (ALPN %q): is it a warren server?", ErrHandshake, addr, ALPN, p)
 	}
 	return tc, nil
 }

@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -442,5 +443,42 @@ func transferOver(t *testing.T, p pair, size int) {
 	}
 	if got := <-atCli; got != <-sentBySrv {
 		t.Error("server to client: data differs")
+	}
+}
+
+// TestALPNRequired: a TLS server that does not speak warren's protocol is
+// refused by the client's Dial, with a message that says so.
+func TestALPNRequired(t *testing.T) {
+	leaktest.Check(t)
+	srvTLS, fp, _, err := transport.ServerTLS{}.Config(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := srvTLS.Clone()
+	other.NextProtos = nil // some other TLS service with the same certificate
+	l, err := tls.Listen("tcp", "127.0.0.1:0", other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		handshakeIgnoreErr(c)
+		io.Copy(io.Discard, c)
+		c.Close()
+	}()
+	cliTLS, _ := transport.ClientTLS{Fingerprint: fp}.Config()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := (&transport.TCP{TLS: cliTLS}).Dial(ctx, l.Addr().String())
+	if err == nil {
+		c.Close()
+		t.Fatal("Dial accepted a server without warren's ALPN")
+	}
+	if !errors.Is(err, transport.ErrHandshake) || !strings.Contains(err.Error(), "is it a warren server?") {
+		t.Fatalf("err = %v", err)
 	}
 }

@@ -1,0 +1,359 @@
+package client
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/warren-tunnel/warren/session"
+	"github.com/warren-tunnel/warren/transport"
+)
+
+const cfgTestToken = "client-token-0123456789"
+
+var cfgTestFingerprint = "sha256:" + strings.Repeat("ab", 32)
+
+// cfgTestValid returns a valid client config with two services.
+func cfgTestValid() Config {
+	cfg := DefaultConfig()
+	cfg.Server = "tunnel.example.com:7000"
+	cfg.Token = cfgTestToken
+	cfg.TLS.Fingerprint = cfgTestFingerprint
+	cfg.Services = []Service{
+		{Name: "ssh", Target: "127.0.0.1:22", RemotePort: 2222},
+		{Name: "web", Target: "localhost:80", Domains: []string{"app.example.com"}},
+	}
+	return cfg
+}
+
+func TestConfigValidate(t *testing.T) {
+	tests := []struct {
+		name    string
+		mod     func(*Config)
+		wantErr string // the error starts with this; "" means valid
+	}{
+		{name: "valid", mod: func(*Config) {}},
+		{name: "ipv6 server", mod: func(c *Config) { c.Server = "[::1]:7000" }},
+		{name: "tcp", mod: func(c *Config) { c.Transport = "tcp" }},
+		{name: "tls disabled", mod: func(c *Config) { c.TLS = transport.ClientTLS{Disabled: true} }},
+		{name: "insecure alone", mod: func(c *Config) { c.TLS = transport.ClientTLS{InsecureSkipVerify: true} }},
+		{name: "system roots", mod: func(c *Config) { c.TLS = transport.ClientTLS{} }},
+		{name: "any port twice", mod: func(c *Config) {
+			c.Services = []Service{{Name: "a", Target: "h:1"}, {Name: "b", Target: "h:2"}}
+		}},
+		{name: "wildcard domain", mod: func(c *Config) { c.Services[1].Domains = []string{"*.example.com"} }},
+		{name: "remote_port 65535", mod: func(c *Config) { c.Services[0].RemotePort = 65535 }},
+
+		{name: "server empty", mod: func(c *Config) { c.Server = "" },
+			wantErr: "client.server: "},
+		{name: "server without port", mod: func(c *Config) { c.Server = "tunnel.example.com" },
+			wantErr: "client.server: "},
+		{name: "server without host", mod: func(c *Config) { c.Server = ":7000" },
+			wantErr: "client.server: "},
+		{name: "server port zero", mod: func(c *Config) { c.Server = "h:0" },
+			wantErr: "client.server: "},
+		{name: "server port too big", mod: func(c *Config) { c.Server = "h:65536" },
+			wantErr: "client.server: "},
+		{name: "server url", mod: func(c *Config) { c.Server = "kcp://h:7000" },
+			wantErr: "client.server: "},
+		{name: "transport", mod: func(c *Config) { c.Transport = "udp" },
+			wantErr: "client.transport: "},
+		{name: "transport empty", mod: func(c *Config) { c.Transport = "" },
+			wantErr: "client.transport: "},
+		{name: "token missing", mod: func(c *Config) { c.Token = "" },
+			wantErr: "client.token: missing"},
+		{name: "token short", mod: func(c *Config) { c.Token = "short" },
+			wantErr: "client.token: "},
+		{name: "token_file unresolved", mod: func(c *Config) { c.Token, c.TokenFile = "", "/etc/warren/token" },
+			wantErr: "client: token_file or token_env was not read"},
+		{name: "token_env unresolved", mod: func(c *Config) { c.Token, c.TokenEnv = "", "WARREN_TOKEN" },
+			wantErr: "client: token_file or token_env was not read"},
+		{name: "tls insecure with fingerprint", mod: func(c *Config) { c.TLS.InsecureSkipVerify = true },
+			wantErr: "client.tls.insecure_skip_verify contradicts"},
+		{name: "tls insecure with ca", mod: func(c *Config) {
+			c.TLS = transport.ClientTLS{CA: "/ca.pem", InsecureSkipVerify: true}
+		}, wantErr: "client.tls.insecure_skip_verify contradicts"},
+		{name: "tls bad fingerprint", mod: func(c *Config) { c.TLS.Fingerprint = "sha256:abc" },
+			wantErr: "client.tls.fingerprint: "},
+		{name: "tls fingerprint without prefix", mod: func(c *Config) { c.TLS.Fingerprint = strings.Repeat("ab", 32) },
+			wantErr: "client.tls.fingerprint: "},
+		{name: "tls disabled with fingerprint", mod: func(c *Config) { c.TLS.Disabled = true },
+			wantErr: "client.tls = false"},
+		{name: "kcp mtu", mod: func(c *Config) { c.KCP.MTU = 9000 },
+			wantErr: "client.kcp.mtu: "},
+		{name: "kcp send window", mod: func(c *Config) { c.KCP.SendWindow = 0 },
+			wantErr: "client.kcp.send_window: "},
+		{name: "mux session window", mod: func(c *Config) { c.Mux.SessionWindow = 1 },
+			wantErr: "client.mux.session_window: "},
+		{name: "handshake timeout", mod: func(c *Config) { c.HandshakeTimeout = 0 },
+			wantErr: "client.handshake_timeout: "},
+		{name: "heartbeat interval too small", mod: func(c *Config) { c.HeartbeatInterval = 9 * time.Millisecond },
+			wantErr: "client.heartbeat_interval: "},
+		{name: "heartbeat misses", mod: func(c *Config) { c.HeartbeatMisses = 1001 },
+			wantErr: "client.heartbeat_misses: "},
+		{name: "dial timeout zero", mod: func(c *Config) { c.DialTimeout = 0 },
+			wantErr: "client.dial_timeout: "},
+		{name: "dial timeout negative", mod: func(c *Config) { c.DialTimeout = -time.Second },
+			wantErr: "client.dial_timeout: "},
+		{name: "no services", mod: func(c *Config) { c.Services = nil },
+			wantErr: "client.services: "},
+		{name: "service name empty", mod: func(c *Config) { c.Services[0].Name = "" },
+			wantErr: "client.services[0].name: "},
+		{name: "service name bad", mod: func(c *Config) { c.Services[1].Name = "-web" },
+			wantErr: "client.services[1].name: "},
+		{name: "service name duplicate", mod: func(c *Config) { c.Services[1].Name = "ssh" },
+			wantErr: "client.services[1] (ssh).name: also the name of client.services[0]"},
+		{name: "target empty", mod: func(c *Config) { c.Services[0].Target = "" },
+			wantErr: "client.services[0] (ssh).target: "},
+		{name: "target without port", mod: func(c *Config) { c.Services[1].Target = "localhost" },
+			wantErr: "client.services[1] (web).target: "},
+		{name: "target port zero", mod: func(c *Config) { c.Services[0].Target = "127.0.0.1:0" },
+			wantErr: "client.services[0] (ssh).target: "},
+		{name: "remote_port negative", mod: func(c *Config) { c.Services[0].RemotePort = -1 },
+			wantErr: "client.services[0] (ssh).remote_port: "},
+		{name: "remote_port too big", mod: func(c *Config) { c.Services[1].RemotePort = 65536 },
+			wantErr: "client.services[1] (web).remote_port: "},
+		{name: "remote_port duplicate", mod: func(c *Config) { c.Services[1].RemotePort = 2222 },
+			wantErr: "client.services[1] (web).remote_port: 2222 is also claimed by client.services[0]"},
+		{name: "domain bad", mod: func(c *Config) { c.Services[1].Domains = []string{"app.example.com", "bad..name"} },
+			wantErr: "client.services[1] (web).domains[1]: "},
+		{name: "domain empty", mod: func(c *Config) { c.Services[1].Domains = []string{""} },
+			wantErr: "client.services[1] (web).domains[0]: "},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := cfgTestValid()
+			tt.mod(&cfg)
+			err := cfg.Validate()
+			if tt.wantErr == "" {
+				if err != nil {
+					t.Fatalf("Validate() = %v, want nil", err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("Validate() = nil, want error starting %q", tt.wantErr)
+			}
+			if !strings.HasPrefix(err.Error(), tt.wantErr) {
+				t.Fatalf("Validate() = %q\nwant it to start with %q", err, tt.wantErr)
+			}
+			if strings.Contains(err.Error(), cfgTestToken) {
+				t.Errorf("error %q leaks the token", err)
+			}
+		})
+	}
+}
+
+func TestResolveToken(t *testing.T) {
+	dir := t.TempDir()
+	tokFile := filepath.Join(dir, "tok")
+	if err := os.WriteFile(tokFile, []byte("\n file-token-0123456789 \n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	emptyFile := filepath.Join(dir, "empty")
+	if err := os.WriteFile(emptyFile, []byte("\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	lookup := func(k string) (string, bool) {
+		switch k {
+		case "TOK":
+			return "env-token-0123456789", true
+		case "EMPTY":
+			return "", true
+		}
+		return "", false
+	}
+	tests := []struct {
+		name                string
+		token, file, envVar string
+		lookup              func(string) (string, bool)
+		want                string
+		wantErr             string // prefix
+	}{
+		{name: "inline untouched", token: "inline-token-0123456", want: "inline-token-0123456"},
+		{name: "nothing set is left to Validate", want: ""},
+		{name: "file", file: tokFile, want: "file-token-0123456789"},
+		{name: "env", envVar: "TOK", lookup: lookup, want: "env-token-0123456789"},
+		{name: "file missing", file: filepath.Join(dir, "nope"), wantErr: "client.token_file: "},
+		{name: "file empty", file: emptyFile, wantErr: "client.token_file: " + emptyFile + " is empty"},
+		{name: "env unset", envVar: "UNSET", lookup: lookup, wantErr: "client.token_env: environment variable UNSET is not set"},
+		{name: "env empty", envVar: "EMPTY", lookup: lookup, wantErr: "client.token_env: environment variable EMPTY is empty"},
+		{name: "env nil lookup", envVar: "TOK", wantErr: "client.token_env: "},
+		{name: "token and file", token: "inline-token-0123456", file: tokFile, wantErr: "client.token, token_file, token_env: set only one"},
+		{name: "file and env", file: tokFile, envVar: "TOK", lookup: lookup, wantErr: "client.token, token_file, token_env: set only one"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := Config{Token: tt.token, TokenFile: tt.file, TokenEnv: tt.envVar}
+			err := cfg.ResolveToken(tt.lookup)
+			if tt.wantErr != "" {
+				if err == nil || !strings.HasPrefix(err.Error(), tt.wantErr) {
+					t.Fatalf("ResolveToken() = %v, want error starting %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("ResolveToken() = %v", err)
+			}
+			if cfg.Token != tt.want {
+				t.Errorf("Token = %q, want %q", cfg.Token, tt.want)
+			}
+			if cfg.TokenFile != "" || cfg.TokenEnv != "" {
+				t.Errorf("token_file %q / token_env %q not cleared", cfg.TokenFile, cfg.TokenEnv)
+			}
+		})
+	}
+}
+
+func TestResolveTokenThenValidate(t *testing.T) {
+	cfg := cfgTestValid()
+	cfg.Token, cfg.TokenEnv = "", "WARREN_TEST_TOKEN"
+	if err := cfg.Validate(); err == nil {
+		t.Fatal("Validate() before ResolveToken = nil, want an error")
+	}
+	err := cfg.ResolveToken(func(k string) (string, bool) {
+		if k == "WARREN_TEST_TOKEN" {
+			return cfgTestToken, true
+		}
+		return "", false
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("Validate() after ResolveToken = %v", err)
+	}
+}
+
+func TestBackoff(t *testing.T) {
+	tests := []struct {
+		name     string
+		min, max time.Duration
+	}{
+		{"defaults", minBackoff, maxBackoff},
+		{"small", time.Millisecond, 10 * time.Millisecond},
+		{"min equals max", time.Second, time.Second},
+		{"one nanosecond", 1, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b := backoff{min: tt.min, max: tt.max}
+			for attempt := range 100 {
+				ceil := tt.max
+				if attempt < 30 {
+					ceil = min(tt.max, tt.min<<attempt)
+				}
+				for range 20 {
+					b.attempt = attempt
+					d := b.next()
+					if d <= 0 {
+						t.Fatalf("attempt %d: next() = %v, want > 0", attempt, d)
+					}
+					if d > ceil {
+						t.Fatalf("attempt %d: next() = %v, above ceiling %v", attempt, d, ceil)
+					}
+					if d > tt.max {
+						t.Fatalf("attempt %d: next() = %v, above max %v", attempt, d, tt.max)
+					}
+					if b.attempt != attempt+1 {
+						t.Fatalf("attempt %d: next() left attempt at %d", attempt, b.attempt)
+					}
+				}
+			}
+		})
+	}
+}
+
+func TestBackoffGrowsAndResets(t *testing.T) {
+	b := backoff{min: minBackoff, max: maxBackoff}
+	// The first wait is at most min.
+	for range 100 {
+		b.reset()
+		if d := b.next(); d > minBackoff {
+			t.Fatalf("first next() = %v, want <= %v", d, minBackoff)
+		}
+	}
+	// After enough attempts the ceiling is max: of 200 draws from (0, 30s],
+	// at least one is above min (all at or below it: chance 60^-200).
+	b.reset()
+	for range 10 {
+		b.next()
+	}
+	var most time.Duration
+	for range 200 {
+		most = max(most, b.next())
+	}
+	if most <= minBackoff {
+		t.Fatalf("after 10 attempts the longest of 200 waits is %v, want above %v", most, minBackoff)
+	}
+	// reset starts over.
+	b.reset()
+	if b.attempt != 0 {
+		t.Fatalf("reset left attempt at %d", b.attempt)
+	}
+	if d := b.next(); d > minBackoff {
+		t.Fatalf("next() after reset = %v, want <= %v", d, minBackoff)
+	}
+	// Many attempts never panic or overflow.
+	b.attempt = 1 << 20
+	if d := b.next(); d <= 0 || d > maxBackoff {
+		t.Fatalf("next() at attempt 2^20 = %v", d)
+	}
+}
+
+func TestFatal(t *testing.T) {
+	netErr := &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}
+	tests := []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{"nil", nil, false},
+		{"unknown token", session.Rejectf(session.CodeUnknownToken, "unknown token"), true},
+		{"port not allowed", session.Rejectf(session.CodePortNotAllowed, "no"), true},
+		{"port in use", session.Rejectf(session.CodePortInUse, "no"), true},
+		{"domain not allowed", session.Rejectf(session.CodeDomainNotAllowed, "no"), true},
+		{"bad request", session.Rejectf(session.CodeBadRequest, "no"), true},
+		{"reject wrapped", fmt.Errorf("connect: %w", session.Rejectf(session.CodeUnknownToken, "x")), true},
+		{"reject shutting down", session.Rejectf(session.CodeShuttingDown, "bye"), false},
+		{"reject limit", session.Rejectf(session.CodeLimit, "full"), false},
+		{"reject limit wrapped", fmt.Errorf("connect: %w", session.Rejectf(session.CodeLimit, "full")), false},
+		{"goodbye replaced", &session.GoodbyeError{Code: session.CodeReplaced, Peer: "server"}, true},
+		{"goodbye replaced wrapped", fmt.Errorf("session: %w", &session.GoodbyeError{Code: session.CodeReplaced, Peer: "server"}), true},
+		{"goodbye shutting down", &session.GoodbyeError{Code: session.CodeShuttingDown, Peer: "server"}, false},
+		{"goodbye protocol", &session.GoodbyeError{Code: session.CodeProtocol, Peer: "server"}, false},
+		{"goodbye closed", &session.GoodbyeError{Code: session.CodeClosed, Peer: "server"}, false},
+		{"fingerprint mismatch", transport.ErrFingerprintMismatch, true},
+		{"fingerprint mismatch wrapped", fmt.Errorf("%w with h:1: %w", transport.ErrHandshake,
+			fmt.Errorf("%w: server sent x, pinned y", transport.ErrFingerprintMismatch)), true},
+		{"version", session.ErrVersion, true},
+		{"version wrapped", fmt.Errorf("hello: %w", session.ErrVersion), true},
+		{"unknown authority", fmt.Errorf("tls: %w", x509.UnknownAuthorityError{}), true},
+		{"hostname", fmt.Errorf("tls: %w", x509.HostnameError{Host: "h"}), true},
+		{"certificate verification", &tls.CertificateVerificationError{Err: errors.New("bad")}, true},
+		{"plain handshake failure", fmt.Errorf("%w: %w", transport.ErrHandshake, io.EOF), false},
+		{"net error", netErr, false},
+		{"net error wrapped", fmt.Errorf("dial: %w", netErr), false},
+		{"conn lost", session.ErrConnLost, false},
+		{"heartbeat", session.ErrHeartbeat, false},
+		{"protocol", session.ErrProtocol, false},
+		{"deadline", context.DeadlineExceeded, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := fatal(tt.err); got != tt.want {
+				t.Fatalf("fatal(%v) = %v, want %v", tt.err, got, tt.want)
+			}
+		})
+	}
+}

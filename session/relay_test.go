@@ -1,0 +1,177 @@
+package session
+
+import (
+	"errors"
+	"io"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/warren-tunnel/warren/internal/leaktest"
+	"github.com/warren-tunnel/warren/transport"
+	"github.com/warren-tunnel/warren/transport/transporttest"
+)
+
+// tcpPair returns both ends of a loopback TCP connection.
+func tcpPair(t *testing.T) (a, b *net.TCPConn) {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	done := make(chan net.Conn, 1)
+	go func() {
+		c, _ := l.Accept()
+		done <- c
+	}()
+	c, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := <-done
+	if s == nil {
+		t.Fatal("accept failed")
+	}
+	t.Cleanup(func() { c.Close(); s.Close() })
+	return c.(*net.TCPConn), s.(*net.TCPConn)
+}
+
+// relayPair runs a tunnel in miniature: public <-> Relay (server) <->
+// session <-> Relay (client) <-> backend, all on loopback. It returns the
+// public and backend ends, the sessions, and channels that yield each
+// relay's result.
+type miniTunnel struct {
+	public, backend *net.TCPConn
+	srv, cli        *Session
+	srvRelay        chan Result
+	cliRelay        chan Result
+	cliDone         <-chan error
+}
+
+func newMiniTunnel(t *testing.T) *miniTunnel {
+	t.Helper()
+	mem := &transporttest.Network{}
+	m := &miniTunnel{srvRelay: make(chan Result, 1), cliRelay: make(chan Result, 1)}
+	var backendSide *net.TCPConn
+	m.backend, backendSide = tcpPair(t)
+	var cliDone <-chan error
+	m.srv, m.cli, _, cliDone = pair(t, [2]transport.Transport{mem, mem}, testConfig(), func(st *Stream) {
+		m.cliRelay <- Relay(backendSide, st)
+	})
+	m.cliDone = cliDone
+	var serverSide *net.TCPConn
+	m.public, serverSide = tcpPair(t)
+	st, err := m.srv.Open(Header{Service: "web", Peer: m.public.LocalAddr().String()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { m.srvRelay <- Relay(serverSide, st) }()
+	return m
+}
+
+func waitResult(t *testing.T, ch chan Result, what string) Result {
+	t.Helper()
+	select {
+	case r := <-ch:
+		return r
+	case <-time.After(10 * time.Second):
+		t.Fatalf("%s relay still running", what)
+		return Result{}
+	}
+}
+
+// TestRelayEndsWhenSessionDiesAfterHalfClose: the public side half-closes,
+// the backend stays idle without closing. When the session then dies, both
+// relays must still end (and the client session's Run return), though no
+// socket has anything to read.
+func TestRelayEndsWhenSessionDiesAfterHalfClose(t *testing.T) {
+	leaktest.Check(t)
+	m := newMiniTunnel(t)
+	m.public.CloseWrite()
+	// The backend sees the half-close: the end chunk arrived.
+	m.backend.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadAll(m.backend); err != nil {
+		t.Fatal(err)
+	}
+	m.srv.Close(CodeShuttingDown, "going away")
+	r := waitResult(t, m.cliRelay, "client")
+	if !errors.Is(r.Err, ErrTruncated) {
+		t.Errorf("client relay ended with %v, want ErrTruncated", r.Err)
+	}
+	waitResult(t, m.srvRelay, "server")
+	select {
+	case <-m.cliDone:
+	case <-time.After(10 * time.Second):
+		t.Fatal("client session's Run did not return")
+	}
+}
+
+// TestRelayPeerGoneAfterItsEnd: the public side sends its request,
+// half-closes, then resets in the middle of a long response. The client
+// side must stop feeding the backend's response into a stream nobody reads
+// and close the backend.
+func TestRelayPeerGoneAfterItsEnd(t *testing.T) {
+	leaktest.Check(t)
+	m := newMiniTunnel(t)
+	stopBackend := make(chan struct{})
+	backendErr := make(chan error, 1)
+	go func() { // the backend streams its response until it cannot
+		buf := make([]byte, 32<<10)
+		for {
+			if _, err := m.backend.Write(buf); err != nil {
+				backendErr <- err
+				return
+			}
+			select {
+			case <-stopBackend:
+				backendErr <- nil
+				return
+			default:
+			}
+		}
+	}()
+	defer close(stopBackend)
+	m.public.Write([]byte("GET /big"))
+	m.public.CloseWrite()
+	io.ReadFull(m.public, make([]byte, 1<<20))
+	m.public.SetLinger(0)
+	m.public.Close() // reset mid-download
+
+	waitResult(t, m.srvRelay, "server")
+	r := waitResult(t, m.cliRelay, "client")
+	if r.Err == nil {
+		t.Error("client relay ended cleanly, want an error")
+	}
+	select {
+	case err := <-backendErr:
+		if err == nil {
+			t.Fatal("backend was never cut off")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("backend still writing into the tunnel")
+	}
+	if m.cli.Err() != nil || m.srv.Err() != nil {
+		t.Fatalf("the session died too: %v / %v", m.cli.Err(), m.srv.Err())
+	}
+}
+
+func TestTruncateUTF8(t *testing.T) {
+	cases := []struct {
+		in   string
+		n    int
+		want string
+	}{
+		{"hello", 10, "hello"},
+		{"hello", 3, "hel"},
+		{"héllo", 2, "h"}, // é is two bytes: do not split it
+		{"héllo", 3, "hé"},
+		{"日本", 4, "日"},
+		{"", 0, ""},
+	}
+	for _, tc := range cases {
+		if got := truncateUTF8(tc.in, tc.n); got != tc.want {
+			t.Errorf("truncateUTF8(%q, %d) = %q, want %q", tc.in, tc.n, got, tc.want)
+		}
+	}
+}

@@ -1,0 +1,282 @@
+package e2e
+
+// Benchmarks of the tunnel against a direct loopback connection, measured in
+// the same run (this machine is shared and noisy: compare ratios, not
+// absolute figures). Run:
+//
+//	go test -run '^$' -bench . -benchtime 2s ./e2e/
+//
+// Sub-benchmarks: direct (no tunnel), tcp (TCP+TLS), kcp (KCP+TLS).
+
+import (
+	"context"
+	"encoding/binary"
+	"io"
+	"net"
+	"runtime"
+	"slices"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/warren-tunnel/warren/client"
+	"github.com/warren-tunnel/warren/server"
+)
+
+// benchPaths runs fn once per path: straight to the backend, and through
+// the tunnel over each transport. fn gets the address to dial.
+func benchPaths(b *testing.B, handle func(net.Conn), fn func(b *testing.B, addr string)) {
+	for _, path := range []string{"direct", "tcp", "kcp"} {
+		b.Run(path, func(b *testing.B) {
+			target := benchBackend(b, handle)
+			if path == "direct" {
+				fn(b, target)
+				return
+			}
+			srv := benchServer(b, path)
+			cfg := client.DefaultConfig()
+			cfg.Server = srv.Addr(path).String()
+			cfg.Transport = path
+			cfg.Token = tokenOffice
+			cfg.TLS.Fingerprint = srv.Fingerprint()
+			cfg.Services = []client.Service{{Name: "bench", Target: target}}
+			cli, err := client.New(cfg, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			done := make(chan struct{})
+			ctx, cancel := contextWithCancel()
+			go func() { cli.Run(ctx); close(done) }()
+			b.Cleanup(func() { cancel(); <-done })
+			for ch := cli.Changed(); !cli.Status().Connected; ch = cli.Changed() {
+				<-ch
+			}
+			port := cli.Status().Session.Services[0].RemotePort
+			fn(b, net.JoinHostPort("127.0.0.1", itoa(port)))
+		})
+	}
+}
+
+func benchServer(b *testing.B, kind string) *server.Server {
+	cfg := server.DefaultConfig()
+	cfg.PublicAddress = "127.0.0.1"
+	cfg.StateDir = b.TempDir()
+	cfg.Listen = []server.Listen{{Transport: kind, Address: "127.0.0.1:0"}}
+	cfg.Clients = []server.Client{{Name: "office", Token: tokenOffice, Ports: []server.PortRange{{Lo: 1024, Hi: 65535}}}}
+	srv, err := server.New(cfg, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := contextWithCancel()
+	done := make(chan struct{})
+	go func() { srv.Run(ctx); close(done) }()
+	b.Cleanup(func() { cancel(); <-done })
+	<-srv.Ready()
+	return srv
+}
+
+// benchBackend is backend for benchmarks.
+func benchBackend(b *testing.B, handle func(net.Conn)) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				handle(c)
+			}()
+		}
+	}()
+	return l.Addr().String()
+}
+
+const chunk = 1 << 20
+
+// sink reads everything and acknowledges each MiB received with one byte.
+func sink(c net.Conn) {
+	buf := make([]byte, 64<<10)
+	n := 0
+	for {
+		m, err := c.Read(buf)
+		n += m
+		for ; n >= chunk; n -= chunk {
+			c.Write([]byte{1})
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// source sends as many bytes as each 8-byte request asks for.
+func source(c net.Conn) {
+	buf := make([]byte, 64<<10)
+	var req [8]byte
+	for {
+		if _, err := io.ReadFull(c, req[:]); err != nil {
+			return
+		}
+		for left := int(binary.BigEndian.Uint64(req[:])); left > 0; {
+			m, err := c.Write(buf[:min(left, len(buf))])
+			if err != nil {
+				return
+			}
+			left -= m
+		}
+	}
+}
+
+// BenchmarkThroughputUp: one connection, public side to backend.
+func BenchmarkThroughputUp(b *testing.B) {
+	benchPaths(b, sink, func(b *testing.B, addr string) {
+		c := benchDial(b, addr)
+		buf := make([]byte, chunk)
+		ack := make([]byte, 1)
+		b.SetBytes(chunk)
+		b.ResetTimer()
+		go func() {
+			for range b.N {
+				if _, err := c.Write(buf); err != nil {
+					return
+				}
+			}
+		}()
+		for range b.N {
+			if _, err := io.ReadFull(c, ack); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+// BenchmarkThroughputDown: one connection, backend to public side.
+func BenchmarkThroughputDown(b *testing.B) {
+	benchPaths(b, source, func(b *testing.B, addr string) {
+		c := benchDial(b, addr)
+		var req [8]byte
+		binary.BigEndian.PutUint64(req[:], uint64(b.N)*chunk)
+		b.SetBytes(chunk)
+		b.ResetTimer()
+		c.Write(req[:])
+		if _, err := io.CopyN(io.Discard, c, int64(b.N)*chunk); err != nil {
+			b.Fatal(err)
+		}
+	})
+}
+
+// BenchmarkLatency: 64-byte request/response on one connection; reports
+// the median and 99th percentile besides the mean (ns/op).
+func BenchmarkLatency(b *testing.B) {
+	benchPaths(b, func(c net.Conn) { io.Copy(c, c) }, func(b *testing.B, addr string) {
+		c := benchDial(b, addr)
+		msg := make([]byte, 64)
+		got := make([]byte, 64)
+		times := make([]time.Duration, 0, b.N)
+		b.ResetTimer()
+		for range b.N {
+			start := time.Now()
+			c.Write(msg)
+			if _, err := io.ReadFull(c, got); err != nil {
+				b.Fatal(err)
+			}
+			times = append(times, time.Since(start))
+		}
+		reportPercentiles(b, times)
+	})
+}
+
+// BenchmarkConnect: dial a new public connection and get the first byte
+// echoed back: what a new visitor waits for.
+func BenchmarkConnect(b *testing.B) {
+	benchPaths(b, func(c net.Conn) { io.Copy(c, c) }, func(b *testing.B, addr string) {
+		one := make([]byte, 1)
+		times := make([]time.Duration, 0, b.N)
+		b.ResetTimer()
+		for range b.N {
+			start := time.Now()
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				b.Fatal(err)
+			}
+			c.Write(one)
+			if _, err := io.ReadFull(c, one); err != nil {
+				b.Fatal(err)
+			}
+			times = append(times, time.Since(start))
+			c.Close()
+		}
+		reportPercentiles(b, times)
+	})
+}
+
+// BenchmarkIdleMemory opens 2000 public connections, each having carried
+// one byte each way, and reports the Go heap and stacks they hold per
+// connection: the direct path's figure is the test's own share (the dialing
+// and backend sockets); the tunnel's minus it is what server and client
+// add. Run with -benchtime 1x.
+func BenchmarkIdleMemory(b *testing.B) {
+	const conns = 2000
+	benchPaths(b, func(c net.Conn) { io.Copy(c, c) }, func(b *testing.B, addr string) {
+		before, beforeStacks := memInUse()
+		open := make([]net.Conn, 0, conns)
+		one := make([]byte, 1)
+		for range conns {
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				b.Fatal(err)
+			}
+			c.Write(one)
+			if _, err := io.ReadFull(c, one); err != nil {
+				b.Fatal(err)
+			}
+			open = append(open, c)
+		}
+		after, afterStacks := memInUse()
+		b.ReportMetric(float64(after-before)/conns, "B/conn")
+		b.ReportMetric(float64(afterStacks-beforeStacks)/conns, "stack-B/conn")
+		for _, c := range open {
+			c.Close()
+		}
+	})
+}
+
+// memInUse is heap in use plus goroutine stacks, after a full collection,
+// and the stacks alone.
+func memInUse() (total, stacks uint64) {
+	runtime.GC()
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.HeapInuse + m.StackInuse, m.StackInuse
+}
+
+func reportPercentiles(b *testing.B, times []time.Duration) {
+	slices.Sort(times)
+	p := func(q float64) float64 {
+		return float64(times[min(len(times)-1, int(q*float64(len(times))))].Nanoseconds()) / 1e3
+	}
+	b.ReportMetric(p(0.50), "p50-µs")
+	b.ReportMetric(p(0.99), "p99-µs")
+}
+
+func benchDial(b *testing.B, addr string) net.Conn {
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { c.Close() })
+	return c
+}
+
+func contextWithCancel() (context.Context, context.CancelFunc) {
+	return context.WithCancel(context.Background())
+}
+
+func itoa(i int) string { return strconv.Itoa(i) }

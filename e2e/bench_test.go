@@ -11,9 +11,12 @@ package e2e
 import (
 	"context"
 	"encoding/binary"
+	"fmt"
 	"io"
 	"net"
+	"os"
 	"runtime"
+	"runtime/debug"
 	"slices"
 	"strconv"
 	"testing"
@@ -217,14 +220,17 @@ func BenchmarkConnect(b *testing.B) {
 }
 
 // BenchmarkIdleMemory opens 2000 public connections, each having carried
-// one byte each way, and reports the Go heap and stacks they hold per
-// connection: the direct path's figure is the test's own share (the dialing
-// and backend sockets); the tunnel's minus it is what server and client
-// add. Run with -benchtime 1x.
+// one byte each way, lets them go idle (relays hand quiet connections to
+// the session's poller after 20 ms), and reports the process's resident
+// memory per connection (after returning freed memory to the OS), and the
+// Go heap alone. The direct path's figures are the test's own share (the
+// dialing and backend sockets); the tunnel's minus them is what server and
+// client add. Run with -benchtime 1x.
 func BenchmarkIdleMemory(b *testing.B) {
 	const conns = 2000
 	benchPaths(b, func(c net.Conn) { io.Copy(c, c) }, func(b *testing.B, addr string) {
-		before, beforeStacks := memInUse()
+		settleMemory()
+		rss0, heap0 := rss(), heapInUse()
 		open := make([]net.Conn, 0, conns)
 		one := make([]byte, 1)
 		for range conns {
@@ -238,23 +244,55 @@ func BenchmarkIdleMemory(b *testing.B) {
 			}
 			open = append(open, c)
 		}
-		after, afterStacks := memInUse()
-		b.ReportMetric(float64(after-before)/conns, "B/conn")
-		b.ReportMetric(float64(afterStacks-beforeStacks)/conns, "stack-B/conn")
+		settle()
+		settleMemory()
+		b.ReportMetric(float64(rss()-rss0)/conns, "RSS-B/conn")
+		b.ReportMetric(float64(heapInUse()-heap0)/conns, "heap-B/conn")
 		for _, c := range open {
 			c.Close()
 		}
 	})
 }
 
-// memInUse is heap in use plus goroutine stacks, after a full collection,
-// and the stacks alone.
-func memInUse() (total, stacks uint64) {
+// settle waits until idle connections' relays have handed over to the
+// poller: past the relays' idle period, then until the number of
+// goroutines has stopped falling.
+func settle() {
+	time.Sleep(200 * time.Millisecond)
+	last, steady := runtime.NumGoroutine(), 0
+	for deadline := time.Now().Add(15 * time.Second); steady < 5 && time.Now().Before(deadline); {
+		time.Sleep(200 * time.Millisecond)
+		n := runtime.NumGoroutine()
+		if n >= last {
+			steady++
+		} else {
+			steady = 0
+		}
+		last = n
+	}
+}
+
+// settleMemory collects garbage and returns freed memory to the OS.
+func settleMemory() {
 	runtime.GC()
-	runtime.GC()
+	debug.FreeOSMemory()
+}
+
+func heapInUse() int64 {
 	var m runtime.MemStats
 	runtime.ReadMemStats(&m)
-	return m.HeapInuse + m.StackInuse, m.StackInuse
+	return int64(m.HeapInuse)
+}
+
+// rss is the process's resident set size in bytes (Linux), else 0.
+func rss() int64 {
+	b, err := os.ReadFile("/proc/self/statm")
+	if err != nil {
+		return 0
+	}
+	var size, res int64
+	fmt.Sscan(string(b), &size, &res)
+	return res * int64(os.Getpagesize())
 }
 
 func reportPercentiles(b *testing.B, times []time.Duration) {

@@ -27,15 +27,18 @@ func Relay(c net.Conn, st *Stream) Result {
 	var (
 		res     Result
 		errOnce sync.Once
-		wg      sync.WaitGroup
+		upDone  = make(chan struct{})
 	)
 	fail := func(err error) {
 		errOnce.Do(func() { res.Err = err })
 	}
 
-	wg.Go(func() { // c -> stream
-		n, err := st.ReadFrom(c)
+	up := startPump(c, st, func(n int64, err error) { // c -> stream
+		defer close(upDone)
 		res.Sent = n
+		if errors.Is(err, errStopped) {
+			return // Relay gave up and is closing both
+		}
 		if err == nil {
 			if err = st.CloseWrite(); err == nil {
 				return
@@ -56,6 +59,7 @@ func Relay(c net.Conn, st *Stream) Result {
 	}
 	if err != nil {
 		fail(err)
+		up.stop()
 		if abrupt(err) {
 			reset(c)
 		}
@@ -63,7 +67,7 @@ func Relay(c net.Conn, st *Stream) Result {
 		c.Close()
 	}
 
-	wg.Wait()
+	<-upDone
 	st.Close()
 	c.Close()
 	return res

@@ -33,6 +33,7 @@ type Session struct {
 	ctrl *smux.Stream
 	peer string // "server" or "client": the other side, for errors
 	bufs sync.Pool
+	poll *poller // nil where there is none (not Linux)
 	info Info
 
 	wmu sync.Mutex // one control frame at a time
@@ -85,6 +86,9 @@ func newSession(cfg Config, log *slog.Logger, conn net.Conn, mux *smux.Session, 
 		readerDone: make(chan struct{}),
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
+	if p, err := newPoller(); err == nil {
+		s.poll = p
+	}
 	s.bufs.New = func() any {
 		b := make([]byte, cfg.Mux.FrameSize)
 		return &b
@@ -166,7 +170,7 @@ func (s *Session) Open(hdr Header) (*Stream, error) {
 }
 
 func (s *Session) newStream(st *smux.Stream, hdr Header) *Stream {
-	return &Stream{st: st, hdr: hdr, bufs: &s.bufs}
+	return &Stream{st: st, hdr: hdr, bufs: &s.bufs, poll: s.poll}
 }
 
 // Close ends the session: it sends Goodbye{code, reason}, waits briefly for
@@ -214,6 +218,9 @@ func (s *Session) fail(err error) {
 		close(s.die)
 		s.cancel()
 		s.mux.Close()
+		if s.poll != nil {
+			s.poll.close() // relays still running go on without it
+		}
 	})
 }
 

@@ -29,6 +29,7 @@ type Stream struct {
 	st   *smux.Stream
 	hdr  Header
 	bufs *sync.Pool // chunk buffers of the session's frame size
+	poll *poller    // the session's, for idle relay directions; may be nil
 
 	dec  decoder
 	rerr error // sticky read result: io.EOF, *AbortError, ErrTruncated...
@@ -174,33 +175,48 @@ func (s *Stream) Write(p []byte) (int, error) {
 // holding a buffer, so an idle connection costs no buffer memory.
 func (s *Stream) ReadFrom(r io.Reader) (int64, error) {
 	wait := readWaiter(r)
-	idle := true
 	var total int64
 	for {
-		if idle && wait != nil {
+		if wait != nil {
 			if err := wait(); err != nil {
 				return total, err
 			}
 		}
-		bp := s.bufs.Get().(*[]byte)
-		buf := *bp
-		n, rerr := r.Read(buf[chunkHeaderLen:])
-		if n > 0 {
-			putChunkHeader(buf, chunkData, n)
-			if err := s.writeChunk(buf[:chunkHeaderLen+n]); err != nil {
-				s.bufs.Put(bp)
-				return total, err
-			}
-			total += int64(n)
-		}
-		s.bufs.Put(bp)
-		// A short read drained the socket: wait before taking a buffer again.
-		idle = n < len(buf)-chunkHeaderLen
-		if rerr == io.EOF {
+		n, eof, err := s.readBurst(r)
+		total += n
+		if eof {
 			return total, nil
 		}
-		if rerr != nil {
-			return total, rerr
+		if err != nil {
+			return total, err
+		}
+	}
+}
+
+// readBurst sends what r has to give now as data chunks: it reads until a
+// read comes back short (r is drained, for a socket) or r ends. eof reports
+// that r returned io.EOF.
+func (s *Stream) readBurst(r io.Reader) (n int64, eof bool, err error) {
+	for {
+		bp := s.bufs.Get().(*[]byte)
+		buf := *bp
+		m, rerr := r.Read(buf[chunkHeaderLen:])
+		if m > 0 {
+			putChunkHeader(buf, chunkData, m)
+			if err := s.writeChunk(buf[:chunkHeaderLen+m]); err != nil {
+				s.bufs.Put(bp)
+				return n, false, err
+			}
+			n += int64(m)
+		}
+		s.bufs.Put(bp)
+		switch {
+		case rerr == io.EOF:
+			return n, true, nil
+		case rerr != nil:
+			return n, false, rerr
+		case m < len(buf)-chunkHeaderLen:
+			return n, false, nil
 		}
 	}
 }

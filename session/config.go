@@ -128,3 +128,4 @@ func (c Config) smux() *smux.Config {
 		MaxStreamBuffer:   c.Mux.StreamWindow,
 	}
 }
+

@@ -90,7 +90,7 @@ func newSession(cfg Config, log *slog.Logger, conn net.Conn, mux *smux.Session, 
 		s.poll = p
 	}
 	s.bufs.New = func() any {
-		b := make([]byte, cfg.Mux.FrameSize)
+		b := make([]byte, chunkBufSize(cfg.Mux.FrameSize))
 		return &b
 	}
 	return s

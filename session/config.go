@@ -128,4 +128,3 @@ func (c Config) smux() *smux.Config {
 		MaxStreamBuffer:   c.Mux.StreamWindow,
 	}
 }
-

@@ -6,10 +6,13 @@ package e2e
 //
 //	go test -run '^$' -bench . -benchtime 2s ./e2e/
 //
-// Sub-benchmarks: direct (no tunnel), tcp (TCP+TLS), kcp (KCP+TLS).
+// Sub-benchmarks: direct (no tunnel), chain (the least any TLS tunnel must
+// do: two io.Copy proxies joined by one TLS 1.3 connection, no multiplexing,
+// no protocol), tcp (warren over TCP+TLS), kcp (warren over KCP+TLS).
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"fmt"
 	"io"
@@ -24,16 +27,21 @@ import (
 
 	"github.com/warren-tunnel/warren/client"
 	"github.com/warren-tunnel/warren/server"
+	"github.com/warren-tunnel/warren/transport"
 )
 
 // benchPaths runs fn once per path: straight to the backend, and through
 // the tunnel over each transport. fn gets the address to dial.
 func benchPaths(b *testing.B, handle func(net.Conn), fn func(b *testing.B, addr string)) {
-	for _, path := range []string{"direct", "tcp", "kcp"} {
+	for _, path := range []string{"direct", "chain", "tcp", "kcp"} {
 		b.Run(path, func(b *testing.B) {
 			target := benchBackend(b, handle)
-			if path == "direct" {
+			switch path {
+			case "direct":
 				fn(b, target)
+				return
+			case "chain":
+				fn(b, tlsChain(b, target))
 				return
 			}
 			srv := benchServer(b, path)
@@ -57,6 +65,61 @@ func benchPaths(b *testing.B, handle func(net.Conn), fn func(b *testing.B, addr 
 			port := cli.Status().Session.Services[0].RemotePort
 			fn(b, net.JoinHostPort("127.0.0.1", itoa(port)))
 		})
+	}
+}
+
+// tlsChain is the reference tunnel: a TCP listener whose connections an
+// io.Copy proxy carries over TLS 1.3 to a second proxy, which carries them
+// to target. It returns the first listener's address.
+func tlsChain(b *testing.B, target string) string {
+	srvTLS, fp, _, err := transport.ServerTLS{}.Config(b.TempDir())
+	if err != nil {
+		b.Fatal(err)
+	}
+	cliTLS, _ := transport.ClientTLS{Fingerprint: fp}.Config()
+	cliTLS.ServerName = "warren"
+	pipe := func(a, z net.Conn) {
+		done := make(chan struct{})
+		go func() { io.Copy(z, a); closeWriteAny(z); close(done) }()
+		io.Copy(a, z)
+		closeWriteAny(a)
+		<-done
+		a.Close()
+		z.Close()
+	}
+	back, err := tls.Listen("tcp", "127.0.0.1:0", srvTLS)
+	if err != nil {
+		b.Fatal(err)
+	}
+	front, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { back.Close(); front.Close() })
+	serve := func(l net.Listener, dial func() (net.Conn, error)) {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				d, err := dial()
+				if err != nil {
+					c.Close()
+					return
+				}
+				pipe(c, d)
+			}()
+		}
+	}
+	go serve(back, func() (net.Conn, error) { return net.Dial("tcp", target) })
+	go serve(front, func() (net.Conn, error) { return tls.Dial("tcp", back.Addr().String(), cliTLS) })
+	return front.Addr().String()
+}
+
+func closeWriteAny(c net.Conn) {
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite()
 	}
 }
 
@@ -166,10 +229,15 @@ func BenchmarkThroughputDown(b *testing.B) {
 		var req [8]byte
 		binary.BigEndian.PutUint64(req[:], uint64(b.N)*chunk)
 		b.SetBytes(chunk)
+		buf := make([]byte, 64<<10) // as the sink reads: the same for every path
 		b.ResetTimer()
 		c.Write(req[:])
-		if _, err := io.CopyN(io.Discard, c, int64(b.N)*chunk); err != nil {
-			b.Fatal(err)
+		for left := int64(b.N) * chunk; left > 0; {
+			n, err := c.Read(buf[:min(int64(len(buf)), left)])
+			if err != nil {
+				b.Fatal(err)
+			}
+			left -= int64(n)
 		}
 	})
 }
@@ -225,10 +293,16 @@ func BenchmarkConnect(b *testing.B) {
 // memory per connection (after returning freed memory to the OS), and the
 // Go heap alone. The direct path's figures are the test's own share (the
 // dialing and backend sockets); the tunnel's minus them is what server and
-// client add. Run with -benchtime 1x.
+// client add. It measures once per path, whatever -benchtime asks for.
 func BenchmarkIdleMemory(b *testing.B) {
 	const conns = 2000
+	measured := map[string][2]float64{}
 	benchPaths(b, func(c net.Conn) { io.Copy(c, c) }, func(b *testing.B, addr string) {
+		if m, ok := measured[b.Name()]; ok {
+			b.ReportMetric(m[0], "RSS-B/conn")
+			b.ReportMetric(m[1], "heap-B/conn")
+			return
+		}
 		settleMemory()
 		rss0, heap0 := rss(), heapInUse()
 		open := make([]net.Conn, 0, conns)
@@ -246,8 +320,10 @@ func BenchmarkIdleMemory(b *testing.B) {
 		}
 		settle()
 		settleMemory()
-		b.ReportMetric(float64(rss()-rss0)/conns, "RSS-B/conn")
-		b.ReportMetric(float64(heapInUse()-heap0)/conns, "heap-B/conn")
+		m := [2]float64{float64(rss()-rss0) / conns, float64(heapInUse()-heap0) / conns}
+		measured[b.Name()] = m
+		b.ReportMetric(m[0], "RSS-B/conn")
+		b.ReportMetric(m[1], "heap-B/conn")
 		for _, c := range open {
 			c.Close()
 		}

@@ -204,12 +204,88 @@ func (c *Client) connect(ctx context.Context) (upFor time.Duration, err error) {
 		log.Info("serving", "service", svc.Name, "target", c.services[svc.Name].Target, "remote_port", svc.RemotePort, "domains", svc.Domains)
 	}
 	log.Info("session up")
-	err = sess.Run(ctx, func(st *session.Stream) { c.serveStream(log, sess, st) })
+	var open streams
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		select {
+		case <-ctx.Done():
+			c.drain(log, sess, &open)
+		case <-sess.Done():
+		}
+	})
+	err = sess.Run(context.Background(), session.Handlers{Stream: func(st *session.Stream) {
+		open.add(1)
+		defer open.add(-1)
+		c.serveStream(log, sess, st)
+	}})
+	wg.Wait()
 	upFor = time.Since(info.Started)
 	if ctx.Err() == nil {
 		log.Warn("session down", "reason", err, "after", upFor.Round(time.Millisecond).String())
 	}
 	return upFor, err
+}
+
+// drain stops the session gently: the server routes no new connection to
+// this client, the open ones finish (for up to ShutdownTimeout), then the
+// session ends with a goodbye.
+func (c *Client) drain(log *slog.Logger, sess *session.Session, open *streams) {
+	if err := sess.Drain(); err == nil {
+		if n := open.count(); n > 0 {
+			log.Info("shutting down: letting open connections finish", "open", n, "timeout", c.cfg.ShutdownTimeout.String())
+		}
+		if !open.waitIdle(c.cfg.ShutdownTimeout, sess.Done()) {
+			log.Warn("shutdown timeout: closing the connections still open", "open", open.count())
+		}
+	}
+	sess.Close(session.CodeShuttingDown, "shutting down")
+}
+
+// streams counts a session's open streams and tells when there are none.
+type streams struct {
+	mu   sync.Mutex
+	n    int
+	idle chan struct{} // closed when n drops to 0; nil while nobody waits
+}
+
+func (s *streams) add(d int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.n += d
+	if s.n == 0 && s.idle != nil {
+		close(s.idle)
+		s.idle = nil
+	}
+}
+
+func (s *streams) count() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.n
+}
+
+// waitIdle waits until no stream is open, timeout passes or stop closes;
+// it reports whether none is open.
+func (s *streams) waitIdle(timeout time.Duration, stop <-chan struct{}) bool {
+	s.mu.Lock()
+	if s.n == 0 {
+		s.mu.Unlock()
+		return true
+	}
+	if s.idle == nil {
+		s.idle = make(chan struct{})
+	}
+	idle := s.idle
+	s.mu.Unlock()
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case <-idle:
+		return true
+	case <-stop:
+	case <-t.C:
+	}
+	return s.count() == 0
 }
 
 // withSticky returns the claims with remembered ports filled in.

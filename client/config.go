@@ -36,6 +36,9 @@ type Config struct {
 	HandshakeTimeout time.Duration `toml:"handshake_timeout"`
 	// DialTimeout bounds each dial of a service's target.
 	DialTimeout time.Duration `toml:"dial_timeout"`
+	// ShutdownTimeout bounds how long a stopping client lets its open
+	// connections finish.
+	ShutdownTimeout time.Duration `toml:"shutdown_timeout"`
 	// Services are what the client serves through the server.
 	Services []Service `toml:"services"`
 }
@@ -66,6 +69,7 @@ func DefaultConfig() Config {
 		HeartbeatMisses:   sc.HeartbeatMisses,
 		HandshakeTimeout:  sc.HandshakeTimeout,
 		DialTimeout:       5 * time.Second,
+		ShutdownTimeout:   30 * time.Second,
 	}
 }
 
@@ -115,6 +119,9 @@ func (c Config) Validate() error {
 			return fmt.Errorf("client.%s: %w", fe.Key, fe.Err)
 		}
 		return fmt.Errorf("client: %w", err)
+	}
+	if c.ShutdownTimeout < 0 {
+		return fmt.Errorf("client.shutdown_timeout: %v is negative", c.ShutdownTimeout)
 	}
 	if c.DialTimeout <= 0 {
 		return fmt.Errorf(`client.dial_timeout: %v must be positive (durations are strings such as "5s")`, c.DialTimeout)

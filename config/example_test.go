@@ -3,7 +3,9 @@ package config
 import (
 	"reflect"
 	"testing"
+	"time"
 
+	"github.com/BurntSushi/toml"
 	"github.com/warren-tunnel/warren/client"
 	"github.com/warren-tunnel/warren/server"
 	"github.com/warren-tunnel/warren/transport"
@@ -50,4 +52,56 @@ func TestExampleIsValidAndShowsDefaults(t *testing.T) {
 	if f.Client.Log != DefaultLog() {
 		t.Errorf("[client.log] = %+v, default %+v", f.Client.Log, DefaultLog())
 	}
+}
+
+// TestExampleShowsEveryKey: every key the code reads appears in
+// config.example.toml, so a new setting cannot land undocumented. Keys that
+// are alternatives to one shown (token_file beside token_env) are exempt.
+func TestExampleShowsEveryKey(t *testing.T) {
+	var doc map[string]any
+	if _, err := toml.DecodeFile("../config.example.toml", &doc); err != nil {
+		t.Fatal(err)
+	}
+	exempt := map[string]bool{
+		"server.tls":                true, // the table is shown; `tls = false` is the alternative
+		"server.clients.token":      true,
+		"server.clients.token_file": true,
+		"client.tls":                true,
+		"client.token":              true,
+		"client.token_file":         true,
+	}
+	var walk func(prefix string, typ reflect.Type, m map[string]any)
+	walk = func(prefix string, typ reflect.Type, m map[string]any) {
+		for i := range typ.NumField() {
+			f := typ.Field(i)
+			key := f.Tag.Get("toml")
+			if f.Anonymous && key == "" {
+				walk(prefix, f.Type, m)
+				continue
+			}
+			if key == "" || key == "-" {
+				continue
+			}
+			path := prefix + "." + key
+			v, ok := m[key]
+			if !ok {
+				if !exempt[path] {
+					t.Errorf("config.example.toml does not show %s", path)
+				}
+				continue
+			}
+			switch {
+			case f.Type.Kind() == reflect.Struct && f.Type != reflect.TypeOf(time.Duration(0)):
+				if sub, ok := v.(map[string]any); ok {
+					walk(path, f.Type, sub)
+				}
+			case f.Type.Kind() == reflect.Slice && f.Type.Elem().Kind() == reflect.Struct:
+				if list, ok := v.([]map[string]any); ok && len(list) > 0 {
+					walk(path, f.Type.Elem(), list[0])
+				}
+			}
+		}
+	}
+	walk("server", reflect.TypeOf(Server{}), doc["server"].(map[string]any))
+	walk("client", reflect.TypeOf(Client{}), doc["client"].(map[string]any))
 }

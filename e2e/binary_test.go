@@ -207,6 +207,7 @@ public_address = "127.0.0.1"
 state_dir = %q
 heartbeat_interval = "200ms"
 heartbeat_misses = 3
+shutdown_timeout = "5s"
 [[server.listen]]
 transport = "tcp"
 address = %q
@@ -245,6 +246,7 @@ transport = %q
 token_env = "WARREN_TEST_TOKEN"
 heartbeat_interval = "200ms"
 heartbeat_misses = 3
+shutdown_timeout = "5s"
 [client.tls]
 fingerprint = %q
 [[client.services]]
@@ -405,6 +407,7 @@ func TestBinaryClientKilled(t *testing.T) {
 			if _, err := io.ReadFull(c2, make([]byte, 50)); err != nil {
 				t.Fatal(err)
 			}
+			c2.Close() // else the stopping client lets it run its shutdown_timeout
 			again.stop(syscall.SIGTERM)
 		})
 	}

@@ -62,6 +62,20 @@ func (l *logBuffer) logger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(l, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
+// dumpIfFailed shows the log of a failed test, last lines only.
+func (l *logBuffer) dumpIfFailed(t *testing.T, who string) {
+	if !t.Failed() {
+		return
+	}
+	l.mu.Lock()
+	lines := strings.Split(l.buf.String(), "\n")
+	l.mu.Unlock()
+	if len(lines) > 200 {
+		lines = lines[len(lines)-200:]
+	}
+	t.Logf("%s log (last %d lines):\n%s", who, len(lines), strings.Join(lines, "\n"))
+}
+
 // waitFor waits until every one of subs appears in one log line.
 func (l *logBuffer) waitFor(t *testing.T, subs ...string) string {
 	t.Helper()
@@ -136,6 +150,7 @@ func startServer(t *testing.T, cfg server.Config) *testServer {
 		t.Fatalf("server did not start: %v", ts.runErr)
 	}
 	t.Cleanup(ts.stop)
+	t.Cleanup(func() { logs.dumpIfFailed(t, "server") })
 	return ts
 }
 
@@ -201,6 +216,7 @@ func startClient(t *testing.T, cfg client.Config) *testClient {
 		close(tc.done)
 	}()
 	t.Cleanup(tc.stop)
+	t.Cleanup(func() { logs.dumpIfFailed(t, "client") })
 	return tc
 }
 

@@ -108,8 +108,9 @@ func TestConcurrentConnections(t *testing.T) {
 					sent <- sum
 				}()
 				got, n, err := sumAll(c)
-				if err != nil || n != size || got != <-sent {
-					t.Errorf("conn %d: %d bytes back, err %v, intact %v", i, n, err, got == <-sent)
+				want := <-sent
+				if err != nil || n != size || got != want {
+					t.Errorf("conn %d: %d bytes back, err %v, intact %v", i, n, err, got == want)
 					failed.Add(1)
 				}
 			})

@@ -32,7 +32,7 @@ func TestClaimAnyPortSkipsNamedPorts(t *testing.T) {
 	if rej != nil {
 		t.Fatalf("rejected: %v", rej)
 	}
-	defer s.release(cs)
+	defer func() { s.mu.Lock(); s.leaveLocked(cs, false); s.mu.Unlock() }()
 	if len(victims) != 0 {
 		t.Fatalf("victims: %d", len(victims))
 	}

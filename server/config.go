@@ -30,7 +30,14 @@ type Config struct {
 	// every interval and drops it after that many unanswered pings.
 	HeartbeatInterval time.Duration `toml:"heartbeat_interval"`
 	HeartbeatMisses   int           `toml:"heartbeat_misses"`
-	Limits            Limits        `toml:"limits"`
+	// ReconnectGrace is how long a client whose session dropped keeps its
+	// ports and domains; new public connections wait for it meanwhile.
+	// 0 releases them at once.
+	ReconnectGrace time.Duration `toml:"reconnect_grace"`
+	// ShutdownTimeout bounds how long a stopping server lets open public
+	// connections finish.
+	ShutdownTimeout time.Duration `toml:"shutdown_timeout"`
+	Limits          Limits        `toml:"limits"`
 	// Clients are the tokens that may connect and what each may claim.
 	Clients []Client `toml:"clients"`
 }
@@ -50,6 +57,17 @@ type Limits struct {
 	HandshakeTimeout time.Duration `toml:"handshake_timeout"`
 	// MaxControlFrame caps a control frame's payload in bytes.
 	MaxControlFrame int `toml:"max_control_frame"`
+	// MaxHandshakes caps connections still in their handshake, in all and
+	// from one IP address; more are closed at once.
+	MaxHandshakes      int `toml:"max_handshakes"`
+	MaxHandshakesPerIP int `toml:"max_handshakes_per_ip"`
+	// MaxStreams caps the public connections open through one session.
+	MaxStreams int `toml:"max_streams"`
+	// MaxServices caps the services one client may claim.
+	MaxServices int `toml:"max_services"`
+	// MaxWaiting caps the public connections waiting, on one port or
+	// domain, for a client to come back within the reconnect grace.
+	MaxWaiting int `toml:"max_waiting"`
 }
 
 // Client is one [[server.clients]] entry: a token and what it may claim.
@@ -82,9 +100,16 @@ func DefaultConfig() Config {
 		Mux:               sc.Mux,
 		HeartbeatInterval: sc.HeartbeatInterval,
 		HeartbeatMisses:   sc.HeartbeatMisses,
+		ReconnectGrace:    10 * time.Second,
+		ShutdownTimeout:   30 * time.Second,
 		Limits: Limits{
-			HandshakeTimeout: sc.HandshakeTimeout,
-			MaxControlFrame:  sc.MaxControlFrame,
+			HandshakeTimeout:   sc.HandshakeTimeout,
+			MaxControlFrame:    sc.MaxControlFrame,
+			MaxHandshakes:      1024,
+			MaxHandshakesPerIP: 32,
+			MaxStreams:         16384,
+			MaxServices:        256,
+			MaxWaiting:         256,
 		},
 	}
 }
@@ -136,6 +161,26 @@ func (c Config) Validate() error {
 	}
 	if err := c.KCP.Validate(); err != nil {
 		return fmt.Errorf("server.kcp.%w", err)
+	}
+	if c.ReconnectGrace < 0 {
+		return fmt.Errorf(`server.reconnect_grace: %v is negative`, c.ReconnectGrace)
+	}
+	if c.ShutdownTimeout < 0 {
+		return fmt.Errorf(`server.shutdown_timeout: %v is negative`, c.ShutdownTimeout)
+	}
+	for _, l := range []struct {
+		key string
+		v   int
+	}{
+		{"max_handshakes", c.Limits.MaxHandshakes},
+		{"max_handshakes_per_ip", c.Limits.MaxHandshakesPerIP},
+		{"max_streams", c.Limits.MaxStreams},
+		{"max_services", c.Limits.MaxServices},
+		{"max_waiting", c.Limits.MaxWaiting},
+	} {
+		if l.v < 1 {
+			return fmt.Errorf("server.limits.%s: %d must be at least 1", l.key, l.v)
+		}
 	}
 	if err := c.session().Validate(); err != nil {
 		var fe *session.FieldError

@@ -9,42 +9,70 @@ import (
 	"github.com/warren-tunnel/warren/session"
 )
 
-// servePublic accepts public connections on svc's port until its listener
-// is closed, relaying each over a new stream of cs's session.
-func (cs *clientSession) servePublic(svc *service) {
+// servePort accepts public connections on a port route until its listener
+// is closed.
+func (s *Server) servePort(r *route) {
 	for {
-		c, err := svc.l.Accept()
+		c, err := r.l.Accept()
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return
 			}
-			cs.log.Warn("accepting public connection failed", "service", svc.name, "err", err)
+			s.log.Warn("accepting public connection failed", "route", r.key, "err", err)
 			select {
-			case <-cs.sess.Done():
+			case <-r.done:
 				return
 			case <-time.After(acceptBackoff):
 			}
 			continue
 		}
-		cs.wg.Go(func() { cs.relay(svc, c) })
+		s.relays.Go(func() { s.serveConn(r, c, nil) })
 	}
 }
 
-// relay carries one public connection to the client and back.
-func (cs *clientSession) relay(svc *service, c net.Conn) {
-	start := time.Now()
+// serveConn carries one public connection over a stream of a session
+// serving r; prefix is what was read from c already (to route it) and goes
+// first. It waits for a member while the route is held, and tries another
+// member when opening a stream fails.
+func (s *Server) serveConn(r *route, c net.Conn, prefix []byte) {
+	s.active.Add(1)
+	defer s.active.Add(-1)
 	peer := c.RemoteAddr().String()
-	st, err := cs.sess.Open(session.Header{Service: svc.name, Peer: peer})
-	if err != nil {
-		cs.log.Warn("public connection dropped: cannot open a stream", "service", svc.name, "peer", peer, "err", err)
-		c.Close()
+	tried := make(map[*member]bool)
+	for {
+		m, err := s.pick(r, tried, s.stopping)
+		if err != nil {
+			s.log.Info("public connection refused", "route", r.key, "peer", peer, "reason", err)
+			c.Close()
+			return
+		}
+		log := m.cs.log
+		if m.cs.sess.NumStreams() >= s.cfg.Limits.MaxStreams {
+			log.Warn("session at limits.max_streams; public connection not given to it", "route", r.key, "peer", peer, "max_streams", s.cfg.Limits.MaxStreams)
+			tried[m] = true
+			continue
+		}
+		st, err := m.cs.sess.Open(session.Header{Service: m.service, Peer: peer})
+		if err != nil {
+			log.Debug("cannot open a stream; trying another session", "route", r.key, "peer", peer, "err", err)
+			tried[m] = true
+			continue
+		}
+		if len(prefix) > 0 {
+			if _, err := st.Write(prefix); err != nil {
+				st.Close()
+				tried[m] = true
+				continue
+			}
+		}
+		start := time.Now()
+		res := session.Relay(c, st)
+		level, reason := session.EndReason(res.Err, m.cs.sess)
+		log.Log(context.Background(), level, "public connection closed",
+			"service", m.service, "route", r.key, "peer", peer,
+			"bytes_from_public", res.Sent+int64(len(prefix)), "bytes_to_public", res.Received,
+			"duration", time.Since(start).Round(time.Millisecond).String(),
+			"reason", reason)
 		return
 	}
-	res := session.Relay(c, st)
-	level, reason := session.EndReason(res.Err, cs.sess)
-	cs.log.Log(context.Background(), level, "public connection closed",
-		"service", svc.name, "peer", peer,
-		"bytes_from_public", res.Sent, "bytes_to_public", res.Received,
-		"duration", time.Since(start).Round(time.Millisecond).String(),
-		"reason", reason)
 }

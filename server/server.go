@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/warren-tunnel/warren/internal/domain"
@@ -40,11 +41,19 @@ type Server struct {
 	closing   bool       // shutdown began: new clients are refused
 	stopped   bool       // listeners closed: new connections are dropped
 	listeners []listener // tunnel listeners, set before ready closes
-	ports     map[int]*clientSession
-	domains   map[string]*clientSession
+	routes    map[string]*route
 	sessions  map[*clientSession]struct{}
 	pending   map[net.Conn]struct{} // connections not yet authenticated
+	pendingIP map[string]int        // of those, per source IP
 	changed   chan struct{}         // closed and replaced when sessions change
+
+	refused        int       // connections over a handshake limit since the last log
+	lastRefusedLog time.Time // when that was logged
+
+	stopping chan struct{}  // closed when shutdown begins
+	acceptWG sync.WaitGroup // accept loops of public listeners
+	relays   sync.WaitGroup // public connections, waiting or relayed
+	active   atomic.Int64   // public connections, for the shutdown log
 }
 
 // listener is a bound tunnel endpoint.
@@ -72,15 +81,16 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{
-		cfg:      cfg,
-		log:      log,
-		sessCfg:  cfg.session(),
-		ready:    make(chan struct{}),
-		ports:    make(map[int]*clientSession),
-		domains:  make(map[string]*clientSession),
-		sessions: make(map[*clientSession]struct{}),
-		pending:  make(map[net.Conn]struct{}),
-		changed:  make(chan struct{}),
+		cfg:       cfg,
+		log:       log,
+		sessCfg:   cfg.session(),
+		ready:     make(chan struct{}),
+		routes:    make(map[string]*route),
+		sessions:  make(map[*clientSession]struct{}),
+		stopping:  make(chan struct{}),
+		pending:   make(map[net.Conn]struct{}),
+		pendingIP: make(map[string]int),
+		changed:   make(chan struct{}),
 	}
 	if !cfg.TLS.Disabled {
 		var err error
@@ -216,18 +226,25 @@ func (s *Server) acceptTunnel(l listener, wg *sync.WaitGroup) {
 	}
 }
 
-// shutdown ends service. TCP listeners close first (the kernel refuses new
-// clients at once); KCP listeners stay open while sessions say goodbye, so
-// that a client reconnecting meanwhile is refused with "shutting down"
-// rather than left waiting on silence (KCP has no refusal of its own). Then
-// the KCP listeners close and connections still in their handshake drop.
+// shutdown ends service in order. New client sessions are refused at once
+// (TCP listeners close, so the kernel refuses; KCP listeners stay open to
+// answer "shutting down", since KCP has no refusal of its own). Public
+// listeners close; connections waiting for a client give up; open public
+// connections may finish, for up to ShutdownTimeout; client sessions do
+// not count. Then every session is told goodbye, the KCP listeners close,
+// and connections still in their handshake drop.
 func (s *Server) shutdown() {
 	s.mu.Lock()
 	s.closing = true
+	close(s.stopping)
 	ls := s.listeners
-	sessions := make([]*clientSession, 0, len(s.sessions))
-	for cs := range s.sessions {
-		sessions = append(sessions, cs)
+	for _, r := range s.routes {
+		if r.hold != nil {
+			r.hold.Stop()
+		}
+		if r.l != nil {
+			r.l.Close()
+		}
 	}
 	s.mu.Unlock()
 	for _, l := range ls {
@@ -235,11 +252,37 @@ func (s *Server) shutdown() {
 			l.l.Close()
 		}
 	}
+	s.acceptWG.Wait()
+
+	drained := make(chan struct{})
+	go func() {
+		s.relays.Wait()
+		close(drained)
+	}()
+	if n := s.active.Load(); n > 0 {
+		s.log.Info("shutting down: letting open connections finish", "open", n, "timeout", s.cfg.ShutdownTimeout.String())
+		t := time.NewTimer(s.cfg.ShutdownTimeout)
+		select {
+		case <-drained:
+		case <-t.C:
+			s.log.Warn("shutdown timeout: closing the connections still open", "open", s.active.Load())
+		}
+		t.Stop()
+	}
+
+	s.mu.Lock()
+	sessions := make([]*clientSession, 0, len(s.sessions))
+	for cs := range s.sessions {
+		sessions = append(sessions, cs)
+	}
+	s.mu.Unlock()
 	var wg sync.WaitGroup
 	for _, cs := range sessions {
 		wg.Go(func() { cs.sess.Close(session.CodeShuttingDown, "shutting down") })
 	}
 	wg.Wait()
+	<-drained // the sessions' streams are gone, so their relays are
+
 	s.mu.Lock()
 	s.stopped = true
 	for c := range s.pending {

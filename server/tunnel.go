@@ -2,36 +2,47 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/warren-tunnel/warren/internal/domain"
 	"github.com/warren-tunnel/warren/session"
 )
 
-// clientSession is one authenticated client session and what it holds.
+// clientSession is one authenticated client session and the routes it
+// serves. Its fields but sess are set before it is registered; sess is set,
+// under Server.mu, once Welcome is sent: until then routes hold it as a
+// member that pick skips.
 type clientSession struct {
 	client    *clientEntry
 	id        string
 	instance  string
 	transport string
-	sess      *session.Session // set once Welcome is sent
+	remote    string
+	sess      *session.Session
 	log       *slog.Logger
-	services  []*service
-	wg        sync.WaitGroup // public accept loops and their relays
+	routes    []*route // guarded by Server.mu
 }
 
-// service is a granted claim: a public listener and/or domains.
+// Entry points of domain routes.
+const (
+	EntryHTTP  = "http"
+	EntryHTTPS = "https"
+)
+
+// service is a claim being checked: a public port (0: any free port the
+// client may claim) and/or domains on an entry point.
 type service struct {
 	name    string
 	port    int
 	domains []string
-	l       net.Listener // nil for a domain-only service
+	entry   string
+	shared  bool
 }
 
 // serveTunnel runs one client connection from handshake to the end of its
@@ -55,12 +66,12 @@ func (s *Server) serveTunnel(c net.Conn, transportName string) {
 		p.Reject(session.Rejectf(session.CodeUnknownToken, "unknown token"))
 		return
 	}
-	cs := &clientSession{client: s.clients[idx], id: session.NewID(), instance: p.Request.Instance, transport: transportName}
+	cs := &clientSession{client: s.clients[idx], id: session.NewID(), instance: p.Request.Instance, transport: transportName, remote: remote}
 	log = log.With("client", cs.client.name, "session", cs.id)
 	cs.log = log
 	granted, victims, rej := s.claim(cs, p.Request.Services)
 	for _, v := range victims {
-		log.Warn("new session replaces an older one of the same client", "old_session", v.id, "old_remote", v.sess.Info().Remote.String())
+		log.Warn("new session replaces an older one of the same client", "old_session", v.id, "old_remote", v.remote)
 		go v.sess.Close(session.CodeReplaced, fmt.Sprintf("replaced by a new session of client %q from %s", cs.client.name, remote))
 	}
 	if rej != nil {
@@ -70,14 +81,19 @@ func (s *Server) serveTunnel(c net.Conn, transportName string) {
 	}
 	sess, err := p.Welcome(session.Welcome{Client: cs.client.name, Session: cs.id, Services: granted})
 	if err != nil {
-		s.release(cs)
+		s.mu.Lock()
+		s.leaveLocked(cs, false)
+		s.mu.Unlock()
 		log.Warn("handshake failed after auth", "err", err)
 		return
 	}
-	cs.sess = sess
 	s.mu.Lock()
-	delete(s.pending, c) // authenticated: shutdown says goodbye instead
+	cs.sess = sess
+	s.removePendingLocked(c) // authenticated: shutdown says goodbye instead
 	s.sessions[cs] = struct{}{}
+	for _, r := range cs.routes {
+		r.wakeLocked() // connections waiting for this client may go
+	}
 	s.notifyLocked()
 	closing := s.closing
 	s.mu.Unlock()
@@ -85,40 +101,97 @@ func (s *Server) serveTunnel(c net.Conn, transportName string) {
 		sess.Close(session.CodeShuttingDown, "shutting down")
 	}
 	log.Info("session up", "services", describe(granted))
-	for _, svc := range cs.services {
-		if svc.l != nil {
-			cs.wg.Go(func() { cs.servePublic(svc) })
-		}
+
+	err = sess.Run(context.Background(), session.Handlers{Drain: func() {
+		s.mu.Lock()
+		s.leaveLocked(cs, false)
+		s.mu.Unlock()
+		log.Info("client draining: no new connections for it")
+	}})
+
+	// A client that left on purpose (stopping) frees its routes; one that
+	// dropped keeps them for the reconnect grace.
+	var g *session.GoodbyeError
+	dropped := !errors.As(err, &g) || g.Code != session.CodeShuttingDown
+	s.mu.Lock()
+	if _, ok := s.sessions[cs]; ok {
+		delete(s.sessions, cs)
+		s.notifyLocked()
 	}
-	err = sess.Run(context.Background(), nil)
-	s.release(cs)
-	cs.wg.Wait()
-	log.Info("session down", "reason", err, "after", time.Since(sess.Info().Started).Round(time.Millisecond).String())
+	held := dropped && len(cs.routes) > 0 && s.cfg.ReconnectGrace > 0 && !s.closing
+	s.leaveLocked(cs, dropped)
+	s.mu.Unlock()
+	attrs := []any{"reason", err, "after", time.Since(sess.Info().Started).Round(time.Millisecond).String()}
+	if held {
+		attrs = append(attrs, "held_for", s.cfg.ReconnectGrace.String())
+	}
+	log.Info("session down", attrs...)
 }
 
-// addPending records a connection in its handshake, so shutdown can drop
-// it; false once shutdown has closed the listeners.
+// addPending admits a connection to its handshake, within the limits on
+// handshakes in all and per source IP, and records it so shutdown can drop
+// it. It reports false, and the caller closes the connection, over a limit
+// or once shutdown has closed the listeners.
 func (s *Server) addPending(c net.Conn) bool {
+	ip := sourceIP(c)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.stopped {
 		return false
 	}
+	limit := ""
+	switch {
+	case len(s.pending) >= s.cfg.Limits.MaxHandshakes:
+		limit = "limits.max_handshakes"
+	case s.pendingIP[ip] >= s.cfg.Limits.MaxHandshakesPerIP:
+		limit = "limits.max_handshakes_per_ip"
+	}
+	if limit != "" {
+		s.refused++
+		if now := time.Now(); now.Sub(s.lastRefusedLog) >= time.Second {
+			s.log.Warn("too many connections in their handshake; closing new ones", "limit", limit, "source", ip, "refused", s.refused)
+			s.lastRefusedLog, s.refused = now, 0
+		}
+		return false
+	}
 	s.pending[c] = struct{}{}
+	s.pendingIP[ip]++
 	return true
 }
 
+// removePending forgets a connection once its handshake is over.
 func (s *Server) removePending(c net.Conn) {
 	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.removePendingLocked(c)
+}
+
+func (s *Server) removePendingLocked(c net.Conn) {
+	if _, ok := s.pending[c]; !ok {
+		return
+	}
 	delete(s.pending, c)
-	s.mu.Unlock()
+	ip := sourceIP(c)
+	if s.pendingIP[ip]--; s.pendingIP[ip] <= 0 {
+		delete(s.pendingIP, ip)
+	}
+}
+
+// sourceIP is the IP address a connection comes from.
+func sourceIP(c net.Conn) string {
+	host, _, err := net.SplitHostPort(c.RemoteAddr().String())
+	if err != nil {
+		return c.RemoteAddr().String()
+	}
+	return host
 }
 
 // claim checks the services a client asks for against what its token
-// allows and what other sessions hold, binds their public ports, and
-// registers them for cs. Sessions of the same client that are replaced
-// (same instance, or holding a claimed port or domain) come back as victims,
-// already unregistered; the caller closes them.
+// allows and what other sessions hold, binds new public ports, and makes cs
+// a member of the routes (one that pick skips until cs.sess is set).
+// Older sessions of the same client that are replaced (same instance, or
+// holding a non-shared route it claims) come back as victims, already
+// removed; the caller closes them.
 func (s *Server) claim(cs *clientSession, reqs []session.Service) (granted []session.Service, victims []*clientSession, rej *session.RejectError) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -136,87 +209,134 @@ func (s *Server) claim(cs *clientSession, reqs []session.Service) (granted []ses
 			isVictim[other] = true // our own stale session
 		}
 	}
-	holderOK := func(what string, h *clientSession) *session.RejectError {
-		_, established := s.sessions[h]
-		if h.client == cs.client && established {
-			isVictim[h] = true
-			return nil
-		}
-		return session.Rejectf(codeInUse(what), "%s is held by client %q", what, h.client.name)
+	// Each claim, against the route it names if there is one.
+	type want struct {
+		svc         *service
+		key         string
+		port        int    // a port route, or
+		entry, name string // a domain route
+		r           *route
 	}
+	var wants []*want
 	for _, svc := range svcs {
-		if h := s.ports[svc.port]; svc.port > 0 && h != nil {
-			if rej := holderOK(fmt.Sprintf("port %d (service %q)", svc.port, svc.name), h); rej != nil {
-				return nil, nil, rej
-			}
+		if svc.port > 0 {
+			wants = append(wants, &want{svc: svc, key: portKey(svc.port), port: svc.port})
 		}
 		for _, d := range svc.domains {
-			if h := s.domains[d]; h != nil {
-				if rej := holderOK(fmt.Sprintf("domain %s (service %q)", d, svc.name), h); rej != nil {
-					return nil, nil, rej
-				}
-			}
+			wants = append(wants, &want{svc: svc, key: domainKey(svc.entry, d), entry: svc.entry, name: d})
+		}
+	}
+	for _, w := range wants {
+		r := s.routes[w.key]
+		if r == nil {
+			continue
+		}
+		w.r = r
+		if rej := s.mayJoinLocked(cs, w.svc, r, isVictim); rej != nil {
+			return nil, nil, rej
 		}
 	}
 
-	// Bind what is free first, so that a failure leaves the victims alone:
-	// named ports, then any-port services, which must not take a port
-	// another service of the request names. Then free the victims' ports
-	// and bind those; a failure there still returns the victims, which no
-	// longer hold anything and must be closed.
+	// New port routes: named ports first, then any-port services, which
+	// must not take a port another service of the request names. Nothing
+	// is changed until all are bound.
+	var fresh []*route
+	fail := func(rej *session.RejectError) ([]session.Service, []*clientSession, *session.RejectError) {
+		for _, r := range fresh {
+			if r.l != nil {
+				r.l.Close()
+			}
+		}
+		return nil, nil, rej
+	}
 	named := make(map[int]bool)
 	for _, svc := range svcs {
 		if svc.port > 0 {
 			named[svc.port] = true
 		}
 	}
-	for _, svc := range svcs {
-		if svc.port > 0 && s.ports[svc.port] == nil {
-			if rej := s.bind(svc); rej != nil {
-				closeListeners(svcs)
-				return nil, nil, rej
-			}
+	for _, w := range wants {
+		if w.r != nil {
+			continue
 		}
+		w.r = newRoute(w.key, w.svc.shared, cs.client)
+		w.r.port, w.r.entry, w.r.name = w.port, w.entry, w.name
+		if w.port > 0 {
+			l, rej := s.bind(w.svc)
+			if rej != nil {
+				return fail(rej)
+			}
+			w.r.l = l
+		}
+		fresh = append(fresh, w.r)
 	}
 	for _, svc := range svcs {
 		if svc.port == 0 && len(svc.domains) == 0 {
-			if rej := s.bindAny(cs.client, svc, named); rej != nil {
-				closeListeners(svcs)
-				return nil, nil, rej
+			l, rej := s.bindAny(cs.client, svc, named)
+			if rej != nil {
+				return fail(rej)
 			}
+			r := newRoute(portKey(svc.port), svc.shared, cs.client)
+			r.port, r.l = svc.port, l
+			fresh = append(fresh, r)
+			wants = append(wants, &want{svc: svc, key: r.key, r: r})
 		}
 	}
+
+	// Apply: join first, so that routes the victims leave stay non-empty.
+	for _, r := range fresh {
+		s.routes[r.key] = r
+		if r.l != nil {
+			s.acceptWG.Go(func() { s.servePort(r) })
+		}
+	}
+	for _, w := range wants {
+		s.addMemberLocked(w.r, &member{cs: cs, service: w.svc.name})
+		cs.routes = append(cs.routes, w.r)
+	}
 	for v := range isVictim {
-		s.unregisterLocked(v)
+		if _, ok := s.sessions[v]; ok {
+			delete(s.sessions, v)
+			s.notifyLocked()
+		}
+		s.leaveLocked(v, false)
 		victims = append(victims, v)
 	}
 	for _, svc := range svcs {
-		if svc.l == nil && svc.port > 0 {
-			if rej := s.bind(svc); rej != nil {
-				closeListeners(svcs)
-				return nil, victims, rej
-			}
-		}
+		granted = append(granted, session.Service{Name: svc.name, RemotePort: svc.port, Domains: svc.domains, Entry: svc.entry, Shared: svc.shared})
 	}
-
-	for _, svc := range svcs {
-		if svc.port > 0 {
-			s.ports[svc.port] = cs
-		}
-		for _, d := range svc.domains {
-			s.domains[d] = cs
-		}
-		granted = append(granted, session.Service{Name: svc.name, RemotePort: svc.port, Domains: svc.domains})
-	}
-	cs.services = svcs
 	return granted, victims, nil
 }
 
-func codeInUse(what string) string {
-	if strings.HasPrefix(what, "domain") {
-		return session.CodeDomainInUse
+// mayJoinLocked decides whether cs may serve route r as svc: join a shared
+// route, adopt its own client's route that is held for it or served by
+// older sessions (which become victims), or not.
+func (s *Server) mayJoinLocked(cs *clientSession, svc *service, r *route, isVictim map[*clientSession]bool) *session.RejectError {
+	what := fmt.Sprintf("%s (service %q)", describeRoute(r), svc.name)
+	code := session.CodePortInUse
+	if r.port == 0 {
+		code = session.CodeDomainInUse
 	}
-	return session.CodePortInUse
+	switch {
+	case r.shared && svc.shared:
+		return nil
+	case r.shared:
+		return session.Rejectf(code, "%s is shared by client(s) %s; set shared = true to serve it too", what, holders(r))
+	case svc.shared:
+		return session.Rejectf(code, "%s is held by client %q and not shared: shared = true needs every service on it to say so", what, r.client.name)
+	case r.client != cs.client:
+		if len(r.members) == 0 {
+			return session.Rejectf(code, "%s is held by client %q for its reconnect grace", what, r.client.name)
+		}
+		return session.Rejectf(code, "%s is held by client %q", what, r.client.name)
+	}
+	for _, m := range r.members {
+		if m.cs.sess == nil { // still in its handshake
+			return session.Rejectf(code, "%s is being claimed by another session of client %q", what, r.client.name)
+		}
+		isVictim[m.cs] = true
+	}
+	return nil
 }
 
 // checkServices validates a client's requested services against its token.
@@ -224,9 +344,12 @@ func (s *Server) checkServices(c *clientEntry, reqs []session.Service) ([]*servi
 	if len(reqs) == 0 {
 		return nil, session.Rejectf(session.CodeBadRequest, "no services claimed")
 	}
+	if len(reqs) > s.cfg.Limits.MaxServices {
+		return nil, session.Rejectf(session.CodeBadRequest, "%d services claimed; the server allows %d per client (limits.max_services)", len(reqs), s.cfg.Limits.MaxServices)
+	}
 	names := make(map[string]bool)
 	ports := make(map[int]bool)
-	domains := make(map[string]bool)
+	domains := make(map[string]bool) // entry:name
 	var svcs []*service
 	for _, r := range reqs {
 		if !namePattern.MatchString(r.Name) {
@@ -236,7 +359,15 @@ func (s *Server) checkServices(c *clientEntry, reqs []session.Service) ([]*servi
 			return nil, session.Rejectf(session.CodeBadRequest, "service %q is claimed twice", r.Name)
 		}
 		names[r.Name] = true
-		svc := &service{name: r.Name, port: r.RemotePort}
+		svc := &service{name: r.Name, port: r.RemotePort, shared: r.Shared, entry: r.Entry}
+		switch {
+		case len(r.Domains) == 0 && r.Entry != "":
+			return nil, session.Rejectf(session.CodeBadRequest, "service %q: entry %q without domains", r.Name, r.Entry)
+		case len(r.Domains) > 0 && r.Entry == "":
+			svc.entry = EntryHTTP
+		case len(r.Domains) > 0 && r.Entry != EntryHTTP && r.Entry != EntryHTTPS:
+			return nil, session.Rejectf(session.CodeBadRequest, "service %q: entry %q is not \"http\" or \"https\"", r.Name, r.Entry)
+		}
 		if r.RemotePort < 0 || r.RemotePort > 65535 {
 			return nil, session.Rejectf(session.CodeBadRequest, "service %q: remote_port %d is out of range", r.Name, r.RemotePort)
 		}
@@ -254,10 +385,10 @@ func (s *Server) checkServices(c *clientEntry, reqs []session.Service) ([]*servi
 			if err != nil {
 				return nil, session.Rejectf(session.CodeBadRequest, "service %q: %v", r.Name, err)
 			}
-			if domains[n] {
+			if domains[svc.entry+":"+n] {
 				return nil, session.Rejectf(session.CodeBadRequest, "domain %s is claimed twice", n)
 			}
-			domains[n] = true
+			domains[svc.entry+":"+n] = true
 			if !domainAllowed(c.domains, n) {
 				return nil, session.Rejectf(session.CodeDomainNotAllowed, "domain not allowed: service %q domain %s is not in client %q's domains (%s)", r.Name, n, c.name, strings.Join(c.domains, ", "))
 			}
@@ -292,20 +423,19 @@ func domainAllowed(allowed []string, claim string) bool {
 // maxPortProbes bounds the search for a free port among a client's ranges.
 const maxPortProbes = 4096
 
-// bind opens svc's public listener on its port. Called with s.mu held.
-func (s *Server) bind(svc *service) *session.RejectError {
+// bind opens a public listener on svc's port. Called with s.mu held.
+func (s *Server) bind(svc *service) (net.Listener, *session.RejectError) {
 	l, err := net.Listen("tcp", net.JoinHostPort(s.cfg.PublicAddress, strconv.Itoa(svc.port)))
 	if err != nil {
-		return session.Rejectf(session.CodePortInUse, "port in use: service %q remote_port %d: %v", svc.name, svc.port, err)
+		return nil, session.Rejectf(session.CodePortInUse, "port in use: service %q remote_port %d: %v", svc.name, svc.port, err)
 	}
-	svc.l = l
-	return nil
+	return l, nil
 }
 
-// bindAny opens svc's public listener on a free port the client may claim,
-// other than those in skip. Called with s.mu held.
-func (s *Server) bindAny(c *clientEntry, svc *service, skip map[int]bool) *session.RejectError {
-	free := func(p int) bool { return portAllowed(c.ports, p) && s.ports[p] == nil && !skip[p] }
+// bindAny opens a public listener on a free port the client may claim,
+// other than those in skip, and sets svc.port to it. Called with s.mu held.
+func (s *Server) bindAny(c *clientEntry, svc *service, skip map[int]bool) (net.Listener, *session.RejectError) {
+	free := func(p int) bool { return portAllowed(c.ports, p) && s.routes[portKey(p)] == nil && !skip[p] }
 	// First let the kernel pick (fast when the ranges cover its ephemeral
 	// range), then probe the ranges in order.
 	for range 3 {
@@ -314,8 +444,8 @@ func (s *Server) bindAny(c *clientEntry, svc *service, skip map[int]bool) *sessi
 			break
 		}
 		if p := l.Addr().(*net.TCPAddr).Port; free(p) {
-			svc.l, svc.port = l, p
-			return nil
+			svc.port = p
+			return l, nil
 		}
 		l.Close()
 	}
@@ -328,46 +458,12 @@ func (s *Server) bindAny(c *clientEntry, svc *service, skip map[int]bool) *sessi
 			probes++
 			l, err := net.Listen("tcp", net.JoinHostPort(s.cfg.PublicAddress, strconv.Itoa(p)))
 			if err == nil {
-				svc.l, svc.port = l, p
-				return nil
+				svc.port = p
+				return l, nil
 			}
 		}
 	}
-	return session.Rejectf(session.CodePortInUse, "port in use: service %q asks for any free port, and none of client %q's ports (%s) is free", svc.name, c.name, portList(c.ports))
-}
-
-func closeListeners(svcs []*service) {
-	for _, svc := range svcs {
-		if svc.l != nil {
-			svc.l.Close()
-		}
-	}
-}
-
-// release unregisters cs and closes its public listeners; claims it no
-// longer holds (a newer session took them) are left alone.
-func (s *Server) release(cs *clientSession) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.unregisterLocked(cs)
-}
-
-func (s *Server) unregisterLocked(cs *clientSession) {
-	if _, ok := s.sessions[cs]; ok {
-		delete(s.sessions, cs)
-		s.notifyLocked()
-	}
-	for _, svc := range cs.services {
-		if svc.port > 0 && s.ports[svc.port] == cs {
-			delete(s.ports, svc.port)
-		}
-		for _, d := range svc.domains {
-			if s.domains[d] == cs {
-				delete(s.domains, d)
-			}
-		}
-	}
-	closeListeners(cs.services)
+	return nil, session.Rejectf(session.CodePortInUse, "port in use: service %q asks for any free port, and none of client %q's ports (%s) is free", svc.name, c.name, portList(c.ports))
 }
 
 // describe summarizes granted services for the log.

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net"
 	"sync/atomic"
+	"time"
 )
 
 // errBudget ends a connection whose peer sent more before authentication
@@ -14,9 +15,13 @@ var errBudget = errors.New("peer sent more than a handshake needs before authent
 // authentication smux would buffer whatever streams a peer opens, up to the
 // whole session window, so an unauthenticated peer is held to what a
 // handshake needs.
+//
+// It also notes when the peer last sent anything, which the heartbeat
+// uses: a link busy with data is alive even if a ping waits behind it.
 type budgetConn struct {
 	net.Conn
 	left atomic.Int64 // bytes still allowed; < 0 once lifted
+	last atomic.Int64 // unix ns of the last read that returned data
 }
 
 // preAuthBudget is what a handshake may read: its largest control frame,
@@ -28,13 +33,18 @@ func preAuthBudget(cfg Config) int64 {
 func newBudgetConn(c net.Conn, budget int64) *budgetConn {
 	b := &budgetConn{Conn: c}
 	b.left.Store(budget)
+	b.last.Store(time.Now().UnixNano())
 	return b
 }
 
 func (b *budgetConn) Read(p []byte) (int, error) {
 	left := b.left.Load()
 	if left < 0 {
-		return b.Conn.Read(p)
+		n, err := b.Conn.Read(p)
+		if n > 0 {
+			b.last.Store(time.Now().UnixNano())
+		}
+		return n, err
 	}
 	if left == 0 {
 		return 0, errBudget
@@ -51,3 +61,8 @@ func (b *budgetConn) Read(p []byte) (int, error) {
 
 // lift removes the cap: the peer has authenticated.
 func (b *budgetConn) lift() { b.left.Store(-1) }
+
+// idle is how long the peer has sent nothing.
+func (b *budgetConn) idle() time.Duration {
+	return time.Duration(time.Now().UnixNano() - b.last.Load())
+}

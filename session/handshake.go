@@ -159,7 +159,7 @@ func (p *Pending) Welcome(w Welcome) (*Session, error) {
 		Services: w.Services,
 		Started:  time.Now(),
 	}
-	return newSession(p.cfg, p.log, p.conn, p.mux, p.ctrl, "client", info), nil
+	return newSession(p.cfg, p.log, p.budget, p.mux, p.ctrl, "client", info), nil
 }
 
 // Connect runs the client side of the handshake on a transport connection
@@ -233,7 +233,7 @@ func Connect(conn net.Conn, cfg Config, log *slog.Logger, token []byte, instance
 		Services: w.Services,
 		Started:  time.Now(),
 	}
-	return newSession(cfg, log, conn, mux, ctrl, "server", info), nil
+	return newSession(cfg, log, budget, mux, ctrl, "server", info), nil
 }
 
 // readAnswer reads the server's next frame into msg when it has type want;

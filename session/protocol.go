@@ -17,6 +17,7 @@
 //	  |<-- server opens one data stream per public connection:
 //	  |       [stream header: service, peer][chunks...]  |
 //	  |--- [chunks...] --------------------------------->|
+//	  |--- Drain{} -- client: no new connections for me --->|
 //	  |<-- Goodbye{code, reason} -- either side, then close -->|
 //
 // The client speaks first on the control stream because smux registers a
@@ -71,6 +72,7 @@ const (
 	typePing        byte = 6
 	typePong        byte = 7
 	typeGoodbye     byte = 8
+	typeDrain       byte = 9
 )
 
 var typeNames = map[byte]string{
@@ -82,6 +84,7 @@ var typeNames = map[byte]string{
 	typePing:        "ping",
 	typePong:        "pong",
 	typeGoodbye:     "goodbye",
+	typeDrain:       "drain",
 }
 
 const frameHeaderLen = 6
@@ -121,6 +124,12 @@ type Service struct {
 	// pick a free port among those the token allows.
 	RemotePort int      `json:"remote_port,omitempty"`
 	Domains    []string `json:"domains,omitempty"`
+	// Entry is where the domains are served: "http" (the default) or
+	// "https".
+	Entry string `json:"entry,omitempty"`
+	// Shared lets other sessions serve the same port or domains; they must
+	// all say so.
+	Shared bool `json:"shared,omitempty"`
 }
 
 // Welcome accepts a client.
@@ -148,6 +157,11 @@ type Ping struct {
 type Pong struct {
 	Seq uint64 `json:"seq"`
 }
+
+// Drain, from the client, says it takes no new connections: the server
+// routes none to it, and its open streams carry on until they end or it
+// says Goodbye.
+type Drain struct{}
 
 // Goodbye tells the peer why the session ends; the sender closes after it.
 type Goodbye struct {

@@ -44,9 +44,11 @@ func Relay(c net.Conn, st *Stream) Result {
 				return
 			}
 		}
+		// The stream is broken, so what the peer still had for c is lost:
+		// c's peer must see an abrupt end, never a clean one.
 		fail(err)
 		st.Abort(err.Error())
-		c.Close()
+		reset(c)
 	})
 
 	n, err := st.WriteTo(c) // stream -> c

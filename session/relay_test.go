@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"syscall"
 	"testing"
 	"time"
 
@@ -174,4 +175,35 @@ func TestTruncateUTF8(t *testing.T) {
 			t.Errorf("truncateUTF8(%q, %d) = %q, want %q", tc.in, tc.n, got, tc.want)
 		}
 	}
+}
+
+// TestRelayResetsPublicWhenSessionDiesMidUpload: while the public side is
+// still sending, the session goes away. Whichever direction of the relay
+// notices first, the public side must see a reset, never a clean EOF that
+// would pass a truncated transfer off as complete. (The kernel reports a
+// reset once, to the read or the write that comes first.)
+func TestRelayResetsPublicWhenSessionDiesMidUpload(t *testing.T) {
+	leaktest.Check(t)
+	m := newMiniTunnel(t)
+	go io.Copy(io.Discard, m.backend)
+	werr := make(chan error, 1)
+	go func() {
+		buf := make([]byte, 32<<10)
+		for {
+			if _, err := m.public.Write(buf); err != nil {
+				werr <- err
+				return
+			}
+		}
+	}()
+	m.cli.Close(CodeShuttingDown, "going away")
+	m.public.SetDeadline(time.Now().Add(10 * time.Second))
+	_, rerr := io.ReadAll(m.public)
+	if !errors.Is(rerr, syscall.ECONNRESET) {
+		if err := <-werr; !errors.Is(err, syscall.ECONNRESET) {
+			t.Fatalf("public side: read ended with %v, write with %v; want a reset", rerr, err)
+		}
+	}
+	waitResult(t, m.srvRelay, "server")
+	waitResult(t, m.cliRelay, "client")
 }

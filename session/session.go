@@ -28,7 +28,7 @@ const goodbyeTimeout = 2 * time.Second
 type Session struct {
 	cfg  Config
 	log  *slog.Logger
-	conn net.Conn
+	conn *budgetConn
 	mux  *smux.Session
 	ctrl *smux.Stream
 	peer string // "server" or "client": the other side, for errors
@@ -72,7 +72,7 @@ type Info struct {
 	Started time.Time
 }
 
-func newSession(cfg Config, log *slog.Logger, conn net.Conn, mux *smux.Session, ctrl *smux.Stream, peer string, info Info) *Session {
+func newSession(cfg Config, log *slog.Logger, conn *budgetConn, mux *smux.Session, ctrl *smux.Stream, peer string, info Info) *Session {
 	s := &Session{
 		cfg:  cfg,
 		log:  log,
@@ -108,6 +108,16 @@ func (s *Session) NumStreams() int {
 	return max(n, 0)
 }
 
+// Drain tells the server that this client takes no new connections; the
+// streams open go on.
+func (s *Session) Drain() error {
+	return s.writeControl(typeDrain, Drain{}, time.Now().Add(goodbyeTimeout))
+}
+
+// Missed is how many pings in a row are unanswered now: above 0 the peer
+// is late, at Config.HeartbeatMisses it is declared dead.
+func (s *Session) Missed() int { return int(s.missed.Load()) }
+
 // Done is closed when the session has ended.
 func (s *Session) Done() <-chan struct{} { return s.die }
 
@@ -125,13 +135,23 @@ func (s *Session) Err() error {
 	}
 }
 
+// Handlers receive what the peer does on its own initiative. Both are
+// called from the session's goroutines and must not block for long.
+type Handlers struct {
+	// Stream gets each stream the peer opens, with its header read, in a
+	// goroutine of its own. nil refuses such streams (the server's case).
+	Stream func(*Stream)
+	// Drain is called when the client says it takes no new connections
+	// (the server's case).
+	Drain func()
+}
+
 // Run serves the session until it ends or ctx is done (then it closes the
-// session with Goodbye code CodeShuttingDown): it answers and sends heartbeats,
-// and hands each stream the peer opens, with its header read, to handle in a
-// goroutine of its own. handle nil refuses such streams (the server's case).
-// Run returns why the session ended, after every goroutine it started has
-// returned. Calling Run more than once returns ErrClosed.
-func (s *Session) Run(ctx context.Context, handle func(*Stream)) error {
+// session with Goodbye code CodeShuttingDown): it answers and sends
+// heartbeats, and hands what the peer does to h. Run returns why the session
+// ended, after every goroutine it started has returned, stream handlers
+// included. Calling Run more than once returns ErrClosed.
+func (s *Session) Run(ctx context.Context, h Handlers) error {
 	s.mu.Lock()
 	if s.running || s.closing {
 		s.mu.Unlock()
@@ -140,9 +160,9 @@ func (s *Session) Run(ctx context.Context, handle func(*Stream)) error {
 	s.running = true
 	s.mu.Unlock()
 	var wg sync.WaitGroup
-	wg.Go(s.readControl)
+	wg.Go(func() { s.readControl(h.Drain) })
 	wg.Go(s.heartbeat)
-	wg.Go(func() { s.acceptStreams(handle) })
+	wg.Go(func() { s.acceptStreams(h.Stream) })
 	select {
 	case <-ctx.Done():
 		s.Close(CodeShuttingDown, "shutting down")
@@ -243,7 +263,7 @@ func (s *Session) writeControl(typ byte, msg any, deadline time.Time) error {
 
 // readControl reads control frames until the session ends. Once Close has
 // begun it only waits for the peer to hang up; Close then ends the session.
-func (s *Session) readControl() {
+func (s *Session) readControl(onDrain func()) {
 	defer close(s.readerDone)
 	for {
 		typ, payload, err := readFrame(drained{s.ctrl}, s.cfg.MaxControlFrame)
@@ -280,6 +300,12 @@ func (s *Session) readControl() {
 			if p.Seq == s.pingSeq.Load() {
 				s.rtt.Store(time.Now().UnixNano() - s.pingSent.Load())
 			}
+		case typeDrain:
+			if onDrain == nil {
+				s.abandon(fmt.Errorf("%w: a server may not drain", ErrProtocol))
+				return
+			}
+			onDrain()
 		case typeGoodbye:
 			var g Goodbye
 			if err := decodeFrame(typ, payload, &g); err != nil {
@@ -306,7 +332,9 @@ func (s *Session) abandon(err error) {
 }
 
 // heartbeat pings every interval and ends the session when HeartbeatMisses
-// pings in a row went unanswered (no control frame at all came back).
+// pings in a row went unanswered (no control frame at all came back) and
+// the peer sent nothing at all for as long: on a link full of data a ping
+// waits behind it, and the data arriving proves the peer alive.
 func (s *Session) heartbeat() {
 	t := time.NewTicker(s.cfg.HeartbeatInterval)
 	defer t.Stop()
@@ -316,7 +344,8 @@ func (s *Session) heartbeat() {
 			return
 		case <-t.C:
 		}
-		if n := int(s.missed.Load()); n >= s.cfg.HeartbeatMisses {
+		n := int(s.missed.Load())
+		if n >= s.cfg.HeartbeatMisses && s.conn.idle() >= time.Duration(n)*s.cfg.HeartbeatInterval {
 			s.fail(fmt.Errorf("%w after %d missed (last RTT %s)", ErrHeartbeat, n, fmtRTT(s.RTT())))
 			return
 		}

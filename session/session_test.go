@@ -137,7 +137,7 @@ func pair(t *testing.T, trs [2]transport.Transport, cfg Config, handle func(*Str
 func run(s *Session, h func(*Stream)) <-chan error {
 	done := make(chan error, 1)
 	go func() {
-		done <- s.Run(context.Background(), h)
+		done <- s.Run(context.Background(), Handlers{Stream: h})
 		close(done)
 	}()
 	return done
@@ -501,9 +501,9 @@ func TestHeartbeatTimeout(t *testing.T) {
 		t.Fatal(r.err)
 	}
 	srvDone := make(chan error, 1)
-	go func() { srvDone <- r.sess.Run(context.Background(), nil) }()
+	go func() { srvDone <- r.sess.Run(context.Background(), Handlers{}) }()
 	cliDone := make(chan error, 1)
-	go func() { cliDone <- cli.Run(context.Background(), nil) }()
+	go func() { cliDone <- cli.Run(context.Background(), Handlers{}) }()
 
 	close(frozen) // the client's packets stop reaching the server
 	select {
@@ -630,4 +630,40 @@ func TestStreamCutOffWhenSessionDies(t *testing.T) {
 	if !errors.Is(err, ErrTruncated) {
 		t.Fatalf("Read after the session died: %v, want ErrTruncated", err)
 	}
+}
+
+// TestDrainReachesServer: the client's Drain reaches the server's handler
+// and the session carries on.
+func TestDrainReachesServer(t *testing.T) {
+	leaktest.Check(t)
+	mem := &transporttest.Network{}
+	l := listen(t, mem)
+	res := testServer(t, l, testConfig())
+	cli, err := Connect(dial(t, mem, l), testConfig(), quiet, testToken, "i", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := <-res
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	drained := make(chan struct{})
+	srvDone := make(chan error, 1)
+	go func() { srvDone <- r.sess.Run(context.Background(), Handlers{Drain: func() { close(drained) }}) }()
+	cliDone := make(chan error, 1)
+	go func() { cliDone <- cli.Run(context.Background(), Handlers{}) }()
+	if err := cli.Drain(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-drained:
+	case <-time.After(10 * time.Second):
+		t.Fatal("server never heard the drain")
+	}
+	if r.sess.Err() != nil || cli.Err() != nil {
+		t.Fatal("drain ended the session")
+	}
+	cli.Close(CodeShuttingDown, "done")
+	<-cliDone
+	<-srvDone
 }

@@ -1,0 +1,251 @@
+package server
+
+import (
+	"errors"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/warren-tunnel/warren/internal/domain"
+)
+
+// A route is what public connections arrive on: a public port, or a domain
+// on an entry point ("http" or "https"), and the sessions that serve it.
+// Routes outlive sessions: a route whose last session dropped is held for
+// the client's return (reconnect grace), its listener open, new
+// connections waiting; the returning session adopts it without a gap.
+type route struct {
+	key    string // "port:2222", "http:www.example.com", "https:*.example.com"
+	port   int    // port routes
+	entry  string // domain routes: "http" or "https"
+	name   string // domain routes: the normalized name or wildcard
+	shared bool
+	client *clientEntry  // the client of a non-shared route's members
+	l      net.Listener  // port routes: the public listener
+	done   chan struct{} // closed when the route is removed
+
+	// Guarded by Server.mu:
+	members   []*member
+	next      int           // round-robin cursor
+	heldUntil time.Time     // no members: connections wait until then
+	hold      *time.Timer   // ends the hold
+	wake      chan struct{} // closed and replaced when members change
+	waiting   int           // connections waiting for a member
+}
+
+// member is one session serving a route, as one of its services.
+type member struct {
+	cs      *clientSession
+	service string
+}
+
+func portKey(p int) string { return "port:" + strconv.Itoa(p) }
+
+func domainKey(entry, name string) string { return entry + ":" + name }
+
+// Route errors.
+var (
+	// errRouteGone: the route was removed while a connection waited on it.
+	errRouteGone = errors.New("no client serves this any more")
+	// errGraceOver: no client came back within the reconnect grace.
+	errGraceOver = errors.New("client did not come back within the reconnect grace")
+	// errTooManyWaiting: MaxWaiting connections already wait on the route.
+	errTooManyWaiting = errors.New("too many connections waiting for the client to come back")
+)
+
+func newRoute(key string, shared bool, client *clientEntry) *route {
+	return &route{key: key, shared: shared, client: client, done: make(chan struct{}), wake: make(chan struct{})}
+}
+
+// wakeLocked tells waiting connections that the members changed.
+func (r *route) wakeLocked() {
+	close(r.wake)
+	r.wake = make(chan struct{})
+}
+
+// addMemberLocked adds m and ends a hold.
+func (s *Server) addMemberLocked(r *route, m *member) {
+	r.members = append(r.members, m)
+	r.heldUntil = time.Time{}
+	if r.hold != nil {
+		r.hold.Stop()
+		r.hold = nil
+	}
+	r.wakeLocked()
+}
+
+// leaveLocked removes cs from every route it serves. A route left empty is
+// held for the reconnect grace when hold is set, else removed.
+func (s *Server) leaveLocked(cs *clientSession, hold bool) {
+	for _, r := range cs.routes {
+		for i, m := range r.members {
+			if m.cs == cs {
+				r.members = append(r.members[:i], r.members[i+1:]...)
+				break
+			}
+		}
+		r.wakeLocked()
+		if len(r.members) > 0 {
+			continue
+		}
+		if hold && s.cfg.ReconnectGrace > 0 && !s.closing {
+			s.holdLocked(r)
+		} else {
+			s.removeRouteLocked(r)
+		}
+	}
+	cs.routes = nil
+}
+
+// holdLocked keeps an empty route for the reconnect grace.
+func (s *Server) holdLocked(r *route) {
+	r.heldUntil = time.Now().Add(s.cfg.ReconnectGrace)
+	r.hold = time.AfterFunc(s.cfg.ReconnectGrace, func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if len(r.members) == 0 && s.routes[r.key] == r {
+			s.log.Info("reconnect grace over; released", "route", r.key, "client", r.client.name)
+			s.removeRouteLocked(r)
+		}
+	})
+}
+
+// removeRouteLocked deletes r, closes its listener and sends its waiting
+// connections away.
+func (s *Server) removeRouteLocked(r *route) {
+	if s.routes[r.key] != r {
+		return
+	}
+	delete(s.routes, r.key)
+	if r.hold != nil {
+		r.hold.Stop()
+		r.hold = nil
+	}
+	if r.l != nil {
+		r.l.Close()
+	}
+	close(r.done)
+	r.wakeLocked()
+}
+
+// pick returns the member a new connection on r goes to: among live
+// sessions, the one with the fewest open streams, preferring those
+// answering their heartbeats, round robin among equals. With no member it
+// waits until the route has one, or its hold ends, or give is closed.
+// tried lists members that already failed this connection.
+func (s *Server) pick(r *route, tried map[*member]bool, give <-chan struct{}) (*member, error) {
+	s.mu.Lock()
+	counted := false
+	defer func() {
+		if counted {
+			r.waiting--
+		}
+		s.mu.Unlock()
+	}()
+	for {
+		select {
+		case <-r.done:
+			return nil, errRouteGone
+		default:
+		}
+		if m := r.pickLocked(tried); m != nil {
+			return m, nil
+		}
+		if r.heldUntil.IsZero() {
+			return nil, errRouteGone // members, but all failed
+		}
+		if !counted {
+			if r.waiting >= s.cfg.Limits.MaxWaiting {
+				return nil, errTooManyWaiting
+			}
+			r.waiting++
+			counted = true
+		}
+		wake := r.wake
+		left := time.Until(r.heldUntil)
+		s.mu.Unlock()
+		t := time.NewTimer(left)
+		select {
+		case <-wake:
+		case <-t.C:
+		case <-give:
+		}
+		t.Stop()
+		s.mu.Lock()
+		select {
+		case <-give:
+			return nil, errRouteGone
+		default:
+		}
+		if len(r.members) == 0 && !r.heldUntil.IsZero() && time.Now().After(r.heldUntil) {
+			return nil, errGraceOver
+		}
+	}
+}
+
+func (r *route) pickLocked(tried map[*member]bool) *member {
+	var best *member
+	bestScore := 0
+	n := len(r.members)
+	for i := range n {
+		m := r.members[(r.next+i)%n]
+		if tried[m] || m.cs.sess.Err() != nil {
+			continue
+		}
+		score := m.cs.sess.NumStreams()
+		if m.cs.sess.Missed() > 1 { // late on heartbeats: last resort
+			score += 1 << 30
+		}
+		if best == nil || score < bestScore {
+			best, bestScore = m, score
+		}
+	}
+	if n > 0 {
+		r.next = (r.next + 1) % n
+	}
+	return best
+}
+
+// lookupDomainLocked finds the route for host on an entry point: the exact
+// name, else the longest wildcard that matches.
+func (s *Server) lookupDomainLocked(entry, host string) *route {
+	if r := s.routes[domainKey(entry, host)]; r != nil {
+		return r
+	}
+	var best *route
+	for _, r := range s.routes {
+		if r.entry == entry && domain.IsWildcard(r.name) && domain.Match(r.name, host) {
+			if best == nil || domain.Specificity(r.name) > domain.Specificity(best.name) {
+				best = r
+			}
+		}
+	}
+	return best
+}
+
+// describeRoute names a route for messages: "port 2222", "domain x (http)".
+func describeRoute(r *route) string {
+	if r.port > 0 {
+		return "port " + strconv.Itoa(r.port)
+	}
+	return "domain " + r.name + " (" + r.entry + ")"
+}
+
+// holders names the clients serving r, for "in use" messages.
+func holders(r *route) string {
+	if r.client != nil && !r.shared {
+		return r.client.name
+	}
+	seen := map[string]bool{}
+	out := ""
+	for _, m := range r.members {
+		if !seen[m.cs.client.name] {
+			seen[m.cs.client.name] = true
+			if out != "" {
+				out += ", "
+			}
+			out += m.cs.client.name
+		}
+	}
+	return out
+}

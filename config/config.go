@@ -1,7 +1,8 @@
 // Package config reads warren's TOML file: a [server] table, a [client]
 // table, or both. Unknown keys are errors, defaults fill what the file
-// leaves out, tokens are read from token_file / token_env, and every error
-// names the file and the key.
+// leaves out, ${NAME} in string values is replaced from the environment,
+// tokens are read from token_file / token_env, and every error names the
+// file and the key.
 package config
 
 import (
@@ -55,8 +56,9 @@ var (
 	ErrNoSection = errors.New("section missing")
 )
 
-// Load reads and checks the file at path. lookupEnv resolves token_env
-// (os.LookupEnv in the daemon). Only the tables present are validated.
+// Load reads and checks the file at path. lookupEnv (os.LookupEnv in the
+// daemon) resolves token_env and ${NAME} references in string values (see
+// expand.go and docs/deploy.md). Only the tables present are validated.
 func Load(path string, lookupEnv func(string) (string, bool)) (*File, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -80,16 +82,47 @@ func Parse(path string, data []byte, lookupEnv func(string) (string, bool)) (*Fi
 	defaultListen := raw.Server.Listen
 	raw.Server.Listen = nil
 
-	md, err := toml.Decode(string(data), &raw)
+	// Each table is decoded in two steps: as a generic tree whose strings
+	// are expanded in place (expand.go), then into its struct, so ${NAME}
+	// works in any string value (durations and port ranges too) without
+	// ever putting a variable's value through the TOML parser, and errors
+	// keep their line numbers. The Primitive holds the parser's own maps
+	// and slices, and decoding it into an empty interface hands out those
+	// same maps and slices, so the edits reach the second decode.
+	var tables struct {
+		Server toml.Primitive `toml:"server"`
+		Client toml.Primitive `toml:"client"`
+	}
+	md, err := toml.Decode(string(data), &tables)
 	if err != nil {
-		var pe toml.ParseError
-		if errors.As(err, &pe) {
-			if pe.LastKey != "" {
-				return nil, fmt.Errorf("%s:%d: %s: %s", path, pe.Position.Line, pe.LastKey, pe.Message)
-			}
-			return nil, fmt.Errorf("%s:%d: %s", path, pe.Position.Line, pe.Message)
+		return nil, decodeError(path, err)
+	}
+	var expandErrs []pathError
+	for _, t := range []struct {
+		name string
+		prim toml.Primitive
+	}{{"server", tables.Server}, {"client", tables.Client}} {
+		if !md.IsDefined(t.name) {
+			continue
 		}
-		return nil, fmt.Errorf("%s: %w", path, err)
+		var tree any
+		if err := md.PrimitiveDecode(t.prim, &tree); err != nil {
+			return nil, decodeError(path, err)
+		}
+		expandErrs = append(expandErrs, expandTree(tree, t.name, lookupEnv)...)
+	}
+	if len(expandErrs) > 0 {
+		return nil, formatExpandErrors(path, data, expandErrs)
+	}
+	if md.IsDefined("server") {
+		if err := md.PrimitiveDecode(tables.Server, &raw.Server); err != nil {
+			return nil, decodeError(path, err)
+		}
+	}
+	if md.IsDefined("client") {
+		if err := md.PrimitiveDecode(tables.Client, &raw.Client); err != nil {
+			return nil, decodeError(path, err)
+		}
 	}
 	if undecoded := md.Undecoded(); len(undecoded) > 0 {
 		keys := make([]string, len(undecoded))
@@ -130,6 +163,19 @@ func Parse(path string, data []byte, lookupEnv func(string) (string, bool)) (*Fi
 		return nil, fmt.Errorf("%s: neither a [server] nor a [client] table: %w", path, ErrNoSection)
 	}
 	return f, nil
+}
+
+// decodeError names the file, and the line and key when the decoder knows
+// them.
+func decodeError(path string, err error) error {
+	var pe toml.ParseError
+	if errors.As(err, &pe) {
+		if pe.LastKey != "" {
+			return fmt.Errorf("%s:%d: %s: %s", path, pe.Position.Line, pe.LastKey, pe.Message)
+		}
+		return fmt.Errorf("%s:%d: %s", path, pe.Position.Line, pe.Message)
+	}
+	return fmt.Errorf("%s: %w", path, err)
 }
 
 var levels = map[string]slog.Level{

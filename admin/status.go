@@ -1,0 +1,142 @@
+package admin
+
+import (
+	"encoding/json"
+	"fmt"
+	"math"
+	"time"
+)
+
+// Roles of Status.Role.
+const (
+	RoleServer = "server"
+	RoleClient = "client"
+)
+
+// Status is what GET /api/v1/status returns and "warren status" prints:
+// the state of one daemon, a server or a client. Fields marked "server"
+// or "client" are empty on the other side. Byte counts say in for bytes
+// from the public peer, out for bytes to it, as the metrics do.
+type Status struct {
+	// Role is RoleServer or RoleClient.
+	Role string `json:"role"`
+	// Version is the daemon's version (internal/version.Version).
+	Version string `json:"version"`
+	// Uptime is how long the daemon has been running.
+	Uptime Duration `json:"uptime_seconds"`
+	// Ready and NotReady are what Source.Ready said when the status was
+	// taken: NotReady is why it is not ready, empty when ready.
+	Ready    bool   `json:"ready"`
+	NotReady string `json:"not_ready,omitempty"`
+
+	// Server: the tunnel listeners bound, the certificate fingerprint
+	// clients pin ("sha256:...", empty without TLS), and every configured
+	// client, connected or not, sorted by name.
+	Listeners   []Listener     `json:"listeners,omitempty"`
+	Fingerprint string         `json:"fingerprint,omitempty"`
+	Clients     []ClientStatus `json:"clients,omitempty"`
+
+	// Client: the server it connects to and over what, the current
+	// session (nil while disconnected), and why the last session or
+	// attempt ended.
+	Server    string         `json:"server,omitempty"`
+	Transport string         `json:"transport,omitempty"`
+	Session   *SessionStatus `json:"session,omitempty"`
+	LastError string         `json:"last_error,omitempty"`
+}
+
+// Listener is a bound tunnel endpoint of a server.
+type Listener struct {
+	// Transport as users see it: "kcp+tls", "tcp+tls", "kcp", "tcp".
+	Transport string `json:"transport"`
+	// Address is the bound host:port.
+	Address string `json:"address"`
+}
+
+// ClientStatus is one configured client on the server.
+type ClientStatus struct {
+	// Name is the client's name in [[server.clients]].
+	Name string `json:"name"`
+	// Sessions are its sessions up now: usually zero or one, two for a
+	// moment while a reconnecting client replaces its old session.
+	Sessions []SessionStatus `json:"sessions"`
+}
+
+// Connected reports whether the client has a session up.
+func (c ClientStatus) Connected() bool { return len(c.Sessions) > 0 }
+
+// SessionStatus is one authenticated session, seen from either side.
+type SessionStatus struct {
+	// Client is the name the server knows the client by.
+	Client string `json:"client"`
+	// Transport as users see it: "kcp+tls", "tcp+tls", "kcp", "tcp".
+	Transport string `json:"transport"`
+	// Remote is the peer's address: on the server the client's, on the
+	// client the server's.
+	Remote string `json:"remote"`
+	// Uptime is how long the session has been up.
+	Uptime Duration `json:"uptime_seconds"`
+	// RTT is the last heartbeat round trip, 0 before the first.
+	RTT Duration `json:"rtt_seconds"`
+	// Streams is the number of data streams open now.
+	Streams int `json:"streams"`
+	// Services are the services granted to the session, sorted by name.
+	Services []ServiceStatus `json:"services"`
+}
+
+// Bytes sums the byte counts of the session's services.
+func (s SessionStatus) Bytes() (in, out int64) {
+	for _, svc := range s.Services {
+		in += svc.BytesIn
+		out += svc.BytesOut
+	}
+	return in, out
+}
+
+// ServiceStatus is one service of a session.
+type ServiceStatus struct {
+	// Name is the service's name.
+	Name string `json:"name"`
+	// RemotePort is the public port on the server, 0 for a service
+	// reached only by domain.
+	RemotePort int `json:"remote_port,omitempty"`
+	// Domains routed to the service.
+	Domains []string `json:"domains,omitempty"`
+	// Target is where the client sends the service's connections
+	// (client only: the server does not know it).
+	Target string `json:"target,omitempty"`
+	// Connections is the number of public connections open now.
+	Connections int `json:"connections"`
+	// BytesIn and BytesOut count the bytes relayed during this session:
+	// in from the public peers, out to them.
+	BytesIn  int64 `json:"bytes_in"`
+	BytesOut int64 `json:"bytes_out"`
+}
+
+// Duration is a time.Duration that JSON writes as seconds, a number
+// ("rtt_seconds": 0.0123), as Prometheus does.
+type Duration time.Duration
+
+// D returns d as a time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+func (d Duration) String() string { return time.Duration(d).String() }
+
+// MarshalJSON writes seconds, rounded to the microsecond.
+func (d Duration) MarshalJSON() ([]byte, error) {
+	s := math.Round(time.Duration(d).Seconds()*1e6) / 1e6
+	return json.Marshal(s)
+}
+
+// UnmarshalJSON reads seconds.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s float64
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("duration: want seconds, a number: %w", err)
+	}
+	if math.IsNaN(s) || math.Abs(s) > math.MaxInt64/1e9 {
+		return fmt.Errorf("duration: %v seconds is out of range", s)
+	}
+	*d = Duration(math.Round(s * 1e9))
+	return nil
+}

@@ -24,6 +24,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -284,7 +285,34 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 	if st.Ready {
 		st.NotReady = ""
 	}
-	writeJSON(w, http.StatusOK, st)
+	writeJSON(w, http.StatusOK, withEmptyLists(st))
+}
+
+// withEmptyLists returns st with nil sessions and services lists made
+// empty, so that they are [] in JSON and never null. It copies what it
+// changes: the Source's slices are not written to.
+func withEmptyLists(st Status) Status {
+	st.Clients = slices.Clone(st.Clients)
+	for i := range st.Clients {
+		c := &st.Clients[i]
+		if c.Sessions == nil {
+			c.Sessions = []SessionStatus{}
+		}
+		c.Sessions = slices.Clone(c.Sessions)
+		for j := range c.Sessions {
+			if c.Sessions[j].Services == nil {
+				c.Sessions[j].Services = []ServiceStatus{}
+			}
+		}
+	}
+	if st.Session != nil {
+		s := *st.Session
+		if s.Services == nil {
+			s.Services = []ServiceStatus{}
+		}
+		st.Session = &s
+	}
+	return st
 }
 
 func (s *Server) disconnect(w http.ResponseWriter, r *http.Request) {

@@ -98,7 +98,7 @@ func serverStatus() admin.Status {
 					{Name: "web", Domains: []string{"example.com"}, Connections: 2, BytesIn: 10, BytesOut: 20},
 				},
 			}}},
-			{Name: "nas", Sessions: []admin.SessionStatus{}},
+			{Name: "nas"},
 		},
 	}
 }
@@ -420,10 +420,11 @@ func TestStatusJSON(t *testing.T) {
 	}
 	want := serverStatus()
 	want.Ready = true
+	want.Clients[1].Sessions = []admin.SessionStatus{} // null is sent as []
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("status round trip:\n got %+v\nwant %+v", got, want)
 	}
-	for _, key := range []string{`"uptime_seconds": 5400`, `"rtt_seconds": 0.0123`, `"bytes_out": 50000`, `"remote_port": 2222`} {
+	for _, key := range []string{`"uptime_seconds": 5400`, `"rtt_seconds": 0.0123`, `"bytes_out": 50000`, `"remote_port": 2222`, `"sessions": []`} {
 		if !strings.Contains(body, key) {
 			t.Errorf("status JSON lacks %s:\n%s", key, body)
 		}

@@ -1,0 +1,389 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/BurntSushi/toml"
+
+	"github.com/warren-tunnel/warren/admin"
+)
+
+const statusUsage = `Usage:
+  warren status --admin HOST:PORT [--token T | --token-file F] [--json]
+  warren status -c FILE [--role server|client] [--json]
+
+Prints the state of a running warren server or client, read from its admin
+API: clients, sessions, services, transport, RTT, uptime and bytes. With -c
+it finds the admin address and token in FILE's [server.admin] or
+[client.admin] table. --json prints the API's JSON as it came.
+
+Flags:
+`
+
+const healthUsage = `Usage:
+  warren health --admin HOST:PORT
+  warren health -c FILE [--role server|client]
+
+Exits 0 when the daemon's admin API answers GET /healthz with 200 within
+--timeout, 1 otherwise (for a Docker HEALTHCHECK). /healthz needs no token.
+
+Flags:
+`
+
+// adminTarget is where an admin API is and how to authenticate to it.
+type adminTarget struct {
+	// addr is host:port to dial.
+	addr  string
+	token string
+}
+
+// adminFlags are the flags status and health share.
+type adminFlags struct {
+	addr, token, tokenFile, path, role *string
+	timeout                            *time.Duration
+}
+
+func addAdminFlags(fs *flag.FlagSet, timeout time.Duration, withToken bool) adminFlags {
+	f := adminFlags{
+		addr:    fs.String("admin", "", "the admin API, host:port"),
+		role:    fs.String("role", "", `with -c: read [server.admin] ("server") or [client.admin] ("client"); needed only when FILE has both`),
+		timeout: fs.Duration("timeout", timeout, "give up after this long"),
+	}
+	var path string
+	fs.StringVar(&path, "c", "", "config file to find the admin address and token in")
+	fs.StringVar(&path, "config", "", "config file to find the admin address and token in")
+	f.path = &path
+	if withToken {
+		f.token = fs.String("token", "", "the admin token (default $WARREN_ADMIN_TOKEN)")
+		f.tokenFile = fs.String("token-file", "", "read the admin token from this file")
+	}
+	return f
+}
+
+// target works out the admin API to talk to from the flags.
+func (f adminFlags) target() (adminTarget, error) {
+	var t adminTarget
+	switch {
+	case *f.path != "" && *f.addr != "":
+		return t, usagef("-c and --admin: give one")
+	case *f.path == "" && *f.addr == "":
+		return t, usagef("--admin HOST:PORT or -c FILE is required")
+	case *f.path == "" && *f.role != "":
+		return t, usagef("--role goes with -c")
+	case *f.path != "":
+		cfg, err := adminFromFile(*f.path, *f.role, os.LookupEnv)
+		if err != nil {
+			return t, usageError{err}
+		}
+		t.addr, t.token = cfg.Address, cfg.Token
+	default:
+		t.addr = *f.addr
+	}
+	if f.token != nil {
+		switch {
+		case *f.token != "" && *f.tokenFile != "":
+			return t, usagef("--token and --token-file: give one")
+		case *f.token != "":
+			t.token = *f.token
+		case *f.tokenFile != "":
+			b, err := os.ReadFile(*f.tokenFile)
+			if err != nil {
+				return t, usagef("--token-file: %w", err)
+			}
+			t.token = strings.TrimSpace(string(b))
+		case t.token == "":
+			t.token = os.Getenv("WARREN_ADMIN_TOKEN")
+		}
+	}
+	addr, err := dialAddress(t.addr)
+	if err != nil {
+		return t, usageError{err}
+	}
+	t.addr = addr
+	return t, nil
+}
+
+// adminFromFile reads the [server.admin] or [client.admin] table of the
+// config file at path (role "server" or "client"; "" picks the one table
+// that has an address) and resolves its token. It reads only those
+// tables, so a status check does not depend on the rest of the file.
+func adminFromFile(path, role string, lookupEnv func(string) (string, bool)) (admin.Config, error) {
+	var raw struct {
+		Server struct {
+			Admin *admin.Config `toml:"admin"`
+		} `toml:"server"`
+		Client struct {
+			Admin *admin.Config `toml:"admin"`
+		} `toml:"client"`
+	}
+	if _, err := toml.DecodeFile(path, &raw); err != nil {
+		return admin.Config{}, err
+	}
+	tables := map[string]*admin.Config{"server": raw.Server.Admin, "client": raw.Client.Admin}
+	for r, c := range tables {
+		if c == nil || !c.Enabled() {
+			delete(tables, r)
+		}
+	}
+	var cfg *admin.Config
+	switch role {
+	case "server", "client":
+		if cfg = tables[role]; cfg == nil {
+			return admin.Config{}, fmt.Errorf("%s: no address in [%s.admin]: that admin API is off", path, role)
+		}
+	case "":
+		switch len(tables) {
+		case 0:
+			return admin.Config{}, fmt.Errorf("%s: no address in [server.admin] or [client.admin]: the admin API is off", path)
+		case 2:
+			return admin.Config{}, fmt.Errorf("%s: both [server.admin] and [client.admin] have an address: choose one with --role", path)
+		}
+		for r := range tables {
+			cfg, role = tables[r], r
+		}
+	default:
+		return admin.Config{}, fmt.Errorf(`--role: %q is not "server" or "client"`, role)
+	}
+	if err := cfg.ResolveToken(lookupEnv); err != nil {
+		return admin.Config{}, fmt.Errorf("%s: %s.%w", path, role, err)
+	}
+	return *cfg, nil
+}
+
+// dialAddress turns a listen address into one to dial: a wildcard host
+// (empty, 0.0.0.0, ::) means this machine, reached over loopback.
+func dialAddress(addr string) (string, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", fmt.Errorf("admin address %q: want host:port", addr)
+	}
+	if p, err := strconv.Atoi(port); err != nil || p <= 0 || p > 65535 {
+		return "", fmt.Errorf("admin address %q: want a port from 1 to 65535", addr)
+	}
+	switch host {
+	case "", "0.0.0.0":
+		host = "127.0.0.1"
+	case "::":
+		host = "::1"
+	}
+	return net.JoinHostPort(host, port), nil
+}
+
+// get fetches path from the admin API and returns the body of a 200.
+func (t adminTarget) get(ctx context.Context, path string) ([]byte, error) {
+	u := "http://" + t.addr + path
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return nil, err
+	}
+	if t.token != "" {
+		req.Header.Set("Authorization", "Bearer "+t.token)
+	}
+	tr := &http.Transport{Proxy: nil, DisableKeepAlives: true}
+	defer tr.CloseIdleConnections()
+	resp, err := (&http.Client{Transport: tr}).Do(req)
+	if err != nil {
+		if errors.Is(err, context.DeadlineExceeded) {
+			return nil, fmt.Errorf("admin API at %s: no answer in time", t.addr)
+		}
+		if ue := (*url.Error)(nil); errors.As(err, &ue) {
+			err = ue.Err // without the URL, which names addr again
+		}
+		return nil, fmt.Errorf("admin API at %s: %w", t.addr, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return nil, fmt.Errorf("admin API at %s: %w", t.addr, err)
+	}
+	switch resp.StatusCode {
+	case http.StatusOK:
+		return body, nil
+	case http.StatusUnauthorized:
+		return nil, fmt.Errorf("admin API at %s: 401: missing or wrong token (--token, --token-file, $WARREN_ADMIN_TOKEN or the config's admin token)", t.addr)
+	default:
+		return nil, fmt.Errorf("admin API at %s: %s: %s", t.addr, resp.Status, strings.TrimSpace(string(body)))
+	}
+}
+
+func runStatus(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("status", statusUsage, stderr)
+	af := addAdminFlags(fs, 5*time.Second, true)
+	asJSON := fs.Bool("json", false, "print the status as JSON")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	t, err := af.target()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), *af.timeout)
+	defer cancel()
+	body, err := t.get(ctx, "/api/v1/status")
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		_, err := stdout.Write(body)
+		return err
+	}
+	var st admin.Status
+	if err := json.Unmarshal(body, &st); err != nil {
+		return fmt.Errorf("admin API at %s: bad status JSON: %w", t.addr, err)
+	}
+	return printStatus(stdout, st)
+}
+
+func runHealth(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("health", healthUsage, stderr)
+	af := addAdminFlags(fs, 2*time.Second, false)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	t, err := af.target()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), *af.timeout)
+	defer cancel()
+	if _, err := t.get(ctx, "/healthz"); err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, "ok")
+	return nil
+}
+
+// printStatus writes st as a few header lines and a table.
+func printStatus(w io.Writer, st admin.Status) error {
+	ready := "ready"
+	if !st.Ready {
+		ready = "not ready: " + st.NotReady
+	}
+	fmt.Fprintf(w, "warren %s %s, up %s, %s\n", st.Role, st.Version, fmtDuration(st.Uptime.D()), ready)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	switch st.Role {
+	case admin.RoleServer:
+		var ls []string
+		for _, l := range st.Listeners {
+			ls = append(ls, l.Transport+" "+l.Address)
+		}
+		fmt.Fprintf(w, "listeners: %s\n", orDash(strings.Join(ls, ", ")))
+		if st.Fingerprint != "" {
+			fmt.Fprintf(w, "fingerprint: %s\n", st.Fingerprint)
+		}
+		fmt.Fprintln(w)
+		fmt.Fprintln(tw, "CLIENT\tSTATE\tTRANSPORT\tREMOTE\tRTT\tUPTIME\tSTREAMS\tSERVICE\tPUBLIC\tCONNS\tIN\tOUT")
+		for _, c := range st.Clients {
+			if !c.Connected() {
+				fmt.Fprintf(tw, "%s\toffline\t-\t-\t-\t-\t-\t-\t-\t-\t-\t-\n", c.Name)
+				continue
+			}
+			for _, s := range c.Sessions {
+				sess := fmt.Sprintf("%s\tconnected\t%s\t%s\t%s\t%s\t%d", c.Name, s.Transport, s.Remote,
+					fmtRTT(s.RTT.D()), fmtDuration(s.Uptime.D()), s.Streams)
+				blank := "\t\t\t\t\t\t"
+				if len(s.Services) == 0 {
+					fmt.Fprintf(tw, "%s\t-\t-\t-\t-\t-\n", sess)
+				}
+				for i, svc := range s.Services {
+					if i > 0 {
+						sess = blank
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", sess, svc.Name, public(svc),
+						svc.Connections, fmtBytes(svc.BytesIn), fmtBytes(svc.BytesOut))
+				}
+			}
+		}
+		if len(st.Clients) == 0 {
+			fmt.Fprintln(tw, "(no clients configured)")
+		}
+	case admin.RoleClient:
+		fmt.Fprintf(w, "server: %s (%s)\n", orDash(st.Server), orDash(st.Transport))
+		s := st.Session
+		if s == nil {
+			fmt.Fprintln(w, "session: none")
+			if st.LastError != "" {
+				fmt.Fprintf(w, "last error: %s\n", st.LastError)
+			}
+			return nil
+		}
+		in, out := s.Bytes()
+		fmt.Fprintf(w, "session: as %q to %s over %s, up %s, RTT %s, %d streams, in %s, out %s\n",
+			s.Client, s.Remote, s.Transport, fmtDuration(s.Uptime.D()), fmtRTT(s.RTT.D()), s.Streams,
+			fmtBytes(in), fmtBytes(out))
+		fmt.Fprintln(w)
+		fmt.Fprintln(tw, "SERVICE\tPUBLIC\tTARGET\tCONNS\tIN\tOUT")
+		for _, svc := range s.Services {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", svc.Name, public(svc), orDash(svc.Target),
+				svc.Connections, fmtBytes(svc.BytesIn), fmtBytes(svc.BytesOut))
+		}
+	default:
+		return fmt.Errorf("status: unknown role %q", st.Role)
+	}
+	return tw.Flush()
+}
+
+// public says where a service is reachable: ":PORT" and its domains.
+func public(s admin.ServiceStatus) string {
+	var parts []string
+	if s.RemotePort != 0 {
+		parts = append(parts, ":"+strconv.Itoa(s.RemotePort))
+	}
+	parts = append(parts, s.Domains...)
+	return orDash(strings.Join(parts, ","))
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// fmtDuration rounds an uptime for reading: to the second from a minute
+// up, to the tenth of a second below.
+func fmtDuration(d time.Duration) string {
+	if d >= time.Minute {
+		return d.Round(time.Second).String()
+	}
+	return d.Round(100 * time.Millisecond).String()
+}
+
+// fmtRTT rounds a round trip to a tenth of a millisecond; 0 is "-" (not
+// measured yet).
+func fmtRTT(d time.Duration) string {
+	if d <= 0 {
+		return "-"
+	}
+	if d < time.Millisecond {
+		return d.Round(time.Microsecond).String()
+	}
+	return d.Round(100 * time.Microsecond).String()
+}
+
+// fmtBytes writes a byte count with a binary unit.
+func fmtBytes(n int64) string {
+	const units = "KMGTPE"
+	if n < 1024 {
+		return strconv.FormatInt(n, 10) + " B"
+	}
+	v, i := float64(n)/1024, 0
+	for v >= 1024 && i < len(units)-1 {
+		v /= 1024
+		i++
+	}
+	return fmt.Sprintf("%.1f %ciB", v, units[i])
+}

@@ -374,3 +374,22 @@ func isClosed(c net.Conn, d time.Duration) error {
 	}
 	return nil
 }
+
+// waitStreams waits until the server's sessions have n streams open.
+func (s *testServer) waitStreams(t *testing.T, n int) {
+	t.Helper()
+	deadline := time.Now().Add(waitTimeout)
+	for {
+		total := 0
+		for _, si := range s.Sessions() {
+			total += si.Streams
+		}
+		if total == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("server has %d streams open, want %d", total, n)
+		}
+		time.Sleep(5 * time.Millisecond) // stream counts have no change signal
+	}
+}

@@ -99,6 +99,7 @@ func (s *Server) leaveLocked(cs *clientSession, hold bool) {
 
 // holdLocked keeps an empty route for the reconnect grace.
 func (s *Server) holdLocked(r *route) {
+	s.log.Info("held for the client's return", "route", r.key, "client", r.client.name, "grace", s.cfg.ReconnectGrace.String())
 	r.heldUntil = time.Now().Add(s.cfg.ReconnectGrace)
 	r.hold = time.AfterFunc(s.cfg.ReconnectGrace, func() {
 		s.mu.Lock()
@@ -151,8 +152,14 @@ func (s *Server) pick(r *route, tried map[*member]bool, give <-chan struct{}) (*
 		if m := r.pickLocked(tried); m != nil {
 			return m, nil
 		}
+		// Wait while the route is held, or a member is still in its
+		// handshake (a client coming back adopts its held route so).
+		wait := time.Until(r.heldUntil)
 		if r.heldUntil.IsZero() {
-			return nil, errRouteGone // members, but all failed
+			if !r.joiningLocked() {
+				return nil, errRouteGone // members, but all failed
+			}
+			wait = s.cfg.Limits.HandshakeTimeout
 		}
 		if !counted {
 			if r.waiting >= s.cfg.Limits.MaxWaiting {
@@ -162,9 +169,8 @@ func (s *Server) pick(r *route, tried map[*member]bool, give <-chan struct{}) (*
 			counted = true
 		}
 		wake := r.wake
-		left := time.Until(r.heldUntil)
 		s.mu.Unlock()
-		t := time.NewTimer(left)
+		t := time.NewTimer(wait)
 		select {
 		case <-wake:
 		case <-t.C:
@@ -189,7 +195,7 @@ func (r *route) pickLocked(tried map[*member]bool) *member {
 	n := len(r.members)
 	for i := range n {
 		m := r.members[(r.next+i)%n]
-		if tried[m] || m.cs.sess.Err() != nil {
+		if tried[m] || m.cs.sess == nil || m.cs.sess.Err() != nil {
 			continue
 		}
 		score := m.cs.sess.NumStreams()
@@ -204,6 +210,16 @@ func (r *route) pickLocked(tried map[*member]bool) *member {
 		r.next = (r.next + 1) % n
 	}
 	return best
+}
+
+// joiningLocked reports whether a member is still in its handshake.
+func (r *route) joiningLocked() bool {
+	for _, m := range r.members {
+		if m.cs.sess == nil {
+			return true
+		}
+	}
+	return false
 }
 
 // lookupDomainLocked finds the route for host on an entry point: the exact

@@ -326,3 +326,10 @@ func (s *Server) Sessions() []SessionInfo {
 	}
 	return out
 }
+
+// Pending is the number of tunnel connections still in their handshake.
+func (s *Server) Pending() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.pending)
+}

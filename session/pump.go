@@ -93,8 +93,12 @@ func (u *pump) serve() {
 	u.mu.Unlock()
 	for {
 		u.c.SetReadDeadline(time.Now().Add(idleAfter))
-		if err := u.wait(); err != nil && isTimeout(err) {
-			break // quiet: over to the poller
+		if err := u.wait(); err != nil {
+			if isTimeout(err) {
+				break // quiet: over to the poller
+			}
+			u.finish(0, err) // the socket failed (a reset)
+			return
 		}
 		// Readable, closed or failed: readBurst finds out which.
 		n, eof, err := u.st.readBurst(u.c)

@@ -4,6 +4,7 @@ package session
 
 import (
 	"io"
+	"os"
 	"syscall"
 )
 
@@ -11,6 +12,10 @@ import (
 // data, EOF or an error pending, without reading it, so the caller need not
 // hold a buffer while a connection idles. It returns nil when r is not a
 // socket.
+//
+// An error the socket reports (a reset) is returned by the wait itself: the
+// kernel reports it only once, so after the peek a Read would see a clean
+// EOF and pass an aborted connection off as a finished one.
 func readWaiter(r io.Reader) func() error {
 	sc, ok := r.(syscall.Conn)
 	if !ok {
@@ -20,11 +25,27 @@ func readWaiter(r io.Reader) func() error {
 	if err != nil {
 		return nil
 	}
-	var b [1]byte
+	var (
+		b    [1]byte
+		perr error
+	)
 	ready := func(fd uintptr) bool {
-		// Only "would block" means wait; data, EOF and errors are for Read.
+		// Only "would block" means wait; data and EOF are for Read.
 		_, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		return err != syscall.EAGAIN && err != syscall.EWOULDBLOCK
+		switch err {
+		case syscall.EAGAIN: // = EWOULDBLOCK
+			return false
+		case nil, syscall.EINTR:
+		default:
+			perr = os.NewSyscallError("recvfrom", err)
+		}
+		return true
 	}
-	return func() error { return rc.Read(ready) }
+	return func() error {
+		perr = nil
+		if err := rc.Read(ready); err != nil {
+			return err
+		}
+		return perr
+	}
 }

@@ -1,0 +1,232 @@
+package e2e
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/warren-tunnel/warren/client"
+	"github.com/warren-tunnel/warren/internal/impair"
+	"github.com/warren-tunnel/warren/internal/leaktest"
+)
+
+// streamBytes is what randomStream writes for seed: the reference a test
+// compares received bytes with.
+func streamBytes(seed uint64, n int64) []byte {
+	var b bytes.Buffer
+	randomStream(&b, seed, n)
+	return b.Bytes()
+}
+
+// linkProxy puts an impairment proxy between a client and srv: UDP for
+// kcp, TCP for tcp. cut makes the path go silent (blackhole, freeze) or
+// come back.
+type linkProxy struct {
+	addr   string
+	silent func(bool)
+	cut    func() // resets TCP connections; nil for UDP
+}
+
+func newLinkProxy(t *testing.T, srv *testServer) *linkProxy {
+	t.Helper()
+	if srv.kind == "kcp" {
+		p, err := impair.NewUDPProxy(srv.addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { p.Close() })
+		return &linkProxy{addr: p.Addr(), silent: p.SetBlackhole}
+	}
+	p, err := impair.NewTCPProxy(srv.addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	return &linkProxy{addr: p.Addr(), silent: p.Freeze, cut: p.Cut}
+}
+
+// TestLinkBlackhole: the path between client and server goes silent (every
+// UDP datagram dropped for KCP; a TCP proxy that stops forwarding for TCP).
+// Both sides notice within the heartbeat bound, the public connection that
+// was open ends with an error and without one wrong byte, and once the
+// path is back the client reconnects and the port serves again.
+func TestLinkBlackhole(t *testing.T) {
+	leaktest.Check(t)
+	silence := 30 * time.Second
+	if testing.Short() {
+		silence = 3 * time.Second
+	}
+	forEachTransport(t, func(t *testing.T, kind string) {
+		t.Parallel()
+		target := backend(t, echo)
+		srv := startServer(t, serverConfig(t, kind))
+		link := newLinkProxy(t, srv)
+		ccfg := clientConfig(srv, tokenOffice, client.Service{Name: "echo", Target: target})
+		ccfg.Server = link.addr
+		ccfg.HandshakeTimeout = 3 * time.Second
+		cli := startClient(t, ccfg)
+		cli.waitSession(t, 1)
+		addr := cli.publicAddr(t, "echo")
+
+		// A transfer under way: 16 KiB every 2 ms, echoed back.
+		const seed, size = 7, 32 << 20
+		want := streamBytes(seed, size)
+		c := dialPublic(t, addr)
+		stopWriting := make(chan struct{})
+		var wg sync.WaitGroup
+		var werr error
+		wg.Go(func() {
+			for off := 0; off < size; off += 16 << 10 {
+				select {
+				case <-stopWriting:
+					return
+				case <-time.After(2 * time.Millisecond):
+				}
+				if _, werr = c.Write(want[off : off+16<<10]); werr != nil {
+					return
+				}
+			}
+		})
+		defer func() {
+			if stopWriting != nil {
+				close(stopWriting)
+				wg.Wait()
+			}
+		}()
+		got := make([]byte, 0, 1<<20)
+		buf := make([]byte, 64<<10)
+		for len(got) < 256<<10 { // well under way
+			n, err := c.Read(buf)
+			if err != nil {
+				t.Fatalf("before the blackhole: %v", err)
+			}
+			got = append(got, buf[:n]...)
+		}
+
+		link.silent(true)
+		start := time.Now()
+		bound := ccfg.HeartbeatInterval * time.Duration(ccfg.HeartbeatMisses+1)
+		cli.logs.waitFor(t, "session down", "heartbeat timeout after")
+		srv.logs.waitFor(t, "session down", "heartbeat timeout after")
+		detected := time.Since(start)
+		t.Logf("%s: silence detected after %v (heartbeat bound %v)", kind, detected.Round(time.Millisecond), bound)
+		if detected > bound+5*time.Second {
+			t.Errorf("detected after %v; the heartbeat bound is %v", detected, bound)
+		}
+
+		// The open connection ends abruptly, every byte before that right.
+		// (The kernel reports the reset to the read or the write, whichever
+		// comes first.)
+		c.SetReadDeadline(time.Now().Add(waitTimeout))
+		for {
+			n, err := c.Read(buf)
+			got = append(got, buf[:n]...)
+			if err != nil {
+				close(stopWriting)
+				wg.Wait()
+				stopWriting = nil
+				if !errors.Is(err, syscall.ECONNRESET) && !errors.Is(werr, syscall.ECONNRESET) {
+					t.Errorf("the open connection ended with read %v, write %v after %d bytes; want a reset", err, werr, len(got))
+				}
+				break
+			}
+		}
+		if !bytes.Equal(got, want[:len(got)]) {
+			t.Fatalf("the %d bytes that came back differ from what was sent", len(got))
+		}
+
+		time.Sleep(silence - time.Since(start)) // the blackhole lasts its time
+		link.silent(false)
+		cli.waitSession(t, 2)
+		roundTrip(t, cli.publicAddr(t, "echo"))
+	})
+}
+
+// TestReconnectGrace: the client's connection drops and it cannot come
+// back at once. Its port stays held: a public connection made meanwhile
+// waits and is served when the client returns.
+func TestReconnectGrace(t *testing.T) {
+	leaktest.Check(t)
+	target := backend(t, echo)
+	cfg := serverConfig(t, "tcp")
+	cfg.ReconnectGrace = waitTimeout
+	srv := startServer(t, cfg)
+	px, err := impair.NewTCPProxy(srv.addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer px.Close()
+	ccfg := clientConfig(srv, tokenOffice, client.Service{Name: "echo", Target: target})
+	ccfg.Server = px.Addr()
+	ccfg.HandshakeTimeout = 2 * time.Second
+	cli := startClient(t, ccfg)
+	cli.waitSession(t, 1)
+	addr := cli.publicAddr(t, "echo")
+
+	px.Freeze(true)
+	px.Cut()
+	srv.logs.waitFor(t, "held for the client's return", "client=office")
+	srv.waitSessions(t, 0)
+
+	c := dialPublic(t, addr)
+	msg := []byte("waited for the client")
+	c.Write(msg)
+	c.CloseWrite()
+	if err := isClosed(c, 300*time.Millisecond); err == nil {
+		t.Fatal("a connection on a held port was closed instead of waiting")
+	}
+
+	px.Freeze(false)
+	cli.waitSession(t, 2)
+	c.SetReadDeadline(time.Now().Add(waitTimeout))
+	got, err := io.ReadAll(c)
+	if err != nil || !bytes.Equal(got, msg) {
+		t.Fatalf("the waiting connection got %q, %v", got, err)
+	}
+}
+
+// TestReconnectGraceEnds: a client that does not come back within the
+// grace loses its port: waiting connections are closed, new ones refused;
+// when it does come back it gets the port again.
+func TestReconnectGraceEnds(t *testing.T) {
+	leaktest.Check(t)
+	target := backend(t, echo)
+	cfg := serverConfig(t, "tcp")
+	cfg.ReconnectGrace = time.Second
+	srv := startServer(t, cfg)
+	px, err := impair.NewTCPProxy(srv.addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer px.Close()
+	ccfg := clientConfig(srv, tokenOffice, client.Service{Name: "echo", Target: target})
+	ccfg.Server = px.Addr()
+	ccfg.HandshakeTimeout = 2 * time.Second
+	cli := startClient(t, ccfg)
+	cli.waitSession(t, 1)
+	addr := cli.publicAddr(t, "echo")
+
+	px.Freeze(true)
+	px.Cut()
+	srv.logs.waitFor(t, "held for the client's return")
+	c := dialPublic(t, addr)
+	srv.logs.waitFor(t, "reconnect grace over; released", "route=port:")
+	if err := isClosed(c, waitTimeout); err != nil {
+		t.Fatalf("the waiting connection is still open after the grace: %v", err)
+	}
+	if c2, err := net.Dial("tcp", addr); err == nil {
+		c2.Close()
+		t.Fatal("the port still accepts connections after the grace")
+	} else if !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Fatalf("dial after the grace: %v, want connection refused", err)
+	}
+
+	px.Freeze(false)
+	cli.waitSession(t, 2)
+	roundTrip(t, addr) // the client asked for the same port again
+}

@@ -157,6 +157,13 @@ func adminFromFile(path, role string, lookupEnv func(string) (string, bool)) (ad
 	default:
 		return admin.Config{}, fmt.Errorf(`--role: %q is not "server" or "client"`, role)
 	}
+	for key, v := range map[string]string{"address": cfg.Address, "token": cfg.Token, "token_file": cfg.TokenFile, "token_env": cfg.TokenEnv} {
+		if strings.Contains(v, "${") {
+			// TODO: read the file with config.Load, which expands ${NAME},
+			// once the config loader knows the admin tables.
+			return admin.Config{}, fmt.Errorf("%s: %s.admin.%s uses ${...}, which status and health do not expand yet: give --admin (and --token)", path, role, key)
+		}
+	}
 	if err := cfg.ResolveToken(lookupEnv); err != nil {
 		return admin.Config{}, fmt.Errorf("%s: %s.%w", path, role, err)
 	}

@@ -199,6 +199,7 @@ token = %q
 address = %q
 `, lockedPort, statusTestToken, client.Addr().String()))
 	offConf := writeFile(t, "off.toml", "[server]\n")
+	varConf := writeFile(t, "var.toml", "[server.admin]\naddress = \"${ADMIN_ADDRESS}\"\n")
 
 	serverTable := []string{
 		"warren server 9.9.9, up 26h0m3s, ready",
@@ -237,6 +238,7 @@ address = %q
 		{name: "config role server", args: []string{"-c", bothConf, "--role", "server"}, wantStdout: serverTable},
 		{name: "config role client", args: []string{"-c", bothConf, "--role", "client"}, wantStdout: clientTable},
 		{name: "config admin off", args: []string{"-c", offConf}, wantCode: exitUsage, wantStderr: "admin API is off"},
+		{name: "config with variables", args: []string{"-c", varConf}, wantCode: exitUsage, wantStderr: "server.admin.address uses ${...}"},
 		{name: "config missing", args: []string{"-c", offConf + ".missing"}, wantCode: exitUsage, wantStderr: "no such file"},
 		{name: "nothing running", args: []string{"--admin", deadAddress(t)}, wantCode: exitRuntime, wantStderr: "connection refused"},
 		{name: "no answer", args: []string{"--admin", silentAddress(t), "--timeout", "200ms"}, wantCode: exitRuntime, wantStderr: "no answer in time"},

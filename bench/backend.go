@@ -1,0 +1,122 @@
+package main
+
+// The backend: the service behind the warren client (and the target of the
+// direct reference connections). It runs as its own process
+// ("bench _backend -listen ADDR"), in the client's network namespace in
+// lossy mode, and exits when its stdin closes.
+//
+// Each connection starts with one mode byte:
+//
+//	'E' echo: the byte is echoed, then everything that follows.
+//	'U' sink: reads the pattern stream, verifies it, and acknowledges what
+//	    it has received with 8-byte big-endian cumulative counts (at least
+//	    every ackEvery bytes); ackBad set means a mismatch (then it closes),
+//	    ackFinal the count at end of stream.
+//	'D' source: writes the pattern stream until the connection breaks.
+
+import (
+	"encoding/binary"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+)
+
+const (
+	modeEcho   = 'E'
+	modeSink   = 'U'
+	modeSource = 'D'
+
+	ackEvery = 64 << 10
+	ackBad   = uint64(1) << 63
+	ackFinal = uint64(1) << 62
+	ackCount = ackFinal - 1
+)
+
+func backendMain(args []string) {
+	fs := flag.NewFlagSet("_backend", flag.ExitOnError)
+	listen := fs.String("listen", "127.0.0.1:0", "listen address")
+	fs.Parse(args)
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "backend:", err)
+		os.Exit(1)
+	}
+	fmt.Printf("LISTEN %s\n", ln.Addr())
+	go func() { // the orchestrator's end of stdin: exit with it
+		io.Copy(io.Discard, os.Stdin)
+		os.Exit(0)
+	}()
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "backend: accept:", err)
+			continue // e.g. EMFILE: keep serving the others
+		}
+		go serveBackend(c)
+	}
+}
+
+func serveBackend(c net.Conn) {
+	defer c.Close()
+	var mode [1]byte
+	if _, err := io.ReadFull(c, mode[:]); err != nil {
+		return
+	}
+	switch mode[0] {
+	case modeEcho:
+		if _, err := c.Write(mode[:]); err != nil {
+			return
+		}
+		// Small buffer: the memory test holds 10 000 of these open.
+		io.CopyBuffer(c, struct{ io.Reader }{c}, make([]byte, 4<<10))
+	case modeSink:
+		sinkVerify(c)
+	case modeSource:
+		var off int64
+		for {
+			n, err := c.Write(patternAt(off, 128<<10))
+			off += int64(n)
+			if err != nil {
+				return
+			}
+		}
+	}
+}
+
+// sinkVerify reads and checks the pattern stream and acknowledges it.
+func sinkVerify(c net.Conn) {
+	buf := make([]byte, 256<<10)
+	var chk checker
+	var got, acked int64
+	ack := func(v uint64) error {
+		var b [8]byte
+		binary.BigEndian.PutUint64(b[:], v)
+		_, err := c.Write(b[:])
+		return err
+	}
+	for {
+		n, err := c.Read(buf)
+		if n > 0 {
+			if !chk.check(buf[:n]) {
+				ack(uint64(chk.off) | ackBad)
+				return
+			}
+			got += int64(n)
+			if got-acked >= ackEvery {
+				if ack(uint64(got)) != nil {
+					return
+				}
+				acked = got
+			}
+		}
+		if err == io.EOF {
+			ack(uint64(got) | ackFinal)
+			return
+		}
+		if err != nil {
+			return
+		}
+	}
+}

@@ -1,0 +1,391 @@
+// Command bench is warren's benchmark suite. It builds the warren binary
+// from the repository above, starts a backend, "warren server -c FILE" and
+// "warren client -c FILE" as real processes with config files it writes,
+// and measures through the tunnel and, as the reference in the same run,
+// straight to the backend:
+//
+//   - bulk throughput, 1 and 8 connections, each way, every byte checked;
+//   - request/response latency, 64-byte messages, 1 and 64 connections;
+//   - new-connection setup (dial to first echoed byte), 32 dialers;
+//   - resident memory of server and client, idle and per idle public
+//     connection (2 000 and 10 000 connections);
+//   - CPU seconds of server and client per GB moved.
+//
+// Transports: tcp (TCP+TLS), kcp (KCP+TLS), kcp-fec (FEC 10+3), and
+// tcp-plain (tls = false) as a reference. The lossy suite (root, Linux,
+// ../shared/tools/linkem) repeats the measurements across an emulated
+// path of 50 ms RTT and 100 Mbit/s with 0-5% random or burst loss,
+// comparing warren's kcp, warren's tcp under cubic and bbr, and plain TCP.
+//
+//	go run . -quick          # loopback, about 2 minutes
+//	go run . -all            # loopback, then the lossy suite if root and linkem is there
+//	go run . -lossy          # the lossy suite only
+//	go run . -report         # redo the markdown and plots from results/*.jsonl
+//
+// Output: results/{loopback,lossy}.jsonl (one JSON object per figure),
+// results/report.md (markdown tables and targets) and plots in
+// ../docs/bench/. Never run in CI: it takes minutes, needs quiet cores,
+// and its lossy half needs root.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+type runner struct {
+	self, warren string
+	tmp          string
+	rec          *recorder
+	cert, key    string
+	fp, token    string
+	extraServer  string
+	extraClient  string
+	cleanups     []func()
+	bg           []int            // PIDs of the load generator and backend in use
+	tests        map[string]bool  // nil: all
+	linkStats    func() []linkDir // lossy: the emulated link's counters
+}
+
+func main() {
+	if len(os.Args) > 1 {
+		switch os.Args[1] {
+		case "_backend":
+			backendMain(os.Args[2:])
+			return
+		case "_loadgen":
+			loadgenMain()
+			return
+		}
+	}
+	os.Exit(orchestrate())
+}
+
+func orchestrate() int {
+	var (
+		quick     = flag.Bool("quick", false, "loopback only, short windows, 2 000 idle connections (about 2 minutes)")
+		all       = flag.Bool("all", false, "loopback suite, then the lossy suite (skipped unless root with linkem)")
+		lossyOnly = flag.Bool("lossy", false, "the lossy suite only (root, linkem)")
+		report    = flag.Bool("report", false, "only redo the markdown report and plots from the JSON lines in -out")
+		outDir    = flag.String("out", "results", "directory for the JSON lines and the markdown report")
+		plotDir   = flag.String("plots", "../docs/bench", "directory for the plots (PNG); empty for none")
+		repo      = flag.String("repo", "..", "the warren repository (its ./cmd/warren is built)")
+		paths     = flag.String("paths", "direct,tcp,kcp,kcp-fec,tcp-plain", "loopback paths: direct,tcp,kcp,kcp-fec,tcp-plain,kcp-plain")
+		memFlag   = flag.String("mem", "2000,10000", "idle public connections for the memory figures (cumulative)")
+		dur       = flag.Duration("dur", 3*time.Second, "loopback throughput window")
+		warm      = flag.Duration("warmup", time.Second, "loopback throughput warm-up")
+		lat       = flag.Duration("lat", 3*time.Second, "loopback latency and connect windows")
+		settle    = flag.Duration("settle", 3*time.Second, "memory: wait this long before reading RSS")
+		tests     = flag.String("tests", "throughput,latency,connect,memory", "which tests to run")
+		rounds    = flag.Int("rounds", 3, "loopback: rounds of every test (the report shows the median)")
+
+		linkemDir = flag.String("linkem", "../../shared/tools/linkem", "linkem source directory")
+		lkName    = flag.String("linkem-name", "wbench", "linkem --name (namespaces NAME-a, NAME-b)")
+		rtt       = flag.Float64("rtt", 50, "lossy: round-trip time, ms")
+		rate      = flag.Float64("rate", 100, "lossy: link rate each way, Mbit/s")
+		losses    = flag.String("loss", "0,1,2,5", "lossy: random loss rates, %")
+		bursts    = flag.String("burst-loss", "1,2,5", "lossy: loss rates with burst loss, %")
+		burstLen  = flag.Float64("burst-len", 4, "lossy: mean burst length, packets")
+		lPaths    = flag.String("lossy-paths", "kcp,kcp-fec,tcp,direct,tcpbench", "lossy paths: kcp,kcp-fec,tcp,tcp-plain,kcp-plain,direct,tcpbench")
+		ccs       = flag.String("cc", "cubic,bbr", "lossy: TCP congestion controls for tcp, direct and tcpbench")
+		lDur      = flag.Duration("lossy-dur", 5*time.Second, "lossy: throughput window")
+		lWarm     = flag.Duration("lossy-warmup", 2*time.Second, "lossy: throughput warm-up")
+		lLat      = flag.Duration("lossy-lat", 10*time.Second, "lossy: latency window at 1 connection (64 connections and connect: 4s)")
+
+		extraS = flag.String("server-toml", "", "extra TOML written in [server] of the server's config (e.g. for trying a setting)")
+		extraC = flag.String("client-toml", "", "extra TOML written in [client] of the client's config")
+		keep   = flag.Bool("keep", false, "keep the temporary directory (configs, logs)")
+		force  = flag.Bool("force", false, "run even though $CI is set")
+	)
+	flag.Parse()
+	if os.Getenv("CI") != "" && !*force && !*report {
+		fmt.Fprintln(os.Stderr, "bench: $CI is set: this suite is not for CI (use -force to run anyway)")
+		return 2
+	}
+	if err := os.MkdirAll(*outDir, 0o755); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		return 1
+	}
+	if *report {
+		if err := writeReport(*outDir, *plotDir); err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			return 1
+		}
+		return 0
+	}
+
+	doLoopback := !*lossyOnly
+	doLossy := *lossyOnly || *all
+	if *quick {
+		doLossy = *lossyOnly
+		*dur, *warm, *lat, *settle = 2*time.Second, 500*time.Millisecond, 2*time.Second, 2*time.Second
+		if !isSet("rounds") {
+			*rounds = 1
+		}
+		if !isSet("mem") {
+			*memFlag = "2000"
+		}
+		if !isSet("lossy-dur") {
+			*lDur, *lWarm, *lLat = 3*time.Second, time.Second, 5*time.Second
+		}
+	}
+	if doLossy {
+		if why := lossyUnavailable(*linkemDir); why != "" {
+			if *lossyOnly {
+				fmt.Fprintln(os.Stderr, "bench: lossy suite unavailable:", why)
+				return 2
+			}
+			fmt.Fprintln(os.Stderr, "bench: skipping the lossy suite:", why)
+			doLossy = false
+		}
+	}
+
+	rn := &runner{extraServer: *extraS, extraClient: *extraC, token: randomToken(), tests: map[string]bool{}}
+	for _, t := range strings.Split(*tests, ",") {
+		rn.tests[strings.TrimSpace(t)] = true
+	}
+	if !rn.tests["memory"] {
+		*memFlag = ""
+	}
+	code := 0
+	cleanup := func() {
+		killAll()
+		for _, f := range rn.cleanups {
+			f()
+		}
+		if rn.tmp != "" && !*keep {
+			os.RemoveAll(rn.tmp)
+		} else if rn.tmp != "" {
+			fmt.Fprintln(os.Stderr, "bench: kept", rn.tmp)
+		}
+	}
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	go func() {
+		s := <-sig
+		fmt.Fprintf(os.Stderr, "\nbench: %v: stopping everything\n", s)
+		cleanup()
+		os.Exit(130)
+	}()
+	defer func() {
+		if p := recover(); p != nil {
+			cleanup()
+			panic(p)
+		}
+	}()
+
+	err := func() error {
+		raiseNoFile()
+		var err error
+		if rn.tmp, err = os.MkdirTemp("", "warren-bench-"); err != nil {
+			return err
+		}
+		os.Chmod(rn.tmp, 0o755)
+		if rn.self, err = os.Executable(); err != nil {
+			return err
+		}
+		// A copy of ourselves in tmp: "go run" deletes its binary on exit,
+		// and child processes in namespaces need a path they can reach.
+		self := filepath.Join(rn.tmp, "bench")
+		if err := copyFile(rn.self, self); err != nil {
+			return err
+		}
+		rn.self = self
+		fmt.Fprintln(os.Stderr, "bench: building warren from", *repo)
+		if rn.warren, err = buildWarren(*repo, rn.tmp); err != nil {
+			return err
+		}
+		if rn.cert, rn.key, rn.fp, err = writeCert(rn.tmp); err != nil {
+			return err
+		}
+		mach := machine(*repo)
+		var firstErr error
+		if doLoopback {
+			d := durations{Warmup: *warm, Dur: *dur, Drain: 10 * time.Second, Inflight: 8 << 20,
+				Lat1: *lat, LatN: *lat, Connect: *lat, Settle: *settle}
+			m := mach
+			m.Quick, m.Durations = *quick, d.String()
+			if rn.rec, err = newRecorder(filepath.Join(*outDir, "loopback.jsonl")); err != nil {
+				return err
+			}
+			rn.rec.emit(Record{Kind: "machine", Suite: "loopback", Machine: &m})
+			counts, err := intList(*memFlag)
+			if err != nil {
+				return fmt.Errorf("-mem: %w", err)
+			}
+			ps := strings.Split(*paths, ",")
+			for _, p := range ps {
+				if _, ok := allPaths[p]; !ok {
+					return fmt.Errorf("-paths: unknown path %q", p)
+				}
+			}
+			if err := rn.loopback(ps, d, counts, *rounds); err != nil && firstErr == nil {
+				firstErr = err
+			}
+			rn.rec.close()
+		}
+		if doLossy {
+			d := durations{Warmup: *lWarm, Dur: *lDur, Drain: 5 * time.Second, Inflight: 4 << 20,
+				Lat1: *lLat, LatN: 4 * time.Second, Connect: 4 * time.Second}
+			m := mach
+			m.Quick, m.Durations = *quick, d.String()
+			o := lossyOpts{linkemDir: *linkemDir, name: *lkName, rttMs: *rtt, rateMbit: *rate,
+				paths: strings.Split(*lPaths, ","), ccs: strings.Split(*ccs, ","), d: d}
+			ls, err := floatList(*losses)
+			if err != nil {
+				return fmt.Errorf("-loss: %w", err)
+			}
+			for _, l := range ls {
+				o.links = append(o.links, LinkSpec{RTTms: *rtt, RateMbit: *rate, LossPct: l})
+			}
+			bs, err := floatList(*bursts)
+			if err != nil {
+				return fmt.Errorf("-burst-loss: %w", err)
+			}
+			for _, l := range bs {
+				o.links = append(o.links, LinkSpec{RTTms: *rtt, RateMbit: *rate, LossPct: l, Burst: *burstLen})
+			}
+			if rn.rec, err = newRecorder(filepath.Join(*outDir, "lossy.jsonl")); err != nil {
+				return err
+			}
+			rn.rec.emit(Record{Kind: "machine", Suite: "lossy", Machine: &m})
+			if err := rn.lossy(o); err != nil && firstErr == nil {
+				firstErr = err
+			}
+			rn.rec.close()
+		}
+		if err := writeReport(*outDir, *plotDir); err != nil && firstErr == nil {
+			firstErr = err
+		}
+		return firstErr
+	}()
+	cleanup()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		code = 1
+	}
+	return code
+}
+
+func isSet(name string) bool {
+	set := false
+	flag.Visit(func(f *flag.Flag) {
+		if f.Name == name {
+			set = true
+		}
+	})
+	return set
+}
+
+// lossyUnavailable says why the lossy suite cannot run here, or "".
+func lossyUnavailable(linkemDir string) string {
+	if runtime.GOOS != "linux" {
+		return "needs Linux"
+	}
+	if os.Geteuid() != 0 {
+		return "needs root (network namespaces)"
+	}
+	if _, err := os.Stat(filepath.Join(linkemDir, "main.go")); err != nil {
+		return "no linkem source at " + linkemDir
+	}
+	if _, err := exec.LookPath("ip"); err != nil {
+		return "no ip command (iproute2)"
+	}
+	if _, err := os.Stat("/dev/net/tun"); err != nil {
+		return "no /dev/net/tun"
+	}
+	return ""
+}
+
+// raiseNoFile raises RLIMIT_NOFILE (soft and hard, as far as the system
+// allows) for us and the processes we start: 10 000 idle connections need
+// that many descriptors in the server, the client, the backend and the
+// load generator each.
+func raiseNoFile() {
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		return
+	}
+	want := uint64(1 << 20)
+	if b, err := os.ReadFile("/proc/sys/fs/nr_open"); err == nil {
+		if v, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64); err == nil {
+			want = min(want, v)
+		}
+	}
+	if lim.Max < want {
+		if syscall.Setrlimit(syscall.RLIMIT_NOFILE, &syscall.Rlimit{Cur: want, Max: want}) == nil {
+			return
+		}
+	}
+	// Not privileged: the soft limit up to the hard one. Calling Setrlimit
+	// also makes os/exec pass it on to children.
+	syscall.Setrlimit(syscall.RLIMIT_NOFILE, &syscall.Rlimit{Cur: lim.Max, Max: lim.Max})
+}
+
+func machine(repo string) Machine {
+	m := Machine{CPUs: runtime.NumCPU(), Go: runtime.Version(), Started: time.Now().UTC().Format(time.RFC3339),
+		Command: strings.Join(append([]string{"bench"}, os.Args[1:]...), " ")}
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		m.CPU = parseCPUModel(b)
+	}
+	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
+		m.MemBytes = parseMemTotal(b)
+	}
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		m.Kernel = strings.TrimSpace(string(b))
+	}
+	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
+		m.LoadAvg = strings.TrimSpace(string(b))
+	}
+	if out, err := exec.Command("git", "-C", repo, "describe", "--always", "--dirty").Output(); err == nil {
+		m.Commit = strings.TrimSpace(string(out))
+	}
+	return m
+}
+
+func copyFile(from, to string) error {
+	b, err := os.ReadFile(from)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(to, b, 0o755)
+}
+
+func intList(s string) ([]int, error) {
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		v, err := strconv.Atoi(f)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	return out, nil
+}
+
+func floatList(s string) ([]float64, error) {
+	var out []float64
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		v, err := strconv.ParseFloat(f, 64)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	return out, nil
+}

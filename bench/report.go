@@ -1,0 +1,763 @@
+package main
+
+// The markdown report: tables of every figure, each target of issue 5 with
+// what was measured and whether it is met, from the JSON lines alone.
+
+import (
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+)
+
+type results struct {
+	recs []Record
+}
+
+// find returns the result matching the key; link nil means loopback.
+func (rs *results) find(link *LinkSpec, path, cc, test, dir string, conns int) *Record {
+	for i := range rs.recs {
+		r := &rs.recs[i]
+		if r.Kind != "result" || r.Path != path || r.CC != cc || r.Test != test || r.Dir != dir || r.Conns != conns {
+			continue
+		}
+		if (link == nil) != (r.Link == nil) || (link != nil && *link != *r.Link) {
+			continue
+		}
+		return r
+	}
+	return nil
+}
+
+func (rs *results) machine(suite string) *Machine {
+	for _, r := range rs.recs {
+		if r.Kind == "machine" && r.Suite == suite {
+			return r.Machine
+		}
+	}
+	return nil
+}
+
+// links returns the lossy link settings in the order measured.
+func (rs *results) links() []LinkSpec {
+	var out []LinkSpec
+	for _, r := range rs.recs {
+		if r.Link != nil && !slices.Contains(out, *r.Link) {
+			out = append(out, *r.Link)
+		}
+	}
+	return out
+}
+
+// paths returns the path/cc pairs present in a suite, in order measured.
+func (rs *results) paths(suite string) [][2]string {
+	var out [][2]string
+	for _, r := range rs.recs {
+		if r.Kind == "result" && r.Suite == suite {
+			k := [2]string{r.Path, r.CC}
+			if !slices.Contains(out, k) {
+				out = append(out, k)
+			}
+		}
+	}
+	return out
+}
+
+func loadResults(dir string) (*results, error) {
+	rs := &results{}
+	for _, f := range []string{"loopback.jsonl", "lossy.jsonl"} {
+		recs, err := readRecords(filepath.Join(dir, f))
+		if os.IsNotExist(err) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		rs.recs = append(rs.recs, recs...)
+	}
+	if len(rs.recs) == 0 {
+		return nil, fmt.Errorf("no results in %s", dir)
+	}
+	rs.recs = aggregate(rs.recs)
+	return rs, nil
+}
+
+// aggregate merges the rounds of each test into one record holding the
+// medians, the number of rounds, and the range of the headline figure.
+func aggregate(recs []Record) []Record {
+	type key struct {
+		suite, path, cc, test, dir string
+		conns                      int
+		link                       LinkSpec
+	}
+	keyOf := func(r *Record) key {
+		k := key{r.Suite, r.Path, r.CC, r.Test, r.Dir, r.Conns, LinkSpec{}}
+		if r.Link != nil {
+			k.link = *r.Link
+		}
+		return k
+	}
+	groups := map[key][]Record{}
+	var out []Record
+	for _, r := range recs {
+		if r.Kind != "result" || r.Round == 0 {
+			out = append(out, r)
+			continue
+		}
+		k := keyOf(&r)
+		if groups[k] == nil {
+			out = append(out, Record{Kind: "pending", Suite: r.Suite, Path: r.Path, CC: r.CC, Test: r.Test, Dir: r.Dir, Conns: r.Conns, Link: r.Link})
+		}
+		groups[k] = append(groups[k], r)
+	}
+	med := func(g []Record, f func(*Record) float64) float64 {
+		var xs []float64
+		for i := range g {
+			if v := f(&g[i]); !math.IsNaN(v) {
+				xs = append(xs, v)
+			}
+		}
+		return Median(xs)
+	}
+	for i := range out {
+		if out[i].Kind != "pending" {
+			continue
+		}
+		g := groups[keyOf(&out[i])]
+		m := g[0]
+		m.Round, m.Rounds = 0, len(g)
+		m.MBps = med(g, func(r *Record) float64 { return r.MBps })
+		m.Mbitps = med(g, func(r *Record) float64 { return r.Mbitps })
+		m.PerSecond = med(g, func(r *Record) float64 { return r.PerSecond })
+		m.BusyPct = med(g, func(r *Record) float64 { return r.BusyPct })
+		m.OthersPct = med(g, func(r *Record) float64 { return r.OthersPct })
+		m.StealPct = med(g, func(r *Record) float64 { return r.StealPct })
+		m.Count, m.Errors = 0, 0
+		for _, r := range g {
+			m.Count += r.Count
+			m.Errors += r.Errors
+			if m.FirstError == "" {
+				m.FirstError = r.FirstError
+			}
+			if !ok(&r) {
+				m.Integrity = r.Integrity
+			} else if strings.HasPrefix(r.Integrity, "ok so far") && m.Integrity == "ok" {
+				m.Integrity = r.Integrity
+			}
+		}
+		if m.CPU != nil {
+			m.CPU = &CPUUse{
+				Server: med(g, func(r *Record) float64 { return cpuField(r, 0) }),
+				Client: med(g, func(r *Record) float64 { return cpuField(r, 1) }),
+				PerGB:  med(g, func(r *Record) float64 { return cpuField(r, 2) }),
+			}
+		}
+		if m.Lat != nil {
+			q := func(f func(*Summary) float64) float64 {
+				return med(g, func(r *Record) float64 { return latField(r, f, 1) })
+			}
+			m.Lat = &Summary{N: m.Count, P50: q(p50), P90: q(p90), P99: q(p99), P999: q(p999),
+				Min: q(func(s *Summary) float64 { return s.Min }), Mean: q(func(s *Summary) float64 { return s.Mean }),
+				Max: q(func(s *Summary) float64 { return s.Max })}
+		}
+		head := func(r *Record) float64 {
+			if r.Test == "throughput" {
+				return r.MBps
+			}
+			return latField(r, p50, 1)
+		}
+		lo, hi := math.Inf(1), math.Inf(-1)
+		for j := range g {
+			if v := head(&g[j]); !math.IsNaN(v) {
+				lo, hi = min(lo, v), max(hi, v)
+			}
+		}
+		if !math.IsInf(lo, 1) {
+			m.Range = []float64{lo, hi}
+		}
+		out[i] = m
+	}
+	return out
+}
+
+func cpuField(r *Record, i int) float64 {
+	if r.CPU == nil {
+		return math.NaN()
+	}
+	return [3]float64{r.CPU.Server, r.CPU.Client, r.CPU.PerGB}[i]
+}
+
+func writeReport(outDir, plotDir string) error {
+	rs, err := loadResults(outDir)
+	if err != nil {
+		return err
+	}
+	md := rs.markdown()
+	if err := os.WriteFile(filepath.Join(outDir, "report.md"), []byte(md), 0o644); err != nil {
+		return err
+	}
+	fmt.Println(md)
+	if plotDir != "" {
+		if err := os.MkdirAll(plotDir, 0o755); err != nil {
+			return err
+		}
+		if err := rs.plots(plotDir); err != nil {
+			return fmt.Errorf("plots: %w", err)
+		}
+	}
+	return nil
+}
+
+type table struct {
+	head []string
+	rows [][]string
+}
+
+func (t *table) add(cells ...string) { t.rows = append(t.rows, cells) }
+
+func (t *table) String() string {
+	var b strings.Builder
+	b.WriteString("| " + strings.Join(t.head, " | ") + " |\n|")
+	for i := range t.head {
+		if i == 0 {
+			b.WriteString("---|")
+		} else {
+			b.WriteString("---:|")
+		}
+	}
+	b.WriteString("\n")
+	for _, r := range t.rows {
+		b.WriteString("| " + strings.Join(r, " | ") + " |\n")
+	}
+	return b.String()
+}
+
+func f0(v float64) string {
+	if math.IsNaN(v) {
+		return "–"
+	}
+	return fmt.Sprintf("%.0f", v)
+}
+
+func f1(v float64) string {
+	if math.IsNaN(v) {
+		return "–"
+	}
+	return fmt.Sprintf("%.1f", v)
+}
+
+func f2(v float64) string {
+	if math.IsNaN(v) {
+		return "–"
+	}
+	return fmt.Sprintf("%.2f", v)
+}
+
+// fs prints with 3 significant figures or so.
+func fs(v float64) string {
+	switch {
+	case math.IsNaN(v):
+		return "–"
+	case math.Abs(v) >= 100:
+		return f0(v)
+	case math.Abs(v) >= 10:
+		return f1(v)
+	default:
+		return f2(v)
+	}
+}
+
+func ok(r *Record) bool {
+	return r != nil && (r.Integrity == "" || r.Integrity == "ok" || r.Integrity == "n/a" || strings.HasPrefix(r.Integrity, "ok so far"))
+}
+
+func integrityMark(r *Record) string {
+	switch {
+	case r == nil:
+		return ""
+	case r.Integrity == "ok" || r.Integrity == "n/a" || r.Integrity == "":
+		return ""
+	case strings.HasPrefix(r.Integrity, "ok so far"):
+		return "†"
+	}
+	return " **" + r.Integrity + "**"
+}
+
+func lat(r *Record) *Summary {
+	if r == nil || r.Lat == nil || r.Lat.N == 0 {
+		return nil
+	}
+	return r.Lat
+}
+
+func latField(r *Record, f func(*Summary) float64, scale float64) float64 {
+	if s := lat(r); s != nil {
+		return f(s) * scale
+	}
+	return math.NaN()
+}
+
+func p50(s *Summary) float64  { return s.P50 }
+func p90(s *Summary) float64  { return s.P90 }
+func p99(s *Summary) float64  { return s.P99 }
+func p999(s *Summary) float64 { return s.P999 }
+
+func mbps(r *Record) float64 {
+	if r == nil {
+		return math.NaN()
+	}
+	return r.MBps
+}
+
+func mbit(r *Record) float64 {
+	if r == nil {
+		return math.NaN()
+	}
+	return r.Mbitps
+}
+
+func (rs *results) markdown() string {
+	var b strings.Builder
+	if m := rs.machine("loopback"); m != nil {
+		b.WriteString(rs.loopbackMarkdown(m))
+	}
+	if m := rs.machine("lossy"); m != nil {
+		b.WriteString(rs.lossyMarkdown(m))
+	}
+	b.WriteString(rs.targetsMarkdown())
+	return b.String()
+}
+
+func machineLine(m *Machine) string {
+	return fmt.Sprintf("Run %s (`%s`): %d × %s, %.0f GiB, Linux %s, %s, warren %s; load average at start %s. Windows: %s.\n\n",
+		m.Started, m.Command, m.CPUs, m.CPU, float64(m.MemBytes)/(1<<30), m.Kernel, m.Go, m.Commit, m.LoadAvg, m.Durations)
+}
+
+func (rs *results) loadRange(suite string) string {
+	lo, hi, olo, ohi, shi := math.Inf(1), math.Inf(-1), math.Inf(1), math.Inf(-1), 0.0
+	for _, r := range rs.recs {
+		if r.Kind == "result" && r.Suite == suite && r.BusyPct > 0 {
+			lo, hi = min(lo, r.BusyPct), max(hi, r.BusyPct)
+			olo, ohi = min(olo, r.OthersPct), max(ohi, r.OthersPct)
+			shi = max(shi, r.StealPct)
+		}
+	}
+	if math.IsInf(lo, 1) {
+		return ""
+	}
+	return fmt.Sprintf("Machine load during the measurement windows (medians per test): busy %.0f-%.0f%% of both cores, of which %.0f-%.0f%% was not this suite's processes (other users of this shared machine); steal up to %.1f%%.\n\n", lo, hi, olo, ohi, shi)
+}
+
+func (rs *results) loopbackMarkdown(m *Machine) string {
+	var b strings.Builder
+	b.WriteString("## Loopback\n\n")
+	b.WriteString(machineLine(m))
+	var paths []string
+	for _, p := range rs.paths("loopback") {
+		paths = append(paths, p[0])
+	}
+	head := append([]string{""}, paths...)
+
+	// Throughput.
+	t := &table{head: head}
+	for _, c := range []struct {
+		dir   string
+		conns int
+	}{{"up", 1}, {"down", 1}, {"up", 8}, {"down", 8}} {
+		row := []string{fmt.Sprintf("%s, %d connection%s (MB/s)", c.dir, c.conns, plural(c.conns))}
+		direct := rs.find(nil, "direct", "", "throughput", c.dir, c.conns)
+		for _, p := range paths {
+			r := rs.find(nil, p, "", "throughput", c.dir, c.conns)
+			cell := fs(mbps(r))
+			if p != "direct" && r != nil && direct != nil && direct.MBps > 0 {
+				cell += fmt.Sprintf(" (%.0f%%)", 100*r.MBps/direct.MBps)
+			}
+			row = append(row, cell+integrityMark(r))
+		}
+		t.add(row...)
+	}
+	for _, c := range []struct {
+		dir   string
+		conns int
+	}{{"up", 1}, {"down", 1}, {"up", 8}, {"down", 8}} {
+		row := []string{fmt.Sprintf("CPU s per GB, %s, %d conn. (server+client)", c.dir, c.conns)}
+		for _, p := range paths {
+			r := rs.find(nil, p, "", "throughput", c.dir, c.conns)
+			if r == nil || r.CPU == nil {
+				row = append(row, "–")
+				continue
+			}
+			row = append(row, f2(r.CPU.PerGB))
+		}
+		t.add(row...)
+	}
+	b.WriteString("### Bulk throughput\n\n\"Up\" is the public side sending to the backend, \"down\" the reverse; every byte is checked against the sender's pattern (up: the backend acknowledges what it verified, and after the window the sender waits for the final count). Percentages are of direct in the same run. CPU is the warren server's and client's user+system time (/proc/PID/stat) during the window, per 10⁹ bytes delivered.\n\n")
+	b.WriteString(t.String() + "\n")
+
+	// Latency.
+	t = &table{head: head}
+	for _, conns := range []int{1, 64} {
+		for _, q := range []struct {
+			name string
+			f    func(*Summary) float64
+		}{{"p50", p50}, {"p90", p90}, {"p99", p99}, {"p99.9", p999}} {
+			row := []string{fmt.Sprintf("%d conn., %s (µs)", conns, q.name)}
+			for _, p := range paths {
+				row = append(row, fs(latField(rs.find(nil, p, "", "latency", "", conns), q.f, 1)))
+			}
+			t.add(row...)
+		}
+		row := []string{fmt.Sprintf("%d conn., requests/s", conns)}
+		for _, p := range paths {
+			r := rs.find(nil, p, "", "latency", "", conns)
+			if r == nil {
+				row = append(row, "–")
+			} else {
+				row = append(row, f0(r.PerSecond)+errMark(r))
+			}
+		}
+		t.add(row...)
+	}
+	b.WriteString("### Request/response latency\n\nOne 64-byte message echoed by the backend, one at a time on each connection, all connections at once.\n\n")
+	b.WriteString(t.String() + "\n")
+
+	// Connect.
+	t = &table{head: head}
+	for _, q := range []struct {
+		name string
+		f    func(*Summary) float64
+	}{{"p50", p50}, {"p90", p90}, {"p99", p99}} {
+		row := []string{q.name + " (µs)"}
+		for _, p := range paths {
+			row = append(row, fs(latField(rs.find(nil, p, "", "connect", "", 32), q.f, 1)))
+		}
+		t.add(row...)
+	}
+	row := []string{"connections/s"}
+	for _, p := range paths {
+		r := rs.find(nil, p, "", "connect", "", 32)
+		if r == nil {
+			row = append(row, "–")
+		} else {
+			row = append(row, f0(r.PerSecond)+errMark(r))
+		}
+	}
+	t.add(row...)
+	b.WriteString("### New connections\n\n32 dialers at once, each in a loop: dial the public port, send one byte, wait for its echo from the backend, close.\n\n")
+	b.WriteString(t.String() + "\n")
+
+	// Memory.
+	var tpaths []string
+	for _, p := range paths {
+		if p != "direct" {
+			tpaths = append(tpaths, p)
+		}
+	}
+	t = &table{head: append([]string{""}, tpaths...)}
+	row = []string{"server RSS idle (MiB)"}
+	row2 := []string{"client RSS idle (MiB)"}
+	for _, p := range tpaths {
+		r := rs.find(nil, p, "", "memory", "", 0)
+		if r == nil || r.Mem == nil {
+			row, row2 = append(row, "–"), append(row2, "–")
+			continue
+		}
+		row, row2 = append(row, f1(mib(r.Mem.ServerRSS))), append(row2, f1(mib(r.Mem.ClientRSS)))
+	}
+	t.add(row...)
+	t.add(row2...)
+	for _, n := range rs.memCounts() {
+		row := []string{fmt.Sprintf("server + client RSS, %d idle conn. (MiB)", n)}
+		row2 := []string{fmt.Sprintf("per idle connection, %d (KiB)", n)}
+		for _, p := range tpaths {
+			r := rs.find(nil, p, "", "memory", "", n)
+			if r == nil || r.Mem == nil {
+				row, row2 = append(row, "–"), append(row2, "–")
+				continue
+			}
+			row = append(row, f1(mib(r.Mem.ServerRSS+r.Mem.ClientRSS)))
+			row2 = append(row2, f1(r.Mem.PerConn/1024))
+		}
+		t.add(row...)
+		t.add(row2...)
+	}
+	b.WriteString("### Memory\n\nResident set (VmRSS) of the warren server and client processes: idle (session up, one probe connection done, after settling), then holding idle public connections, each having carried one byte each way. Per connection: (RSS with them − RSS idle) / connections, server and client together.\n\n")
+	b.WriteString(t.String() + "\n")
+	b.WriteString(rs.loadRange("loopback"))
+	if rs.anyPartial("loopback") {
+		b.WriteString("† integrity: every byte that arrived was verified, but not all sent bytes had arrived within the drain wait.\n\n")
+	}
+	return b.String()
+}
+
+func (rs *results) anyPartial(suite string) bool {
+	for _, r := range rs.recs {
+		if r.Suite == suite && strings.HasPrefix(r.Integrity, "ok so far") {
+			return true
+		}
+	}
+	return false
+}
+
+func errMark(r *Record) string {
+	if r != nil && r.Errors > 0 {
+		return fmt.Sprintf(" (%d errors)", r.Errors)
+	}
+	return ""
+}
+
+func plural(n int) string {
+	if n == 1 {
+		return ""
+	}
+	return "s"
+}
+
+func (rs *results) memCounts() []int {
+	var out []int
+	for _, r := range rs.recs {
+		if r.Kind == "result" && r.Test == "memory" && r.Conns > 0 && !slices.Contains(out, r.Conns) {
+			out = append(out, r.Conns)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+func (rs *results) lossyMarkdown(m *Machine) string {
+	var b strings.Builder
+	b.WriteString("## Lossy link\n\n")
+	b.WriteString(machineLine(m))
+	links := rs.links()
+	if len(links) > 0 {
+		fmt.Fprintf(&b, "Emulated path (linkem): RTT %g ms, %g Mbit/s each way, loss as listed (applied each way; bursts: Gilbert-Elliott with that mean loss and mean burst length). Server and load generator in one namespace, client and backend in the other.\n\n", links[0].RTTms, links[0].RateMbit)
+	}
+	var labels []string
+	pcs := rs.paths("lossy")
+	for _, p := range pcs {
+		labels = append(labels, pathLabel(p[0], p[1]))
+	}
+	head := append([]string{"link"}, labels...)
+	section := func(title, note string, cell func(l *LinkSpec, path, cc string) string) {
+		// Only the columns with some figure.
+		var cols []int
+		for j, p := range pcs {
+			for i := range links {
+				if c := cell(&links[i], p[0], p[1]); c != "–" && c != "" {
+					cols = append(cols, j)
+					break
+				}
+			}
+		}
+		t := &table{head: []string{"link"}}
+		for _, j := range cols {
+			t.head = append(t.head, head[j+1])
+		}
+		for i := range links {
+			l := &links[i]
+			row := []string{l.String()}
+			for _, j := range cols {
+				row = append(row, cell(l, pcs[j][0], pcs[j][1]))
+			}
+			t.add(row...)
+		}
+		b.WriteString("### " + title + "\n\n")
+		if note != "" {
+			b.WriteString(note + "\n\n")
+		}
+		b.WriteString(t.String() + "\n")
+	}
+	for _, c := range []struct {
+		dir   string
+		conns int
+	}{{"up", 1}, {"down", 1}, {"up", 8}, {"down", 8}} {
+		note := ""
+		if c.dir == "down" && c.conns == 1 {
+			note = "tcpbench (plain TCP, from ../shared/tools/linkem) sends from the client's namespace to the server's, the \"down\" direction."
+		}
+		section(fmt.Sprintf("Throughput %s, %d connection%s (Mbit/s)", c.dir, c.conns, plural(c.conns)), note, func(l *LinkSpec, path, cc string) string {
+			r := rs.find(l, path, cc, "throughput", c.dir, c.conns)
+			return fs(mbit(r)) + integrityMark(r)
+		})
+	}
+	for _, conns := range []int{1, 64} {
+		section(fmt.Sprintf("Echo latency, %d connection%s: p50 / p99 / p99.9 (ms)", conns, plural(conns)), "", func(l *LinkSpec, path, cc string) string {
+			r := rs.find(l, path, cc, "latency", "", conns)
+			if lat(r) == nil {
+				return "–"
+			}
+			return fmt.Sprintf("%s / %s / %s%s", fs(r.Lat.P50/1e3), fs(r.Lat.P99/1e3), fs(r.Lat.P999/1e3), errMark(r))
+		})
+	}
+	section("New connection, 32 dialers: p50 / p99 (ms), connections/s", "", func(l *LinkSpec, path, cc string) string {
+		r := rs.find(l, path, cc, "connect", "", 32)
+		if lat(r) == nil {
+			return "–"
+		}
+		return fmt.Sprintf("%s / %s, %s%s", fs(r.Lat.P50/1e3), fs(r.Lat.P99/1e3), f0(r.PerSecond), errMark(r))
+	})
+	section("CPU s per GB, 1 connection up / down (server+client)", "", func(l *LinkSpec, path, cc string) string {
+		u, d := rs.find(l, path, cc, "throughput", "up", 1), rs.find(l, path, cc, "throughput", "down", 1)
+		if u == nil || u.CPU == nil || d == nil || d.CPU == nil {
+			return "–"
+		}
+		return f1(u.CPU.PerGB) + " / " + f1(d.CPU.PerGB)
+	})
+	// Link counters.
+	t := &table{head: []string{"link", "a→b lost / forwarded", "b→a lost / forwarded", "queue drops", "max lag (ms)"}}
+	for _, r := range rs.recs {
+		if r.Kind != "link" || r.Link == nil || len(r.LinkDir) < 2 {
+			continue
+		}
+		a, z := r.LinkDir[0], r.LinkDir[1]
+		pct := func(d linkDir) string {
+			if d.Read == 0 {
+				return "–"
+			}
+			return fmt.Sprintf("%.2f%% of %d", 100*float64(d.Lost)/float64(d.Read), d.Read)
+		}
+		t.add(r.Link.String(), pct(a), pct(z), fmt.Sprint(a.QueueDrop+z.QueueDrop), f1(max(a.LagMaxMs, z.LagMaxMs)))
+	}
+	if len(t.rows) > 0 {
+		b.WriteString("### What the link did\n\nlinkem's counters over each link setting's whole run (all paths).\n\n" + t.String() + "\n")
+	}
+	b.WriteString(rs.loadRange("lossy"))
+	if rs.anyPartial("lossy") {
+		b.WriteString("† integrity: every byte that arrived was verified, but not all sent bytes had arrived within the drain wait (a slow path still held them).\n\n")
+	}
+	return b.String()
+}
+
+type verdict struct{ target, measured, status string }
+
+func (rs *results) targets() []verdict {
+	var out []verdict
+	status := func(met, known bool) string {
+		switch {
+		case !known:
+			return "not measured"
+		case met:
+			return "met"
+		}
+		return "**missed**"
+	}
+	if rs.machine("loopback") != nil {
+		ratio := func(path, dir string, conns int) (float64, bool) {
+			r, d := rs.find(nil, path, "", "throughput", dir, conns), rs.find(nil, "direct", "", "throughput", dir, conns)
+			if r == nil || d == nil || d.MBps == 0 || !ok(r) {
+				return math.NaN(), false
+			}
+			return r.MBps / d.MBps, true
+		}
+		for _, c := range []struct {
+			conns int
+			min   float64
+		}{{1, 0.30}, {8, 0.40}} {
+			u, ku := ratio("tcp", "up", c.conns)
+			d, kd := ratio("tcp", "down", c.conns)
+			out = append(out, verdict{
+				fmt.Sprintf("tcp+TLS, %d stream%s: ≥ %.0f%% of direct loopback", c.conns, plural(c.conns), 100*c.min),
+				fmt.Sprintf("%.0f%% up, %.0f%% down", 100*u, 100*d), status(u >= c.min && d >= c.min, ku && kd)})
+		}
+		for _, conns := range []int{1, 8} {
+			u, d := rs.find(nil, "kcp", "", "throughput", "up", conns), rs.find(nil, "kcp", "", "throughput", "down", conns)
+			known := u != nil && d != nil && ok(u) && ok(d)
+			out = append(out, verdict{fmt.Sprintf("kcp+TLS, %d stream%s: ≥ 150 MB/s each direction", conns, plural(conns)),
+				fmt.Sprintf("%s MB/s up, %s MB/s down", f0(mbps(u)), f0(mbps(d))), status(known && u.MBps >= 150 && d.MBps >= 150, known)})
+		}
+		for _, c := range []struct {
+			path  string
+			limit float64
+		}{{"tcp", 150}, {"kcp", 1000}} {
+			r, d := lat(rs.find(nil, c.path, "", "latency", "", 1)), lat(rs.find(nil, "direct", "", "latency", "", 1))
+			if r == nil || d == nil {
+				out = append(out, verdict{fmt.Sprintf("latency, 1 connection, %s: p50 added ≤ %g µs", c.path, c.limit), "–", status(false, false)})
+				continue
+			}
+			add := r.P50 - d.P50
+			out = append(out, verdict{fmt.Sprintf("latency, 1 connection, %s: p50 added ≤ %g µs", c.path, c.limit),
+				fmt.Sprintf("+%.0f µs (%.0f vs %.0f direct)", add, r.P50, d.P50), status(add <= c.limit, true)})
+		}
+		for _, path := range []string{"tcp", "kcp"} {
+			r, d := lat(rs.find(nil, path, "", "latency", "", 64)), lat(rs.find(nil, "direct", "", "latency", "", 64))
+			if r == nil || d == nil {
+				out = append(out, verdict{"latency, 64 connections, " + path + ": p99 ≤ 2× direct", "–", status(false, false)})
+				continue
+			}
+			out = append(out, verdict{"latency, 64 connections, " + path + ": p99 ≤ 2× direct",
+				fmt.Sprintf("%.2f× (%.0f vs %.0f µs)", r.P99/d.P99, r.P99, d.P99), status(r.P99 <= 2*d.P99, true)})
+		}
+		for _, path := range []string{"tcp", "kcp"} {
+			r, d := lat(rs.find(nil, path, "", "connect", "", 32)), lat(rs.find(nil, "direct", "", "connect", "", 32))
+			if r == nil || d == nil {
+				out = append(out, verdict{"new connection, 32 dialers, " + path + ": p50 ≤ 2× direct", "–", status(false, false)})
+				continue
+			}
+			out = append(out, verdict{"new connection, 32 dialers, " + path + ": p50 ≤ 2× direct",
+				fmt.Sprintf("%.2f× (%.0f vs %.0f µs)", r.P50/d.P50, r.P50, d.P50), status(r.P50 <= 2*d.P50, true)})
+		}
+		for _, path := range []string{"tcp", "kcp"} {
+			for _, n := range rs.memCounts() {
+				r := rs.find(nil, path, "", "memory", "", n)
+				if r == nil || r.Mem == nil {
+					continue
+				}
+				out = append(out, verdict{fmt.Sprintf("memory, %s, %d idle connections: ≤ 20 KiB each (server+client)", path, n),
+					fmt.Sprintf("%.1f KiB", r.Mem.PerConn/1024), status(r.Mem.PerConn <= 20*1024, true)})
+			}
+			if r := rs.find(nil, path, "", "memory", "", 0); r != nil && r.Mem != nil {
+				out = append(out, verdict{"idle server RSS, " + path + ": ≤ 15 MiB",
+					fmt.Sprintf("%.1f MiB (client %.1f MiB)", mib(r.Mem.ServerRSS), mib(r.Mem.ClientRSS)), status(r.Mem.ServerRSS <= 15<<20, true)})
+			}
+		}
+	}
+	if rs.machine("lossy") != nil {
+		for _, c := range []struct{ loss, min float64 }{{1, 80}, {2, 75}, {5, 60}} {
+			for _, path := range []string{"kcp", "kcp-fec"} {
+				var l *LinkSpec
+				for _, x := range rs.links() {
+					if x.LossPct == c.loss && x.Burst == 0 {
+						l = &x
+					}
+				}
+				if l == nil {
+					continue
+				}
+				u, d := rs.find(l, path, "", "throughput", "up", 1), rs.find(l, path, "", "throughput", "down", 1)
+				known := u != nil && d != nil && ok(u) && ok(d)
+				out = append(out, verdict{fmt.Sprintf("lossy, %g%% random loss, %s, 1 stream: ≥ %g Mbit/s", c.loss, path, c.min),
+					fmt.Sprintf("%s up, %s down", f1(mbit(u)), f1(mbit(d))), status(known && u.Mbitps >= c.min && d.Mbitps >= c.min, known)})
+			}
+		}
+		for _, l := range rs.links() {
+			if l.LossPct != 2 {
+				continue
+			}
+			for _, path := range []string{"kcp", "kcp-fec"} {
+				for _, conns := range []int{1, 64} {
+					r := lat(rs.find(&l, path, "", "latency", "", conns))
+					if r == nil {
+						continue
+					}
+					out = append(out, verdict{fmt.Sprintf("lossy, %s, %s, %d conn.: echo p99 ≤ 3× RTT (%g ms)", l, path, conns, 3*l.RTTms),
+						fmt.Sprintf("%.0f ms", r.P99/1e3), status(r.P99/1e3 <= 3*l.RTTms, true)})
+				}
+			}
+		}
+	}
+	return out
+}
+
+func (rs *results) targetsMarkdown() string {
+	vs := rs.targets()
+	if len(vs) == 0 {
+		return ""
+	}
+	t := &table{head: []string{"target (issue 5)", "measured", ""}}
+	for _, v := range vs {
+		t.add(v.target, v.measured, v.status)
+	}
+	return "## Targets\n\n" + t.String() + "\n"
+}

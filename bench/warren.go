@@ -1,0 +1,255 @@
+package main
+
+// Building warren, writing its config files, and starting a server and a
+// client as real processes ("warren server -c FILE", "warren client -c
+// FILE").
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/hex"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"text/template"
+	"time"
+)
+
+// pathSpec is one way to reach the backend: direct, or through warren with
+// some transport settings.
+type pathSpec struct {
+	Name      string // direct, tcp, kcp, kcp-fec, tcp-plain, kcp-plain
+	Transport string // tcp or kcp; "" for direct
+	TLS       bool
+	FEC       bool
+}
+
+var allPaths = map[string]pathSpec{
+	"direct":    {Name: "direct"},
+	"tcp":       {Name: "tcp", Transport: "tcp", TLS: true},
+	"kcp":       {Name: "kcp", Transport: "kcp", TLS: true},
+	"kcp-fec":   {Name: "kcp-fec", Transport: "kcp", TLS: true, FEC: true},
+	"tcp-plain": {Name: "tcp-plain", Transport: "tcp"},
+	"kcp-plain": {Name: "kcp-plain", Transport: "kcp"},
+}
+
+// FEC settings of the kcp-fec path (the same on both sides, as they must be).
+const fecData, fecParity = 10, 3
+
+// buildWarren builds the daemon from the repository at root into dir.
+func buildWarren(root, dir string) (string, error) {
+	bin := filepath.Join(dir, "warren")
+	cmd := exec.Command("go", "build", "-o", bin, "./cmd/warren")
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build ./cmd/warren in %s: %v\n%s", root, err, out)
+	}
+	return bin, nil
+}
+
+// writeCert writes a self-signed ECDSA P-256 certificate (as warren makes
+// its own) and returns the files and the fingerprint clients pin.
+func writeCert(dir string) (certFile, keyFile, fingerprint string, err error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return "", "", "", err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()),
+		Subject:      pkix.Name{CommonName: "warren-bench"},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(24 * time.Hour),
+		DNSNames:     []string{"warren-bench"},
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return "", "", "", err
+	}
+	kb, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		return "", "", "", err
+	}
+	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+		return "", "", "", err
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600); err != nil {
+		return "", "", "", err
+	}
+	sum := sha256.Sum256(der)
+	return certFile, keyFile, "sha256:" + hex.EncodeToString(sum[:]), nil
+}
+
+// tunnelSpec is everything one server+client pair needs.
+type tunnelSpec struct {
+	Path        pathSpec
+	Dir         string // config files and state go here
+	TunnelAddr  string // the server listens here for the client
+	PublicAddr  string // IP the public port binds to
+	PublicPort  int
+	Target      string // the backend, as the client dials it
+	Cert, Key   string
+	Fingerprint string
+	Token       string
+	DataShards  int
+	Parity      int
+	// Raw TOML written right after the [server] / [client] keys: more keys
+	// of that table, and any sub-table the template does not write
+	// (e.g. [server.mux], or [server.kcp] on paths without FEC).
+	ExtraServer string
+	ExtraClient string
+}
+
+var serverTmpl = template.Must(template.New("server").Parse(`# written by warren's bench tool
+[server]
+public_address = "{{.PublicAddr}}"
+state_dir = "{{.Dir}}/state"
+shutdown_timeout = "1s"
+reconnect_grace = "0s"
+{{if not .Path.TLS}}tls = false
+{{end}}{{.ExtraServer}}
+[[server.listen]]
+transport = "{{.Path.Transport}}"
+address = "{{.TunnelAddr}}"
+{{if .Path.TLS}}
+[server.tls]
+cert = "{{.Cert}}"
+key = "{{.Key}}"
+{{end}}{{if .DataShards}}
+[server.kcp]
+data_shards = {{.DataShards}}
+parity_shards = {{.Parity}}
+{{end}}
+[server.log]
+level = "warn"
+
+[[server.clients]]
+name = "bench"
+token = "{{.Token}}"
+ports = [{{.PublicPort}}]
+`))
+
+var clientTmpl = template.Must(template.New("client").Parse(`# written by warren's bench tool
+[client]
+server = "{{.TunnelAddr}}"
+transport = "{{.Path.Transport}}"
+token = "{{.Token}}"
+shutdown_timeout = "1s"
+{{if not .Path.TLS}}tls = false
+{{end}}{{.ExtraClient}}
+{{if .Path.TLS}}
+[client.tls]
+fingerprint = "{{.Fingerprint}}"
+server_name = "warren-bench"
+{{end}}{{if .DataShards}}
+[client.kcp]
+data_shards = {{.DataShards}}
+parity_shards = {{.Parity}}
+{{end}}
+[client.log]
+level = "warn"
+
+[[client.services]]
+name = "bench"
+target = "{{.Target}}"
+remote_port = {{.PublicPort}}
+`))
+
+func writeConfigs(t *tunnelSpec) (serverFile, clientFile string, err error) {
+	if t.Path.FEC {
+		t.DataShards, t.Parity = fecData, fecParity
+	}
+	if err := os.MkdirAll(filepath.Join(t.Dir, "state"), 0o700); err != nil {
+		return "", "", err
+	}
+	write := func(name string, tm *template.Template) (string, error) {
+		var b strings.Builder
+		if err := tm.Execute(&b, t); err != nil {
+			return "", err
+		}
+		f := filepath.Join(t.Dir, name)
+		return f, os.WriteFile(f, []byte(b.String()), 0o600)
+	}
+	if serverFile, err = write("server.toml", serverTmpl); err != nil {
+		return "", "", err
+	}
+	clientFile, err = write("client.toml", clientTmpl)
+	return serverFile, clientFile, err
+}
+
+// tunnel is a running server+client pair.
+type tunnel struct {
+	server, client *proc
+	public         string // host:port of the public port
+}
+
+func (t *tunnel) stop() {
+	if t == nil {
+		return
+	}
+	t.client.stop(5 * time.Second)
+	t.server.stop(5 * time.Second)
+}
+
+// startTunnel starts the server (in serverNS) and the client (in clientNS)
+// and waits until the public port echoes through the tunnel.
+func startTunnel(warren string, spec *tunnelSpec, serverNS, clientNS string, lg *lgClient) (*tunnel, error) {
+	sf, cf, err := writeConfigs(spec)
+	if err != nil {
+		return nil, err
+	}
+	logDir := spec.Dir
+	srv, _, err := startProc("server", serverNS, logDir, false, nil, warren, "server", "-c", sf)
+	if err != nil {
+		return nil, err
+	}
+	t := &tunnel{server: srv, public: net.JoinHostPort(spec.PublicAddr, fmt.Sprint(spec.PublicPort))}
+	time.Sleep(200 * time.Millisecond) // let it bind before the client's first dial
+	cli, _, err := startProc("client", clientNS, logDir, false, nil, warren, "client", "-c", cf)
+	if err != nil {
+		srv.stop(time.Second)
+		return nil, err
+	}
+	t.client = cli
+	if _, err := lg.do(lgRequest{Op: "probe", Addr: t.public, Duration: 20 * time.Second}, nil); err != nil {
+		t.stop()
+		return nil, fmt.Errorf("tunnel %s never came up: %v\nserver log:\n%s\nclient log:\n%s", spec.Path.Name, err, srv.tail(), cli.tail())
+	}
+	return t, nil
+}
+
+// freePort returns a port free for both TCP and UDP on loopback.
+func freePort() (int, error) {
+	for range 50 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return 0, err
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		u, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", port))
+		l.Close()
+		if err == nil {
+			u.Close()
+			return port, nil
+		}
+	}
+	return 0, fmt.Errorf("no free port")
+}
+
+func randomToken() string {
+	b := make([]byte, 24)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"time"
@@ -176,7 +177,7 @@ func Connect(conn net.Conn, cfg Config, log *slog.Logger, token []byte, instance
 	binding, err := transport.ExportBinding(conn)
 	if err != nil {
 		conn.Close()
-		return nil, err
+		return nil, fmt.Errorf("TLS with the server: %w", err)
 	}
 	budget := newBudgetConn(conn, preAuthBudget(cfg)) // the server is not trusted yet either
 	mux, err := smux.Client(budget, cfg.smux())
@@ -187,7 +188,7 @@ func Connect(conn net.Conn, cfg Config, log *slog.Logger, token []byte, instance
 	ctrl, err := mux.OpenStream()
 	if err != nil {
 		mux.Close()
-		return nil, err
+		return nil, fmt.Errorf("opening the control stream: %w", err)
 	}
 	ctrl.SetDeadline(deadline)
 	fail := func(err error) (*Session, error) {
@@ -201,7 +202,7 @@ func Connect(conn net.Conn, cfg Config, log *slog.Logger, token []byte, instance
 	}
 	var c Challenge
 	if err := readAnswer(ctrl, cfg, typeChallenge, &c); err != nil {
-		return fail(fmt.Errorf("waiting for the server's challenge: %w", err))
+		return fail(answerErr("waiting for the server's challenge", err))
 	}
 	if c.Version < MinVersion || c.Version > MaxVersion {
 		return fail(fmt.Errorf("%w: server chose protocol %d, which this client (%d-%d) did not offer", ErrProtocol, c.Version, MinVersion, MaxVersion))
@@ -220,7 +221,7 @@ func Connect(conn net.Conn, cfg Config, log *slog.Logger, token []byte, instance
 	}
 	var w Welcome
 	if err := readAnswer(ctrl, cfg, typeWelcome, &w); err != nil {
-		return fail(err)
+		return fail(answerErr("waiting for the server's welcome", err))
 	}
 	budget.lift()
 	conn.SetDeadline(time.Time{})
@@ -234,6 +235,20 @@ func Connect(conn net.Conn, cfg Config, log *slog.Logger, token []byte, instance
 		Started:  time.Now(),
 	}
 	return newSession(cfg, log, budget, mux, ctrl, "server", info), nil
+}
+
+// answerErr says what failed while waiting for the server's answer. A
+// Reject or Goodbye speaks for itself; a hang-up is named as one, not "EOF".
+func answerErr(stage string, err error) error {
+	var rej *RejectError
+	var bye *GoodbyeError
+	switch {
+	case errors.As(err, &rej), errors.As(err, &bye):
+		return err
+	case err == io.EOF, errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.ErrClosedPipe):
+		return fmt.Errorf("%s: %w: server hung up", stage, ErrConnLost)
+	}
+	return fmt.Errorf("%s: %w", stage, err)
 }
 
 // readAnswer reads the server's next frame into msg when it has type want;

@@ -1,0 +1,384 @@
+package e2e
+
+import (
+	"encoding/binary"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"os"
+	"runtime"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/warren-tunnel/warren/client"
+	"github.com/warren-tunnel/warren/internal/leaktest"
+	"github.com/warren-tunnel/warren/server"
+)
+
+// waitUntil polls cond (no change signal exists for what it reads) until
+// it holds or waitTimeout passes, and says what it last saw.
+func waitUntil(t *testing.T, what string, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(waitTimeout)
+	for {
+		ok, saw := cond()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: still %s after %v", what, saw, waitTimeout)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// pendingIs is a waitUntil condition on the server's handshakes.
+func pendingIs(srv *testServer, ok func(int) bool) func() (bool, string) {
+	return func() (bool, string) {
+		n := srv.Pending()
+		return ok(n), fmt.Sprintf("%d handshakes pending", n)
+	}
+}
+
+// transfer sends size bytes of seed's stream through an echo service at
+// addr and checks they come back intact.
+func transfer(t *testing.T, addr string, seed uint64, size int64) {
+	t.Helper()
+	c := dialPublic(t, addr)
+	c.SetDeadline(time.Now().Add(2 * waitTimeout))
+	sent := make(chan [32]byte, 1)
+	go func() {
+		sum, _ := randomStream(c, seed, size)
+		c.CloseWrite()
+		sent <- sum
+	}()
+	got, n, err := sumAll(c)
+	if err != nil || n != size || got != <-sent {
+		t.Fatalf("transfer via %s: %d of %d bytes back, %v", addr, n, size, err)
+	}
+}
+
+// TestSlowUnauthenticated: 1000 connections to the tunnel port, from 40
+// source addresses, that start a TLS handshake and go silent. A real client
+// still connects and transfers; when the intruders leave, nothing of them
+// stays.
+func TestSlowUnauthenticated(t *testing.T) {
+	leaktest.Check(t)
+	const sources, perSource = 40, 25
+	target := backend(t, echo)
+	srv := startServer(t, serverConfig(t, "tcp"))
+
+	var slow []net.Conn
+	defer func() {
+		for _, c := range slow {
+			c.Close()
+		}
+	}()
+	for i := range sources {
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 1, byte(i+1))}}
+		for range perSource {
+			c, err := d.Dial("tcp", srv.addr())
+			if err != nil {
+				t.Fatalf("slow connection %d: %v", len(slow), err)
+			}
+			c.Write(tlsHelloStart)
+			slow = append(slow, c)
+		}
+	}
+	waitUntil(t, "intruders in their handshake", pendingIs(srv, func(n int) bool { return n == sources*perSource }))
+
+	cli := startClient(t, clientConfig(srv, tokenOffice, client.Service{Name: "echo", Target: target}))
+	cli.waitSession(t, 1)
+	transfer(t, cli.publicAddr(t, "echo"), 1, 8<<20)
+
+	for _, c := range slow {
+		c.Close()
+	}
+	slow = nil
+	waitUntil(t, "intruders gone", pendingIs(srv, func(n int) bool { return n == 0 }))
+}
+
+// TestHandshakeLimitPerIP: past max_handshakes_per_ip, connections from
+// that address are closed at once; other addresses are not affected.
+func TestHandshakeLimitPerIP(t *testing.T) {
+	leaktest.Check(t)
+	cfg := serverConfig(t, "tcp")
+	cfg.Limits.MaxHandshakesPerIP = 4
+	srv := startServer(t, cfg)
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 2, 1)}}
+	var conns []net.Conn
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	for range cfg.Limits.MaxHandshakesPerIP {
+		c, err := d.Dial("tcp", srv.addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+	}
+	waitUntil(t, "handshakes", pendingIs(srv, func(n int) bool { return n == cfg.Limits.MaxHandshakesPerIP }))
+	over, err := d.Dial("tcp", srv.addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer over.Close()
+	if err := isClosed(over, waitTimeout); err != nil {
+		t.Fatalf("a connection over the per-IP limit was not closed: %v", err)
+	}
+	srv.logs.waitFor(t, "too many connections in their handshake", "limits.max_handshakes_per_ip", "127.0.2.1")
+
+	// Another address still gets its handshake, and a real client in.
+	target := backend(t, echo)
+	cli := startClient(t, clientConfig(srv, tokenOffice, client.Service{Name: "echo", Target: target}))
+	cli.waitSession(t, 1)
+	roundTrip(t, cli.publicAddr(t, "echo"))
+}
+
+// TestUDPGarbage: datagrams of garbage and of forged KCP segments, each
+// source address sending a few and going away (as spoofed sources do),
+// hit the KCP port while a real client connects. kcp-go makes a session of
+// every new source; the handshake limits bound those (per source IP, and
+// in all), and the handshake deadline expires them.
+func TestUDPGarbage(t *testing.T) {
+	leaktest.Check(t)
+	const sources = 16
+	target := backend(t, echo)
+	cfg := serverConfig(t, "kcp")
+	cfg.Limits.HandshakeTimeout = time.Second
+	cfg.Limits.MaxHandshakesPerIP = 8
+	// The flood costs CPU (under the race detector most of all); liveness
+	// is not what this test is about.
+	cfg.HeartbeatInterval = time.Second
+	srv := startServer(t, cfg)
+	to, err := net.ResolveUDPAddr("udp", srv.addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	maxPending, sent := 0, 0
+	for i := range sources {
+		wg.Go(func() {
+			rng := rand.New(rand.NewPCG(uint64(i), 1))
+			buf := make([]byte, 1400)
+			for {
+				select {
+				case <-stop:
+					return
+				case <-time.After(5 * time.Millisecond):
+				}
+				pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 3, byte(i+1))})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				for n := range 4 {
+					size := 24 + rng.IntN(len(buf)-24)
+					for j := range buf[:size] {
+						buf[j] = byte(rng.Uint32())
+					}
+					if n%2 == 0 { // a well-formed first KCP data segment
+						binary.LittleEndian.PutUint32(buf[0:], rng.Uint32())
+						buf[4] = 81 // IKCP_CMD_PUSH
+						binary.LittleEndian.PutUint32(buf[12:], 0)
+						binary.LittleEndian.PutUint32(buf[20:], uint32(size-24))
+					}
+					pc.WriteTo(buf[:size], to)
+				}
+				pc.Close()
+				mu.Lock()
+				sent += 4
+				maxPending = max(maxPending, srv.Pending())
+				mu.Unlock()
+			}
+		})
+	}
+
+	ccfg := clientConfig(srv, tokenOffice, client.Service{Name: "echo", Target: target})
+	ccfg.HeartbeatInterval = time.Second
+	cli := startClient(t, ccfg)
+	cli.waitSession(t, 1)
+	transfer(t, cli.publicAddr(t, "echo"), 2, 4<<20)
+	close(stop)
+	wg.Wait()
+	mu.Lock()
+	bound := sources*cfg.Limits.MaxHandshakesPerIP + 1 // and the real client
+	t.Logf("%d forged datagrams; handshakes pending at most %d (bound %d)", sent, maxPending, bound)
+	if maxPending > bound {
+		t.Errorf("%d handshakes pending, over %d sources x max_handshakes_per_ip + 1", maxPending, sources)
+	}
+	mu.Unlock()
+	waitUntil(t, "forged conversations expired", pendingIs(srv, func(n int) bool { return n == 0 }))
+	roundTrip(t, cli.publicAddr(t, "echo"))
+}
+
+// TestReconnectStorm: 100 clients are connected when the server restarts;
+// every one reconnects by itself and gets its port back.
+func TestReconnectStorm(t *testing.T) {
+	leaktest.Check(t)
+	const n = 100
+	target := backend(t, echo)
+	cfg := serverConfig(t, "tcp")
+	cfg.HeartbeatInterval = 2 * time.Second // 100 sessions on 2 cores
+	all := []server.PortRange{{Lo: 1024, Hi: 65535}}
+	for i := range n {
+		cfg.Clients = append(cfg.Clients, server.Client{Name: fmt.Sprintf("storm%d", i), Token: fmt.Sprintf("storm-token-%04d-0123456789", i), Ports: all})
+	}
+	srv := startServer(t, cfg)
+	clients := make([]*testClient, n)
+	for i := range n {
+		ccfg := clientConfig(srv, fmt.Sprintf("storm-token-%04d-0123456789", i), client.Service{Name: "echo", Target: target})
+		ccfg.HeartbeatInterval = 2 * time.Second
+		ccfg.HeartbeatMisses = 3
+		clients[i] = startClient(t, ccfg)
+	}
+	ports := make([]string, n)
+	for i, c := range clients {
+		c.waitSession(t, 1)
+		ports[i] = c.publicAddr(t, "echo")
+	}
+	srv.waitSessions(t, n)
+
+	srv.stop()
+	cfg.Listen[0].Address = srv.addr()
+	srv2 := startServer(t, cfg)
+	start := time.Now()
+	for _, c := range clients {
+		c.waitSession(t, 2)
+	}
+	t.Logf("%d clients back %v after the restart", n, time.Since(start).Round(time.Millisecond))
+	srv2.waitSessions(t, n)
+	for i, c := range clients {
+		if got := c.publicAddr(t, "echo"); got != ports[i] {
+			t.Errorf("client %d: port %s after the restart, had %s", i, got, ports[i])
+		}
+		roundTrip(t, ports[i])
+	}
+}
+
+// TestManyConnections: 10 000 public connections open at once through one
+// session (2 000 under the race detector, which caps live goroutines),
+// each proven to reach the backend; then all closed. Goroutines and file
+// descriptors return to where they were.
+func TestManyConnections(t *testing.T) {
+	n := 10000
+	if raceEnabled {
+		n = 2000
+	}
+	raiseFileLimit(t, uint64(5*n+1024))
+	leaktest.Check(t)
+	target := backend(t, echo)
+	srv := startServer(t, serverConfig(t, "tcp"))
+	cli := startClient(t, clientConfig(srv, tokenOffice, client.Service{Name: "echo", Target: target}))
+	cli.waitSession(t, 1)
+	addr := cli.publicAddr(t, "echo")
+	roundTrip(t, addr)
+	baseG, baseFD := runtime.NumGoroutine(), openFiles(t)
+
+	conns := make([]net.Conn, n)
+	var next sync.Mutex
+	i := 0
+	var wg sync.WaitGroup
+	var failed error
+	for range 32 {
+		wg.Go(func() {
+			b := make([]byte, 1)
+			for {
+				next.Lock()
+				k := i
+				i++
+				next.Unlock()
+				if k >= n {
+					return
+				}
+				c, err := net.DialTimeout("tcp", addr, waitTimeout)
+				if err == nil {
+					conns[k] = c
+					c.SetDeadline(time.Now().Add(waitTimeout))
+					if _, err = c.Write([]byte{byte(k)}); err == nil {
+						_, err = io.ReadFull(c, b)
+					}
+					if err == nil && b[0] != byte(k) {
+						err = fmt.Errorf("echoed %d, sent %d", b[0], byte(k))
+					}
+				}
+				if err != nil {
+					next.Lock()
+					failed = fmt.Errorf("connection %d: %w", k, err)
+					i = n
+					next.Unlock()
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	defer func() {
+		for _, c := range conns {
+			if c != nil {
+				c.Close()
+			}
+		}
+	}()
+	if failed != nil {
+		t.Fatal(failed)
+	}
+	srv.waitStreams(t, n)
+	t.Logf("%d connections open: %d goroutines (baseline %d), %d files (baseline %d)", n, runtime.NumGoroutine(), baseG, openFiles(t), baseFD)
+
+	for k, c := range conns {
+		c.Close()
+		conns[k] = nil
+	}
+	srv.waitStreams(t, 0)
+	defer func() {
+		if t.Failed() {
+			ents, _ := os.ReadDir("/proc/self/fd")
+			for _, e := range ents {
+				l, _ := os.Readlink("/proc/self/fd/" + e.Name())
+				t.Logf("fd %s -> %s", e.Name(), l)
+			}
+		}
+	}()
+	waitUntil(t, "back to baseline", func() (bool, string) {
+		g, fd := runtime.NumGoroutine(), openFiles(t)
+		return g <= baseG+5 && fd <= baseFD+5, fmt.Sprintf("%d goroutines (baseline %d), %d files (baseline %d)", g, baseG, fd, baseFD)
+	})
+}
+
+// raiseFileLimit makes room for want open files, or skips the test.
+func raiseFileLimit(t *testing.T, want uint64) {
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		t.Skipf("no file limit to read: %v", err)
+	}
+	if lim.Cur >= want {
+		return
+	}
+	old := lim
+	lim.Cur = want
+	if lim.Max < want {
+		lim.Max = want // root may raise the hard limit
+	}
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		t.Skipf("needs %d open files; the limit is %d and cannot be raised: %v", want, old.Cur, err)
+	}
+	t.Cleanup(func() { syscall.Setrlimit(syscall.RLIMIT_NOFILE, &old) })
+}
+
+// openFiles counts this process's open file descriptors.
+func openFiles(t *testing.T) int {
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skipf("cannot count open files: %v", err)
+	}
+	return len(ents)
+}

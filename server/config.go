@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"regexp"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/warren-tunnel/warren/internal/domain"
@@ -37,7 +38,12 @@ type Config struct {
 	// ShutdownTimeout bounds how long a stopping server lets open public
 	// connections finish.
 	ShutdownTimeout time.Duration `toml:"shutdown_timeout"`
-	Limits          Limits        `toml:"limits"`
+	// HTTP and HTTPS are the entry points that route public connections
+	// by domain: the Host of an HTTP/1.x request, the SNI of a TLS
+	// ClientHello. Off while their address is empty.
+	HTTP   Entry  `toml:"http"`
+	HTTPS  Entry  `toml:"https"`
+	Limits Limits `toml:"limits"`
 	// Clients are the tokens that may connect and what each may claim.
 	Clients []Client `toml:"clients"`
 }
@@ -47,6 +53,13 @@ type Listen struct {
 	// Transport is "tcp" or "kcp".
 	Transport string `toml:"transport"`
 	// Address is host:port; port 0 picks a free port (for tests).
+	Address string `toml:"address"`
+}
+
+// Entry is the [server.http] or [server.https] table.
+type Entry struct {
+	// Address is host:port to listen on, e.g. "0.0.0.0:80"; "" turns
+	// the entry point off; port 0 picks a free port (for tests).
 	Address string `toml:"address"`
 }
 
@@ -68,6 +81,15 @@ type Limits struct {
 	// MaxWaiting caps the public connections waiting, on one port or
 	// domain, for a client to come back within the reconnect grace.
 	MaxWaiting int `toml:"max_waiting"`
+	// SniffTimeout bounds how long a connection to an HTTP or HTTPS entry
+	// point may take to send the Host header or TLS ClientHello.
+	SniffTimeout time.Duration `toml:"sniff_timeout"`
+	// SniffMax caps the bytes read from such a connection to find its
+	// host name.
+	SniffMax int `toml:"sniff_max"`
+	// MaxSniffing caps the connections to the entry points that have not
+	// named their host yet; more are closed at once.
+	MaxSniffing int `toml:"max_sniffing"`
 }
 
 // Client is one [[server.clients]] entry: a token and what it may claim.
@@ -110,6 +132,9 @@ func DefaultConfig() Config {
 			MaxStreams:         16384,
 			MaxServices:        256,
 			MaxWaiting:         256,
+			SniffTimeout:       10 * time.Second,
+			SniffMax:           16384,
+			MaxSniffing:        4096,
 		},
 	}
 }
@@ -168,6 +193,9 @@ func (c Config) Validate() error {
 	if c.ShutdownTimeout < 0 {
 		return fmt.Errorf(`server.shutdown_timeout: %v is negative`, c.ShutdownTimeout)
 	}
+	if err := c.validateEntries(); err != nil {
+		return err
+	}
 	for _, l := range []struct {
 		key string
 		v   int
@@ -177,6 +205,7 @@ func (c Config) Validate() error {
 		{"max_streams", c.Limits.MaxStreams},
 		{"max_services", c.Limits.MaxServices},
 		{"max_waiting", c.Limits.MaxWaiting},
+		{"max_sniffing", c.Limits.MaxSniffing},
 	} {
 		if l.v < 1 {
 			return fmt.Errorf("server.limits.%s: %d must be at least 1", l.key, l.v)
@@ -190,6 +219,38 @@ func (c Config) Validate() error {
 		return fmt.Errorf("server: %w", err)
 	}
 	return c.validateClients()
+}
+
+// Bounds of limits.sniff_max: a TLS ClientHello in one full record takes
+// 16389 bytes; more than a few records is no ClientHello a browser sends.
+const (
+	minSniffMax = 1024
+	maxSniffMax = 1 << 20
+)
+
+// validateEntries checks [server.http], [server.https] and their limits.
+func (c Config) validateEntries() error {
+	for _, e := range []struct {
+		key  string
+		addr string
+	}{{"http", c.HTTP.Address}, {"https", c.HTTPS.Address}} {
+		if e.addr == "" {
+			continue
+		}
+		if err := checkListenAddr(e.addr); err != nil {
+			return fmt.Errorf("server.%s.address: %w", e.key, err)
+		}
+	}
+	if a := c.HTTP.Address; a != "" && a == c.HTTPS.Address && !strings.HasSuffix(a, ":0") {
+		return fmt.Errorf("server.https.address: %q is also server.http.address; each entry point needs its own port", a)
+	}
+	if c.Limits.SniffTimeout <= 0 {
+		return fmt.Errorf(`server.limits.sniff_timeout: %v must be positive (durations are strings such as "10s")`, c.Limits.SniffTimeout)
+	}
+	if c.Limits.SniffMax < minSniffMax || c.Limits.SniffMax > maxSniffMax {
+		return fmt.Errorf("server.limits.sniff_max: %d is out of range %d-%d", c.Limits.SniffMax, minSniffMax, maxSniffMax)
+	}
+	return nil
 }
 
 // serverKey places a session setting in the [server] table's layout.

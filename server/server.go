@@ -41,6 +41,7 @@ type Server struct {
 	closing   bool       // shutdown began: new clients are refused
 	stopped   bool       // listeners closed: new connections are dropped
 	listeners []listener // tunnel listeners, set before ready closes
+	entries   entryState // the HTTP and HTTPS entry points (entry.go)
 	routes    map[string]*route
 	sessions  map[*clientSession]struct{}
 	pending   map[net.Conn]struct{} // connections not yet authenticated
@@ -115,7 +116,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 // pin ("sha256:..."), empty without TLS.
 func (s *Server) Fingerprint() string { return s.fingerprint }
 
-// Ready is closed once Run has bound every tunnel listener.
+// Ready is closed once Run has bound every tunnel listener and entry point.
 func (s *Server) Ready() <-chan struct{} { return s.ready }
 
 // Addr returns the bound address of the first tunnel listener of the
@@ -148,10 +149,18 @@ func (s *Server) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	eps, err := s.listenEntries()
+	if err != nil {
+		for _, l := range ls {
+			l.l.Close()
+		}
+		return err
+	}
 	s.mu.Lock()
 	s.listeners = ls
 	s.mu.Unlock()
 	s.logStart()
+	s.startEntries(eps)
 	close(s.ready)
 
 	var wg sync.WaitGroup
@@ -229,15 +238,17 @@ func (s *Server) acceptTunnel(l listener, wg *sync.WaitGroup) {
 // shutdown ends service in order. New client sessions are refused at once
 // (TCP listeners close, so the kernel refuses; KCP listeners stay open to
 // answer "shutting down", since KCP has no refusal of its own). Public
-// listeners close; connections waiting for a client give up; open public
-// connections may finish, for up to ShutdownTimeout; client sessions do
-// not count. Then every session is told goodbye, the KCP listeners close,
+// listeners and entry points close, and so do entry point connections
+// that have not named their host yet; connections waiting for a client
+// give up; open public connections may finish, for up to ShutdownTimeout;
+// client sessions do not count. Then every session is told goodbye, the KCP listeners close,
 // and connections still in their handshake drop.
 func (s *Server) shutdown() {
 	s.mu.Lock()
 	s.closing = true
 	close(s.stopping)
 	ls := s.listeners
+	s.closeEntriesLocked()
 	for _, r := range s.routes {
 		if r.hold != nil {
 			r.hold.Stop()

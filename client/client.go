@@ -86,7 +86,11 @@ func New(cfg Config, log *slog.Logger) (*Client, error) {
 	}
 	for _, s := range cfg.Services {
 		c.services[s.Name] = s
-		c.claims = append(c.claims, session.Service{Name: s.Name, RemotePort: s.RemotePort, Domains: s.Domains})
+		entry := s.Entry
+		if entry == "" && len(s.Domains) > 0 {
+			entry = EntryHTTP
+		}
+		c.claims = append(c.claims, session.Service{Name: s.Name, RemotePort: s.RemotePort, Domains: s.Domains, Entry: entry, Shared: s.Shared})
 	}
 	return c, nil
 }

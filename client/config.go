@@ -52,10 +52,25 @@ type Service struct {
 	// RemotePort is the public port on the server. 0 without domains asks
 	// the server for any free port the token allows.
 	RemotePort int `toml:"remote_port"`
-	// Domains claimed for the service (routing by domain is the server's
-	// [server.http] / [server.https] business).
+	// Domains claimed for the service: exact names or "*.suffix"
+	// wildcards, served on the server's [server.http] or [server.https]
+	// entry point.
 	Domains []string `toml:"domains"`
+	// Entry is the entry point the domains are served on: "http" (the
+	// default, routed by the Host header) or "https" (routed by the TLS
+	// server name; TLS passes through to the target). Only with domains.
+	Entry string `toml:"entry"`
+	// Shared lets sessions of other clients (whose tokens allow it) serve
+	// the same port or domains, each getting some of the connections;
+	// every service on them must set it.
+	Shared bool `toml:"shared"`
 }
+
+// Entry points a service's domains may be served on.
+const (
+	EntryHTTP  = "http"
+	EntryHTTPS = "https"
+)
 
 // DefaultConfig returns the defaults documented in config.example.toml,
 // with no server, token or services.
@@ -159,6 +174,12 @@ func (c Config) validateServices() error {
 			if _, err := domain.Normalize(d); err != nil {
 				return fmt.Errorf("%s.domains[%d]: %w", key, j, err)
 			}
+		}
+		switch {
+		case s.Entry != "" && s.Entry != EntryHTTP && s.Entry != EntryHTTPS:
+			return fmt.Errorf("%s.entry: %q: want \"http\" or \"https\"", key, s.Entry)
+		case s.Entry != "" && len(s.Domains) == 0:
+			return fmt.Errorf("%s.entry: %q without domains: an entry point routes by domain", key, s.Entry)
 		}
 	}
 	return nil

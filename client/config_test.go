@@ -53,6 +53,9 @@ func TestConfigValidate(t *testing.T) {
 		}},
 		{name: "wildcard domain", mod: func(c *Config) { c.Services[1].Domains = []string{"*.example.com"} }},
 		{name: "remote_port 65535", mod: func(c *Config) { c.Services[0].RemotePort = 65535 }},
+		{name: "entry http", mod: func(c *Config) { c.Services[1].Entry = "http" }},
+		{name: "entry https", mod: func(c *Config) { c.Services[1].Entry = "https" }},
+		{name: "shared port and domains", mod: func(c *Config) { c.Services[0].Shared, c.Services[1].Shared = true, true }},
 
 		{name: "server empty", mod: func(c *Config) { c.Server = "" },
 			wantErr: "client.server: "},
@@ -129,6 +132,10 @@ func TestConfigValidate(t *testing.T) {
 			wantErr: "client.services[1] (web).domains[1]: "},
 		{name: "domain empty", mod: func(c *Config) { c.Services[1].Domains = []string{""} },
 			wantErr: "client.services[1] (web).domains[0]: "},
+		{name: "entry unknown", mod: func(c *Config) { c.Services[1].Entry = "tls" },
+			wantErr: `client.services[1] (web).entry: "tls": want "http" or "https"`},
+		{name: "entry without domains", mod: func(c *Config) { c.Services[0].Entry = "https" },
+			wantErr: `client.services[0] (ssh).entry: "https" without domains`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

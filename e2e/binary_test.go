@@ -24,6 +24,9 @@ import (
 var warrenBin string
 
 func TestMain(m *testing.M) {
+	if mode := os.Getenv("WARREN_E2E_HELPER"); mode != "" {
+		os.Exit(runHelper(mode))
+	}
 	dir, err := os.MkdirTemp("", "warren-e2e-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

@@ -345,7 +345,7 @@ func (s *Session) heartbeat() {
 		case <-t.C:
 		}
 		n := int(s.missed.Load())
-		if n >= s.cfg.HeartbeatMisses && s.conn.idle() >= time.Duration(n)*s.cfg.HeartbeatInterval {
+		if n >= s.cfg.HeartbeatMisses && s.conn.idle() >= time.Duration(s.cfg.HeartbeatMisses)*s.cfg.HeartbeatInterval {
 			s.fail(fmt.Errorf("%w after %d missed (last RTT %s)", ErrHeartbeat, n, fmtRTT(s.RTT())))
 			return
 		}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 
+	"github.com/warren-tunnel/warren/admin"
 	"github.com/warren-tunnel/warren/client"
 	"github.com/warren-tunnel/warren/server"
 )
@@ -27,16 +28,20 @@ type File struct {
 	Client *Client
 }
 
-// Server is the [server] table with its [server.log] sub-table.
+// Server is the [server] table with its [server.log] and [server.admin]
+// sub-tables.
 type Server struct {
 	server.Config
-	Log Log `toml:"log"`
+	Log   Log          `toml:"log"`
+	Admin admin.Config `toml:"admin"`
 }
 
-// Client is the [client] table with its [client.log] sub-table.
+// Client is the [client] table with its [client.log] and [client.admin]
+// sub-tables.
 type Client struct {
 	client.Config
-	Log Log `toml:"log"`
+	Log   Log          `toml:"log"`
+	Admin admin.Config `toml:"admin"`
 }
 
 // Log is the [server.log] / [client.log] table.
@@ -73,8 +78,8 @@ func Parse(path string, data []byte, lookupEnv func(string) (string, bool)) (*Fi
 		Server Server `toml:"server"`
 		Client Client `toml:"client"`
 	}{
-		Server: Server{Config: server.DefaultConfig(), Log: DefaultLog()},
-		Client: Client{Config: client.DefaultConfig(), Log: DefaultLog()},
+		Server: Server{Config: server.DefaultConfig(), Log: DefaultLog(), Admin: admin.DefaultConfig()},
+		Client: Client{Config: client.DefaultConfig(), Log: DefaultLog(), Admin: admin.DefaultConfig()},
 	}
 	// The decoder fills slices in place: a default list would be merged
 	// with the file's entry by entry. Lists start empty and get their
@@ -145,6 +150,12 @@ func Parse(path string, data []byte, lookupEnv func(string) (string, bool)) (*Fi
 		if err := raw.Server.Log.Validate(); err != nil {
 			return nil, fmt.Errorf("%s: server.%w", path, err)
 		}
+		if err := raw.Server.Admin.ResolveToken(lookupEnv); err != nil {
+			return nil, fmt.Errorf("%s: server.%w", path, err)
+		}
+		if err := raw.Server.Admin.Validate(); err != nil {
+			return nil, fmt.Errorf("%s: server.%w", path, err)
+		}
 		f.Server = &raw.Server
 	}
 	if md.IsDefined("client") {
@@ -155,6 +166,12 @@ func Parse(path string, data []byte, lookupEnv func(string) (string, bool)) (*Fi
 			return nil, fmt.Errorf("%s: %w", path, err)
 		}
 		if err := raw.Client.Log.Validate(); err != nil {
+			return nil, fmt.Errorf("%s: client.%w", path, err)
+		}
+		if err := raw.Client.Admin.ResolveToken(lookupEnv); err != nil {
+			return nil, fmt.Errorf("%s: client.%w", path, err)
+		}
+		if err := raw.Client.Admin.Validate(); err != nil {
 			return nil, fmt.Errorf("%s: client.%w", path, err)
 		}
 		f.Client = &raw.Client

@@ -144,6 +144,10 @@ func TestErrors(t *testing.T) {
 		{"insecure and pinned", client + "remote_port = 1\n[client.tls]\ninsecure_skip_verify = true\nfingerprint = \"sha256:" + strings.Repeat("0", 64) + "\"\n", []string{"insecure_skip_verify contradicts"}},
 		{"no services", "[client]\nserver = \"h:1\"\ntoken = \"" + goodToken + "\"\n", []string{"client.services: nothing to serve"}},
 		{"bad target", "[client]\nserver = \"h:1\"\ntoken = \"" + goodToken + "\"\n[[client.services]]\nname = \"a\"\ntarget = \"nowhere\"\n", []string{"client.services[0] (a).target"}},
+		{"admin beyond loopback without token", server + "[server.admin]\naddress = \"0.0.0.0:7001\"\n", []string{"server.admin.token: required"}},
+		{"admin bad address", client + "remote_port = 1\n[client.admin]\naddress = \"7001\"\n", []string{"client.admin.address"}},
+		{"admin unset token_env", client + "remote_port = 1\n[client.admin]\naddress = \"0.0.0.0:7001\"\ntoken_env = \"NOPE\"\n", []string{"client.admin.token_env", "NOPE is not set"}},
+		{"admin unknown key", server + "[server.admin]\nadress = \"127.0.0.1:7001\"\n", []string{"unknown key server.admin.adress"}},
 		{"bad server", "[client]\nserver = \"h\"\ntoken = \"" + goodToken + "\"\n", []string{"client.server", "host:port"}},
 	}
 	for _, tc := range cases {
@@ -161,6 +165,47 @@ func TestErrors(t *testing.T) {
 				t.Errorf("error %q does not name the file first", err)
 			}
 		})
+	}
+}
+
+// TestAdmin: [server.admin] and [client.admin] are read, off by default,
+// and their token_env resolved.
+func TestAdmin(t *testing.T) {
+	env := map[string]string{"ADMIN_TOKEN": "admin-token-0123456789"}
+	f, err := Parse("w.toml", []byte(`
+[server]
+[server.admin]
+address = "127.0.0.1:7001"
+[[server.clients]]
+name = "a"
+token = "`+goodToken+`"
+ports = [1]
+[client]
+server = "h:1"
+token = "`+goodToken+`"
+[client.admin]
+address = "0.0.0.0:7002"
+token_env = "ADMIN_TOKEN"
+[[client.services]]
+name = "a"
+target = "127.0.0.1:1"
+remote_port = 1
+`), func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a := f.Server.Admin; a.Address != "127.0.0.1:7001" || a.Token != "" {
+		t.Errorf("server admin = %+v", a)
+	}
+	if a := f.Client.Admin; a.Address != "0.0.0.0:7002" || a.Token != "admin-token-0123456789" || a.TokenEnv != "" {
+		t.Errorf("client admin = %+v", a)
+	}
+	f, err = Parse("w.toml", []byte("[server]\n[[server.clients]]\nname = \"a\"\ntoken = \""+goodToken+"\"\nports = [1]\n"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.Server.Admin.Enabled() {
+		t.Errorf("admin on by default: %+v", f.Server.Admin)
 	}
 }
 

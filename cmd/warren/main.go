@@ -43,6 +43,8 @@ Usage:
   warren client -c FILE            run the private side
   warren client --server kcp://host:7000 --token T --fingerprint sha256:... --service ssh=2222:127.0.0.1:22
   warren demo                      server, client and a web page on loopback
+  warren status --admin HOST:PORT  show a running daemon's sessions and services
+  warren health --admin HOST:PORT  exit 0 if a running daemon is ready
   warren token                     print a new random token
   warren version                   print the version
 
@@ -62,6 +64,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		"server":  runServer,
 		"client":  runClient,
 		"demo":    runDemo,
+		"status":  runStatus,
+		"health":  runHealth,
 		"token":   runToken,
 		"version": runVersion,
 	}

@@ -12,8 +12,10 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/warren-tunnel/warren/metrics"
 	"github.com/warren-tunnel/warren/session"
 	"github.com/warren-tunnel/warren/transport"
 )
@@ -34,8 +36,15 @@ type Client struct {
 	// Only Run's goroutine uses it.
 	sticky map[string]int
 
+	metrics *metrics.Registry // nil: none (SetMetrics)
+	started time.Time
+	// stats counts each service's connections and bytes, over all
+	// sessions, for the status API. Fixed after New.
+	stats map[string]*serviceStats
+
 	mu      sync.Mutex
 	status  Status
+	sess    *session.Session // the session up now, nil while disconnected
 	changed chan struct{}
 	running bool
 }
@@ -83,9 +92,12 @@ func New(cfg Config, log *slog.Logger) (*Client, error) {
 		services:  make(map[string]Service),
 		changed:   make(chan struct{}),
 		sticky:    make(map[string]int),
+		started:   time.Now(),
+		stats:     make(map[string]*serviceStats),
 	}
 	for _, s := range cfg.Services {
 		c.services[s.Name] = s
+		c.stats[s.Name] = new(serviceStats)
 		entry := s.Entry
 		if entry == "" && len(s.Domains) > 0 {
 			entry = EntryHTTP
@@ -204,6 +216,13 @@ func (c *Client) connect(ctx context.Context) (upFor time.Duration, err error) {
 		s.Connected, s.Session, s.LastError = true, info, nil
 		s.Sessions++
 	})
+	c.mu.Lock()
+	c.sess = sess
+	c.mu.Unlock()
+	c.metrics.SessionUp(info.Client, c.transport.String())
+	if c.metrics != nil {
+		go c.watchRTT(sess)
+	}
 	for _, svc := range info.Services {
 		log.Info("serving", "service", svc.Name, "target", c.services[svc.Name].Target, "remote_port", svc.RemotePort, "domains", svc.Domains)
 	}
@@ -223,6 +242,10 @@ func (c *Client) connect(ctx context.Context) (upFor time.Duration, err error) {
 		c.serveStream(log, sess, st)
 	}})
 	wg.Wait()
+	c.mu.Lock()
+	c.sess = nil
+	c.mu.Unlock()
+	c.metrics.SessionDown(info.Client, c.transport.String())
 	upFor = time.Since(info.Started)
 	if ctx.Err() == nil {
 		log.Warn("session down", "reason", err, "after", upFor.Round(time.Millisecond).String())
@@ -332,9 +355,19 @@ func (c *Client) serveStream(log *slog.Logger, sess *session.Session, st *sessio
 	if err != nil {
 		log.Warn("target dial failed", "target", svc.Target, "err", err)
 		st.Abort(fmt.Sprintf("client %s could not reach target %s: %v", sess.Info().Client, svc.Target, err))
+		c.metrics.PublicConn(h.Service, metrics.OutcomeBackendDialFailed)
 		return
 	}
+	stats := c.stats[h.Service]
+	stats.conns.Add(1)
+	c.metrics.StreamUp(sess.Info().Client)
 	res := session.Relay(conn, st)
+	c.metrics.StreamDown(sess.Info().Client)
+	c.metrics.PublicConn(h.Service, metrics.OutcomeOK)
+	c.metrics.AddBytes(h.Service, res.Received, res.Sent)
+	stats.conns.Add(-1)
+	stats.in.Add(res.Received)
+	stats.out.Add(res.Sent)
 	level, reason := session.EndReason(res.Err, sess)
 	log.Log(context.Background(), level, "connection closed",
 		"target", svc.Target, "bytes_from_public", res.Received, "bytes_to_public", res.Sent,
@@ -378,4 +411,10 @@ func fatal(err error) bool {
 	var herr x509.HostnameError
 	return errors.Is(err, transport.ErrFingerprintMismatch) || errors.Is(err, session.ErrVersion) ||
 		errors.As(err, &verr) || errors.As(err, &uerr) || errors.As(err, &herr)
+}
+
+// serviceStats counts one service's connections, for the status API.
+type serviceStats struct {
+	conns   atomic.Int64 // open now
+	in, out atomic.Int64 // bytes from and to the public peers
 }

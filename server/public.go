@@ -6,6 +6,7 @@ import (
 	"net"
 	"time"
 
+	"github.com/warren-tunnel/warren/metrics"
 	"github.com/warren-tunnel/warren/session"
 )
 
@@ -37,36 +38,60 @@ func (s *Server) servePort(r *route) {
 func (s *Server) serveConn(r *route, c net.Conn, prefix []byte) {
 	s.active.Add(1)
 	defer s.active.Add(-1)
+	accepted := time.Now()
 	peer := c.RemoteAddr().String()
 	tried := make(map[*member]bool)
+	service := r.service       // the metrics label until a member takes it
+	var failed metrics.Outcome // why the last member tried did not take it
 	for {
 		m, err := s.pick(r, tried, s.stopping)
 		if err != nil {
 			s.log.Info("public connection refused", "route", r.key, "peer", peer, "reason", err)
 			c.Close()
+			s.metrics.PublicConn(service, refusedOutcome(err, failed, s.stopping))
 			return
 		}
 		log := m.cs.log
+		service = m.service
 		if m.cs.sess.NumStreams() >= s.cfg.Limits.MaxStreams {
 			log.Warn("session at limits.max_streams; public connection not given to it", "route", r.key, "peer", peer, "max_streams", s.cfg.Limits.MaxStreams)
 			tried[m] = true
+			failed = metrics.OutcomeRefusedLimit
 			continue
 		}
 		st, err := m.cs.sess.Open(session.Header{Service: m.service, Peer: peer})
 		if err != nil {
 			log.Debug("cannot open a stream; trying another session", "route", r.key, "peer", peer, "err", err)
 			tried[m] = true
+			failed = metrics.OutcomeAborted
 			continue
 		}
+		s.metrics.StreamOpened(time.Since(accepted))
 		if len(prefix) > 0 {
 			if _, err := st.Write(prefix); err != nil {
 				st.Close()
 				tried[m] = true
+				failed = metrics.OutcomeAborted
 				continue
 			}
 		}
+		stats := m.cs.stats[m.service]
+		if stats != nil {
+			stats.conns.Add(1)
+		}
+		client := m.cs.client.name
+		s.metrics.StreamUp(client)
 		start := time.Now()
 		res := session.Relay(c, st)
+		s.metrics.StreamDown(client)
+		in := res.Sent + int64(len(prefix))
+		s.metrics.AddBytes(m.service, in, res.Received)
+		s.metrics.PublicConn(m.service, metrics.OutcomeOK)
+		if stats != nil {
+			stats.conns.Add(-1)
+			stats.in.Add(in)
+			stats.out.Add(res.Received)
+		}
 		level, reason := session.EndReason(res.Err, m.cs.sess)
 		log.Log(context.Background(), level, "public connection closed",
 			"service", m.service, "route", r.key, "peer", peer,
@@ -75,4 +100,22 @@ func (s *Server) serveConn(r *route, c net.Conn, prefix []byte) {
 			"reason", reason)
 		return
 	}
+}
+
+// refusedOutcome is the metrics outcome of a public connection that no
+// session took: pick failed with err, after the members tried failed for
+// failed (empty when none was tried).
+func refusedOutcome(err error, failed metrics.Outcome, stopping <-chan struct{}) metrics.Outcome {
+	select {
+	case <-stopping:
+		return metrics.OutcomeShuttingDown
+	default:
+	}
+	switch {
+	case errors.Is(err, errTooManyWaiting):
+		return metrics.OutcomeRefusedLimit
+	case failed != "":
+		return failed
+	}
+	return metrics.OutcomeNoSession
 }

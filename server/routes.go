@@ -20,9 +20,12 @@ type route struct {
 	entry  string // domain routes: "http" or "https"
 	name   string // domain routes: the normalized name or wildcard
 	shared bool
-	client *clientEntry  // the client of a non-shared route's members
-	l      net.Listener  // port routes: the public listener
-	done   chan struct{} // closed when the route is removed
+	// service is the service name of the session that created the
+	// route: the metrics label of connections no session takes.
+	service string
+	client  *clientEntry  // the client of a non-shared route's members
+	l       net.Listener  // port routes: the public listener
+	done    chan struct{} // closed when the route is removed
 
 	// Guarded by Server.mu:
 	members   []*member

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/warren-tunnel/warren/internal/domain"
+	"github.com/warren-tunnel/warren/metrics"
 	"github.com/warren-tunnel/warren/session"
 	"github.com/warren-tunnel/warren/transport"
 )
@@ -32,7 +33,9 @@ type Server struct {
 	certCreated bool
 	sessCfg     session.Config
 	clients     []*clientEntry
-	tokens      [][]byte // tokens[i] belongs to clients[i]
+	tokens      [][]byte          // tokens[i] belongs to clients[i]
+	metrics     *metrics.Registry // nil: none (SetMetrics)
+	started     time.Time
 
 	ready chan struct{}
 
@@ -92,6 +95,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		pending:   make(map[net.Conn]struct{}),
 		pendingIP: make(map[string]int),
 		changed:   make(chan struct{}),
+		started:   time.Now(),
 	}
 	if !cfg.TLS.Disabled {
 		var err error

@@ -27,6 +27,8 @@ type clientSession struct {
 	sess      *session.Session
 	log       *slog.Logger
 	routes    []*route // guarded by Server.mu
+	granted   []session.Service
+	stats     map[string]*serviceStats // by service name; fixed once sess is set
 }
 
 // Entry points of domain routes.
@@ -58,12 +60,14 @@ func (s *Server) serveTunnel(c net.Conn, transportName string) {
 	p, err := session.Accept(c, s.sessCfg, log)
 	if err != nil {
 		log.Debug("handshake failed", "err", err)
+		s.metrics.HandshakeFailed(handshakeReason(err))
 		return
 	}
 	idx := p.Request.Match(s.tokens)
 	if idx < 0 {
 		log.Warn("auth failed: unknown token", "code", session.CodeUnknownToken)
 		p.Reject(session.Rejectf(session.CodeUnknownToken, "unknown token"))
+		s.metrics.HandshakeFailed(session.CodeUnknownToken)
 		return
 	}
 	cs := &clientSession{client: s.clients[idx], id: session.NewID(), instance: p.Request.Instance, transport: transportName, remote: remote}
@@ -77,7 +81,13 @@ func (s *Server) serveTunnel(c net.Conn, transportName string) {
 	if rej != nil {
 		log.Warn("session rejected", "code", rej.Code, "reason", rej.Reason)
 		p.Reject(rej)
+		s.metrics.HandshakeFailed(rej.Code)
 		return
+	}
+	cs.granted = granted
+	cs.stats = make(map[string]*serviceStats, len(granted))
+	for _, g := range granted {
+		cs.stats[g.Name] = new(serviceStats)
 	}
 	sess, err := p.Welcome(session.Welcome{Client: cs.client.name, Session: cs.id, Services: granted})
 	if err != nil {
@@ -85,6 +95,7 @@ func (s *Server) serveTunnel(c net.Conn, transportName string) {
 		s.leaveLocked(cs, false)
 		s.mu.Unlock()
 		log.Warn("handshake failed after auth", "err", err)
+		s.metrics.HandshakeFailed(handshakeReason(err))
 		return
 	}
 	s.mu.Lock()
@@ -101,6 +112,10 @@ func (s *Server) serveTunnel(c net.Conn, transportName string) {
 		sess.Close(session.CodeShuttingDown, "shutting down")
 	}
 	log.Info("session up", "services", describe(granted))
+	s.metrics.SessionUp(cs.client.name, transportName)
+	if s.metrics != nil {
+		go s.watchRTT(cs)
+	}
 
 	err = sess.Run(context.Background(), session.Handlers{Drain: func() {
 		s.mu.Lock()
@@ -125,6 +140,7 @@ func (s *Server) serveTunnel(c net.Conn, transportName string) {
 	if held {
 		attrs = append(attrs, "held_for", s.cfg.ReconnectGrace.String())
 	}
+	s.metrics.SessionDown(cs.client.name, transportName)
 	log.Info("session down", attrs...)
 }
 
@@ -260,6 +276,7 @@ func (s *Server) claim(cs *clientSession, reqs []session.Service) (granted []ses
 			continue
 		}
 		w.r = newRoute(w.key, w.svc.shared, cs.client)
+		w.r.service = w.svc.name
 		w.r.port, w.r.entry, w.r.name = w.port, w.entry, w.name
 		if w.port > 0 {
 			l, rej := s.bind(w.svc)
@@ -277,7 +294,7 @@ func (s *Server) claim(cs *clientSession, reqs []session.Service) (granted []ses
 				return fail(rej)
 			}
 			r := newRoute(portKey(svc.port), svc.shared, cs.client)
-			r.port, r.l = svc.port, l
+			r.port, r.l, r.service = svc.port, l, svc.name
 			fresh = append(fresh, r)
 			wants = append(wants, &want{svc: svc, key: r.key, r: r})
 		}

@@ -7,8 +7,10 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/warren-tunnel/warren/admin"
 	"github.com/warren-tunnel/warren/client"
 	"github.com/warren-tunnel/warren/config"
+	"github.com/warren-tunnel/warren/metrics"
 )
 
 const clientUsage = `Usage:
@@ -47,6 +49,7 @@ func runClient(args []string, stdout, stderr io.Writer) error {
 	}
 
 	var cfg client.Config
+	var adminCfg admin.Config
 	logCfg := config.Log{Level: *logLevel, Format: *logFormat}
 	if path != "" {
 		if quick := setFlags(fs, "c", "config", "log-level", "log-format"); len(quick) > 0 {
@@ -60,6 +63,7 @@ func runClient(args []string, stdout, stderr io.Writer) error {
 			return usagef("%s: no [client] table", path)
 		}
 		cfg, logCfg = f.Client.Config, overrideLog(fs, f.Client.Log, *logLevel, *logFormat)
+		adminCfg = f.Client.Admin
 	} else {
 		cfg = client.DefaultConfig()
 		kind, addr, err := parseEndpoint(*serverURL)
@@ -84,13 +88,19 @@ func runClient(args []string, stdout, stderr io.Writer) error {
 	if err := logCfg.Validate(); err != nil {
 		return usageError{err}
 	}
-	c, err := client.New(cfg, logCfg.Logger(stderr))
+	log := logCfg.Logger(stderr)
+	c, err := client.New(cfg, log)
 	if err != nil {
 		return usageError{err}
 	}
+	reg, err := newRegistry(adminCfg, metrics.RoleClient)
+	if err != nil {
+		return err
+	}
+	c.SetMetrics(reg)
 	ctx, stop := signalContext(stderr)
 	defer stop()
-	return c.Run(ctx)
+	return runWithAdmin(ctx, adminCfg, c.AdminSource(), reg, log, c.Run)
 }
 
 // parseService parses NAME=REMOTE_PORT:TARGET_HOST:TARGET_PORT.

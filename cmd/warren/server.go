@@ -8,7 +8,9 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/warren-tunnel/warren/admin"
 	"github.com/warren-tunnel/warren/config"
+	"github.com/warren-tunnel/warren/metrics"
 	"github.com/warren-tunnel/warren/server"
 	"github.com/warren-tunnel/warren/transport"
 )
@@ -46,6 +48,7 @@ func runServer(args []string, stdout, stderr io.Writer) error {
 	}
 
 	var cfg server.Config
+	var adminCfg admin.Config
 	logCfg := config.Log{Level: *logLevel, Format: *logFormat}
 	if path != "" {
 		if quick := setFlags(fs, "c", "config", "log-level", "log-format"); len(quick) > 0 {
@@ -59,6 +62,7 @@ func runServer(args []string, stdout, stderr io.Writer) error {
 			return usagef("%s: no [server] table", path)
 		}
 		cfg, logCfg = f.Server.Config, overrideLog(fs, f.Server.Log, *logLevel, *logFormat)
+		adminCfg = f.Server.Admin
 	} else {
 		var err error
 		if cfg, err = quickServer(listens, *tok, *ports, *domains, *public, *stateDir, *noTLS); err != nil {
@@ -73,9 +77,14 @@ func runServer(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return usageError{err}
 	}
+	reg, err := newRegistry(adminCfg, metrics.RoleServer)
+	if err != nil {
+		return err
+	}
+	srv.SetMetrics(reg)
 	ctx, stop := signalContext(stderr)
 	defer stop()
-	return srv.Run(ctx)
+	return runWithAdmin(ctx, adminCfg, srv.AdminSource(), reg, log, srv.Run)
 }
 
 // quickServer builds a server config from quick-mode flags.

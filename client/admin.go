@@ -1,0 +1,109 @@
+package client
+
+import (
+	"cmp"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/warren-tunnel/warren/admin"
+	"github.com/warren-tunnel/warren/internal/version"
+	"github.com/warren-tunnel/warren/metrics"
+	"github.com/warren-tunnel/warren/session"
+)
+
+// SetMetrics makes the client record its metrics in reg; nil records
+// none. Call it before Run.
+func (c *Client) SetMetrics(reg *metrics.Registry) { c.metrics = reg }
+
+// AdminSource returns the client as the admin listener sees it: its
+// session to show. It disconnects nothing and reloads nothing.
+func (c *Client) AdminSource() admin.Source { return adminSource{c} }
+
+// adminSource implements admin.Source for a Client. (Client.Status is
+// already the client's own connection state.)
+type adminSource struct{ c *Client }
+
+// Ready reports whether a session is up.
+func (a adminSource) Ready() (bool, string) {
+	c := a.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.sess != nil {
+		return true, ""
+	}
+	if c.status.LastError != nil {
+		return false, "no session: " + c.status.LastError.Error()
+	}
+	return false, "no session yet"
+}
+
+// Status describes the server, the transport and the current session.
+func (a adminSource) Status() admin.Status {
+	c := a.c
+	st := admin.Status{
+		Role:      admin.RoleClient,
+		Version:   version.Version,
+		Uptime:    admin.Duration(time.Since(c.started)),
+		Server:    c.cfg.Server,
+		Transport: c.transport.String(),
+	}
+	c.mu.Lock()
+	sess := c.sess
+	if c.status.LastError != nil {
+		st.LastError = c.status.LastError.Error()
+	}
+	c.mu.Unlock()
+	if sess == nil {
+		return st
+	}
+	info := sess.Info()
+	ss := &admin.SessionStatus{
+		Client:    info.Client,
+		Transport: c.transport.String(),
+		Uptime:    admin.Duration(time.Since(info.Started)),
+		RTT:       admin.Duration(sess.RTT()),
+		Streams:   sess.NumStreams(),
+	}
+	if info.Remote != nil {
+		ss.Remote = info.Remote.String()
+	}
+	for _, g := range info.Services {
+		svc := admin.ServiceStatus{Name: g.Name, RemotePort: g.RemotePort, Domains: g.Domains, Target: c.services[g.Name].Target}
+		if s := c.stats[g.Name]; s != nil {
+			svc.Connections = int(s.conns.Load())
+			svc.BytesIn, svc.BytesOut = s.in.Load(), s.out.Load()
+		}
+		ss.Services = append(ss.Services, svc)
+	}
+	slices.SortFunc(ss.Services, func(a, b admin.ServiceStatus) int { return cmp.Compare(a.Name, b.Name) })
+	st.Session = ss
+	return st
+}
+
+// Disconnect is the server's business.
+func (a adminSource) Disconnect(string) error {
+	return fmt.Errorf("client: %w: disconnect clients on the server's admin API", admin.ErrNotSupported)
+}
+
+// Reload is not supported yet: the client keeps its config until restarted.
+func (a adminSource) Reload() error {
+	return fmt.Errorf("client: %w: restart the client to apply a new config", admin.ErrNotSupported)
+}
+
+// watchRTT records the session's heartbeat round trip every heartbeat
+// interval until it ends.
+func (c *Client) watchRTT(sess *session.Session) {
+	t := time.NewTicker(c.sessCfg.HeartbeatInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-sess.Done():
+			return
+		case <-t.C:
+			if rtt := sess.RTT(); rtt > 0 {
+				c.metrics.SetRTT(sess.Info().Client, rtt)
+			}
+		}
+	}
+}

@@ -1,0 +1,176 @@
+package server
+
+import (
+	"cmp"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"slices"
+	"sync/atomic"
+	"time"
+
+	"github.com/warren-tunnel/warren/admin"
+	"github.com/warren-tunnel/warren/internal/version"
+	"github.com/warren-tunnel/warren/metrics"
+	"github.com/warren-tunnel/warren/session"
+)
+
+// AdminSource returns the server as the admin listener sees it: its
+// sessions to show, its clients to disconnect.
+func (s *Server) AdminSource() admin.Source { return adminSource{s} }
+
+// adminSource implements admin.Source for a Server. (Server.Ready is
+// already the channel closed once Run has bound the listeners.)
+type adminSource struct{ s *Server }
+
+// serviceStats counts one service's public connections during a session,
+// for the status API.
+type serviceStats struct {
+	conns   atomic.Int64 // open now
+	in, out atomic.Int64 // bytes from and to the public peers
+}
+
+// SetMetrics makes the server record its metrics in reg; nil records
+// none. Call it before Run.
+func (s *Server) SetMetrics(reg *metrics.Registry) { s.metrics = reg }
+
+// Ready reports whether the tunnel listeners and entry points are bound
+// and the server is not shutting down.
+func (a adminSource) Ready() (bool, string) {
+	s := a.s
+	select {
+	case <-s.ready:
+	default:
+		return false, "listeners not bound yet"
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing {
+		return false, "shutting down"
+	}
+	return true, ""
+}
+
+// Status returns the listeners and every configured client with its
+// sessions.
+func (a adminSource) Status() admin.Status {
+	s := a.s
+	st := admin.Status{
+		Role:        admin.RoleServer,
+		Version:     version.Version,
+		Uptime:      admin.Duration(time.Since(s.started)),
+		Fingerprint: s.fingerprint,
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, l := range s.listeners {
+		st.Listeners = append(st.Listeners, admin.Listener{Transport: l.name, Address: l.l.Addr().String()})
+	}
+	byClient := make(map[*clientEntry][]admin.SessionStatus)
+	for cs := range s.sessions {
+		byClient[cs.client] = append(byClient[cs.client], cs.statusLocked())
+	}
+	for _, c := range s.clients {
+		ss := byClient[c]
+		slices.SortFunc(ss, func(a, b admin.SessionStatus) int { return cmp.Compare(b.Uptime, a.Uptime) })
+		st.Clients = append(st.Clients, admin.ClientStatus{Name: c.name, Sessions: ss})
+	}
+	slices.SortFunc(st.Clients, func(a, b admin.ClientStatus) int { return cmp.Compare(a.Name, b.Name) })
+	return st
+}
+
+// statusLocked describes cs, whose sess is set; s.mu is held.
+func (cs *clientSession) statusLocked() admin.SessionStatus {
+	ss := admin.SessionStatus{
+		Client:    cs.client.name,
+		Transport: cs.transport,
+		Remote:    cs.remote,
+		Uptime:    admin.Duration(time.Since(cs.sess.Info().Started)),
+		RTT:       admin.Duration(cs.sess.RTT()),
+		Streams:   cs.sess.NumStreams(),
+	}
+	for _, g := range cs.granted {
+		svc := admin.ServiceStatus{Name: g.Name, RemotePort: g.RemotePort, Domains: g.Domains}
+		if st := cs.stats[g.Name]; st != nil {
+			svc.Connections = int(st.conns.Load())
+			svc.BytesIn, svc.BytesOut = st.in.Load(), st.out.Load()
+		}
+		ss.Services = append(ss.Services, svc)
+	}
+	slices.SortFunc(ss.Services, func(a, b admin.ServiceStatus) int { return cmp.Compare(a.Name, b.Name) })
+	return ss
+}
+
+// Disconnect closes every session of the client named name, telling it
+// why; the client reconnects, and its routes are held for it meanwhile.
+// It returns at once; the Goodbyes go out in the background.
+func (a adminSource) Disconnect(name string) error {
+	s := a.s
+	known := false
+	for _, c := range s.clients {
+		if c.name == name {
+			known = true
+		}
+	}
+	if !known {
+		return fmt.Errorf("%w %q", admin.ErrUnknownClient, name)
+	}
+	s.mu.Lock()
+	var victims []*clientSession
+	for cs := range s.sessions {
+		if cs.client.name == name {
+			victims = append(victims, cs)
+		}
+	}
+	s.mu.Unlock()
+	for _, cs := range victims {
+		cs.log.Info("disconnecting the session (admin API)")
+		go cs.sess.Close(session.CodeClosed, "disconnected by the server's admin")
+	}
+	return nil
+}
+
+// Reload is not supported yet: the server keeps its config until restarted.
+func (a adminSource) Reload() error {
+	return fmt.Errorf("server: %w: restart the server to apply a new config", admin.ErrNotSupported)
+}
+
+// handshakeReason is the reason label of a failed handshake's error.
+func handshakeReason(err error) string {
+	var rej *session.RejectError
+	var ne net.Error
+	var rh tls.RecordHeaderError
+	var ae tls.AlertError
+	var cv *tls.CertificateVerificationError
+	switch {
+	case errors.As(err, &rej):
+		return rej.Code
+	case errors.Is(err, session.ErrVersion):
+		return metrics.ReasonVersion
+	case errors.Is(err, session.ErrProtocol):
+		return metrics.ReasonProtocol
+	case errors.As(err, &rh), errors.As(err, &ae), errors.As(err, &cv):
+		return metrics.ReasonTLS
+	case errors.As(err, &ne) && ne.Timeout():
+		return metrics.ReasonTimeout
+	}
+	return metrics.ReasonOther
+}
+
+// watchRTT records cs's heartbeat round trip every heartbeat interval
+// until its session ends.
+func (s *Server) watchRTT(cs *clientSession) {
+	t := time.NewTicker(s.sessCfg.HeartbeatInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-cs.sess.Done():
+			return
+		case <-t.C:
+			if rtt := cs.sess.RTT(); rtt > 0 {
+				s.metrics.SetRTT(cs.client.name, rtt)
+			}
+		}
+	}
+}

@@ -8,26 +8,39 @@ import (
 	"github.com/warren-tunnel/warren/metrics"
 )
 
-// newRegistry returns a metrics registry for role when the admin listener
-// is on, else nil (the daemon records nothing).
-func newRegistry(cfg admin.Config, role string) (*metrics.Registry, error) {
+// adminDaemon is what a daemon with an admin listener needs: a source of
+// status and a place for metrics.
+type adminDaemon interface {
+	SetMetrics(*metrics.Registry)
+	AdminSource() admin.Source
+}
+
+// newAdmin prepares the admin listener of d when cfg is enabled: it gives
+// d a metrics registry for role and returns the listener, not yet bound.
+// With cfg off it returns nil and d records no metrics.
+func newAdmin(cfg admin.Config, role string, d adminDaemon, log *slog.Logger) (*admin.Server, error) {
 	if !cfg.Enabled() {
 		return nil, nil
 	}
-	return metrics.New(metrics.Config{Role: role, MaxNames: 1024})
+	reg, err := metrics.New(metrics.Config{Role: role, MaxNames: 1024})
+	if err != nil {
+		return nil, err
+	}
+	d.SetMetrics(reg)
+	adm, err := admin.New(cfg, d.AdminSource(), reg, log)
+	if err != nil {
+		return nil, usageError{err}
+	}
+	return adm, nil
 }
 
-// runWithAdmin runs the daemon (run) and, when cfg is enabled, the admin
+// runWithAdmin runs the daemon (run) and, unless adm is nil, the admin
 // listener beside it on the same context. If the admin listener fails (it
 // cannot bind), the daemon is stopped and that error returned. It returns
 // once both have returned.
-func runWithAdmin(ctx context.Context, cfg admin.Config, src admin.Source, reg *metrics.Registry, log *slog.Logger, run func(context.Context) error) error {
-	if !cfg.Enabled() {
+func runWithAdmin(ctx context.Context, adm *admin.Server, log *slog.Logger, run func(context.Context) error) error {
+	if adm == nil {
 		return run(ctx)
-	}
-	adm, err := admin.New(cfg, src, reg, log)
-	if err != nil {
-		return usageError{err}
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -40,7 +53,7 @@ func runWithAdmin(ctx context.Context, cfg admin.Config, src admin.Source, reg *
 		}
 		admDone <- err
 	}()
-	err = run(ctx)
+	err := run(ctx)
 	cancel()
 	if aerr := <-admDone; err == nil {
 		err = aerr

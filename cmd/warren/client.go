@@ -93,14 +93,13 @@ func runClient(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return usageError{err}
 	}
-	reg, err := newRegistry(adminCfg, metrics.RoleClient)
+	adm, err := newAdmin(adminCfg, metrics.RoleClient, c, log)
 	if err != nil {
 		return err
 	}
-	c.SetMetrics(reg)
 	ctx, stop := signalContext(stderr)
 	defer stop()
-	return runWithAdmin(ctx, adminCfg, c.AdminSource(), reg, log, c.Run)
+	return runWithAdmin(ctx, adm, log, c.Run)
 }
 
 // parseService parses NAME=REMOTE_PORT:TARGET_HOST:TARGET_PORT.

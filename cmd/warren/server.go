@@ -77,14 +77,13 @@ func runServer(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return usageError{err}
 	}
-	reg, err := newRegistry(adminCfg, metrics.RoleServer)
+	adm, err := newAdmin(adminCfg, metrics.RoleServer, srv, log)
 	if err != nil {
 		return err
 	}
-	srv.SetMetrics(reg)
 	ctx, stop := signalContext(stderr)
 	defer stop()
-	return runWithAdmin(ctx, adminCfg, srv.AdminSource(), reg, log, srv.Run)
+	return runWithAdmin(ctx, adm, log, srv.Run)
 }
 
 // quickServer builds a server config from quick-mode flags.

@@ -219,6 +219,10 @@ func (c *Client) connect(ctx context.Context) (upFor time.Duration, err error) {
 	c.mu.Lock()
 	c.sess = sess
 	c.mu.Unlock()
+	for _, s := range c.stats { // the status API counts bytes per session
+		s.in.Store(0)
+		s.out.Store(0)
+	}
 	c.metrics.SessionUp(info.Client, c.transport.String())
 	if c.metrics != nil {
 		go c.watchRTT(sess)

@@ -98,14 +98,17 @@ func FuzzReadFrame(f *testing.F) {
 }
 
 func TestHeaderRoundTrip(t *testing.T) {
+	long := func(c byte) string { return string(bytes.Repeat([]byte{c}, 255)) }
 	cases := []struct {
 		name string
 		h    Header
 	}{
-		{"typical", Header{Service: "ssh", Peer: "203.0.113.7:51234"}},
-		{"ipv6 peer", Header{Service: "web", Peer: "[2001:db8::1]:443"}},
-		{"no peer", Header{Service: "x"}},
-		{"longest", Header{Service: string(bytes.Repeat([]byte("s"), 255)), Peer: string(bytes.Repeat([]byte("p"), 255))}},
+		{"typical", Header{Service: "ssh", Peer: "203.0.113.7:51234", Local: "198.51.100.1:2222"}},
+		{"ipv6", Header{Service: "web", Peer: "[2001:db8::1]:443", Local: "[2001:db8::2]:8443"}},
+		{"no local", Header{Service: "ssh", Peer: "203.0.113.7:51234"}},
+		{"no peer", Header{Service: "x", Local: "198.51.100.1:80"}},
+		{"service only", Header{Service: "x"}},
+		{"longest", Header{Service: long('s'), Peer: long('p'), Local: long('l')}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -132,12 +135,73 @@ func TestHeaderRoundTrip(t *testing.T) {
 	if _, err := (Header{Service: string(make([]byte, 256))}).encode(); err == nil {
 		t.Fatal("256-byte service encoded")
 	}
+	if _, err := (Header{Service: "x", Local: string(make([]byte, 256))}).encode(); err == nil {
+		t.Fatal("256-byte local encoded")
+	}
 }
 
+// TestHeaderWire pins the payload layout, the two-field form older servers
+// send, and what is rejected.
+func TestHeaderWire(t *testing.T) {
+	ok := []struct {
+		name string
+		in   []byte
+		want Header
+	}{
+		{"three fields", []byte("\x01\x00\x0a\x03ssh\x03p:1\x01l"), Header{Service: "ssh", Peer: "p:1", Local: "l"}},
+		{"empty local", []byte("\x01\x00\x09\x03ssh\x03p:1\x00"), Header{Service: "ssh", Peer: "p:1"}},
+		{"two fields, from an older server", []byte("\x01\x00\x08\x03ssh\x03p:1"), Header{Service: "ssh", Peer: "p:1"}},
+		{"two fields, empty peer", []byte("\x01\x00\x05\x03ssh\x00"), Header{Service: "ssh"}},
+	}
+	for _, tc := range ok {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := readHeader(bytes.NewReader(tc.in))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got != tc.want {
+				t.Fatalf("got %+v, want %+v", got, tc.want)
+			}
+		})
+	}
+	if b, _ := (Header{Service: "ssh", Peer: "p:1", Local: "l"}).encode(); !bytes.Equal(b, ok[0].in) {
+		t.Fatalf("encode: %q, want %q", b, ok[0].in)
+	}
+	if b, _ := (Header{Service: "ssh", Peer: "p:1"}).encode(); !bytes.Equal(b, ok[1].in) {
+		t.Fatalf("encode without local: %q, want %q (the local field is always written)", b, ok[1].in)
+	}
+
+	bad := []struct {
+		name string
+		in   []byte
+	}{
+		{"service only", []byte("\x01\x00\x04\x03ssh")},
+		{"empty service", []byte("\x01\x00\x03\x00\x00\x00")},
+		{"peer overruns", []byte("\x01\x00\x06\x03ssh\x03p")},
+		{"local overruns", []byte("\x01\x00\x0a\x03ssh\x03p:1\x02l")},
+		{"stray byte after local", []byte("\x01\x00\x0b\x03ssh\x03p:1\x01lX")},
+		{"stray bytes after local", []byte("\x01\x00\x0b\x03ssh\x03p:1\x00\x01x")},
+		{"too long", append([]byte{1, 0x03, 0x01}, make([]byte, 769)...)},
+	}
+	for _, tc := range bad {
+		t.Run(tc.name, func(t *testing.T) {
+			h, err := readHeader(bytes.NewReader(tc.in))
+			if !errors.Is(err, ErrProtocol) {
+				t.Fatalf("got %+v, %v; want ErrProtocol", h, err)
+			}
+		})
+	}
+}
+
+// FuzzHeader checks that whatever readHeader accepts encodes back to a
+// header that reads the same, and to the very input bytes unless they were
+// the two-field form (which encode writes with an empty local field).
 func FuzzHeader(f *testing.F) {
-	b, _ := Header{Service: "ssh", Peer: "1.2.3.4:5"}.encode()
+	b, _ := Header{Service: "ssh", Peer: "1.2.3.4:5", Local: "6.7.8.9:10"}.encode()
 	f.Add(b)
+	f.Add([]byte("\x01\x00\x0c\x03ssh\x071.2.3.4"))
 	f.Add([]byte{1, 0, 2, 0, 0})
+	f.Add([]byte{1, 0, 3, 1, 'x', 0})
 	f.Add([]byte{1, 0xff, 0xff})
 	f.Fuzz(func(t *testing.T, in []byte) {
 		r := bytes.NewReader(in)
@@ -145,12 +209,24 @@ func FuzzHeader(f *testing.F) {
 		if err != nil {
 			return
 		}
+		consumed := in[:len(in)-r.Len()]
 		enc, err := h.encode()
 		if err != nil {
 			t.Fatalf("decoded header %+v does not encode: %v", h, err)
 		}
-		if consumed := len(in) - r.Len(); !bytes.Equal(enc, in[:consumed]) {
-			t.Fatalf("re-encoding differs: %x vs %x", enc, in[:consumed])
+		again, err := readHeader(bytes.NewReader(enc))
+		if err != nil || again != h {
+			t.Fatalf("decode(encode(%+v)) = %+v, %v", h, again, err)
+		}
+		if bytes.Equal(enc, consumed) {
+			return
+		}
+		// Only the two-field form may differ: enc is it plus an empty
+		// local field, one byte longer.
+		legacy := append([]byte(nil), enc[:len(enc)-1]...)
+		binary.BigEndian.PutUint16(legacy[1:], uint16(len(legacy)-headerPrefixLen))
+		if h.Local != "" || !bytes.Equal(legacy, consumed) {
+			t.Fatalf("re-encoding differs: %x vs %x", enc, consumed)
 		}
 	})
 }

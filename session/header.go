@@ -8,22 +8,33 @@ import (
 )
 
 // Header opens every data stream, server to client: which service the
-// public connection is for and who made it.
+// public connection is for, who made it and where it arrived.
 //
 //	layout (1 byte, 1) | payload length (2 bytes, big endian) | payload
 //	payload: service length (1 byte) | service | peer length (1 byte) | peer
+//	         | local length (1 byte) | local
+//
+// encode always writes the local field; readHeader also takes a payload
+// that ends after the peer field, as older servers send it, and reads
+// Local as empty.
 type Header struct {
 	// Service is the name of the client's service.
 	Service string
 	// Peer is the public connection's remote address, "ip:port".
 	Peer string
+	// Local is the address the public connection was accepted on,
+	// "ip:port"; empty from a server that does not send it.
+	Local string
 }
 
 const (
 	headerPrefixLen   = 3
 	maxHeaderField    = 255
-	maxHeaderPayload  = 2 + 2*maxHeaderField
-	headerFieldsCount = 2
+	headerFieldsCount = 3
+	// headerFieldsMin is how many fields a header must have: the local
+	// field came later and may be missing.
+	headerFieldsMin  = 2
+	maxHeaderPayload = headerFieldsCount * (1 + maxHeaderField)
 )
 
 // encode returns the wire form of h.
@@ -31,10 +42,10 @@ func (h Header) encode() ([]byte, error) {
 	if h.Service == "" {
 		return nil, errors.New("stream header: empty service name")
 	}
-	if len(h.Service) > maxHeaderField || len(h.Peer) > maxHeaderField {
+	if len(h.Service) > maxHeaderField || len(h.Peer) > maxHeaderField || len(h.Local) > maxHeaderField {
 		return nil, fmt.Errorf("stream header: field longer than %d bytes", maxHeaderField)
 	}
-	n := headerFieldsCount + len(h.Service) + len(h.Peer)
+	n := headerFieldsCount + len(h.Service) + len(h.Peer) + len(h.Local)
 	b := make([]byte, headerPrefixLen, headerPrefixLen+n)
 	b[0] = frameLayout
 	binary.BigEndian.PutUint16(b[1:], uint16(n))
@@ -42,6 +53,8 @@ func (h Header) encode() ([]byte, error) {
 	b = append(b, h.Service...)
 	b = append(b, byte(len(h.Peer)))
 	b = append(b, h.Peer...)
+	b = append(b, byte(len(h.Local)))
+	b = append(b, h.Local...)
 	return b, nil
 }
 
@@ -68,6 +81,9 @@ func readHeader(r io.Reader) (Header, error) {
 func parseHeaderPayload(p []byte) (Header, error) {
 	var fields [headerFieldsCount]string
 	for i := range fields {
+		if i >= headerFieldsMin && len(p) == 0 {
+			break // an optional field the sender did not write
+		}
 		if len(p) < 1 || len(p) < 1+int(p[0]) {
 			return Header{}, fmt.Errorf("%w: stream header field %d overruns the header", ErrProtocol, i+1)
 		}
@@ -80,5 +96,5 @@ func parseHeaderPayload(p []byte) (Header, error) {
 	if fields[0] == "" {
 		return Header{}, fmt.Errorf("%w: stream header without a service name", ErrProtocol)
 	}
-	return Header{Service: fields[0], Peer: fields[1]}, nil
+	return Header{Service: fields[0], Peer: fields[1], Local: fields[2]}, nil
 }

@@ -59,7 +59,7 @@ func (s *Server) serveConn(r *route, c net.Conn, prefix []byte) {
 			failed = metrics.OutcomeRefusedLimit
 			continue
 		}
-		st, err := m.cs.sess.Open(session.Header{Service: m.service, Peer: peer})
+		st, err := m.cs.sess.Open(session.Header{Service: m.service, Peer: peer, Local: c.LocalAddr().String()})
 		if err != nil {
 			log.Debug("cannot open a stream; trying another session", "route", r.key, "peer", peer, "err", err)
 			tried[m] = true

@@ -362,6 +362,15 @@ func (c *Client) serveStream(log *slog.Logger, sess *session.Session, st *sessio
 		c.metrics.PublicConn(h.Service, metrics.OutcomeBackendDialFailed)
 		return
 	}
+	// The PROXY header goes first: the relay, which forwards the public
+	// side's bytes, starts only after it is written.
+	if err := writeProxyHeader(svc, h, conn, c.cfg.DialTimeout); err != nil {
+		conn.Close()
+		log.Warn("PROXY header not written", "target", svc.Target, "err", err)
+		st.Abort(fmt.Sprintf("client %s could not send the PROXY protocol header to target %s: %v", sess.Info().Client, svc.Target, err))
+		c.metrics.PublicConn(h.Service, metrics.OutcomeBackendDialFailed)
+		return
+	}
 	stats := c.stats[h.Service]
 	stats.conns.Add(1)
 	c.metrics.StreamUp(sess.Info().Client)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/warren-tunnel/warren/internal/domain"
 	"github.com/warren-tunnel/warren/internal/token"
+	"github.com/warren-tunnel/warren/proxyproto"
 	"github.com/warren-tunnel/warren/session"
 	"github.com/warren-tunnel/warren/transport"
 )
@@ -64,6 +65,11 @@ type Service struct {
 	// the same port or domains, each getting some of the connections;
 	// every service on them must set it.
 	Shared bool `toml:"shared"`
+	// ProxyProtocol, "v1" or "v2", makes the client write a PROXY protocol
+	// header of that version to the target before any byte of a public
+	// connection, naming the public peer and the public address it
+	// connected to. "" (the default) writes none.
+	ProxyProtocol string `toml:"proxy_protocol"`
 }
 
 // Entry points a service's domains may be served on.
@@ -180,6 +186,9 @@ func (c Config) validateServices() error {
 			return fmt.Errorf("%s.entry: %q: want \"http\" or \"https\"", key, s.Entry)
 		case s.Entry != "" && len(s.Domains) == 0:
 			return fmt.Errorf("%s.entry: %q without domains: an entry point routes by domain", key, s.Entry)
+		}
+		if _, err := proxyproto.ParseVersion(s.ProxyProtocol); err != nil {
+			return fmt.Errorf("%s.proxy_protocol: %q is not one of v1, v2 (or \"\" for none)", key, s.ProxyProtocol)
 		}
 	}
 	return nil

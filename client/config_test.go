@@ -56,6 +56,11 @@ func TestConfigValidate(t *testing.T) {
 		{name: "entry http", mod: func(c *Config) { c.Services[1].Entry = "http" }},
 		{name: "entry https", mod: func(c *Config) { c.Services[1].Entry = "https" }},
 		{name: "shared port and domains", mod: func(c *Config) { c.Services[0].Shared, c.Services[1].Shared = true, true }},
+		{name: "proxy_protocol v1", mod: func(c *Config) { c.Services[0].ProxyProtocol = "v1" }},
+		{name: "proxy_protocol v2 with https entry", mod: func(c *Config) {
+			c.Services[1].ProxyProtocol, c.Services[1].Entry = "v2", "https"
+		}},
+		{name: "proxy_protocol off", mod: func(c *Config) { c.Services[0].ProxyProtocol = "" }},
 
 		{name: "server empty", mod: func(c *Config) { c.Server = "" },
 			wantErr: "client.server: "},
@@ -136,6 +141,13 @@ func TestConfigValidate(t *testing.T) {
 			wantErr: `client.services[1] (web).entry: "tls": want "http" or "https"`},
 		{name: "entry without domains", mod: func(c *Config) { c.Services[0].Entry = "https" },
 			wantErr: `client.services[0] (ssh).entry: "https" without domains`},
+		{name: "proxy_protocol v3", mod: func(c *Config) {
+			c.Services = append(c.Services, Service{Name: "db", Target: "h:5432", ProxyProtocol: "v3"})
+		}, wantErr: `client.services[2] (db).proxy_protocol: "v3" is not one of v1, v2`},
+		{name: "proxy_protocol upper case", mod: func(c *Config) { c.Services[0].ProxyProtocol = "V1" },
+			wantErr: `client.services[0] (ssh).proxy_protocol: "V1" is not one of v1, v2`},
+		{name: "proxy_protocol number", mod: func(c *Config) { c.Services[1].ProxyProtocol = "2" },
+			wantErr: `client.services[1] (web).proxy_protocol: "2" is not one of v1, v2`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -68,9 +68,10 @@ func (a adminSource) Status() admin.Status {
 	if info.Remote != nil {
 		ss.Remote = info.Remote.String()
 	}
+	tab := c.table.Load()
 	for _, g := range info.Services {
-		svc := admin.ServiceStatus{Name: g.Name, RemotePort: g.RemotePort, Domains: g.Domains, Target: c.services[g.Name].Target}
-		if s := c.stats[g.Name]; s != nil {
+		svc := admin.ServiceStatus{Name: g.Name, RemotePort: g.RemotePort, Domains: g.Domains, Target: tab.services[g.Name].Target}
+		if s := tab.stats[g.Name]; s != nil {
 			svc.Connections = int(s.conns.Load())
 			svc.BytesIn, svc.BytesOut = s.in.Load(), s.out.Load()
 		}
@@ -86,9 +87,24 @@ func (a adminSource) Disconnect(string) error {
 	return fmt.Errorf("client: %w: disconnect clients on the server's admin API", admin.ErrNotSupported)
 }
 
-// Reload is not supported yet: the client keeps its config until restarted.
+// Reload reloads the configuration file through the function the
+// daemon set with SetReloader (cmd/warren reads the file), as SIGHUP does.
 func (a adminSource) Reload() error {
-	return fmt.Errorf("client: %w: restart the client to apply a new config", admin.ErrNotSupported)
+	a.c.mu.Lock()
+	reload := a.c.reloader
+	a.c.mu.Unlock()
+	if reload == nil {
+		return fmt.Errorf("client: %w: no config file to reload", admin.ErrNotSupported)
+	}
+	return reload()
+}
+
+// SetReloader sets what the admin API's reload calls: read the config
+// file again and pass it to Reload.
+func (c *Client) SetReloader(f func() error) {
+	c.mu.Lock()
+	c.reloader = f
+	c.mu.Unlock()
 }
 
 // watchRTT records the session's heartbeat round trip every heartbeat

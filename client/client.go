@@ -28,19 +28,19 @@ type Client struct {
 	sessCfg   session.Config
 	token     []byte
 	instance  string
-	services  map[string]Service
-	claims    []session.Service
+	// table is the services, swapped whole by Reload.
+	table atomic.Pointer[serviceTable]
 
 	// sticky holds the ports the server picked for services that asked for
 	// any port (remote_port 0), to ask for the same again on reconnect.
-	// Only Run's goroutine uses it.
-	sticky map[string]int
+	stickyMu sync.Mutex
+	sticky   map[string]int
+
+	reloadMu sync.Mutex   // one Reload at a time
+	reloader func() error // the admin API's reload (SetReloader), under mu
 
 	metrics *metrics.Registry // nil: none (SetMetrics)
 	started time.Time
-	// stats counts each service's connections and bytes, over all
-	// sessions, for the status API. Fixed after New.
-	stats map[string]*serviceStats
 
 	mu      sync.Mutex
 	status  Status
@@ -89,21 +89,11 @@ func New(cfg Config, log *slog.Logger) (*Client, error) {
 		sessCfg:   cfg.session(),
 		token:     []byte(cfg.Token),
 		instance:  session.NewID(),
-		services:  make(map[string]Service),
 		changed:   make(chan struct{}),
 		sticky:    make(map[string]int),
 		started:   time.Now(),
-		stats:     make(map[string]*serviceStats),
 	}
-	for _, s := range cfg.Services {
-		c.services[s.Name] = s
-		c.stats[s.Name] = new(serviceStats)
-		entry := s.Entry
-		if entry == "" && len(s.Domains) > 0 {
-			entry = EntryHTTP
-		}
-		c.claims = append(c.claims, session.Service{Name: s.Name, RemotePort: s.RemotePort, Domains: s.Domains, Entry: entry, Shared: s.Shared})
-	}
+	c.table.Store(newServiceTable(cfg.Services, nil))
 	return c, nil
 }
 
@@ -206,11 +196,8 @@ func (c *Client) connect(ctx context.Context) (upFor time.Duration, err error) {
 		return 0, err
 	}
 	info := sess.Info()
-	for _, g := range info.Services {
-		if c.services[g.Name].RemotePort == 0 && g.RemotePort > 0 {
-			c.sticky[g.Name] = g.RemotePort
-		}
-	}
+	c.remember(info.Services)
+	tab := c.table.Load()
 	log := c.log.With("client", info.Client, "session", info.ID, "server", c.cfg.Server, "transport", c.transport.String())
 	c.setStatus(func(s *Status) {
 		s.Connected, s.Session, s.LastError = true, info, nil
@@ -219,7 +206,7 @@ func (c *Client) connect(ctx context.Context) (upFor time.Duration, err error) {
 	c.mu.Lock()
 	c.sess = sess
 	c.mu.Unlock()
-	for _, s := range c.stats { // the status API counts bytes per session
+	for _, s := range tab.stats { // the status API counts bytes per session
 		s.in.Store(0)
 		s.out.Store(0)
 	}
@@ -228,7 +215,7 @@ func (c *Client) connect(ctx context.Context) (upFor time.Duration, err error) {
 		go c.watchRTT(sess)
 	}
 	for _, svc := range info.Services {
-		log.Info("serving", "service", svc.Name, "target", c.services[svc.Name].Target, "remote_port", svc.RemotePort, "domains", svc.Domains)
+		log.Info("serving", "service", svc.Name, "target", tab.services[svc.Name].Target, "remote_port", svc.RemotePort, "domains", svc.Domains)
 	}
 	log.Info("session up")
 	var open streams
@@ -321,8 +308,11 @@ func (s *streams) waitIdle(timeout time.Duration, stop <-chan struct{}) bool {
 
 // withSticky returns the claims with remembered ports filled in.
 func (c *Client) withSticky() []session.Service {
-	out := make([]session.Service, len(c.claims))
-	for i, cl := range c.claims {
+	c.stickyMu.Lock()
+	defer c.stickyMu.Unlock()
+	claims := c.table.Load().claims
+	out := make([]session.Service, len(claims))
+	for i, cl := range claims {
 		if p, ok := c.sticky[cl.Name]; ok {
 			cl.RemotePort = p
 		}
@@ -335,6 +325,8 @@ func (c *Client) withSticky() []session.Service {
 // them (taken by now, or no longer allowed), and reports whether it did:
 // then any free port will do.
 func (c *Client) dropSticky(err error) bool {
+	c.stickyMu.Lock()
+	defer c.stickyMu.Unlock()
 	var rej *session.RejectError
 	if len(c.sticky) == 0 || !errors.As(err, &rej) || (rej.Code != session.CodePortInUse && rej.Code != session.CodePortNotAllowed) {
 		return false
@@ -348,7 +340,8 @@ func (c *Client) dropSticky(err error) bool {
 func (c *Client) serveStream(log *slog.Logger, sess *session.Session, st *session.Stream) {
 	h := st.Header()
 	log = log.With("service", h.Service, "peer", h.Peer)
-	svc, ok := c.services[h.Service]
+	tab := c.table.Load()
+	svc, ok := tab.services[h.Service]
 	if !ok {
 		log.Warn("server opened a stream for an unknown service")
 		st.Abort(fmt.Sprintf("client has no service %q", h.Service))
@@ -371,7 +364,7 @@ func (c *Client) serveStream(log *slog.Logger, sess *session.Session, st *sessio
 		c.metrics.PublicConn(h.Service, metrics.OutcomeBackendDialFailed)
 		return
 	}
-	stats := c.stats[h.Service]
+	stats := tab.stats[h.Service]
 	stats.conns.Add(1)
 	c.metrics.StreamUp(sess.Info().Client)
 	res := session.Relay(conn, st)

@@ -121,8 +121,8 @@ func serverConfig(t *testing.T, kind string) server.Config {
 	cfg.PublicAddress = "127.0.0.1"
 	cfg.StateDir = t.TempDir()
 	cfg.Listen = []server.Listen{{Transport: kind, Address: "127.0.0.1:0"}}
-	cfg.HeartbeatInterval = 200 * time.Millisecond
-	cfg.HeartbeatMisses = 5
+	cfg.HeartbeatInterval = 300 * time.Millisecond
+	cfg.HeartbeatMisses = 6
 	all := []server.PortRange{{Lo: 1024, Hi: 65535}}
 	cfg.Clients = []server.Client{
 		{Name: "office", Token: tokenOffice, Ports: all, Domains: []string{"*.office.example.com"}},
@@ -196,8 +196,8 @@ func clientConfig(s *testServer, token string, svcs ...client.Service) client.Co
 	cfg.Transport = s.kind
 	cfg.Token = token
 	cfg.TLS.Fingerprint = s.Fingerprint()
-	cfg.HeartbeatInterval = 200 * time.Millisecond
-	cfg.HeartbeatMisses = 5
+	cfg.HeartbeatInterval = 300 * time.Millisecond
+	cfg.HeartbeatMisses = 6
 	cfg.Services = svcs
 	return cfg
 }

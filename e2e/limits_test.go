@@ -173,7 +173,7 @@ func TestUDPGarbage(t *testing.T) {
 				select {
 				case <-stop:
 					return
-				case <-time.After(5 * time.Millisecond):
+				case <-time.After(10 * time.Millisecond):
 				}
 				pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 3, byte(i+1))})
 				if err != nil {

@@ -107,12 +107,9 @@ func (cs *clientSession) statusLocked() admin.SessionStatus {
 // It returns at once; the Goodbyes go out in the background.
 func (a adminSource) Disconnect(name string) error {
 	s := a.s
-	known := false
-	for _, c := range s.clients {
-		if c.name == name {
-			known = true
-		}
-	}
+	s.mu.Lock()
+	known := slices.ContainsFunc(s.clients, func(c *clientEntry) bool { return c.name == name })
+	s.mu.Unlock()
 	if !known {
 		return fmt.Errorf("%w %q", admin.ErrUnknownClient, name)
 	}
@@ -131,9 +128,24 @@ func (a adminSource) Disconnect(name string) error {
 	return nil
 }
 
-// Reload is not supported yet: the server keeps its config until restarted.
+// Reload reloads the configuration file through the function the
+// daemon set with SetReloader (cmd/warren reads the file), as SIGHUP does.
 func (a adminSource) Reload() error {
-	return fmt.Errorf("server: %w: restart the server to apply a new config", admin.ErrNotSupported)
+	a.s.mu.Lock()
+	reload := a.s.reloader
+	a.s.mu.Unlock()
+	if reload == nil {
+		return fmt.Errorf("server: %w: no config file to reload", admin.ErrNotSupported)
+	}
+	return reload()
+}
+
+// SetReloader sets what the admin API's reload calls: read the config
+// file again and pass it to Reload.
+func (s *Server) SetReloader(f func() error) {
+	s.mu.Lock()
+	s.reloader = f
+	s.mu.Unlock()
 }
 
 // handshakeReason is the reason label of a failed handshake's error.

@@ -77,6 +77,21 @@ func (s *Server) addMemberLocked(r *route, m *member) {
 	r.wakeLocked()
 }
 
+// leaveRouteLocked removes cs from r, which is released at once when it
+// is left empty (cs stopped claiming it on purpose).
+func (s *Server) leaveRouteLocked(cs *clientSession, r *route) {
+	for i, m := range r.members {
+		if m.cs == cs {
+			r.members = append(r.members[:i], r.members[i+1:]...)
+			break
+		}
+	}
+	r.wakeLocked()
+	if len(r.members) == 0 {
+		s.removeRouteLocked(r)
+	}
+}
+
 // leaveLocked removes cs from every route it serves. A route left empty is
 // held for the reconnect grace when hold is set, else removed.
 func (s *Server) leaveLocked(cs *clientSession, hold bool) {

@@ -54,6 +54,8 @@ type Server struct {
 	refused        int       // connections over a handshake limit since the last log
 	lastRefusedLog time.Time // when that was logged
 
+	reloader func() error // the admin API's reload (SetReloader)
+
 	stopping chan struct{}  // closed when shutdown begins
 	acceptWG sync.WaitGroup // accept loops of public listeners
 	relays   sync.WaitGroup // public connections, waiting or relayed

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -63,14 +64,17 @@ func (s *Server) serveTunnel(c net.Conn, transportName string) {
 		s.metrics.HandshakeFailed(handshakeReason(err))
 		return
 	}
-	idx := p.Request.Match(s.tokens)
+	s.mu.Lock()
+	clients, tokens := s.clients, s.tokens // Reload replaces them
+	s.mu.Unlock()
+	idx := p.Request.Match(tokens)
 	if idx < 0 {
 		log.Warn("auth failed: unknown token", "code", session.CodeUnknownToken)
 		p.Reject(session.Rejectf(session.CodeUnknownToken, "unknown token"))
 		s.metrics.HandshakeFailed(session.CodeUnknownToken)
 		return
 	}
-	cs := &clientSession{client: s.clients[idx], id: session.NewID(), instance: p.Request.Instance, transport: transportName, remote: remote}
+	cs := &clientSession{client: clients[idx], id: session.NewID(), instance: p.Request.Instance, transport: transportName, remote: remote}
 	log = log.With("client", cs.client.name, "session", cs.id)
 	cs.log = log
 	granted, victims, rej := s.claim(cs, p.Request.Services)
@@ -117,12 +121,23 @@ func (s *Server) serveTunnel(c net.Conn, transportName string) {
 		go s.watchRTT(cs)
 	}
 
-	err = sess.Run(context.Background(), session.Handlers{Drain: func() {
-		s.mu.Lock()
-		s.leaveLocked(cs, false)
-		s.mu.Unlock()
-		log.Info("client draining: no new connections for it")
-	}})
+	err = sess.Run(context.Background(), session.Handlers{
+		Drain: func() {
+			s.mu.Lock()
+			s.leaveLocked(cs, false)
+			s.mu.Unlock()
+			log.Info("client draining: no new connections for it")
+		},
+		Update: func(reqs []session.Service) ([]session.Service, *session.RejectError) {
+			granted, _, rej := s.claim(cs, reqs)
+			if rej != nil {
+				log.Warn("services update rejected; the old claims stay", "code", rej.Code, "reason", rej.Reason)
+				return nil, rej
+			}
+			log.Info("services updated", "services", describe(granted))
+			return granted, nil
+		},
+	})
 
 	// A client that left on purpose (stopping) frees its routes; one that
 	// dropped keeps them for the reconnect grace.
@@ -133,6 +148,9 @@ func (s *Server) serveTunnel(c net.Conn, transportName string) {
 		delete(s.sessions, cs)
 		s.notifyLocked()
 	}
+	// A client removed or given a new token by a reload has no claim to
+	// return to.
+	dropped = dropped && slices.Contains(s.clients, cs.client)
 	held := dropped && len(cs.routes) > 0 && s.cfg.ReconnectGrace > 0 && !s.closing
 	s.leaveLocked(cs, dropped)
 	s.mu.Unlock()
@@ -208,6 +226,12 @@ func sourceIP(c net.Conn) string {
 // Older sessions of the same client that are replaced (same instance, or
 // holding a non-shared route it claims) come back as victims, already
 // removed; the caller closes them.
+//
+// For a session already up (its client's Update after a config reload),
+// reqs is the whole new list: routes it keeps stay as they are (an
+// any-port service keeps its port), new ones are joined or bound, and
+// routes it no longer claims are left and, when empty, released at once.
+// An update replaces no other session.
 func (s *Server) claim(cs *clientSession, reqs []session.Service) (granted []session.Service, victims []*clientSession, rej *session.RejectError) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -219,9 +243,14 @@ func (s *Server) claim(cs *clientSession, reqs []session.Service) (granted []ses
 		return nil, nil, rej
 	}
 
+	updating := cs.sess != nil
+	mine := make(map[*route]bool, len(cs.routes))
+	for _, r := range cs.routes {
+		mine[r] = true
+	}
 	isVictim := make(map[*clientSession]bool)
 	for other := range s.sessions {
-		if other.client == cs.client && other.instance == cs.instance {
+		if !updating && other.client == cs.client && other.instance == cs.instance {
 			isVictim[other] = true // our own stale session
 		}
 	}
@@ -248,9 +277,15 @@ func (s *Server) claim(cs *clientSession, reqs []session.Service) (granted []ses
 			continue
 		}
 		w.r = r
+		if mine[r] {
+			continue
+		}
 		if rej := s.mayJoinLocked(cs, w.svc, r, isVictim); rej != nil {
 			return nil, nil, rej
 		}
+	}
+	if updating && len(isVictim) > 0 {
+		return nil, nil, session.Rejectf(session.CodePortInUse, "a claim of the update is served by another session of client %q", cs.client.name)
 	}
 
 	// New port routes: named ports first, then any-port services, which
@@ -289,6 +324,11 @@ func (s *Server) claim(cs *clientSession, reqs []session.Service) (granted []ses
 	}
 	for _, svc := range svcs {
 		if svc.port == 0 && len(svc.domains) == 0 {
+			if r := anyPortRoute(cs, svc.name); updating && r != nil {
+				svc.port = r.port // kept across the update
+				wants = append(wants, &want{svc: svc, key: r.key, r: r})
+				continue
+			}
 			l, rej := s.bindAny(cs.client, svc, named)
 			if rej != nil {
 				return fail(rej)
@@ -307,10 +347,32 @@ func (s *Server) claim(cs *clientSession, reqs []session.Service) (granted []ses
 			s.acceptWG.Go(func() { s.servePort(r) })
 		}
 	}
+	kept := make(map[*route]bool)
+	var routes []*route
 	for _, w := range wants {
+		if kept[w.r] {
+			continue
+		}
+		kept[w.r] = true
+		routes = append(routes, w.r)
+		if mine[w.r] {
+			for i, m := range w.r.members {
+				if m.cs == cs && m.service != w.svc.name {
+					// A new member, not a changed one: connections being
+					// served read the old without a lock.
+					w.r.members[i] = &member{cs: cs, service: w.svc.name}
+				}
+			}
+			continue
+		}
 		s.addMemberLocked(w.r, &member{cs: cs, service: w.svc.name})
-		cs.routes = append(cs.routes, w.r)
 	}
+	for _, r := range cs.routes {
+		if !kept[r] {
+			s.leaveRouteLocked(cs, r)
+		}
+	}
+	cs.routes = routes
 	for v := range isVictim {
 		if _, ok := s.sessions[v]; ok {
 			delete(s.sessions, v)
@@ -322,7 +384,25 @@ func (s *Server) claim(cs *clientSession, reqs []session.Service) (granted []ses
 	for _, svc := range svcs {
 		granted = append(granted, session.Service{Name: svc.name, RemotePort: svc.port, Domains: svc.domains, Entry: svc.entry, Shared: svc.shared})
 	}
+	if updating {
+		cs.granted = granted // (byte counts of services new to the session start with its next one)
+	}
 	return granted, victims, nil
+}
+
+// anyPortRoute is the port route cs serves as the any-port service name.
+func anyPortRoute(cs *clientSession, name string) *route {
+	for _, r := range cs.routes {
+		if r.port == 0 || r.l == nil {
+			continue
+		}
+		for _, m := range r.members {
+			if m.cs == cs && m.service == name {
+				return r
+			}
+		}
+	}
+	return nil
 }
 
 // mayJoinLocked decides whether cs may serve route r as svc: join a shared

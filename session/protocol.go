@@ -17,6 +17,8 @@
 //	  |<-- server opens one data stream per public connection:
 //	  |       [stream header: service, peer][chunks...]  |
 //	  |--- [chunks...] --------------------------------->|
+//	  |--- Update{seq, services} -- client: new claims ---->|
+//	  |<------------------ Updated{seq, services | code}    |
 //	  |--- Drain{} -- client: no new connections for me --->|
 //	  |<-- Goodbye{code, reason} -- either side, then close -->|
 //
@@ -73,6 +75,8 @@ const (
 	typePong        byte = 7
 	typeGoodbye     byte = 8
 	typeDrain       byte = 9
+	typeUpdate      byte = 10
+	typeUpdated     byte = 11
 )
 
 var typeNames = map[byte]string{
@@ -85,6 +89,8 @@ var typeNames = map[byte]string{
 	typePong:        "pong",
 	typeGoodbye:     "goodbye",
 	typeDrain:       "drain",
+	typeUpdate:      "update",
+	typeUpdated:     "updated",
 }
 
 const frameHeaderLen = 6
@@ -162,6 +168,22 @@ type Pong struct {
 // routes none to it, and its open streams carry on until they end or it
 // says Goodbye.
 type Drain struct{}
+
+// Update replaces, after Welcome, the services the client claims (a config
+// reload): the whole new list, answered by Updated with the same Seq.
+type Update struct {
+	Seq      uint64    `json:"seq"`
+	Services []Service `json:"services"`
+}
+
+// Updated answers Update: the services as now granted, or a rejection
+// (Code set) that leaves the session's claims as they were.
+type Updated struct {
+	Seq      uint64    `json:"seq"`
+	Services []Service `json:"services,omitempty"`
+	Code     string    `json:"code,omitempty"`
+	Reason   string    `json:"reason,omitempty"`
+}
 
 // Goodbye tells the peer why the session ends; the sender closes after it.
 type Goodbye struct {

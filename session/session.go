@@ -50,10 +50,14 @@ type Session struct {
 	closeOnce  sync.Once
 	readerDone chan struct{} // closed when readControl returns
 
+	updMu   sync.Mutex    // one Update at a time
+	updSeq  atomic.Uint64 // of the last Update sent
+	updated chan Updated  // answers, from readControl to Update
+
 	missed   atomic.Int32 // pings sent since the last frame received
 	rtt      atomic.Int64 // last measured, ns
 	pingSeq  atomic.Uint64
-	pingSent atomic.Int64 // unix ns of the ping with seq pingSeq
+	pingSent [pingsKept]atomic.Int64 // unix ns of ping seq, at seq % pingsKept
 }
 
 // Info describes a session for logs and status.
@@ -83,6 +87,8 @@ func newSession(cfg Config, log *slog.Logger, conn *budgetConn, mux *smux.Sessio
 		info: info,
 		die:  make(chan struct{}),
 
+		updated: make(chan Updated, 1),
+
 		readerDone: make(chan struct{}),
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
@@ -97,7 +103,49 @@ func newSession(cfg Config, log *slog.Logger, conn *budgetConn, mux *smux.Sessio
 }
 
 // Info returns the session's description.
-func (s *Session) Info() Info { return s.info }
+func (s *Session) Info() Info {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.info
+}
+
+// Update replaces the services this client claims, without ending the
+// session (the client's case). On a *RejectError the server kept the old
+// claims. It waits for the answer up to the handshake timeout.
+func (s *Session) Update(services []Service) ([]Service, error) {
+	s.updMu.Lock()
+	defer s.updMu.Unlock()
+	select {
+	case <-s.updated: // a late answer to an earlier update
+	default:
+	}
+	seq := s.updSeq.Add(1)
+	deadline := time.Now().Add(s.cfg.HandshakeTimeout)
+	if err := s.writeControl(typeUpdate, Update{Seq: seq, Services: services}, deadline); err != nil {
+		return nil, s.orErr(fmt.Errorf("sending the update: %w", err))
+	}
+	t := time.NewTimer(time.Until(deadline))
+	defer t.Stop()
+	for {
+		select {
+		case u := <-s.updated:
+			if u.Seq != seq {
+				continue // the answer to an update that timed out
+			}
+			if u.Code != "" {
+				return nil, &RejectError{Code: u.Code, Reason: u.Reason}
+			}
+			s.mu.Lock()
+			s.info.Services = u.Services
+			s.mu.Unlock()
+			return u.Services, nil
+		case <-s.die:
+			return nil, s.Err()
+		case <-t.C:
+			return nil, fmt.Errorf("no answer to the update within %v", s.cfg.HandshakeTimeout)
+		}
+	}
+}
 
 // RTT is the last heartbeat round trip, 0 before the first.
 func (s *Session) RTT() time.Duration { return time.Duration(s.rtt.Load()) }
@@ -144,6 +192,10 @@ type Handlers struct {
 	// Drain is called when the client says it takes no new connections
 	// (the server's case).
 	Drain func()
+	// Update is called when the client replaces its claims (the server's
+	// case): it returns the claims as granted, or why they were refused
+	// (the old claims then stay). nil refuses every update.
+	Update func([]Service) ([]Service, *RejectError)
 }
 
 // Run serves the session until it ends or ctx is done (then it closes the
@@ -160,7 +212,7 @@ func (s *Session) Run(ctx context.Context, h Handlers) error {
 	s.running = true
 	s.mu.Unlock()
 	var wg sync.WaitGroup
-	wg.Go(func() { s.readControl(h.Drain) })
+	wg.Go(func() { s.readControl(h) })
 	wg.Go(s.heartbeat)
 	wg.Go(func() { s.acceptStreams(h.Stream) })
 	select {
@@ -263,7 +315,7 @@ func (s *Session) writeControl(typ byte, msg any, deadline time.Time) error {
 
 // readControl reads control frames until the session ends. Once Close has
 // begun it only waits for the peer to hang up; Close then ends the session.
-func (s *Session) readControl(onDrain func()) {
+func (s *Session) readControl(h Handlers) {
 	defer close(s.readerDone)
 	for {
 		typ, payload, err := readFrame(drained{s.ctrl}, s.cfg.MaxControlFrame)
@@ -297,15 +349,47 @@ func (s *Session) readControl(onDrain func()) {
 				s.abandon(err)
 				return
 			}
-			if p.Seq == s.pingSeq.Load() {
-				s.rtt.Store(time.Now().UnixNano() - s.pingSent.Load())
+			// A pong for any recent ping measures: on a slow or busy
+			// link the RTT may exceed the interval.
+			if last := s.pingSeq.Load(); p.Seq <= last && last-p.Seq < pingsKept {
+				s.rtt.Store(time.Now().UnixNano() - s.pingSent[p.Seq%pingsKept].Load())
 			}
 		case typeDrain:
-			if onDrain == nil {
+			if h.Drain == nil {
 				s.abandon(fmt.Errorf("%w: a server may not drain", ErrProtocol))
 				return
 			}
-			onDrain()
+			h.Drain()
+		case typeUpdate:
+			var u Update
+			if err := decodeFrame(typ, payload, &u); err != nil {
+				s.abandon(err)
+				return
+			}
+			if h.Update == nil {
+				s.abandon(fmt.Errorf("%w: a server may not update claims", ErrProtocol))
+				return
+			}
+			ans := Updated{Seq: u.Seq}
+			if granted, rej := h.Update(u.Services); rej != nil {
+				ans.Code, ans.Reason = rej.Code, rej.Reason
+			} else {
+				ans.Services = granted
+				s.mu.Lock()
+				s.info.Services = granted
+				s.mu.Unlock()
+			}
+			s.writeControl(typeUpdated, ans, time.Now().Add(s.cfg.HandshakeTimeout))
+		case typeUpdated:
+			var u Updated
+			if err := decodeFrame(typ, payload, &u); err != nil {
+				s.abandon(err)
+				return
+			}
+			select {
+			case s.updated <- u:
+			default: // nobody waits: an answer that came too late
+			}
 		case typeGoodbye:
 			var g Goodbye
 			if err := decodeFrame(typ, payload, &g); err != nil {
@@ -331,6 +415,9 @@ func (s *Session) abandon(err error) {
 	s.fail(err)
 }
 
+// pingsKept is how many recent pings' send times are kept for RTT.
+const pingsKept = 16
+
 // heartbeat pings every interval and ends the session when HeartbeatMisses
 // pings in a row went unanswered (no control frame at all came back) and
 // the peer sent nothing at all for as long: on a link full of data a ping
@@ -350,8 +437,9 @@ func (s *Session) heartbeat() {
 			return
 		}
 		s.missed.Add(1)
-		seq := s.pingSeq.Add(1)
-		s.pingSent.Store(time.Now().UnixNano())
+		seq := s.pingSeq.Load() + 1 // only this goroutine sends pings
+		s.pingSent[seq%pingsKept].Store(time.Now().UnixNano())
+		s.pingSeq.Store(seq)
 		// A ping that cannot leave within an interval counts as missed.
 		s.writeControl(typePing, Ping{Seq: seq}, time.Now().Add(s.cfg.HeartbeatInterval))
 	}

@@ -97,6 +97,23 @@ func runClient(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	var load func() error
+	if path != "" {
+		load = func() error {
+			f, err := config.Load(path, os.LookupEnv)
+			if err != nil {
+				return err
+			}
+			if f.Client == nil {
+				return fmt.Errorf("%s: no [client] table", path)
+			}
+			if err := c.Reload(f.Client.Config); err != nil {
+				return fmt.Errorf("%s: %w", path, err)
+			}
+			return nil
+		}
+	}
+	defer watchReload(c, log, path, load)()
 	ctx, stop := signalContext(stderr)
 	defer stop()
 	return runWithAdmin(ctx, adm, log, c.Run)

@@ -81,6 +81,23 @@ func runServer(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	var load func() error
+	if path != "" {
+		load = func() error {
+			f, err := config.Load(path, os.LookupEnv)
+			if err != nil {
+				return err
+			}
+			if f.Server == nil {
+				return fmt.Errorf("%s: no [server] table", path)
+			}
+			if err := srv.Reload(f.Server.Config); err != nil {
+				return fmt.Errorf("%s: %w", path, err)
+			}
+			return nil
+		}
+	}
+	defer watchReload(srv, log, path, load)()
 	ctx, stop := signalContext(stderr)
 	defer stop()
 	return runWithAdmin(ctx, adm, log, srv.Run)

@@ -1,0 +1,96 @@
+package client
+
+import (
+	"fmt"
+
+	"github.com/warren-tunnel/warren/internal/cfgdiff"
+	"github.com/warren-tunnel/warren/session"
+)
+
+// serviceTable is the client's services as one value, replaced whole when
+// a reload changes them, so that streams read it without a lock.
+type serviceTable struct {
+	services map[string]Service
+	claims   []session.Service
+	// stats counts each service's connections and bytes for the status
+	// API; a service kept across a reload keeps its counters.
+	stats map[string]*serviceStats
+}
+
+func newServiceTable(svcs []Service, old *serviceTable) *serviceTable {
+	t := &serviceTable{services: make(map[string]Service), stats: make(map[string]*serviceStats)}
+	for _, s := range svcs {
+		t.services[s.Name] = s
+		if old != nil && old.stats[s.Name] != nil {
+			t.stats[s.Name] = old.stats[s.Name]
+		} else {
+			t.stats[s.Name] = new(serviceStats)
+		}
+		entry := s.Entry
+		if entry == "" && len(s.Domains) > 0 {
+			entry = EntryHTTP
+		}
+		t.claims = append(t.claims, session.Service{Name: s.Name, RemotePort: s.RemotePort, Domains: s.Domains, Entry: entry, Shared: s.Shared})
+	}
+	return t
+}
+
+// remember keeps the ports the server picked for any-port services.
+func (c *Client) remember(granted []session.Service) {
+	c.stickyMu.Lock()
+	defer c.stickyMu.Unlock()
+	tab := c.table.Load()
+	for _, g := range granted {
+		if tab.services[g.Name].RemotePort == 0 && g.RemotePort > 0 {
+			c.sticky[g.Name] = g.RemotePort
+		}
+	}
+}
+
+// Reload applies a new configuration to the running client. Only
+// [[client.services]] may change: services are added, removed or changed
+// on the live session without ending it or its other streams (the server
+// checks the new claims; if it refuses them, the old ones stay and the
+// error says why). Any other change, or an invalid cfg, is refused with
+// the reason and the running configuration stays.
+func (c *Client) Reload(cfg Config) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	if key := cfgdiff.Changed(c.cfg, cfg, "services"); key != "" {
+		return fmt.Errorf("client.%s changed: it takes effect only at a restart; nothing was reloaded", key)
+	}
+	c.reloadMu.Lock()
+	defer c.reloadMu.Unlock()
+	old := c.table.Load()
+	next := newServiceTable(cfg.Services, old)
+	c.mu.Lock()
+	sess := c.sess
+	c.mu.Unlock()
+	if sess != nil && sess.Err() == nil {
+		claims := next.claims
+		c.stickyMu.Lock()
+		for i, cl := range claims {
+			if p, ok := c.sticky[cl.Name]; ok && cl.RemotePort == 0 && len(cl.Domains) == 0 {
+				claims[i].RemotePort = p
+			}
+		}
+		c.stickyMu.Unlock()
+		// Streams for a new service may arrive as soon as the server has
+		// granted it, so the new table is in place before the answer; it
+		// goes back if the server refuses.
+		c.table.Store(next)
+		granted, err := sess.Update(claims)
+		if err != nil {
+			c.table.Store(old)
+			return fmt.Errorf("the server refused the new services, the old ones stay: %w", err)
+		}
+		c.remember(granted)
+		c.setStatus(func(s *Status) { s.Session = sess.Info() })
+		c.log.Info("services reloaded", "services", len(granted))
+		return nil
+	}
+	c.table.Store(next)
+	c.log.Info("services reloaded; they are claimed at the next connection", "services", len(next.claims))
+	return nil
+}

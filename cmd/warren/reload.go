@@ -1,0 +1,57 @@
+package main
+
+import (
+	"context"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+// reloader is what a daemon reloads its configuration into.
+type reloader interface {
+	SetReloader(func() error)
+}
+
+// watchReload makes SIGHUP, and the admin API's reload, call load: read
+// the config file again and apply it. A failed reload is logged with its
+// reason and the running configuration stays. Without a config file (load
+// nil) SIGHUP is ignored with a warning rather than ending the daemon. It
+// returns a function that stops watching.
+func watchReload(d reloader, log *slog.Logger, path string, load func() error) (stop func()) {
+	reload := func() error {
+		err := load()
+		if err != nil {
+			log.Error("reload rejected; the running configuration stays", "file", path, "err", err)
+		}
+		return err
+	}
+	if load != nil {
+		d.SetReloader(reload)
+	}
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, syscall.SIGHUP)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-ch:
+			}
+			if load == nil {
+				log.Warn("SIGHUP ignored: no config file to reload (quick mode)")
+				continue
+			}
+			log.Info("SIGHUP: reloading", "file", path)
+			reload()
+		}
+	}()
+	return func() {
+		signal.Stop(ch)
+		cancel()
+		<-done
+	}
+}

@@ -186,12 +186,11 @@ func (c *Client) connect(ctx context.Context) (upFor time.Duration, err error) {
 	if err != nil {
 		return 0, fmt.Errorf("connecting to %s over %s: %w", c.cfg.Server, c.transport, err)
 	}
-	sc := c.sessCfg
-	if sc.HandshakeTimeout = time.Until(deadline); sc.HandshakeTimeout <= 0 {
+	if time.Until(deadline) <= 0 {
 		conn.Close()
 		return 0, fmt.Errorf("connecting to %s over %s: handshake_timeout %v passed", c.cfg.Server, c.transport, c.cfg.HandshakeTimeout)
 	}
-	sess, err := session.Connect(conn, sc, c.log, c.token, c.instance, c.withSticky())
+	sess, err := session.ConnectBy(deadline, conn, c.sessCfg, c.log, c.token, c.instance, c.withSticky())
 	if err != nil {
 		return 0, err
 	}

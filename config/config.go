@@ -11,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"regexp"
 	"strings"
 
 	"github.com/BurntSushi/toml"
@@ -183,17 +184,22 @@ func Parse(path string, data []byte, lookupEnv func(string) (string, bool)) (*Fi
 }
 
 // decodeError names the file, and the line and key when the decoder knows
-// them.
+// them. The decoder quotes what it found instead of a value, which may be
+// an unquoted token: that is left out, since errors end up in logs.
 func decodeError(path string, err error) error {
 	var pe toml.ParseError
 	if errors.As(err, &pe) {
+		msg := foundText.ReplaceAllString(pe.Message, `found "…"`)
 		if pe.LastKey != "" {
-			return fmt.Errorf("%s:%d: %s: %s", path, pe.Position.Line, pe.LastKey, pe.Message)
+			return fmt.Errorf("%s:%d: %s: %s", path, pe.Position.Line, pe.LastKey, msg)
 		}
-		return fmt.Errorf("%s:%d: %s", path, pe.Position.Line, pe.Message)
+		return fmt.Errorf("%s:%d: %s", path, pe.Position.Line, msg)
 	}
 	return fmt.Errorf("%s: %w", path, err)
 }
+
+// foundText is what the TOML decoder quotes as found instead of a value.
+var foundText = regexp.MustCompile(`found "[^"\n]*"`)
 
 var levels = map[string]slog.Level{
 	"debug": slog.LevelDebug,

@@ -121,6 +121,7 @@ func TestErrors(t *testing.T) {
 		want       []string
 	}{
 		{"syntax", "[server\n", []string{"w.toml:2", "end table name"}},
+		{"unquoted token not echoed", "[client]\ntoken = s3cret-token-0123456789\n", []string{"w.toml:2", "client.token", `found "…" instead`}},
 		{"unknown key", server + "[server.kcp]\nmtuu = 1\n", []string{"w.toml", "unknown key server.kcp.mtuu"}},
 		{"unknown top table", "[sever]\n", []string{"unknown key sever"}},
 		{"empty file", "", []string{"neither a [server] nor a [client]"}},
@@ -160,6 +161,9 @@ func TestErrors(t *testing.T) {
 				if !strings.Contains(err.Error(), w) {
 					t.Errorf("error %q lacks %q", err, w)
 				}
+			}
+			if strings.Contains(err.Error(), "s3cret") {
+				t.Errorf("error %q shows the token", err)
 			}
 			if !strings.HasPrefix(err.Error(), "w.toml") {
 				t.Errorf("error %q does not name the file first", err)

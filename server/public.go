@@ -46,7 +46,14 @@ func (s *Server) serveConn(r *route, c net.Conn, prefix []byte) {
 	for {
 		m, err := s.pick(r, tried, s.stopping)
 		if err != nil {
-			s.log.Info("public connection refused", "route", r.key, "peer", peer, "reason", err)
+			reason := err.Error()
+			if errors.Is(err, errRouteGone) && len(tried) > 0 {
+				reason = "every session serving it failed: " + string(failed)
+				if failed == metrics.OutcomeRefusedLimit {
+					reason = "every session serving it is at limits.max_streams"
+				}
+			}
+			s.log.Info("public connection refused", "route", r.key, "peer", peer, "reason", reason)
 			c.Close()
 			s.metrics.PublicConn(service, refusedOutcome(err, failed, s.stopping))
 			return

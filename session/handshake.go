@@ -79,7 +79,7 @@ func Accept(conn net.Conn, cfg Config, log *slog.Logger) (*Pending, error) {
 		mux.Close()
 		return nil, err
 	}
-	if err := writeFrame(ctrl, typeChallenge, Challenge{Version: v, Nonce: nonce, Software: version.Software()}); err != nil {
+	if err := writeFrame(ctrl, typeChallenge, Challenge{Version: v, Nonce: nonce}); err != nil {
 		mux.Close()
 		return nil, fmt.Errorf("sending challenge: %w", err)
 	}
@@ -168,11 +168,22 @@ func (p *Pending) Welcome(w Welcome) (*Session, error) {
 // session (call its Run) with the server's Welcome in its Info. A refusal is
 // a *RejectError. On error conn is closed.
 func Connect(conn net.Conn, cfg Config, log *slog.Logger, token []byte, instance string, services []Service) (*Session, error) {
+	return ConnectBy(time.Time{}, conn, cfg, log, token, instance, services)
+}
+
+// ConnectBy is Connect with the handshake ending by hsDeadline at the
+// latest (the client's one deadline for dial, TLS and auth together);
+// the session keeps cfg.HandshakeTimeout for what it bounds later (stream
+// headers, updates).
+func ConnectBy(hsDeadline time.Time, conn net.Conn, cfg Config, log *slog.Logger, token []byte, instance string, services []Service) (*Session, error) {
 	if err := cfg.Validate(); err != nil {
 		conn.Close()
 		return nil, err
 	}
 	deadline := time.Now().Add(cfg.HandshakeTimeout)
+	if !hsDeadline.IsZero() && hsDeadline.Before(deadline) {
+		deadline = hsDeadline
+	}
 	conn.SetDeadline(deadline)
 	binding, err := transport.ExportBinding(conn)
 	if err != nil {

@@ -190,7 +190,8 @@ func (c *Client) connect(ctx context.Context) (upFor time.Duration, err error) {
 		conn.Close()
 		return 0, fmt.Errorf("connecting to %s over %s: handshake_timeout %v passed", c.cfg.Server, c.transport, c.cfg.HandshakeTimeout)
 	}
-	sess, err := session.ConnectBy(deadline, conn, c.sessCfg, c.log, c.token, c.instance, c.withSticky())
+	claimed := c.table.Load()
+	sess, err := session.ConnectBy(deadline, conn, c.sessCfg, c.log, c.token, c.instance, c.withSticky(claimed))
 	if err != nil {
 		return 0, err
 	}
@@ -226,6 +227,8 @@ func (c *Client) connect(ctx context.Context) (upFor time.Duration, err error) {
 		case <-sess.Done():
 		}
 	})
+	// A reload while the handshake ran found no session to update.
+	wg.Go(func() { c.syncClaims(log, sess, claimed) })
 	err = sess.Run(context.Background(), session.Handlers{Stream: func(st *session.Stream) {
 		open.add(1)
 		defer open.add(-1)
@@ -306,13 +309,12 @@ func (s *streams) waitIdle(timeout time.Duration, stop <-chan struct{}) bool {
 }
 
 // withSticky returns the claims with remembered ports filled in.
-func (c *Client) withSticky() []session.Service {
+func (c *Client) withSticky(tab *serviceTable) []session.Service {
 	c.stickyMu.Lock()
 	defer c.stickyMu.Unlock()
-	claims := c.table.Load().claims
-	out := make([]session.Service, len(claims))
-	for i, cl := range claims {
-		if p, ok := c.sticky[cl.Name]; ok {
+	out := make([]session.Service, len(tab.claims))
+	for i, cl := range tab.claims {
+		if p, ok := c.sticky[cl.Name]; ok && cl.RemotePort == 0 && len(cl.Domains) == 0 {
 			cl.RemotePort = p
 		}
 		out[i] = cl

@@ -1,7 +1,9 @@
 package client
 
 import (
+	"errors"
 	"fmt"
+	"log/slog"
 
 	"github.com/warren-tunnel/warren/internal/cfgdiff"
 	"github.com/warren-tunnel/warren/session"
@@ -64,33 +66,68 @@ func (c *Client) Reload(cfg Config) error {
 	defer c.reloadMu.Unlock()
 	old := c.table.Load()
 	next := newServiceTable(cfg.Services, old)
+	c.stickyMu.Lock()
+	for name := range c.sticky { // only any-port services keep a port
+		if svc, ok := next.services[name]; !ok || svc.RemotePort != 0 || len(svc.Domains) > 0 {
+			delete(c.sticky, name)
+		}
+	}
+	c.stickyMu.Unlock()
+	// Streams for a new service may arrive as soon as the server has
+	// granted it, so the new table is in place before the answer; it goes
+	// back if the server refuses.
+	c.table.Store(next)
 	c.mu.Lock()
 	sess := c.sess
 	c.mu.Unlock()
-	if sess != nil && sess.Err() == nil {
-		claims := next.claims
-		c.stickyMu.Lock()
-		for i, cl := range claims {
-			if p, ok := c.sticky[cl.Name]; ok && cl.RemotePort == 0 && len(cl.Domains) == 0 {
-				claims[i].RemotePort = p
-			}
-		}
-		c.stickyMu.Unlock()
-		// Streams for a new service may arrive as soon as the server has
-		// granted it, so the new table is in place before the answer; it
-		// goes back if the server refuses.
-		c.table.Store(next)
-		granted, err := sess.Update(claims)
-		if err != nil {
+	if sess == nil || sess.Err() != nil {
+		c.log.Info("services reloaded; they are claimed at the next connection", "services", len(next.claims))
+		return nil
+	}
+	if err := c.update(sess, next); err != nil {
+		var rej *session.RejectError
+		if errors.As(err, &rej) {
 			c.table.Store(old)
 			return fmt.Errorf("the server refused the new services, the old ones stay: %w", err)
 		}
-		c.remember(granted)
-		c.setStatus(func(s *Status) { s.Session = sess.Info() })
-		c.log.Info("services reloaded", "services", len(granted))
-		return nil
+		return fmt.Errorf("the new services are claimed at the next connection: %w", err)
 	}
-	c.table.Store(next)
-	c.log.Info("services reloaded; they are claimed at the next connection", "services", len(next.claims))
 	return nil
+}
+
+// update claims tab's services on the live session sess. When the server
+// does not answer (it may or may not have applied them), the session is
+// closed, so that the reconnection claims them for sure.
+func (c *Client) update(sess *session.Session, tab *serviceTable) error {
+	granted, err := sess.Update(c.withSticky(tab))
+	if err != nil {
+		var rej *session.RejectError
+		if !errors.As(err, &rej) && sess.Err() == nil {
+			sess.Close(session.CodeClosed, "services update unanswered: "+err.Error())
+		}
+		return err
+	}
+	c.remember(granted)
+	c.setStatus(func(s *Status) { s.Session = sess.Info() })
+	c.log.Info("services reloaded", "services", len(granted))
+	return nil
+}
+
+// syncClaims brings a new session up to date with a reload that happened
+// during its handshake, when the session's claims come from an older
+// table than the current one.
+func (c *Client) syncClaims(log *slog.Logger, sess *session.Session, claimed *serviceTable) {
+	c.reloadMu.Lock()
+	defer c.reloadMu.Unlock()
+	tab := c.table.Load()
+	if tab == claimed || sess.Err() != nil {
+		return
+	}
+	if err := c.update(sess, tab); err != nil {
+		var rej *session.RejectError
+		if errors.As(err, &rej) {
+			c.table.Store(claimed)
+		}
+		log.Error("the server refused the reloaded services; the session serves the ones it claimed", "err", err)
+	}
 }

@@ -158,3 +158,77 @@ format = "json"
 `, addrs["tcp"], fp, target)))
 	nc.waitLog("session up")
 }
+
+// TestClientReloadKeepsAnyPortFree: after a reload, a service that asked
+// for any port still does: when its old port is taken while the server
+// restarts, the client takes another instead of giving up, and a service
+// a reload gives a fixed port asks for that one.
+func TestClientReloadKeepsAnyPortFree(t *testing.T) {
+	leaktest.Check(t)
+	target := backend(t, echo)
+	cfg := serverConfig(t, "tcp")
+	srv := startServer(t, cfg)
+	ccfg := clientConfig(srv, tokenOffice, client.Service{Name: "any", Target: target}, client.Service{Name: "fixed", Target: target})
+	cli := startClient(t, ccfg)
+	cli.waitSession(t, 1)
+	anyPort := cli.port(t, "any")
+	fixed := deadAddr(t)
+	_, fixedPort, _ := net.SplitHostPort(fixed)
+
+	next := ccfg
+	next.Services = []client.Service{{Name: "any", Target: target}, {Name: "fixed", Target: target, RemotePort: atoi(t, fixedPort)}}
+	if err := cli.Reload(next); err != nil {
+		t.Fatal(err)
+	}
+	if got := cli.port(t, "fixed"); got != atoi(t, fixedPort) {
+		t.Fatalf("fixed: port %d after the reload, want %s", got, fixedPort)
+	}
+
+	srv.stop()
+	squat, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", fmt.Sprint(anyPort)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer squat.Close()
+	cfg.Listen[0].Address = srv.addr()
+	startServer(t, cfg)
+	cli.waitSession(t, 2)
+	if got := cli.port(t, "any"); got == anyPort {
+		t.Fatalf("any: port %d, which is taken", got)
+	}
+	if got := cli.port(t, "fixed"); got != atoi(t, fixedPort) {
+		t.Fatalf("fixed: port %d after reconnecting, want %s", got, fixedPort)
+	}
+	roundTrip(t, cli.publicAddr(t, "any"))
+}
+
+// TestServerReloadConcurrent: reloads from SIGHUP and the admin API may
+// run at once; they are applied one after the other.
+func TestServerReloadConcurrent(t *testing.T) {
+	leaktest.Check(t)
+	cfg := serverConfig(t, "tcp")
+	srv := startServer(t, cfg)
+	done := make(chan error, 2)
+	for i := range 2 {
+		go func() {
+			next := cfg
+			next.Clients = append([]server.Client{}, cfg.Clients...)
+			next.Clients = append(next.Clients, server.Client{Name: fmt.Sprintf("extra%d", i), Token: fmt.Sprintf("extra-token-%d-0123456789", i), Ports: cfg.Clients[0].Ports})
+			done <- srv.Reload(next)
+		}()
+	}
+	for range 2 {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func atoi(t *testing.T, s string) int {
+	t.Helper()
+	var n int
+	if _, err := fmt.Sscan(s, &n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}

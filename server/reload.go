@@ -18,6 +18,8 @@ import (
 // every other session goes on untouched. Any other change, or an invalid
 // cfg, is refused with the reason and the running configuration stays.
 func (s *Server) Reload(cfg Config) error {
+	s.reloadMu.Lock()
+	defer s.reloadMu.Unlock()
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
@@ -75,6 +77,7 @@ func (s *Server) Reload(cfg Config) error {
 			}
 		}
 		if ok {
+			cs.released = true
 			closing = append(closing, cs)
 			reasons[cs] = why
 		}

@@ -230,10 +230,11 @@ func (r *route) pickLocked(tried map[*member]bool) *member {
 	return best
 }
 
-// joiningLocked reports whether a member is still in its handshake.
+// joiningLocked reports whether a member is still in its handshake, or
+// has just died and not yet left (the route may then be held for it).
 func (r *route) joiningLocked() bool {
 	for _, m := range r.members {
-		if m.cs.sess == nil {
+		if m.cs.sess == nil || m.cs.sess.Err() != nil {
 			return true
 		}
 	}

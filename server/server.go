@@ -55,6 +55,7 @@ type Server struct {
 	lastRefusedLog time.Time // when that was logged
 
 	reloader func() error // the admin API's reload (SetReloader)
+	reloadMu sync.Mutex   // one Reload at a time; s.cfg changes only under it and mu
 
 	stopping chan struct{}  // closed when shutdown begins
 	acceptWG sync.WaitGroup // accept loops of public listeners

@@ -28,6 +28,8 @@ type clientSession struct {
 	sess      *session.Session
 	log       *slog.Logger
 	routes    []*route // guarded by Server.mu
+	draining  bool     // the client said Drain; guarded by Server.mu
+	released  bool     // a reload closes it: its routes are not held; guarded by Server.mu
 	granted   []session.Service
 	stats     map[string]*serviceStats // by service name; fixed once sess is set
 }
@@ -96,13 +98,20 @@ func (s *Server) serveTunnel(c net.Conn, transportName string) {
 	sess, err := p.Welcome(session.Welcome{Client: cs.client.name, Session: cs.id, Services: granted})
 	if err != nil {
 		s.mu.Lock()
-		s.leaveLocked(cs, false)
+		s.leaveLocked(cs, true) // routes it adopted from a hold go back on hold
 		s.mu.Unlock()
 		log.Warn("handshake failed after auth", "err", err)
 		s.metrics.HandshakeFailed(handshakeReason(err))
 		return
 	}
 	s.mu.Lock()
+	if !slices.Contains(s.clients, cs.client) { // a reload revoked it meanwhile
+		s.leaveLocked(cs, false)
+		s.mu.Unlock()
+		log.Warn("client removed or its token changed by a reload during the handshake; closing")
+		sess.Close(session.CodeClosed, "client "+cs.client.name+" was removed from the server's configuration")
+		return
+	}
 	cs.sess = sess
 	s.removePendingLocked(c) // authenticated: shutdown says goodbye instead
 	s.sessions[cs] = struct{}{}
@@ -124,6 +133,7 @@ func (s *Server) serveTunnel(c net.Conn, transportName string) {
 	err = sess.Run(context.Background(), session.Handlers{
 		Drain: func() {
 			s.mu.Lock()
+			cs.draining = true
 			s.leaveLocked(cs, false)
 			s.mu.Unlock()
 			log.Info("client draining: no new connections for it")
@@ -150,7 +160,7 @@ func (s *Server) serveTunnel(c net.Conn, transportName string) {
 	}
 	// A client removed or given a new token by a reload has no claim to
 	// return to.
-	dropped = dropped && slices.Contains(s.clients, cs.client)
+	dropped = dropped && slices.Contains(s.clients, cs.client) && !cs.released
 	held := dropped && len(cs.routes) > 0 && s.cfg.ReconnectGrace > 0 && !s.closing
 	s.leaveLocked(cs, dropped)
 	s.mu.Unlock()
@@ -235,8 +245,11 @@ func sourceIP(c net.Conn) string {
 func (s *Server) claim(cs *clientSession, reqs []session.Service) (granted []session.Service, victims []*clientSession, rej *session.RejectError) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closing {
+	if s.closing || cs.draining {
 		return nil, nil, session.Rejectf(session.CodeShuttingDown, "server is shutting down")
+	}
+	if !slices.Contains(s.clients, cs.client) {
+		return nil, nil, session.Rejectf(session.CodeUnknownToken, "unknown token") // removed by a reload meanwhile
 	}
 	svcs, rej := s.checkServices(cs.client, reqs)
 	if rej != nil {
@@ -324,7 +337,7 @@ func (s *Server) claim(cs *clientSession, reqs []session.Service) (granted []ses
 	}
 	for _, svc := range svcs {
 		if svc.port == 0 && len(svc.domains) == 0 {
-			if r := anyPortRoute(cs, svc.name); updating && r != nil {
+			if r := anyPortRoute(cs, svc.name); updating && r != nil && !named[r.port] {
 				svc.port = r.port // kept across the update
 				wants = append(wants, &want{svc: svc, key: r.key, r: r})
 				continue

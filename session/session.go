@@ -386,9 +386,12 @@ func (s *Session) readControl(h Handlers) {
 				s.abandon(err)
 				return
 			}
+			if u.Seq != s.updSeq.Load() {
+				break // the answer to an update that gave up waiting
+			}
 			select {
 			case s.updated <- u:
-			default: // nobody waits: an answer that came too late
+			default:
 			}
 		case typeGoodbye:
 			var g Goodbye

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -97,23 +98,12 @@ func runClient(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	var load func() error
-	if path != "" {
-		load = func() error {
-			f, err := config.Load(path, os.LookupEnv)
-			if err != nil {
-				return err
-			}
-			if f.Client == nil {
-				return fmt.Errorf("%s: no [client] table", path)
-			}
-			if err := c.Reload(f.Client.Config); err != nil {
-				return fmt.Errorf("%s: %w", path, err)
-			}
-			return nil
+	defer watchReload(c, log, path, func(f *config.File) error {
+		if f.Client == nil {
+			return errors.New("no [client] table")
 		}
-	}
-	defer watchReload(c, log, path, load)()
+		return c.Reload(f.Client.Config)
+	})()
 	ctx, stop := signalContext(stderr)
 	defer stop()
 	return runWithAdmin(ctx, adm, log, c.Run)

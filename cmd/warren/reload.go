@@ -2,10 +2,13 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/warren-tunnel/warren/config"
 )
 
 // reloader is what a daemon reloads its configuration into.
@@ -13,12 +16,25 @@ type reloader interface {
 	SetReloader(func() error)
 }
 
-// watchReload makes SIGHUP, and the admin API's reload, call load: read
-// the config file again and apply it. A failed reload is logged with its
-// reason and the running configuration stays. Without a config file (load
-// nil) SIGHUP is ignored with a warning rather than ending the daemon. It
+// watchReload makes SIGHUP, and the admin API's reload, read the config
+// file at path again and apply it. A failed reload is logged with its
+// reason and the running configuration stays. Without a config file (path
+// "") SIGHUP is ignored with a warning rather than ending the daemon. It
 // returns a function that stops watching.
-func watchReload(d reloader, log *slog.Logger, path string, load func() error) (stop func()) {
+func watchReload(d reloader, log *slog.Logger, path string, apply func(*config.File) error) (stop func()) {
+	var load func() error
+	if path != "" {
+		load = func() error {
+			f, err := config.Load(path, os.LookupEnv)
+			if err != nil {
+				return err
+			}
+			if err := apply(f); err != nil {
+				return fmt.Errorf("%s: %w", path, err)
+			}
+			return nil
+		}
+	}
 	reload := func() error {
 		err := load()
 		if err != nil {

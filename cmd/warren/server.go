@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -81,23 +82,12 @@ func runServer(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	var load func() error
-	if path != "" {
-		load = func() error {
-			f, err := config.Load(path, os.LookupEnv)
-			if err != nil {
-				return err
-			}
-			if f.Server == nil {
-				return fmt.Errorf("%s: no [server] table", path)
-			}
-			if err := srv.Reload(f.Server.Config); err != nil {
-				return fmt.Errorf("%s: %w", path, err)
-			}
-			return nil
+	defer watchReload(srv, log, path, func(f *config.File) error {
+		if f.Server == nil {
+			return errors.New("no [server] table")
 		}
-	}
-	defer watchReload(srv, log, path, load)()
+		return srv.Reload(f.Server.Config)
+	})()
 	ctx, stop := signalContext(stderr)
 	defer stop()
 	return runWithAdmin(ctx, adm, log, srv.Run)

@@ -50,6 +50,7 @@ type runner struct {
 	fp, token    string
 	extraServer  string
 	extraClient  string
+	env          []string
 	cleanups     []func()
 	bg           []int            // PIDs of the load generator and backend in use
 	tests        map[string]bool  // nil: all
@@ -78,7 +79,8 @@ func orchestrate() int {
 		report    = flag.Bool("report", false, "only redo the markdown report and plots from the JSON lines in -out")
 		outDir    = flag.String("out", "results", "directory for the JSON lines and the markdown report")
 		plotDir   = flag.String("plots", "../docs/bench", "directory for the plots (PNG); empty for none")
-		repo      = flag.String("repo", "..", "the warren repository (its ./cmd/warren is built)")
+		repo      = flag.String("repo", "..", "the warren repository (its ./cmd/warren is built, from HEAD)")
+		worktree  = flag.Bool("worktree", false, "build warren from the files as they are, not from HEAD")
 		paths     = flag.String("paths", "direct,tcp,kcp,kcp-fec,tcp-plain", "loopback paths: direct,tcp,kcp,kcp-fec,tcp-plain,kcp-plain")
 		memFlag   = flag.String("mem", "2000,10000", "idle public connections for the memory figures (cumulative)")
 		dur       = flag.Duration("dur", 3*time.Second, "loopback throughput window")
@@ -97,12 +99,13 @@ func orchestrate() int {
 		burstLen  = flag.Float64("burst-len", 4, "lossy: mean burst length, packets")
 		lPaths    = flag.String("lossy-paths", "kcp,kcp-fec,tcp,direct,tcpbench", "lossy paths: kcp,kcp-fec,tcp,tcp-plain,kcp-plain,direct,tcpbench")
 		ccs       = flag.String("cc", "cubic,bbr", "lossy: TCP congestion controls for tcp, direct and tcpbench")
-		lDur      = flag.Duration("lossy-dur", 5*time.Second, "lossy: throughput window")
+		lDur      = flag.Duration("lossy-dur", 4*time.Second, "lossy: throughput window")
 		lWarm     = flag.Duration("lossy-warmup", 2*time.Second, "lossy: throughput warm-up")
-		lLat      = flag.Duration("lossy-lat", 10*time.Second, "lossy: latency window at 1 connection (64 connections and connect: 4s)")
+		lLat      = flag.Duration("lossy-lat", 8*time.Second, "lossy: latency window at 1 connection (64 connections and connect: 4s)")
 
 		extraS = flag.String("server-toml", "", "extra TOML written in [server] of the server's config (e.g. for trying a setting)")
 		extraC = flag.String("client-toml", "", "extra TOML written in [client] of the client's config")
+		envF   = flag.String("warren-env", "", "extra environment of the warren processes, comma-separated (e.g. GOGC=50)")
 		keep   = flag.Bool("keep", false, "keep the temporary directory (configs, logs)")
 		force  = flag.Bool("force", false, "run even though $CI is set")
 	)
@@ -153,6 +156,9 @@ func orchestrate() int {
 	for _, t := range strings.Split(*tests, ",") {
 		rn.tests[strings.TrimSpace(t)] = true
 	}
+	if *envF != "" {
+		rn.env = strings.Split(*envF, ",")
+	}
 	if !rn.tests["memory"] {
 		*memFlag = ""
 	}
@@ -201,13 +207,13 @@ func orchestrate() int {
 		}
 		rn.self = self
 		fmt.Fprintln(os.Stderr, "bench: building warren from", *repo)
-		if rn.warren, err = buildWarren(*repo, rn.tmp); err != nil {
+		if rn.warren, err = buildWarren(*repo, rn.tmp, *worktree); err != nil {
 			return err
 		}
 		if rn.cert, rn.key, rn.fp, err = writeCert(rn.tmp); err != nil {
 			return err
 		}
-		mach := machine(*repo)
+		mach := machine(*repo, *worktree)
 		var firstErr error
 		if doLoopback {
 			d := durations{Warmup: *warm, Dur: *dur, Drain: 10 * time.Second, Inflight: 8 << 20,
@@ -331,7 +337,7 @@ func raiseNoFile() {
 	syscall.Setrlimit(syscall.RLIMIT_NOFILE, &syscall.Rlimit{Cur: lim.Max, Max: lim.Max})
 }
 
-func machine(repo string) Machine {
+func machine(repo string, worktree bool) Machine {
 	m := Machine{CPUs: runtime.NumCPU(), Go: runtime.Version(), Started: time.Now().UTC().Format(time.RFC3339),
 		Command: strings.Join(append([]string{"bench"}, os.Args[1:]...), " ")}
 	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
@@ -346,8 +352,11 @@ func machine(repo string) Machine {
 	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
 		m.LoadAvg = strings.TrimSpace(string(b))
 	}
-	if out, err := exec.Command("git", "-C", repo, "describe", "--always", "--dirty").Output(); err == nil {
+	if out, err := exec.Command("git", "-C", repo, "rev-parse", "--short", "HEAD").Output(); err == nil {
 		m.Commit = strings.TrimSpace(string(out))
+		if worktree {
+			m.Commit += " + work tree"
+		}
 	}
 	return m
 }

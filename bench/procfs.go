@@ -78,10 +78,10 @@ func cpuOf(pid int) (float64, error) {
 }
 
 // cpuTimes are the machine's CPU jiffies, all CPUs together.
-type cpuTimes struct{ total, idle, steal int64 }
+type cpuTimes struct{ total, idle, irq, steal int64 }
 
 // parseCPUTimes reads the "cpu" line of /proc/stat (user nice system idle
-// iowait irq softirq steal ...); idle counts iowait too.
+// iowait irq softirq steal ...); idle counts iowait too, irq softirq too.
 func parseCPUTimes(stat []byte) (cpuTimes, error) {
 	var t cpuTimes
 	sc := bufio.NewScanner(bytes.NewReader(stat))
@@ -102,6 +102,8 @@ func parseCPUTimes(stat []byte) (cpuTimes, error) {
 			switch i {
 			case 3, 4:
 				t.idle += v
+			case 5, 6:
+				t.irq += v
 			case 7:
 				t.steal = v
 			}

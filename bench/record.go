@@ -47,7 +47,8 @@ type Record struct {
 	// Machine load during the measurement window, % of all CPUs.
 	BusyPct   float64 `json:"machine_busy_pct,omitempty"`
 	StealPct  float64 `json:"machine_steal_pct,omitempty"`
-	OthersPct float64 `json:"others_pct,omitempty"` // busy, less what this suite's processes used
+	OthersPct float64 `json:"others_pct,omitempty"` // busy, less interrupts and what this suite's processes used
+	IRQPct    float64 `json:"irq_pct,omitempty"`    // hard and soft interrupts (network processing)
 
 	// Loopback: tests repeat in rounds, the paths interleaved; the report
 	// shows the median of the rounds, and Range the lowest and highest.

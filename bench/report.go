@@ -336,9 +336,10 @@ func machineLine(m *Machine) string {
 }
 
 func (rs *results) loadRange(suite string) string {
-	lo, hi, olo, ohi, shi := math.Inf(1), math.Inf(-1), math.Inf(1), math.Inf(-1), 0.0
+	lo, hi, olo, ohi, shi, irq := math.Inf(1), math.Inf(-1), math.Inf(1), math.Inf(-1), 0.0, 0.0
 	for _, r := range rs.recs {
 		if r.Kind == "result" && r.Suite == suite && r.BusyPct > 0 {
+			irq = max(irq, r.IRQPct)
 			lo, hi = min(lo, r.BusyPct), max(hi, r.BusyPct)
 			olo, ohi = min(olo, r.OthersPct), max(ohi, r.OthersPct)
 			shi = max(shi, r.StealPct)
@@ -347,16 +348,21 @@ func (rs *results) loadRange(suite string) string {
 	if math.IsInf(lo, 1) {
 		return ""
 	}
-	return fmt.Sprintf("Machine load during the measurement windows (medians per test): busy %.0f-%.0f%% of both cores, of which %.0f-%.0f%% was not this suite's processes (other users of this shared machine); steal up to %.1f%%.\n\n", lo, hi, olo, ohi, shi)
+	if irq == 0 { // results of an older version, which counted interrupts as others'
+		return fmt.Sprintf("Machine load during the measurement windows (medians per test): busy %.0f-%.0f%% of both cores, of which %.0f-%.0f%% was not this suite's processes (other users of this shared machine, and interrupt handling, some of it for this suite's packets); steal up to %.1f%%.\n\n", lo, hi, olo, ohi, shi)
+	}
+	return fmt.Sprintf("Machine load during the measurement windows (medians per test): busy %.0f-%.0f%% of both cores, of which %.0f-%.0f%% was neither this suite's processes nor interrupt handling (that is, other users of this shared machine); steal up to %.1f%%.\n\n", lo, hi, olo, ohi, shi)
 }
 
 func (rs *results) loopbackMarkdown(m *Machine) string {
 	var b strings.Builder
 	b.WriteString("## Loopback\n\n")
 	b.WriteString(machineLine(m))
-	var paths []string
+	paths := []string{"direct"} // the reference first
 	for _, p := range rs.paths("loopback") {
-		paths = append(paths, p[0])
+		if p[0] != "direct" {
+			paths = append(paths, p[0])
+		}
 	}
 	head := append([]string{""}, paths...)
 
@@ -603,7 +609,13 @@ func (rs *results) lossyMarkdown(m *Machine) string {
 		if u == nil || u.CPU == nil || d == nil || d.CPU == nil {
 			return "–"
 		}
-		return f1(u.CPU.PerGB) + " / " + f1(d.CPU.PerGB)
+		g := func(c *CPUUse) string {
+			if c.PerGB == 0 { // nothing delivered in the window
+				return "–"
+			}
+			return f1(c.PerGB)
+		}
+		return g(u.CPU) + " / " + g(d.CPU)
 	})
 	// Link counters.
 	t := &table{head: []string{"link", "a→b lost / forwarded", "b→a lost / forwarded", "queue drops", "max lag (ms)"}}

@@ -79,7 +79,11 @@ func (w *window) fill(r *Record, bytes int64) {
 			for i := range w.cpu0 {
 				ours += w.cpu1[i] - w.cpu0[i]
 			}
-			r.OthersPct = max(0, 100*(float64(busy)-ours*clockTicks)/float64(tot))
+			// Interrupt time is charged to no process; on loopback most
+			// of it is our own packets', so it is left out here.
+			irq := w.m1.irq - w.m0.irq
+			r.IRQPct = 100 * float64(irq) / float64(tot)
+			r.OthersPct = max(0, 100*(float64(busy-irq)-ours*clockTicks)/float64(tot))
 		}
 	}
 	if len(w.l0) == len(w.l1) {
@@ -305,7 +309,7 @@ func (rn *runner) loopback(paths []string, d durations, memCounts []int, rounds 
 		spec := &tunnelSpec{Path: allPaths[name], Dir: filepath.Join(dir, name+"-"+tag),
 			TunnelAddr: fmt.Sprintf("127.0.0.1:%d", port), PublicAddr: "127.0.0.1", PublicPort: pub,
 			Target: backAddr, Cert: rn.cert, Key: rn.key, Fingerprint: rn.fp, Token: rn.token,
-			ExtraServer: rn.extraServer, ExtraClient: rn.extraClient}
+			ExtraServer: rn.extraServer, ExtraClient: rn.extraClient, Env: rn.env}
 		return startTunnel(rn.warren, spec, "", "", lg)
 	}
 	targets := map[string]target{"direct": {addr: backAddr}}

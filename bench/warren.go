@@ -45,11 +45,24 @@ var allPaths = map[string]pathSpec{
 // FEC settings of the kcp-fec path (the same on both sides, as they must be).
 const fecData, fecParity = 10, 3
 
-// buildWarren builds the daemon from the repository at root into dir.
-func buildWarren(root, dir string) (string, error) {
+// buildWarren builds the daemon from the repository at root into dir: from
+// its committed HEAD (a clean export, so that the figures belong to a
+// commit), or, with worktree, from the files as they are.
+func buildWarren(root, dir string, worktree bool) (string, error) {
 	bin := filepath.Join(dir, "warren")
+	src := root
+	if !worktree {
+		src = filepath.Join(dir, "src")
+		if err := os.MkdirAll(src, 0o755); err != nil {
+			return "", err
+		}
+		export := exec.Command("sh", "-c", `git -C "$1" archive HEAD | tar -x -C "$2"`, "sh", root, src)
+		if out, err := export.CombinedOutput(); err != nil {
+			return "", fmt.Errorf("exporting HEAD of %s (use -worktree to build the files as they are): %v\n%s", root, err, out)
+		}
+	}
 	cmd := exec.Command("go", "build", "-o", bin, "./cmd/warren")
-	cmd.Dir = root
+	cmd.Dir = src
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("go build ./cmd/warren in %s: %v\n%s", root, err, out)
@@ -110,6 +123,7 @@ type tunnelSpec struct {
 	// (e.g. [server.mux], or [server.kcp] on paths without FEC).
 	ExtraServer string
 	ExtraClient string
+	Env         []string // extra environment of both (e.g. GOGC=50)
 }
 
 var serverTmpl = template.Must(template.New("server").Parse(`# written by warren's bench tool
@@ -211,13 +225,13 @@ func startTunnel(warren string, spec *tunnelSpec, serverNS, clientNS string, lg 
 		return nil, err
 	}
 	logDir := spec.Dir
-	srv, _, err := startProc("server", serverNS, logDir, false, nil, warren, "server", "-c", sf)
+	srv, _, err := startProc("server", serverNS, logDir, false, spec.Env, warren, "server", "-c", sf)
 	if err != nil {
 		return nil, err
 	}
 	t := &tunnel{server: srv, public: net.JoinHostPort(spec.PublicAddr, fmt.Sprint(spec.PublicPort))}
 	time.Sleep(200 * time.Millisecond) // let it bind before the client's first dial
-	cli, _, err := startProc("client", clientNS, logDir, false, nil, warren, "client", "-c", cf)
+	cli, _, err := startProc("client", clientNS, logDir, false, spec.Env, warren, "client", "-c", cf)
 	if err != nil {
 		srv.stop(time.Second)
 		return nil, err

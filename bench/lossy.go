@@ -72,6 +72,13 @@ func run(argv ...string) (string, error) {
 }
 
 func (l *linkem) start(spec LinkSpec) error {
+	// Under the process lock, so that a shutdown (which takes the link
+	// down after stopping the processes) cannot interleave with it.
+	procsMu.Lock()
+	defer procsMu.Unlock()
+	if stopping {
+		return fmt.Errorf("stopping")
+	}
 	l.down() // a previous run killed hard may have left it
 	args := []string{l.bin, "up", "--name", l.name, "--seed", "1",
 		"--delay", fmt.Sprintf("%gms", spec.RTTms/2), "--rate", fmt.Sprintf("%gmbit", spec.RateMbit)}
@@ -146,9 +153,9 @@ func (rn *runner) lossy(o lossyOpts) error {
 	}
 	lk.name = o.name
 	rn.cleanups = append(rn.cleanups, func() {
-		if lk.up {
-			lk.down()
-		}
+		procsMu.Lock() // after start's linkem up, if one is running
+		defer procsMu.Unlock()
+		lk.down()
 	})
 	var firstErr error
 	fail := func(err error) {
@@ -161,6 +168,9 @@ func (rn *runner) lossy(o lossyOpts) error {
 	}
 	port := 7000
 	for li, spec := range o.links {
+		if isStopping() {
+			break
+		}
 		if err := rn.lossyLink(lk, o, spec, li, &port); err != nil {
 			fail(err)
 		}

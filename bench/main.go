@@ -38,6 +38,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -163,16 +164,19 @@ func orchestrate() int {
 		*memFlag = ""
 	}
 	code := 0
+	var cleanupOnce sync.Once
 	cleanup := func() {
-		killAll()
-		for _, f := range rn.cleanups {
-			f()
-		}
-		if rn.tmp != "" && !*keep {
-			os.RemoveAll(rn.tmp)
-		} else if rn.tmp != "" {
-			fmt.Fprintln(os.Stderr, "bench: kept", rn.tmp)
-		}
+		cleanupOnce.Do(func() {
+			shutdown()
+			for _, f := range rn.cleanups {
+				f()
+			}
+			if rn.tmp != "" && !*keep {
+				os.RemoveAll(rn.tmp)
+			} else if rn.tmp != "" {
+				fmt.Fprintln(os.Stderr, "bench: kept", rn.tmp)
+			}
+		})
 	}
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)

@@ -31,8 +31,9 @@ type proc struct {
 }
 
 var (
-	procsMu sync.Mutex
-	procs   []*proc
+	procsMu  sync.Mutex
+	procs    []*proc
+	stopping bool // set by shutdown: no new processes
 )
 
 // startProc starts argv (in netns ns unless empty) with its stderr (and,
@@ -66,6 +67,14 @@ func startProc(name, ns, logDir string, wantStdout bool, env []string, argv ...s
 		lf.Close()
 		return nil, nil, err
 	}
+	// Started and tracked under the lock, so that shutdown, once it has
+	// the lock, misses no process and lets none start after it.
+	procsMu.Lock()
+	defer procsMu.Unlock()
+	if stopping {
+		lf.Close()
+		return nil, nil, fmt.Errorf("start %s: stopping", name)
+	}
 	if err := cmd.Start(); err != nil {
 		lf.Close()
 		return nil, nil, fmt.Errorf("start %s: %w", name, err)
@@ -76,9 +85,7 @@ func startProc(name, ns, logDir string, wantStdout bool, env []string, argv ...s
 		lf.Close()
 		close(p.done)
 	}()
-	procsMu.Lock()
 	procs = append(procs, p)
-	procsMu.Unlock()
 	return p, out, nil
 }
 
@@ -130,6 +137,20 @@ func (p *proc) tail() string {
 		lines = lines[len(lines)-8:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// shutdown stops every process still tracked and lets no new one start.
+func shutdown() {
+	procsMu.Lock()
+	stopping = true
+	procsMu.Unlock()
+	killAll()
+}
+
+func isStopping() bool {
+	procsMu.Lock()
+	defer procsMu.Unlock()
+	return stopping
 }
 
 // killAll kills every process still tracked, by its PID.

@@ -14,7 +14,7 @@ import (
 )
 
 // tcpPair returns both ends of a loopback TCP connection.
-func tcpPair(t *testing.T) (a, b *net.TCPConn) {
+func tcpPair(t testing.TB) (a, b *net.TCPConn) {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -50,7 +50,7 @@ type miniTunnel struct {
 	cliDone         <-chan error
 }
 
-func newMiniTunnel(t *testing.T) *miniTunnel {
+func newMiniTunnel(t testing.TB) *miniTunnel {
 	t.Helper()
 	mem := &transporttest.Network{}
 	m := &miniTunnel{srvRelay: make(chan Result, 1), cliRelay: make(chan Result, 1)}
@@ -71,7 +71,7 @@ func newMiniTunnel(t *testing.T) *miniTunnel {
 	return m
 }
 
-func waitResult(t *testing.T, ch chan Result, what string) Result {
+func waitResult(t testing.TB, ch chan Result, what string) Result {
 	t.Helper()
 	select {
 	case r := <-ch:

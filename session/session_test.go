@@ -61,7 +61,7 @@ type accepted struct {
 	err  error
 }
 
-func testServer(t *testing.T, l transport.Listener, cfg Config) <-chan accepted {
+func testServer(t testing.TB, l transport.Listener, cfg Config) <-chan accepted {
 	out := make(chan accepted, 1)
 	go func() {
 		c, err := l.Accept()
@@ -86,7 +86,7 @@ func testServer(t *testing.T, l transport.Listener, cfg Config) <-chan accepted 
 	return out
 }
 
-func listen(t *testing.T, tr transport.Transport) transport.Listener {
+func listen(t testing.TB, tr transport.Transport) transport.Listener {
 	t.Helper()
 	addr := "127.0.0.1:0"
 	if _, ok := tr.(*transporttest.Network); ok {
@@ -100,7 +100,7 @@ func listen(t *testing.T, tr transport.Transport) transport.Listener {
 	return l
 }
 
-func dial(t *testing.T, tr transport.Transport, l transport.Listener) net.Conn {
+func dial(t testing.TB, tr transport.Transport, l transport.Listener) net.Conn {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -113,7 +113,7 @@ func dial(t *testing.T, tr transport.Transport, l transport.Listener) net.Conn {
 
 // pair connects a client and a server session over tr and runs both; the
 // client's streams go to handle.
-func pair(t *testing.T, trs [2]transport.Transport, cfg Config, handle func(*Stream)) (srv, cli *Session, srvDone, cliDone <-chan error) {
+func pair(t testing.TB, trs [2]transport.Transport, cfg Config, handle func(*Stream)) (srv, cli *Session, srvDone, cliDone <-chan error) {
 	t.Helper()
 	l := listen(t, trs[0])
 	res := testServer(t, l, cfg)

@@ -78,7 +78,7 @@ func New(cfg Config, log *slog.Logger) (*Client, error) {
 			return nil, fmt.Errorf("client.%w", err)
 		}
 	}
-	t, err := transport.New(cfg.Transport, transport.Config{KCP: cfg.KCP, TLS: tlsCfg})
+	t, err := transport.New(cfg.Transport, transport.Config{KCP: cfg.KCP, TCP: cfg.TCP, TLS: tlsCfg})
 	if err != nil {
 		return nil, fmt.Errorf("client.transport: %w", err)
 	}

@@ -28,6 +28,7 @@ type Config struct {
 	TokenEnv  string              `toml:"token_env"`
 	TLS       transport.ClientTLS `toml:"tls"`
 	KCP       transport.KCPConfig `toml:"kcp"`
+	TCP       transport.TCPConfig `toml:"tcp"`
 	Mux       session.Mux         `toml:"mux"`
 	// HeartbeatInterval and HeartbeatMisses: the client pings the server
 	// every interval and reconnects after that many unanswered pings.
@@ -133,6 +134,9 @@ func (c Config) Validate() error {
 	}
 	if err := c.KCP.Validate(); err != nil {
 		return fmt.Errorf("client.kcp.%w", err)
+	}
+	if err := c.TCP.Validate(); err != nil {
+		return fmt.Errorf("client.tcp.%w", err)
 	}
 	if err := c.session().Validate(); err != nil {
 		var fe *session.FieldError

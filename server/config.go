@@ -26,6 +26,7 @@ type Config struct {
 	Listen []Listen            `toml:"listen"`
 	TLS    transport.ServerTLS `toml:"tls"`
 	KCP    transport.KCPConfig `toml:"kcp"`
+	TCP    transport.TCPConfig `toml:"tcp"`
 	Mux    session.Mux         `toml:"mux"`
 	// HeartbeatInterval and HeartbeatMisses: the server pings each client
 	// every interval and drops it after that many unanswered pings.
@@ -186,6 +187,9 @@ func (c Config) Validate() error {
 	}
 	if err := c.KCP.Validate(); err != nil {
 		return fmt.Errorf("server.kcp.%w", err)
+	}
+	if err := c.TCP.Validate(); err != nil {
+		return fmt.Errorf("server.tcp.%w", err)
 	}
 	if c.ReconnectGrace < 0 {
 		return fmt.Errorf(`server.reconnect_grace: %v is negative`, c.ReconnectGrace)

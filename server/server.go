@@ -185,7 +185,7 @@ func (s *Server) Run(ctx context.Context) error {
 func (s *Server) listen() ([]listener, error) {
 	var ls []listener
 	for i, lc := range s.cfg.Listen {
-		t, err := transport.New(lc.Transport, transport.Config{KCP: s.cfg.KCP, TLS: s.tls})
+		t, err := transport.New(lc.Transport, transport.Config{KCP: s.cfg.KCP, TCP: s.cfg.TCP, TLS: s.tls})
 		if err == nil {
 			var l transport.Listener
 			if l, err = t.Listen(lc.Address); err == nil {

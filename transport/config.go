@@ -9,6 +9,8 @@ import (
 type Config struct {
 	// KCP tunes the "kcp" transport; the "tcp" transport ignores it.
 	KCP KCPConfig
+	// TCP tunes the "tcp" transport; the "kcp" transport ignores it.
+	TCP TCPConfig
 	// TLS secures connections. nil means plaintext, which callers allow
 	// only when the user asked for it explicitly.
 	TLS *tls.Config
@@ -88,6 +90,9 @@ func DefaultKCPConfig() KCPConfig {
 func (c Config) Validate() error {
 	if err := c.KCP.Validate(); err != nil {
 		return fmt.Errorf("kcp.%w", err)
+	}
+	if err := c.TCP.Validate(); err != nil {
+		return fmt.Errorf("tcp.%w", err)
 	}
 	return nil
 }

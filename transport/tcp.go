@@ -3,7 +3,9 @@ package transport
 import (
 	"context"
 	"crypto/tls"
+	"fmt"
 	"net"
+	"syscall"
 )
 
 // TCP is TLS 1.3 over TCP, or plain TCP when TLS is nil.
@@ -11,6 +13,9 @@ type TCP struct {
 	// TLS is the client or server TLS configuration (see ServerTLS and
 	// ClientTLS); nil means plaintext.
 	TLS *tls.Config
+	// Congestion is the TCP congestion control of the tunnel connections
+	// ("bbr", "cubic", ...; Linux only); "" leaves the system's default.
+	Congestion string
 }
 
 var _ Transport = (*TCP)(nil)
@@ -18,6 +23,9 @@ var _ Transport = (*TCP)(nil)
 // Dial connects to addr and, when encrypted, completes the TLS handshake.
 func (t *TCP) Dial(ctx context.Context, addr string) (net.Conn, error) {
 	var d net.Dialer
+	if t.Congestion != "" {
+		d.Control = func(_, _ string, rc syscall.RawConn) error { return setCongestion(rc, t.Congestion) }
+	}
 	c, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, err
@@ -31,7 +39,12 @@ func (t *TCP) Dial(ctx context.Context, addr string) (net.Conn, error) {
 // Listen binds a TCP listener on addr. Accepted connections are *tls.Conn
 // whose handshake runs on first use, when encrypted.
 func (t *TCP) Listen(addr string) (Listener, error) {
-	l, err := net.Listen("tcp", addr)
+	lc := net.ListenConfig{}
+	if t.Congestion != "" {
+		// Accepted connections inherit the listening socket's choice.
+		lc.Control = func(_, _ string, rc syscall.RawConn) error { return setCongestion(rc, t.Congestion) }
+	}
+	l, err := lc.Listen(context.Background(), "tcp", addr)
 	if err != nil {
 		return nil, err
 	}
@@ -42,3 +55,24 @@ func (t *TCP) Listen(addr string) (Listener, error) {
 }
 
 func (t *TCP) String() string { return kindName(KindTCP, t.TLS != nil) }
+
+// TCPConfig is the [server.tcp] / [client.tcp] table.
+type TCPConfig struct {
+	// Congestion is the congestion control of the tunnel's TCP
+	// connections; "" is the system's default. "bbr" keeps a lossy path
+	// busy where loss-based "cubic" collapses.
+	Congestion string `toml:"congestion"`
+}
+
+// Validate reports an invalid setting, naming its key.
+func (c TCPConfig) Validate() error {
+	if len(c.Congestion) > 15 {
+		return fmt.Errorf("congestion: %q is longer than a congestion control name can be", c.Congestion)
+	}
+	for _, r := range c.Congestion {
+		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '_') {
+			return fmt.Errorf("congestion: %q is not a congestion control name (e.g. \"bbr\", \"cubic\")", c.Congestion)
+		}
+	}
+	return nil
+}

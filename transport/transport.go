@@ -86,7 +86,7 @@ func New(kind string, cfg Config) (Transport, error) {
 	}
 	switch kind {
 	case KindTCP:
-		return &TCP{TLS: cfg.TLS}, nil
+		return &TCP{TLS: cfg.TLS, Congestion: cfg.TCP.Congestion}, nil
 	case KindKCP:
 		return &KCP{Config: cfg.KCP, TLS: cfg.TLS}, nil
 	}

@@ -1,0 +1,91 @@
+package transport
+
+import (
+	"net"
+	"strings"
+	"syscall"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// congestionOf reads a TCP connection's congestion control.
+func congestionOf(t *testing.T, c net.Conn) string {
+	t.Helper()
+	rc, err := c.(syscall.Conn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var algo string
+	var serr error
+	rc.Control(func(fd uintptr) {
+		algo, serr = unix.GetsockoptString(int(fd), unix.IPPROTO_TCP, unix.TCP_CONGESTION)
+	})
+	if serr != nil {
+		t.Fatal(serr)
+	}
+	return algo
+}
+
+// TestTCPCongestion: both ends of a tunnel connection use the congestion
+// control asked for (reno: built into every Linux kernel), and one the
+// kernel does not have fails the listener with the reason.
+func TestTCPCongestion(t *testing.T) {
+	tr := &TCP{Congestion: "reno"}
+	l, err := tr.Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, _ := l.Accept()
+		accepted <- c
+	}()
+	c, err := tr.Dial(t.Context(), l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	s := <-accepted
+	if s == nil {
+		t.Fatal("accept failed")
+	}
+	defer s.Close()
+	if got := congestionOf(t, c); got != "reno" {
+		t.Errorf("dialed connection uses %q, want reno", got)
+	}
+	if got := congestionOf(t, s); got != "reno" {
+		t.Errorf("accepted connection uses %q, want reno", got)
+	}
+
+	_, err = (&TCP{Congestion: "nosuchcc"}).Listen("127.0.0.1:0")
+	if err == nil || !strings.Contains(err.Error(), `congestion control "nosuchcc"`) {
+		t.Fatalf("listen with an unknown congestion control: %v", err)
+	}
+}
+
+func TestTCPConfigValidate(t *testing.T) {
+	tests := []struct {
+		name, algo string
+		ok         bool
+	}{
+		{"default", "", true},
+		{"bbr", "bbr", true},
+		{"with digits and underscore", "tcp_x2", true},
+		{"upper case", "BBR", false},
+		{"injection", "bbr;rm", false},
+		{"too long", "abcdefghijklmnop", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := TCPConfig{Congestion: tt.algo}.Validate()
+			if (err == nil) != tt.ok {
+				t.Fatalf("Validate(%q) = %v, want ok %v", tt.algo, err, tt.ok)
+			}
+			if err != nil && !strings.HasPrefix(err.Error(), "congestion: ") {
+				t.Errorf("error %q does not name the key", err)
+			}
+		})
+	}
+}

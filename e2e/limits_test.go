@@ -335,3 +335,37 @@ func openFiles(t *testing.T) int {
 	}
 	return len(ents)
 }
+
+// TestHandshakeLimitDropsOldest: with every handshake slot held by silent
+// connections, a real client still gets in: the oldest silent one is
+// dropped to make room.
+func TestHandshakeLimitDropsOldest(t *testing.T) {
+	leaktest.Check(t)
+	cfg := serverConfig(t, "tcp")
+	cfg.Limits.MaxHandshakes = 8
+	cfg.Limits.HandshakeTimeout = 2 * waitTimeout // the silent ones never time out here
+	srv := startServer(t, cfg)
+	var silent []net.Conn
+	defer func() {
+		for _, c := range silent {
+			c.Close()
+		}
+	}()
+	for i := range cfg.Limits.MaxHandshakes {
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 5, byte(i+1))}}
+		c, err := d.Dial("tcp", srv.addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		silent = append(silent, c)
+		waitUntil(t, "handshakes", pendingIs(srv, func(n int) bool { return n == i+1 }))
+	}
+	target := backend(t, echo)
+	cli := startClient(t, clientConfig(srv, tokenOffice, client.Service{Name: "echo", Target: target}))
+	cli.waitSession(t, 1)
+	roundTrip(t, cli.publicAddr(t, "echo"))
+	if err := isClosed(silent[0], waitTimeout); err != nil {
+		t.Fatalf("the oldest silent handshake was not dropped: %v", err)
+	}
+	srv.logs.waitFor(t, "too many connections in their handshake; dropping the oldest", "limits.max_handshakes")
+}

@@ -4,6 +4,7 @@
 package server
 
 import (
+	"container/list"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -39,17 +40,18 @@ type Server struct {
 
 	ready chan struct{}
 
-	mu        sync.Mutex
-	running   bool
-	closing   bool       // shutdown began: new clients are refused
-	stopped   bool       // listeners closed: new connections are dropped
-	listeners []listener // tunnel listeners, set before ready closes
-	entries   entryState // the HTTP and HTTPS entry points (entry.go)
-	routes    map[string]*route
-	sessions  map[*clientSession]struct{}
-	pending   map[net.Conn]struct{} // connections not yet authenticated
-	pendingIP map[string]int        // of those, per source IP
-	changed   chan struct{}         // closed and replaced when sessions change
+	mu           sync.Mutex
+	running      bool
+	closing      bool       // shutdown began: new clients are refused
+	stopped      bool       // listeners closed: new connections are dropped
+	listeners    []listener // tunnel listeners, set before ready closes
+	entries      entryState // the HTTP and HTTPS entry points (entry.go)
+	routes       map[string]*route
+	sessions     map[*clientSession]struct{}
+	pending      map[net.Conn]*list.Element // connections not yet authenticated
+	pendingOrder *list.List                 // the same, oldest first
+	pendingIP    map[string]int             // of those, per source IP
+	changed      chan struct{}              // closed and replaced when sessions change
 
 	refused        int       // connections over a handshake limit since the last log
 	lastRefusedLog time.Time // when that was logged
@@ -88,17 +90,18 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{
-		cfg:       cfg,
-		log:       log,
-		sessCfg:   cfg.session(),
-		ready:     make(chan struct{}),
-		routes:    make(map[string]*route),
-		sessions:  make(map[*clientSession]struct{}),
-		stopping:  make(chan struct{}),
-		pending:   make(map[net.Conn]struct{}),
-		pendingIP: make(map[string]int),
-		changed:   make(chan struct{}),
-		started:   time.Now(),
+		cfg:          cfg,
+		log:          log,
+		sessCfg:      cfg.session(),
+		ready:        make(chan struct{}),
+		routes:       make(map[string]*route),
+		sessions:     make(map[*clientSession]struct{}),
+		stopping:     make(chan struct{}),
+		pending:      make(map[net.Conn]*list.Element),
+		pendingOrder: list.New(),
+		pendingIP:    make(map[string]int),
+		changed:      make(chan struct{}),
+		started:      time.Now(),
 	}
 	if !cfg.TLS.Disabled {
 		var err error

@@ -173,34 +173,51 @@ func (s *Server) serveTunnel(c net.Conn, transportName string) {
 }
 
 // addPending admits a connection to its handshake, within the limits on
-// handshakes in all and per source IP, and records it so shutdown can drop
-// it. It reports false, and the caller closes the connection, over a limit
-// or once shutdown has closed the listeners.
+// handshakes per source IP and in all, and records it so shutdown can drop
+// it. It reports false, and the caller closes the connection, over the
+// per-IP limit or once shutdown has closed the listeners. At the limit in
+// all it drops the oldest handshake instead: forged sources (spoofed UDP
+// above all) could otherwise hold every slot for a handshake_timeout each
+// and lock real clients out, while a real handshake finishes in a few
+// round trips and so outlives max_handshakes newer arrivals.
 func (s *Server) addPending(c net.Conn) bool {
 	ip := sourceIP(c)
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if s.stopped {
+		s.mu.Unlock()
 		return false
 	}
+	var evicted net.Conn
 	limit := ""
 	switch {
-	case len(s.pending) >= s.cfg.Limits.MaxHandshakes:
-		limit = "limits.max_handshakes"
 	case s.pendingIP[ip] >= s.cfg.Limits.MaxHandshakesPerIP:
 		limit = "limits.max_handshakes_per_ip"
+	case len(s.pending) >= s.cfg.Limits.MaxHandshakes:
+		limit = "limits.max_handshakes"
+		evicted = s.pendingOrder.Front().Value.(net.Conn)
+		s.removePendingLocked(evicted)
 	}
 	if limit != "" {
 		s.refused++
 		if now := time.Now(); now.Sub(s.lastRefusedLog) >= time.Second {
-			s.log.Warn("too many connections in their handshake; closing new ones", "limit", limit, "source", ip, "refused", s.refused)
+			what := "closing new ones"
+			if evicted != nil {
+				what = "dropping the oldest"
+			}
+			s.log.Warn("too many connections in their handshake; "+what, "limit", limit, "source", ip, "dropped", s.refused)
 			s.lastRefusedLog, s.refused = now, 0
 		}
-		return false
 	}
-	s.pending[c] = struct{}{}
-	s.pendingIP[ip]++
-	return true
+	admit := limit == "" || evicted != nil
+	if admit {
+		s.pending[c] = s.pendingOrder.PushBack(c)
+		s.pendingIP[ip]++
+	}
+	s.mu.Unlock()
+	if evicted != nil {
+		evicted.Close()
+	}
+	return admit
 }
 
 // removePending forgets a connection once its handshake is over.
@@ -211,9 +228,11 @@ func (s *Server) removePending(c net.Conn) {
 }
 
 func (s *Server) removePendingLocked(c net.Conn) {
-	if _, ok := s.pending[c]; !ok {
+	e, ok := s.pending[c]
+	if !ok {
 		return
 	}
+	s.pendingOrder.Remove(e)
 	delete(s.pending, c)
 	ip := sourceIP(c)
 	if s.pendingIP[ip]--; s.pendingIP[ip] <= 0 {

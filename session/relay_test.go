@@ -185,7 +185,6 @@ func TestTruncateUTF8(t *testing.T) {
 func TestRelayResetsPublicWhenSessionDiesMidUpload(t *testing.T) {
 	leaktest.Check(t)
 	m := newMiniTunnel(t)
-	go io.Copy(io.Discard, m.backend)
 	werr := make(chan error, 1)
 	go func() {
 		buf := make([]byte, 32<<10)
@@ -196,6 +195,13 @@ func TestRelayResetsPublicWhenSessionDiesMidUpload(t *testing.T) {
 			}
 		}
 	}()
+	// Data reaching the backend proves both relays run; then the session
+	// goes.
+	m.backend.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadFull(m.backend, make([]byte, 1)); err != nil {
+		t.Fatal(err)
+	}
+	go io.Copy(io.Discard, m.backend)
 	m.cli.Close(CodeShuttingDown, "going away")
 	m.public.SetDeadline(time.Now().Add(10 * time.Second))
 	_, rerr := io.ReadAll(m.public)

@@ -135,6 +135,13 @@ func TestBinaryReloadOnSIGHUP(t *testing.T) {
 	p.cmd.Process.Signal(syscall.SIGHUP)
 	p.waitLog("reload rejected; the running configuration stays")
 
+	os.WriteFile(path, []byte(strings.Replace(string(orig), `level = "debug"`, `level = "info"`, 1)), 0o600)
+	p.cmd.Process.Signal(syscall.SIGHUP)
+	p.waitRecord("a log level change refused", func(r map[string]any) bool {
+		err, _ := r["err"].(string)
+		return r["msg"] == "reload rejected; the running configuration stays" && strings.Contains(err, "server.log changed")
+	})
+
 	const tokenNew = "new-client-token-0123456789"
 	os.WriteFile(path, []byte(string(orig)+fmt.Sprintf("\n[[server.clients]]\nname = \"new\"\ntoken = %q\nports = [\"1024-65535\"]\n", tokenNew)), 0o600)
 	p.cmd.Process.Signal(syscall.SIGHUP)

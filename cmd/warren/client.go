@@ -51,6 +51,7 @@ func runClient(args []string, stdout, stderr io.Writer) error {
 
 	var cfg client.Config
 	var adminCfg admin.Config
+	var fileLog config.Log // as the file says, before flags override it
 	logCfg := config.Log{Level: *logLevel, Format: *logFormat}
 	if path != "" {
 		if quick := setFlags(fs, "c", "config", "log-level", "log-format"); len(quick) > 0 {
@@ -65,6 +66,7 @@ func runClient(args []string, stdout, stderr io.Writer) error {
 		}
 		cfg, logCfg = f.Client.Config, overrideLog(fs, f.Client.Log, *logLevel, *logFormat)
 		adminCfg = f.Client.Admin
+		fileLog = f.Client.Log
 	} else {
 		cfg = client.DefaultConfig()
 		kind, addr, err := parseEndpoint(*serverURL)
@@ -101,6 +103,9 @@ func runClient(args []string, stdout, stderr io.Writer) error {
 	defer watchReload(c, log, path, func(f *config.File) error {
 		if f.Client == nil {
 			return errors.New("no [client] table")
+		}
+		if err := restartOnly("client", adminCfg, f.Client.Admin, fileLog, f.Client.Log); err != nil {
+			return err
 		}
 		return c.Reload(f.Client.Config)
 	})()

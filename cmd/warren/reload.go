@@ -8,6 +8,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/warren-tunnel/warren/admin"
 	"github.com/warren-tunnel/warren/config"
 )
 
@@ -70,4 +71,16 @@ func watchReload(d reloader, log *slog.Logger, path string, apply func(*config.F
 		cancel()
 		<-done
 	}
+}
+
+// restartOnly refuses a reload that changes the admin or log table, which
+// the daemon reads only at start.
+func restartOnly(table string, adm, newAdm admin.Config, log, newLog config.Log) error {
+	if adm != newAdm {
+		return fmt.Errorf("%s.admin changed: it takes effect only at a restart; nothing was reloaded", table)
+	}
+	if log != newLog {
+		return fmt.Errorf("%s.log changed: it takes effect only at a restart; nothing was reloaded", table)
+	}
+	return nil
 }

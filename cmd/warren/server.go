@@ -50,6 +50,7 @@ func runServer(args []string, stdout, stderr io.Writer) error {
 
 	var cfg server.Config
 	var adminCfg admin.Config
+	var fileLog config.Log // as the file says, before flags override it
 	logCfg := config.Log{Level: *logLevel, Format: *logFormat}
 	if path != "" {
 		if quick := setFlags(fs, "c", "config", "log-level", "log-format"); len(quick) > 0 {
@@ -64,6 +65,7 @@ func runServer(args []string, stdout, stderr io.Writer) error {
 		}
 		cfg, logCfg = f.Server.Config, overrideLog(fs, f.Server.Log, *logLevel, *logFormat)
 		adminCfg = f.Server.Admin
+		fileLog = f.Server.Log
 	} else {
 		var err error
 		if cfg, err = quickServer(listens, *tok, *ports, *domains, *public, *stateDir, *noTLS); err != nil {
@@ -85,6 +87,9 @@ func runServer(args []string, stdout, stderr io.Writer) error {
 	defer watchReload(srv, log, path, func(f *config.File) error {
 		if f.Server == nil {
 			return errors.New("no [server] table")
+		}
+		if err := restartOnly("server", adminCfg, f.Server.Admin, fileLog, f.Server.Log); err != nil {
+			return err
 		}
 		return srv.Reload(f.Server.Config)
 	})()

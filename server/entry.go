@@ -119,31 +119,18 @@ func (s *Server) closeEntriesLocked() {
 // acceptEntry accepts connections on an entry point until it is closed;
 // each is served in its own goroutine.
 func (s *Server) acceptEntry(ep *entryPoint) {
-	for {
-		c, err := ep.l.Accept()
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				s.mu.Lock()
-				closing := s.closing
-				s.mu.Unlock()
-				if !closing {
-					s.log.Error("entry point listener failed; no more connections on it", "entry", ep.name, "address", ep.l.Addr().String(), "err", err)
-				}
-				return
-			}
-			s.log.Warn("accepting public connection failed", "entry", ep.name, "err", err)
-			select {
-			case <-s.stopping:
-				return
-			case <-time.After(acceptBackoff):
-			}
-			continue
-		}
+	err := s.accept(ep.l, s.stopping, func(c net.Conn) {
 		if !s.addSniffing(c, ep) {
 			c.Close()
-			continue
+			return
 		}
 		s.relays.Go(func() { s.serveEntry(ep, c) })
+	}, "accepting public connection failed", "entry", ep.name)
+	s.mu.Lock()
+	closing := s.closing
+	s.mu.Unlock()
+	if !closing {
+		s.log.Error("entry point listener failed; no more connections on it", "entry", ep.name, "address", ep.l.Addr().String(), "err", err)
 	}
 }
 

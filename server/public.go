@@ -13,22 +13,8 @@ import (
 // servePort accepts public connections on a port route until its listener
 // is closed.
 func (s *Server) servePort(r *route) {
-	for {
-		c, err := r.l.Accept()
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
-			s.log.Warn("accepting public connection failed", "route", r.key, "err", err)
-			select {
-			case <-r.done:
-				return
-			case <-time.After(acceptBackoff):
-			}
-			continue
-		}
-		s.relays.Go(func() { s.serveConn(r, c, nil) })
-	}
+	s.accept(r.l, r.done, func(c net.Conn) { s.relays.Go(func() { s.serveConn(r, c, nil) }) },
+		"accepting public connection failed", "route", r.key)
 }
 
 // serveConn carries one public connection over a stream of a session

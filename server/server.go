@@ -225,23 +225,36 @@ func (s *Server) logStart() {
 // acceptTunnel accepts client connections on l until it is closed. Each is
 // served in a goroutine counted by wg.
 func (s *Server) acceptTunnel(l listener, wg *sync.WaitGroup) {
+	err := s.accept(l.l, nil, func(c net.Conn) { wg.Go(func() { s.serveTunnel(c, l.name) }) },
+		"accepting client connection failed", "transport", l.name)
+	s.mu.Lock()
+	stopped := s.stopped || (s.closing && l.kind == transport.KindTCP)
+	s.mu.Unlock()
+	if !stopped {
+		s.log.Error("tunnel listener failed; no more clients on it", "transport", l.name, "address", l.l.Addr().String(), "err", err)
+	}
+}
+
+// accept hands every connection l accepts to serve until l is closed,
+// which it returns. Other accept errors (out of file descriptors, say)
+// are logged as failed with attrs, and accepting resumes after
+// acceptBackoff unless stop (nil: never) is closed meanwhile.
+func (s *Server) accept(l interface{ Accept() (net.Conn, error) }, stop <-chan struct{}, serve func(net.Conn), failed string, attrs ...any) error {
 	for {
-		c, err := l.l.Accept()
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				s.mu.Lock()
-				stopped := s.stopped || (s.closing && l.kind == transport.KindTCP)
-				s.mu.Unlock()
-				if !stopped {
-					s.log.Error("tunnel listener failed; no more clients on it", "transport", l.name, "address", l.l.Addr().String(), "err", err)
-				}
-				return
-			}
-			s.log.Warn("accepting client connection failed", "transport", l.name, "err", err)
-			time.Sleep(acceptBackoff)
+		c, err := l.Accept()
+		if err == nil {
+			serve(c)
 			continue
 		}
-		wg.Go(func() { s.serveTunnel(c, l.name) })
+		if errors.Is(err, net.ErrClosed) {
+			return err
+		}
+		s.log.Warn(failed, append(attrs, "err", err)...)
+		select {
+		case <-stop:
+			return err
+		case <-time.After(acceptBackoff):
+		}
 	}
 }
 

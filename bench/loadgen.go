@@ -153,14 +153,19 @@ func dialN(addr string, n int, mode byte) ([]*net.TCPConn, error) {
 	for range n {
 		c, err := dialMode(addr, mode)
 		if err != nil {
-			for _, c := range cs {
-				c.Close()
-			}
+			closeAll(cs)
 			return nil, err
 		}
 		cs = append(cs, c)
 	}
 	return cs, nil
+}
+
+// closeAll closes every connection of cs.
+func closeAll(cs []*net.TCPConn) {
+	for _, c := range cs {
+		c.Close()
+	}
 }
 
 // congestion returns the distinct congestion-control algorithms of cs.
@@ -202,11 +207,7 @@ func (lg *loadgen) throughputUp(req lgRequest) (*lgResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer func() {
-		for _, c := range cs {
-			c.Close()
-		}
-	}()
+	defer closeAll(cs)
 	type state struct {
 		acked   atomic.Int64
 		written int64
@@ -331,11 +332,7 @@ func (lg *loadgen) throughputDown(req lgRequest) (*lgResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer func() {
-		for _, c := range cs {
-			c.Close()
-		}
-	}()
+	defer closeAll(cs)
 	start := time.Now()
 	t0 := start.Add(req.Warmup)
 	t1 := t0.Add(req.Duration)
@@ -392,11 +389,7 @@ func (lg *loadgen) latency(req lgRequest) (*lgResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer func() {
-		for _, c := range cs {
-			c.Close()
-		}
-	}()
+	defer closeAll(cs)
 	start := time.Now()
 	t0 := start.Add(req.Warmup)
 	t1 := t0.Add(req.Duration)

@@ -126,33 +126,24 @@ func (rn *runner) throughput(lg *lgClient, t target, base Record, d durations, d
 }
 
 func (rn *runner) latency(lg *lgClient, t target, base Record, dur time.Duration, conns int) error {
-	w := rn.newWindow(t.pids)
-	res, err := lg.do(lgRequest{Op: "latency", Addr: t.addr, Conns: conns, Size: 64,
-		Warmup: min(dur/5, time.Second), Duration: dur, MaxCount: 2_000_000}, w.event)
-	if err != nil {
-		return fmt.Errorf("latency x%d via %s: %w", conns, base.Path, err)
-	}
-	r := base
-	r.Kind, r.Test, r.Conns = "result", "latency", conns
-	r.Lat, r.Count, r.Seconds, r.Errors, r.FirstError = res.Lat, res.Count, res.Seconds, res.Errors, res.FirstError
-	if res.Seconds > 0 {
-		r.PerSecond = float64(res.Count) / res.Seconds
-	}
-	w.fill(&r, 0)
-	r.CPU = nil
-	rn.rec.emit(r)
-	return nil
+	return rn.timed(lg, t, base, dur, lgRequest{Op: "latency", Conns: conns, Size: 64})
 }
 
 func (rn *runner) connect(lg *lgClient, t target, base Record, dur time.Duration, workers int) error {
+	return rn.timed(lg, t, base, dur, lgRequest{Op: "connect", Conns: workers})
+}
+
+// timed runs a latency-style load (req.Op over req.Conns connections or
+// workers) for dur and records its percentiles and rate.
+func (rn *runner) timed(lg *lgClient, t target, base Record, dur time.Duration, req lgRequest) error {
 	w := rn.newWindow(t.pids)
-	res, err := lg.do(lgRequest{Op: "connect", Addr: t.addr, Conns: workers,
-		Warmup: min(dur/5, time.Second), Duration: dur, MaxCount: 2_000_000}, w.event)
+	req.Addr, req.Warmup, req.Duration, req.MaxCount = t.addr, min(dur/5, time.Second), dur, 2_000_000
+	res, err := lg.do(req, w.event)
 	if err != nil {
-		return fmt.Errorf("connect x%d via %s: %w", workers, base.Path, err)
+		return fmt.Errorf("%s x%d via %s: %w", req.Op, req.Conns, base.Path, err)
 	}
 	r := base
-	r.Kind, r.Test, r.Conns = "result", "connect", workers
+	r.Kind, r.Test, r.Conns = "result", req.Op, req.Conns
 	r.Lat, r.Count, r.Seconds, r.Errors, r.FirstError = res.Lat, res.Count, res.Seconds, res.Errors, res.FirstError
 	if res.Seconds > 0 {
 		r.PerSecond = float64(res.Count) / res.Seconds

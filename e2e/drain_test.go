@@ -44,40 +44,63 @@ func checkDownload(t *testing.T, c net.Conn, seed uint64, size int) {
 	}
 }
 
+// drainScenario starts a slow 2 MiB download through a tunnel of kind and,
+// once it is under way, stops the server or (stopClient) the client. It
+// checks what every drain must do: waitDraining sees the side say it lets
+// the open connection finish, new public connections are refused, the
+// download arrives whole, and the side's Run returns nil as soon as the
+// public side hangs up.
+func drainScenario(t *testing.T, kind string, seed uint64, stopClient bool,
+	waitDraining func(srv *testServer, cli *testClient)) (*testServer, *testClient) {
+	t.Helper()
+	const size = 2 << 20
+	started := make(chan struct{})
+	target := backend(t, slowDownload(seed, size, 30*time.Millisecond, started))
+	scfg := serverConfig(t, kind)
+	scfg.ShutdownTimeout = waitTimeout
+	srv := startServer(t, scfg)
+	ccfg := clientConfig(srv, tokenOffice, client.Service{Name: "dl", Target: target})
+	ccfg.ShutdownTimeout = waitTimeout
+	cli := startClient(t, ccfg)
+	cli.waitSession(t, 1)
+	addr := cli.publicAddr(t, "dl")
+
+	c := dialPublic(t, addr)
+	<-started
+	stopping, done, runErr := "server", srv.done, &srv.runErr
+	if stopClient {
+		stopping, done, runErr = "client", cli.done, &cli.runErr
+		go cli.cancel()
+	} else {
+		go srv.cancel()
+	}
+	waitDraining(srv, cli)
+	if c2, err := net.Dial("tcp", addr); err == nil {
+		c2.Close()
+		t.Errorf("a public connection was accepted while the %s drained", stopping)
+	}
+	checkDownload(t, c, seed, size)
+	c.Close() // the public side hangs up: nothing is open any more
+	select {
+	case <-done:
+	case <-time.After(waitTimeout):
+		t.Fatalf("the %s did not stop after the transfer ended", stopping)
+	}
+	if *runErr != nil {
+		t.Errorf("%s Run: %v", stopping, *runErr)
+	}
+	return srv, cli
+}
+
 // TestServerDrain: a server told to stop lets an open transfer finish
 // (within shutdown_timeout), refuses new connections meanwhile, and
 // returns as soon as the transfer is done.
 func TestServerDrain(t *testing.T) {
 	leaktest.Check(t)
 	forEachTransport(t, func(t *testing.T, kind string) {
-		const seed, size = 11, 2 << 20
-		started := make(chan struct{})
-		target := backend(t, slowDownload(seed, size, 30*time.Millisecond, started))
-		cfg := serverConfig(t, kind)
-		cfg.ShutdownTimeout = waitTimeout
-		srv := startServer(t, cfg)
-		cli := startClient(t, clientConfig(srv, tokenOffice, client.Service{Name: "dl", Target: target}))
-		cli.waitSession(t, 1)
-		addr := cli.publicAddr(t, "dl")
-
-		c := dialPublic(t, addr)
-		<-started
-		go srv.cancel()
-		srv.logs.waitFor(t, "shutting down: letting open connections finish", "open=1")
-		if c2, err := net.Dial("tcp", addr); err == nil {
-			c2.Close()
-			t.Error("a draining server accepted a new public connection")
-		}
-		checkDownload(t, c, seed, size)
-		c.Close() // the public side hangs up: nothing is open any more
-		select {
-		case <-srv.done:
-		case <-time.After(waitTimeout):
-			t.Fatal("the server did not stop after the transfer ended")
-		}
-		if srv.runErr != nil {
-			t.Errorf("Run: %v", srv.runErr)
-		}
+		_, cli := drainScenario(t, kind, 11, false, func(srv *testServer, _ *testClient) {
+			srv.logs.waitFor(t, "shutting down: letting open connections finish", "open=1")
+		})
 		cli.logs.waitFor(t, "server closed session: shutting down")
 	})
 }
@@ -115,35 +138,10 @@ func TestServerDrainTimeout(t *testing.T) {
 func TestClientDrain(t *testing.T) {
 	leaktest.Check(t)
 	forEachTransport(t, func(t *testing.T, kind string) {
-		const seed, size = 12, 2 << 20
-		started := make(chan struct{})
-		target := backend(t, slowDownload(seed, size, 30*time.Millisecond, started))
-		srv := startServer(t, serverConfig(t, kind))
-		ccfg := clientConfig(srv, tokenOffice, client.Service{Name: "dl", Target: target})
-		ccfg.ShutdownTimeout = waitTimeout
-		cli := startClient(t, ccfg)
-		cli.waitSession(t, 1)
-		addr := cli.publicAddr(t, "dl")
-
-		c := dialPublic(t, addr)
-		<-started
-		go cli.cancel()
-		cli.logs.waitFor(t, "shutting down: letting open connections finish", "open=1")
-		srv.logs.waitFor(t, "draining")
-		if c2, err := net.Dial("tcp", addr); err == nil {
-			c2.Close()
-			t.Error("the port of a draining client still accepts connections")
-		}
-		checkDownload(t, c, seed, size)
-		c.Close() // the public side hangs up: nothing is open any more
-		select {
-		case <-cli.done:
-		case <-time.After(waitTimeout):
-			t.Fatal("the client did not stop after the transfer ended")
-		}
-		if cli.runErr != nil {
-			t.Errorf("Run: %v", cli.runErr)
-		}
+		srv, _ := drainScenario(t, kind, 12, true, func(srv *testServer, cli *testClient) {
+			cli.logs.waitFor(t, "shutting down: letting open connections finish", "open=1")
+			srv.logs.waitFor(t, "draining")
+		})
 		srv.logs.waitFor(t, "session down", "client closed session: shutting down")
 	})
 }

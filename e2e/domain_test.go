@@ -19,7 +19,6 @@ import (
 	"time"
 
 	"github.com/warren-tunnel/warren/client"
-	"github.com/warren-tunnel/warren/internal/impair"
 	"github.com/warren-tunnel/warren/internal/leaktest"
 	"github.com/warren-tunnel/warren/server"
 	"github.com/warren-tunnel/warren/session"
@@ -401,32 +400,6 @@ func TestDomainClaims(t *testing.T) {
 	})
 }
 
-// killableLink is a path from a client to srv that a test can make go
-// dead at once: a TCP proxy that freezes and resets its connections, or a
-// UDP proxy that drops every datagram.
-type killableLink struct {
-	addr string
-	kill func()
-}
-
-func newKillableLink(t *testing.T, srv *testServer) *killableLink {
-	t.Helper()
-	if srv.kind == "kcp" {
-		p, err := impair.NewUDPProxy(srv.addr())
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { p.Close() })
-		return &killableLink{addr: p.Addr(), kill: func() { p.SetBlackhole(true) }}
-	}
-	p, err := impair.NewTCPProxy(srv.addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { p.Close() })
-	return &killableLink{addr: p.Addr(), kill: func() { p.Freeze(true); p.Cut() }}
-}
-
 // TestSharedDomain: two clients serving one domain with shared = true
 // both get connections; when one dies, every request after the server has
 // noticed goes to the other.
@@ -437,7 +410,7 @@ func TestSharedDomain(t *testing.T) {
 		cfg := domainServerConfig(t, kind)
 		cfg.ReconnectGrace = 0
 		srv := startServer(t, cfg)
-		link := newKillableLink(t, srv)
+		link := newLinkProxy(t, srv)
 		c1cfg := clientConfig(srv, tokenOffice, client.Service{Name: "web", Target: back1, Domains: []string{"shared.example.com"}, Shared: true})
 		c1cfg.Server = link.addr
 		c1cfg.HandshakeTimeout = 2 * time.Second

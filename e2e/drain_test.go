@@ -192,19 +192,7 @@ func TestBackendNotReading(t *testing.T) {
 			blocked <- n
 		}()
 
-		c := dialPublic(t, cli.publicAddr(t, "echo"))
-		c.SetDeadline(time.Now().Add(waitTimeout))
-		const size = 32 << 20
-		sent := make(chan [32]byte, 1)
-		go func() {
-			sum, _ := randomStream(c, 3, size)
-			c.CloseWrite()
-			sent <- sum
-		}()
-		got, n, err := sumAll(c)
-		if err != nil || n != size || got != <-sent {
-			t.Fatalf("the other stream: %d of %d bytes, %v", n, size, err)
-		}
+		transfer(t, cli.publicAddr(t, "echo"), 3, 32<<20) // the other stream, at full speed
 		select {
 		case n := <-blocked:
 			t.Fatalf("the deaf backend's writer ended after %d bytes; it should still be blocked", n)

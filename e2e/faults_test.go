@@ -32,6 +32,14 @@ type linkProxy struct {
 	cut    func() // resets TCP connections; nil for UDP
 }
 
+// kill makes the path dead at once: silent, and TCP connections reset.
+func (l *linkProxy) kill() {
+	l.silent(true)
+	if l.cut != nil {
+		l.cut()
+	}
+}
+
 func newLinkProxy(t *testing.T, srv *testServer) *linkProxy {
 	t.Helper()
 	if srv.kind == "kcp" {

@@ -15,7 +15,7 @@ func setCongestion(rc syscall.RawConn, algo string) error {
 		err = serr
 	}
 	if err != nil {
-		return fmt.Errorf("congestion control %q: %w (is its module loaded, and is it in net.ipv4.tcp_allowed_congestion_control?)", algo, err)
+		return fmt.Errorf("tcp.congestion %q: %w (is its module loaded, and is it in net.ipv4.tcp_allowed_congestion_control?)", algo, err)
 	}
 	return nil
 }

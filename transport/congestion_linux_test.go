@@ -60,7 +60,7 @@ func TestTCPCongestion(t *testing.T) {
 	}
 
 	_, err = (&TCP{Congestion: "nosuchcc"}).Listen("127.0.0.1:0")
-	if err == nil || !strings.Contains(err.Error(), `congestion control "nosuchcc"`) {
+	if err == nil || !strings.Contains(err.Error(), `tcp.congestion "nosuchcc"`) {
 		t.Fatalf("listen with an unknown congestion control: %v", err)
 	}
 }

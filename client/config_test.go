@@ -101,6 +101,8 @@ func TestConfigValidate(t *testing.T) {
 			wantErr: "client.kcp.mtu: "},
 		{name: "kcp send window", mod: func(c *Config) { c.KCP.SendWindow = 0 },
 			wantErr: "client.kcp.send_window: "},
+		{name: "kcp rate", mod: func(c *Config) { c.KCP.RateMbit = -1 },
+			wantErr: "client.kcp.rate_mbit: -1 is out of range"},
 		{name: "mux session window", mod: func(c *Config) { c.Mux.SessionWindow = 1 },
 			wantErr: "client.mux.session_window: "},
 		{name: "handshake timeout", mod: func(c *Config) { c.HandshakeTimeout = 0 },

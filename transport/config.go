@@ -44,6 +44,13 @@ type KCPConfig struct {
 	// net.core.rmem_max / wmem_max.
 	ReadBuffer  int `toml:"read_buffer"`
 	WriteBuffer int `toml:"write_buffer"`
+	// RateMbit paces each session's outgoing packets (data, retransmissions,
+	// ACKs and FEC parity alike) at this many Mbit/s of UDP payload; 0 sends
+	// unpaced. KCP has no congestion control: unpaced, it sends its whole
+	// window at once and overflows the queue of a slower bottleneck, which
+	// then drops a share of every window. Set it just below the path's
+	// bottleneck rate.
+	RateMbit int `toml:"rate_mbit"`
 }
 
 // KCP modes and the KCP nodelay parameters they stand for, as kcptun
@@ -63,6 +70,8 @@ const (
 	maxWindow = 65535
 	maxShards = 255
 	maxDSCP   = 63
+	// maxRateMbit keeps the rate in bytes a second within kcp-go's uint32.
+	maxRateMbit = 34000
 )
 
 // DefaultConfig returns a plaintext configuration with default KCP tuning;
@@ -128,6 +137,9 @@ func (c KCPConfig) Validate() error {
 	}
 	if c.WriteBuffer < 0 {
 		return fmt.Errorf("write_buffer: %d is negative", c.WriteBuffer)
+	}
+	if c.RateMbit < 0 || c.RateMbit > maxRateMbit {
+		return fmt.Errorf("rate_mbit: %d is out of range 0-%d (0 sends unpaced)", c.RateMbit, maxRateMbit)
 	}
 	return nil
 }

@@ -270,6 +270,9 @@ func (c KCPConfig) tuneSession(s *kcp.UDPSession) {
 	s.SetNoDelay(m[0], m[1], m[2], m[3])
 	s.SetWindowSize(c.SendWindow, c.RecvWindow)
 	s.SetMtu(c.MTU)
+	if c.RateMbit > 0 {
+		s.SetRateLimit(uint32(c.RateMbit * 1_000_000 / 8))
+	}
 }
 
 // tuneSocket applies buffer sizes and DSCP to a UDP socket. Sockets that are

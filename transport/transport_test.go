@@ -11,6 +11,7 @@ import (
 	"net"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -480,5 +481,69 @@ func TestALPNRequired(t *testing.T) {
 	}
 	if !errors.Is(err, transport.ErrHandshake) || !strings.Contains(err.Error(), "is it a warren server?") {
 		t.Fatalf("err = %v", err)
+	}
+}
+
+// sendLog is a PacketConn that records when each datagram left and its
+// size.
+type sendLog struct {
+	net.PacketConn
+	mu    sync.Mutex
+	times []time.Time
+	sizes []int
+}
+
+func (s *sendLog) WriteTo(b []byte, addr net.Addr) (int, error) {
+	s.mu.Lock()
+	s.times = append(s.times, time.Now())
+	s.sizes = append(s.sizes, len(b))
+	s.mu.Unlock()
+	return s.PacketConn.WriteTo(b, addr)
+}
+
+// TestKCPRate: with rate_mbit set, no stretch of the sender's datagrams
+// carries more than the rate allows plus kcp-go's burst (64 datagrams of
+// up to 1500 bytes). Unpaced, loopback sends the whole transfer in a few
+// milliseconds.
+func TestKCPRate(t *testing.T) {
+	leaktest.Check(t)
+	const rateMbit = 16 // 2 MB/s: 1 MiB takes about half a second
+	cfg := transport.DefaultKCPConfig()
+	cfg.RateMbit = rateMbit
+	var log *sendLog
+	srvT := &transport.KCP{Config: cfg}
+	cliT := &transport.KCP{Config: cfg, WrapPacketConn: func(pc net.PacketConn) net.PacketConn {
+		// impair sends with Write on the connected socket, where
+		// WriteTo is refused.
+		log = &sendLog{PacketConn: impair.Wrap(pc, impair.Config{})}
+		return log
+	}}
+	srv, cli, _ := connect(t, pair{name: "paced kcp", server: srvT, client: cliT, addr: "127.0.0.1:0"})
+	const size = 1 << 20
+	got := make(chan error, 1)
+	go func() {
+		srv.SetReadDeadline(time.Now().Add(time.Minute))
+		_, err := io.CopyN(io.Discard, srv, size)
+		got <- err
+	}()
+	if _, err := cli.Write(make([]byte, size)); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-got; err != nil {
+		t.Fatal(err)
+	}
+	log.mu.Lock()
+	defer log.mu.Unlock()
+	const burst, bytesPerSec = 64 * 1500, rateMbit * 1_000_000 / 8
+	total := 0
+	for i, at := range log.times {
+		total += log.sizes[i]
+		allowed := burst + int(float64(bytesPerSec)*at.Sub(log.times[0]).Seconds()*1.05)
+		if total > allowed {
+			t.Fatalf("%d bytes sent %v after the first datagram; %d Mbit/s allows %d", total, at.Sub(log.times[0]), rateMbit, allowed)
+		}
+	}
+	if total < size {
+		t.Fatalf("only %d bytes sent for a %d-byte transfer", total, size)
 	}
 }

@@ -44,12 +44,12 @@ type KCPConfig struct {
 	// net.core.rmem_max / wmem_max.
 	ReadBuffer  int `toml:"read_buffer"`
 	WriteBuffer int `toml:"write_buffer"`
-	// RateMbit paces each session's outgoing packets (data, retransmissions,
-	// ACKs and FEC parity alike) at this many Mbit/s of UDP payload; 0 sends
+	// RateMbit paces the data a session sends at this many Mbit/s; 0 sends
 	// unpaced. KCP has no congestion control: unpaced, it sends its whole
 	// window at once and overflows the queue of a slower bottleneck, which
-	// then drops a share of every window. Set it just below the path's
-	// bottleneck rate.
+	// then drops a share of every window. Resends and ACKs are not paced
+	// (they go out as soon as KCP decides to send them), so set it a
+	// little below the path's bottleneck rate.
 	RateMbit int `toml:"rate_mbit"`
 }
 

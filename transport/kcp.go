@@ -81,8 +81,7 @@ func (k *KCP) Dial(ctx context.Context, addr string) (net.Conn, error) {
 		pc.Close()
 		return nil, err
 	}
-	k.Config.tuneSession(s)
-	c := &kcpConn{UDPSession: s, onClose: func() { lingerClose(pc) }}
+	c := newKCPConn(s, k.Config, func() { lingerClose(pc) })
 	if k.TLS == nil {
 		return c, nil
 	}
@@ -197,8 +196,7 @@ func (l *kcpListener) Accept() (net.Conn, error) {
 	}
 	l.live++
 	l.mu.Unlock()
-	l.cfg.tuneSession(s)
-	c := &kcpConn{UDPSession: s, onClose: l.release}
+	c := newKCPConn(s, l.cfg, l.release)
 	if l.tls == nil {
 		return c, nil
 	}
@@ -247,13 +245,37 @@ func (l *kcpListener) Addr() net.Addr { return l.pc.LocalAddr() }
 // an accepted session, releases the listener's socket.
 type kcpConn struct {
 	*kcp.UDPSession
+	pace      *pacer // nil: unpaced
 	closeOnce sync.Once
 	onClose   func()
+}
+
+func newKCPConn(s *kcp.UDPSession, cfg KCPConfig, onClose func()) *kcpConn {
+	cfg.tuneSession(s)
+	c := &kcpConn{UDPSession: s, onClose: onClose}
+	if cfg.RateMbit > 0 {
+		c.pace = newPacer(cfg.RateMbit)
+	}
+	return c
+}
+
+func (c *kcpConn) Write(b []byte) (int, error) {
+	if c.pace == nil {
+		return c.UDPSession.Write(b)
+	}
+	n, err := c.pace.write(c.UDPSession.Write, b)
+	if err != nil && c.pace.ctx.Err() != nil {
+		err = net.ErrClosed
+	}
+	return n, err
 }
 
 func (c *kcpConn) Close() error {
 	err := net.ErrClosed
 	c.closeOnce.Do(func() {
+		if c.pace != nil {
+			c.pace.close()
+		}
 		err = c.UDPSession.Close()
 		if c.onClose != nil {
 			c.onClose()
@@ -270,9 +292,6 @@ func (c KCPConfig) tuneSession(s *kcp.UDPSession) {
 	s.SetNoDelay(m[0], m[1], m[2], m[3])
 	s.SetWindowSize(c.SendWindow, c.RecvWindow)
 	s.SetMtu(c.MTU)
-	if c.RateMbit > 0 {
-		s.SetRateLimit(uint32(c.RateMbit * 1_000_000 / 8))
-	}
 }
 
 // tuneSocket applies buffer sizes and DSCP to a UDP socket. Sockets that are

@@ -1,0 +1,51 @@
+package transport
+
+import (
+	"context"
+
+	"golang.org/x/time/rate"
+)
+
+// paceBurst is how many bytes a paced KCP session takes in at once: a few
+// TLS records.
+const paceBurst = 64 << 10
+
+// pacer lets a KCP session's outgoing data in at a fixed rate.
+//
+// kcp-go's own limiter (SetRateLimit) sits after KCP, in one queue with
+// everything KCP sends: a resend waits there behind up to a window of new
+// data, and while it waits the window stalls on the hole it repairs. So
+// the data is paced where it enters the session instead, before KCP, and
+// resends, which KCP sends as soon as it detects a loss, go out at once:
+// they and the ACKs are a small share on top of the paced data.
+type pacer struct {
+	lim    *rate.Limiter
+	ctx    context.Context // cancelled by close: a waiting Write returns
+	cancel context.CancelFunc
+}
+
+func newPacer(mbit int) *pacer {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &pacer{lim: rate.NewLimiter(rate.Limit(mbit*1_000_000/8), paceBurst), ctx: ctx, cancel: cancel}
+}
+
+// write writes b through w in pieces of at most paceBurst, each when the
+// rate allows it.
+func (p *pacer) write(w func([]byte) (int, error), b []byte) (int, error) {
+	done := 0
+	for len(b) > 0 {
+		n := min(len(b), paceBurst)
+		if err := p.lim.WaitN(p.ctx, n); err != nil {
+			return done, err
+		}
+		m, err := w(b[:n])
+		done += m
+		if err != nil {
+			return done, err
+		}
+		b = b[n:]
+	}
+	return done, nil
+}
+
+func (p *pacer) close() { p.cancel() }

@@ -42,7 +42,10 @@ type Status struct {
 	Server    string         `json:"server,omitempty"`
 	Transport string         `json:"transport,omitempty"`
 	Session   *SessionStatus `json:"session,omitempty"`
-	LastError string         `json:"last_error,omitempty"`
+	// Connections counts the client's sessions up, when it keeps more
+	// than one (client connections = N); Session is the first of them.
+	Connections int    `json:"connections,omitempty"`
+	LastError   string `json:"last_error,omitempty"`
 }
 
 // Listener is a bound tunnel endpoint of a server.

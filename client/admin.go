@@ -29,7 +29,7 @@ func (a adminSource) Ready() (bool, string) {
 	c := a.c
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.sess != nil {
+	if len(c.liveLocked()) > 0 {
 		return true, ""
 	}
 	if c.status.LastError != nil {
@@ -49,7 +49,13 @@ func (a adminSource) Status() admin.Status {
 		Transport: c.transport.String(),
 	}
 	c.mu.Lock()
-	sess := c.sess
+	var sess *session.Session
+	if up := c.liveLocked(); len(up) > 0 {
+		sess = up[0]
+		if c.cfg.Connections > 1 {
+			st.Connections = len(up)
+		}
+	}
 	if c.status.LastError != nil {
 		st.LastError = c.status.LastError.Error()
 	}

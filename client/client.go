@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -42,9 +43,12 @@ type Client struct {
 	metrics *metrics.Registry // nil: none (SetMetrics)
 	started time.Time
 
+	firstUp     chan struct{} // closed when the first session is welcomed
+	firstUpOnce sync.Once
+
 	mu      sync.Mutex
 	status  Status
-	sess    *session.Session // the session up now, nil while disconnected
+	sess    []*session.Session // by connection: the session up now, nil while down
 	changed chan struct{}
 	running bool
 }
@@ -53,6 +57,8 @@ type Client struct {
 type Status struct {
 	// Connected is true while a session is up.
 	Connected bool
+	// Up counts the sessions up now, of Config.Connections.
+	Up int
 	// Session describes the current (or last) session: the name the server
 	// knows this client by, and the services as granted, with ports.
 	Session session.Info
@@ -90,6 +96,8 @@ func New(cfg Config, log *slog.Logger) (*Client, error) {
 		token:     []byte(cfg.Token),
 		instance:  session.NewID(),
 		changed:   make(chan struct{}),
+		firstUp:   make(chan struct{}),
+		sess:      make([]*session.Session, cfg.Connections),
 		sticky:    make(map[string]int),
 		started:   time.Now(),
 	}
@@ -111,20 +119,24 @@ func (c *Client) Changed() <-chan struct{} {
 	return c.changed
 }
 
+// setStatus changes the status with f and counts the sessions up.
 func (c *Client) setStatus(f func(*Status)) {
 	c.mu.Lock()
 	f(&c.status)
+	c.status.Up = len(c.liveLocked())
+	c.status.Connected = c.status.Up > 0
 	close(c.changed)
 	c.changed = make(chan struct{})
 	c.mu.Unlock()
 }
 
-// Run keeps a session to the server until ctx is done, reconnecting with
-// backoff after transient failures. It returns nil when ctx ends it, and an
-// error when retrying cannot help: the server rejected the client (unknown
-// token, port not allowed, ...), the server's certificate failed
-// verification, or another session of this client replaced this one. A
-// Client runs once.
+// Run keeps Config.Connections sessions to the server until ctx is done,
+// each reconnecting with backoff after transient failures. It returns nil
+// when ctx ends it, and an error when retrying cannot help: the server
+// rejected the client (unknown token, port not allowed, ...), the server's
+// certificate failed verification, or another session of this client
+// replaced this one; then the other sessions stop too. It returns after
+// every session has ended. A Client runs once.
 func (c *Client) Run(ctx context.Context) error {
 	c.mu.Lock()
 	if c.running {
@@ -135,14 +147,48 @@ func (c *Client) Run(ctx context.Context) error {
 	c.mu.Unlock()
 	c.logStart()
 
-	b := backoff{min: minBackoff, max: maxBackoff}
-	for {
-		upFor, err := c.connect(ctx)
-		if ctx.Err() != nil {
-			c.log.Info("client stopped")
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var (
+		wg       sync.WaitGroup
+		once     sync.Once
+		fatalErr error
+	)
+	for i := range c.cfg.Connections {
+		wg.Go(func() {
+			if err := c.keep(ctx, i); err != nil {
+				once.Do(func() { fatalErr = err })
+				cancel()
+			}
+		})
+	}
+	wg.Wait()
+	if fatalErr != nil {
+		return fatalErr
+	}
+	c.log.Info("client stopped")
+	return nil
+}
+
+// keep runs connection i (of Config.Connections) until ctx ends or an
+// error that retrying cannot help. Connections after the first wait until
+// a session has been welcomed, so that they claim the ports the server
+// picked for any-port services instead of racing for others.
+func (c *Client) keep(ctx context.Context, i int) error {
+	if i > 0 {
+		select {
+		case <-c.firstUp:
+		case <-ctx.Done():
 			return nil
 		}
-		c.setStatus(func(s *Status) { s.Connected, s.LastError = false, err })
+	}
+	b := backoff{min: minBackoff, max: maxBackoff}
+	for {
+		upFor, err := c.connect(ctx, i)
+		if ctx.Err() != nil {
+			return nil
+		}
+		c.setStatus(func(s *Status) { s.LastError = err })
 		if c.dropSticky(err) {
 			continue // ask again for any free port, at once
 		}
@@ -159,7 +205,6 @@ func (c *Client) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			c.log.Info("client stopped")
 			return nil
 		case <-t.C:
 		}
@@ -175,9 +220,9 @@ func (c *Client) logStart() {
 	}
 }
 
-// connect runs one session from dial to its end. upFor is how long it was
-// authenticated, 0 if it never got that far.
-func (c *Client) connect(ctx context.Context) (upFor time.Duration, err error) {
+// connect runs one session of connection i from dial to its end. upFor is
+// how long it was authenticated, 0 if it never got that far.
+func (c *Client) connect(ctx context.Context, i int) (upFor time.Duration, err error) {
 	// One deadline for dial, TLS and auth together, as handshake_timeout says.
 	deadline := time.Now().Add(c.cfg.HandshakeTimeout)
 	dctx, cancel := context.WithDeadline(ctx, deadline)
@@ -191,24 +236,35 @@ func (c *Client) connect(ctx context.Context) (upFor time.Duration, err error) {
 		return 0, fmt.Errorf("connecting to %s over %s: handshake_timeout %v passed", c.cfg.Server, c.transport, c.cfg.HandshakeTimeout)
 	}
 	claimed := c.table.Load()
-	sess, err := session.ConnectBy(deadline, conn, c.sessCfg, c.log, c.token, c.instance, c.withSticky(claimed))
+	instance, group := c.instance, ""
+	if c.cfg.Connections > 1 {
+		instance, group = c.instance+"/"+strconv.Itoa(i), c.instance
+	}
+	sess, err := session.ConnectBy(deadline, conn, c.sessCfg, c.log, c.token, instance, group, c.withSticky(claimed))
 	if err != nil {
 		return 0, err
 	}
 	info := sess.Info()
 	c.remember(info.Services)
+	c.firstUpOnce.Do(func() { close(c.firstUp) })
 	tab := c.table.Load()
 	log := c.log.With("client", info.Client, "session", info.ID, "server", c.cfg.Server, "transport", c.transport.String())
+	if c.cfg.Connections > 1 {
+		log = log.With("connection", i)
+	}
+	c.mu.Lock()
+	c.sess[i] = sess
+	first := len(c.liveLocked()) == 1
+	c.mu.Unlock()
 	c.setStatus(func(s *Status) {
-		s.Connected, s.Session, s.LastError = true, info, nil
+		s.Session, s.LastError = info, nil
 		s.Sessions++
 	})
-	c.mu.Lock()
-	c.sess = sess
-	c.mu.Unlock()
-	for _, s := range tab.stats { // the status API counts bytes per session
-		s.in.Store(0)
-		s.out.Store(0)
+	if first { // the status API counts bytes since the client connected
+		for _, s := range tab.stats {
+			s.in.Store(0)
+			s.out.Store(0)
+		}
 	}
 	c.metrics.SessionUp(info.Client, c.transport.String())
 	if c.metrics != nil {
@@ -236,14 +292,26 @@ func (c *Client) connect(ctx context.Context) (upFor time.Duration, err error) {
 	}})
 	wg.Wait()
 	c.mu.Lock()
-	c.sess = nil
+	c.sess[i] = nil
 	c.mu.Unlock()
+	c.setStatus(func(*Status) {})
 	c.metrics.SessionDown(info.Client, c.transport.String())
 	upFor = time.Since(info.Started)
 	if ctx.Err() == nil {
 		log.Warn("session down", "reason", err, "after", upFor.Round(time.Millisecond).String())
 	}
 	return upFor, err
+}
+
+// liveLocked returns the sessions up now, by connection.
+func (c *Client) liveLocked() []*session.Session {
+	var up []*session.Session
+	for _, s := range c.sess {
+		if s != nil {
+			up = append(up, s)
+		}
+	}
+	return up
 }
 
 // drain stops the session gently: the server routes no new connection to

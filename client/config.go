@@ -21,6 +21,12 @@ type Config struct {
 	Server string `toml:"server"`
 	// Transport is "kcp" or "tcp"; the server must listen on it.
 	Transport string `toml:"transport"`
+	// Connections is how many sessions the client keeps to the server in
+	// parallel (1-16), each its own transport connection serving every
+	// service; the server spreads public connections among them. More
+	// than one spreads TLS and the relays over more cores and keeps a
+	// loss on one connection from stalling the streams of the others.
+	Connections int `toml:"connections"`
 	// Token, TokenFile or TokenEnv: exactly one. The config loader reads
 	// the file or environment variable into Token (see ResolveToken).
 	Token     string              `toml:"token"`
@@ -92,6 +98,7 @@ func DefaultConfig() Config {
 		HandshakeTimeout:  sc.HandshakeTimeout,
 		DialTimeout:       5 * time.Second,
 		ShutdownTimeout:   30 * time.Second,
+		Connections:       1,
 	}
 }
 
@@ -119,6 +126,9 @@ func (c Config) Validate() error {
 	}
 	if c.Transport != transport.KindTCP && c.Transport != transport.KindKCP {
 		return fmt.Errorf("client.transport: %q: %w", c.Transport, transport.ErrUnknownKind)
+	}
+	if c.Connections < 1 || c.Connections > session.MaxConnections {
+		return fmt.Errorf("client.connections: %d is out of range 1-%d", c.Connections, session.MaxConnections)
 	}
 	switch {
 	case c.Token == "" && (c.TokenFile != "" || c.TokenEnv != ""):

@@ -78,19 +78,31 @@ func (c *Client) Reload(cfg Config) error {
 	// back if the server refuses.
 	c.table.Store(next)
 	c.mu.Lock()
-	sess := c.sess
+	live := c.liveLocked()
 	c.mu.Unlock()
-	if sess == nil || sess.Err() != nil {
+	if len(live) == 0 {
 		c.log.Info("services reloaded; they are claimed at the next connection", "services", len(next.claims))
 		return nil
 	}
-	if err := c.update(sess, next); err != nil {
-		var rej *session.RejectError
-		if errors.As(err, &rej) {
-			c.table.Store(old)
-			return fmt.Errorf("the server refused the new services, the old ones stay: %w", err)
+	// One session after the other: the first learns the ports the server
+	// picks for any-port services, the others claim the same.
+	for i, sess := range live {
+		if sess.Err() != nil {
+			continue // it reconnects with the new table
 		}
-		return fmt.Errorf("the new services are claimed at the next connection: %w", err)
+		if err := c.update(sess, next); err != nil {
+			var rej *session.RejectError
+			if i == 0 && errors.As(err, &rej) {
+				c.table.Store(old)
+				return fmt.Errorf("the server refused the new services, the old ones stay: %w", err)
+			}
+			if errors.As(err, &rej) && sess.Err() == nil {
+				// The others serve the new services; this one reconnects
+				// to claim them with the rest.
+				sess.Close(session.CodeClosed, "services update refused: "+rej.Reason)
+			}
+			return fmt.Errorf("the new services are claimed at the next connection: %w", err)
+		}
 	}
 	return nil
 }

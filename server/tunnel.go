@@ -23,6 +23,7 @@ type clientSession struct {
 	client    *clientEntry
 	id        string
 	instance  string
+	group     string // the client process's parallel sessions share it; "" for none
 	transport string
 	remote    string
 	sess      *session.Session
@@ -76,7 +77,7 @@ func (s *Server) serveTunnel(c net.Conn, transportName string) {
 		s.metrics.HandshakeFailed(session.CodeUnknownToken)
 		return
 	}
-	cs := &clientSession{client: clients[idx], id: session.NewID(), instance: p.Request.Instance, transport: transportName, remote: remote}
+	cs := &clientSession{client: clients[idx], id: session.NewID(), instance: p.Request.Instance, group: p.Request.Group, transport: transportName, remote: remote}
 	log = log.With("client", cs.client.name, "session", cs.id)
 	cs.log = log
 	granted, victims, rej := s.claim(cs, p.Request.Services)
@@ -281,10 +282,16 @@ func (s *Server) claim(cs *clientSession, reqs []session.Service) (granted []ses
 		mine[r] = true
 	}
 	isVictim := make(map[*clientSession]bool)
+	inGroup := 0
 	for other := range s.sessions {
 		if !updating && other.client == cs.client && other.instance == cs.instance {
 			isVictim[other] = true // our own stale session
+		} else if cs.group != "" && other.client == cs.client && other.group == cs.group {
+			inGroup++
 		}
+	}
+	if !updating && inGroup >= session.MaxConnections {
+		return nil, nil, session.Rejectf(session.CodeBadRequest, "client %q already has %d parallel sessions (connections is at most %d)", cs.client.name, inGroup, session.MaxConnections)
 	}
 	// Each claim, against the route it names if there is one.
 	type want struct {
@@ -356,8 +363,8 @@ func (s *Server) claim(cs *clientSession, reqs []session.Service) (granted []ses
 	}
 	for _, svc := range svcs {
 		if svc.port == 0 && len(svc.domains) == 0 {
-			if r := anyPortRoute(cs, svc.name); updating && r != nil && !named[r.port] {
-				svc.port = r.port // kept across the update
+			if r := s.anyPortRouteLocked(cs, svc.name); r != nil && !named[r.port] {
+				svc.port = r.port // kept across the update, or the group's
 				wants = append(wants, &want{svc: svc, key: r.key, r: r})
 				continue
 			}
@@ -422,14 +429,17 @@ func (s *Server) claim(cs *clientSession, reqs []session.Service) (granted []ses
 	return granted, victims, nil
 }
 
-// anyPortRoute is the port route cs serves as the any-port service name.
-func anyPortRoute(cs *clientSession, name string) *route {
-	for _, r := range cs.routes {
+// anyPortRouteLocked is the port route that cs, or another session of its
+// group, serves as the any-port service name: an update keeps the port,
+// and parallel sessions share it even when they claim it at once.
+func (s *Server) anyPortRouteLocked(cs *clientSession, name string) *route {
+	for _, r := range s.routes {
 		if r.port == 0 || r.l == nil {
 			continue
 		}
 		for _, m := range r.members {
-			if m.cs == cs && m.service == name {
+			sameGroup := cs.group != "" && m.cs.client == cs.client && m.cs.group == cs.group
+			if (m.cs == cs || sameGroup) && m.service == name {
 				return r
 			}
 		}
@@ -438,8 +448,9 @@ func anyPortRoute(cs *clientSession, name string) *route {
 }
 
 // mayJoinLocked decides whether cs may serve route r as svc: join a shared
-// route, adopt its own client's route that is held for it or served by
-// older sessions (which become victims), or not.
+// route, join the sessions of its own group (connections = N), adopt its
+// own client's route that is held for it or served by older sessions
+// (which become victims), or not.
 func (s *Server) mayJoinLocked(cs *clientSession, svc *service, r *route, isVictim map[*clientSession]bool) *session.RejectError {
 	what := fmt.Sprintf("%s (service %q)", describeRoute(r), svc.name)
 	code := session.CodePortInUse
@@ -460,6 +471,9 @@ func (s *Server) mayJoinLocked(cs *clientSession, svc *service, r *route, isVict
 		return session.Rejectf(code, "%s is held by client %q", what, r.client.name)
 	}
 	for _, m := range r.members {
+		if cs.group != "" && m.cs.group == cs.group {
+			continue // a parallel session of the same process: serve together
+		}
 		if m.cs.sess == nil { // still in its handshake
 			return session.Rejectf(code, "%s is being claimed by another session of client %q", what, r.client.name)
 		}

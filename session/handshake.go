@@ -168,14 +168,15 @@ func (p *Pending) Welcome(w Welcome) (*Session, error) {
 // session (call its Run) with the server's Welcome in its Info. A refusal is
 // a *RejectError. On error conn is closed.
 func Connect(conn net.Conn, cfg Config, log *slog.Logger, token []byte, instance string, services []Service) (*Session, error) {
-	return ConnectBy(time.Time{}, conn, cfg, log, token, instance, services)
+	return ConnectBy(time.Time{}, conn, cfg, log, token, instance, "", services)
 }
 
 // ConnectBy is Connect with the handshake ending by hsDeadline at the
 // latest (the client's one deadline for dial, TLS and auth together);
 // the session keeps cfg.HandshakeTimeout for what it bounds later (stream
-// headers, updates).
-func ConnectBy(hsDeadline time.Time, conn net.Conn, cfg Config, log *slog.Logger, token []byte, instance string, services []Service) (*Session, error) {
+// headers, updates), and with group naming the set of parallel sessions
+// this one belongs to ("" for none; see Auth.Group).
+func ConnectBy(hsDeadline time.Time, conn net.Conn, cfg Config, log *slog.Logger, token []byte, instance, group string, services []Service) (*Session, error) {
 	if err := cfg.Validate(); err != nil {
 		conn.Close()
 		return nil, err
@@ -224,6 +225,7 @@ func ConnectBy(hsDeadline time.Time, conn net.Conn, cfg Config, log *slog.Logger
 	auth := Auth{
 		MAC:      proof(token, c.Nonce, binding),
 		Instance: instance,
+		Group:    group,
 		Software: version.Software(),
 		Services: services,
 	}

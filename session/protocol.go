@@ -9,7 +9,7 @@
 //	  |--- smux v2; client opens the control stream ---->|
 //	  |--- ClientHello{min_version, max_version} ------->|
 //	  |<------------------- Challenge{version, nonce}     |  or Reject{version}, close
-//	  |--- Auth{mac, instance, services} --------------->|  mac = HMAC-SHA256(token,
+//	  |--- Auth{mac, instance, group, services} -------->|  mac = HMAC-SHA256(token,
 //	  |                                                   |    label | nonce | TLS exporter)
 //	  |<--------------- Welcome{client, session, ports}   |  or Reject{code, reason}, close
 //	  |         (deadlines cleared: authenticated)        |
@@ -51,6 +51,10 @@ import (
 	"fmt"
 	"io"
 )
+
+// MaxConnections is how many parallel sessions of one client process (one
+// Auth.Group) a server accepts at once.
+const MaxConnections = 16
 
 // Protocol versions this build speaks.
 const (
@@ -117,7 +121,12 @@ type Auth struct {
 	MAC []byte `json:"mac"`
 	// Instance identifies one run of a client process, so that a client
 	// reconnecting replaces its own stale session at once.
-	Instance string    `json:"instance"`
+	Instance string `json:"instance"`
+	// Group is shared by the parallel sessions of one client process
+	// (client connections = N), each with its own Instance: the server lets
+	// them serve the same routes together and spreads connections among
+	// them. Empty for a client of one session.
+	Group    string    `json:"group,omitempty"`
 	Software string    `json:"software,omitempty"`
 	Services []Service `json:"services"`
 }

@@ -331,6 +331,9 @@ func printStatus(w io.Writer, st admin.Status) error {
 		fmt.Fprintf(w, "session: as %q to %s over %s, up %s, RTT %s, %d streams, in %s, out %s\n",
 			s.Client, s.Remote, s.Transport, fmtDuration(s.Uptime.D()), fmtRTT(s.RTT.D()), s.Streams,
 			fmtBytes(in), fmtBytes(out))
+		if st.Connections > 0 {
+			fmt.Fprintf(w, "parallel sessions up: %d (the line above is the first)\n", st.Connections)
+		}
 		fmt.Fprintln(w)
 		fmt.Fprintln(tw, "SERVICE\tPUBLIC\tTARGET\tCONNS\tIN\tOUT")
 		for _, svc := range s.Services {

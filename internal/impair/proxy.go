@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 )
@@ -19,6 +20,7 @@ type TCPProxy struct {
 	frozen bool
 	thaw   chan struct{} // closed when frozen ends
 	conns  map[net.Conn]struct{}
+	down   []net.Conn // the accepted side of each open connection, oldest first
 	closed bool
 
 	wg sync.WaitGroup
@@ -93,8 +95,28 @@ func (p *TCPProxy) track(c net.Conn) bool {
 func (p *TCPProxy) untrack(c net.Conn) {
 	p.mu.Lock()
 	delete(p.conns, c)
+	if i := slices.Index(p.down, c); i >= 0 {
+		p.down = slices.Delete(p.down, i, i+1)
+	}
 	p.mu.Unlock()
 	c.Close()
+}
+
+// CutOne resets the oldest open connection (the far side sees it close)
+// and reports whether there was one.
+func (p *TCPProxy) CutOne() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.down) == 0 {
+		return false
+	}
+	c := p.down[0]
+	p.down = p.down[1:]
+	if tc, ok := c.(*net.TCPConn); ok {
+		tc.SetLinger(0)
+	}
+	c.Close()
+	return true
 }
 
 func (p *TCPProxy) accept() {
@@ -112,6 +134,9 @@ func (p *TCPProxy) serve(c net.Conn) {
 		c.Close()
 		return
 	}
+	p.mu.Lock()
+	p.down = append(p.down, c)
+	p.mu.Unlock()
 	defer p.untrack(c)
 	up, err := net.Dial("tcp", p.target)
 	if err != nil {

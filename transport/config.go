@@ -86,7 +86,7 @@ func DefaultConfig() Config {
 // 13 Mbit/s).
 func DefaultKCPConfig() KCPConfig {
 	return KCPConfig{
-		Mode:        "fast",
+		Mode:        "fast2",
 		MTU:         1350,
 		SendWindow:  2048,
 		RecvWindow:  2048,

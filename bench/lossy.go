@@ -40,6 +40,7 @@ type lossyOpts struct {
 	links     []LinkSpec
 	paths     []string // kcp, kcp-fec, tcp, direct, tcpbench
 	ccs       []string // for tcp, direct and tcpbench
+	kcpRate   int      // [kcp] rate_mbit of the warren kcp paths; 0 unpaced
 	d         durations
 }
 
@@ -281,7 +282,7 @@ func (rn *runner) lossyLink(lk *linkem, o lossyOpts, spec LinkSpec, li int, port
 					ts := &tunnelSpec{Path: ps, Dir: filepath.Join(dir, fmt.Sprintf("%s-%s-%d", name, cc, p)),
 						TunnelAddr: fmt.Sprintf("%s:%d", addrB, p), PublicAddr: addrB, PublicPort: p + 1000,
 						Target: backAddr, Cert: rn.cert, Key: rn.key, Fingerprint: rn.fp, Token: rn.token,
-						ExtraServer: rn.extraServer, ExtraClient: rn.extraClient, Env: rn.env}
+						ExtraServer: rn.extraServer, ExtraClient: rn.extraClient, Env: rn.env, KCPRate: o.kcpRate}
 					tn, err := startTunnel(rn.warren, ts, lk.nsB(), lk.nsA(), lg)
 					if err != nil {
 						return target{}, nil, err

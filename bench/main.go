@@ -82,7 +82,7 @@ func orchestrate() int {
 		plotDir   = flag.String("plots", "../docs/bench", "directory for the plots (PNG); empty for none")
 		repo      = flag.String("repo", "..", "the warren repository (its ./cmd/warren is built, from HEAD)")
 		worktree  = flag.Bool("worktree", false, "build warren from the files as they are, not from HEAD")
-		paths     = flag.String("paths", "direct,tcp,kcp,kcp-fec,tcp-plain", "loopback paths: direct,tcp,kcp,kcp-fec,tcp-plain,kcp-plain")
+		paths     = flag.String("paths", "direct,tcp,tcp-x4,kcp,kcp-fec,tcp-plain", "loopback paths: direct,tcp,tcp-x4 (connections = 4),kcp,kcp-fec,tcp-plain,kcp-plain")
 		memFlag   = flag.String("mem", "2000,10000", "idle public connections for the memory figures (cumulative)")
 		dur       = flag.Duration("dur", 3*time.Second, "loopback throughput window")
 		warm      = flag.Duration("warmup", time.Second, "loopback throughput warm-up")
@@ -95,6 +95,7 @@ func orchestrate() int {
 		lkName    = flag.String("linkem-name", "wbench", "linkem --name (namespaces NAME-a, NAME-b)")
 		rtt       = flag.Float64("rtt", 50, "lossy: round-trip time, ms")
 		rate      = flag.Float64("rate", 100, "lossy: link rate each way, Mbit/s")
+		kcpRate   = flag.Int("kcp-rate", -1, "lossy: [kcp] rate_mbit of warren's kcp paths; -1 is 90% of -rate, 0 unpaced")
 		losses    = flag.String("loss", "0,1,2,5", "lossy: random loss rates, %")
 		bursts    = flag.String("burst-loss", "1,2,5", "lossy: loss rates with burst loss, %")
 		burstLen  = flag.Float64("burst-len", 4, "lossy: mean burst length, packets")
@@ -249,7 +250,11 @@ func orchestrate() int {
 			m := mach
 			m.Quick, m.Durations = *quick, d.String()
 			o := lossyOpts{linkemDir: *linkemDir, name: *lkName, rttMs: *rtt, rateMbit: *rate,
-				paths: strings.Split(*lPaths, ","), ccs: strings.Split(*ccs, ","), d: d}
+				paths: strings.Split(*lPaths, ","), ccs: strings.Split(*ccs, ","), d: d, kcpRate: *kcpRate}
+			if o.kcpRate < 0 {
+				o.kcpRate = int(*rate * 0.9)
+			}
+			m.KCPRate = o.kcpRate
 			ls, err := floatList(*losses)
 			if err != nil {
 				return fmt.Errorf("-loss: %w", err)

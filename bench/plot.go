@@ -46,7 +46,7 @@ func (rs *results) plots(dir string) error {
 
 // style gives each path a fixed colour and each congestion control a dash.
 func style(path, cc string) (color.Color, []vg.Length) {
-	idx := map[string]int{"kcp": 0, "kcp-fec": 1, "tcp": 2, "direct": 3, "tcpbench": 4, "tcp-plain": 5, "kcp-plain": 6}[path]
+	idx := map[string]int{"kcp": 0, "kcp-fec": 1, "tcp": 2, "direct": 3, "tcpbench": 4, "tcp-plain": 5, "kcp-plain": 6, "tcp-x4": 7}[path]
 	var dash []vg.Length
 	if cc == "cubic" {
 		dash = []vg.Length{vg.Points(5), vg.Points(3)}

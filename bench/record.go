@@ -22,7 +22,7 @@ type Record struct {
 	// Lossy suite: the emulated link.
 	Link *LinkSpec `json:"link,omitempty"`
 
-	Path  string `json:"path,omitempty"`  // direct, tcp, kcp, kcp-fec, tcp-plain, kcp-plain, tcpbench
+	Path  string `json:"path,omitempty"`  // direct, tcp, tcp-x4, kcp, kcp-fec, tcp-plain, kcp-plain, tcpbench
 	CC    string `json:"cc,omitempty"`    // lossy: congestion control of the TCP carrying the data
 	Test  string `json:"test,omitempty"`  // throughput, latency, connect, memory
 	Dir   string `json:"dir,omitempty"`   // throughput: up (public side to backend) or down
@@ -105,6 +105,9 @@ type Machine struct {
 	Quick     bool   `json:"quick,omitempty"`
 	LoadAvg   string `json:"loadavg_at_start"`
 	Durations string `json:"durations"`
+	// KCPRate is the lossy suite's [kcp] rate_mbit on warren's kcp paths;
+	// 0 unpaced.
+	KCPRate int `json:"kcp_rate_mbit,omitempty"`
 }
 
 // recorder writes records to a JSON lines file and keeps them.

@@ -540,6 +540,11 @@ func (rs *results) lossyMarkdown(m *Machine) string {
 	if len(links) > 0 {
 		fmt.Fprintf(&b, "Emulated path (linkem): RTT %g ms, %g Mbit/s each way, loss as listed (applied each way; bursts: Gilbert-Elliott with that mean loss and mean burst length). Server and load generator in one namespace, client and backend in the other.\n\n", links[0].RTTms, links[0].RateMbit)
 	}
+	if m.KCPRate > 0 {
+		fmt.Fprintf(&b, "warren's kcp paths run with `rate_mbit = %d` in `[server.kcp]` and `[client.kcp]` (pacing a little below the link's rate, as config.example.toml advises for a link of known rate; `-kcp-rate 0` runs them unpaced, the default of the key).\n\n", m.KCPRate)
+	} else {
+		b.WriteString("warren's kcp paths run unpaced (`rate_mbit = 0`, the key's default).\n\n")
+	}
 	var labels []string
 	pcs := rs.paths("lossy")
 	for _, p := range pcs {
@@ -667,11 +672,20 @@ func (rs *results) targets() []verdict {
 			conns int
 			min   float64
 		}{{1, 0.30}, {8, 0.40}} {
-			u, ku := ratio("tcp", "up", c.conns)
-			d, kd := ratio("tcp", "down", c.conns)
-			out = append(out, verdict{
-				fmt.Sprintf("tcp+TLS, %d stream%s: ≥ %.0f%% of direct loopback", c.conns, plural(c.conns), 100*c.min),
-				fmt.Sprintf("%.0f%% up, %.0f%% down", 100*u, 100*d), status(u >= c.min && d >= c.min, ku && kd)})
+			for _, path := range []string{"tcp", "tcp-x4"} {
+				u, ku := ratio(path, "up", c.conns)
+				d, kd := ratio(path, "down", c.conns)
+				if path != "tcp" && !ku && !kd {
+					continue
+				}
+				what := "tcp+TLS"
+				if path == "tcp-x4" {
+					what = "tcp+TLS, connections = 4"
+				}
+				out = append(out, verdict{
+					fmt.Sprintf("%s, %d stream%s: ≥ %.0f%% of direct loopback", what, c.conns, plural(c.conns), 100*c.min),
+					fmt.Sprintf("%.0f%% up, %.0f%% down", 100*u, 100*d), status(u >= c.min && d >= c.min, ku && kd)})
+			}
 		}
 		for _, conns := range []int{1, 8} {
 			u, d := rs.find(nil, "kcp", "", "throughput", "up", conns), rs.find(nil, "kcp", "", "throughput", "down", conns)

@@ -27,15 +27,19 @@ import (
 // pathSpec is one way to reach the backend: direct, or through warren with
 // some transport settings.
 type pathSpec struct {
-	Name      string // direct, tcp, kcp, kcp-fec, tcp-plain, kcp-plain
+	Name      string // direct, tcp, tcp-x4, kcp, kcp-fec, tcp-plain, kcp-plain
 	Transport string // tcp or kcp; "" for direct
 	TLS       bool
 	FEC       bool
+	// Connections is the client's connections (parallel sessions); 0
+	// leaves the default.
+	Connections int
 }
 
 var allPaths = map[string]pathSpec{
 	"direct":    {Name: "direct"},
 	"tcp":       {Name: "tcp", Transport: "tcp", TLS: true},
+	"tcp-x4":    {Name: "tcp-x4", Transport: "tcp", TLS: true, Connections: 4},
 	"kcp":       {Name: "kcp", Transport: "kcp", TLS: true},
 	"kcp-fec":   {Name: "kcp-fec", Transport: "kcp", TLS: true, FEC: true},
 	"tcp-plain": {Name: "tcp-plain", Transport: "tcp"},
@@ -118,6 +122,9 @@ type tunnelSpec struct {
 	Token       string
 	DataShards  int
 	Parity      int
+	// KCPRate is [kcp] rate_mbit on both sides of kcp paths; 0 leaves the
+	// default (unpaced).
+	KCPRate int
 	// Raw TOML written right after the [server] / [client] keys: more keys
 	// of that table, and any sub-table the template does not write
 	// (e.g. [server.mux], or [server.kcp] on paths without FEC).
@@ -141,11 +148,12 @@ address = "{{.TunnelAddr}}"
 [server.tls]
 cert = "{{.Cert}}"
 key = "{{.Key}}"
-{{end}}{{if .DataShards}}
+{{end}}{{if or .DataShards .KCPRate}}
 [server.kcp]
-data_shards = {{.DataShards}}
+{{if .DataShards}}data_shards = {{.DataShards}}
 parity_shards = {{.Parity}}
-{{end}}
+{{end}}{{if .KCPRate}}rate_mbit = {{.KCPRate}}
+{{end}}{{end}}
 [server.log]
 level = "warn"
 
@@ -161,17 +169,19 @@ server = "{{.TunnelAddr}}"
 transport = "{{.Path.Transport}}"
 token = "{{.Token}}"
 shutdown_timeout = "1s"
-{{if not .Path.TLS}}tls = false
+{{if .Path.Connections}}connections = {{.Path.Connections}}
+{{end}}{{if not .Path.TLS}}tls = false
 {{end}}{{.ExtraClient}}
 {{if .Path.TLS}}
 [client.tls]
 fingerprint = "{{.Fingerprint}}"
 server_name = "warren-bench"
-{{end}}{{if .DataShards}}
+{{end}}{{if or .DataShards .KCPRate}}
 [client.kcp]
-data_shards = {{.DataShards}}
+{{if .DataShards}}data_shards = {{.DataShards}}
 parity_shards = {{.Parity}}
-{{end}}
+{{end}}{{if .KCPRate}}rate_mbit = {{.KCPRate}}
+{{end}}{{end}}
 [client.log]
 level = "warn"
 
@@ -184,6 +194,9 @@ remote_port = {{.PublicPort}}
 func writeConfigs(t *tunnelSpec) (serverFile, clientFile string, err error) {
 	if t.Path.FEC {
 		t.DataShards, t.Parity = fecData, fecParity
+	}
+	if t.Path.Transport != "kcp" {
+		t.KCPRate = 0
 	}
 	if err := os.MkdirAll(filepath.Join(t.Dir, "state"), 0o700); err != nil {
 		return "", "", err

@@ -106,12 +106,7 @@ func TestParallelConnectionLost(t *testing.T) {
 // replaces every parallel session of the old one, which stops.
 func TestParallelSessionsReplaced(t *testing.T) {
 	leaktest.Check(t)
-	target := backend(t, echo)
-	srv := startServer(t, serverConfig(t, "tcp"))
-	cfg := clientConfig(srv, tokenOffice, client.Service{Name: "echo", Target: target})
-	cfg.Connections = 2
-	old := startClient(t, cfg)
-	old.waitUp(t, 2)
+	srv, old, cfg := startParallel(t, "echo")
 	cfg.Services[0].RemotePort = old.port(t, "echo")
 	nu := startClient(t, cfg)
 	err := old.waitExit(t)
@@ -122,6 +117,19 @@ func TestParallelSessionsReplaced(t *testing.T) {
 	nu.waitUp(t, 2)
 	srv.waitSessions(t, 2)
 	roundTrip(t, nu.publicAddr(t, "echo"))
+}
+
+// startParallel starts a tcp server and a client with connections = 2
+// whose one service, name, is an echo backend, and waits for both
+// sessions; it returns the client's config for more clients or reloads.
+func startParallel(t *testing.T, name string) (*testServer, *testClient, client.Config) {
+	t.Helper()
+	srv := startServer(t, serverConfig(t, "tcp"))
+	cfg := clientConfig(srv, tokenOffice, client.Service{Name: name, Target: backend(t, echo)})
+	cfg.Connections = 2
+	cli := startClient(t, cfg)
+	cli.waitUp(t, 2)
+	return srv, cli, cfg
 }
 
 // waitUp waits until n of the client's sessions are up at once.
@@ -172,14 +180,9 @@ func tryEcho(c net.Conn) error {
 // parallel session, and they serve it on one port.
 func TestParallelReload(t *testing.T) {
 	leaktest.Check(t)
-	target := backend(t, echo)
-	srv := startServer(t, serverConfig(t, "tcp"))
-	cfg := clientConfig(srv, tokenOffice, client.Service{Name: "a", Target: target})
-	cfg.Connections = 2
-	cli := startClient(t, cfg)
-	cli.waitUp(t, 2)
+	srv, cli, cfg := startParallel(t, "a")
 	srv.waitSessions(t, 2)
-	cfg.Services = append(cfg.Services, client.Service{Name: "b", Target: target})
+	cfg.Services = append(cfg.Services, client.Service{Name: "b", Target: cfg.Services[0].Target})
 	if err := cli.Reload(cfg); err != nil {
 		t.Fatal(err)
 	}

@@ -20,15 +20,7 @@ func TestClaimAnyPortSkipsNamedPorts(t *testing.T) {
 	}
 	first := l.Addr().(*net.TCPAddr).Port
 	l.Close()
-	cfg := DefaultConfig()
-	cfg.PublicAddress = "127.0.0.1"
-	cfg.StateDir = t.TempDir()
-	cfg.Listen = []Listen{{Transport: "tcp", Address: "127.0.0.1:0"}}
-	cfg.Clients = []Client{{Name: "office", Token: "office-token-0123456789", Ports: []PortRange{{Lo: first, Hi: first + 4}}}}
-	s, err := New(cfg, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := claimServer(t, PortRange{Lo: first, Hi: first + 4})
 	cs := &clientSession{client: s.clients[0], instance: "i"}
 	granted, victims, rej := s.claim(cs, []session.Service{{Name: "any"}, {Name: "named", RemotePort: first}})
 	if rej != nil {
@@ -50,15 +42,7 @@ func TestClaimAnyPortSkipsNamedPorts(t *testing.T) {
 // session.MaxConnections sessions in one group; another group of the same
 // client is not counted against it.
 func TestClaimGroupCap(t *testing.T) {
-	cfg := DefaultConfig()
-	cfg.PublicAddress = "127.0.0.1"
-	cfg.StateDir = t.TempDir()
-	cfg.Listen = []Listen{{Transport: "tcp", Address: "127.0.0.1:0"}}
-	cfg.Clients = []Client{{Name: "office", Token: "office-token-0123456789", Ports: []PortRange{{Lo: 1024, Hi: 65535}}}}
-	s, err := New(cfg, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := claimServer(t, PortRange{Lo: 1024, Hi: 65535})
 	for i := range session.MaxConnections {
 		s.sessions[&clientSession{client: s.clients[0], instance: "g/" + strconv.Itoa(i), group: "g"}] = struct{}{}
 	}
@@ -80,15 +64,7 @@ func TestClaimGroupCap(t *testing.T) {
 // that ask for any port at once (the first still in its handshake) get the
 // same port; a session of another process does not join it.
 func TestClaimGroupSharesAnyPort(t *testing.T) {
-	cfg := DefaultConfig()
-	cfg.PublicAddress = "127.0.0.1"
-	cfg.StateDir = t.TempDir()
-	cfg.Listen = []Listen{{Transport: "tcp", Address: "127.0.0.1:0"}}
-	cfg.Clients = []Client{{Name: "office", Token: "office-token-0123456789", Ports: []PortRange{{Lo: 1024, Hi: 65535}}}}
-	s, err := New(cfg, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := claimServer(t, PortRange{Lo: 1024, Hi: 65535})
 	var sessions []*clientSession
 	defer func() {
 		s.mu.Lock()
@@ -114,4 +90,20 @@ func TestClaimGroupSharesAnyPort(t *testing.T) {
 	if other := claim("h", ""); other == first {
 		t.Fatalf("a session of another process joined the group's port %d", first)
 	}
+}
+
+// claimServer is a server (not running) with one client, "office",
+// allowed ports.
+func claimServer(t *testing.T, ports PortRange) *Server {
+	t.Helper()
+	cfg := DefaultConfig()
+	cfg.PublicAddress = "127.0.0.1"
+	cfg.StateDir = t.TempDir()
+	cfg.Listen = []Listen{{Transport: "tcp", Address: "127.0.0.1:0"}}
+	cfg.Clients = []Client{{Name: "office", Token: "office-token-0123456789", Ports: []PortRange{ports}}}
+	s, err := New(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
 }

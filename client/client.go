@@ -184,12 +184,12 @@ func (c *Client) keep(ctx context.Context, i int) error {
 	}
 	b := backoff{min: minBackoff, max: maxBackoff}
 	for {
-		upFor, err := c.connect(ctx, i)
+		upFor, sticky, err := c.connect(ctx, i)
 		if ctx.Err() != nil {
 			return nil
 		}
 		c.setStatus(func(s *Status) { s.LastError = err })
-		if c.dropSticky(err) {
+		if sticky && c.dropSticky(err) {
 			continue // ask again for any free port, at once
 		}
 		if fatal(err) {
@@ -221,30 +221,36 @@ func (c *Client) logStart() {
 }
 
 // connect runs one session of connection i from dial to its end. upFor is
-// how long it was authenticated, 0 if it never got that far.
-func (c *Client) connect(ctx context.Context, i int) (upFor time.Duration, err error) {
+// how long it was authenticated, 0 if it never got that far; sticky says
+// whether it asked for remembered ports.
+func (c *Client) connect(ctx context.Context, i int) (upFor time.Duration, sticky bool, err error) {
 	// One deadline for dial, TLS and auth together, as handshake_timeout says.
 	deadline := time.Now().Add(c.cfg.HandshakeTimeout)
 	dctx, cancel := context.WithDeadline(ctx, deadline)
 	conn, err := c.transport.Dial(dctx, c.cfg.Server)
 	cancel()
 	if err != nil {
-		return 0, fmt.Errorf("connecting to %s over %s: %w", c.cfg.Server, c.transport, err)
+		return 0, false, fmt.Errorf("connecting to %s over %s: %w", c.cfg.Server, c.transport, err)
 	}
 	if time.Until(deadline) <= 0 {
 		conn.Close()
-		return 0, fmt.Errorf("connecting to %s over %s: handshake_timeout %v passed", c.cfg.Server, c.transport, c.cfg.HandshakeTimeout)
+		return 0, false, fmt.Errorf("connecting to %s over %s: handshake_timeout %v passed", c.cfg.Server, c.transport, c.cfg.HandshakeTimeout)
 	}
 	claimed := c.table.Load()
 	instance, group := c.instance, ""
 	if c.cfg.Connections > 1 {
 		instance, group = c.instance+"/"+strconv.Itoa(i), c.instance
 	}
-	sess, err := session.ConnectBy(deadline, conn, c.sessCfg, c.log, c.token, instance, group, c.withSticky(claimed))
+	claims, sticky := c.withSticky(claimed)
+	sess, err := session.ConnectBy(deadline, conn, c.sessCfg, c.log, c.token, instance, group, claims)
 	if err != nil {
-		return 0, err
+		return 0, sticky, err
 	}
 	info := sess.Info()
+	if group != "" && !info.Groups {
+		sess.Close(session.CodeClosed, "this server does not support parallel sessions")
+		return 0, sticky, errNoGroups
+	}
 	c.remember(info.Services)
 	c.firstUpOnce.Do(func() { close(c.firstUp) })
 	tab := c.table.Load()
@@ -294,13 +300,17 @@ func (c *Client) connect(ctx context.Context, i int) (upFor time.Duration, err e
 	c.mu.Lock()
 	c.sess[i] = nil
 	c.mu.Unlock()
-	c.setStatus(func(*Status) {})
+	c.setStatus(func(s *Status) {
+		if up := c.liveLocked(); len(up) > 0 {
+			s.Session = up[0].Info() // one still up, not the one gone
+		}
+	})
 	c.metrics.SessionDown(info.Client, c.transport.String())
 	upFor = time.Since(info.Started)
 	if ctx.Err() == nil {
 		log.Warn("session down", "reason", err, "after", upFor.Round(time.Millisecond).String())
 	}
-	return upFor, err
+	return upFor, sticky, err
 }
 
 // liveLocked returns the sessions up now, by connection.
@@ -376,32 +386,39 @@ func (s *streams) waitIdle(timeout time.Duration, stop <-chan struct{}) bool {
 	return s.count() == 0
 }
 
-// withSticky returns the claims with remembered ports filled in.
-func (c *Client) withSticky(tab *serviceTable) []session.Service {
+// withSticky returns the claims with remembered ports filled in, and
+// whether there were any.
+func (c *Client) withSticky(tab *serviceTable) ([]session.Service, bool) {
 	c.stickyMu.Lock()
 	defer c.stickyMu.Unlock()
 	out := make([]session.Service, len(tab.claims))
+	used := false
 	for i, cl := range tab.claims {
 		if p, ok := c.sticky[cl.Name]; ok && cl.RemotePort == 0 && len(cl.Domains) == 0 {
 			cl.RemotePort = p
+			used = true
 		}
 		out[i] = cl
 	}
-	return out
+	return out, used
 }
 
-// dropSticky forgets the remembered ports when the server refuses one of
-// them (taken by now, or no longer allowed), and reports whether it did:
-// then any free port will do.
+// dropSticky forgets the remembered ports when the server refuses a
+// request that asked for them (the port is taken by now, or no longer
+// allowed), and reports whether err is such a refusal: then any free port
+// will do. Parallel sessions may each be refused the same port; the first
+// clears it.
 func (c *Client) dropSticky(err error) bool {
-	c.stickyMu.Lock()
-	defer c.stickyMu.Unlock()
 	var rej *session.RejectError
-	if len(c.sticky) == 0 || !errors.As(err, &rej) || (rej.Code != session.CodePortInUse && rej.Code != session.CodePortNotAllowed) {
+	if !errors.As(err, &rej) || (rej.Code != session.CodePortInUse && rej.Code != session.CodePortNotAllowed) {
 		return false
 	}
-	c.log.Warn("a port the server picked before is refused now; asking for any free port", "reason", rej.Reason)
-	clear(c.sticky)
+	c.stickyMu.Lock()
+	defer c.stickyMu.Unlock()
+	if len(c.sticky) > 0 {
+		c.log.Warn("a port the server picked before is refused now; asking for any free port", "reason", rej.Reason)
+		clear(c.sticky)
+	}
 	return true
 }
 
@@ -471,6 +488,9 @@ func dialTarget(ctx context.Context, target string, timeout time.Duration) (net.
 	return r.c, r.err
 }
 
+// errNoGroups: the server does not let parallel sessions serve together.
+var errNoGroups = errors.New("the server does not support parallel sessions (connections above 1): upgrade the server, or set client.connections = 1")
+
 // fatal reports whether retrying cannot fix err.
 func fatal(err error) bool {
 	var rej *session.RejectError
@@ -484,7 +504,7 @@ func fatal(err error) bool {
 	var verr *tls.CertificateVerificationError
 	var uerr x509.UnknownAuthorityError
 	var herr x509.HostnameError
-	return errors.Is(err, transport.ErrFingerprintMismatch) || errors.Is(err, session.ErrVersion) ||
+	return errors.Is(err, transport.ErrFingerprintMismatch) || errors.Is(err, session.ErrVersion) || errors.Is(err, errNoGroups) ||
 		errors.As(err, &verr) || errors.As(err, &uerr) || errors.As(err, &herr)
 }
 

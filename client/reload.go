@@ -85,24 +85,33 @@ func (c *Client) Reload(cfg Config) error {
 		return nil
 	}
 	// One session after the other: the first learns the ports the server
-	// picks for any-port services, the others claim the same.
-	for i, sess := range live {
+	// picks for any-port services, the others claim the same. A refusal
+	// before any session took them puts the old services back; a session
+	// whose update fails otherwise is closed, to claim the new services
+	// when it reconnects.
+	var errs []error
+	first := true
+	for _, sess := range live {
 		if sess.Err() != nil {
 			continue // it reconnects with the new table
 		}
-		if err := c.update(sess, next); err != nil {
-			var rej *session.RejectError
-			if i == 0 && errors.As(err, &rej) {
-				c.table.Store(old)
-				return fmt.Errorf("the server refused the new services, the old ones stay: %w", err)
+		err := c.update(sess, next)
+		var rej *session.RejectError
+		switch {
+		case err == nil:
+			first = false
+		case first && errors.As(err, &rej):
+			c.table.Store(old)
+			return fmt.Errorf("the server refused the new services, the old ones stay: %w", err)
+		default:
+			if sess.Err() == nil {
+				sess.Close(session.CodeClosed, "services update failed: "+err.Error())
 			}
-			if errors.As(err, &rej) && sess.Err() == nil {
-				// The others serve the new services; this one reconnects
-				// to claim them with the rest.
-				sess.Close(session.CodeClosed, "services update refused: "+rej.Reason)
-			}
-			return fmt.Errorf("the new services are claimed at the next connection: %w", err)
+			errs = append(errs, err)
 		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("the new services are claimed at the next connection: %w", errors.Join(errs...))
 	}
 	return nil
 }
@@ -111,7 +120,8 @@ func (c *Client) Reload(cfg Config) error {
 // does not answer (it may or may not have applied them), the session is
 // closed, so that the reconnection claims them for sure.
 func (c *Client) update(sess *session.Session, tab *serviceTable) error {
-	granted, err := sess.Update(c.withSticky(tab))
+	claims, _ := c.withSticky(tab)
+	granted, err := sess.Update(claims)
 	if err != nil {
 		var rej *session.RejectError
 		if !errors.As(err, &rej) && sess.Err() == nil {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"strconv"
 	"testing"
 	"time"
 
@@ -197,4 +198,34 @@ func TestParallelReload(t *testing.T) {
 		t.Fatalf("service b on ports %v, want one port for both sessions", ports)
 	}
 	roundTrip(t, cli.publicAddr(t, "b"))
+}
+
+// TestParallelRememberedPortTaken: the server restarts and the port it had
+// picked for the client's any-port service is taken by then. Both
+// parallel sessions are refused it; both ask for any port again instead
+// of stopping the client, and end up on one new port.
+func TestParallelRememberedPortTaken(t *testing.T) {
+	leaktest.Check(t)
+	srv, cli, _ := startParallel(t, "echo")
+	port := cli.port(t, "echo")
+	srv.stop()
+	squat, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+	if err != nil {
+		t.Fatalf("taking the port the client had: %v", err)
+	}
+	defer squat.Close()
+	cfg := srv.cfg
+	cfg.Listen[0].Address = srv.addr()
+	srv2 := startServer(t, cfg)
+	cli.waitSession(t, 4) // both sessions back
+	cli.waitUp(t, 2)
+	srv2.waitSessions(t, 2)
+	ports := map[int]bool{}
+	for _, si := range srv2.Sessions() {
+		ports[si.Services[0].RemotePort] = true
+	}
+	if len(ports) != 1 || ports[port] {
+		t.Fatalf("sessions serve ports %v; want one new port (%d is taken)", ports, port)
+	}
+	roundTrip(t, cli.publicAddr(t, "echo"))
 }

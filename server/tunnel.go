@@ -96,7 +96,7 @@ func (s *Server) serveTunnel(c net.Conn, transportName string) {
 	for _, g := range granted {
 		cs.stats[g.Name] = new(serviceStats)
 	}
-	sess, err := p.Welcome(session.Welcome{Client: cs.client.name, Session: cs.id, Services: granted})
+	sess, err := p.Welcome(session.Welcome{Client: cs.client.name, Session: cs.id, Services: granted, Groups: true})
 	if err != nil {
 		s.mu.Lock()
 		s.leaveLocked(cs, true) // routes it adopted from a hold go back on hold

@@ -158,6 +158,7 @@ func (p *Pending) Welcome(w Welcome) (*Session, error) {
 		Instance: p.Request.Instance,
 		Remote:   p.conn.RemoteAddr(),
 		Services: w.Services,
+		Groups:   w.Groups,
 		Started:  time.Now(),
 	}
 	return newSession(p.cfg, p.log, p.budget, p.mux, p.ctrl, "client", info), nil
@@ -245,6 +246,7 @@ func ConnectBy(hsDeadline time.Time, conn net.Conn, cfg Config, log *slog.Logger
 		Instance: instance,
 		Remote:   conn.RemoteAddr(),
 		Services: w.Services,
+		Groups:   w.Groups,
 		Started:  time.Now(),
 	}
 	return newSession(cfg, log, budget, mux, ctrl, "server", info), nil

@@ -155,6 +155,10 @@ type Welcome struct {
 	Session string `json:"session"`
 	// Services are the claims as granted, with the public ports bound.
 	Services []Service `json:"services"`
+	// Groups says the server lets the parallel sessions of one Auth.Group
+	// serve together. A server without it would have each parallel session
+	// replace the one before, so a client of several stops at once.
+	Groups bool `json:"groups,omitempty"`
 }
 
 // Reject refuses a client; the server closes the session after it.

@@ -72,6 +72,8 @@ type Info struct {
 	Remote net.Addr
 	// Services are the granted claims.
 	Services []Service
+	// Groups: the server accepts parallel sessions (Welcome.Groups).
+	Groups bool
 	// Started is when authentication completed.
 	Started time.Time
 }

@@ -49,7 +49,8 @@ type KCPConfig struct {
 	// window at once and overflows the queue of a slower bottleneck, which
 	// then drops a share of every window. Resends and ACKs are not paced
 	// (they go out as soon as KCP decides to send them), so set it a
-	// little below the path's bottleneck rate.
+	// little below the path's bottleneck rate. It is per session: a client
+	// with connections = N sends up to N times this.
 	RateMbit int `toml:"rate_mbit"`
 }
 

@@ -270,6 +270,22 @@ func (c *kcpConn) Write(b []byte) (int, error) {
 	return n, err
 }
 
+// WriteBuffers writes through Write, so that a paced session stays paced.
+func (c *kcpConn) WriteBuffers(v [][]byte) (int, error) {
+	if c.pace == nil {
+		return c.UDPSession.WriteBuffers(v)
+	}
+	n := 0
+	for _, b := range v {
+		m, err := c.Write(b)
+		n += m
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}
+
 func (c *kcpConn) Close() error {
 	err := net.ErrClosed
 	c.closeOnce.Do(func() {

@@ -44,8 +44,8 @@ type KCPConfig struct {
 	// net.core.rmem_max / wmem_max.
 	ReadBuffer  int `toml:"read_buffer"`
 	WriteBuffer int `toml:"write_buffer"`
-	// RateMbit paces the data a session sends at this many Mbit/s; 0 sends
-	// unpaced. KCP has no congestion control: unpaced, it sends its whole
+	// RateMbit paces the data a session sends, with its FEC parity, at
+	// this many Mbit/s; 0 sends unpaced. KCP has no congestion control: unpaced, it sends its whole
 	// window at once and overflows the queue of a slower bottleneck, which
 	// then drops a share of every window. Resends and ACKs are not paced
 	// (they go out as soon as KCP decides to send them), so set it a

@@ -254,7 +254,7 @@ func newKCPConn(s *kcp.UDPSession, cfg KCPConfig, onClose func()) *kcpConn {
 	cfg.tuneSession(s)
 	c := &kcpConn{UDPSession: s, onClose: onClose}
 	if cfg.RateMbit > 0 {
-		c.pace = newPacer(cfg.RateMbit)
+		c.pace = newPacer(cfg.dataRate())
 	}
 	return c
 }

@@ -24,9 +24,20 @@ type pacer struct {
 	cancel context.CancelFunc
 }
 
-func newPacer(mbit int) *pacer {
+// newPacer lets bytesPerSec in.
+func newPacer(bytesPerSec float64) *pacer {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &pacer{lim: rate.NewLimiter(rate.Limit(mbit*1_000_000/8), paceBurst), ctx: ctx, cancel: cancel}
+	return &pacer{lim: rate.NewLimiter(rate.Limit(bytesPerSec), paceBurst), ctx: ctx, cancel: cancel}
+}
+
+// dataRate is the rate, in bytes a second, at which data may enter a
+// session so that it and its FEC parity together send RateMbit.
+func (c KCPConfig) dataRate() float64 {
+	r := float64(c.RateMbit) * 1e6 / 8
+	if c.DataShards > 0 {
+		r = r * float64(c.DataShards) / float64(c.DataShards+c.ParityShards)
+	}
+	return r
 }
 
 // write writes b through w in pieces of at most paceBurst, each when the

@@ -502,48 +502,61 @@ func (s *sendLog) WriteTo(b []byte, addr net.Addr) (int, error) {
 }
 
 // TestKCPRate: with rate_mbit set, no stretch of the sender's datagrams
-// carries more than the rate allows plus the pacer's burst (64 KiB of
-// data, with KCP's and TLS's headers). Unpaced, loopback sends the whole
-// transfer in a few milliseconds.
+// (FEC parity included) carries more than the rate allows plus the
+// pacer's burst (64 KiB of data, with KCP's and TLS's headers and the
+// parity). Unpaced, loopback sends the whole transfer in a few
+// milliseconds.
 func TestKCPRate(t *testing.T) {
-	leaktest.Check(t)
 	const rateMbit = 16 // 2 MB/s: 1 MiB takes about half a second
-	cfg := transport.DefaultKCPConfig()
-	cfg.RateMbit = rateMbit
-	var log *sendLog
-	srvT := &transport.KCP{Config: cfg}
-	cliT := &transport.KCP{Config: cfg, WrapPacketConn: func(pc net.PacketConn) net.PacketConn {
-		// impair sends with Write on the connected socket, where
-		// WriteTo is refused.
-		log = &sendLog{PacketConn: impair.Wrap(pc, impair.Config{})}
-		return log
-	}}
-	srv, cli, _ := connect(t, pair{name: "paced kcp", server: srvT, client: cliT, addr: "127.0.0.1:0"})
-	const size = 1 << 20
-	got := make(chan error, 1)
-	go func() {
-		srv.SetReadDeadline(time.Now().Add(time.Minute))
-		_, err := io.CopyN(io.Discard, srv, size)
-		got <- err
-	}()
-	if _, err := cli.Write(make([]byte, size)); err != nil {
-		t.Fatal(err)
-	}
-	if err := <-got; err != nil {
-		t.Fatal(err)
-	}
-	log.mu.Lock()
-	defer log.mu.Unlock()
-	const burst, bytesPerSec = 80_000, rateMbit * 1_000_000 / 8
-	total := 0
-	for i, at := range log.times {
-		total += log.sizes[i]
-		allowed := burst + int(float64(bytesPerSec)*at.Sub(log.times[0]).Seconds()*1.05)
-		if total > allowed {
-			t.Fatalf("%d bytes sent %v after the first datagram; %d Mbit/s allows %d", total, at.Sub(log.times[0]), rateMbit, allowed)
-		}
-	}
-	if total < size {
-		t.Fatalf("only %d bytes sent for a %d-byte transfer", total, size)
+	for _, tc := range []struct {
+		name         string
+		data, parity int
+		burst        int
+	}{
+		{"no FEC", 0, 0, 80_000},
+		{"FEC 10+3", 10, 3, 110_000},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			leaktest.Check(t)
+			cfg := transport.DefaultKCPConfig()
+			cfg.RateMbit = rateMbit
+			cfg.DataShards, cfg.ParityShards = tc.data, tc.parity
+			var log *sendLog
+			srvT := &transport.KCP{Config: cfg}
+			cliT := &transport.KCP{Config: cfg, WrapPacketConn: func(pc net.PacketConn) net.PacketConn {
+				// impair sends with Write on the connected socket, where
+				// WriteTo is refused.
+				log = &sendLog{PacketConn: impair.Wrap(pc, impair.Config{})}
+				return log
+			}}
+			srv, cli, _ := connect(t, pair{name: "paced kcp", server: srvT, client: cliT, addr: "127.0.0.1:0"})
+			const size = 1 << 20
+			got := make(chan error, 1)
+			go func() {
+				srv.SetReadDeadline(time.Now().Add(time.Minute))
+				_, err := io.CopyN(io.Discard, srv, size)
+				got <- err
+			}()
+			if _, err := cli.Write(make([]byte, size)); err != nil {
+				t.Fatal(err)
+			}
+			if err := <-got; err != nil {
+				t.Fatal(err)
+			}
+			log.mu.Lock()
+			defer log.mu.Unlock()
+			const bytesPerSec = rateMbit * 1_000_000 / 8
+			total := 0
+			for i, at := range log.times {
+				total += log.sizes[i]
+				allowed := tc.burst + int(float64(bytesPerSec)*at.Sub(log.times[0]).Seconds()*1.05)
+				if total > allowed {
+					t.Fatalf("%d bytes sent %v after the first datagram; %d Mbit/s allows %d", total, at.Sub(log.times[0]), rateMbit, allowed)
+				}
+			}
+			if total < size {
+				t.Fatalf("only %d bytes sent for a %d-byte transfer", total, size)
+			}
+		})
 	}
 }

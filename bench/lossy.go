@@ -158,15 +158,8 @@ func (rn *runner) lossy(o lossyOpts) error {
 		defer procsMu.Unlock()
 		lk.down()
 	})
-	var firstErr error
-	fail := func(err error) {
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "  ERROR:", err)
-			if firstErr == nil {
-				firstErr = err
-			}
-		}
-	}
+	var errs firstError
+	fail := errs.add
 	port := 7000
 	for li, spec := range o.links {
 		if isStopping() {
@@ -180,7 +173,7 @@ func (rn *runner) lossy(o lossyOpts) error {
 		rn.rec.emit(Record{Kind: "link", Suite: "lossy", Link: &l, LinkDir: counters})
 		killAll() // anything of this link still running
 	}
-	return firstErr
+	return errs.err
 }
 
 func (rn *runner) lossyLink(lk *linkem, o lossyOpts, spec LinkSpec, li int, port *int) error {
@@ -208,15 +201,8 @@ func (rn *runner) lossyLink(lk *linkem, o lossyOpts, spec LinkSpec, li int, port
 	}
 	rn.linkStats = lk.stats
 	defer func() { rn.linkStats = nil }()
-	var firstErr error
-	fail := func(err error) {
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "  ERROR:", err)
-			if firstErr == nil {
-				firstErr = err
-			}
-		}
-	}
+	var errs firstError
+	fail := errs.add
 	link := spec
 	for _, name := range o.paths {
 		switch name {
@@ -300,5 +286,5 @@ func (rn *runner) lossyLink(lk *linkem, o lossyOpts, spec LinkSpec, li int, port
 			}
 		}
 	}
-	return firstErr
+	return errs.err
 }

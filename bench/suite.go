@@ -239,24 +239,32 @@ func (rn *runner) perfCases(d durations) []testCase {
 // data a previous test left queued in a slow tunnel does not delay the
 // next).
 func (rn *runner) perfTests(lg *lgClient, base Record, d durations, fresh func() (target, func(), error)) error {
-	var firstErr error
+	var errs firstError
 	for _, tc := range rn.perfCases(d) {
-		err := func() error {
+		errs.add(func() error {
 			t, stop, err := fresh()
 			if err != nil {
 				return err
 			}
 			defer stop()
 			return tc.run(lg, t, base)
-		}()
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "  ERROR:", err)
-			if firstErr == nil {
-				firstErr = err
-			}
-		}
+		}())
 	}
-	return firstErr
+	return errs.err
+}
+
+// firstError prints each error it is given and keeps the first: a suite
+// goes on after a failed test and reports the failure at the end.
+type firstError struct{ err error }
+
+func (f *firstError) add(err error) {
+	if err == nil {
+		return
+	}
+	fmt.Fprintln(os.Stderr, "  ERROR:", err)
+	if f.err == nil {
+		f.err = err
+	}
 }
 
 // loopback runs the loopback suite: everything on 127.0.0.1. Memory first,
@@ -279,15 +287,8 @@ func (rn *runner) loopback(paths []string, d durations, memCounts []int, rounds 
 	}
 	defer lg.p.stop(5 * time.Second)
 	rn.bg = []int{back.pid(), lg.p.pid()}
-	var firstErr error
-	fail := func(err error) {
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "  ERROR:", err)
-			if firstErr == nil {
-				firstErr = err
-			}
-		}
-	}
+	var errs firstError
+	fail := errs.add
 	start := func(name, tag string) (*tunnel, error) {
 		port, err := freePort()
 		if err != nil {
@@ -337,5 +338,5 @@ func (rn *runner) loopback(paths []string, d durations, memCounts []int, rounds 
 			}
 		}
 	}
-	return firstErr
+	return errs.err
 }

@@ -190,6 +190,18 @@ func dialAddress(addr string) (string, error) {
 }
 
 // get fetches path from the admin API and returns the body of a 200.
+// get fetches path from the admin API the flags name, within -timeout.
+func (af adminFlags) get(path string) (adminTarget, []byte, error) {
+	t, err := af.target()
+	if err != nil {
+		return t, nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), *af.timeout)
+	defer cancel()
+	body, err := t.get(ctx, path)
+	return t, body, err
+}
+
 func (t adminTarget) get(ctx context.Context, path string) ([]byte, error) {
 	u := "http://" + t.addr + path
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
@@ -233,13 +245,7 @@ func runStatus(args []string, stdout, stderr io.Writer) error {
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	t, err := af.target()
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), *af.timeout)
-	defer cancel()
-	body, err := t.get(ctx, "/api/v1/status")
+	t, body, err := af.get("/api/v1/status")
 	if err != nil {
 		return err
 	}
@@ -260,13 +266,7 @@ func runHealth(args []string, stdout, stderr io.Writer) error {
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	t, err := af.target()
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), *af.timeout)
-	defer cancel()
-	if _, err := t.get(ctx, "/healthz"); err != nil {
+	if _, _, err := af.get("/healthz"); err != nil {
 		return err
 	}
 	fmt.Fprintln(stdout, "ok")

@@ -263,11 +263,7 @@ func (c *kcpConn) Write(b []byte) (int, error) {
 	if c.pace == nil {
 		return c.UDPSession.Write(b)
 	}
-	n, err := c.pace.write(c.UDPSession.Write, b)
-	if err != nil && c.pace.ctx.Err() != nil {
-		err = net.ErrClosed
-	}
-	return n, err
+	return c.pace.write(c.UDPSession.Write, b)
 }
 
 // WriteBuffers writes through Write, so that a paced session stays paced.

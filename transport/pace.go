@@ -2,6 +2,7 @@ package transport
 
 import (
 	"context"
+	"net"
 
 	"golang.org/x/time/rate"
 )
@@ -46,8 +47,10 @@ func (p *pacer) write(w func([]byte) (int, error), b []byte) (int, error) {
 	done := 0
 	for len(b) > 0 {
 		n := min(len(b), paceBurst)
-		if err := p.lim.WaitN(p.ctx, n); err != nil {
-			return done, err
+		// WaitN fails only when close cancelled the wait (n is within
+		// the burst).
+		if p.lim.WaitN(p.ctx, n) != nil {
+			return done, net.ErrClosed
 		}
 		m, err := w(b[:n])
 		done += m

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/warren-tunnel/warren/internal/quote"
 	"github.com/warren-tunnel/warren/internal/token"
 )
 
@@ -69,13 +70,13 @@ func (c Config) Validate() error {
 	}
 	host, port, err := net.SplitHostPort(c.Address)
 	if err != nil {
-		return fmt.Errorf("admin.address: %q: want host:port, e.g. 127.0.0.1:7001", c.Address)
+		return fmt.Errorf("admin.address: %s: want host:port, e.g. 127.0.0.1:7001", quote.Short(c.Address))
 	}
 	if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
-		return fmt.Errorf("admin.address: %q: port %q is not a number from 0 to 65535", c.Address, port)
+		return fmt.Errorf("admin.address: %s: port %s is not a number from 0 to 65535", quote.Short(c.Address), quote.Short(port))
 	}
 	if set == 0 && !IsLoopback(host) {
-		return fmt.Errorf("admin.token: required because admin.address %q is not loopback; set admin.token, admin.token_file or admin.token_env (or bind 127.0.0.1)", c.Address)
+		return fmt.Errorf("admin.token: required because admin.address %s is not loopback; set admin.token, admin.token_file or admin.token_env (or bind 127.0.0.1)", quote.Short(c.Address))
 	}
 	return nil
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/warren-tunnel/warren/internal/domain"
+	"github.com/warren-tunnel/warren/internal/quote"
 	"github.com/warren-tunnel/warren/internal/token"
 	"github.com/warren-tunnel/warren/proxyproto"
 	"github.com/warren-tunnel/warren/session"
@@ -125,7 +126,7 @@ func (c Config) Validate() error {
 		return fmt.Errorf("client.server: %w", err)
 	}
 	if c.Transport != transport.KindTCP && c.Transport != transport.KindKCP {
-		return fmt.Errorf("client.transport: %q: %w", c.Transport, transport.ErrUnknownKind)
+		return fmt.Errorf("client.transport: %s: %w", quote.Short(c.Transport), transport.ErrUnknownKind)
 	}
 	if c.Connections < 1 || c.Connections > session.MaxConnections {
 		return fmt.Errorf("client.connections: %d is out of range 1-%d", c.Connections, session.MaxConnections)
@@ -173,7 +174,7 @@ func (c Config) validateServices() error {
 	for i, s := range c.Services {
 		key := fmt.Sprintf("client.services[%d]", i)
 		if !namePattern.MatchString(s.Name) {
-			return fmt.Errorf("%s.name: %q: want 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit", key, s.Name)
+			return fmt.Errorf("%s.name: %s: want 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit", key, quote.Short(s.Name))
 		}
 		key = fmt.Sprintf("%s (%s)", key, s.Name)
 		if j, dup := names[s.Name]; dup {
@@ -197,12 +198,12 @@ func (c Config) validateServices() error {
 		}
 		switch {
 		case s.Entry != "" && s.Entry != EntryHTTP && s.Entry != EntryHTTPS:
-			return fmt.Errorf("%s.entry: %q: want \"http\" or \"https\"", key, s.Entry)
+			return fmt.Errorf("%s.entry: %s: want \"http\" or \"https\"", key, quote.Short(s.Entry))
 		case s.Entry != "" && len(s.Domains) == 0:
-			return fmt.Errorf("%s.entry: %q without domains: an entry point routes by domain", key, s.Entry)
+			return fmt.Errorf("%s.entry: %s without domains: an entry point routes by domain", key, quote.Short(s.Entry))
 		}
 		if _, err := proxyproto.ParseVersion(s.ProxyProtocol); err != nil {
-			return fmt.Errorf("%s.proxy_protocol: %q is not one of v1, v2 (or \"\" for none)", key, s.ProxyProtocol)
+			return fmt.Errorf("%s.proxy_protocol: %s is not one of v1, v2 (or \"\" for none)", key, quote.Short(s.ProxyProtocol))
 		}
 	}
 	return nil
@@ -211,10 +212,10 @@ func (c Config) validateServices() error {
 func checkHostPort(addr string) error {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil || host == "" {
-		return fmt.Errorf("%q: want host:port", addr)
+		return fmt.Errorf("%s: want host:port", quote.Short(addr))
 	}
 	if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
-		return fmt.Errorf("%q: port %q is out of range 1-65535", addr, port)
+		return fmt.Errorf("%s: port %s is out of range 1-65535", quote.Short(addr), quote.Short(port))
 	}
 	return nil
 }

@@ -12,12 +12,14 @@ import (
 	"log/slog"
 	"os"
 	"regexp"
+	"strconv"
 	"strings"
 
 	"github.com/BurntSushi/toml"
 
 	"github.com/warren-tunnel/warren/admin"
 	"github.com/warren-tunnel/warren/client"
+	"github.com/warren-tunnel/warren/internal/quote"
 	"github.com/warren-tunnel/warren/server"
 )
 
@@ -133,7 +135,7 @@ func Parse(path string, data []byte, lookupEnv func(string) (string, bool)) (*Fi
 	if undecoded := md.Undecoded(); len(undecoded) > 0 {
 		keys := make([]string, len(undecoded))
 		for i, k := range undecoded {
-			keys[i] = k.String()
+			keys[i] = quote.Bare(k.String())
 		}
 		return nil, fmt.Errorf("%s: unknown key %s", path, strings.Join(keys, ", "))
 	}
@@ -190,8 +192,9 @@ func decodeError(path string, err error) error {
 	var pe toml.ParseError
 	if errors.As(err, &pe) {
 		msg := foundText.ReplaceAllString(pe.Message, `found "…"`)
+		msg = quotedText.ReplaceAllStringFunc(msg, shortQuoted)
 		if pe.LastKey != "" {
-			return fmt.Errorf("%s:%d: %s: %s", path, pe.Position.Line, pe.LastKey, msg)
+			return fmt.Errorf("%s:%d: %s: %s", path, pe.Position.Line, quote.Bare(pe.LastKey), msg)
 		}
 		return fmt.Errorf("%s:%d: %s", path, pe.Position.Line, msg)
 	}
@@ -200,6 +203,22 @@ func decodeError(path string, err error) error {
 
 // foundText is what the TOML decoder quotes as found instead of a value.
 var foundText = regexp.MustCompile(`found "[^"\n]*"`)
+
+// quotedText is a value the TOML decoder quotes in its message (an
+// invalid duration, say), which may be of any length.
+var quotedText = regexp.MustCompile(`"(?:[^"\\\n]|\\.)*"`)
+
+// shortQuoted requotes a quoted value with quote.Short.
+func shortQuoted(q string) string {
+	if len(q) <= quote.Max {
+		return q
+	}
+	s, err := strconv.Unquote(q)
+	if err != nil {
+		s = q[1 : len(q)-1]
+	}
+	return quote.Short(s)
+}
 
 var levels = map[string]slog.Level{
 	"debug": slog.LevelDebug,
@@ -211,10 +230,10 @@ var levels = map[string]slog.Level{
 // Validate checks level and format.
 func (l Log) Validate() error {
 	if _, ok := levels[l.Level]; !ok {
-		return fmt.Errorf(`log.level: %q is not one of "debug", "info", "warn", "error"`, l.Level)
+		return fmt.Errorf(`log.level: %s is not one of "debug", "info", "warn", "error"`, quote.Short(l.Level))
 	}
 	if l.Format != "text" && l.Format != "json" {
-		return fmt.Errorf(`log.format: %q is not "text" or "json"`, l.Format)
+		return fmt.Errorf(`log.format: %s is not "text" or "json"`, quote.Short(l.Format))
 	}
 	return nil
 }

@@ -6,6 +6,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/warren-tunnel/warren/internal/quote"
 )
 
 // Environment expansion: ${NAME} in a string value is replaced by the
@@ -60,7 +62,7 @@ func expandString(s string, lookupEnv func(string) (string, bool)) (string, *exp
 				v, ok = lookupEnv(name)
 			}
 			if !ok {
-				return "", &expandError{name: name, msg: "${" + name + "} is not set"}
+				return "", &expandError{name: name, msg: quote.Bare("${"+name+"}") + " is not set"}
 			}
 			b.WriteString(v)
 			i += 2 + n + 1
@@ -168,7 +170,7 @@ func formatExpandErrors(path string, data []byte, errs []pathError) error {
 				where = fmt.Sprintf("%s:%d", path, line)
 			}
 		}
-		lines[i] = fmt.Sprintf("%s: %s: %s", where, e.key, e.msg)
+		lines[i] = fmt.Sprintf("%s: %s: %s", where, quote.Bare(e.key), e.msg)
 	}
 	return fmt.Errorf("%s", strings.Join(lines, "\n"))
 }

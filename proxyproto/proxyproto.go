@@ -23,6 +23,8 @@ import (
 	"fmt"
 	"net/netip"
 	"strconv"
+
+	"github.com/warren-tunnel/warren/internal/quote"
 )
 
 // Sentinel errors; match them with errors.Is. Each is wrapped with detail.
@@ -76,7 +78,7 @@ func ParseVersion(s string) (Version, error) {
 	case "v2":
 		return V2, nil
 	}
-	return 0, fmt.Errorf(`proxyproto: %w %q (want "v1", "v2", or "" for none)`, ErrVersion, s)
+	return 0, fmt.Errorf(`proxyproto: %w %s (want "v1", "v2", or "" for none)`, ErrVersion, quote.Short(s))
 }
 
 // String returns "v1", "v2", or "" for none: the names ParseVersion takes.

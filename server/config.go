@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/warren-tunnel/warren/internal/domain"
+	"github.com/warren-tunnel/warren/internal/quote"
 	"github.com/warren-tunnel/warren/internal/token"
 	"github.com/warren-tunnel/warren/session"
 	"github.com/warren-tunnel/warren/transport"
@@ -164,7 +165,7 @@ var namePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
 // Validate reports the first invalid setting, naming its key.
 func (c Config) Validate() error {
 	if _, err := netip.ParseAddr(c.PublicAddress); err != nil {
-		return fmt.Errorf("server.public_address: %q is not an IP address", c.PublicAddress)
+		return fmt.Errorf("server.public_address: %s is not an IP address", quote.Short(c.PublicAddress))
 	}
 	if len(c.Listen) == 0 {
 		return errors.New("server.listen: no tunnel endpoint; add a [[server.listen]] entry")
@@ -172,7 +173,7 @@ func (c Config) Validate() error {
 	seen := make(map[Listen]bool)
 	for i, l := range c.Listen {
 		if l.Transport != transport.KindTCP && l.Transport != transport.KindKCP {
-			return fmt.Errorf("server.listen[%d].transport: %q: %w", i, l.Transport, transport.ErrUnknownKind)
+			return fmt.Errorf("server.listen[%d].transport: %s: %w", i, quote.Short(l.Transport), transport.ErrUnknownKind)
 		}
 		if err := checkListenAddr(l.Address); err != nil {
 			return fmt.Errorf("server.listen[%d].address: %w", i, err)
@@ -246,7 +247,7 @@ func (c Config) validateEntries() error {
 		}
 	}
 	if a := c.HTTP.Address; a != "" && a == c.HTTPS.Address && !strings.HasSuffix(a, ":0") {
-		return fmt.Errorf("server.https.address: %q is also server.http.address; each entry point needs its own port", a)
+		return fmt.Errorf("server.https.address: %s is also server.http.address; each entry point needs its own port", quote.Short(a))
 	}
 	if c.Limits.SniffTimeout <= 0 {
 		return fmt.Errorf(`server.limits.sniff_timeout: %v must be positive (durations are strings such as "10s")`, c.Limits.SniffTimeout)
@@ -275,7 +276,7 @@ func (c Config) validateClients() error {
 	for i, cl := range c.Clients {
 		key := fmt.Sprintf("server.clients[%d]", i)
 		if !namePattern.MatchString(cl.Name) {
-			return fmt.Errorf("%s.name: %q: want 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit", key, cl.Name)
+			return fmt.Errorf("%s.name: %s: want 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit", key, quote.Short(cl.Name))
 		}
 		key = fmt.Sprintf("%s (%s)", key, cl.Name)
 		if j, dup := names[cl.Name]; dup {
@@ -315,15 +316,15 @@ func (c Config) validateClients() error {
 func checkListenAddr(addr string) error {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
-		return fmt.Errorf("%q: want host:port, e.g. \"0.0.0.0:7000\"", addr)
+		return fmt.Errorf("%s: want host:port, e.g. \"0.0.0.0:7000\"", quote.Short(addr))
 	}
 	if host != "" {
 		if _, err := netip.ParseAddr(host); err != nil {
-			return fmt.Errorf("%q: %q is not an IP address", addr, host)
+			return fmt.Errorf("%s: %s is not an IP address", quote.Short(addr), quote.Short(host))
 		}
 	}
 	if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
-		return fmt.Errorf("%q: port %q is out of range 0-65535", addr, port)
+		return fmt.Errorf("%s: port %s is out of range 0-65535", quote.Short(addr), quote.Short(port))
 	}
 	return nil
 }

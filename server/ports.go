@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+
+	"github.com/warren-tunnel/warren/internal/quote"
 )
 
 // PortRange is a span of TCP ports a client may claim; a single port has
@@ -22,10 +24,10 @@ func ParsePortRange(s string) (PortRange, error) {
 	l, err1 := parsePort(lo)
 	h, err2 := parsePort(hi)
 	if err1 != nil || err2 != nil {
-		return PortRange{}, fmt.Errorf("%q: want a port (1-65535) or a range such as \"2200-2299\"", s)
+		return PortRange{}, fmt.Errorf("%s: want a port (1-65535) or a range such as \"2200-2299\"", quote.Short(s))
 	}
 	if l > h {
-		return PortRange{}, fmt.Errorf("%q: range runs backwards", s)
+		return PortRange{}, fmt.Errorf("%s: range runs backwards", quote.Short(s))
 	}
 	return PortRange{l, h}, nil
 }
@@ -33,7 +35,7 @@ func ParsePortRange(s string) (PortRange, error) {
 func parsePort(s string) (int, error) {
 	p, err := strconv.Atoi(strings.TrimSpace(s))
 	if err != nil || p < 1 || p > 65535 {
-		return 0, fmt.Errorf("not a port: %q", s)
+		return 0, fmt.Errorf("not a port: %s", quote.Short(s))
 	}
 	return p, nil
 }

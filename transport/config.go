@@ -3,6 +3,8 @@ package transport
 import (
 	"crypto/tls"
 	"fmt"
+
+	"github.com/warren-tunnel/warren/internal/quote"
 )
 
 // Config is what New needs to build a transport.
@@ -110,7 +112,7 @@ func (c Config) Validate() error {
 // Validate reports the first invalid setting, naming its key.
 func (c KCPConfig) Validate() error {
 	if _, ok := kcpModes[c.Mode]; !ok {
-		return fmt.Errorf(`mode: %q is not one of "normal", "fast", "fast2", "fast3"`, c.Mode)
+		return fmt.Errorf(`mode: %s is not one of "normal", "fast", "fast2", "fast3"`, quote.Short(c.Mode))
 	}
 	if c.MTU < minMTU || c.MTU > maxMTU {
 		return fmt.Errorf("mtu: %d is out of range %d-%d", c.MTU, minMTU, maxMTU)

@@ -12,6 +12,8 @@ import (
 	"strings"
 
 	"golang.org/x/net/idna"
+
+	"github.com/warren-tunnel/warren/internal/quote"
 )
 
 // ErrInvalid is wrapped by every error of Normalize.
@@ -33,17 +35,22 @@ func Normalize(name string) (string, error) {
 		name = name[2:]
 	}
 	if name == "" {
-		return "", fmt.Errorf("%w: %q is empty", ErrInvalid, orig)
+		return "", fmt.Errorf("%w: %s is empty", ErrInvalid, quote.Short(orig))
 	}
 	if strings.Contains(name, "*") {
-		return "", fmt.Errorf("%w: %q: a wildcard may only be the whole first label, as in *.example.com", ErrInvalid, orig)
+		return "", fmt.Errorf("%w: %s: a wildcard may only be the whole first label, as in *.example.com", ErrInvalid, quote.Short(orig))
+	}
+	// A character takes at most 4 bytes and at least one in punycode: a
+	// longer name cannot fit, and the IDNA error would quote all of it.
+	if len(name) > 4*maxNameLen {
+		return "", fmt.Errorf("%w: %s is longer than %d characters", ErrInvalid, quote.Short(orig), maxNameLen)
 	}
 	ascii, err := profile.ToASCII(name)
 	if err != nil {
-		return "", fmt.Errorf("%w: %q: %v", ErrInvalid, orig, err)
+		return "", fmt.Errorf("%w: %s: %v", ErrInvalid, quote.Short(orig), err)
 	}
 	if len(ascii) > maxNameLen {
-		return "", fmt.Errorf("%w: %q is longer than %d characters", ErrInvalid, orig, maxNameLen)
+		return "", fmt.Errorf("%w: %s is longer than %d characters", ErrInvalid, quote.Short(orig), maxNameLen)
 	}
 	if wild {
 		return "*." + ascii, nil

@@ -7,8 +7,11 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"strings"
+
+	"github.com/warren-tunnel/warren/internal/quote"
 )
 
 // MinLen is the shortest token accepted. A token is an HMAC key; over a
@@ -41,23 +44,27 @@ func Resolve(inline, file, env string, lookup func(string) (string, bool)) (stri
 	case file != "":
 		b, err := os.ReadFile(file)
 		if err != nil {
+			var pe *fs.PathError
+			if errors.As(err, &pe) { // without the path, which may be huge
+				return "", fmt.Errorf("token_file: %s: %w", quote.Bare(file), pe.Err)
+			}
 			return "", fmt.Errorf("token_file: %w", err)
 		}
 		tok := strings.TrimSpace(string(b))
 		if tok == "" {
-			return "", fmt.Errorf("token_file: %s is empty", file)
+			return "", fmt.Errorf("token_file: %s is empty", quote.Bare(file))
 		}
 		return tok, nil
 	case env != "":
 		if lookup == nil {
-			return "", fmt.Errorf("token_env: %s: environment not available here", env)
+			return "", fmt.Errorf("token_env: %s: environment not available here", quote.Bare(env))
 		}
 		tok, ok := lookup(env)
 		if !ok {
-			return "", fmt.Errorf("token_env: environment variable %s is not set", env)
+			return "", fmt.Errorf("token_env: environment variable %s is not set", quote.Bare(env))
 		}
 		if tok = strings.TrimSpace(tok); tok == "" {
-			return "", fmt.Errorf("token_env: environment variable %s is empty", env)
+			return "", fmt.Errorf("token_env: environment variable %s is empty", quote.Bare(env))
 		}
 		return tok, nil
 	}

@@ -93,7 +93,7 @@ func TestConfigValidate(t *testing.T) {
 		}, wantErr: "client.tls.insecure_skip_verify contradicts"},
 		{name: "tls bad fingerprint", mod: func(c *Config) { c.TLS.Fingerprint = "sha256:abc" },
 			wantErr: "client.tls.fingerprint: "},
-		{name: "tls fingerprint without prefix", mod: func(c *Config) { c.TLS.Fingerprint = strings.Repeat("ab", 32) },
+		{name: "tls fingerprint of another hash", mod: func(c *Config) { c.TLS.Fingerprint = "sha1:" + strings.Repeat("ab", 32) },
 			wantErr: "client.tls.fingerprint: "},
 		{name: "tls disabled with fingerprint", mod: func(c *Config) { c.TLS.Disabled = true },
 			wantErr: "client.tls = false"},

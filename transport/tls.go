@@ -11,6 +11,8 @@ import (
 	"net"
 	"os"
 	"strings"
+
+	"github.com/warren-tunnel/warren/internal/quote"
 )
 
 // ALPN is the application protocol both sides announce in the TLS
@@ -159,17 +161,41 @@ func Fingerprint(der []byte) string {
 	return "sha256:" + hex.EncodeToString(sum[:])
 }
 
-// ParseFingerprint parses the form Fingerprint returns (hex of either case).
+// ParseFingerprint parses a certificate's SHA-256 fingerprint in the form
+// Fingerprint returns ("sha256:" and 64 hex digits), or as OpenSSL prints
+// it (openssl x509 -noout -fingerprint -sha256: "sha256
+// Fingerprint=5A:AE:...", 32 colon-separated pairs), with or without the
+// prefix; hex of either case.
 func ParseFingerprint(s string) ([32]byte, error) {
 	var sum [32]byte
-	h, ok := strings.CutPrefix(s, "sha256:")
-	if !ok || len(h) != 64 {
-		return sum, fmt.Errorf(`%q: want "sha256:" and 64 hex digits, as the server logs it`, s)
+	h := strings.TrimSpace(s)
+	for _, p := range []string{"sha256:", "sha256 fingerprint="} {
+		if len(h) >= len(p) && strings.EqualFold(h[:len(p)], p) {
+			h = h[len(p):]
+			break
+		}
+	}
+	if len(h) == 3*len(sum)-1 { // AB:CD:...: a colon after every pair
+		var b strings.Builder
+		for i := 0; i < len(h); i += 3 {
+			if i+2 < len(h) && h[i+2] != ':' {
+				return sum, badFingerprint(s)
+			}
+			b.WriteString(h[i : i+2])
+		}
+		h = b.String()
+	}
+	if len(h) != 2*len(sum) {
+		return sum, badFingerprint(s)
 	}
 	if _, err := hex.Decode(sum[:], []byte(h)); err != nil {
-		return sum, fmt.Errorf(`%q: want "sha256:" and 64 hex digits, as the server logs it`, s)
+		return sum, badFingerprint(s)
 	}
 	return sum, nil
+}
+
+func badFingerprint(s string) error {
+	return fmt.Errorf(`%s: want "sha256:" and 64 hex digits, as the server logs it (or the AB:CD:... form of openssl x509 -fingerprint -sha256)`, quote.Short(s))
 }
 
 // UnmarshalTOML accepts "tls = false" or a [tls] table with known keys.

@@ -11,7 +11,10 @@
 //
 // When Config.Token is set, every endpoint but /healthz needs
 // "Authorization: Bearer TOKEN"; it is required when the address is not
-// loopback. docs/metrics.md documents the endpoints and the JSON.
+// loopback. Requests a web page could send are refused (guard.go): a
+// tokenless listener answers only a loopback Host, a foreign Origin is
+// refused, and a POST must be JSON (or carry Authorization or X-Warren).
+// docs/metrics.md documents the endpoints and the JSON.
 package admin
 
 import (
@@ -236,7 +239,7 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("GET /api/v1/status", s.status)
 	mux.HandleFunc("POST /api/v1/clients/{name}/disconnect", s.disconnect)
 	mux.HandleFunc("POST /api/v1/reload", s.reload)
-	return s.authenticate(mux)
+	return s.guard(s.authenticate(mux))
 }
 
 // authenticate checks the bearer token, when one is set, on every path but

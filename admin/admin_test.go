@@ -153,6 +153,9 @@ func do(t *testing.T, c *http.Client, method, u, auth string) (int, string) {
 	if auth != "" {
 		req.Header.Set("Authorization", auth)
 	}
+	if method == http.MethodPost { // as warren's tools and curl -H send it (guard.go)
+		req.Header.Set("Content-Type", "application/json")
+	}
 	resp, err := c.Do(req)
 	if err != nil {
 		t.Fatalf("%s %s: %v", method, u, err)
@@ -489,7 +492,7 @@ func TestShutdownWaitsForRequests(t *testing.T) {
 	}
 	answered := make(chan answer, 1)
 	go func() {
-		resp, err := c.Post(url(s, "/api/v1/reload"), "", nil)
+		resp, err := c.Post(url(s, "/api/v1/reload"), "application/json", nil)
 		if err != nil {
 			answered <- answer{err: err}
 			return

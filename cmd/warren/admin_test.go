@@ -222,7 +222,7 @@ func TestAdminWired(t *testing.T) {
 	}
 
 	// Disconnect: the client reconnects.
-	resp, err := http.Post("http://"+srvAdmin+"/api/v1/clients/office/disconnect", "", nil)
+	resp, err := http.Post("http://"+srvAdmin+"/api/v1/clients/office/disconnect", "application/json", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -231,7 +231,7 @@ func TestAdminWired(t *testing.T) {
 		t.Errorf("disconnect: %d, want 200", resp.StatusCode)
 	}
 	waitUntil(t, "the client's second session", func() bool { return cl.Status().Connected && cl.Status().Sessions >= 2 })
-	resp, err = http.Post("http://"+srvAdmin+"/api/v1/clients/nobody/disconnect", "", nil)
+	resp, err = http.Post("http://"+srvAdmin+"/api/v1/clients/nobody/disconnect", "application/json", nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-# warren: a static binary on a distroless base, running as non-root.
+# warren: a static binary on an empty base, running as non-root.
 #
 #   docker build -t warren .
 #   docker run -v ./warren.toml:/etc/warren/warren.toml:ro \
@@ -24,16 +24,29 @@ WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
-ARG VERSION=dev
-# Static (no cgo), no local paths, no symbol table or DWARF.
-RUN CGO_ENABLED=0 go build -trimpath \
-      -ldflags "-s -w -X github.com/warren-tunnel/warren/internal/version.Version=${VERSION}" \
+# The build has no .git (.dockerignore), so "warren version" learns the
+# commit from these (Makefile: make docker):
+#   docker build --build-arg COMMIT=$(git rev-parse HEAD) \
+#                --build-arg DATE=$(git log -1 --format=%cI) -t warren .
+ARG VERSION=
+ARG COMMIT=
+ARG DATE=
+# Static (no cgo), no local paths, no symbol table or DWARF. The image's
+# only user, "nonroot" (65532), and its group.
+RUN pkg=github.com/warren-tunnel/warren/internal/version \
+ && CGO_ENABLED=0 go build -trimpath \
+      -ldflags "-s -w ${VERSION:+-X $pkg.Version=$VERSION} ${COMMIT:+-X $pkg.Commit=$COMMIT} ${DATE:+-X $pkg.Date=$DATE}" \
       -o /out/warren ./cmd/warren \
- && mkdir -p /out/state
+ && mkdir -p /out/state \
+ && echo 'nonroot:x:65532:65532:nonroot:/nonexistent:/sbin/nologin' >/out/passwd \
+ && echo 'nonroot:x:65532:' >/out/group
 
-# distroless/static: CA certificates, /etc/passwd with "nonroot" (65532),
-# no shell, no package manager.
-FROM gcr.io/distroless/static-debian12:nonroot
+# Nothing but the binary, CA certificates (for [client.tls] without a pin
+# or CA file) and the user: no shell, no package manager.
+FROM scratch
+COPY --from=build /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
+COPY --from=build /out/passwd /etc/passwd
+COPY --from=build /out/group /etc/group
 COPY --from=build /out/warren /usr/local/bin/warren
 # The state directory exists, owned by the user, so a fresh named volume
 # mounted there is writable too (Docker copies ownership into it).

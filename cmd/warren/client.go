@@ -28,7 +28,7 @@ Flags:
 `
 
 func runClient(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("client", clientUsage, stderr)
+	fs := newFlags("client", clientUsage, stdout, stderr)
 	var (
 		path       string
 		services   stringList
@@ -54,7 +54,7 @@ func runClient(args []string, stdout, stderr io.Writer) error {
 	var fileLog config.Log // as the file says, before flags override it
 	logCfg := config.Log{Level: *logLevel, Format: *logFormat}
 	if path != "" {
-		if quick := setFlags(fs, "c", "config", "log-level", "log-format"); len(quick) > 0 {
+		if quick := setFlags(fs.FlagSet, "c", "config", "log-level", "log-format"); len(quick) > 0 {
 			return usagef("-c %s and --%s: use either a config file or the quick-mode flags", path, quick[0])
 		}
 		f, err := config.Load(path, os.LookupEnv)
@@ -64,7 +64,7 @@ func runClient(args []string, stdout, stderr io.Writer) error {
 		if f.Client == nil {
 			return usagef("%s: no [client] table", path)
 		}
-		cfg, logCfg = f.Client.Config, overrideLog(fs, f.Client.Log, *logLevel, *logFormat)
+		cfg, logCfg = f.Client.Config, overrideLog(fs.FlagSet, f.Client.Log, *logLevel, *logFormat)
 		adminCfg = f.Client.Admin
 		fileLog = f.Client.Log
 	} else {

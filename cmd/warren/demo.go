@@ -30,7 +30,7 @@ Flags:
 `
 
 func runDemo(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("demo", demoUsage, stderr)
+	fs := newFlags("demo", demoUsage, stdout, stderr)
 	kind := fs.String("transport", transport.KindKCP, "kcp or tcp")
 	port := fs.Int("port", 8080, "public port to try first (any free port if it is taken)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")

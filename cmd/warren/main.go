@@ -11,9 +11,9 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"runtime"
 	"syscall"
 
+	"github.com/warren-tunnel/warren/internal/quote"
 	"github.com/warren-tunnel/warren/internal/token"
 	"github.com/warren-tunnel/warren/internal/version"
 )
@@ -46,7 +46,7 @@ Usage:
   warren status --admin HOST:PORT  show a running daemon's sessions and services
   warren health --admin HOST:PORT  exit 0 if a running daemon is ready
   warren token                     print a new random token
-  warren version                   print the version
+  warren version                   print the version, commit and commit date (also --version)
 
 Run "warren COMMAND --help" for a command's flags.
 `
@@ -71,11 +71,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	cmd, ok := cmds[args[0]]
 	switch {
-	case args[0] == "-h" || args[0] == "--help" || args[0] == "help":
+	case args[0] == "-h" || args[0] == "--help" || args[0] == "-help" || args[0] == "help":
 		fmt.Fprint(stdout, mainUsage)
 		return exitOK
+	case args[0] == "--version" || args[0] == "-version":
+		cmd, args = runVersion, append([]string{"version"}, args[1:]...)
 	case !ok:
-		fmt.Fprintf(stderr, "warren: unknown command %q\n\n%s", args[0], mainUsage)
+		fmt.Fprintf(stderr, "warren: unknown command %s\n\n%s", quote.Short(args[0]), mainUsage)
 		return exitUsage
 	}
 	err := cmd(args[1:], stdout, stderr)
@@ -92,27 +94,43 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 }
 
+// flags is a command's flag set. "--help" prints the usage to stdout and
+// exits 0; a bad flag prints the error and the usage to stderr and exits 2.
+type flags struct {
+	*flag.FlagSet
+	usage  string
+	stdout io.Writer
+}
+
 // newFlags returns a flag set that reports errors instead of exiting.
-func newFlags(name, usage string, stderr io.Writer) *flag.FlagSet {
+func newFlags(name, usage string, stdout, stderr io.Writer) *flags {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(stderr, usage)
-		fs.PrintDefaults()
-	}
-	return fs
+	return &flags{FlagSet: fs, usage: usage, stdout: stdout}
+}
+
+// printUsage writes the usage text and the flags' defaults to w.
+func (f *flags) printUsage(w io.Writer) {
+	fmt.Fprint(w, f.usage)
+	out := f.Output()
+	f.SetOutput(w)
+	f.PrintDefaults()
+	f.SetOutput(out)
 }
 
 // parseFlags parses args, turning flag errors into usage errors.
-func parseFlags(fs *flag.FlagSet, args []string) error {
+func parseFlags(fs *flags, args []string) error {
+	fs.Usage = func() {} // printed below, where help and errors differ
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
+			fs.printUsage(fs.stdout)
 			return err
 		}
+		fs.printUsage(fs.Output())
 		return usageError{err}
 	}
 	if fs.NArg() > 0 {
-		return usagef("unexpected argument %q", fs.Arg(0))
+		return usagef("unexpected argument %s", quote.Short(fs.Arg(0)))
 	}
 	return nil
 }
@@ -146,7 +164,7 @@ func signalContext(stderr io.Writer) (context.Context, func()) {
 }
 
 func runToken(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("token", "Usage: warren token\n\nPrints a new random token (32 bytes, base64url) for [[server.clients]] and [client].\n", stderr)
+	fs := newFlags("token", "Usage: warren token\n\nPrints a new random token (32 bytes, base64url) for [[server.clients]] and [client].\n", stdout, stderr)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -155,10 +173,10 @@ func runToken(args []string, stdout, stderr io.Writer) error {
 }
 
 func runVersion(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("version", "Usage: warren version\n", stderr)
+	fs := newFlags("version", "Usage: warren version (or warren --version)\n\nPrints the release, the commit the binary was built from and its date.\n", stdout, stderr)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "warren %s (%s, %s/%s)\n", version.Version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+	fmt.Fprintln(stdout, version.Get())
 	return nil
 }

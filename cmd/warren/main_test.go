@@ -26,12 +26,14 @@ func TestRun(t *testing.T) {
 		{name: "--help", args: []string{"--help"}, wantCode: exitOK, wantStdout: "Usage:"},
 		{name: "unknown command", args: []string{"frobnicate"}, wantCode: exitUsage, wantStderr: `unknown command "frobnicate"`},
 		{name: "version", args: []string{"version"}, wantCode: exitOK, wantStdout: "warren "},
-		{name: "version help", args: []string{"version", "--help"}, wantCode: exitOK, wantStderr: "Usage: warren version"},
+		{name: "version help", args: []string{"version", "--help"}, wantCode: exitOK, wantStdout: "Usage: warren version"},
+		{name: "--version", args: []string{"--version"}, wantCode: exitOK, wantStdout: "warren "},
+		{name: "--version extra arg", args: []string{"--version", "x"}, wantCode: exitUsage, wantStderr: `unexpected argument "x"`},
 		{name: "version extra arg", args: []string{"version", "x"}, wantCode: exitUsage, wantStderr: `unexpected argument "x"`},
 		{name: "token extra arg", args: []string{"token", "x"}, wantCode: exitUsage, wantStderr: `warren token: unexpected argument "x"`},
 		{name: "token bad flag", args: []string{"token", "--length=5"}, wantCode: exitUsage},
 		{name: "server bogus flag", args: []string{"server", "--bogus"}, wantCode: exitUsage, wantStderr: "bogus"},
-		{name: "server help", args: []string{"server", "--help"}, wantCode: exitOK, wantStderr: "warren server -c FILE"},
+		{name: "server help", args: []string{"server", "--help"}, wantCode: exitOK, wantStdout: "warren server -c FILE"},
 		{name: "server no token", args: []string{"server", "--ports", "2222"}, wantCode: exitUsage, wantStderr: "--token"},
 		{name: "server nothing to claim", args: []string{"server", "--token", "tok-0123456789abcdef"}, wantCode: exitUsage, wantStderr: "--ports or --domains"},
 		{name: "server bad listen", args: []string{"server", "--listen", "udp://:7000"}, wantCode: exitUsage, wantStderr: "--listen"},
@@ -59,6 +61,30 @@ func TestRun(t *testing.T) {
 				t.Errorf("run(%q) failed but wrote to stdout: %q", tt.args, &stdout)
 			}
 		})
+	}
+}
+
+// TestHelpOnStdout: "--help" and "-h" print a command's usage and flags
+// to stdout and exit 0; a bad flag prints the error and the usage to
+// stderr and exits 2.
+func TestHelpOnStdout(t *testing.T) {
+	for _, cmd := range []string{"server", "client", "demo", "status", "health", "token", "version"} {
+		for _, h := range []string{"--help", "-h", "-help"} {
+			var stdout, stderr bytes.Buffer
+			if code := run([]string{cmd, h}, &stdout, &stderr); code != exitOK {
+				t.Errorf("warren %s %s: exit %d, want 0; stderr %q", cmd, h, code, &stderr)
+			}
+			if !strings.Contains(stdout.String(), "Usage") || stderr.Len() != 0 {
+				t.Errorf("warren %s %s: stdout %q, stderr %q: want the usage on stdout only", cmd, h, &stdout, &stderr)
+			}
+		}
+		var stdout, stderr bytes.Buffer
+		if code := run([]string{cmd, "--no-such-flag"}, &stdout, &stderr); code != exitUsage {
+			t.Errorf("warren %s --no-such-flag: exit %d, want %d", cmd, code, exitUsage)
+		}
+		if stdout.Len() != 0 || !strings.Contains(stderr.String(), "no-such-flag") || !strings.Contains(stderr.String(), "Usage") {
+			t.Errorf("warren %s --no-such-flag: stdout %q, stderr %q: want the error and usage on stderr only", cmd, &stdout, &stderr)
+		}
 	}
 }
 

@@ -28,7 +28,7 @@ Flags:
 `
 
 func runServer(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("server", serverUsage, stderr)
+	fs := newFlags("server", serverUsage, stdout, stderr)
 	var (
 		path      string
 		listens   stringList
@@ -53,7 +53,7 @@ func runServer(args []string, stdout, stderr io.Writer) error {
 	var fileLog config.Log // as the file says, before flags override it
 	logCfg := config.Log{Level: *logLevel, Format: *logFormat}
 	if path != "" {
-		if quick := setFlags(fs, "c", "config", "log-level", "log-format"); len(quick) > 0 {
+		if quick := setFlags(fs.FlagSet, "c", "config", "log-level", "log-format"); len(quick) > 0 {
 			return usagef("-c %s and --%s: use either a config file or the quick-mode flags", path, quick[0])
 		}
 		f, err := config.Load(path, os.LookupEnv)
@@ -63,7 +63,7 @@ func runServer(args []string, stdout, stderr io.Writer) error {
 		if f.Server == nil {
 			return usagef("%s: no [server] table", path)
 		}
-		cfg, logCfg = f.Server.Config, overrideLog(fs, f.Server.Log, *logLevel, *logFormat)
+		cfg, logCfg = f.Server.Config, overrideLog(fs.FlagSet, f.Server.Log, *logLevel, *logFormat)
 		adminCfg = f.Server.Admin
 		fileLog = f.Server.Log
 	} else {

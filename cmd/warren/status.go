@@ -239,8 +239,8 @@ func (t adminTarget) get(ctx context.Context, path string) ([]byte, error) {
 }
 
 func runStatus(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("status", statusUsage, stderr)
-	af := addAdminFlags(fs, 5*time.Second, true)
+	fs := newFlags("status", statusUsage, stdout, stderr)
+	af := addAdminFlags(fs.FlagSet, 5*time.Second, true)
 	asJSON := fs.Bool("json", false, "print the status as JSON")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -261,8 +261,8 @@ func runStatus(args []string, stdout, stderr io.Writer) error {
 }
 
 func runHealth(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("health", healthUsage, stderr)
-	af := addAdminFlags(fs, 2*time.Second, false)
+	fs := newFlags("health", healthUsage, stdout, stderr)
+	af := addAdminFlags(fs.FlagSet, 2*time.Second, false)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}

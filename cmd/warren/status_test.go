@@ -248,7 +248,7 @@ address = %q
 		{name: "role without file", args: []string{"--admin", openAddr, "--role", "server"}, wantCode: exitUsage, wantStderr: "--role goes with -c"},
 		{name: "bad address", args: []string{"--admin", "localhost"}, wantCode: exitUsage, wantStderr: "host:port"},
 		{name: "extra argument", args: []string{"--admin", openAddr, "x"}, wantCode: exitUsage, wantStderr: `unexpected argument "x"`},
-		{name: "help", args: []string{"--help"}, wantCode: exitOK, wantStderr: "warren status --admin HOST:PORT"},
+		{name: "help", args: []string{"--help"}, wantCode: exitOK, wantStdout: []string{"warren status --admin HOST:PORT"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

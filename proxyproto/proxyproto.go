@@ -1,5 +1,5 @@
 // Package proxyproto writes and reads PROXY protocol headers, as specified
-// by HAProxy (https://www.haproxy.org/download/2.9/doc/proxy-protocol.txt):
+// by HAProxy in its proxy-protocol.txt (as of HAProxy 2.9):
 // version 1, a line of text, and version 2, a binary block.
 //
 // The warren client relays each public connection to a local backend over

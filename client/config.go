@@ -6,6 +6,7 @@ import (
 	"net"
 	"regexp"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/warren-tunnel/warren/internal/domain"
@@ -122,6 +123,10 @@ var namePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
 
 // Validate reports the first invalid setting, naming its key.
 func (c Config) Validate() error {
+	if kind, addr, ok := strings.Cut(c.Server, "://"); ok { // as --server takes it
+		return fmt.Errorf("client.server: %s: the config file takes host:port here and the transport apart: server = %s and transport = %s",
+			quote.Short(c.Server), quote.Short(addr), quote.Short(kind))
+	}
 	if err := checkHostPort(c.Server); err != nil {
 		return fmt.Errorf("client.server: %w", err)
 	}

@@ -13,23 +13,32 @@ import (
 	"os"
 	"regexp"
 	"strconv"
-	"strings"
 
 	"github.com/BurntSushi/toml"
 
 	"github.com/warren-tunnel/warren/admin"
 	"github.com/warren-tunnel/warren/client"
 	"github.com/warren-tunnel/warren/internal/quote"
+	"github.com/warren-tunnel/warren/internal/token"
 	"github.com/warren-tunnel/warren/server"
 )
 
 // File is a parsed config file. Server or Client is nil when the file has
-// no such table.
+// no such table, or it was not asked for (LoadTable).
 type File struct {
 	Path   string
 	Server *Server
 	Client *Client
+	// Warnings are what the daemon should log once it has a logger: a
+	// token_file that others may read, say. They name the file and key.
+	Warnings []string
 }
+
+// Tables of a config file.
+const (
+	TableServer = "server"
+	TableClient = "client"
+)
 
 // Server is the [server] table with its [server.log] and [server.admin]
 // sub-tables.
@@ -64,19 +73,35 @@ var (
 	ErrNoSection = errors.New("section missing")
 )
 
-// Load reads and checks the file at path. lookupEnv (os.LookupEnv in the
-// daemon) resolves token_env and ${NAME} references in string values (see
-// expand.go and docs/deploy.md). Only the tables present are validated.
+// Load reads and checks the file at path, every table it has. lookupEnv
+// (os.LookupEnv in the daemon) resolves token_env and ${NAME} references in
+// string values (see expand.go and docs/deploy.md).
 func Load(path string, lookupEnv func(string) (string, bool)) (*File, error) {
+	return LoadTable(path, "", lookupEnv)
+}
+
+// LoadTable is Load for the one table a daemon runs, "server" or "client"
+// ("" for every table): the other table is not decoded, expanded,
+// resolved or validated, so a file holding both tables runs either side
+// with only that side's secrets at hand.
+func LoadTable(path, table string, lookupEnv func(string) (string, bool)) (*File, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
-	return Parse(path, data, lookupEnv)
+	return ParseTable(path, data, table, lookupEnv)
 }
 
 // Parse is Load for data already read; path names it in errors.
 func Parse(path string, data []byte, lookupEnv func(string) (string, bool)) (*File, error) {
+	return ParseTable(path, data, "", lookupEnv)
+}
+
+// ParseTable is LoadTable for data already read.
+func ParseTable(path string, data []byte, table string, lookupEnv func(string) (string, bool)) (*File, error) {
+	if table != "" && table != TableServer && table != TableClient {
+		return nil, fmt.Errorf("config: table %s: want %q or %q", quote.Short(table), TableServer, TableClient)
+	}
 	raw := struct {
 		Server Server `toml:"server"`
 		Client Client `toml:"client"`
@@ -105,12 +130,14 @@ func Parse(path string, data []byte, lookupEnv func(string) (string, bool)) (*Fi
 	if err != nil {
 		return nil, decodeError(path, err)
 	}
+	// run reports whether the table name is defined and asked for.
+	run := func(name string) bool { return md.IsDefined(name) && (table == "" || table == name) }
 	var expandErrs []pathError
 	for _, t := range []struct {
 		name string
 		prim toml.Primitive
-	}{{"server", tables.Server}, {"client", tables.Client}} {
-		if !md.IsDefined(t.name) {
+	}{{TableServer, tables.Server}, {TableClient, tables.Client}} {
+		if !run(t.name) {
 			continue
 		}
 		var tree any
@@ -122,28 +149,28 @@ func Parse(path string, data []byte, lookupEnv func(string) (string, bool)) (*Fi
 	if len(expandErrs) > 0 {
 		return nil, formatExpandErrors(path, data, expandErrs)
 	}
-	if md.IsDefined("server") {
+	if run(TableServer) {
 		if err := md.PrimitiveDecode(tables.Server, &raw.Server); err != nil {
 			return nil, decodeError(path, err)
 		}
 	}
-	if md.IsDefined("client") {
+	if run(TableClient) {
 		if err := md.PrimitiveDecode(tables.Client, &raw.Client); err != nil {
 			return nil, decodeError(path, err)
 		}
 	}
-	if undecoded := md.Undecoded(); len(undecoded) > 0 {
-		keys := make([]string, len(undecoded))
-		for i, k := range undecoded {
-			keys[i] = quote.Bare(k.String())
-		}
-		return nil, fmt.Errorf("%s: unknown key %s", path, strings.Join(keys, ", "))
+	if err := unknownKeys(path, md.Undecoded(), table); err != nil {
+		return nil, err
 	}
 	f := &File{Path: path}
-	if md.IsDefined("server") {
+	if run(TableServer) {
 		if !md.IsDefined("server", "listen") {
 			raw.Server.Listen = defaultListen
 		}
+		for i, c := range raw.Server.Clients {
+			f.warnTokenFile(fmt.Sprintf("server.clients[%d] (%s).token_file", i, quote.Bare(c.Name)), c.TokenFile)
+		}
+		f.warnTokenFile("server.admin.token_file", raw.Server.Admin.TokenFile)
 		if err := raw.Server.ResolveTokens(lookupEnv); err != nil {
 			return nil, fmt.Errorf("%s: %w", path, err)
 		}
@@ -161,7 +188,9 @@ func Parse(path string, data []byte, lookupEnv func(string) (string, bool)) (*Fi
 		}
 		f.Server = &raw.Server
 	}
-	if md.IsDefined("client") {
+	if run(TableClient) {
+		f.warnTokenFile("client.token_file", raw.Client.TokenFile)
+		f.warnTokenFile("client.admin.token_file", raw.Client.Admin.TokenFile)
 		if err := raw.Client.ResolveToken(lookupEnv); err != nil {
 			return nil, fmt.Errorf("%s: %w", path, err)
 		}
@@ -179,10 +208,22 @@ func Parse(path string, data []byte, lookupEnv func(string) (string, bool)) (*Fi
 		}
 		f.Client = &raw.Client
 	}
-	if f.Server == nil && f.Client == nil {
+	if !md.IsDefined(TableServer) && !md.IsDefined(TableClient) {
 		return nil, fmt.Errorf("%s: neither a [server] nor a [client] table: %w", path, ErrNoSection)
 	}
 	return f, nil
+}
+
+// warnTokenFile adds a warning when the token file at path (of key) may be
+// read by others than its owner, as ssh does for keys.
+func (f *File) warnTokenFile(key, path string) {
+	if path == "" {
+		return
+	}
+	if mode, loose := token.LooseMode(path); loose {
+		f.Warnings = append(f.Warnings, fmt.Sprintf("%s: %s: %s is readable by its group or others (mode %04o); chmod 600 it (or 400)",
+			f.Path, key, quote.Bare(path), mode))
+	}
 }
 
 // decodeError names the file, and the line and key when the decoder knows

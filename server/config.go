@@ -175,6 +175,10 @@ func (c Config) Validate() error {
 		if l.Transport != transport.KindTCP && l.Transport != transport.KindKCP {
 			return fmt.Errorf("server.listen[%d].transport: %s: %w", i, quote.Short(l.Transport), transport.ErrUnknownKind)
 		}
+		if kind, addr, ok := strings.Cut(l.Address, "://"); ok { // as --listen takes it
+			return fmt.Errorf("server.listen[%d].address: %s: the config file takes host:port here and the transport apart: address = %s and transport = %s",
+				i, quote.Short(l.Address), quote.Short(addr), quote.Short(kind))
+		}
 		if err := checkListenAddr(l.Address); err != nil {
 			return fmt.Errorf("server.listen[%d].address: %w", i, err)
 		}

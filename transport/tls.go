@@ -8,11 +8,14 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/warren-tunnel/warren/internal/quote"
+	"github.com/warren-tunnel/warren/internal/suggest"
 )
 
 // ALPN is the application protocol both sides announce in the TLS
@@ -230,7 +233,11 @@ func unmarshalTLS(v any, disabled *bool, fields map[string]any) error {
 		for key, val := range v {
 			dst, ok := fields[key]
 			if !ok {
-				return fmt.Errorf("unknown key %q", key)
+				names := slices.Sorted(maps.Keys(fields))
+				if s := suggest.Nearest(key, names); s != "" {
+					return fmt.Errorf("unknown key %s (did you mean %s?)", quote.Short(key), s)
+				}
+				return fmt.Errorf("unknown key %s (known: %s)", quote.Short(key), strings.Join(names, ", "))
 			}
 			switch dst := dst.(type) {
 			case *string:

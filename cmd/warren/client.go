@@ -52,12 +52,13 @@ func runClient(args []string, stdout, stderr io.Writer) error {
 	var cfg client.Config
 	var adminCfg admin.Config
 	var fileLog config.Log // as the file says, before flags override it
+	var file *config.File
 	logCfg := config.Log{Level: *logLevel, Format: *logFormat}
 	if path != "" {
 		if quick := setFlags(fs.FlagSet, "c", "config", "log-level", "log-format"); len(quick) > 0 {
 			return usagef("-c %s and --%s: use either a config file or the quick-mode flags", path, quick[0])
 		}
-		f, err := config.Load(path, os.LookupEnv)
+		f, err := config.LoadTable(path, config.TableClient, os.LookupEnv)
 		if err != nil {
 			return usageError{err}
 		}
@@ -67,6 +68,7 @@ func runClient(args []string, stdout, stderr io.Writer) error {
 		cfg, logCfg = f.Client.Config, overrideLog(fs.FlagSet, f.Client.Log, *logLevel, *logFormat)
 		adminCfg = f.Client.Admin
 		fileLog = f.Client.Log
+		file = f
 	} else {
 		cfg = client.DefaultConfig()
 		kind, addr, err := parseEndpoint(*serverURL)
@@ -92,6 +94,9 @@ func runClient(args []string, stdout, stderr io.Writer) error {
 		return usageError{err}
 	}
 	log := logCfg.Logger(stderr)
+	if file != nil {
+		logWarnings(log, file)
+	}
 	c, err := client.New(cfg, log)
 	if err != nil {
 		return usageError{err}
@@ -100,7 +105,7 @@ func runClient(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	defer watchReload(c, log, path, func(f *config.File) error {
+	defer watchReload(c, log, path, config.TableClient, func(f *config.File) error {
 		if f.Client == nil {
 			return errors.New("no [client] table")
 		}

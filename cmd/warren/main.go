@@ -43,6 +43,7 @@ Usage:
   warren client -c FILE            run the private side
   warren client --server kcp://host:7000 --token T --fingerprint sha256:... --service ssh=2222:127.0.0.1:22
   warren demo                      server, client and a web page on loopback
+  warren check -c FILE             check a config file without starting anything
   warren status --admin HOST:PORT  show a running daemon's sessions and services
   warren health --admin HOST:PORT  exit 0 if a running daemon is ready
   warren token                     print a new random token
@@ -64,6 +65,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		"server":  runServer,
 		"client":  runClient,
 		"demo":    runDemo,
+		"check":   runCheck,
 		"status":  runStatus,
 		"health":  runHealth,
 		"token":   runToken,

@@ -17,19 +17,20 @@ type reloader interface {
 	SetReloader(func() error)
 }
 
-// watchReload makes SIGHUP, and the admin API's reload, read the config
-// file at path again and apply it. A failed reload is logged with its
+// watchReload makes SIGHUP, and the admin API's reload, read the table of
+// the config file at path again and apply it. A failed reload is logged with its
 // reason and the running configuration stays. Without a config file (path
 // "") SIGHUP is ignored with a warning rather than ending the daemon. It
 // returns a function that stops watching.
-func watchReload(d reloader, log *slog.Logger, path string, apply func(*config.File) error) (stop func()) {
+func watchReload(d reloader, log *slog.Logger, path, table string, apply func(*config.File) error) (stop func()) {
 	var load func() error
 	if path != "" {
 		load = func() error {
-			f, err := config.Load(path, os.LookupEnv)
+			f, err := config.LoadTable(path, table, os.LookupEnv)
 			if err != nil {
 				return err
 			}
+			logWarnings(log, f)
 			if err := apply(f); err != nil {
 				return fmt.Errorf("%s: %w", path, err)
 			}
@@ -70,6 +71,13 @@ func watchReload(d reloader, log *slog.Logger, path string, apply func(*config.F
 		signal.Stop(ch)
 		cancel()
 		<-done
+	}
+}
+
+// logWarnings logs what the config loader found worth a warning.
+func logWarnings(log *slog.Logger, f *config.File) {
+	for _, w := range f.Warnings {
+		log.Warn(w)
 	}
 }
 

@@ -51,12 +51,13 @@ func runServer(args []string, stdout, stderr io.Writer) error {
 	var cfg server.Config
 	var adminCfg admin.Config
 	var fileLog config.Log // as the file says, before flags override it
+	var file *config.File
 	logCfg := config.Log{Level: *logLevel, Format: *logFormat}
 	if path != "" {
 		if quick := setFlags(fs.FlagSet, "c", "config", "log-level", "log-format"); len(quick) > 0 {
 			return usagef("-c %s and --%s: use either a config file or the quick-mode flags", path, quick[0])
 		}
-		f, err := config.Load(path, os.LookupEnv)
+		f, err := config.LoadTable(path, config.TableServer, os.LookupEnv)
 		if err != nil {
 			return usageError{err}
 		}
@@ -66,6 +67,7 @@ func runServer(args []string, stdout, stderr io.Writer) error {
 		cfg, logCfg = f.Server.Config, overrideLog(fs.FlagSet, f.Server.Log, *logLevel, *logFormat)
 		adminCfg = f.Server.Admin
 		fileLog = f.Server.Log
+		file = f
 	} else {
 		var err error
 		if cfg, err = quickServer(listens, *tok, *ports, *domains, *public, *stateDir, *noTLS); err != nil {
@@ -76,6 +78,9 @@ func runServer(args []string, stdout, stderr io.Writer) error {
 		return usageError{err}
 	}
 	log := logCfg.Logger(stderr)
+	if file != nil {
+		logWarnings(log, file)
+	}
 	srv, err := server.New(cfg, log)
 	if err != nil {
 		return usageError{err}
@@ -84,7 +89,7 @@ func runServer(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	defer watchReload(srv, log, path, func(f *config.File) error {
+	defer watchReload(srv, log, path, config.TableServer, func(f *config.File) error {
 		if f.Server == nil {
 			return errors.New("no [server] table")
 		}

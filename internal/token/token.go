@@ -71,6 +71,17 @@ func Resolve(inline, file, env string, lookup func(string) (string, bool)) (stri
 	return inline, nil
 }
 
+// LooseMode reports whether the file at path may be read by its group or
+// others, and its permission bits. A file that cannot be read is not
+// reported here: Resolve says why.
+func LooseMode(path string) (fs.FileMode, bool) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return 0, false
+	}
+	return fi.Mode().Perm(), fi.Mode().Perm()&0o044 != 0
+}
+
 // Check rejects a token too short to be safe.
 func Check(tok string) error {
 	if len(tok) < MinLen {

@@ -52,6 +52,9 @@ COPY --from=build /out/warren /usr/local/bin/warren
 # mounted there is writable too (Docker copies ownership into it).
 COPY --from=build --chown=65532:65532 /out/state /var/lib/warren
 USER 65532:65532
+# The server's default state directory (the rule: README, Install), as
+# systemd's StateDirectory= sets it.
+ENV STATE_DIRECTORY=/var/lib/warren
 VOLUME ["/var/lib/warren"]
 # The tunnel: KCP on UDP and TLS on TCP. Public service ports depend on the
 # config: publish them with -p as well.

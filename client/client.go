@@ -185,6 +185,7 @@ func (c *Client) keep(ctx context.Context, i int) error {
 	b := backoff{min: minBackoff, max: maxBackoff}
 	for {
 		upFor, sticky, err := c.connect(ctx, i)
+		err = tlsHint(err, c.cfg.TLS)
 		if ctx.Err() != nil {
 			return nil
 		}

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/warren-tunnel/warren/client"
 )
 
 // repoRoot is the repository's top directory (tests run in e2e/).
@@ -58,4 +60,25 @@ func TestStaticBuildVersion(t *testing.T) {
 			t.Errorf("warren %s printed %q, want it to name %q", args[0], line, want)
 		}
 	}
+}
+
+// TestSelfSignedWithoutPinHints: a client that does not pin the server's
+// self-signed certificate gives up with the verification error and says
+// how to pin it.
+func TestSelfSignedWithoutPinHints(t *testing.T) {
+	forEachTransport(t, func(t *testing.T, kind string) {
+		srv := startServer(t, serverConfig(t, kind))
+		cfg := clientConfig(srv, tokenOffice, client.Service{Name: "a", Target: "127.0.0.1:1", RemotePort: 0})
+		cfg.TLS.Fingerprint = ""
+		c := startClient(t, cfg)
+		err := c.waitExit(t)
+		if err == nil {
+			t.Fatal("client without a pin connected to a self-signed server")
+		}
+		for _, want := range []string{"certificate", "--fingerprint sha256:", "warren fingerprint"} {
+			if !strings.Contains(err.Error(), want) {
+				t.Errorf("error %q lacks %q", err, want)
+			}
+		}
+	})
 }

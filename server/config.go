@@ -21,7 +21,9 @@ import (
 type Config struct {
 	// PublicAddress is the IP address the services' public ports bind to.
 	PublicAddress string `toml:"public_address"`
-	// StateDir keeps the self-signed certificate across restarts.
+	// StateDir keeps the self-signed certificate across restarts. Empty
+	// (the default) leaves the choice to the daemon's command, which
+	// applies one rule in quick and config mode (cmd/warren/statedir.go).
 	StateDir string `toml:"state_dir"`
 	// Listen are the tunnel endpoints clients connect to.
 	Listen []Listen            `toml:"listen"`
@@ -115,7 +117,6 @@ func DefaultConfig() Config {
 	sc := session.DefaultConfig()
 	return Config{
 		PublicAddress: "0.0.0.0",
-		StateDir:      "/var/lib/warren",
 		Listen: []Listen{
 			{Transport: transport.KindKCP, Address: "0.0.0.0:7000"},
 			{Transport: transport.KindTCP, Address: "0.0.0.0:7000"},

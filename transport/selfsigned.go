@@ -23,6 +23,10 @@ const (
 	selfSignedKey  = "server.key"
 )
 
+// SelfSignedCert is the path of the self-signed certificate (PEM) in the
+// state directory dir, for tools that read its fingerprint.
+func SelfSignedCert(dir string) string { return filepath.Join(dir, selfSignedCert) }
+
 // selfSignedValidity is long because clients pin the certificate itself:
 // rotating it means re-pinning every client, so it should not expire under
 // a running deployment.

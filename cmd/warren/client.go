@@ -39,6 +39,7 @@ func runClient(args []string, stdout, stderr io.Writer) error {
 		serverName = fs.String("server-name", "", "name to verify in the server certificate (default: the server's host)")
 		insecure   = fs.Bool("insecure-skip-verify", false, "accept any server certificate (unsafe; warns)")
 		noTLS      = fs.Bool("no-tls", false, "connect without TLS (plaintext; only on trusted networks)")
+		adminAddr  = fs.String("admin", "", "serve the admin API (metrics, status, health) on host:port; beyond loopback it needs $WARREN_ADMIN_TOKEN")
 		logLevel   = fs.String("log-level", "info", "debug, info, warn or error")
 		logFormat  = fs.String("log-format", "text", "text or json")
 	)
@@ -82,6 +83,9 @@ func runClient(args []string, stdout, stderr io.Writer) error {
 		}
 		cfg.TLS.Fingerprint, cfg.TLS.CA, cfg.TLS.ServerName = *fp, *ca, *serverName
 		cfg.TLS.InsecureSkipVerify, cfg.TLS.Disabled = *insecure, *noTLS
+		if adminCfg, err = quickAdmin(*adminAddr); err != nil {
+			return usageError{err}
+		}
 		for _, s := range services {
 			svc, err := parseService(s)
 			if err != nil {

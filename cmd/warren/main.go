@@ -46,6 +46,7 @@ Usage:
   warren check -c FILE             check a config file without starting anything
   warren status --admin HOST:PORT  show a running daemon's sessions and services
   warren health --admin HOST:PORT  exit 0 if a running daemon is ready
+  warren fingerprint               print the server certificate's fingerprint, as clients pin it
   warren token                     print a new random token
   warren version                   print the version, commit and commit date (also --version)
 
@@ -62,14 +63,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	cmds := map[string]func([]string, io.Writer, io.Writer) error{
-		"server":  runServer,
-		"client":  runClient,
-		"demo":    runDemo,
-		"check":   runCheck,
-		"status":  runStatus,
-		"health":  runHealth,
-		"token":   runToken,
-		"version": runVersion,
+		"server":      runServer,
+		"client":      runClient,
+		"demo":        runDemo,
+		"check":       runCheck,
+		"fingerprint": runFingerprint,
+		"status":      runStatus,
+		"health":      runHealth,
+		"token":       runToken,
+		"version":     runVersion,
 	}
 	cmd, ok := cmds[args[0]]
 	switch {

@@ -68,7 +68,7 @@ func TestRun(t *testing.T) {
 // to stdout and exit 0; a bad flag prints the error and the usage to
 // stderr and exits 2.
 func TestHelpOnStdout(t *testing.T) {
-	for _, cmd := range []string{"server", "client", "demo", "check", "status", "health", "token", "version"} {
+	for _, cmd := range []string{"server", "client", "demo", "check", "fingerprint", "status", "health", "token", "version"} {
 		for _, h := range []string{"--help", "-h", "-help"} {
 			var stdout, stderr bytes.Buffer
 			if code := run([]string{cmd, h}, &stdout, &stderr); code != exitOK {

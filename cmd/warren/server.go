@@ -1,16 +1,20 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"net"
+	"net/netip"
 	"os"
-	"path/filepath"
 	"strings"
+	"sync"
 
 	"github.com/warren-tunnel/warren/admin"
 	"github.com/warren-tunnel/warren/config"
+	"github.com/warren-tunnel/warren/internal/quote"
 	"github.com/warren-tunnel/warren/metrics"
 	"github.com/warren-tunnel/warren/server"
 	"github.com/warren-tunnel/warren/transport"
@@ -22,7 +26,14 @@ const serverUsage = `Usage:
 
 Runs the public side. With -c it reads the [server] table of FILE (see
 config.example.toml). Without, the flags describe one client, named
-"default", that may claim --ports and --domains with --token.
+"default", that may claim --ports and --domains with --token (better:
+$WARREN_TOKEN, which the process list does not show), and once up the
+server prints the command line of such a client.
+
+The self-signed certificate, whose fingerprint clients pin, is kept in
+--state-dir (state_dir): by default $STATE_DIRECTORY, /var/lib/warren when
+run as root, else $XDG_STATE_HOME/warren or ~/.local/state/warren, in both
+modes. "warren fingerprint" prints it again.
 
 Flags:
 `
@@ -36,7 +47,8 @@ func runServer(args []string, stdout, stderr io.Writer) error {
 		ports     = fs.String("ports", "", "ports the client may claim, e.g. 2222,8000-8100")
 		domains   = fs.String("domains", "", "domains the client may claim, e.g. *.example.com")
 		public    = fs.String("public-address", "0.0.0.0", "IP address public ports bind to")
-		stateDir  = fs.String("state-dir", defaultStateDir(), "directory for the self-signed certificate")
+		stateDir  = fs.String("state-dir", "", "directory for the self-signed certificate (default: $STATE_DIRECTORY, /var/lib/warren as root, else ~/.local/state/warren)")
+		adminAddr = fs.String("admin", "", "serve the admin API (metrics, status, health) on host:port; beyond loopback it needs $WARREN_ADMIN_TOKEN")
 		noTLS     = fs.Bool("no-tls", false, "run without TLS (plaintext; only on trusted networks)")
 		logLevel  = fs.String("log-level", "info", "debug, info, warn or error")
 		logFormat = fs.String("log-format", "text", "text or json")
@@ -73,7 +85,16 @@ func runServer(args []string, stdout, stderr io.Writer) error {
 		if cfg, err = quickServer(listens, *tok, *ports, *domains, *public, *stateDir, *noTLS); err != nil {
 			return usageError{err}
 		}
+		if adminCfg, err = quickAdmin(*adminAddr); err != nil {
+			return usageError{err}
+		}
 	}
+	env := osStateEnv()
+	if cfg.StateDir == "" {
+		cfg.StateDir = env.defaultStateDir()
+	}
+	selfSigned := !cfg.TLS.Disabled && cfg.TLS.Cert == ""
+	fresh := selfSigned && cfg.StateDir != "" && !hasCert(cfg.StateDir)
 	if err := logCfg.Validate(); err != nil {
 		return usageError{err}
 	}
@@ -84,6 +105,9 @@ func runServer(args []string, stdout, stderr io.Writer) error {
 	srv, err := server.New(cfg, log)
 	if err != nil {
 		return usageError{err}
+	}
+	if fresh {
+		env.warnOtherCerts(log, cfg.StateDir, srv.Fingerprint())
 	}
 	adm, err := newAdmin(adminCfg, metrics.RoleServer, srv, log)
 	if err != nil {
@@ -100,7 +124,70 @@ func runServer(args []string, stdout, stderr io.Writer) error {
 	})()
 	ctx, stop := signalContext(stderr)
 	defer stop()
-	return runWithAdmin(ctx, adm, log, srv.Run)
+	var printed sync.WaitGroup
+	printCtx, cancelPrint := context.WithCancel(ctx)
+	if path == "" { // quick mode: say how a client connects
+		printed.Go(func() {
+			select {
+			case <-srv.Ready():
+				fmt.Fprint(stdout, clientCommand(srv, cfg))
+			case <-printCtx.Done():
+			}
+		})
+	}
+	err = runWithAdmin(ctx, adm, log, srv.Run)
+	cancelPrint()
+	printed.Wait()
+	return err
+}
+
+// clientCommand is what quick mode prints once the server is up: the
+// command line of a client of it, ready to paste, with the token left to
+// $WARREN_TOKEN (a secret is never printed, nor belongs in argv).
+func clientCommand(srv *server.Server, cfg server.Config) string {
+	l := cfg.Listen[0]
+	host, port, _ := net.SplitHostPort(l.Address)
+	if a := srv.Addr(l.Transport); a != nil {
+		_, port, _ = net.SplitHostPort(a.String())
+	}
+	if ip, err := netip.ParseAddr(host); host == "" || (err == nil && ip.IsUnspecified()) {
+		host = "SERVER"
+		if h, err := os.Hostname(); err == nil && h != "" {
+			host = h
+		}
+	}
+	args := []string{"warren client --server", l.Transport + "://" + net.JoinHostPort(host, port)}
+	if cfg.TLS.Disabled {
+		args = append(args, "--no-tls")
+	} else {
+		args = append(args, "--fingerprint", srv.Fingerprint())
+	}
+	c := cfg.Clients[0]
+	note := "--service NAME=PUBLIC_PORT:TARGET_HOST:TARGET_PORT is what the client serves: change it to yours."
+	if len(c.Ports) > 0 {
+		// The target is an example; not the public port, which would
+		// loop were both sides tried on one machine.
+		args = append(args, "--service", fmt.Sprintf("app=%d:127.0.0.1:8080", c.Ports[0].Lo))
+	} else {
+		note = "Quick-mode clients serve ports; to serve the allowed domains, give the client a config file\n" +
+			"with [[client.services]] domains (see config.example.toml)."
+	}
+	return "\nClients connect with this command, the token in $WARREN_TOKEN (not on the command line):\n\n  " +
+		strings.Join(args, " ") + "\n\n" + note + "\n\n"
+}
+
+// quickAdmin is the admin listener of quick mode's --admin: off when addr
+// is empty; its token, which beyond loopback it needs, from
+// $WARREN_ADMIN_TOKEN.
+func quickAdmin(addr string) (admin.Config, error) {
+	cfg := admin.Config{Address: addr, Token: os.Getenv("WARREN_ADMIN_TOKEN")}
+	if err := cfg.Validate(); err != nil {
+		if cfg.Token == "" && addr != "" {
+			return cfg, fmt.Errorf("--admin %s: not a loopback address, so the admin API needs a token: set $WARREN_ADMIN_TOKEN (warren token prints one)", quote.Short(addr))
+		}
+		return cfg, fmt.Errorf("--admin: %w", err)
+	}
+	return cfg, nil
 }
 
 // quickServer builds a server config from quick-mode flags.
@@ -148,18 +235,6 @@ func parseEndpoint(s string) (kind, addr string, err error) {
 		return "", "", fmt.Errorf("%q: want kcp://host:port or tcp://host:port", s)
 	}
 	return kind, addr, nil
-}
-
-// defaultStateDir is where quick mode keeps the self-signed certificate:
-// $XDG_STATE_HOME/warren, else ~/.local/state/warren.
-func defaultStateDir() string {
-	if d := os.Getenv("XDG_STATE_HOME"); d != "" {
-		return filepath.Join(d, "warren")
-	}
-	if home, err := os.UserHomeDir(); err == nil {
-		return filepath.Join(home, ".local", "state", "warren")
-	}
-	return "/var/lib/warren"
 }
 
 // stringList is a repeatable string flag.

@@ -59,11 +59,13 @@ VOLUME ["/var/lib/warren"]
 # The tunnel: KCP on UDP and TLS on TCP. Public service ports depend on the
 # config: publish them with -p as well.
 EXPOSE 7000/tcp 7000/udp
-# "warren health -c FILE" exits 0 when the admin listener FILE configures
-# ([server.admin] or [client.admin] address; add --role server|client if
-# FILE has both) answers GET /healthz with 200, and 1 otherwise, including
-# when FILE configures none: enable one on 127.0.0.1 (loopback inside the
-# container needs no token), or run with --no-healthcheck.
+# "warren health -c FILE" exits 0 when the daemon is ready: the admin
+# listener FILE configures ([server.admin] or [client.admin] address; add
+# --role server|client if FILE has both) answers GET /readyz with 200 (a
+# client's session is up), with the admin token of that table if it has
+# one. It exits 1 otherwise, including when FILE configures no listener:
+# enable one on 127.0.0.1 (loopback inside the container needs no token),
+# or run with --no-healthcheck.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
   CMD ["/usr/local/bin/warren", "health", "-c", "/etc/warren/warren.toml"]
 ENTRYPOINT ["/usr/local/bin/warren"]

@@ -28,17 +28,23 @@ const statusUsage = `Usage:
 Prints the state of a running warren server or client, read from its admin
 API: clients, sessions, services, transport, RTT, uptime and bytes. With -c
 it finds the admin address and token in FILE's [server.admin] or
-[client.admin] table. --json prints the API's JSON as it came.
+[client.admin] table. --json prints the API's JSON as it came. Exits 0
+when the daemon is ready, 1 when it is not (a client without a session,
+say: the reason goes to stderr) or cannot be asked.
 
 Flags:
 `
 
 const healthUsage = `Usage:
-  warren health --admin HOST:PORT
+  warren health --admin HOST:PORT [--token T | --token-file F]
   warren health -c FILE [--role server|client]
 
-Exits 0 when the daemon's admin API answers GET /healthz with 200 within
---timeout, 1 otherwise (for a Docker HEALTHCHECK). /healthz needs no token.
+Exits 0 when the daemon is ready: its admin API answers GET /readyz with
+200 within --timeout (server: its listeners are bound; client: its session
+is up). Exits 1 otherwise, the reason on stderr: for a Docker HEALTHCHECK.
+/readyz needs the admin token when one is set: from --token, --token-file,
+$WARREN_ADMIN_TOKEN or FILE's admin table. --live asks only whether the
+process answers (GET /healthz, no token).
 
 Flags:
 `
@@ -234,8 +240,20 @@ func (t adminTarget) get(ctx context.Context, path string) ([]byte, error) {
 	case http.StatusUnauthorized:
 		return nil, fmt.Errorf("admin API at %s: 401: missing or wrong token (--token, --token-file, $WARREN_ADMIN_TOKEN or the config's admin token)", t.addr)
 	default:
-		return nil, fmt.Errorf("admin API at %s: %s: %s", t.addr, resp.Status, strings.TrimSpace(string(body)))
+		return nil, &apiError{addr: t.addr, status: resp.StatusCode, statusText: resp.Status, body: strings.TrimSpace(string(body))}
 	}
+}
+
+// apiError is an answer of the admin API other than 200 and 401.
+type apiError struct {
+	addr       string
+	status     int
+	statusText string // "503 Service Unavailable"
+	body       string
+}
+
+func (e *apiError) Error() string {
+	return fmt.Sprintf("admin API at %s: %s: %s", e.addr, e.statusText, e.body)
 }
 
 func runStatus(args []string, stdout, stderr io.Writer) error {
@@ -249,27 +267,53 @@ func runStatus(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if *asJSON {
-		_, err := stdout.Write(body)
-		return err
-	}
 	var st admin.Status
 	if err := json.Unmarshal(body, &st); err != nil {
 		return fmt.Errorf("admin API at %s: bad status JSON: %w", t.addr, err)
 	}
-	return printStatus(stdout, st)
+	if *asJSON {
+		_, err = stdout.Write(body)
+	} else {
+		err = printStatus(stdout, st)
+	}
+	if err == nil && !st.Ready {
+		err = notReady(st.NotReady)
+	}
+	return err
+}
+
+// notReady is the error of status and health for a daemon that answers
+// but is not ready.
+func notReady(reason string) error {
+	if reason = strings.TrimSpace(reason); reason == "" {
+		reason = "no reason given"
+	}
+	return errors.New("not ready: " + reason)
 }
 
 func runHealth(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("health", healthUsage, stdout, stderr)
-	af := addAdminFlags(fs.FlagSet, 2*time.Second, false)
+	af := addAdminFlags(fs.FlagSet, 2*time.Second, true)
+	live := fs.Bool("live", false, "only check that the process answers (GET /healthz), not that it is ready")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	if _, _, err := af.get("/healthz"); err != nil {
+	if *live {
+		if _, _, err := af.get("/healthz"); err != nil {
+			return err
+		}
+		fmt.Fprintln(stdout, "ok")
+		return nil
+	}
+	_, _, err := af.get("/readyz")
+	var ae *apiError
+	if errors.As(err, &ae) && ae.status == http.StatusServiceUnavailable {
+		return notReady(ae.body)
+	}
+	if err != nil {
 		return err
 	}
-	fmt.Fprintln(stdout, "ok")
+	fmt.Fprintln(stdout, "ready")
 	return nil
 }
 

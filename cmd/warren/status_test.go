@@ -21,13 +21,15 @@ import (
 
 const statusTestToken = "status-test-admin-token-0123"
 
-// statusSource is an admin.Source with a fixed status.
+// statusSource is an admin.Source with a fixed status; ready unless
+// notReady gives a reason.
 type statusSource struct {
-	mu sync.Mutex
-	st admin.Status
+	mu       sync.Mutex
+	st       admin.Status
+	notReady string
 }
 
-func (s *statusSource) Ready() (bool, string) { return true, "" }
+func (s *statusSource) Ready() (bool, string) { return s.notReady == "", s.notReady }
 func (s *statusSource) Status() admin.Status {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -84,7 +86,12 @@ func testClientStatus() admin.Status {
 // startAdmin runs an admin server on loopback until the test ends.
 func startAdmin(t *testing.T, cfg admin.Config, st admin.Status) *admin.Server {
 	t.Helper()
-	s, err := admin.New(cfg, &statusSource{st: st}, nil, nil)
+	return startAdminSource(t, cfg, &statusSource{st: st})
+}
+
+func startAdminSource(t *testing.T, cfg admin.Config, src admin.Source) *admin.Server {
+	t.Helper()
+	s, err := admin.New(cfg, src, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -291,29 +298,47 @@ func TestStatusJSONIsTheAPIsJSON(t *testing.T) {
 	}
 }
 
+// TestHealthCommand: health means ready (GET /readyz, with the admin
+// token from the flags, the environment or the config file); --live only
+// asks whether the process answers.
 func TestHealthCommand(t *testing.T) {
 	leaktest.Check(t)
-	// A token guards everything but /healthz: health needs none.
-	s := startAdmin(t, admin.Config{Address: "127.0.0.1:0", Token: statusTestToken}, testServerStatus())
-	_, port, _ := net.SplitHostPort(s.Addr().String())
+	t.Setenv("WARREN_ADMIN_TOKEN", "")
+	locked := startAdmin(t, admin.Config{Address: "127.0.0.1:0", Token: statusTestToken}, testServerStatus())
+	unready := startAdminSource(t, admin.Config{Address: "127.0.0.1:0"}, &statusSource{st: testClientStatus(), notReady: "no session: connecting to tunnel.example.com:7000: connection refused"})
+	lockedUnready := startAdminSource(t, admin.Config{Address: "127.0.0.1:0", Token: statusTestToken}, &statusSource{st: testClientStatus(), notReady: "no session"})
+	_, port, _ := net.SplitHostPort(locked.Addr().String())
+	_, unreadyPort, _ := net.SplitHostPort(lockedUnready.Addr().String())
 	conf4 := writeFile(t, "warren4.toml", fmt.Sprintf("[client.admin]\naddress = \":%s\"\ntoken = %q\n", port, statusTestToken))
+	confUnready := writeFile(t, "unready.toml", fmt.Sprintf("[client.admin]\naddress = \"127.0.0.1:%s\"\ntoken = %q\n", unreadyPort, statusTestToken))
+	tokenFile := writeFile(t, "token", statusTestToken+"\n")
 
 	tests := []struct {
 		name       string
 		args       []string
+		env        string // $WARREN_ADMIN_TOKEN
 		wantCode   int
 		wantStdout string
 		wantStderr string
 	}{
-		{name: "healthy", args: []string{"--admin", s.Addr().String()}, wantStdout: "ok\n"},
-		{name: "healthy by config", args: []string{"-c", conf4}, wantStdout: "ok\n"},
+		{name: "ready, token flag", args: []string{"--admin", locked.Addr().String(), "--token", statusTestToken}, wantStdout: "ready\n"},
+		{name: "ready, token file", args: []string{"--admin", locked.Addr().String(), "--token-file", tokenFile}, wantStdout: "ready\n"},
+		{name: "ready, token env", args: []string{"--admin", locked.Addr().String()}, env: statusTestToken, wantStdout: "ready\n"},
+		{name: "ready by config, its token", args: []string{"-c", conf4}, wantStdout: "ready\n"},
+		{name: "no token", args: []string{"--admin", locked.Addr().String()}, wantCode: exitRuntime, wantStderr: "401"},
+		{name: "not ready", args: []string{"--admin", unready.Addr().String()}, wantCode: exitRuntime,
+			wantStderr: "not ready: no session: connecting to tunnel.example.com:7000: connection refused"},
+		{name: "not ready by config", args: []string{"-c", confUnready}, wantCode: exitRuntime, wantStderr: "not ready: no session"},
+		{name: "live: not ready but answering", args: []string{"--admin", unready.Addr().String(), "--live"}, wantStdout: "ok\n"},
+		{name: "live needs no token", args: []string{"--admin", locked.Addr().String(), "--live"}, wantStdout: "ok\n"},
 		{name: "nothing running", args: []string{"--admin", deadAddress(t)}, wantCode: exitRuntime, wantStderr: "connection refused"},
 		{name: "no answer", args: []string{"--admin", silentAddress(t), "--timeout", "200ms"}, wantCode: exitRuntime, wantStderr: "no answer in time"},
 		{name: "no target", args: nil, wantCode: exitUsage, wantStderr: "--admin HOST:PORT or -c FILE"},
-		{name: "token flag is status only", args: []string{"--admin", s.Addr().String(), "--token", "x"}, wantCode: exitUsage, wantStderr: "token"},
+		{name: "two tokens", args: []string{"--admin", locked.Addr().String(), "--token", "x", "--token-file", tokenFile}, wantCode: exitUsage, wantStderr: "give one"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Setenv("WARREN_ADMIN_TOKEN", tt.env)
 			var stdout, stderr bytes.Buffer
 			start := time.Now()
 			err := runHealth(tt.args, &stdout, &stderr)
@@ -329,10 +354,29 @@ func TestHealthCommand(t *testing.T) {
 			if !strings.Contains(stderr.String(), tt.wantStderr) {
 				t.Errorf("stderr %q lacks %q", &stderr, tt.wantStderr)
 			}
+			if strings.Contains(stdout.String()+stderr.String(), statusTestToken) {
+				t.Errorf("output shows the token")
+			}
 			if d := time.Since(start); d > 5*time.Second {
 				t.Errorf("health took %v", d)
 			}
 		})
+	}
+}
+
+// TestStatusNotReady: status prints what it can, and exits 1 with the
+// reason when the daemon is not ready, in both formats.
+func TestStatusNotReady(t *testing.T) {
+	s := startAdminSource(t, admin.Config{Address: "127.0.0.1:0"}, &statusSource{st: admin.Status{Role: admin.RoleClient, Version: "9.9.9", Server: "tunnel.example.com:7000", Transport: "kcp"}, notReady: "no session"})
+	for _, args := range [][]string{{"--admin", s.Addr().String()}, {"--admin", s.Addr().String(), "--json"}} {
+		var stdout, stderr bytes.Buffer
+		err := runStatus(args, &stdout, &stderr)
+		if code := exitCode(err); code != exitRuntime || err.Error() != "not ready: no session" {
+			t.Errorf("status %q: exit %d, error %v; want 1, not ready: no session", args, code, err)
+		}
+		if !strings.Contains(stdout.String(), "no session") {
+			t.Errorf("status %q printed %q, want the status with the reason", args, &stdout)
+		}
 	}
 }
 

@@ -62,14 +62,46 @@ type proc struct {
 }
 
 type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
+	mu   sync.Mutex
+	b    strings.Builder
+	more chan struct{} // closed and replaced on each write; nil until waited on
 }
 
 func (l *lockedBuffer) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if l.more != nil {
+		close(l.more)
+		l.more = nil
+	}
 	return l.b.Write(p)
+}
+
+// waitLine waits until the buffer has a whole line containing s, or done
+// is closed, or waitTimeout passes; it returns the line, or "".
+func (l *lockedBuffer) waitLine(s string, done <-chan struct{}) string {
+	deadline := time.After(waitTimeout)
+	for {
+		l.mu.Lock()
+		for _, line := range strings.SplitAfter(l.b.String(), "\n") {
+			if strings.HasSuffix(line, "\n") && strings.Contains(line, s) {
+				l.mu.Unlock()
+				return strings.TrimSuffix(line, "\n")
+			}
+		}
+		if l.more == nil {
+			l.more = make(chan struct{})
+		}
+		more := l.more
+		l.mu.Unlock()
+		select {
+		case <-more:
+		case <-done:
+			return ""
+		case <-deadline:
+			return ""
+		}
+	}
 }
 
 func (l *lockedBuffer) String() string {

@@ -1,13 +1,17 @@
 package e2e
 
 import (
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/warren-tunnel/warren/client"
+	"github.com/warren-tunnel/warren/transport"
 )
 
 // repoRoot is the repository's top directory (tests run in e2e/).
@@ -81,4 +85,102 @@ func TestSelfSignedWithoutPinHints(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestQuickStart follows the README's quick start with the real binary:
+// the token in $WARREN_TOKEN; the server prints a client command that
+// connects as it stands; --admin on both sides serves status and health,
+// and health says when the client is not ready; warren fingerprint prints
+// what the server logged. The server's state directory follows the one
+// rule, and a certificate left where quick mode used to keep it is a
+// warning naming both.
+func TestQuickStart(t *testing.T) {
+	dir := t.TempDir()
+	home := filepath.Join(dir, "home")
+	oldState := filepath.Join(home, ".local", "state", "warren")
+	_, oldFP, _, err := transport.ServerTLS{}.Config(oldState)
+	if err != nil {
+		t.Fatal(err)
+	}
+	state := filepath.Join(dir, "state")
+	env := []string{"WARREN_TOKEN=" + tokenOffice, "STATE_DIRECTORY=" + state, "HOME=" + home, "XDG_STATE_HOME=", "WARREN_ADMIN_TOKEN="}
+	port := strconv.Itoa(freeTCPPort(t))
+
+	srv := startProc(t, env, "server", "--listen", "tcp://127.0.0.1:0", "--ports", port,
+		"--public-address", "127.0.0.1", "--admin", "127.0.0.1:0", "--log-format", "json")
+	fp := srv.waitLog("created self-signed certificate; clients pin it with [client.tls] fingerprint", "state_dir", state)["fingerprint"].(string)
+	warn := srv.waitRecord("a warning about the other certificate", func(r map[string]any) bool {
+		return r["level"] == "WARN" && r["other_state_dir"] == oldState
+	})
+	if warn["state_dir"] != state || warn["other_fingerprint"] != oldFP || warn["fingerprint"] != fp {
+		t.Errorf("warning %v: want state_dir %s, other_fingerprint %s, fingerprint %s", warn, state, oldFP, fp)
+	}
+	srvAdmin := srv.waitLog("admin API listening")["address"].(string)
+
+	line := srv.stdout.waitLine("warren client --server", srv.done)
+	if line == "" {
+		t.Fatalf("the server printed no client command; stdout:\n%s", srv.stdout.String())
+	}
+	args := strings.Fields(line)
+	if strings.Contains(line, tokenOffice) || strings.Contains(line, "--token") {
+		t.Fatalf("the client command %q carries the token", line)
+	}
+	if !strings.Contains(line, "--fingerprint "+fp) || !strings.Contains(line, "--service app="+port+":") {
+		t.Errorf("client command %q: want the fingerprint and the port", line)
+	}
+	cli := startProc(t, env, append(args[1:], "--admin", "127.0.0.1:0", "--log-format", "json")...)
+	cli.waitLog("session up")
+	cliAdmin := cli.waitLog("admin API listening")["address"].(string)
+
+	warren := func(env []string, args ...string) (int, string) {
+		cmd := exec.Command(warrenBin, args...)
+		cmd.Env = append(os.Environ(), env...)
+		out, err := cmd.CombinedOutput()
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		return code, string(out)
+	}
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"health", "--admin", srvAdmin}, "ready"},
+		{[]string{"health", "--admin", cliAdmin}, "ready"},
+		{[]string{"status", "--admin", cliAdmin}, "warren client"},
+		{[]string{"status", "--admin", srvAdmin}, "connected"},
+	} {
+		if code, out := warren(nil, c.args...); code != 0 || !strings.Contains(out, c.want) {
+			t.Errorf("warren %q: exit %d, %q; want 0 and %q", c.args, code, out, c.want)
+		}
+	}
+	if code, out := warren([]string{"STATE_DIRECTORY=" + state}, "fingerprint"); code != 0 || strings.TrimSpace(out) != fp {
+		t.Errorf("warren fingerprint: exit %d, %q; want %s", code, out, fp)
+	}
+
+	// The server goes; the client is alive but not ready.
+	if code := srv.stop(syscall.SIGTERM); code != exitOK {
+		t.Fatalf("server exited %d", code)
+	}
+	cli.waitLog("session down")
+	if code, out := warren(nil, "health", "--admin", cliAdmin); code != exitRuntime || !strings.Contains(out, "not ready") {
+		t.Errorf("warren health of a client without a session: exit %d, %q; want 1, not ready", code, out)
+	}
+	if code, out := warren(nil, "health", "--live", "--admin", cliAdmin); code != 0 {
+		t.Errorf("warren health --live of a running client: exit %d, %q", code, out)
+	}
+}
+
+// freeTCPPort returns a loopback TCP port that was free a moment ago.
+func freeTCPPort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
 }

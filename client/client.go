@@ -462,6 +462,9 @@ func (c *Client) serveStream(log *slog.Logger, sess *session.Session, st *sessio
 	stats.in.Add(res.Received)
 	stats.out.Add(res.Sent)
 	level, reason := session.EndReason(res.Err, sess)
+	if svc.AccessLog {
+		level = max(level, slog.LevelInfo)
+	}
 	log.Log(context.Background(), level, "connection closed",
 		"target", svc.Target, "bytes_from_public", res.Received, "bytes_to_public", res.Sent,
 		"duration", time.Since(start).Round(time.Millisecond).String(), "reason", reason)

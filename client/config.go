@@ -79,6 +79,10 @@ type Service struct {
 	// connection, naming the public peer and the public address it
 	// connected to. "" (the default) writes none.
 	ProxyProtocol string `toml:"proxy_protocol"`
+	// AccessLog logs the end of each of the service's connections (public
+	// peer, target, bytes each way, duration, why it ended) at info
+	// level; otherwise a clean end is logged at debug.
+	AccessLog bool `toml:"access_log"`
 }
 
 // Entry points a service's domains may be served on.

@@ -255,6 +255,10 @@ func statusText(status int) string {
 		return "Bad Request"
 	case 404:
 		return "Not Found"
+	case 502:
+		return "Bad Gateway"
+	case 503:
+		return "Service Unavailable"
 	case 431:
 		return "Request Header Fields Too Large"
 	}

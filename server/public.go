@@ -40,7 +40,7 @@ func (s *Server) serveConn(r *route, c net.Conn, prefix []byte) {
 				}
 			}
 			s.log.Info("public connection refused", "route", r.key, "peer", peer, "reason", reason)
-			c.Close()
+			refuseRoute(r, c)
 			s.metrics.PublicConn(service, refusedOutcome(err, failed, s.stopping))
 			return
 		}
@@ -75,7 +75,11 @@ func (s *Server) serveConn(r *route, c net.Conn, prefix []byte) {
 		client := m.cs.client.name
 		s.metrics.StreamUp(client)
 		start := time.Now()
-		res := session.Relay(c, st)
+		rc, held := gatewayConn(r, c)
+		res := session.Relay(rc, st)
+		if held {
+			endGateway(rc, res)
+		}
 		s.metrics.StreamDown(client)
 		in := res.Sent + int64(len(prefix))
 		s.metrics.AddBytes(m.service, in, res.Received)

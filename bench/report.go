@@ -1,6 +1,6 @@
 package main
 
-// The markdown report: tables of every figure, each target of issue 5 with
+// The markdown report: tables of every figure, each performance target with
 // what was measured and whether it is met, from the JSON lines alone.
 
 import (
@@ -781,7 +781,7 @@ func (rs *results) targetsMarkdown() string {
 	if len(vs) == 0 {
 		return ""
 	}
-	t := &table{head: []string{"target (issue 5)", "measured", ""}}
+	t := &table{head: []string{"target", "measured", ""}}
 	for _, v := range vs {
 		t.add(v.target, v.measured, v.status)
 	}

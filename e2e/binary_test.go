@@ -114,7 +114,14 @@ func (l *lockedBuffer) String() string {
 // environment.
 func startProc(t *testing.T, env []string, args ...string) *proc {
 	t.Helper()
+	return startProcIn(t, "", env, args...)
+}
+
+// startProcIn is startProc in the working directory dir ("": the test's).
+func startProcIn(t *testing.T, dir string, env []string, args ...string) *proc {
+	t.Helper()
 	p := &proc{t: t, cmd: exec.Command(warrenBin, args...), stdout: &lockedBuffer{}, more: make(chan struct{}), done: make(chan struct{})}
+	p.cmd.Dir = dir
 	p.cmd.Env = append(os.Environ(), env...)
 	p.cmd.Stdout = p.stdout
 	stderr, err := p.cmd.StderrPipe()

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -272,4 +273,42 @@ func TestHTTPEntryGatewayAnswers(t *testing.T) {
 func isTimeoutErr(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// TestMinimalExamples: examples/minimal-server.toml and
+// examples/minimal-client.toml, as shipped, run from the repository root
+// and carry an HTTP request on loopback: 127.0.0.1:8880 on the server to
+// 127.0.0.1:8000 behind the client. Their ports are fixed, so they must be
+// free.
+func TestMinimalExamples(t *testing.T) {
+	backendL, err := net.Listen("tcp", "127.0.0.1:8000")
+	if err != nil {
+		t.Fatalf("the examples publish 127.0.0.1:8000, which must be free for this test: %v", err)
+	}
+	hs := &http.Server{Handler: httpHandler("minimal"), ReadHeaderTimeout: waitTimeout}
+	go hs.Serve(backendL)
+	t.Cleanup(func() { hs.Close() })
+
+	json := []string{"--log-format", "json"}
+	srv := startProcIn(t, repoRoot, nil, append([]string{"server", "-c", "examples/minimal-server.toml"}, json...)...)
+	srv.waitLog("listening for clients", "address", "127.0.0.1:7000")
+	cli := startProcIn(t, repoRoot, nil, append([]string{"client", "-c", "examples/minimal-client.toml"}, json...)...)
+	cli.waitLog("serving", "service", "web", "remote_port", "8880")
+
+	hc := &http.Client{Timeout: waitTimeout, Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := hc.Get("http://127.0.0.1:8880/through")
+	if err != nil {
+		t.Fatalf("GET through the examples' tunnel: %v", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(body), "backend=minimal") || !strings.Contains(string(body), "path=/through") {
+		t.Fatalf("GET through the examples' tunnel: %s %q", resp.Status, body)
+	}
+	if code := cli.stop(syscall.SIGTERM); code != exitOK {
+		t.Errorf("client exited %d", code)
+	}
+	if code := srv.stop(syscall.SIGTERM); code != exitOK {
+		t.Errorf("server exited %d", code)
+	}
 }

@@ -1,9 +1,9 @@
 package main
 
-// The lossy suite: the same measurements across an emulated link (linkem,
-// from ../shared/tools/linkem; root only). linkem makes two network
-// namespaces NAME-a (10.77.0.1) and NAME-b (10.77.0.2) joined by a
-// userspace link with delay, rate limit and loss. The warren client and
+// The lossy suite: the same measurements across an emulated link (root
+// only; emulator.go: the kernel's netem where it exists, else linkem). The
+// emulator makes two network namespaces NAME-a (10.77.0.1) and NAME-b
+// (10.77.0.2) joined by a link with delay, rate limit and loss. The warren client and
 // the backend run in NAME-a (the private side), the warren server and the
 // load generator in NAME-b (the public side), so every byte between the
 // public side and the backend crosses the link once: through the tunnel,
@@ -20,141 +20,23 @@ package main
 import (
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"time"
 )
 
-const (
-	addrA = "10.77.0.1" // client side
-	addrB = "10.77.0.2" // server side
-)
-
 type lossyOpts struct {
-	linkemDir string  // source of linkem (built here)
-	name      string  // linkem --name
-	rttMs     float64 // round trip, split evenly between the directions
-	rateMbit  float64 // each direction
-	links     []LinkSpec
-	paths     []string // kcp, kcp-fec, tcp, direct, tcpbench
-	ccs       []string // for tcp, direct and tcpbench
-	kcpRate   int      // [kcp] rate_mbit of the warren kcp paths; 0 unpaced
-	d         durations
+	rttMs    float64 // round trip, split evenly between the directions
+	rateMbit float64 // each direction
+	links    []LinkSpec
+	paths    []string // kcp, kcp-fec, tcp, direct, tcpbench
+	ccs      []string // for tcp, direct and tcpbench
+	kcpRate  int      // [kcp] rate_mbit of the warren kcp paths; 0 unpaced
+	d        durations
 }
 
-type linkem struct {
-	bin, tcpbench, name string
-	up                  bool
-}
-
-func buildLinkem(srcDir, outDir string) (*linkem, error) {
-	if err := os.MkdirAll(outDir, 0o755); err != nil {
-		return nil, err
-	}
-	cmd := exec.Command("go", "build", "-o", outDir+"/", ".", "./cmd/tcpbench")
-	cmd.Dir = srcDir
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("building linkem in %s: %v\n%s", srcDir, err, out)
-	}
-	return &linkem{bin: filepath.Join(outDir, "linkem"), tcpbench: filepath.Join(outDir, "tcpbench")}, nil
-}
-
-func (l *linkem) nsA() string { return l.name + "-a" }
-func (l *linkem) nsB() string { return l.name + "-b" }
-func (l *linkem) dev() string { return l.name + "0" }
-func run(argv ...string) (string, error) {
-	out, err := exec.Command(argv[0], argv[1:]...).CombinedOutput()
-	if err != nil {
-		return string(out), fmt.Errorf("%s: %v: %s", strings.Join(argv, " "), err, strings.TrimSpace(string(out)))
-	}
-	return string(out), nil
-}
-
-func (l *linkem) start(spec LinkSpec) error {
-	// Under the process lock, so that a shutdown (which takes the link
-	// down after stopping the processes) cannot interleave with it.
-	procsMu.Lock()
-	defer procsMu.Unlock()
-	if stopping {
-		return fmt.Errorf("stopping")
-	}
-	l.down() // a previous run killed hard may have left it
-	args := []string{l.bin, "up", "--name", l.name, "--seed", "1",
-		"--delay", fmt.Sprintf("%gms", spec.RTTms/2), "--rate", fmt.Sprintf("%gmbit", spec.RateMbit)}
-	if spec.LossPct > 0 {
-		args = append(args, "--loss", fmt.Sprintf("%g%%", spec.LossPct))
-		if spec.Burst > 0 {
-			args = append(args, "--loss-burst", fmt.Sprintf("%g", spec.Burst))
-		}
-	}
-	out, err := run(args...)
-	if err != nil {
-		return err
-	}
-	l.up = true
-	fmt.Fprint(os.Stderr, out)
-	return nil
-}
-
-// down stops the link and returns its final counters.
-func (l *linkem) down() []linkDir {
-	out, _ := exec.Command(l.bin, "down", "--name", l.name).CombinedOutput()
-	l.up = false
-	return parseLinkemStats(string(out))
-}
-
-// stats returns the link's counters so far.
-func (l *linkem) stats() []linkDir {
-	out, _ := exec.Command(l.bin, "stats", "--name", l.name).CombinedOutput()
-	return parseLinkemStats(string(out))
-}
-
-// setCC sets the congestion control of every TCP connection over the link,
-// in both namespaces, from the next connection on.
-func (l *linkem) setCC(cc string) error {
-	for _, ns := range []struct{ ns, src string }{{l.nsA(), addrA}, {l.nsB(), addrB}} {
-		if _, err := run("ip", "netns", "exec", ns.ns, "ip", "route", "replace", "10.77.0.0/24", "dev", l.dev(),
-			"proto", "kernel", "scope", "link", "src", ns.src, "congctl", cc); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// tunnelCC returns the congestion control of the client's TCP connections
-// to port (from ss in the client's namespace).
-func (l *linkem) tunnelCC(port int) []string {
-	out, _ := exec.Command("ip", "netns", "exec", l.nsA(), "ss", "-tin", "dst", fmt.Sprintf("%s:%d", addrB, port)).CombinedOutput()
-	return parseSSCongestion(string(out))
-}
-
-// tcpbenchRun measures plain TCP goodput from NAME-a to NAME-b (the "down"
-// direction) with the given congestion control, for dur.
-func (l *linkem) tcpbenchRun(dur time.Duration, cc string) (float64, string, error) {
-	out, err := run("ip", "netns", "exec", l.nsA(), l.tcpbench, "-c", addrB+":5201", "-t", dur.String(), "-cc", cc)
-	if err != nil {
-		return 0, out, err
-	}
-	f := strings.Fields(out)
-	for i := 0; i+1 < len(f); i++ {
-		if f[i] == "goodput" {
-			v, err := strconv.ParseFloat(f[i+1], 64)
-			return v, strings.TrimSpace(out), err
-		}
-	}
-	return 0, out, fmt.Errorf("tcpbench said %q", out)
-}
-
-func (rn *runner) lossy(o lossyOpts) error {
-	lk, err := buildLinkem(o.linkemDir, filepath.Join(rn.tmp, "linkem"))
-	if err != nil {
-		return err
-	}
-	lk.name = o.name
+func (rn *runner) lossy(o lossyOpts, lk emulator) error {
 	rn.cleanups = append(rn.cleanups, func() {
-		procsMu.Lock() // after start's linkem up, if one is running
+		procsMu.Lock() // after start's link up, if one is running
 		defer procsMu.Unlock()
 		lk.down()
 	})
@@ -176,7 +58,7 @@ func (rn *runner) lossy(o lossyOpts) error {
 	return errs.err
 }
 
-func (rn *runner) lossyLink(lk *linkem, o lossyOpts, spec LinkSpec, li int, port *int) error {
+func (rn *runner) lossyLink(lk emulator, o lossyOpts, spec LinkSpec, li int, port *int) error {
 	fmt.Fprintf(os.Stderr, "== lossy link: RTT %gms, %g Mbit/s, %s\n", spec.RTTms, spec.RateMbit, spec)
 	if err := lk.start(spec); err != nil {
 		return err
@@ -194,10 +76,8 @@ func (rn *runner) lossyLink(lk *linkem, o lossyOpts, spec LinkSpec, li int, port
 	}
 	defer lg.p.stop(5 * time.Second)
 	rn.bg = []int{back.pid(), lg.p.pid()}
-	if b, err := os.ReadFile("/run/linkem/" + lk.name + ".pid"); err == nil {
-		if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
-			rn.bg = append(rn.bg, pid) // linkem's CPU is the link's, not other users'
-		}
+	if pid := lk.pid(); pid != 0 {
+		rn.bg = append(rn.bg, pid) // the emulator's CPU is the link's, not other users'
 	}
 	rn.linkStats = lk.stats
 	defer func() { rn.linkStats = nil }()
@@ -207,7 +87,11 @@ func (rn *runner) lossyLink(lk *linkem, o lossyOpts, spec LinkSpec, li int, port
 	for _, name := range o.paths {
 		switch name {
 		case "tcpbench":
-			sink, _, err := startProc("tcpbench-sink", lk.nsB(), dir, false, nil, lk.tcpbench, "-s", "-l", addrB+":5201")
+			if lk.tcpbench() == "" {
+				fail(errNoTCPBench)
+				continue
+			}
+			sink, _, err := startProc("tcpbench-sink", lk.nsB(), dir, false, nil, lk.tcpbench(), "-s", "-l", addrB+":5201")
 			if err != nil {
 				fail(err)
 				continue
@@ -219,7 +103,7 @@ func (rn *runner) lossyLink(lk *linkem, o lossyOpts, spec LinkSpec, li int, port
 					return err
 				}
 				m0 := machineTimes()
-				v, out, err := lk.tcpbenchRun(o.d.Dur+o.d.Warmup, cc)
+				v, out, err := tcpbenchRun(lk, o.d.Dur+o.d.Warmup, cc)
 				if err != nil {
 					fail(err)
 					continue

@@ -12,14 +12,17 @@
 //   - CPU seconds of server and client per GB moved.
 //
 // Transports: tcp (TCP+TLS), kcp (KCP+TLS), kcp-fec (FEC 10+3), and
-// tcp-plain (tls = false) as a reference. The lossy suite (root, Linux,
-// ../shared/tools/linkem) repeats the measurements across an emulated
-// path of 50 ms RTT and 100 Mbit/s with 0-5% random or burst loss,
-// comparing warren's kcp, warren's tcp under cubic and bbr, and plain TCP.
+// tcp-plain (tls = false) as a reference. The lossy suite (root, Linux)
+// repeats the measurements across an emulated path of 50 ms RTT and
+// 100 Mbit/s with 0-5% random or burst loss, comparing warren's kcp,
+// warren's tcp under cubic and bbr, and plain TCP. The path is the
+// kernel's netem where it has it, else the userspace linkem from the
+// binary -linkem names (emulator.go).
 //
 //	go run . -quick          # loopback, about 2 minutes
-//	go run . -all            # loopback, then the lossy suite if root and linkem is there
+//	go run . -all            # loopback, then the lossy suite if root (and netem or -linkem)
 //	go run . -lossy          # the lossy suite only
+//	go run . -lossy -linkem /path/to/linkem   # on a kernel without netem
 //	go run . -report         # redo the markdown and plots from results/*.jsonl
 //
 // Output: results/{loopback,lossy}.jsonl (one JSON object per figure),
@@ -75,8 +78,8 @@ func main() {
 func orchestrate() int {
 	var (
 		quick     = flag.Bool("quick", false, "loopback only, short windows, 2 000 idle connections (about 2 minutes)")
-		all       = flag.Bool("all", false, "loopback suite, then the lossy suite (skipped unless root with linkem)")
-		lossyOnly = flag.Bool("lossy", false, "the lossy suite only (root, linkem)")
+		all       = flag.Bool("all", false, "loopback suite, then the lossy suite (skipped unless root, with netem or -linkem)")
+		lossyOnly = flag.Bool("lossy", false, "the lossy suite only (root; netem or -linkem)")
 		report    = flag.Bool("report", false, "only redo the markdown report and plots from the JSON lines in -out")
 		outDir    = flag.String("out", "results", "directory for the JSON lines and the markdown report")
 		plotDir   = flag.String("plots", "../docs/bench", "directory for the plots (PNG); empty for none")
@@ -91,8 +94,10 @@ func orchestrate() int {
 		tests     = flag.String("tests", "throughput,latency,connect,memory", "which tests to run")
 		rounds    = flag.Int("rounds", 3, "loopback: rounds of every test (the report shows the median)")
 
-		linkemDir = flag.String("linkem", "../../shared/tools/linkem", "linkem source directory")
-		lkName    = flag.String("linkem-name", "wbench", "linkem --name (namespaces NAME-a, NAME-b)")
+		emuKind   = flag.String("emulator", "auto", "lossy: the link emulator: netem (the kernel's), linkem (userspace, -linkem), or auto: netem if the kernel has it, else linkem")
+		linkemBin = flag.String("linkem", "", "lossy: the linkem binary, for kernels without netem (build it from its source: go build -o DIR/ . ./cmd/tcpbench)")
+		tcpbench  = flag.String("tcpbench", "", "lossy: the tcpbench binary, for the tcpbench path (default: beside -linkem)")
+		lkName    = flag.String("linkem-name", "wbench", "lossy: the link's name (namespaces NAME-a, NAME-b)")
 		rtt       = flag.Float64("rtt", 50, "lossy: round-trip time, ms")
 		rate      = flag.Float64("rate", 100, "lossy: link rate each way, Mbit/s")
 		kcpRate   = flag.Int("kcp-rate", -1, "lossy: [kcp] rate_mbit of warren's kcp paths; -1 is 90% of -rate, 0 unpaced")
@@ -143,8 +148,16 @@ func orchestrate() int {
 			*lDur, *lWarm, *lLat = 3*time.Second, time.Second, 5*time.Second
 		}
 	}
+	var lk emulator // the lossy suite's link
 	if doLossy {
-		if why := lossyUnavailable(*linkemDir); why != "" {
+		why := lossyUnavailable()
+		if why == "" {
+			var err error
+			if lk, err = newEmulator(emulatorOpts{kind: *emuKind, linkemBin: *linkemBin, tcpbench: *tcpbench, name: *lkName}); err != nil {
+				why = err.Error()
+			}
+		}
+		if why != "" {
 			if *lossyOnly {
 				fmt.Fprintln(os.Stderr, "bench: lossy suite unavailable:", why)
 				return 2
@@ -249,7 +262,7 @@ func orchestrate() int {
 				Lat1: *lLat, LatN: 4 * time.Second, Connect: 4 * time.Second}
 			m := mach
 			m.Quick, m.Durations = *quick, d.String()
-			o := lossyOpts{linkemDir: *linkemDir, name: *lkName, rttMs: *rtt, rateMbit: *rate,
+			o := lossyOpts{rttMs: *rtt, rateMbit: *rate,
 				paths: strings.Split(*lPaths, ","), ccs: strings.Split(*ccs, ","), d: d, kcpRate: *kcpRate}
 			if o.kcpRate < 0 {
 				o.kcpRate = int(*rate * 0.9)
@@ -269,11 +282,13 @@ func orchestrate() int {
 			for _, l := range bs {
 				o.links = append(o.links, LinkSpec{RTTms: *rtt, RateMbit: *rate, LossPct: l, Burst: *burstLen})
 			}
+			m.Emulator = lk.kind()
+			fmt.Fprintf(os.Stderr, "bench: lossy link by %s\n", lk.kind())
 			if rn.rec, err = newRecorder(filepath.Join(*outDir, "lossy.jsonl")); err != nil {
 				return err
 			}
 			rn.rec.emit(Record{Kind: "machine", Suite: "lossy", Machine: &m})
-			if err := rn.lossy(o); err != nil && firstErr == nil {
+			if err := rn.lossy(o, lk); err != nil && firstErr == nil {
 				firstErr = err
 			}
 			rn.rec.close()
@@ -301,22 +316,17 @@ func isSet(name string) bool {
 	return set
 }
 
-// lossyUnavailable says why the lossy suite cannot run here, or "".
-func lossyUnavailable(linkemDir string) string {
+// lossyUnavailable says why the lossy suite cannot run here, or "". Which
+// emulator, and whether it is there, newEmulator says.
+func lossyUnavailable() string {
 	if runtime.GOOS != "linux" {
 		return "needs Linux"
 	}
 	if os.Geteuid() != 0 {
 		return "needs root (network namespaces)"
 	}
-	if _, err := os.Stat(filepath.Join(linkemDir, "main.go")); err != nil {
-		return "no linkem source at " + linkemDir
-	}
 	if _, err := exec.LookPath("ip"); err != nil {
 		return "no ip command (iproute2)"
-	}
-	if _, err := os.Stat("/dev/net/tun"); err != nil {
-		return "no /dev/net/tun"
 	}
 	return ""
 }

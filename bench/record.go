@@ -108,6 +108,9 @@ type Machine struct {
 	// KCPRate is the lossy suite's [kcp] rate_mbit on warren's kcp paths;
 	// 0 unpaced.
 	KCPRate int `json:"kcp_rate_mbit,omitempty"`
+	// Emulator made the lossy suite's link: "netem" or "linkem" (the
+	// only one before this field).
+	Emulator string `json:"emulator,omitempty"`
 }
 
 // recorder writes records to a JSON lines file and keeps them.

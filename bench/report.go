@@ -537,8 +537,12 @@ func (rs *results) lossyMarkdown(m *Machine) string {
 	b.WriteString("## Lossy link\n\n")
 	b.WriteString(machineLine(m))
 	links := rs.links()
+	emu := m.Emulator
+	if emu == "" {
+		emu = "linkem"
+	}
 	if len(links) > 0 {
-		fmt.Fprintf(&b, "Emulated path (linkem): RTT %g ms, %g Mbit/s each way, loss as listed (applied each way; bursts: Gilbert-Elliott with that mean loss and mean burst length). Server and load generator in one namespace, client and backend in the other.\n\n", links[0].RTTms, links[0].RateMbit)
+		fmt.Fprintf(&b, "Emulated path ("+emu+"): RTT %g ms, %g Mbit/s each way, loss as listed (applied each way; bursts: Gilbert-Elliott with that mean loss and mean burst length). Server and load generator in one namespace, client and backend in the other.\n\n", links[0].RTTms, links[0].RateMbit)
 	}
 	if m.KCPRate > 0 {
 		fmt.Fprintf(&b, "warren's kcp paths run with `rate_mbit = %d` in `[server.kcp]` and `[client.kcp]` (pacing a little below the link's rate, as config.example.toml advises for a link of known rate; `-kcp-rate 0` runs them unpaced, the default of the key).\n\n", m.KCPRate)
@@ -586,7 +590,7 @@ func (rs *results) lossyMarkdown(m *Machine) string {
 	}{{"up", 1}, {"down", 1}, {"up", 8}, {"down", 8}} {
 		note := ""
 		if c.dir == "down" && c.conns == 1 {
-			note = "tcpbench (plain TCP, from ../shared/tools/linkem) sends from the client's namespace to the server's, the \"down\" direction."
+			note = "tcpbench (plain TCP, linkem's tcpbench) sends from the client's namespace to the server's, the \"down\" direction."
 		}
 		section(fmt.Sprintf("Throughput %s, %d connection%s (Mbit/s)", c.dir, c.conns, plural(c.conns)), note, func(l *LinkSpec, path, cc string) string {
 			r := rs.find(l, path, cc, "throughput", c.dir, c.conns)
@@ -638,7 +642,11 @@ func (rs *results) lossyMarkdown(m *Machine) string {
 		t.add(r.Link.String(), pct(a), pct(z), fmt.Sprint(a.QueueDrop+z.QueueDrop), f1(max(a.LagMaxMs, z.LagMaxMs)))
 	}
 	if len(t.rows) > 0 {
-		b.WriteString("### What the link did\n\nlinkem's counters over each link setting's whole run (all paths).\n\n" + t.String() + "\n")
+		what := emu + "'s counters over each link setting's whole run (all paths)."
+		if emu == "netem" {
+			what += " netem counts queue drops as losses (its \"dropped\"), so the lost column has both and queue drops show 0."
+		}
+		b.WriteString("### What the link did\n\n" + what + "\n\n" + t.String() + "\n")
 	}
 	b.WriteString(rs.loadRange("lossy"))
 	if rs.anyPartial("lossy") {

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/warren-tunnel/warren/config"
+	"github.com/warren-tunnel/warren/internal/quote"
 )
 
 const checkUsage = `Usage:
@@ -35,7 +36,7 @@ func runCheck(args []string, stdout, stderr io.Writer) error {
 		return usagef("-c FILE is required")
 	}
 	if *role != "" && *role != config.TableServer && *role != config.TableClient {
-		return usagef(`--role: %q is not "server" or "client"`, *role)
+		return usagef(`--role: %s is not "server" or "client"`, quote.Short(*role))
 	}
 	f, err := config.LoadTable(path, *role, os.LookupEnv)
 	if err != nil {

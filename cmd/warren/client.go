@@ -11,6 +11,7 @@ import (
 	"github.com/warren-tunnel/warren/admin"
 	"github.com/warren-tunnel/warren/client"
 	"github.com/warren-tunnel/warren/config"
+	"github.com/warren-tunnel/warren/internal/quote"
 	"github.com/warren-tunnel/warren/metrics"
 )
 
@@ -125,7 +126,7 @@ func runClient(args []string, stdout, stderr io.Writer) error {
 
 // parseService parses NAME=REMOTE_PORT:TARGET_HOST:TARGET_PORT.
 func parseService(s string) (client.Service, error) {
-	bad := fmt.Errorf("%q: want NAME=REMOTE_PORT:TARGET_HOST:TARGET_PORT, e.g. ssh=2222:127.0.0.1:22", s)
+	bad := fmt.Errorf("%s: want NAME=REMOTE_PORT:TARGET_HOST:TARGET_PORT, e.g. ssh=2222:127.0.0.1:22", quote.Short(s))
 	name, rest, ok := strings.Cut(s, "=")
 	if !ok {
 		return client.Service{}, bad

@@ -15,6 +15,7 @@ import (
 
 	"github.com/warren-tunnel/warren/client"
 	"github.com/warren-tunnel/warren/config"
+	"github.com/warren-tunnel/warren/internal/quote"
 	"github.com/warren-tunnel/warren/internal/token"
 	"github.com/warren-tunnel/warren/server"
 	"github.com/warren-tunnel/warren/transport"
@@ -38,7 +39,7 @@ func runDemo(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	if *kind != transport.KindKCP && *kind != transport.KindTCP {
-		return usagef("--transport: %q: want kcp or tcp", *kind)
+		return usagef("--transport: %s: want kcp or tcp", quote.Short(*kind))
 	}
 	logCfg := config.Log{Level: *logLevel, Format: "text"}
 	if err := logCfg.Validate(); err != nil {

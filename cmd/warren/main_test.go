@@ -335,3 +335,30 @@ func TestQuickServer(t *testing.T) {
 		})
 	}
 }
+
+// TestLongFlagValuesQuotedShort: a huge value on the command line is
+// quoted by a short prefix and its length in the error, as config values
+// are.
+func TestLongFlagValuesQuotedShort(t *testing.T) {
+	huge := strings.Repeat("x", 1<<20)
+	for _, args := range [][]string{
+		{huge},
+		{"version", huge},
+		{"server", "--listen", huge, "--token", "tok-0123456789abcdef", "--ports", "1"},
+		{"server", "--ports", huge, "--token", "tok-0123456789abcdef"},
+		{"server", "--admin", huge, "--token", "tok-0123456789abcdef", "--ports", "1"},
+		{"client", "--server", huge},
+		{"client", "--server", "tcp://h:1", "--service", huge},
+		{"status", "--admin", huge},
+		{"check", "-c", "x", "--role", huge},
+		{"demo", "--transport", huge},
+	} {
+		var stdout, stderr bytes.Buffer
+		if code := run(args, &stdout, &stderr); code != exitUsage {
+			t.Errorf("warren %.30q: exit %d, want %d", args, code, exitUsage)
+		}
+		if n := stderr.Len(); n > 2000 || !strings.Contains(stderr.String(), "(1048576 bytes)") {
+			t.Errorf("warren %.30q: %d bytes on stderr: %.300s", args, n, &stderr)
+		}
+	}
+}

@@ -232,7 +232,7 @@ func quickServer(listens []string, tok, ports, domains, public, stateDir string,
 func parseEndpoint(s string) (kind, addr string, err error) {
 	kind, addr, ok := strings.Cut(s, "://")
 	if !ok || (kind != transport.KindKCP && kind != transport.KindTCP) {
-		return "", "", fmt.Errorf("%q: want kcp://host:port or tcp://host:port", s)
+		return "", "", fmt.Errorf("%s: want kcp://host:port or tcp://host:port", quote.Short(s))
 	}
 	return kind, addr, nil
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/BurntSushi/toml"
 
 	"github.com/warren-tunnel/warren/admin"
+	"github.com/warren-tunnel/warren/internal/quote"
 )
 
 const statusUsage = `Usage:
@@ -161,7 +162,7 @@ func adminFromFile(path, role string, lookupEnv func(string) (string, bool)) (ad
 			cfg, role = tables[r], r
 		}
 	default:
-		return admin.Config{}, fmt.Errorf(`--role: %q is not "server" or "client"`, role)
+		return admin.Config{}, fmt.Errorf(`--role: %s is not "server" or "client"`, quote.Short(role))
 	}
 	for key, v := range map[string]string{"address": cfg.Address, "token": cfg.Token, "token_file": cfg.TokenFile, "token_env": cfg.TokenEnv} {
 		if strings.Contains(v, "${") {
@@ -181,10 +182,10 @@ func adminFromFile(path, role string, lookupEnv func(string) (string, bool)) (ad
 func dialAddress(addr string) (string, error) {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
-		return "", fmt.Errorf("admin address %q: want host:port", addr)
+		return "", fmt.Errorf("admin address %s: want host:port", quote.Short(addr))
 	}
 	if p, err := strconv.Atoi(port); err != nil || p <= 0 || p > 65535 {
-		return "", fmt.Errorf("admin address %q: want a port from 1 to 65535", addr)
+		return "", fmt.Errorf("admin address %s: want a port from 1 to 65535", quote.Short(addr))
 	}
 	switch host {
 	case "", "0.0.0.0":

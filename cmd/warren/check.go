@@ -25,13 +25,12 @@ Flags:
 
 func runCheck(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("check", checkUsage, stdout, stderr)
-	var path string
-	fs.StringVar(&path, "c", "", "config file")
-	fs.StringVar(&path, "config", "", "config file")
+	pathFlag := fs.configFlag("config file")
 	role := fs.String("role", "", `check only the [server] ("server") or [client] ("client") table`)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
+	path := *pathFlag
 	if path == "" {
 		return usagef("-c FILE is required")
 	}

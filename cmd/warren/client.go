@@ -31,7 +31,6 @@ Flags:
 func runClient(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("client", clientUsage, stdout, stderr)
 	var (
-		path       string
 		services   stringList
 		serverURL  = fs.String("server", "", "the server, kcp://host:port or tcp://host:port")
 		tok        = fs.String("token", "", "the client's token (default $WARREN_TOKEN)")
@@ -44,12 +43,12 @@ func runClient(args []string, stdout, stderr io.Writer) error {
 		logLevel   = fs.String("log-level", "info", "debug, info, warn or error")
 		logFormat  = fs.String("log-format", "text", "text or json")
 	)
-	fs.StringVar(&path, "c", "", "config file")
-	fs.StringVar(&path, "config", "", "config file")
+	pathFlag := fs.configFlag("config file")
 	fs.Var(&services, "service", "a service, NAME=REMOTE_PORT:TARGET_HOST:TARGET_PORT (repeatable)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
+	path := *pathFlag
 
 	var cfg client.Config
 	var adminCfg admin.Config

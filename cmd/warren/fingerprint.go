@@ -30,14 +30,13 @@ Flags:
 
 func runFingerprint(args []string, stdout, stderr io.Writer) error {
 	fl := newFlags("fingerprint", fingerprintUsage, stdout, stderr)
-	var path string
-	fl.StringVar(&path, "c", "", "config file whose [server] state_dir or tls.cert to read")
-	fl.StringVar(&path, "config", "", "config file whose [server] state_dir or tls.cert to read")
+	pathFlag := fl.configFlag("config file whose [server] state_dir or tls.cert to read")
 	stateDir := fl.String("state-dir", "", "the server's state directory")
 	cert := fl.String("cert", "", "a PEM certificate file")
 	if err := parseFlags(fl, args); err != nil {
 		return err
 	}
+	path := *pathFlag
 	given := 0
 	for _, s := range []string{path, *stateDir, *cert} {
 		if s != "" {

@@ -113,6 +113,14 @@ func newFlags(name, usage string, stdout, stderr io.Writer) *flags {
 	return &flags{FlagSet: fs, usage: usage, stdout: stdout}
 }
 
+// configFlag defines -c FILE and its long form --config FILE.
+func (f *flags) configFlag(usage string) *string {
+	path := new(string)
+	f.StringVar(path, "c", "", usage)
+	f.StringVar(path, "config", "", usage)
+	return path
+}
+
 // printUsage writes the usage text and the flags' defaults to w.
 func (f *flags) printUsage(w io.Writer) {
 	fmt.Fprint(w, f.usage)

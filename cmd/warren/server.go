@@ -41,7 +41,6 @@ Flags:
 func runServer(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("server", serverUsage, stdout, stderr)
 	var (
-		path      string
 		listens   stringList
 		tok       = fs.String("token", "", "the client's token (default $WARREN_TOKEN)")
 		ports     = fs.String("ports", "", "ports the client may claim, e.g. 2222,8000-8100")
@@ -53,12 +52,12 @@ func runServer(args []string, stdout, stderr io.Writer) error {
 		logLevel  = fs.String("log-level", "info", "debug, info, warn or error")
 		logFormat = fs.String("log-format", "text", "text or json")
 	)
-	fs.StringVar(&path, "c", "", "config file")
-	fs.StringVar(&path, "config", "", "config file")
+	pathFlag := fs.configFlag("config file")
 	fs.Var(&listens, "listen", "tunnel endpoint kcp://host:port or tcp://host:port (repeatable; default both on :7000)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
+	path := *pathFlag
 
 	var cfg server.Config
 	var adminCfg admin.Config

@@ -1,17 +1,22 @@
 // Package admin is the admin HTTP listener of a warren server or client:
-// Prometheus metrics, health and readiness probes, and a small JSON API to
-// see the daemon's state, disconnect a client and reload the config.
+// a dashboard, Prometheus metrics, health and readiness probes, and a
+// small JSON API to see the daemon's state, disconnect a client and
+// reload the config.
 //
+//	GET  /                                  the dashboard, a static page (never needs a token)
+//	GET  /assets/{file}                     its script and style sheet (never need a token)
 //	GET  /metrics                           Prometheus metrics
 //	GET  /healthz                           200 "ok" while the process runs (never needs a token)
 //	GET  /readyz                            200 "ready", or 503 and the reason
 //	GET  /api/v1/status                     Status as JSON
+//	GET  /api/v1/history                    History as JSON (?after=SEQ: newer samples only)
 //	POST /api/v1/clients/{name}/disconnect  close a client's sessions (server)
 //	POST /api/v1/reload                     reload the config file
 //
-// When Config.Token is set, every endpoint but /healthz needs
-// "Authorization: Bearer TOKEN"; it is required when the address is not
-// loopback. Requests a web page could send are refused (guard.go): a
+// When Config.Token is set, every endpoint but the page and /healthz
+// needs "Authorization: Bearer TOKEN"; it is required when the address is
+// not loopback. The page asks for the token and sends it with its API
+// calls. Requests a web page could send are refused (guard.go): a
 // tokenless listener answers only a loopback Host, a foreign Origin is
 // refused, and a POST must be JSON (or carry Authorization or X-Warren).
 // docs/metrics.md documents the endpoints and the JSON.
@@ -28,10 +33,12 @@ import (
 	"net"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/warren-tunnel/warren/internal/quote"
 	"github.com/warren-tunnel/warren/metrics"
 )
 
@@ -91,6 +98,7 @@ type Server struct {
 	log       *slog.Logger
 	tokenHash [sha256.Size]byte // of cfg.Token, when set
 	handler   http.Handler
+	rec       *Recorder
 	ready     chan struct{}
 
 	mu      sync.Mutex
@@ -124,6 +132,7 @@ func New(cfg Config, src Source, reg *metrics.Registry, log *slog.Logger) (*Serv
 		src:   src,
 		reg:   reg,
 		log:   log,
+		rec:   NewRecorder(),
 		ready: make(chan struct{}),
 		stop:  make(chan struct{}),
 	}
@@ -137,6 +146,16 @@ func New(cfg Config, src Source, reg *metrics.Registry, log *slog.Logger) (*Serv
 // Handler returns the API's handler, authentication included, for tests
 // and for mounting elsewhere.
 func (s *Server) Handler() http.Handler { return s.handler }
+
+// Recorder is where the daemon records the events and traffic that the
+// dashboard and the status API show; Run samples it every second. It is
+// nil for a nil Server, which records nothing.
+func (s *Server) Recorder() *Recorder {
+	if s == nil {
+		return nil
+	}
+	return s.rec
+}
 
 // Ready is closed once Run has bound the listener.
 func (s *Server) Ready() <-chan struct{} { return s.ready }
@@ -202,6 +221,13 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
+	sampling, stopSampling := context.WithCancel(context.Background())
+	var sampler sync.WaitGroup
+	sampler.Go(func() { s.rec.sampleEvery(sampling, sampleInterval, s.src) })
+	defer func() {
+		stopSampling()
+		sampler.Wait()
+	}()
 	close(s.ready)
 
 	var serveErr error
@@ -229,6 +255,8 @@ func (s *Server) Run(ctx context.Context) error {
 
 func (s *Server) routes() http.Handler {
 	mux := http.NewServeMux()
+	mux.HandleFunc("GET /{$}", serveDashboard)
+	mux.HandleFunc("GET /assets/{file}", serveAsset)
 	if s.reg != nil {
 		mux.Handle("GET /metrics", s.reg.Handler())
 	}
@@ -237,19 +265,20 @@ func (s *Server) routes() http.Handler {
 	})
 	mux.HandleFunc("GET /readyz", s.readyz)
 	mux.HandleFunc("GET /api/v1/status", s.status)
+	mux.HandleFunc("GET /api/v1/history", s.history)
 	mux.HandleFunc("POST /api/v1/clients/{name}/disconnect", s.disconnect)
 	mux.HandleFunc("POST /api/v1/reload", s.reload)
 	return s.guard(s.authenticate(mux))
 }
 
 // authenticate checks the bearer token, when one is set, on every path but
-// /healthz.
+// /healthz and the dashboard's static files (public: they hold no data).
 func (s *Server) authenticate(next http.Handler) http.Handler {
 	if s.cfg.Token == "" {
 		return next
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/healthz" || s.authorized(r) {
+		if r.URL.Path == "/healthz" || isStatic(r) || s.authorized(r) {
 			next.ServeHTTP(w, r)
 			return
 		}
@@ -288,7 +317,22 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 	if st.Ready {
 		st.NotReady = ""
 	}
+	st.Events = s.rec.Events()
 	writeJSON(w, http.StatusOK, withEmptyLists(st))
+}
+
+// history answers the samples after ?after=SEQ (default 0: all).
+func (s *Server) history(w http.ResponseWriter, r *http.Request) {
+	var after uint64
+	if v := r.URL.Query().Get("after"); v != "" {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			writeJSON(w, http.StatusBadRequest, result{Error: "after: " + quote.Short(v) + " is not a sample number (0 or more)"})
+			return
+		}
+		after = n
+	}
+	writeJSON(w, http.StatusOK, s.rec.History(after))
 }
 
 // withEmptyLists returns st with nil sessions and services lists made
@@ -307,6 +351,15 @@ func withEmptyLists(st Status) Status {
 				c.Sessions[j].Services = []ServiceStatus{}
 			}
 		}
+	}
+	st.Routes = slices.Clone(st.Routes)
+	for i := range st.Routes {
+		if st.Routes[i].Members == nil {
+			st.Routes[i].Members = []RouteMember{}
+		}
+	}
+	if st.Events == nil {
+		st.Events = []Event{}
 	}
 	if st.Session != nil {
 		s := *st.Session
@@ -362,6 +415,7 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(status)
 	w.Write(append(b, '\n'))
 }

@@ -312,6 +312,15 @@ func TestEndpointsOnLoopbackWithoutToken(t *testing.T) {
 		{"reload by GET", "GET", "/api/v1/reload", 405, ""},
 		{"status by POST", "POST", "/api/v1/status", 405, ""},
 		{"unknown path", "GET", "/nope", 404, ""},
+		{"dashboard", "GET", "/", 200, "<title>warren</title>"},
+		{"dashboard script", "GET", "/assets/app.js", 200, "'use strict'"},
+		{"dashboard style", "GET", "/assets/style.css", 200, ":root"},
+		{"page by POST", "POST", "/", 405, ""},
+		{"page as an asset", "GET", "/assets/index.html", 404, ""},
+		{"unknown asset", "GET", "/assets/nope.js", 404, ""},
+		{"history", "GET", "/api/v1/history", 200, `"interval_seconds": 1`},
+		{"history after", "GET", "/api/v1/history?after=5", 200, `"samples": []`},
+		{"history after garbage", "GET", "/api/v1/history?after=-1", 400, `after: \"-1\" is not a sample number`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -351,6 +360,12 @@ func TestBearerToken(t *testing.T) {
 				wantStatus int
 			}{
 				{"healthz needs none", "GET", "/healthz", "", 200},
+				{"the page needs none", "GET", "/", "", 200},
+				{"its script needs none", "GET", "/assets/app.js", "", 200},
+				{"unknown asset without token", "GET", "/assets/nope.js", "", 401},
+				{"no API under assets", "GET", "/assets/../api/v1/status", "", 401},
+				{"history without token", "GET", "/api/v1/history", "", 401},
+				{"history with token", "GET", "/api/v1/history", "Bearer " + testToken, 200},
 				{"status without token", "GET", "/api/v1/status", "", 401},
 				{"readyz without token", "GET", "/readyz", "", 401},
 				{"metrics without token", "GET", "/metrics", "", 401},
@@ -424,6 +439,7 @@ func TestStatusJSON(t *testing.T) {
 	want := serverStatus()
 	want.Ready = true
 	want.Clients[1].Sessions = []admin.SessionStatus{} // null is sent as []
+	want.Events = []admin.Event{}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("status round trip:\n got %+v\nwant %+v", got, want)
 	}

@@ -35,6 +35,9 @@ type Status struct {
 	Listeners   []Listener     `json:"listeners,omitempty"`
 	Fingerprint string         `json:"fingerprint,omitempty"`
 	Clients     []ClientStatus `json:"clients,omitempty"`
+	// Server: the routes public connections arrive on (ports, then
+	// domains), with the sessions serving them or their hold.
+	Routes []RouteStatus `json:"routes,omitempty"`
 
 	// Client: the server it connects to and over what, the current
 	// session (nil while disconnected), and why the last session or
@@ -46,6 +49,10 @@ type Status struct {
 	// than one (client connections = N); Session is the first of them.
 	Connections int    `json:"connections,omitempty"`
 	LastError   string `json:"last_error,omitempty"`
+
+	// Events are the recent events, oldest first (the admin Server
+	// fills them in from its Recorder).
+	Events []Event `json:"events"`
 }
 
 // Listener is a bound tunnel endpoint of a server.
@@ -72,6 +79,8 @@ func (c ClientStatus) Connected() bool { return len(c.Sessions) > 0 }
 type SessionStatus struct {
 	// Client is the name the server knows the client by.
 	Client string `json:"client"`
+	// ID identifies the session in both sides' logs ("session=...").
+	ID string `json:"id"`
 	// Transport as users see it: "kcp+tls", "tcp+tls", "kcp", "tcp".
 	Transport string `json:"transport"`
 	// Remote is the peer's address: on the server the client's, on the
@@ -114,6 +123,35 @@ type ServiceStatus struct {
 	// in from the public peers, out to them.
 	BytesIn  int64 `json:"bytes_in"`
 	BytesOut int64 `json:"bytes_out"`
+}
+
+// RouteStatus is one route of a server: a public port or a domain on an
+// entry point, and what serves it.
+type RouteStatus struct {
+	// Port is a port route's public port; Domain and Entry ("http" or
+	// "https") name a domain route.
+	Port   int    `json:"port,omitempty"`
+	Domain string `json:"domain,omitempty"`
+	Entry  string `json:"entry,omitempty"`
+	// Shared: sessions of several clients may serve it.
+	Shared bool `json:"shared,omitempty"`
+	// Client is the client that holds a route that is not shared.
+	Client string `json:"client,omitempty"`
+	// Members are the sessions serving it, each as one of its services.
+	// Empty while the route is held.
+	Members []RouteMember `json:"members"`
+	// Held is how much longer a route that lost its last session waits
+	// for its client to come back (reconnect_grace); 0 when served.
+	Held Duration `json:"held_seconds,omitempty"`
+	// Waiting counts public connections waiting for a session.
+	Waiting int `json:"waiting,omitempty"`
+}
+
+// RouteMember is a session serving a route.
+type RouteMember struct {
+	Client  string `json:"client"`
+	Session string `json:"session"`
+	Service string `json:"service"`
 }
 
 // Duration is a time.Duration that JSON writes as seconds, a number

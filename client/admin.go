@@ -66,6 +66,7 @@ func (a adminSource) Status() admin.Status {
 	info := sess.Info()
 	ss := &admin.SessionStatus{
 		Client:    info.Client,
+		ID:        info.ID,
 		Transport: c.transport.String(),
 		Uptime:    admin.Duration(time.Since(info.Started)),
 		RTT:       admin.Duration(sess.RTT()),

@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/warren-tunnel/warren/admin"
 	"github.com/warren-tunnel/warren/metrics"
 	"github.com/warren-tunnel/warren/session"
 	"github.com/warren-tunnel/warren/transport"
@@ -41,6 +42,7 @@ type Client struct {
 	reloader func() error // the admin API's reload (SetReloader), under mu
 
 	metrics *metrics.Registry // nil: none (SetMetrics)
+	rec     *admin.Recorder   // nil: none (SetRecorder)
 	started time.Time
 
 	firstUp     chan struct{} // closed when the first session is welcomed
@@ -190,6 +192,7 @@ func (c *Client) keep(ctx context.Context, i int) error {
 			return nil
 		}
 		c.setStatus(func(s *Status) { s.LastError = err })
+		c.recordEnd(upFor, err)
 		if sticky && c.dropSticky(err) {
 			continue // ask again for any free port, at once
 		}
@@ -281,6 +284,7 @@ func (c *Client) connect(ctx context.Context, i int) (upFor time.Duration, stick
 		log.Info("serving", "service", svc.Name, "target", tab.services[svc.Name].Target, "remote_port", svc.RemotePort, "domains", svc.Domains)
 	}
 	log.Info("session up")
+	c.rec.Event(admin.Event{Kind: admin.EventSessionUp, Client: info.Client, Remote: c.cfg.Server, Reason: c.transport.String() + ", session " + info.ID})
 	var open streams
 	var wg sync.WaitGroup
 	wg.Go(func() {
@@ -438,6 +442,7 @@ func (c *Client) serveStream(log *slog.Logger, sess *session.Session, st *sessio
 	conn, err := dialTarget(sess.Context(), svc.Target, c.cfg.DialTimeout)
 	if err != nil {
 		log.Warn("target dial failed", "target", svc.Target, "err", err)
+		c.rec.Event(admin.Event{Kind: admin.EventTargetFailed, Client: sess.Info().Client, Route: h.Service, Reason: err.Error()})
 		st.Abort(fmt.Sprintf("client %s could not reach target %s: %v", sess.Info().Client, svc.Target, err))
 		c.metrics.PublicConn(h.Service, metrics.OutcomeBackendDialFailed)
 		return
@@ -458,6 +463,7 @@ func (c *Client) serveStream(log *slog.Logger, sess *session.Session, st *sessio
 	c.metrics.StreamDown(sess.Info().Client)
 	c.metrics.PublicConn(h.Service, metrics.OutcomeOK)
 	c.metrics.AddBytes(h.Service, res.Received, res.Sent)
+	c.rec.AddBytes(sess.Info().Client, h.Service, res.Received, res.Sent)
 	stats.conns.Add(-1)
 	stats.in.Add(res.Received)
 	stats.out.Add(res.Sent)

@@ -77,6 +77,7 @@ func (a adminSource) Status() admin.Status {
 		st.Clients = append(st.Clients, admin.ClientStatus{Name: c.name, Sessions: ss})
 	}
 	slices.SortFunc(st.Clients, func(a, b admin.ClientStatus) int { return cmp.Compare(a.Name, b.Name) })
+	st.Routes = s.routesStatusLocked()
 	return st
 }
 
@@ -84,6 +85,7 @@ func (a adminSource) Status() admin.Status {
 func (cs *clientSession) statusLocked() admin.SessionStatus {
 	ss := admin.SessionStatus{
 		Client:    cs.client.name,
+		ID:        cs.id,
 		Transport: cs.transport,
 		Remote:    cs.remote,
 		Uptime:    admin.Duration(time.Since(cs.sess.Info().Started)),

@@ -9,7 +9,9 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/warren-tunnel/warren/admin"
 	"github.com/warren-tunnel/warren/internal/domain"
+	"github.com/warren-tunnel/warren/internal/quote"
 	"github.com/warren-tunnel/warren/sniff"
 )
 
@@ -203,6 +205,7 @@ func (s *Server) serveEntry(ep *entryPoint, c net.Conn) {
 		return
 	case r == nil:
 		log.Info("no service for this host; connection refused", "host", host)
+		s.rec.Event(admin.Event{Kind: admin.EventUnknownHost, Remote: peer, Route: ep.name + " entry point", Reason: "no client serves host " + quote.Short(host)})
 		if ep.name == EntryHTTP {
 			refuseHTTP(c, 404, "no service for host "+strconv.QuoteToASCII(host)+" on this server")
 		} else {

@@ -6,6 +6,7 @@ import (
 	"net"
 	"time"
 
+	"github.com/warren-tunnel/warren/admin"
 	"github.com/warren-tunnel/warren/metrics"
 	"github.com/warren-tunnel/warren/session"
 )
@@ -40,6 +41,7 @@ func (s *Server) serveConn(r *route, c net.Conn, prefix []byte) {
 				}
 			}
 			s.log.Info("public connection refused", "route", r.key, "peer", peer, "reason", reason)
+			s.rec.Event(admin.Event{Kind: admin.EventConnRefused, Client: r.client.name, Remote: peer, Route: describeRoute(r), Reason: reason})
 			refuseRoute(r, c)
 			s.metrics.PublicConn(service, refusedOutcome(err, failed, s.stopping))
 			return
@@ -83,6 +85,7 @@ func (s *Server) serveConn(r *route, c net.Conn, prefix []byte) {
 		s.metrics.StreamDown(client)
 		in := res.Sent + int64(len(prefix))
 		s.metrics.AddBytes(m.service, in, res.Received)
+		s.rec.AddBytes(client, m.service, in, res.Received)
 		s.metrics.PublicConn(m.service, metrics.OutcomeOK)
 		if stats != nil {
 			stats.conns.Add(-1)

@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/warren-tunnel/warren/admin"
 	"github.com/warren-tunnel/warren/internal/domain"
 	"github.com/warren-tunnel/warren/metrics"
 	"github.com/warren-tunnel/warren/session"
@@ -36,6 +37,7 @@ type Server struct {
 	clients     []*clientEntry
 	tokens      [][]byte          // tokens[i] belongs to clients[i]
 	metrics     *metrics.Registry // nil: none (SetMetrics)
+	rec         *admin.Recorder   // nil: none (SetRecorder)
 	started     time.Time
 
 	ready chan struct{}

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/warren-tunnel/warren/admin"
 	"github.com/warren-tunnel/warren/internal/domain"
 	"github.com/warren-tunnel/warren/session"
 )
@@ -65,6 +66,7 @@ func (s *Server) serveTunnel(c net.Conn, transportName string) {
 	if err != nil {
 		log.Debug("handshake failed", "err", err)
 		s.metrics.HandshakeFailed(handshakeReason(err))
+		s.recordFailed(remote, "", err)
 		return
 	}
 	s.mu.Lock()
@@ -73,8 +75,10 @@ func (s *Server) serveTunnel(c net.Conn, transportName string) {
 	idx := p.Request.Match(tokens)
 	if idx < 0 {
 		log.Warn("auth failed: unknown token", "code", session.CodeUnknownToken)
-		p.Reject(session.Rejectf(session.CodeUnknownToken, "unknown token"))
+		rej := session.Rejectf(session.CodeUnknownToken, "unknown token")
+		p.Reject(rej)
 		s.metrics.HandshakeFailed(session.CodeUnknownToken)
+		s.recordFailed(remote, "", rej)
 		return
 	}
 	cs := &clientSession{client: clients[idx], id: session.NewID(), instance: p.Request.Instance, group: p.Request.Group, transport: transportName, remote: remote}
@@ -89,6 +93,7 @@ func (s *Server) serveTunnel(c net.Conn, transportName string) {
 		log.Warn("session rejected", "code", rej.Code, "reason", rej.Reason)
 		p.Reject(rej)
 		s.metrics.HandshakeFailed(rej.Code)
+		s.recordFailed(remote, cs.client.name, rej)
 		return
 	}
 	cs.granted = granted
@@ -103,6 +108,7 @@ func (s *Server) serveTunnel(c net.Conn, transportName string) {
 		s.mu.Unlock()
 		log.Warn("handshake failed after auth", "err", err)
 		s.metrics.HandshakeFailed(handshakeReason(err))
+		s.recordFailed(remote, cs.client.name, err)
 		return
 	}
 	s.mu.Lock()
@@ -126,6 +132,7 @@ func (s *Server) serveTunnel(c net.Conn, transportName string) {
 		sess.Close(session.CodeShuttingDown, "shutting down")
 	}
 	log.Info("session up", "services", describe(granted))
+	s.rec.Event(admin.Event{Kind: admin.EventSessionUp, Client: cs.client.name, Remote: remote, Reason: transportName + ", session " + cs.id + ": " + describe(granted)})
 	s.metrics.SessionUp(cs.client.name, transportName)
 	if s.metrics != nil {
 		go s.watchRTT(cs)
@@ -143,6 +150,7 @@ func (s *Server) serveTunnel(c net.Conn, transportName string) {
 			granted, _, rej := s.claim(cs, reqs)
 			if rej != nil {
 				log.Warn("services update rejected; the old claims stay", "code", rej.Code, "reason", rej.Reason)
+				s.rec.Event(admin.Event{Kind: admin.EventUpdateRejected, Client: cs.client.name, Remote: remote, Code: rej.Code, Reason: rej.Reason})
 				return nil, rej
 			}
 			log.Info("services updated", "services", describe(granted))
@@ -171,6 +179,7 @@ func (s *Server) serveTunnel(c net.Conn, transportName string) {
 	}
 	s.metrics.SessionDown(cs.client.name, transportName)
 	log.Info("session down", attrs...)
+	s.rec.Event(admin.Event{Kind: admin.EventSessionDown, Client: cs.client.name, Remote: remote, Reason: downReason(err, held, s.cfg.ReconnectGrace)})
 }
 
 // addPending admits a connection to its handshake, within the limits on

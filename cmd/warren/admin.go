@@ -9,15 +9,18 @@ import (
 )
 
 // adminDaemon is what a daemon with an admin listener needs: a source of
-// status and a place for metrics.
+// status, a place for metrics and one for the dashboard's events and
+// traffic.
 type adminDaemon interface {
 	SetMetrics(*metrics.Registry)
+	SetRecorder(*admin.Recorder)
 	AdminSource() admin.Source
 }
 
 // newAdmin prepares the admin listener of d when cfg is enabled: it gives
-// d a metrics registry for role and returns the listener, not yet bound.
-// With cfg off it returns nil and d records no metrics.
+// d a metrics registry for role and the listener's recorder, and returns
+// the listener, not yet bound. With cfg off it returns nil and d records
+// nothing.
 func newAdmin(cfg admin.Config, role string, d adminDaemon, log *slog.Logger) (*admin.Server, error) {
 	if !cfg.Enabled() {
 		return nil, nil
@@ -31,6 +34,7 @@ func newAdmin(cfg admin.Config, role string, d adminDaemon, log *slog.Logger) (*
 	if err != nil {
 		return nil, usageError{err}
 	}
+	d.SetRecorder(adm.Recorder())
 	return adm, nil
 }
 

@@ -109,7 +109,7 @@ func runClient(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	defer watchReload(c, log, path, config.TableClient, func(f *config.File) error {
+	defer watchReload(c, log, adm.Recorder(), path, config.TableClient, func(f *config.File) error {
 		if f.Client == nil {
 			return errors.New("no [client] table")
 		}

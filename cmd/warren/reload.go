@@ -21,8 +21,9 @@ type reloader interface {
 // the config file at path again and apply it. A failed reload is logged with its
 // reason and the running configuration stays. Without a config file (path
 // "") SIGHUP is ignored with a warning rather than ending the daemon. It
-// returns a function that stops watching.
-func watchReload(d reloader, log *slog.Logger, path, table string, apply func(*config.File) error) (stop func()) {
+// returns a function that stops watching. Each reload is an event in rec
+// (nil: none), for the dashboard.
+func watchReload(d reloader, log *slog.Logger, rec *admin.Recorder, path, table string, apply func(*config.File) error) (stop func()) {
 	var load func() error
 	if path != "" {
 		load = func() error {
@@ -41,6 +42,9 @@ func watchReload(d reloader, log *slog.Logger, path, table string, apply func(*c
 		err := load()
 		if err != nil {
 			log.Error("reload rejected; the running configuration stays", "file", path, "err", err)
+			rec.Event(admin.Event{Kind: admin.EventReload, Code: "failed", Reason: err.Error() + "; the running configuration stays"})
+		} else {
+			rec.Event(admin.Event{Kind: admin.EventReload, Code: "ok", Reason: "configuration reloaded from " + path})
 		}
 		return err
 	}

@@ -112,7 +112,7 @@ func runServer(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	defer watchReload(srv, log, path, config.TableServer, func(f *config.File) error {
+	defer watchReload(srv, log, adm.Recorder(), path, config.TableServer, func(f *config.File) error {
 		if f.Server == nil {
 			return errors.New("no [server] table")
 		}

@@ -490,7 +490,8 @@ func TestBinaryServerKilled(t *testing.T) {
 }
 
 // TestBinaryDemo runs "warren demo", fetches the page it prints through
-// the tunnel, and stops it with SIGINT.
+// the tunnel, which links the dashboards it prints, fetches those, and
+// stops it with SIGINT.
 func TestBinaryDemo(t *testing.T) {
 	for _, kind := range transports {
 		t.Run(kind, func(t *testing.T) {
@@ -518,9 +519,27 @@ func TestBinaryDemo(t *testing.T) {
 			}
 			body, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
-			for _, want := range []string{"came through the warren tunnel", kind + "+tls"} {
+			dash := regexp.MustCompile(`Dashboards: server (http://127\.0\.0\.1:\d+/)  client (http://127\.0\.0\.1:\d+/)`).FindStringSubmatch(p.stdout.String())
+			if dash == nil {
+				t.Fatalf("demo printed no dashboards:\n%s", p.stdout.String())
+			}
+			for _, want := range []string{"came through the warren tunnel", kind + "+tls", `href="` + dash[1] + `"`, `href="` + dash[2] + `"`} {
 				if !strings.Contains(string(body), want) {
 					t.Errorf("page lacks %q:\n%s", want, body)
+				}
+			}
+			// Each dashboard answers: the page, and its API the role.
+			for i, role := range []string{"server", "client"} {
+				for path, want := range map[string]string{"": "<title>warren</title>", "api/v1/status": `"role": "` + role + `"`} {
+					resp, err := http.Get(dash[i+1] + path)
+					if err != nil {
+						t.Fatal(err)
+					}
+					b, _ := io.ReadAll(resp.Body)
+					resp.Body.Close()
+					if resp.StatusCode != 200 || !strings.Contains(string(b), want) {
+						t.Errorf("GET %s%s: %d, want 200 with %q:\n%s", dash[i+1], path, resp.StatusCode, want, b)
+					}
 				}
 			}
 			if code := p.stop(syscall.SIGINT); code != exitOK {

@@ -133,10 +133,19 @@ func serverConfig(t *testing.T, kind string) server.Config {
 
 func startServer(t *testing.T, cfg server.Config) *testServer {
 	t.Helper()
+	return startServerWith(t, cfg, nil)
+}
+
+// startServerWith is startServer with setup (nil: none) run before Run.
+func startServerWith(t *testing.T, cfg server.Config, setup func(*server.Server)) *testServer {
+	t.Helper()
 	logs := newLogBuffer()
 	srv, err := server.New(cfg, logs.logger())
 	if err != nil {
 		t.Fatal(err)
+	}
+	if setup != nil {
+		setup(srv)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	ts := &testServer{Server: srv, kind: cfg.Listen[0].Transport, cfg: cfg, logs: logs, cancel: cancel, done: make(chan struct{})}
@@ -204,10 +213,19 @@ func clientConfig(s *testServer, token string, svcs ...client.Service) client.Co
 
 func startClient(t *testing.T, cfg client.Config) *testClient {
 	t.Helper()
+	return startClientWith(t, cfg, nil)
+}
+
+// startClientWith is startClient with setup (nil: none) run before Run.
+func startClientWith(t *testing.T, cfg client.Config, setup func(*client.Client)) *testClient {
+	t.Helper()
 	logs := newLogBuffer()
 	c, err := client.New(cfg, logs.logger())
 	if err != nil {
 		t.Fatal(err)
+	}
+	if setup != nil {
+		setup(c)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	tc := &testClient{Client: c, logs: logs, cancel: cancel, done: make(chan struct{})}

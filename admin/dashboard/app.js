@@ -49,7 +49,7 @@
     n = Number(n) || 0;
     let u = 0;
     while (n >= 1024 && u < UNITS.length - 1) { n /= 1024; u++; }
-    return (u === 0 ? String(Math.round(n)) : n.toFixed(n < 10 ? 2 : n < 100 ? 1 : 0)) + ' ' + UNITS[u];
+    return (u === 0 ? String(Math.round(n)) : n.toFixed(n < 10 ? 2 : n < 100 ? 1 : 0)) + '\u00a0' + UNITS[u]; // no break before the unit
   }
   const rate = (n) => bytes(n) + '/s';
   function duration(s) {
@@ -63,7 +63,7 @@
   function ms(seconds) {
     if (!seconds) return '–';
     const v = seconds * 1000;
-    return (v < 10 ? v.toFixed(2) : v < 100 ? v.toFixed(1) : v.toFixed(0)) + ' ms';
+    return (v < 10 ? v.toFixed(2) : v < 100 ? v.toFixed(1) : v.toFixed(0)) + '\u00a0ms';
   }
   const clock = (t) => new Date(t).toLocaleTimeString([], { hour12: false });
   function routeName(r) {
@@ -139,6 +139,7 @@
   // ---- token ----
   function askToken(refused) {
     paused = true;
+    notice('');
     $('auth').hidden = false;
     for (const id of ['server-view', 'client-view', 'traffic-section', 'events-section', 'identity']) $(id).hidden = true;
     $('reload').hidden = true;
@@ -445,7 +446,7 @@
       setText(kout, 'out ' + rate(nout));
       const bits = [];
       if (e.live) bits.push('total ' + bytes(e.total[0] + e.total[1]), e.conns + ' open');
-      if (peak > 0) bits.push('peak ' + rate(peak));
+      if (peak > 0) bits.push('peak\u00a0' + rate(peak));
       setText(more, bits.join(' · '));
       setAttr(svg, 'aria-label', e.service + ': now ' + rate(nin) + ' in, ' + rate(nout) + ' out; peak ' + rate(peak) + ' over the ' + spanText());
     });
@@ -500,7 +501,7 @@
     $('events-empty').hidden = evs.length > 0;
     $('events').parentElement.hidden = evs.length === 0;
     const rows = evs.map((e) => {
-      const [name, cls] = EVENT_LABEL[e.kind] || [e.kind, ''];
+      const [name, cls] = Object.hasOwn(EVENT_LABEL, e.kind) ? EVENT_LABEL[e.kind] : [e.kind, ''];
       let badgeCls = cls;
       if (e.kind === 'reload') badgeCls = e.code === 'ok' ? 'ok' : 'bad';
       const detail = el('td', { class: 'reason' });

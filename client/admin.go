@@ -44,7 +44,7 @@ func (a adminSource) Status() admin.Status {
 	st := admin.Status{
 		Role:      admin.RoleClient,
 		Version:   version.Version,
-		Uptime:    admin.Duration(time.Since(c.started)),
+		Uptime:    admin.Duration(c.edges.clock.Now().Sub(c.started)),
 		Server:    c.cfg.Server,
 		Transport: c.transport.String(),
 	}
@@ -117,13 +117,14 @@ func (c *Client) SetReloader(f func() error) {
 // watchRTT records the session's heartbeat round trip every heartbeat
 // interval until it ends.
 func (c *Client) watchRTT(sess *session.Session) {
-	t := time.NewTicker(c.sessCfg.HeartbeatInterval)
+	t := c.edges.clock.NewTimer(c.sessCfg.HeartbeatInterval)
 	defer t.Stop()
 	for {
 		select {
 		case <-sess.Done():
 			return
-		case <-t.C:
+		case <-t.C():
+			t.Reset(c.sessCfg.HeartbeatInterval)
 			if rtt := sess.RTT(); rtt > 0 {
 				c.metrics.SetRTT(sess.Info().Client, rtt)
 			}

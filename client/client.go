@@ -10,13 +10,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/warren-tunnel/warren/admin"
+	"github.com/warren-tunnel/warren/clock"
 	"github.com/warren-tunnel/warren/metrics"
 	"github.com/warren-tunnel/warren/session"
 	"github.com/warren-tunnel/warren/transport"
@@ -26,6 +26,7 @@ import (
 type Client struct {
 	cfg       Config
 	log       *slog.Logger
+	edges     edges
 	transport transport.Transport
 	sessCfg   session.Config
 	token     []byte
@@ -71,28 +72,34 @@ type Status struct {
 }
 
 // New checks cfg and prepares the client; Run connects. log nil discards
-// logs.
-func New(cfg Config, log *slog.Logger) (*Client, error) {
+// logs. Without options the client uses the real network and clock;
+// options replace them (see edges.go).
+func New(cfg Config, log *slog.Logger, opts ...Option) (*Client, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	var tlsCfg *tls.Config
-	if !cfg.TLS.Disabled {
-		var err error
-		if tlsCfg, err = cfg.TLS.Config(); err != nil {
-			return nil, fmt.Errorf("client.%w", err)
+	e := newEdges(opts)
+	t := e.transport
+	if t == nil {
+		var tlsCfg *tls.Config
+		if !cfg.TLS.Disabled {
+			var err error
+			if tlsCfg, err = cfg.TLS.Config(); err != nil {
+				return nil, fmt.Errorf("client.%w", err)
+			}
 		}
-	}
-	t, err := transport.New(cfg.Transport, transport.Config{KCP: cfg.KCP, TCP: cfg.TCP, TLS: tlsCfg})
-	if err != nil {
-		return nil, fmt.Errorf("client.transport: %w", err)
+		var err error
+		if t, err = transport.New(cfg.Transport, transport.Config{KCP: cfg.KCP, TCP: cfg.TCP, TLS: tlsCfg}); err != nil {
+			return nil, fmt.Errorf("client.transport: %w", err)
+		}
 	}
 	c := &Client{
 		cfg:       cfg,
 		log:       log,
+		edges:     e,
 		transport: t,
 		sessCfg:   cfg.session(),
 		token:     []byte(cfg.Token),
@@ -101,7 +108,7 @@ func New(cfg Config, log *slog.Logger) (*Client, error) {
 		firstUp:   make(chan struct{}),
 		sess:      make([]*session.Session, cfg.Connections),
 		sticky:    make(map[string]int),
-		started:   time.Now(),
+		started:   e.clock.Now(),
 	}
 	c.table.Store(newServiceTable(cfg.Services, nil))
 	return c, nil
@@ -205,12 +212,12 @@ func (c *Client) keep(ctx context.Context, i int) error {
 		}
 		wait := b.next()
 		c.log.Warn("not connected; retrying", "err", err, "in", wait.Round(time.Millisecond).String())
-		t := time.NewTimer(wait)
+		t := c.edges.clock.NewTimer(wait)
 		select {
 		case <-ctx.Done():
 			t.Stop()
 			return nil
-		case <-t.C:
+		case <-t.C():
 		}
 	}
 }
@@ -255,6 +262,7 @@ func (c *Client) connect(ctx context.Context, i int) (upFor time.Duration, stick
 		sess.Close(session.CodeClosed, "this server does not support parallel sessions")
 		return 0, sticky, errNoGroups
 	}
+	up := c.edges.clock.Now()
 	c.remember(info.Services)
 	c.firstUpOnce.Do(func() { close(c.firstUp) })
 	tab := c.table.Load()
@@ -311,7 +319,7 @@ func (c *Client) connect(ctx context.Context, i int) (upFor time.Duration, stick
 		}
 	})
 	c.metrics.SessionDown(info.Client, c.transport.String())
-	upFor = time.Since(info.Started)
+	upFor = c.edges.clock.Now().Sub(up)
 	if ctx.Err() == nil {
 		log.Warn("session down", "reason", err, "after", upFor.Round(time.Millisecond).String())
 	}
@@ -337,7 +345,7 @@ func (c *Client) drain(log *slog.Logger, sess *session.Session, open *streams) {
 		if n := open.count(); n > 0 {
 			log.Info("shutting down: letting open connections finish", "open", n, "timeout", c.cfg.ShutdownTimeout.String())
 		}
-		if !open.waitIdle(c.cfg.ShutdownTimeout, sess.Done()) {
+		if !open.waitIdle(c.edges.clock, c.cfg.ShutdownTimeout, sess.Done()) {
 			log.Warn("shutdown timeout: closing the connections still open", "open", open.count())
 		}
 	}
@@ -367,9 +375,9 @@ func (s *streams) count() int {
 	return s.n
 }
 
-// waitIdle waits until no stream is open, timeout passes or stop closes;
-// it reports whether none is open.
-func (s *streams) waitIdle(timeout time.Duration, stop <-chan struct{}) bool {
+// waitIdle waits until no stream is open, timeout passes on clk or stop
+// closes; it reports whether none is open.
+func (s *streams) waitIdle(clk clock.Clock, timeout time.Duration, stop <-chan struct{}) bool {
 	s.mu.Lock()
 	if s.n == 0 {
 		s.mu.Unlock()
@@ -380,13 +388,13 @@ func (s *streams) waitIdle(timeout time.Duration, stop <-chan struct{}) bool {
 	}
 	idle := s.idle
 	s.mu.Unlock()
-	t := time.NewTimer(timeout)
+	t := clk.NewTimer(timeout)
 	defer t.Stop()
 	select {
 	case <-idle:
 		return true
 	case <-stop:
-	case <-t.C:
+	case <-t.C():
 	}
 	return s.count() == 0
 }
@@ -438,8 +446,8 @@ func (c *Client) serveStream(log *slog.Logger, sess *session.Session, st *sessio
 		st.Abort(fmt.Sprintf("client has no service %q", h.Service))
 		return
 	}
-	start := time.Now()
-	conn, err := dialTarget(sess.Context(), svc.Target, c.cfg.DialTimeout)
+	start := c.edges.clock.Now()
+	conn, err := c.dialTarget(sess.Context(), svc.Target, c.cfg.DialTimeout)
 	if err != nil {
 		log.Warn("target dial failed", "target", svc.Target, "err", err)
 		c.rec.Event(admin.Event{Kind: admin.EventTargetFailed, Client: sess.Info().Client, Route: h.Service, Reason: err.Error()})
@@ -473,29 +481,7 @@ func (c *Client) serveStream(log *slog.Logger, sess *session.Session, st *sessio
 	}
 	log.Log(context.Background(), level, "connection closed",
 		"target", svc.Target, "bytes_from_public", res.Received, "bytes_to_public", res.Sent,
-		"duration", time.Since(start).Round(time.Millisecond).String(), "reason", reason)
-}
-
-// dialTarget dials target within timeout, or until ctx ends. The dial runs
-// in a goroutine of its own: dialing reaches deep into the resolver and the
-// socket code, and the caller's stack, which then idles in the relay for as
-// long as the connection lives, would keep that depth (Go shrinks a parked
-// stack only while it uses under a quarter of it).
-func dialTarget(ctx context.Context, target string, timeout time.Duration) (net.Conn, error) {
-	type result struct {
-		c   net.Conn
-		err error
-	}
-	ch := make(chan result, 1)
-	go func() {
-		ctx, cancel := context.WithTimeout(ctx, timeout)
-		defer cancel()
-		var d net.Dialer
-		c, err := d.DialContext(ctx, "tcp", target)
-		ch <- result{c, err}
-	}()
-	r := <-ch
-	return r.c, r.err
+		"duration", c.edges.clock.Now().Sub(start).Round(time.Millisecond).String(), "reason", reason)
 }
 
 // errNoGroups: the server does not let parallel sessions serve together.

@@ -59,7 +59,7 @@ func (a adminSource) Status() admin.Status {
 	st := admin.Status{
 		Role:        admin.RoleServer,
 		Version:     version.Version,
-		Uptime:      admin.Duration(time.Since(s.started)),
+		Uptime:      admin.Duration(s.edges.clock.Now().Sub(s.started)),
 		Fingerprint: s.fingerprint,
 	}
 	s.mu.Lock()
@@ -175,13 +175,14 @@ func handshakeReason(err error) string {
 // watchRTT records cs's heartbeat round trip every heartbeat interval
 // until its session ends.
 func (s *Server) watchRTT(cs *clientSession) {
-	t := time.NewTicker(s.sessCfg.HeartbeatInterval)
+	t := s.edges.clock.NewTimer(s.sessCfg.HeartbeatInterval)
 	defer t.Stop()
 	for {
 		select {
 		case <-cs.sess.Done():
 			return
-		case <-t.C:
+		case <-t.C():
+			t.Reset(s.sessCfg.HeartbeatInterval)
 			if rtt := cs.sess.RTT(); rtt > 0 {
 				s.metrics.SetRTT(cs.client.name, rtt)
 			}

@@ -60,7 +60,7 @@ func (s *Server) listenEntries() ([]*entryPoint, error) {
 		if e.addr == "" {
 			continue
 		}
-		l, err := net.Listen("tcp", e.addr)
+		l, err := s.edges.listen("tcp", e.addr)
 		if err != nil {
 			for _, ep := range eps {
 				ep.l.Close()
@@ -148,7 +148,7 @@ func (s *Server) addSniffing(c net.Conn, ep *entryPoint) bool {
 	e := &s.entries
 	if len(e.sniffing) >= s.cfg.Limits.MaxSniffing {
 		e.refused++
-		if now := time.Now(); now.Sub(e.lastRefusedLog) >= time.Second {
+		if now := s.edges.clock.Now(); now.Sub(e.lastRefusedLog) >= time.Second {
 			s.log.Warn("too many connections that have not named their host yet; closing new ones",
 				"limit", "limits.max_sniffing", "entry", ep.name, "peer", c.RemoteAddr().String(), "refused", e.refused)
 			e.lastRefusedLog, e.refused = now, 0
@@ -272,8 +272,8 @@ func statusText(status int) string {
 // sends for a moment, and closes it: closing a TCP connection with unread
 // bytes would reset it, and the client could lose the answer.
 func lingerClose(c net.Conn) {
-	if tc, ok := c.(*net.TCPConn); ok {
-		tc.CloseWrite()
+	if hc, ok := c.(interface{ CloseWrite() error }); ok {
+		hc.CloseWrite()
 		c.SetReadDeadline(time.Now().Add(lingerTimeout))
 		io.CopyN(io.Discard, c, lingerMax)
 	}

@@ -25,7 +25,7 @@ func (s *Server) servePort(r *route) {
 func (s *Server) serveConn(r *route, c net.Conn, prefix []byte) {
 	s.active.Add(1)
 	defer s.active.Add(-1)
-	accepted := time.Now()
+	accepted := s.edges.clock.Now()
 	peer := c.RemoteAddr().String()
 	tried := make(map[*member]bool)
 	service := r.service       // the metrics label until a member takes it
@@ -61,7 +61,7 @@ func (s *Server) serveConn(r *route, c net.Conn, prefix []byte) {
 			failed = metrics.OutcomeAborted
 			continue
 		}
-		s.metrics.StreamOpened(time.Since(accepted))
+		s.metrics.StreamOpened(s.edges.clock.Now().Sub(accepted))
 		if len(prefix) > 0 {
 			if _, err := st.Write(prefix); err != nil {
 				st.Close()
@@ -76,7 +76,7 @@ func (s *Server) serveConn(r *route, c net.Conn, prefix []byte) {
 		}
 		client := m.cs.client.name
 		s.metrics.StreamUp(client)
-		start := time.Now()
+		start := s.edges.clock.Now()
 		rc, held := gatewayConn(r, c)
 		res := session.Relay(rc, st)
 		if held {
@@ -96,7 +96,7 @@ func (s *Server) serveConn(r *route, c net.Conn, prefix []byte) {
 		log.Log(context.Background(), level, "public connection closed",
 			"service", m.service, "route", r.key, "peer", peer,
 			"bytes_from_public", res.Sent+int64(len(prefix)), "bytes_to_public", res.Received,
-			"duration", time.Since(start).Round(time.Millisecond).String(),
+			"duration", s.edges.clock.Now().Sub(start).Round(time.Millisecond).String(),
 			"reason", reason)
 		return
 	}

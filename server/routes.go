@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/warren-tunnel/warren/clock"
 	"github.com/warren-tunnel/warren/internal/domain"
 )
 
@@ -31,7 +32,7 @@ type route struct {
 	members   []*member
 	next      int           // round-robin cursor
 	heldUntil time.Time     // no members: connections wait until then
-	hold      *time.Timer   // ends the hold
+	hold      clock.Timer   // ends the hold
 	wake      chan struct{} // closed and replaced when members change
 	waiting   int           // connections waiting for a member
 }
@@ -118,8 +119,8 @@ func (s *Server) leaveLocked(cs *clientSession, hold bool) {
 // holdLocked keeps an empty route for the reconnect grace.
 func (s *Server) holdLocked(r *route) {
 	s.log.Info("held for the client's return", "route", r.key, "client", r.client.name, "grace", s.cfg.ReconnectGrace.String())
-	r.heldUntil = time.Now().Add(s.cfg.ReconnectGrace)
-	r.hold = time.AfterFunc(s.cfg.ReconnectGrace, func() {
+	r.heldUntil = s.edges.clock.Now().Add(s.cfg.ReconnectGrace)
+	r.hold = s.edges.clock.AfterFunc(s.cfg.ReconnectGrace, func() {
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		if len(r.members) == 0 && s.routes[r.key] == r {
@@ -172,7 +173,7 @@ func (s *Server) pick(r *route, tried map[*member]bool, give <-chan struct{}) (*
 		}
 		// Wait while the route is held, or a member is still in its
 		// handshake (a client coming back adopts its held route so).
-		wait := time.Until(r.heldUntil)
+		wait := r.heldUntil.Sub(s.edges.clock.Now())
 		if r.heldUntil.IsZero() {
 			if !r.joiningLocked() {
 				return nil, errRouteGone // members, but all failed
@@ -188,10 +189,10 @@ func (s *Server) pick(r *route, tried map[*member]bool, give <-chan struct{}) (*
 		}
 		wake := r.wake
 		s.mu.Unlock()
-		t := time.NewTimer(wait)
+		t := s.edges.clock.NewTimer(wait)
 		select {
 		case <-wake:
-		case <-t.C:
+		case <-t.C():
 		case <-give:
 		}
 		t.Stop()
@@ -201,7 +202,7 @@ func (s *Server) pick(r *route, tried map[*member]bool, give <-chan struct{}) (*
 			return nil, errRouteGone
 		default:
 		}
-		if len(r.members) == 0 && !r.heldUntil.IsZero() && time.Now().After(r.heldUntil) {
+		if len(r.members) == 0 && !r.heldUntil.IsZero() && s.edges.clock.Now().After(r.heldUntil) {
 			return nil, errGraceOver
 		}
 	}

@@ -30,6 +30,7 @@ const acceptBackoff = 100 * time.Millisecond
 type Server struct {
 	cfg         Config
 	log         *slog.Logger
+	edges       edges
 	tls         *tls.Config // nil: plaintext
 	fingerprint string
 	certCreated bool
@@ -83,17 +84,20 @@ type clientEntry struct {
 
 // New checks cfg and prepares the server: it loads or creates the TLS
 // certificate (in cfg.StateDir when self-signed) but binds nothing; Run
-// does. log nil discards logs.
-func New(cfg Config, log *slog.Logger) (*Server, error) {
+// does. log nil discards logs. Without options the server uses the real
+// network and clock; options replace them (see edges.go).
+func New(cfg Config, log *slog.Logger, opts ...Option) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	e := newEdges(opts)
 	s := &Server{
 		cfg:          cfg,
 		log:          log,
+		edges:        e,
 		sessCfg:      cfg.session(),
 		ready:        make(chan struct{}),
 		routes:       make(map[string]*route),
@@ -103,7 +107,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		pendingOrder: list.New(),
 		pendingIP:    make(map[string]int),
 		changed:      make(chan struct{}),
-		started:      time.Now(),
+		started:      e.clock.Now(),
 	}
 	if !cfg.TLS.Disabled {
 		var err error
@@ -190,7 +194,10 @@ func (s *Server) Run(ctx context.Context) error {
 func (s *Server) listen() ([]listener, error) {
 	var ls []listener
 	for i, lc := range s.cfg.Listen {
-		t, err := transport.New(lc.Transport, transport.Config{KCP: s.cfg.KCP, TCP: s.cfg.TCP, TLS: s.tls})
+		t, err := s.edges.transports[lc.Transport], error(nil)
+		if t == nil {
+			t, err = transport.New(lc.Transport, transport.Config{KCP: s.cfg.KCP, TCP: s.cfg.TCP, TLS: s.tls})
+		}
 		if err == nil {
 			var l transport.Listener
 			if l, err = t.Listen(lc.Address); err == nil {
@@ -252,10 +259,12 @@ func (s *Server) accept(l interface{ Accept() (net.Conn, error) }, stop <-chan s
 			return err
 		}
 		s.log.Warn(failed, append(attrs, "err", err)...)
+		t := s.edges.clock.NewTimer(acceptBackoff)
 		select {
 		case <-stop:
+			t.Stop()
 			return err
-		case <-time.After(acceptBackoff):
+		case <-t.C():
 		}
 	}
 }
@@ -297,10 +306,10 @@ func (s *Server) shutdown() {
 	}()
 	if n := s.active.Load(); n > 0 {
 		s.log.Info("shutting down: letting open connections finish", "open", n, "timeout", s.cfg.ShutdownTimeout.String())
-		t := time.NewTimer(s.cfg.ShutdownTimeout)
+		t := s.edges.clock.NewTimer(s.cfg.ShutdownTimeout)
 		select {
 		case <-drained:
-		case <-t.C:
+		case <-t.C():
 			s.log.Warn("shutdown timeout: closing the connections still open", "open", s.active.Load())
 		}
 		t.Stop()

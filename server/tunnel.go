@@ -209,7 +209,7 @@ func (s *Server) addPending(c net.Conn) bool {
 	}
 	if limit != "" {
 		s.refused++
-		if now := time.Now(); now.Sub(s.lastRefusedLog) >= time.Second {
+		if now := s.edges.clock.Now(); now.Sub(s.lastRefusedLog) >= time.Second {
 			what := "closing new ones"
 			if evicted != nil {
 				what = "dropping the oldest"
@@ -577,7 +577,7 @@ const maxPortProbes = 4096
 
 // bind opens a public listener on svc's port. Called with s.mu held.
 func (s *Server) bind(svc *service) (net.Listener, *session.RejectError) {
-	l, err := net.Listen("tcp", net.JoinHostPort(s.cfg.PublicAddress, strconv.Itoa(svc.port)))
+	l, err := s.edges.listen("tcp", net.JoinHostPort(s.cfg.PublicAddress, strconv.Itoa(svc.port)))
 	if err != nil {
 		return nil, session.Rejectf(session.CodePortInUse, "port in use: service %q remote_port %d: %v", svc.name, svc.port, err)
 	}
@@ -591,7 +591,7 @@ func (s *Server) bindAny(c *clientEntry, svc *service, skip map[int]bool) (net.L
 	// First let the kernel pick (fast when the ranges cover its ephemeral
 	// range), then probe the ranges in order.
 	for range 3 {
-		l, err := net.Listen("tcp", net.JoinHostPort(s.cfg.PublicAddress, "0"))
+		l, err := s.edges.listen("tcp", net.JoinHostPort(s.cfg.PublicAddress, "0"))
 		if err != nil {
 			break
 		}
@@ -608,7 +608,7 @@ func (s *Server) bindAny(c *clientEntry, svc *service, skip map[int]bool) (net.L
 				continue
 			}
 			probes++
-			l, err := net.Listen("tcp", net.JoinHostPort(s.cfg.PublicAddress, strconv.Itoa(p)))
+			l, err := s.edges.listen("tcp", net.JoinHostPort(s.cfg.PublicAddress, strconv.Itoa(p)))
 			if err == nil {
 				svc.port = p
 				return l, nil

@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"strconv"
 	"sync"
 
 	"github.com/warren-tunnel/warren/transport"
@@ -15,9 +16,14 @@ import (
 // Network is an in-memory Transport: Listen registers an address, Dial
 // connects to it through a synchronous net.Pipe. The zero value is ready to
 // use.
+//
+// The listener's end of a connection has the dialler's address as its
+// RemoteAddr: "127.0.0.1:N" for Dial (N counting up, as ephemeral ports
+// do), the address given to DialFrom otherwise.
 type Network struct {
 	mu        sync.Mutex
 	listeners map[string]*listener
+	ports     int // the last source port given out
 }
 
 var _ transport.Transport = (*Network)(nil)
@@ -27,13 +33,29 @@ func (n *Network) String() string { return "memory" }
 // Dial connects to the listener at addr, or fails as a refused TCP dial
 // would when there is none.
 func (n *Network) Dial(ctx context.Context, addr string) (net.Conn, error) {
+	return n.DialFrom(ctx, "", addr)
+}
+
+// DialFrom is Dial from the source address from ("host:port", or a host
+// alone, which gets the next source port; "" is 127.0.0.1), so that tests
+// can reach a listener from several addresses.
+func (n *Network) DialFrom(ctx context.Context, from, addr string) (net.Conn, error) {
 	n.mu.Lock()
 	l := n.listeners[addr]
+	if from == "" {
+		from = "127.0.0.1"
+	}
+	if _, _, err := net.SplitHostPort(from); err != nil {
+		n.ports++
+		from = net.JoinHostPort(from, strconv.Itoa(1024+n.ports%64000))
+	}
 	n.mu.Unlock()
 	if l == nil {
 		return nil, fmt.Errorf("memory dial %s: connection refused", addr)
 	}
-	client, server := net.Pipe()
+	c, s := net.Pipe()
+	client := &conn{Conn: c, local: memAddr(from), remote: memAddr(addr)}
+	server := &conn{Conn: s, local: memAddr(addr), remote: memAddr(from)}
 	select {
 	case l.accept <- server:
 		return client, nil
@@ -86,9 +108,18 @@ func (l *listener) Close() error {
 	return nil
 }
 
-func (l *listener) Addr() net.Addr { return addr(l.addr) }
+func (l *listener) Addr() net.Addr { return memAddr(l.addr) }
 
-type addr string
+// conn is a pipe end with the addresses of its connection.
+type conn struct {
+	net.Conn
+	local, remote net.Addr
+}
 
-func (a addr) Network() string { return "memory" }
-func (a addr) String() string  { return string(a) }
+func (c *conn) LocalAddr() net.Addr  { return c.local }
+func (c *conn) RemoteAddr() net.Addr { return c.remote }
+
+type memAddr string
+
+func (a memAddr) Network() string { return "memory" }
+func (a memAddr) String() string  { return string(a) }

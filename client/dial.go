@@ -1,0 +1,72 @@
+package client
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"time"
+)
+
+// minDialShare is the least time one address of a name gets when the
+// dial timeout is shared among its addresses (net.Dialer's rule too).
+const minDialShare = 2 * time.Second
+
+// dialTarget dials target ("host:port") within timeout, or until ctx ends.
+// A host name is resolved with the client's resolver and its addresses
+// are tried in order, each with an equal share of the time left (at least
+// minDialShare), the first to connect winning.
+//
+// The dial runs in a goroutine of its own: dialing reaches deep into the
+// resolver and the socket code, and the caller's stack, which then idles
+// in the relay for as long as the connection lives, would keep that depth
+// (Go shrinks a parked stack only while it uses under a quarter of it).
+func (c *Client) dialTarget(ctx context.Context, target string, timeout time.Duration) (net.Conn, error) {
+	type result struct {
+		c   net.Conn
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		conn, err := c.dialAddrs(ctx, target)
+		ch <- result{conn, err}
+	}()
+	r := <-ch
+	return r.c, r.err
+}
+
+func (c *Client) dialAddrs(ctx context.Context, target string) (net.Conn, error) {
+	host, port, err := net.SplitHostPort(target)
+	if err != nil {
+		return nil, &net.OpError{Op: "dial", Net: "tcp", Err: err}
+	}
+	var addrs []netip.Addr
+	if ip, err := netip.ParseAddr(host); err == nil {
+		addrs = []netip.Addr{ip}
+	} else if addrs, err = c.edges.resolver.LookupNetIP(ctx, "ip", host); err != nil {
+		return nil, &net.OpError{Op: "dial", Net: "tcp", Err: err}
+	} else if len(addrs) == 0 {
+		return nil, &net.OpError{Op: "dial", Net: "tcp", Err: &net.DNSError{Err: "no addresses", Name: host, IsNotFound: true}}
+	}
+	var first error // as net.Dialer, report the first address's error
+	for i, ip := range addrs {
+		actx, cancel := ctx, context.CancelFunc(func() {})
+		if dl, ok := ctx.Deadline(); ok && i < len(addrs)-1 {
+			share := time.Until(dl) / time.Duration(len(addrs)-i)
+			actx, cancel = context.WithTimeout(ctx, max(share, minDialShare))
+		}
+		conn, err := c.edges.dial(actx, "tcp", net.JoinHostPort(ip.Unmap().String(), port))
+		cancel()
+		if err == nil {
+			return conn, nil
+		}
+		if first == nil {
+			first = err
+		}
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return nil, first
+}

@@ -1,0 +1,71 @@
+package client
+
+import (
+	"context"
+	"net"
+	"net/netip"
+
+	"github.com/warren-tunnel/warren/clock"
+	"github.com/warren-tunnel/warren/transport"
+)
+
+// The client's edges are what it reaches outside its own memory: the
+// transport to the server, the dial and the resolver of service targets,
+// and the clock. New takes the real ones unless an Option replaces them,
+// so a test can run the whole client in memory (transporttest, memnet,
+// clocktest) or on real sockets from one switch.
+type edges struct {
+	transport transport.Transport // nil: as the config says
+	dial      DialFunc
+	resolver  Resolver
+	clock     clock.Clock
+}
+
+// DialFunc connects to a service's target, as net.Dialer.DialContext
+// does: network is "tcp", address "ip:port" (the client resolves names
+// first). ctx bounds the dial; cancelling it later does not affect the
+// connection.
+type DialFunc func(ctx context.Context, network, address string) (net.Conn, error)
+
+// Resolver turns a target's host name into addresses, as
+// net.Resolver.LookupNetIP does (network "ip"). *net.Resolver is one.
+type Resolver interface {
+	LookupNetIP(ctx context.Context, network, host string) ([]netip.Addr, error)
+}
+
+// An Option replaces one of the client's edges.
+type Option func(*edges)
+
+// WithTransport makes the client reach the server over t instead of the
+// transport its config describes (TLS included: t brings its own, or
+// none).
+func WithTransport(t transport.Transport) Option {
+	return func(e *edges) { e.transport = t }
+}
+
+// WithDial makes the client dial service targets with dial instead of a
+// net.Dialer.
+func WithDial(dial DialFunc) Option {
+	return func(e *edges) { e.dial = dial }
+}
+
+// WithResolver makes the client resolve target host names with r instead
+// of net.DefaultResolver.
+func WithResolver(r Resolver) Option {
+	return func(e *edges) { e.resolver = r }
+}
+
+// WithClock makes the client read the time and set its timers (reconnect
+// backoff, drain timeout) on c instead of the system clock.
+func WithClock(c clock.Clock) Option {
+	return func(e *edges) { e.clock = c }
+}
+
+func newEdges(opts []Option) edges {
+	var d net.Dialer
+	e := edges{dial: d.DialContext, resolver: net.DefaultResolver, clock: clock.Real{}}
+	for _, o := range opts {
+		o(&e)
+	}
+	return e
+}

@@ -1,0 +1,353 @@
+package harness
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/warren-tunnel/warren/client"
+	"github.com/warren-tunnel/warren/server"
+)
+
+// Tokens of the clients every ServerConfig knows.
+const (
+	TokenOffice = "office-token-0123456789abcdef"
+	TokenOther  = "other-token-0123456789abcdef"
+)
+
+// Logs collects a daemon's log, shown when its test fails.
+type Logs struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *Logs) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+// String is the log so far.
+func (l *Logs) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
+func (l *Logs) logger() *slog.Logger {
+	return slog.New(slog.NewTextHandler(l, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+// dumpIfFailed shows the last lines of the log of a failed test.
+func (l *Logs) dumpIfFailed(t testing.TB, who string) {
+	if !t.Failed() {
+		return
+	}
+	lines := strings.Split(l.String(), "\n")
+	if len(lines) > 200 {
+		lines = lines[len(lines)-200:]
+	}
+	t.Logf("%s log (last %d lines):\n%s", who, len(lines), strings.Join(lines, "\n"))
+}
+
+// ServerConfig is the config server tests start from: quick heartbeats,
+// clients "office" (TokenOffice, every unprivileged port and
+// *.office.example.com) and "other" (TokenOther, every unprivileged
+// port).
+func (w *World) ServerConfig() server.Config {
+	cfg := server.DefaultConfig()
+	cfg.PublicAddress = "127.0.0.1"
+	cfg.StateDir = w.t.TempDir()
+	kind := w.Kind
+	addr := "127.0.0.1:0"
+	if w.InMemory() {
+		kind = TCP // the listen entry the memory transport stands in for
+		w.mu.Lock()
+		w.servers++
+		addr = "127.0.0.1:" + strconv.Itoa(7000+w.servers)
+		w.mu.Unlock()
+	}
+	cfg.Listen = []server.Listen{{Transport: kind, Address: addr}}
+	cfg.HeartbeatInterval = 300 * time.Millisecond
+	cfg.HeartbeatMisses = 6
+	all := []server.PortRange{{Lo: 1024, Hi: 65535}}
+	cfg.Clients = []server.Client{
+		{Name: "office", Token: TokenOffice, Ports: all, Domains: []string{"*.office.example.com"}},
+		{Name: "other", Token: TokenOther, Ports: all},
+	}
+	return cfg
+}
+
+// Server is a running server.
+type Server struct {
+	*server.Server
+	w      *World
+	Config server.Config
+	opts   []server.Option
+	Logs   *Logs
+
+	cancel   context.CancelFunc
+	done     chan struct{}
+	runErr   error
+	stopOnce sync.Once
+}
+
+// StartServer runs a server with cfg on the world's networks (opts go
+// last, so they may replace those edges too), waits until it is ready,
+// and stops it when the test ends.
+func (w *World) StartServer(cfg server.Config, opts ...server.Option) *Server {
+	w.t.Helper()
+	var all []server.Option
+	if w.InMemory() {
+		all = append(all, server.WithTransport(cfg.Listen[0].Transport, w.tunnel), server.WithListen(w.Public.Listen))
+	}
+	all = append(all, opts...)
+	logs := &Logs{}
+	srv, err := server.New(cfg, logs.logger(), all...)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Server{Server: srv, w: w, Config: cfg, opts: opts, Logs: logs, cancel: cancel, done: make(chan struct{})}
+	go func() {
+		s.runErr = srv.Run(ctx)
+		close(s.done)
+	}()
+	select {
+	case <-srv.Ready():
+	case <-s.done:
+		w.t.Fatalf("server did not start: %v", s.runErr)
+	}
+	w.t.Cleanup(s.Stop)
+	w.t.Cleanup(func() { logs.dumpIfFailed(w.t, "server") })
+	return s
+}
+
+// Stop stops the server (as SIGTERM does) and waits for Run to return.
+func (s *Server) Stop() {
+	s.stopOnce.Do(func() {
+		s.cancel()
+		<-s.done
+	})
+}
+
+// Cancel begins the server's shutdown and returns at once; Done tells
+// when it is over.
+func (s *Server) Cancel() { s.cancel() }
+
+// Done is closed when Run has returned.
+func (s *Server) Done() <-chan struct{} { return s.done }
+
+// Err is what Run returned; valid after Done.
+func (s *Server) Err() error { return s.runErr }
+
+// Restart stops the server and starts another with the same config, the
+// same tunnel address and state directory (so the same certificate).
+func (s *Server) Restart() *Server {
+	s.w.t.Helper()
+	addr := s.TunnelAddr()
+	s.Stop()
+	cfg := s.Config
+	cfg.Listen = append([]server.Listen(nil), cfg.Listen...)
+	cfg.Listen[0].Address = addr
+	return s.w.StartServer(cfg, s.opts...)
+}
+
+// TunnelAddr is where clients reach the server.
+func (s *Server) TunnelAddr() string { return s.Addr(s.Config.Listen[0].Transport).String() }
+
+// EntryAddr is the bound address of entry point name ("http", "https").
+func (s *Server) EntryAddr(name string) string { return s.Server.EntryAddr(name).String() }
+
+// WaitSessions waits until the server has n sessions.
+func (s *Server) WaitSessions(n int) {
+	s.w.t.Helper()
+	s.WaitFor("sessions", func() (bool, string) {
+		got := len(s.Sessions())
+		return got == n, strconv.Itoa(got) + " sessions, want " + strconv.Itoa(n)
+	})
+}
+
+// WaitFor waits until cond holds, re-checking at every change of the
+// server's sessions or routes (Changed); cond says what it saw.
+func (s *Server) WaitFor(what string, cond func() (bool, string)) {
+	s.w.t.Helper()
+	deadline := time.After(WaitTimeout)
+	for {
+		ch := s.Changed()
+		ok, saw := cond()
+		if ok {
+			return
+		}
+		select {
+		case <-ch:
+		case <-deadline:
+			s.w.t.Fatalf("%s: %s after %v", what, saw, WaitTimeout)
+		}
+	}
+}
+
+// WaitStreams waits until the server's sessions have n streams open.
+// Stream counts have no change signal: it polls.
+func (s *Server) WaitStreams(n int) {
+	s.w.t.Helper()
+	Poll(s.w.t, "streams", func() (bool, string) {
+		total := 0
+		for _, si := range s.Sessions() {
+			total += si.Streams
+		}
+		return total == n, strconv.Itoa(total) + " streams open, want " + strconv.Itoa(n)
+	})
+}
+
+// Poll checks cond every few milliseconds until it holds, failing t after
+// WaitTimeout with what cond last saw. Only for state without a change
+// signal.
+func Poll(t testing.TB, what string, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(WaitTimeout)
+	for {
+		ok, saw := cond()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %s after %v", what, saw, WaitTimeout)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// ClientConfig is the config of a client of s with token serving svcs.
+func (w *World) ClientConfig(s *Server, token string, svcs ...client.Service) client.Config {
+	cfg := client.DefaultConfig()
+	cfg.Server = s.TunnelAddr()
+	cfg.Transport = s.Config.Listen[0].Transport
+	cfg.Token = token
+	cfg.TLS.Fingerprint = s.Fingerprint()
+	cfg.HeartbeatInterval = 300 * time.Millisecond
+	cfg.HeartbeatMisses = 6
+	cfg.Services = svcs
+	return cfg
+}
+
+// Client is a running client.
+type Client struct {
+	*client.Client
+	w      *World
+	Config client.Config
+	Logs   *Logs
+
+	cancel   context.CancelFunc
+	done     chan struct{}
+	runErr   error
+	stopOnce sync.Once
+}
+
+// StartClient runs a client with cfg on the world's networks (opts go
+// last, so they may replace those edges too) and stops it when the test
+// ends.
+func (w *World) StartClient(cfg client.Config, opts ...client.Option) *Client {
+	w.t.Helper()
+	var all []client.Option
+	if w.InMemory() {
+		all = append(all, client.WithTransport(w.tunnel), client.WithDial(w.Private.Dial), client.WithResolver(w.Private))
+	}
+	all = append(all, opts...)
+	logs := &Logs{}
+	c, err := client.New(cfg, logs.logger(), all...)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	tc := &Client{Client: c, w: w, Config: cfg, Logs: logs, cancel: cancel, done: make(chan struct{})}
+	go func() {
+		tc.runErr = c.Run(ctx)
+		close(tc.done)
+	}()
+	w.t.Cleanup(tc.Stop)
+	w.t.Cleanup(func() { logs.dumpIfFailed(w.t, "client") })
+	return tc
+}
+
+// Stop stops the client (as SIGTERM does: it drains) and waits for Run
+// to return.
+func (c *Client) Stop() {
+	c.stopOnce.Do(func() {
+		c.cancel()
+		<-c.done
+	})
+}
+
+// Cancel begins the client's shutdown and returns at once.
+func (c *Client) Cancel() { c.cancel() }
+
+// Done is closed when Run has returned.
+func (c *Client) Done() <-chan struct{} { return c.done }
+
+// Err is what Run returned; valid after Done.
+func (c *Client) Err() error { return c.runErr }
+
+// WaitSession waits until the client is connected with its n-th session
+// (counting from 1) and returns the status.
+func (c *Client) WaitSession(n int) client.Status {
+	c.w.t.Helper()
+	return c.waitStatus("session "+strconv.Itoa(n), func(st client.Status) bool { return st.Connected && st.Sessions >= n })
+}
+
+// WaitUp waits until n of the client's sessions are up at once.
+func (c *Client) WaitUp(n int) client.Status {
+	c.w.t.Helper()
+	return c.waitStatus(strconv.Itoa(n)+" sessions up", func(st client.Status) bool { return st.Up == n })
+}
+
+func (c *Client) waitStatus(what string, ok func(client.Status) bool) client.Status {
+	c.w.t.Helper()
+	deadline := time.After(WaitTimeout)
+	for {
+		ch := c.Changed()
+		st := c.Status()
+		if ok(st) {
+			return st
+		}
+		select {
+		case <-ch:
+		case <-c.done:
+			c.w.t.Fatalf("client stopped before %s: %v", what, c.runErr)
+		case <-deadline:
+			c.w.t.Fatalf("client has no %s after %v: %d up, last error %v", what, WaitTimeout, st.Up, st.LastError)
+		}
+	}
+}
+
+// WaitExit waits for Run to return and gives its error.
+func (c *Client) WaitExit() error {
+	c.w.t.Helper()
+	select {
+	case <-c.done:
+		return c.runErr
+	case <-time.After(WaitTimeout):
+		c.w.t.Fatalf("client still running; status %+v", c.Status())
+		return nil
+	}
+}
+
+// Port is the public port granted to the named service.
+func (c *Client) Port(name string) int {
+	c.w.t.Helper()
+	for _, s := range c.Status().Session.Services {
+		if s.Name == name {
+			return s.RemotePort
+		}
+	}
+	c.w.t.Fatalf("no service %q in %+v", name, c.Status().Session.Services)
+	return 0
+}
+
+// PublicAddr is where the named service is reachable.
+func (c *Client) PublicAddr(name string) string { return PublicAddr(c.Port(name)) }

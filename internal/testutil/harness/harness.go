@@ -1,0 +1,252 @@
+// Package harness runs whole warren systems in a test: servers and clients
+// as in production (server.New, client.New, Run), with backends behind the
+// clients and public peers in front of the server. One switch picks what
+// connects them:
+//
+//   - "memory" (the default): tunnel connections over transporttest,
+//     public ports and entry points, and the clients' targets, on memnet
+//     networks. No sockets, no TLS, no KCP: fast, for the policy above
+//     the seams.
+//   - "tcp" or "kcp": the real transports with TLS, and the host's
+//     loopback for everything else, as e2e runs.
+//
+// A World is one such system. NewWorld takes the kind from the test flag
+// -warren.tunnel (so `go test ./server/ -warren.tunnel=kcp` runs a
+// package's harness tests over real KCP+TLS); NewWorldOf names it.
+package harness
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"io"
+	"net"
+	"net/netip"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/warren-tunnel/warren/internal/testutil/memnet"
+	"github.com/warren-tunnel/warren/transport/transporttest"
+)
+
+// Kinds of World.
+const (
+	Memory = "memory"
+	TCP    = "tcp"
+	KCP    = "kcp"
+)
+
+var tunnelFlag = flag.String("warren.tunnel", Memory, `what harness tests connect over: "memory", "tcp" or "kcp" (real sockets, TLS)`)
+
+// WaitTimeout bounds every wait for a state change.
+const WaitTimeout = 30 * time.Second
+
+// Net is a network the system and the test share: a memnet.Network, or
+// the host's loopback (Loopback).
+type Net interface {
+	Listen(network, address string) (net.Listener, error)
+	Dial(ctx context.Context, network, address string) (net.Conn, error)
+	// DialFrom dials from the source IP from (the zero Addr: any).
+	DialFrom(ctx context.Context, from netip.Addr, network, address string) (net.Conn, error)
+	LookupNetIP(ctx context.Context, network, host string) ([]netip.Addr, error)
+}
+
+// Loopback is the host's network.
+type Loopback struct{}
+
+func (Loopback) Listen(network, address string) (net.Listener, error) {
+	return net.Listen(network, address)
+}
+
+func (Loopback) Dial(ctx context.Context, network, address string) (net.Conn, error) {
+	var d net.Dialer
+	return d.DialContext(ctx, network, address)
+}
+
+func (Loopback) DialFrom(ctx context.Context, from netip.Addr, network, address string) (net.Conn, error) {
+	d := net.Dialer{}
+	if from.IsValid() {
+		d.LocalAddr = net.TCPAddrFromAddrPort(netip.AddrPortFrom(from, 0))
+	}
+	return d.DialContext(ctx, network, address)
+}
+
+func (Loopback) LookupNetIP(ctx context.Context, network, host string) ([]netip.Addr, error) {
+	return net.DefaultResolver.LookupNetIP(ctx, network, host)
+}
+
+// World is one system under test: the networks, and the servers, clients
+// and backends started on them, all stopped when the test ends.
+type World struct {
+	t testing.TB
+	// Kind is Memory, TCP or KCP.
+	Kind string
+	// Public is where public ports and entry points listen and public
+	// peers dial from; Private is where the clients' targets listen.
+	Public, Private Net
+	tunnel          *transporttest.Network // Memory: the tunnel connections
+
+	mu      sync.Mutex
+	servers int // servers started, for tunnel addresses
+}
+
+// NewWorld returns a world of the kind -warren.tunnel names.
+func NewWorld(t testing.TB) *World { return NewWorldOf(t, *tunnelFlag) }
+
+// NewWorldOf returns a world of kind: Memory, TCP or KCP.
+func NewWorldOf(t testing.TB, kind string) *World {
+	w := &World{t: t, Kind: kind}
+	switch kind {
+	case Memory:
+		w.Public, w.Private, w.tunnel = &memnet.Network{}, &memnet.Network{}, &transporttest.Network{}
+	case TCP, KCP:
+		w.Public, w.Private = Loopback{}, Loopback{}
+	default:
+		t.Fatalf("harness: unknown kind %q (want memory, tcp or kcp)", kind)
+	}
+	return w
+}
+
+// InMemory reports whether the world runs without sockets.
+func (w *World) InMemory() bool { return w.Kind == Memory }
+
+// Tunnel is the in-memory tunnel transport, nil for a real world: tests
+// use it to reach a server's tunnel listener as a client would.
+func (w *World) Tunnel() *transporttest.Network { return w.tunnel }
+
+// Backend starts a TCP server on the private network; handle runs for
+// each connection, which is closed when it returns. It returns the
+// address, a target for a client's service.
+func (w *World) Backend(handle func(net.Conn)) string {
+	w.t.Helper()
+	l, err := w.Private.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	w.t.Cleanup(func() {
+		l.Close()
+		wg.Wait()
+	})
+	wg.Go(func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			wg.Go(func() {
+				defer c.Close()
+				handle(c)
+			})
+		}
+	})
+	return l.Addr().String()
+}
+
+// DeadAddr is an address on the private network where nothing listens.
+func (w *World) DeadAddr() string {
+	w.t.Helper()
+	l, err := w.Private.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	return addr
+}
+
+// Dial connects to a public address, or fails the test; the connection
+// is closed when the test ends.
+func (w *World) Dial(addr string) net.Conn {
+	w.t.Helper()
+	c, err := w.DialErr(addr)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	w.t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// DialErr connects to a public address within 5 s.
+func (w *World) DialErr(addr string) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return w.Public.Dial(ctx, "tcp", addr)
+}
+
+// Echo is a backend handler that copies the connection back to itself,
+// then half-closes.
+func Echo(c net.Conn) {
+	io.Copy(c, c)
+	CloseWrite(c)
+}
+
+// CloseWrite half-closes c (a *net.TCPConn or *memnet.Conn).
+func CloseWrite(c net.Conn) error {
+	if hc, ok := c.(interface{ CloseWrite() error }); ok {
+		return hc.CloseWrite()
+	}
+	return errors.ErrUnsupported
+}
+
+// EchoOnce sends a message to an echo service at the public address addr
+// and checks the answer.
+func (w *World) EchoOnce(addr string) error {
+	c, err := w.DialErr(addr)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	msg := "hello through the tunnel"
+	if _, err := io.WriteString(c, msg); err != nil {
+		return err
+	}
+	CloseWrite(c)
+	got, err := io.ReadAll(c)
+	if err != nil || string(got) != msg {
+		return &echoError{addr: addr, got: string(got), err: err}
+	}
+	return nil
+}
+
+type echoError struct {
+	addr, got string
+	err       error
+}
+
+func (e *echoError) Error() string {
+	return "echo via " + e.addr + ": got " + strconv.Quote(e.got) + ", " + errString(e.err)
+}
+
+func errString(err error) string {
+	if err == nil {
+		return "no error"
+	}
+	return err.Error()
+}
+
+// RoundTrip fails the test unless an echo service answers at addr.
+func (w *World) RoundTrip(addr string) {
+	w.t.Helper()
+	if err := w.EchoOnce(addr); err != nil {
+		w.t.Fatal(err)
+	}
+}
+
+// IsClosed reports nil when reading c ends (EOF or reset) within d, the
+// timeout otherwise.
+func IsClosed(c net.Conn, d time.Duration) error {
+	c.SetReadDeadline(time.Now().Add(d))
+	_, err := io.Copy(io.Discard, c)
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return err
+	}
+	return nil
+}
+
+// PublicAddr is the address of a public port.
+func PublicAddr(port int) string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(port)) }

@@ -39,7 +39,10 @@ type Client struct {
 	stickyMu sync.Mutex
 	sticky   map[string]int
 
-	reloadMu sync.Mutex   // one Reload at a time
+	reloadMu sync.Mutex // one Reload at a time
+	// claimed is the table each live session's claims came from, when a
+	// Reload or syncClaims updated it; guarded by reloadMu.
+	claimed  map[*session.Session]*serviceTable
 	reloader func() error // the admin API's reload (SetReloader), under mu
 
 	metrics *metrics.Registry // nil: none (SetMetrics)
@@ -108,6 +111,7 @@ func New(cfg Config, log *slog.Logger, opts ...Option) (*Client, error) {
 		firstUp:   make(chan struct{}),
 		sess:      make([]*session.Session, cfg.Connections),
 		sticky:    make(map[string]int),
+		claimed:   make(map[*session.Session]*serviceTable),
 		started:   e.clock.Now(),
 	}
 	c.table.Store(newServiceTable(cfg.Services, nil))
@@ -310,6 +314,9 @@ func (c *Client) connect(ctx context.Context, i int) (upFor time.Duration, stick
 		c.serveStream(log, sess, st)
 	}})
 	wg.Wait()
+	c.reloadMu.Lock()
+	delete(c.claimed, sess)
+	c.reloadMu.Unlock()
 	c.mu.Lock()
 	c.sess[i] = nil
 	c.mu.Unlock()

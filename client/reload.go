@@ -116,9 +116,10 @@ func (c *Client) Reload(cfg Config) error {
 	return nil
 }
 
-// update claims tab's services on the live session sess. When the server
-// does not answer (it may or may not have applied them), the session is
-// closed, so that the reconnection claims them for sure.
+// update claims tab's services on the live session sess; reloadMu is
+// held. When the server does not answer (it may or may not have applied
+// them), the session is closed, so that the reconnection claims them for
+// sure.
 func (c *Client) update(sess *session.Session, tab *serviceTable) error {
 	claims, _ := c.withSticky(tab)
 	granted, err := sess.Update(claims)
@@ -129,6 +130,7 @@ func (c *Client) update(sess *session.Session, tab *serviceTable) error {
 		}
 		return err
 	}
+	c.claimed[sess] = tab
 	c.remember(granted)
 	c.setStatus(func(s *Status) { s.Session = sess.Info() })
 	c.log.Info("services reloaded", "services", len(granted))
@@ -137,19 +139,36 @@ func (c *Client) update(sess *session.Session, tab *serviceTable) error {
 
 // syncClaims brings a new session up to date with a reload that happened
 // during its handshake, when the session's claims come from an older
-// table than the current one.
+// table than the current one (and no Reload has updated it since). A
+// refusal that retrying cannot change puts the session's table back,
+// unless another session has claimed the new one; a temporary one (the
+// server shutting down) leaves the new table for the next connection.
 func (c *Client) syncClaims(log *slog.Logger, sess *session.Session, claimed *serviceTable) {
 	c.reloadMu.Lock()
 	defer c.reloadMu.Unlock()
 	tab := c.table.Load()
+	if cur := c.claimed[sess]; cur != nil {
+		claimed = cur
+	}
 	if tab == claimed || sess.Err() != nil {
 		return
 	}
 	if err := c.update(sess, tab); err != nil {
 		var rej *session.RejectError
-		if errors.As(err, &rej) {
+		if errors.As(err, &rej) && !rej.Temporary() && !c.claimedLocked(tab) {
 			c.table.Store(claimed)
 		}
 		log.Error("the server refused the reloaded services; the session serves the ones it claimed", "err", err)
 	}
+}
+
+// claimedLocked reports whether a live session has claimed tab's
+// services; reloadMu is held.
+func (c *Client) claimedLocked(tab *serviceTable) bool {
+	for _, t := range c.claimed {
+		if t == tab {
+			return true
+		}
+	}
+	return false
 }

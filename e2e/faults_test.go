@@ -3,8 +3,6 @@ package e2e
 import (
 	"bytes"
 	"errors"
-	"io"
-	"net"
 	"sync"
 	"syscall"
 	"testing"
@@ -153,81 +151,4 @@ func TestLinkBlackhole(t *testing.T) {
 		cli.waitSession(t, 2)
 		roundTrip(t, cli.publicAddr(t, "echo"))
 	})
-}
-
-// behindProxy starts a TCP server with the given reconnect grace and a
-// client reaching it through a TCP proxy, serving echo at addr.
-func behindProxy(t *testing.T, grace time.Duration) (srv *testServer, px *impair.TCPProxy, cli *testClient, addr string) {
-	t.Helper()
-	target := backend(t, echo)
-	cfg := serverConfig(t, "tcp")
-	cfg.ReconnectGrace = grace
-	srv = startServer(t, cfg)
-	px, err := impair.NewTCPProxy(srv.addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { px.Close() })
-	ccfg := clientConfig(srv, tokenOffice, client.Service{Name: "echo", Target: target})
-	ccfg.Server = px.Addr()
-	ccfg.HandshakeTimeout = 2 * time.Second
-	cli = startClient(t, ccfg)
-	cli.waitSession(t, 1)
-	return srv, px, cli, cli.publicAddr(t, "echo")
-}
-
-// TestReconnectGrace: the client's connection drops and it cannot come
-// back at once. Its port stays held: a public connection made meanwhile
-// waits and is served when the client returns.
-func TestReconnectGrace(t *testing.T) {
-	leaktest.Check(t)
-	srv, px, cli, addr := behindProxy(t, waitTimeout)
-
-	px.Freeze(true)
-	px.Cut()
-	srv.logs.waitFor(t, "held for the client's return", "client=office")
-	srv.waitSessions(t, 0)
-
-	c := dialPublic(t, addr)
-	msg := []byte("waited for the client")
-	c.Write(msg)
-	c.CloseWrite()
-	if err := isClosed(c, 300*time.Millisecond); err == nil {
-		t.Fatal("a connection on a held port was closed instead of waiting")
-	}
-
-	px.Freeze(false)
-	cli.waitSession(t, 2)
-	c.SetReadDeadline(time.Now().Add(waitTimeout))
-	got, err := io.ReadAll(c)
-	if err != nil || !bytes.Equal(got, msg) {
-		t.Fatalf("the waiting connection got %q, %v", got, err)
-	}
-}
-
-// TestReconnectGraceEnds: a client that does not come back within the
-// grace loses its port: waiting connections are closed, new ones refused;
-// when it does come back it gets the port again.
-func TestReconnectGraceEnds(t *testing.T) {
-	leaktest.Check(t)
-	srv, px, cli, addr := behindProxy(t, time.Second)
-
-	px.Freeze(true)
-	px.Cut()
-	srv.logs.waitFor(t, "held for the client's return")
-	c := dialPublic(t, addr)
-	srv.logs.waitFor(t, "reconnect grace over; released", "route=port:")
-	if err := isClosed(c, waitTimeout); err != nil {
-		t.Fatalf("the waiting connection is still open after the grace: %v", err)
-	}
-	if c2, err := net.Dial("tcp", addr); err == nil {
-		c2.Close()
-		t.Fatal("the port still accepts connections after the grace")
-	} else if !errors.Is(err, syscall.ECONNREFUSED) && !errors.Is(err, syscall.ECONNRESET) {
-		t.Fatalf("dial after the grace: %v, want connection refused", err)
-	}
-
-	px.Freeze(false)
-	cli.waitSession(t, 2)
-	roundTrip(t, addr) // the client asked for the same port again
 }

@@ -411,3 +411,22 @@ func (s *testServer) waitStreams(t *testing.T, n int) {
 		time.Sleep(5 * time.Millisecond) // stream counts have no change signal
 	}
 }
+
+func (s *testServer) entryAddr(name string) string { return s.EntryAddr(name).String() }
+
+// rawExchange writes msg to a new connection to addr, half-closes it and
+// returns everything read back.
+func rawExchange(t *testing.T, addr string, msg []byte) []byte {
+	t.Helper()
+	c := dialPublic(t, addr)
+	c.SetDeadline(time.Now().Add(waitTimeout))
+	go func() {
+		c.Write(msg)
+		c.CloseWrite()
+	}()
+	got, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatalf("reading the answer: %v (read %q)", err, got)
+	}
+	return got
+}

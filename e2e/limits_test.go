@@ -101,45 +101,6 @@ func TestSlowUnauthenticated(t *testing.T) {
 	waitUntil(t, "intruders gone", pendingIs(srv, func(n int) bool { return n == 0 }))
 }
 
-// TestHandshakeLimitPerIP: past max_handshakes_per_ip, connections from
-// that address are closed at once; other addresses are not affected.
-func TestHandshakeLimitPerIP(t *testing.T) {
-	leaktest.Check(t)
-	cfg := serverConfig(t, "tcp")
-	cfg.Limits.MaxHandshakesPerIP = 4
-	srv := startServer(t, cfg)
-	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 2, 1)}}
-	var conns []net.Conn
-	defer func() {
-		for _, c := range conns {
-			c.Close()
-		}
-	}()
-	for range cfg.Limits.MaxHandshakesPerIP {
-		c, err := d.Dial("tcp", srv.addr())
-		if err != nil {
-			t.Fatal(err)
-		}
-		conns = append(conns, c)
-	}
-	waitUntil(t, "handshakes", pendingIs(srv, func(n int) bool { return n == cfg.Limits.MaxHandshakesPerIP }))
-	over, err := d.Dial("tcp", srv.addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer over.Close()
-	if err := isClosed(over, waitTimeout); err != nil {
-		t.Fatalf("a connection over the per-IP limit was not closed: %v", err)
-	}
-	srv.logs.waitFor(t, "too many connections in their handshake", "limits.max_handshakes_per_ip", "127.0.2.1")
-
-	// Another address still gets its handshake, and a real client in.
-	target := backend(t, echo)
-	cli := startClient(t, clientConfig(srv, tokenOffice, client.Service{Name: "echo", Target: target}))
-	cli.waitSession(t, 1)
-	roundTrip(t, cli.publicAddr(t, "echo"))
-}
-
 // TestUDPGarbage: datagrams of garbage and of forged KCP segments, each
 // source address sending a few and going away (as spoofed sources do),
 // hit the KCP port while a real client connects. kcp-go makes a session of
@@ -334,38 +295,4 @@ func openFiles(t *testing.T) int {
 		t.Skipf("cannot count open files: %v", err)
 	}
 	return len(ents)
-}
-
-// TestHandshakeLimitDropsOldest: with every handshake slot held by silent
-// connections, a real client still gets in: the oldest silent one is
-// dropped to make room.
-func TestHandshakeLimitDropsOldest(t *testing.T) {
-	leaktest.Check(t)
-	cfg := serverConfig(t, "tcp")
-	cfg.Limits.MaxHandshakes = 8
-	cfg.Limits.HandshakeTimeout = 2 * waitTimeout // the silent ones never time out here
-	srv := startServer(t, cfg)
-	var silent []net.Conn
-	defer func() {
-		for _, c := range silent {
-			c.Close()
-		}
-	}()
-	for i := range cfg.Limits.MaxHandshakes {
-		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 5, byte(i+1))}}
-		c, err := d.Dial("tcp", srv.addr())
-		if err != nil {
-			t.Fatal(err)
-		}
-		silent = append(silent, c)
-		waitUntil(t, "handshakes", pendingIs(srv, func(n int) bool { return n == i+1 }))
-	}
-	target := backend(t, echo)
-	cli := startClient(t, clientConfig(srv, tokenOffice, client.Service{Name: "echo", Target: target}))
-	cli.waitSession(t, 1)
-	roundTrip(t, cli.publicAddr(t, "echo"))
-	if err := isClosed(silent[0], waitTimeout); err != nil {
-		t.Fatalf("the oldest silent handshake was not dropped: %v", err)
-	}
-	srv.logs.waitFor(t, "too many connections in their handshake; dropping the oldest", "limits.max_handshakes")
 }

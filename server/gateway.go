@@ -24,17 +24,25 @@ const (
 	badGatewayText  = "bad gateway: the service behind this host did not answer"
 )
 
+// tcpConn is what the gateway needs of a public connection: a
+// *net.TCPConn, or its in-memory twin in tests.
+type tcpConn interface {
+	net.Conn
+	CloseWrite() error
+	SetLinger(sec int) error
+}
+
 // heldConn is a public connection of the HTTP entry point while it is
 // relayed. session.Relay closes its connection when it ends (and to wake
 // its reader); heldConn only wakes the reader then, keeping the socket
 // open until the relay's outcome says whether a 502 is due (endGateway).
 type heldConn struct {
-	*net.TCPConn
+	tcpConn
 }
 
 // Close wakes a read in progress instead of closing.
 func (h heldConn) Close() error {
-	return h.TCPConn.SetReadDeadline(time.Unix(1, 0))
+	return h.tcpConn.SetReadDeadline(time.Unix(1, 0))
 }
 
 // gatewayConn returns the connection to relay for c on route r, and
@@ -43,7 +51,7 @@ func gatewayConn(r *route, c net.Conn) (net.Conn, bool) {
 	if r.entry != EntryHTTP {
 		return c, false
 	}
-	tc, ok := c.(*net.TCPConn)
+	tc, ok := c.(tcpConn)
 	if !ok {
 		return c, false
 	}
@@ -54,7 +62,7 @@ func gatewayConn(r *route, c net.Conn) (net.Conn, bool) {
 // the stream broke before any byte reached the public peer, with a reset
 // when it broke later (as Relay would have), else plainly.
 func endGateway(c net.Conn, res session.Result) {
-	tc := c.(heldConn).TCPConn
+	tc := c.(heldConn).tcpConn
 	var ab *session.AbortError
 	broke := errors.As(res.Err, &ab) || errors.Is(res.Err, session.ErrTruncated)
 	switch {

@@ -3,7 +3,9 @@ package server
 import (
 	"errors"
 	"net"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/warren-tunnel/warren/clock"
@@ -76,6 +78,7 @@ func (s *Server) addMemberLocked(r *route, m *member) {
 		r.hold = nil
 	}
 	r.wakeLocked()
+	s.notifyLocked()
 }
 
 // leaveRouteLocked removes cs from r, which is released at once when it
@@ -88,6 +91,7 @@ func (s *Server) leaveRouteLocked(cs *clientSession, r *route) {
 		}
 	}
 	r.wakeLocked()
+	s.notifyLocked()
 	if len(r.members) == 0 {
 		s.removeRouteLocked(r)
 	}
@@ -112,6 +116,9 @@ func (s *Server) leaveLocked(cs *clientSession, hold bool) {
 		} else {
 			s.removeRouteLocked(r)
 		}
+	}
+	if len(cs.routes) > 0 {
+		s.notifyLocked()
 	}
 	cs.routes = nil
 }
@@ -146,6 +153,7 @@ func (s *Server) removeRouteLocked(r *route) {
 	}
 	close(r.done)
 	r.wakeLocked()
+	s.notifyLocked()
 }
 
 // pick returns the member a new connection on r goes to: among live
@@ -159,6 +167,7 @@ func (s *Server) pick(r *route, tried map[*member]bool, give <-chan struct{}) (*
 	defer func() {
 		if counted {
 			r.waiting--
+			s.notifyLocked()
 		}
 		s.mu.Unlock()
 	}()
@@ -186,6 +195,7 @@ func (s *Server) pick(r *route, tried map[*member]bool, give <-chan struct{}) (*
 			}
 			r.waiting++
 			counted = true
+			s.notifyLocked()
 		}
 		wake := r.wake
 		s.mu.Unlock()
@@ -283,5 +293,38 @@ func holders(r *route) string {
 			out += m.cs.client.name
 		}
 	}
+	return out
+}
+
+// RouteInfo describes a route: what public connections arrive on.
+type RouteInfo struct {
+	// Key names it: "port:2222", "http:www.example.com".
+	Key string
+	// Client is the client whose sessions serve it; "" when shared.
+	Client string
+	Shared bool
+	// Sessions counts the sessions serving it (those in their handshake
+	// included).
+	Sessions int
+	// Held: no session serves it, and it is kept for its client's return
+	// until the reconnect grace ends.
+	Held bool
+	// Waiting counts the public connections waiting for a session.
+	Waiting int
+}
+
+// Routes lists the routes. Changed tells when they change.
+func (s *Server) Routes() []RouteInfo {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]RouteInfo, 0, len(s.routes))
+	for _, r := range s.routes {
+		ri := RouteInfo{Key: r.key, Shared: r.shared, Sessions: len(r.members), Held: !r.heldUntil.IsZero(), Waiting: r.waiting}
+		if !r.shared && r.client != nil {
+			ri.Client = r.client.name
+		}
+		out = append(out, ri)
+	}
+	slices.SortFunc(out, func(a, b RouteInfo) int { return strings.Compare(a.Key, b.Key) })
 	return out
 }

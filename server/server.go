@@ -281,6 +281,7 @@ func (s *Server) shutdown() {
 	s.mu.Lock()
 	s.closing = true
 	close(s.stopping)
+	s.notifyLocked() // the admin source is not ready any more
 	ls := s.listeners
 	s.closeEntriesLocked()
 	for _, r := range s.routes {
@@ -348,7 +349,8 @@ type SessionInfo struct {
 	Streams   int
 }
 
-// Changed returns a channel that is closed at the next change of Sessions.
+// Changed returns a channel that is closed at the next change of
+// Sessions, Routes or Pending, or when shutdown begins.
 func (s *Server) Changed() <-chan struct{} {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -222,6 +222,7 @@ func (s *Server) addPending(c net.Conn) bool {
 	if admit {
 		s.pending[c] = s.pendingOrder.PushBack(c)
 		s.pendingIP[ip]++
+		s.notifyLocked()
 	}
 	s.mu.Unlock()
 	if evicted != nil {
@@ -244,6 +245,7 @@ func (s *Server) removePendingLocked(c net.Conn) {
 	}
 	s.pendingOrder.Remove(e)
 	delete(s.pending, c)
+	s.notifyLocked()
 	ip := sourceIP(c)
 	if s.pendingIP[ip]--; s.pendingIP[ip] <= 0 {
 		delete(s.pendingIP, ip)
@@ -394,6 +396,9 @@ func (s *Server) claim(cs *clientSession, reqs []session.Service) (granted []ses
 		if r.l != nil {
 			s.acceptWG.Go(func() { s.servePort(r) })
 		}
+	}
+	if len(fresh) > 0 {
+		s.notifyLocked()
 	}
 	kept := make(map[*route]bool)
 	var routes []*route

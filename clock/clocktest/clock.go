@@ -102,11 +102,25 @@ func (c *Clock) Pending() int {
 // Tests use it to know that the code under test has set the timer they
 // are about to make fire.
 func (c *Clock) WaitPending(ctx context.Context, n int) error {
+	return c.wait(ctx, func() bool { return len(c.timers) >= n })
+}
+
+// WaitTimer blocks until a timer set for d (given d by NewTimer,
+// AfterFunc or Reset) is pending, or ctx ends: a test waits for the very
+// timer it means to fire, whatever else is pending.
+func (c *Clock) WaitTimer(ctx context.Context, d time.Duration) error {
+	return c.wait(ctx, func() bool {
+		return slices.ContainsFunc(c.timers, func(t *timer) bool { return t.d == d })
+	})
+}
+
+// wait blocks until ok, called with c.mu held, or ctx ends.
+func (c *Clock) wait(ctx context.Context, ok func() bool) error {
 	for {
 		c.mu.Lock()
-		ok, ch := len(c.timers) >= n, c.changed
+		done, ch := ok(), c.changed
 		c.mu.Unlock()
-		if ok {
+		if done {
 			return nil
 		}
 		select {
@@ -136,7 +150,8 @@ type timer struct {
 	c    *Clock
 	ch   chan time.Time // nil for AfterFunc
 	f    func()
-	when time.Time // guarded by c.mu
+	when time.Time     // guarded by c.mu
+	d    time.Duration // as set, guarded by c.mu
 }
 
 func (t *timer) C() <-chan time.Time { return t.ch }
@@ -155,7 +170,7 @@ func (t *timer) Reset(d time.Duration) bool {
 	defer t.c.mu.Unlock()
 	t.drainLocked()
 	was := t.c.removeLocked(t)
-	t.when = t.c.now.Add(d)
+	t.when, t.d = t.c.now.Add(d), d
 	switch {
 	case d > 0:
 		t.c.timers = append(t.c.timers, t)

@@ -96,3 +96,15 @@ func TestWaitPending(t *testing.T) {
 		t.Fatal("WaitPending returned nil with 2 of 3 timers and its context over")
 	}
 }
+
+func TestWaitTimer(t *testing.T) {
+	c := New()
+	c.NewTimer(time.Second)
+	done := make(chan error, 1)
+	go func() { done <- c.WaitTimer(context.Background(), 2*time.Second) }()
+	f := c.AfterFunc(time.Hour, func() {})
+	f.Reset(2 * time.Second)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}

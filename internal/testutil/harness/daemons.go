@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"log/slog"
+	"net"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
@@ -11,6 +13,8 @@ import (
 	"time"
 
 	"github.com/warren-tunnel/warren/client"
+	"github.com/warren-tunnel/warren/clock/clocktest"
+	"github.com/warren-tunnel/warren/metrics"
 	"github.com/warren-tunnel/warren/server"
 )
 
@@ -90,6 +94,8 @@ type Server struct {
 	Config server.Config
 	opts   []server.Option
 	Logs   *Logs
+	// Metrics is the server's registry (SetMetrics).
+	Metrics *metrics.Registry
 
 	cancel   context.CancelFunc
 	done     chan struct{}
@@ -112,8 +118,10 @@ func (w *World) StartServer(cfg server.Config, opts ...server.Option) *Server {
 	if err != nil {
 		w.t.Fatal(err)
 	}
+	reg := newMetrics(w.t, metrics.RoleServer)
+	srv.SetMetrics(reg)
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &Server{Server: srv, w: w, Config: cfg, opts: opts, Logs: logs, cancel: cancel, done: make(chan struct{})}
+	s := &Server{Server: srv, w: w, Config: cfg, opts: opts, Logs: logs, Metrics: reg, cancel: cancel, done: make(chan struct{})}
 	go func() {
 		s.runErr = srv.Run(ctx)
 		close(s.done)
@@ -146,15 +154,21 @@ func (s *Server) Done() <-chan struct{} { return s.done }
 // Err is what Run returned; valid after Done.
 func (s *Server) Err() error { return s.runErr }
 
-// Restart stops the server and starts another with the same config, the
-// same tunnel address and state directory (so the same certificate).
+// Restart stops the server and starts another in its place (Again).
 func (s *Server) Restart() *Server {
 	s.w.t.Helper()
-	addr := s.TunnelAddr()
 	s.Stop()
+	return s.Again()
+}
+
+// Again starts another server like s, which has stopped: the same config
+// and options, tunnel address and state directory (so the same
+// certificate).
+func (s *Server) Again() *Server {
+	s.w.t.Helper()
 	cfg := s.Config
 	cfg.Listen = append([]server.Listen(nil), cfg.Listen...)
-	cfg.Listen[0].Address = addr
+	cfg.Listen[0].Address = s.TunnelAddr()
 	return s.w.StartServer(cfg, s.opts...)
 }
 
@@ -242,6 +256,8 @@ type Client struct {
 	w      *World
 	Config client.Config
 	Logs   *Logs
+	// Metrics is the client's registry (SetMetrics).
+	Metrics *metrics.Registry
 
 	cancel   context.CancelFunc
 	done     chan struct{}
@@ -264,8 +280,10 @@ func (w *World) StartClient(cfg client.Config, opts ...client.Option) *Client {
 	if err != nil {
 		w.t.Fatal(err)
 	}
+	reg := newMetrics(w.t, metrics.RoleClient)
+	c.SetMetrics(reg)
 	ctx, cancel := context.WithCancel(context.Background())
-	tc := &Client{Client: c, w: w, Config: cfg, Logs: logs, cancel: cancel, done: make(chan struct{})}
+	tc := &Client{Client: c, w: w, Config: cfg, Logs: logs, Metrics: reg, cancel: cancel, done: make(chan struct{})}
 	go func() {
 		tc.runErr = c.Run(ctx)
 		close(tc.done)
@@ -297,16 +315,18 @@ func (c *Client) Err() error { return c.runErr }
 // (counting from 1) and returns the status.
 func (c *Client) WaitSession(n int) client.Status {
 	c.w.t.Helper()
-	return c.waitStatus("session "+strconv.Itoa(n), func(st client.Status) bool { return st.Connected && st.Sessions >= n })
+	return c.WaitStatus("session "+strconv.Itoa(n), func(st client.Status) bool { return st.Connected && st.Sessions >= n })
 }
 
 // WaitUp waits until n of the client's sessions are up at once.
 func (c *Client) WaitUp(n int) client.Status {
 	c.w.t.Helper()
-	return c.waitStatus(strconv.Itoa(n)+" sessions up", func(st client.Status) bool { return st.Up == n })
+	return c.WaitStatus(strconv.Itoa(n)+" sessions up", func(st client.Status) bool { return st.Up == n })
 }
 
-func (c *Client) waitStatus(what string, ok func(client.Status) bool) client.Status {
+// WaitStatus waits until the client's status satisfies ok, re-checking at
+// every change (Changed), and returns it.
+func (c *Client) WaitStatus(what string, ok func(client.Status) bool) client.Status {
 	c.w.t.Helper()
 	deadline := time.After(WaitTimeout)
 	for {
@@ -351,3 +371,107 @@ func (c *Client) Port(name string) int {
 
 // PublicAddr is where the named service is reachable.
 func (c *Client) PublicAddr(name string) string { return PublicAddr(c.Port(name)) }
+
+// WaitNotReady waits until the server's admin source says it is not
+// ready, giving why.
+func (s *Server) WaitNotReady() string {
+	s.w.t.Helper()
+	var why string
+	s.WaitFor("not ready", func() (bool, string) {
+		var ready bool
+		ready, why = s.AdminSource().Ready()
+		return !ready, "ready"
+	})
+	return why
+}
+
+// WaitTimer waits until clk has a timer set for d pending: the code
+// under test has set the timer the test means to fire.
+func WaitTimer(t testing.TB, clk *clocktest.Clock, d time.Duration) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), WaitTimeout)
+	defer cancel()
+	if err := clk.WaitTimer(ctx, d); err != nil {
+		t.Fatalf("waiting for a timer of %v (%d pending): %v", d, clk.Pending(), err)
+	}
+}
+
+// Advance moves clk by d once at least n of its timers are pending: the
+// code under test has set the one the test means to fire.
+func Advance(t testing.TB, clk *clocktest.Clock, n int, d time.Duration) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), WaitTimeout)
+	defer cancel()
+	if err := clk.WaitPending(ctx, n); err != nil {
+		t.Fatalf("waiting for %d timers (%d pending): %v", n, clk.Pending(), err)
+	}
+	clk.Advance(d)
+}
+
+// WaitSessionOn is WaitSession for a client whose timers run on clk:
+// whenever the client has a timer pending (its reconnect backoff, above
+// all), it advances clk past the longest backoff, until the client has
+// its n-th session.
+func (c *Client) WaitSessionOn(clk *clocktest.Clock, n int) client.Status {
+	c.w.t.Helper()
+	deadline := time.Now().Add(WaitTimeout)
+	for time.Now().Before(deadline) {
+		ch := c.Changed()
+		if st := c.Status(); st.Connected && st.Sessions >= n {
+			return st
+		}
+		ctx, cancel := context.WithDeadline(context.Background(), deadline)
+		go func() {
+			select {
+			case <-ch:
+			case <-c.done:
+			case <-ctx.Done():
+			}
+			cancel()
+		}()
+		if clk.WaitPending(ctx, 1) == nil {
+			clk.Advance(30 * time.Second)
+		}
+		cancel()
+	}
+	return c.WaitSession(n) // fails with what it saw
+}
+
+// DialTunnel opens a raw connection to the server's tunnel listener from
+// the source IP from (the zero Addr: loopback), as an intruder would: no
+// TLS, no handshake. For TCP and memory worlds (KCP has no connection to
+// open without speaking KCP).
+func (s *Server) DialTunnel(from netip.Addr) net.Conn {
+	s.w.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var c net.Conn
+	var err error
+	switch s.w.Kind {
+	case Memory:
+		f := ""
+		if from.IsValid() {
+			f = from.String()
+		}
+		c, err = s.w.tunnel.DialFrom(ctx, f, s.TunnelAddr())
+	case TCP:
+		c, err = Loopback{}.DialFrom(ctx, from, "tcp", s.TunnelAddr())
+	default:
+		s.w.t.Fatalf("DialTunnel: not over %s", s.w.Kind)
+	}
+	if err != nil {
+		s.w.t.Fatal(err)
+	}
+	s.w.t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// WaitPending waits until the server has n connections in their
+// handshake.
+func (s *Server) WaitPending(n int) {
+	s.w.t.Helper()
+	s.WaitFor("handshakes", func() (bool, string) {
+		got := s.Pending()
+		return got == n, strconv.Itoa(got) + " handshakes pending, want " + strconv.Itoa(n)
+	})
+}

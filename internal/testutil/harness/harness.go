@@ -22,11 +22,14 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"slices"
 	"strconv"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/warren-tunnel/warren/client"
+	"github.com/warren-tunnel/warren/internal/impair"
 	"github.com/warren-tunnel/warren/internal/testutil/memnet"
 	"github.com/warren-tunnel/warren/transport/transporttest"
 )
@@ -250,3 +253,148 @@ func IsClosed(c net.Conn, d time.Duration) error {
 
 // PublicAddr is the address of a public port.
 func PublicAddr(port int) string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(port)) }
+
+// Link is the path between clients and a server, which a test can take
+// down or cut: in memory a wrapper of the tunnel transport, on real
+// sockets a proxy (TCP, or UDP for KCP).
+type Link struct {
+	// Addr is where clients reach the server through the link.
+	Addr   string
+	opts   []client.Option
+	down   func(bool)
+	cut    func()
+	cutOne func() bool
+}
+
+// Link puts a link between s and the clients configured with Through.
+func (w *World) Link(s *Server) *Link {
+	w.t.Helper()
+	switch w.Kind {
+	case Memory:
+		lt := &linkTransport{Network: w.tunnel}
+		return &Link{Addr: s.TunnelAddr(), opts: []client.Option{client.WithTransport(lt)}, down: lt.setDown, cut: lt.cut, cutOne: lt.cutOne}
+	case KCP:
+		p, err := impair.NewUDPProxy(s.TunnelAddr())
+		if err != nil {
+			w.t.Fatal(err)
+		}
+		w.t.Cleanup(func() { p.Close() })
+		return &Link{Addr: p.Addr(), down: p.SetBlackhole}
+	default:
+		p, err := impair.NewTCPProxy(s.TunnelAddr())
+		if err != nil {
+			w.t.Fatal(err)
+		}
+		w.t.Cleanup(func() { p.Close() })
+		return &Link{Addr: p.Addr(), down: p.Freeze, cut: p.Cut, cutOne: p.CutOne}
+	}
+}
+
+// Through sets cfg to reach the server over l; start the client with
+// StartClient(cfg, l.Options()...).
+func (l *Link) Through(cfg client.Config) client.Config {
+	cfg.Server = l.Addr
+	return cfg
+}
+
+// Options are the client options the link needs (in memory, its
+// transport).
+func (l *Link) Options() []client.Option { return l.opts }
+
+// Down takes the link down (on) or brings it back. Down, nothing passes:
+// in memory new connections are refused and open ones cut; a TCP proxy
+// stops forwarding; UDP datagrams are dropped.
+func (l *Link) Down(on bool) { l.down(on) }
+
+// Cut resets every connection through the link (not for KCP, whose
+// datagrams have no connection to reset: take the link down instead).
+func (l *Link) Cut() {
+	if l.cut != nil {
+		l.cut()
+	}
+}
+
+// Kill takes the link down and cuts what is open: the path is dead at
+// once.
+func (l *Link) Kill() {
+	l.Down(true)
+	l.Cut()
+}
+
+// CutOne resets the oldest connection through the link and reports
+// whether there was one.
+func (l *Link) CutOne() bool { return l.cutOne != nil && l.cutOne() }
+
+// linkTransport is the in-memory link: the tunnel transport with
+// connections it can cut and dials it can refuse.
+type linkTransport struct {
+	*transporttest.Network
+	mu    sync.Mutex
+	down  bool
+	conns []*linkConn // open, oldest first
+}
+
+func (l *linkTransport) Dial(ctx context.Context, addr string) (net.Conn, error) {
+	l.mu.Lock()
+	down := l.down
+	l.mu.Unlock()
+	if down {
+		return nil, errors.New("memory dial " + addr + ": link down")
+	}
+	c, err := l.Network.Dial(ctx, addr)
+	if err != nil {
+		return nil, err
+	}
+	lc := &linkConn{Conn: c, l: l}
+	l.mu.Lock()
+	l.conns = append(l.conns, lc)
+	l.mu.Unlock()
+	return lc, nil
+}
+
+func (l *linkTransport) setDown(on bool) {
+	l.mu.Lock()
+	l.down = on
+	l.mu.Unlock()
+	if on {
+		l.cut()
+	}
+}
+
+func (l *linkTransport) cut() {
+	l.mu.Lock()
+	conns := l.conns
+	l.mu.Unlock()
+	for _, c := range conns {
+		c.Close()
+	}
+}
+
+func (l *linkTransport) cutOne() bool {
+	l.mu.Lock()
+	var oldest *linkConn
+	if len(l.conns) > 0 {
+		oldest = l.conns[0]
+	}
+	l.mu.Unlock()
+	if oldest == nil {
+		return false
+	}
+	oldest.Close()
+	return true
+}
+
+type linkConn struct {
+	net.Conn
+	l    *linkTransport
+	once sync.Once
+}
+
+func (c *linkConn) Close() error {
+	c.once.Do(func() {
+		c.l.mu.Lock()
+		c.l.conns = slices.DeleteFunc(slices.Clone(c.l.conns), func(o *linkConn) bool { return o == c })
+		c.l.mu.Unlock()
+	})
+	return c.Conn.Close()
+}

@@ -63,25 +63,27 @@ func (a adminSource) Status() admin.Status {
 		Fingerprint: s.fingerprint,
 	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	for _, l := range s.listeners {
 		st.Listeners = append(st.Listeners, admin.Listener{Transport: l.name, Address: l.l.Addr().String()})
 	}
-	byClient := make(map[*clientEntry][]admin.SessionStatus)
-	for cs := range s.sessions {
-		byClient[cs.client] = append(byClient[cs.client], cs.statusLocked())
-	}
-	for _, c := range s.clients {
-		ss := byClient[c]
-		slices.SortFunc(ss, func(a, b admin.SessionStatus) int { return cmp.Compare(b.Uptime, a.Uptime) })
-		st.Clients = append(st.Clients, admin.ClientStatus{Name: c.name, Sessions: ss})
-	}
+	s.mu.Unlock()
+	s.table.view(func(clients []*clientEntry, sessions map[*clientSession]struct{}) {
+		byClient := make(map[*clientEntry][]admin.SessionStatus)
+		for cs := range sessions {
+			byClient[cs.client] = append(byClient[cs.client], cs.statusLocked())
+		}
+		for _, c := range clients {
+			ss := byClient[c]
+			slices.SortFunc(ss, func(a, b admin.SessionStatus) int { return cmp.Compare(b.Uptime, a.Uptime) })
+			st.Clients = append(st.Clients, admin.ClientStatus{Name: c.name, Sessions: ss})
+		}
+	})
 	slices.SortFunc(st.Clients, func(a, b admin.ClientStatus) int { return cmp.Compare(a.Name, b.Name) })
-	st.Routes = s.routesStatusLocked()
+	st.Routes = s.table.routeStatus()
 	return st
 }
 
-// statusLocked describes cs, whose sess is set; s.mu is held.
+// statusLocked describes cs, whose sess is set; the table's lock is held.
 func (cs *clientSession) statusLocked() admin.SessionStatus {
 	ss := admin.SessionStatus{
 		Client:    cs.client.name,
@@ -108,21 +110,19 @@ func (cs *clientSession) statusLocked() admin.SessionStatus {
 // why; the client reconnects, and its routes are held for it meanwhile.
 // It returns at once; the Goodbyes go out in the background.
 func (a adminSource) Disconnect(name string) error {
-	s := a.s
-	s.mu.Lock()
-	known := slices.ContainsFunc(s.clients, func(c *clientEntry) bool { return c.name == name })
-	s.mu.Unlock()
+	var known bool
+	var victims []*clientSession
+	a.s.table.view(func(clients []*clientEntry, sessions map[*clientSession]struct{}) {
+		known = slices.ContainsFunc(clients, func(c *clientEntry) bool { return c.name == name })
+		for cs := range sessions {
+			if cs.client.name == name {
+				victims = append(victims, cs)
+			}
+		}
+	})
 	if !known {
 		return fmt.Errorf("%w %q", admin.ErrUnknownClient, name)
 	}
-	s.mu.Lock()
-	var victims []*clientSession
-	for cs := range s.sessions {
-		if cs.client.name == name {
-			victims = append(victims, cs)
-		}
-	}
-	s.mu.Unlock()
 	for _, cs := range victims {
 		cs.log.Info("disconnecting the session (admin API)")
 		go cs.sess.Close(session.CodeClosed, "disconnected by the server's admin")

@@ -450,8 +450,8 @@ func cfgTestServer(t *testing.T) *Server {
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
-	if len(s.clients) != 2 {
-		t.Fatalf("New made %d clients, want 2", len(s.clients))
+	if len(s.table.clients) != 2 {
+		t.Fatalf("New made %d clients, want 2", len(s.table.clients))
 	}
 	return s
 }
@@ -528,7 +528,7 @@ func TestCheckServices(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			svcs, rej := s.checkServices(s.clients[tt.client], tt.reqs)
+			svcs, rej := s.table.checkServices(s.table.clients[tt.client], tt.reqs)
 			if tt.wantCode != "" {
 				if rej == nil {
 					t.Fatalf("checkServices accepted %+v, want reject %s", tt.reqs, tt.wantCode)
@@ -564,8 +564,8 @@ func TestCheckServices(t *testing.T) {
 		})
 	}
 	// checkServices only checks: nothing is registered.
-	if len(s.routes) != 0 || len(s.sessions) != 0 {
-		t.Errorf("checkServices registered claims: routes %v", s.routes)
+	if len(s.table.routes) != 0 || len(s.table.sessions) != 0 {
+		t.Errorf("checkServices registered claims: routes %v", s.table.routes)
 	}
 }
 

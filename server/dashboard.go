@@ -40,12 +40,14 @@ func downReason(err error, held bool, grace time.Duration) string {
 	return reason
 }
 
-// routesStatusLocked describes the routes for the status API, ports
-// first, then domains; s.mu is held.
-func (s *Server) routesStatusLocked() []admin.RouteStatus {
-	now := time.Now()
-	out := make([]admin.RouteStatus, 0, len(s.routes))
-	for _, r := range s.routes {
+// routeStatus describes the routes for the status API, ports first, then
+// domains.
+func (t *table) routeStatus() []admin.RouteStatus {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	now := t.clock.Now()
+	out := make([]admin.RouteStatus, 0, len(t.routes))
+	for _, r := range t.routes {
 		rs := admin.RouteStatus{Port: r.port, Domain: r.name, Entry: r.entry, Shared: r.shared, Waiting: r.waiting}
 		if r.client != nil && !r.shared {
 			rs.Client = r.client.name

@@ -188,12 +188,11 @@ func (s *Server) serveEntry(ep *entryPoint, c net.Conn) {
 	}
 	c.SetReadDeadline(time.Time{})
 
-	name, nerr := domain.Normalize(host)
-	s.mu.Lock()
 	var r *route
-	if nerr == nil {
-		r = s.lookupDomainLocked(ep.name, name)
+	if name, err := domain.Normalize(host); err == nil {
+		r = s.table.lookupDomain(ep.name, name)
 	}
+	s.mu.Lock()
 	closing := s.closing
 	if r != nil && !closing {
 		delete(s.entries.sniffing, c) // shutdown no longer closes it

@@ -31,7 +31,7 @@ func (s *Server) serveConn(r *route, c net.Conn, prefix []byte) {
 	service := r.service       // the metrics label until a member takes it
 	var failed metrics.Outcome // why the last member tried did not take it
 	for {
-		m, err := s.pick(r, tried, s.stopping)
+		m, err := s.table.pick(r, tried, s.stopping)
 		if err != nil {
 			reason := err.Error()
 			if errors.Is(err, errRouteGone) && len(tried) > 0 {

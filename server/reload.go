@@ -27,20 +27,33 @@ func (s *Server) Reload(cfg Config) error {
 		return fmt.Errorf("server.%s changed: it takes effect only at a restart; nothing was reloaded", key)
 	}
 
-	s.mu.Lock()
-	old := make(map[string]*clientEntry, len(s.clients))
-	oldToken := make(map[string][]byte, len(s.clients))
-	for i, c := range s.clients {
-		old[c.name] = c
-		oldToken[c.name] = s.tokens[i]
+	clients, closing, reasons, added, removed := s.table.reload(cfg.Clients)
+	s.cfg.Clients = cfg.Clients
+
+	s.log.Info("configuration reloaded", "clients", len(clients), "added", added, "removed_or_rotated", removed, "sessions_closed", len(closing))
+	for _, cs := range closing {
+		cs.log.Warn("closing session after reload", "reason", reasons[cs])
+		go cs.sess.Close(session.CodeClosed, "client "+cs.client.name+": "+reasons[cs])
 	}
-	var (
-		clients []*clientEntry
-		tokens  [][]byte
-		gone    = make(map[*clientEntry]string) // why its sessions end
-		added   []string
-	)
-	for _, c := range cfg.Clients {
+	return nil
+}
+
+// reload replaces the configured clients with cfg's (Validate checked
+// them) and returns the sessions that may not stay (rule 14), already
+// released, with the reason of each, and the names of the clients added
+// and of those removed or given a new token.
+func (t *table) reload(cfg []Client) (clients []*clientEntry, closing []*clientSession, reasons map[*clientSession]string, added, removed []string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	old := make(map[string]*clientEntry, len(t.clients))
+	oldToken := make(map[string][]byte, len(t.clients))
+	for i, c := range t.clients {
+		old[c.name] = c
+		oldToken[c.name] = t.tokens[i]
+	}
+	var tokens [][]byte
+	gone := make(map[*clientEntry]string) // why its sessions end
+	for _, c := range cfg {
 		e := old[c.Name]
 		switch {
 		case e == nil:
@@ -63,16 +76,14 @@ func (s *Server) Reload(cfg Config) error {
 	for _, e := range old {
 		gone[e] = "it was removed from the server's configuration"
 	}
-	s.clients, s.tokens = clients, tokens
-	s.cfg.Clients = cfg.Clients
+	t.setClientsLocked(clients, tokens)
 
 	// Sessions that may not stay, and routes held for clients that left.
-	var closing []*clientSession
-	reasons := make(map[*clientSession]string)
-	for cs := range s.sessions {
+	reasons = make(map[*clientSession]string)
+	for cs := range t.sessions {
 		why, ok := gone[cs.client]
 		if !ok {
-			if _, rej := s.checkServices(cs.client, cs.granted); rej != nil {
+			if _, rej := t.checkServices(cs.client, cs.granted); rej != nil {
 				why, ok = "its claims are no longer allowed: "+rej.Reason, true
 			}
 		}
@@ -82,22 +93,14 @@ func (s *Server) Reload(cfg Config) error {
 			reasons[cs] = why
 		}
 	}
-	for _, r := range s.routes {
+	for _, r := range t.routes {
 		if _, ok := gone[r.client]; ok && len(r.members) == 0 {
-			s.removeRouteLocked(r)
+			t.removeRouteLocked(r)
 		}
 	}
-	s.mu.Unlock()
-
-	var removed []string
 	for e := range gone {
 		removed = append(removed, e.name)
 	}
 	slices.Sort(removed)
-	s.log.Info("configuration reloaded", "clients", len(clients), "added", added, "removed_or_rotated", removed, "sessions_closed", len(closing))
-	for _, cs := range closing {
-		cs.log.Warn("closing session after reload", "reason", reasons[cs])
-		go cs.sess.Close(session.CodeClosed, "client "+cs.client.name+": "+reasons[cs])
-	}
-	return nil
+	return clients, closing, reasons, added, removed
 }

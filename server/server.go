@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -35,32 +36,29 @@ type Server struct {
 	fingerprint string
 	certCreated bool
 	sessCfg     session.Config
-	clients     []*clientEntry
-	tokens      [][]byte          // tokens[i] belongs to clients[i]
+	table       *table            // the routes and the sessions serving them (table.go)
 	metrics     *metrics.Registry // nil: none (SetMetrics)
 	rec         *admin.Recorder   // nil: none (SetRecorder)
 	started     time.Time
+	changed     signal // sessions, routes or handshakes changed (Changed)
 
 	ready chan struct{}
 
 	mu           sync.Mutex
 	running      bool
-	closing      bool       // shutdown began: new clients are refused
-	stopped      bool       // listeners closed: new connections are dropped
-	listeners    []listener // tunnel listeners, set before ready closes
-	entries      entryState // the HTTP and HTTPS entry points (entry.go)
-	routes       map[string]*route
-	sessions     map[*clientSession]struct{}
+	closing      bool                       // shutdown began: new clients are refused
+	stopped      bool                       // listeners closed: new connections are dropped
+	listeners    []listener                 // tunnel listeners, set before ready closes
+	entries      entryState                 // the HTTP and HTTPS entry points (entry.go)
 	pending      map[net.Conn]*list.Element // connections not yet authenticated
 	pendingOrder *list.List                 // the same, oldest first
 	pendingIP    map[string]int             // of those, per source IP
-	changed      chan struct{}              // closed and replaced when sessions change
 
 	refused        int       // connections over a handshake limit since the last log
 	lastRefusedLog time.Time // when that was logged
 
 	reloader func() error // the admin API's reload (SetReloader)
-	reloadMu sync.Mutex   // one Reload at a time; s.cfg changes only under it and mu
+	reloadMu sync.Mutex   // one Reload at a time; s.cfg changes only under it
 
 	stopping chan struct{}  // closed when shutdown begins
 	acceptWG sync.WaitGroup // accept loops of public listeners
@@ -100,15 +98,18 @@ func New(cfg Config, log *slog.Logger, opts ...Option) (*Server, error) {
 		edges:        e,
 		sessCfg:      cfg.session(),
 		ready:        make(chan struct{}),
-		routes:       make(map[string]*route),
-		sessions:     make(map[*clientSession]struct{}),
 		stopping:     make(chan struct{}),
 		pending:      make(map[net.Conn]*list.Element),
 		pendingOrder: list.New(),
 		pendingIP:    make(map[string]int),
-		changed:      make(chan struct{}),
 		started:      e.clock.Now(),
 	}
+	s.table = newTable(tableConfig{
+		grace:            cfg.ReconnectGrace,
+		handshakeTimeout: cfg.Limits.HandshakeTimeout,
+		maxWaiting:       cfg.Limits.MaxWaiting,
+		maxServices:      cfg.Limits.MaxServices,
+	}, e.clock, log, &s.changed, s.bindPublic, func(r *route) { s.acceptWG.Go(func() { s.servePort(r) }) })
 	if !cfg.TLS.Disabled {
 		var err error
 		s.tls, s.fingerprint, s.certCreated, err = cfg.TLS.Config(cfg.StateDir)
@@ -116,16 +117,24 @@ func New(cfg Config, log *slog.Logger, opts ...Option) (*Server, error) {
 			return nil, fmt.Errorf("server.%w", err)
 		}
 	}
+	var clients []*clientEntry
+	var tokens [][]byte
 	for _, c := range cfg.Clients {
 		e := &clientEntry{name: c.Name, ports: c.Ports}
 		for _, d := range c.Domains {
 			n, _ := domain.Normalize(d) // Validate checked it
 			e.domains = append(e.domains, n)
 		}
-		s.clients = append(s.clients, e)
-		s.tokens = append(s.tokens, []byte(c.Token))
+		clients = append(clients, e)
+		tokens = append(tokens, []byte(c.Token))
 	}
+	s.table.setClientsLocked(clients, tokens) // nothing else has the table yet
 	return s, nil
+}
+
+// bindPublic opens the public listener of a port (0: any free one).
+func (s *Server) bindPublic(port int) (net.Listener, error) {
+	return s.edges.listen("tcp", net.JoinHostPort(s.cfg.PublicAddress, strconv.Itoa(port)))
 }
 
 // Fingerprint is the server certificate's fingerprint in the form clients
@@ -281,18 +290,13 @@ func (s *Server) shutdown() {
 	s.mu.Lock()
 	s.closing = true
 	close(s.stopping)
-	s.notifyLocked() // the admin source is not ready any more
 	ls := s.listeners
 	s.closeEntriesLocked()
-	for _, r := range s.routes {
-		if r.hold != nil {
-			r.hold.Stop()
-		}
-		if r.l != nil {
-			r.l.Close()
-		}
-	}
 	s.mu.Unlock()
+	s.changed.Notify() // the admin source is not ready any more
+	for _, l := range s.table.close() {
+		l.Close()
+	}
 	for _, l := range ls {
 		if l.kind == transport.KindTCP {
 			l.l.Close()
@@ -316,14 +320,8 @@ func (s *Server) shutdown() {
 		t.Stop()
 	}
 
-	s.mu.Lock()
-	sessions := make([]*clientSession, 0, len(s.sessions))
-	for cs := range s.sessions {
-		sessions = append(sessions, cs)
-	}
-	s.mu.Unlock()
 	var wg sync.WaitGroup
-	for _, cs := range sessions {
+	for _, cs := range s.table.list() {
 		wg.Go(func() { cs.sess.Close(session.CodeShuttingDown, "shutting down") })
 	}
 	wg.Wait()
@@ -351,24 +349,16 @@ type SessionInfo struct {
 
 // Changed returns a channel that is closed at the next change of
 // Sessions, Routes or Pending, or when shutdown begins.
-func (s *Server) Changed() <-chan struct{} {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.changed
-}
+func (s *Server) Changed() <-chan struct{} { return s.changed.Wait() }
 
-// notifyLocked wakes Changed's waiters; s.mu is held.
-func (s *Server) notifyLocked() {
-	close(s.changed)
-	s.changed = make(chan struct{})
-}
+// Routes lists the routes: what public connections arrive on.
+func (s *Server) Routes() []RouteInfo { return s.table.info() }
 
 // Sessions lists the authenticated sessions.
 func (s *Server) Sessions() []SessionInfo {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := make([]SessionInfo, 0, len(s.sessions))
-	for cs := range s.sessions {
+	list := s.table.list()
+	out := make([]SessionInfo, 0, len(list))
+	for _, cs := range list {
 		out = append(out, SessionInfo{Info: cs.sess.Info(), Transport: cs.transport, RTT: cs.sess.RTT(), Streams: cs.sess.NumStreams()})
 	}
 	return out

@@ -30,7 +30,7 @@ type route struct {
 	l       net.Listener  // port routes: the public listener
 	done    chan struct{} // closed when the route is removed
 
-	// Guarded by Server.mu:
+	// Guarded by the table's lock:
 	members   []*member
 	next      int           // round-robin cursor
 	heldUntil time.Time     // no members: connections wait until then
@@ -69,91 +69,10 @@ func (r *route) wakeLocked() {
 	r.wake = make(chan struct{})
 }
 
-// addMemberLocked adds m and ends a hold.
-func (s *Server) addMemberLocked(r *route, m *member) {
-	r.members = append(r.members, m)
-	r.heldUntil = time.Time{}
-	if r.hold != nil {
-		r.hold.Stop()
-		r.hold = nil
-	}
+// removeMemberLocked takes cs's member out of r and wakes the waiters.
+func (r *route) removeMemberLocked(cs *clientSession) {
+	r.members = slices.DeleteFunc(r.members, func(m *member) bool { return m.cs == cs })
 	r.wakeLocked()
-	s.notifyLocked()
-}
-
-// leaveRouteLocked removes cs from r, which is released at once when it
-// is left empty (cs stopped claiming it on purpose).
-func (s *Server) leaveRouteLocked(cs *clientSession, r *route) {
-	for i, m := range r.members {
-		if m.cs == cs {
-			r.members = append(r.members[:i], r.members[i+1:]...)
-			break
-		}
-	}
-	r.wakeLocked()
-	s.notifyLocked()
-	if len(r.members) == 0 {
-		s.removeRouteLocked(r)
-	}
-}
-
-// leaveLocked removes cs from every route it serves. A route left empty is
-// held for the reconnect grace when hold is set, else removed.
-func (s *Server) leaveLocked(cs *clientSession, hold bool) {
-	for _, r := range cs.routes {
-		for i, m := range r.members {
-			if m.cs == cs {
-				r.members = append(r.members[:i], r.members[i+1:]...)
-				break
-			}
-		}
-		r.wakeLocked()
-		if len(r.members) > 0 {
-			continue
-		}
-		if hold && s.cfg.ReconnectGrace > 0 && !s.closing {
-			s.holdLocked(r)
-		} else {
-			s.removeRouteLocked(r)
-		}
-	}
-	if len(cs.routes) > 0 {
-		s.notifyLocked()
-	}
-	cs.routes = nil
-}
-
-// holdLocked keeps an empty route for the reconnect grace.
-func (s *Server) holdLocked(r *route) {
-	s.log.Info("held for the client's return", "route", r.key, "client", r.client.name, "grace", s.cfg.ReconnectGrace.String())
-	r.heldUntil = s.edges.clock.Now().Add(s.cfg.ReconnectGrace)
-	r.hold = s.edges.clock.AfterFunc(s.cfg.ReconnectGrace, func() {
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		if len(r.members) == 0 && s.routes[r.key] == r {
-			s.log.Info("reconnect grace over; released", "route", r.key, "client", r.client.name)
-			s.removeRouteLocked(r)
-		}
-	})
-}
-
-// removeRouteLocked deletes r, closes its listener and sends its waiting
-// connections away.
-func (s *Server) removeRouteLocked(r *route) {
-	if s.routes[r.key] != r {
-		return
-	}
-	delete(s.routes, r.key)
-	if r.hold != nil {
-		r.hold.Stop()
-		r.hold = nil
-	}
-	if r.l != nil {
-		r.l.Close()
-	}
-	close(r.done)
-	r.wakeLocked()
-	s.notifyLocked()
 }
 
 // pick returns the member a new connection on r goes to: among live
@@ -161,15 +80,15 @@ func (s *Server) removeRouteLocked(r *route) {
 // answering their heartbeats, round robin among equals. With no member it
 // waits until the route has one, or its hold ends, or give is closed.
 // tried lists members that already failed this connection.
-func (s *Server) pick(r *route, tried map[*member]bool, give <-chan struct{}) (*member, error) {
-	s.mu.Lock()
+func (t *table) pick(r *route, tried map[*member]bool, give <-chan struct{}) (*member, error) {
+	t.mu.Lock()
 	counted := false
 	defer func() {
 		if counted {
 			r.waiting--
-			s.notifyLocked()
+			t.changed.Notify()
 		}
-		s.mu.Unlock()
+		t.mu.Unlock()
 	}()
 	for {
 		select {
@@ -182,37 +101,37 @@ func (s *Server) pick(r *route, tried map[*member]bool, give <-chan struct{}) (*
 		}
 		// Wait while the route is held, or a member is still in its
 		// handshake (a client coming back adopts its held route so).
-		wait := r.heldUntil.Sub(s.edges.clock.Now())
+		wait := r.heldUntil.Sub(t.clock.Now())
 		if r.heldUntil.IsZero() {
 			if !r.joiningLocked() {
 				return nil, errRouteGone // members, but all failed
 			}
-			wait = s.cfg.Limits.HandshakeTimeout
+			wait = t.cfg.handshakeTimeout
 		}
 		if !counted {
-			if r.waiting >= s.cfg.Limits.MaxWaiting {
+			if r.waiting >= t.cfg.maxWaiting {
 				return nil, errTooManyWaiting
 			}
 			r.waiting++
 			counted = true
-			s.notifyLocked()
+			t.changed.Notify()
 		}
 		wake := r.wake
-		s.mu.Unlock()
-		t := s.edges.clock.NewTimer(wait)
+		t.mu.Unlock()
+		tm := t.clock.NewTimer(wait)
 		select {
 		case <-wake:
-		case <-t.C():
+		case <-tm.C():
 		case <-give:
 		}
-		t.Stop()
-		s.mu.Lock()
+		tm.Stop()
+		t.mu.Lock()
 		select {
 		case <-give:
 			return nil, errRouteGone
 		default:
 		}
-		if len(r.members) == 0 && !r.heldUntil.IsZero() && s.edges.clock.Now().After(r.heldUntil) {
+		if len(r.members) == 0 && !r.heldUntil.IsZero() && t.clock.Now().After(r.heldUntil) {
 			return nil, errGraceOver
 		}
 	}
@@ -252,14 +171,16 @@ func (r *route) joiningLocked() bool {
 	return false
 }
 
-// lookupDomainLocked finds the route for host on an entry point: the exact
+// lookupDomain finds the route for host on an entry point: the exact
 // name, else the longest wildcard that matches.
-func (s *Server) lookupDomainLocked(entry, host string) *route {
-	if r := s.routes[domainKey(entry, host)]; r != nil {
+func (t *table) lookupDomain(entry, host string) *route {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if r := t.routes[domainKey(entry, host)]; r != nil {
 		return r
 	}
 	var best *route
-	for _, r := range s.routes {
+	for _, r := range t.routes {
 		if r.entry == entry && domain.IsWildcard(r.name) && domain.Match(r.name, host) {
 			if best == nil || domain.Specificity(r.name) > domain.Specificity(best.name) {
 				best = r
@@ -313,12 +234,12 @@ type RouteInfo struct {
 	Waiting int
 }
 
-// Routes lists the routes. Changed tells when they change.
-func (s *Server) Routes() []RouteInfo {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := make([]RouteInfo, 0, len(s.routes))
-	for _, r := range s.routes {
+// info lists the routes, by key.
+func (t *table) info() []RouteInfo {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := make([]RouteInfo, 0, len(t.routes))
+	for _, r := range t.routes {
 		ri := RouteInfo{Key: r.key, Shared: r.shared, Sessions: len(r.members), Held: !r.heldUntil.IsZero(), Waiting: r.waiting}
 		if !r.shared && r.client != nil {
 			ri.Client = r.client.name

@@ -1,0 +1,564 @@
+package server
+
+import (
+	"fmt"
+	"net"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/warren-tunnel/warren/internal/domain"
+	"github.com/warren-tunnel/warren/session"
+)
+
+// Entry points of domain routes.
+const (
+	EntryHTTP  = "http"
+	EntryHTTPS = "https"
+)
+
+// maxPortProbes bounds the search for a free port among a client's ranges.
+const maxPortProbes = 4096
+
+// Bounds on one claim: the rounds that bind what the plan needs (the next
+// round plans again with those listeners in hand; only claims committed
+// meanwhile make a plan change), and its waits for other claims. Past
+// either it is refused as temporary (limit): the client tries again.
+const (
+	maxClaimRounds = 4
+	maxClaimWaits  = 64
+)
+
+// service is a claim being checked: a public port (0: any free port the
+// client may claim) and/or domains on an entry point.
+type service struct {
+	name    string
+	port    int
+	domains []string
+	entry   string
+	shared  bool
+}
+
+// claimOp is one claim in flight: the keys it reserves while it binds.
+// done is closed when it releases them.
+type claimOp struct {
+	done chan struct{}
+}
+
+// bound are the listeners a claim has bound and not yet committed.
+type bound struct {
+	ls  map[string]net.Listener // by route key
+	any map[string]int          // any-port service name -> its port in ls
+}
+
+func (b *bound) close() {
+	for k, l := range b.ls {
+		l.Close()
+		delete(b.ls, k)
+	}
+	clear(b.any)
+}
+
+// claim checks the services cs asks for against what its token allows and
+// what other sessions hold, binds new public ports, and makes cs a member
+// of its routes (one that pick skips until up sets cs.sess). Older
+// sessions of the same client that are replaced (rule 4) come back as
+// victims, already out of the table; the caller closes them.
+//
+// For a session already up (its client's Update after a config reload),
+// reqs is the whole new list (rule 8).
+//
+// The table's lock is not held while ports are bound (rule 12): the claim
+// plans under the lock, and when the plan needs new listeners it reserves
+// their keys, binds them unlocked, and plans again with them in hand;
+// the round that needs nothing more commits. A claim that needs a key
+// another claim reserved waits for that claim to end, having given up
+// what it held, and starts over.
+func (t *table) claim(cs *clientSession, reqs []session.Service) (granted []session.Service, victims []*clientSession, rej *session.RejectError) {
+	op := &claimOp{done: make(chan struct{})}
+	b := &bound{ls: make(map[string]net.Listener), any: make(map[string]int)}
+	defer b.close() // what was not committed
+	for rounds, waits := 0, 0; ; rounds++ {
+		t.mu.Lock()
+		p := t.planLocked(cs, reqs, op, b)
+		switch {
+		case p.rej != nil:
+			t.releaseLocked(op)
+			t.mu.Unlock()
+			return nil, nil, p.rej
+		case p.wait != nil && waits < maxClaimWaits:
+			t.releaseLocked(op)
+			t.mu.Unlock()
+			b.close()
+			<-p.wait
+			waits++
+			rounds = -1
+			continue
+		case p.wait == nil && len(p.bindPorts) == 0 && len(p.bindAny) == 0:
+			granted, victims = t.commitLocked(cs, p, b)
+			t.releaseLocked(op)
+			t.mu.Unlock()
+			return granted, victims, nil
+		case p.wait != nil || rounds == maxClaimRounds:
+			t.releaseLocked(op)
+			t.mu.Unlock()
+			return nil, nil, session.Rejectf(session.CodeLimit, "the claim of client %q kept changing under other claims; try again", cs.client.name)
+		}
+		for _, svc := range p.bindPorts {
+			t.reserved[portKey(svc.port)] = op
+		}
+		for _, svc := range p.bindAny {
+			if slot := anySlot(cs, svc.name); slot != "" {
+				t.reserved[slot] = op
+			}
+		}
+		ranges := slices.Clone(cs.client.ports)
+		t.mu.Unlock()
+		if rej := t.bindAll(cs.client, ranges, p, op, b); rej != nil {
+			t.mu.Lock()
+			t.releaseLocked(op)
+			t.mu.Unlock()
+			return nil, nil, rej
+		}
+	}
+}
+
+// releaseLocked drops op's reservations and wakes the claims waiting for
+// them.
+func (t *table) releaseLocked(op *claimOp) {
+	for k, o := range t.reserved {
+		if o == op {
+			delete(t.reserved, k)
+		}
+	}
+	close(op.done)
+	op.done = make(chan struct{})
+}
+
+// reservedByOther returns the done channel of another claim that reserved
+// key, or nil.
+func (t *table) reservedByOther(key string, op *claimOp) <-chan struct{} {
+	if o := t.reserved[key]; o != nil && o != op {
+		return o.done
+	}
+	return nil
+}
+
+// anySlot is the reservation key of a group's any-port service, "" for a
+// session outside a group: the group's sessions share the port (rule 7),
+// so while one binds it the others wait for it.
+func anySlot(cs *clientSession, name string) string {
+	if cs.group == "" {
+		return ""
+	}
+	return fmt.Sprintf("any:%p/%s/%s", cs.client, cs.group, name)
+}
+
+// want is one route a claim asks for: the route it names if there is one.
+type want struct {
+	svc         *service
+	key         string
+	port        int    // a port route, or
+	entry, name string // a domain route
+	r           *route // nil: a new route, from a listener in bound for a port
+}
+
+// plan is what a claim would do now: refuse (rej), wait for another claim
+// (wait), bind listeners (bindPorts, bindAny), or, when it needs nothing
+// more, commit.
+type plan struct {
+	rej       *session.RejectError
+	wait      <-chan struct{}
+	svcs      []*service
+	wants     []*want
+	victims   map[*clientSession]bool
+	mine      map[*route]bool
+	updating  bool
+	named     map[int]bool
+	bindPorts []*service // named ports with neither route nor listener
+	bindAny   []*service // any-port services with neither route nor listener
+}
+
+// planLocked works out the claim of reqs by cs against the table as it is,
+// with the listeners already in b.
+func (t *table) planLocked(cs *clientSession, reqs []session.Service, op *claimOp, b *bound) *plan {
+	p := &plan{updating: cs.sess != nil, victims: make(map[*clientSession]bool), mine: make(map[*route]bool), named: make(map[int]bool)}
+	refuse := func(rej *session.RejectError) *plan {
+		p.rej = rej
+		return p
+	}
+	if t.closing || cs.draining {
+		return refuse(session.Rejectf(session.CodeShuttingDown, "server is shutting down"))
+	}
+	if !slices.Contains(t.clients, cs.client) {
+		return refuse(session.Rejectf(session.CodeUnknownToken, "unknown token")) // removed by a reload meanwhile
+	}
+	if _, ok := t.sessions[cs]; p.updating && !ok {
+		return refuse(session.Rejectf(session.CodeClosed, "this session was replaced or closed"))
+	}
+	svcs, rej := t.checkServices(cs.client, reqs)
+	if rej != nil {
+		return refuse(rej)
+	}
+	p.svcs = svcs
+	for _, r := range cs.routes {
+		p.mine[r] = true
+	}
+	inGroup := 0
+	for other := range t.sessions {
+		if !p.updating && other.client == cs.client && other.instance == cs.instance {
+			p.victims[other] = true // our own stale session
+		} else if cs.group != "" && other.client == cs.client && other.group == cs.group {
+			inGroup++
+		}
+	}
+	if !p.updating && inGroup >= session.MaxConnections {
+		return refuse(session.Rejectf(session.CodeBadRequest, "client %q already has %d parallel sessions (connections is at most %d)", cs.client.name, inGroup, session.MaxConnections))
+	}
+	for _, svc := range svcs {
+		if svc.port > 0 {
+			p.named[svc.port] = true
+			p.wants = append(p.wants, &want{svc: svc, key: portKey(svc.port), port: svc.port})
+		}
+		for _, d := range svc.domains {
+			p.wants = append(p.wants, &want{svc: svc, key: domainKey(svc.entry, d), entry: svc.entry, name: d})
+		}
+	}
+	for _, w := range p.wants {
+		if wait := t.reservedByOther(w.key, op); wait != nil {
+			p.wait = wait
+			return p
+		}
+		r := t.routes[w.key]
+		if r == nil {
+			if w.port > 0 && b.ls[w.key] == nil {
+				p.bindPorts = append(p.bindPorts, w.svc)
+			}
+			continue
+		}
+		w.r = r
+		if p.mine[r] {
+			continue
+		}
+		if rej := t.mayJoinLocked(cs, w.svc, r, p.victims); rej != nil {
+			return refuse(rej)
+		}
+	}
+	if p.updating && len(p.victims) > 0 {
+		return refuse(session.Rejectf(session.CodePortInUse, "a claim of the update is served by another session of client %q", cs.client.name))
+	}
+	// Any-port services: the port the session or its group serves the
+	// service on already, unless the request names it for another
+	// service; else the listener bound for it; else one to bind.
+	for _, svc := range svcs {
+		if svc.port != 0 || len(svc.domains) > 0 {
+			continue
+		}
+		if r := t.anyPortRouteLocked(cs, svc.name); r != nil && !p.named[r.port] {
+			svc.port = r.port
+			p.wants = append(p.wants, &want{svc: svc, key: r.key, r: r})
+			continue
+		}
+		if slot := anySlot(cs, svc.name); slot != "" {
+			if wait := t.reservedByOther(slot, op); wait != nil {
+				p.wait = wait
+				return p
+			}
+		}
+		if port, ok := b.any[svc.name]; ok {
+			svc.port = port
+			p.wants = append(p.wants, &want{svc: svc, key: portKey(port), port: port})
+			continue
+		}
+		p.bindAny = append(p.bindAny, svc)
+	}
+	return p
+}
+
+// bindAll binds, with no lock held, the listeners p needs into b: named
+// ports, then any-port services, which skip the ports the claim names.
+func (t *table) bindAll(c *clientEntry, ranges []PortRange, p *plan, op *claimOp, b *bound) *session.RejectError {
+	for _, svc := range p.bindPorts {
+		l, err := t.bind(svc.port)
+		if err != nil {
+			return session.Rejectf(session.CodePortInUse, "port in use: service %q remote_port %d: %v", svc.name, svc.port, err)
+		}
+		b.ls[portKey(svc.port)] = l
+	}
+	for _, svc := range p.bindAny {
+		l, port, rej := t.bindAny(c, ranges, svc, p.named, op)
+		if rej != nil {
+			return rej
+		}
+		b.ls[portKey(port)] = l
+		b.any[svc.name] = port
+	}
+	return nil
+}
+
+// bindAny opens a public listener on a free port the client may claim,
+// other than those in skip. Each port is reserved for op, under the lock,
+// before it is bound without the lock, so that claims naming it wait for
+// this one, and other any-port searches pass it by.
+func (t *table) bindAny(c *clientEntry, ranges []PortRange, svc *service, skip map[int]bool, op *claimOp) (net.Listener, int, *session.RejectError) {
+	take := func(p int) bool {
+		t.mu.Lock()
+		defer t.mu.Unlock()
+		key := portKey(p)
+		if !portAllowed(c.ports, p) || skip[p] || t.routes[key] != nil || t.reservedByOther(key, op) != nil {
+			return false
+		}
+		t.reserved[key] = op
+		return true
+	}
+	drop := func(p int) {
+		t.mu.Lock()
+		defer t.mu.Unlock()
+		if t.reserved[portKey(p)] == op {
+			delete(t.reserved, portKey(p))
+		}
+	}
+	// First let the kernel pick (fast when the ranges cover its ephemeral
+	// range), then probe the ranges in order.
+	for range 3 {
+		l, err := t.bind(0)
+		if err != nil {
+			break
+		}
+		if a, ok := l.Addr().(*net.TCPAddr); ok && take(a.Port) {
+			return l, a.Port, nil
+		}
+		l.Close()
+	}
+	probes := 0
+	for _, r := range ranges {
+		for p := r.Lo; p <= r.Hi && probes < maxPortProbes; p++ {
+			if !take(p) {
+				continue
+			}
+			probes++
+			if l, err := t.bind(p); err == nil {
+				return l, p, nil
+			}
+			drop(p)
+		}
+	}
+	return nil, 0, session.Rejectf(session.CodePortInUse, "port in use: service %q asks for any free port, and none of client %q's ports (%s) is free", svc.name, c.name, portList(ranges))
+}
+
+// commitLocked applies p, whose new port routes have their listeners in
+// b: join first, so that routes the victims leave stay non-empty (rule 5).
+func (t *table) commitLocked(cs *clientSession, p *plan, b *bound) (granted []session.Service, victims []*clientSession) {
+	var fresh []*route
+	for _, w := range p.wants {
+		if w.r != nil {
+			continue
+		}
+		w.r = newRoute(w.key, w.svc.shared, cs.client)
+		w.r.service = w.svc.name
+		w.r.port, w.r.entry, w.r.name = w.port, w.entry, w.name
+		if w.port > 0 {
+			w.r.l = b.ls[w.key]
+			delete(b.ls, w.key)
+		}
+		t.routes[w.key] = w.r
+		fresh = append(fresh, w.r)
+	}
+	for _, r := range fresh {
+		if r.l != nil {
+			t.serve(r)
+		}
+	}
+	if len(fresh) > 0 {
+		t.changed.Notify()
+	}
+	kept := make(map[*route]bool)
+	var routes []*route
+	for _, w := range p.wants {
+		if kept[w.r] {
+			continue
+		}
+		kept[w.r] = true
+		routes = append(routes, w.r)
+		if p.mine[w.r] {
+			for i, m := range w.r.members {
+				if m.cs == cs && m.service != w.svc.name {
+					// A new member, not a changed one: connections being
+					// served read the old without a lock.
+					w.r.members[i] = &member{cs: cs, service: w.svc.name}
+				}
+			}
+			continue
+		}
+		t.addMemberLocked(w.r, &member{cs: cs, service: w.svc.name})
+	}
+	for _, r := range cs.routes {
+		if !kept[r] {
+			t.leaveRouteLocked(cs, r)
+		}
+	}
+	cs.routes = routes
+	for v := range p.victims {
+		if _, ok := t.sessions[v]; ok {
+			delete(t.sessions, v)
+			t.changed.Notify()
+		}
+		t.leaveLocked(v, false)
+		victims = append(victims, v)
+	}
+	for _, svc := range p.svcs {
+		granted = append(granted, session.Service{Name: svc.name, RemotePort: svc.port, Domains: svc.domains, Entry: svc.entry, Shared: svc.shared})
+	}
+	if p.updating {
+		cs.granted = granted // (byte counts of services new to the session start with its next one)
+	}
+	return granted, victims
+}
+
+// anyPortRouteLocked is the port route that cs, or another session of its
+// group, serves as the any-port service name: an update keeps the port,
+// and parallel sessions share it even when they claim at once.
+func (t *table) anyPortRouteLocked(cs *clientSession, name string) *route {
+	for _, r := range t.routes {
+		if r.port == 0 || r.l == nil {
+			continue
+		}
+		for _, m := range r.members {
+			sameGroup := cs.group != "" && m.cs.client == cs.client && m.cs.group == cs.group
+			if (m.cs == cs || sameGroup) && m.service == name {
+				return r
+			}
+		}
+	}
+	return nil
+}
+
+// mayJoinLocked decides whether cs may serve route r as svc: join a shared
+// route, join the sessions of its own group (connections = N), adopt its
+// own client's route that is held for it or served by older sessions
+// (which become victims), or not.
+func (t *table) mayJoinLocked(cs *clientSession, svc *service, r *route, isVictim map[*clientSession]bool) *session.RejectError {
+	what := fmt.Sprintf("%s (service %q)", describeRoute(r), svc.name)
+	code := session.CodePortInUse
+	if r.port == 0 {
+		code = session.CodeDomainInUse
+	}
+	switch {
+	case r.shared && svc.shared:
+		return nil
+	case r.shared:
+		return session.Rejectf(code, "%s is shared by client(s) %s; set shared = true to serve it too", what, holders(r))
+	case svc.shared:
+		return session.Rejectf(code, "%s is held by client %q and not shared: shared = true needs every service on it to say so", what, r.client.name)
+	case r.client != cs.client:
+		if len(r.members) == 0 {
+			return session.Rejectf(code, "%s is held by client %q for its reconnect grace", what, r.client.name)
+		}
+		return session.Rejectf(code, "%s is held by client %q", what, r.client.name)
+	}
+	for _, m := range r.members {
+		if cs.group != "" && m.cs.group == cs.group {
+			continue // a parallel session of the same process: serve together
+		}
+		if m.cs.sess == nil { // still in its handshake
+			return session.Rejectf(code, "%s is being claimed by another session of client %q", what, r.client.name)
+		}
+		isVictim[m.cs] = true
+	}
+	return nil
+}
+
+// checkServices validates a client's requested services against its token.
+func (t *table) checkServices(c *clientEntry, reqs []session.Service) ([]*service, *session.RejectError) {
+	if len(reqs) == 0 {
+		return nil, session.Rejectf(session.CodeBadRequest, "no services claimed")
+	}
+	if len(reqs) > t.cfg.maxServices {
+		return nil, session.Rejectf(session.CodeBadRequest, "%d services claimed; the server allows %d per client (limits.max_services)", len(reqs), t.cfg.maxServices)
+	}
+	names := make(map[string]bool)
+	ports := make(map[int]bool)
+	domains := make(map[string]bool) // entry:name
+	var svcs []*service
+	for _, r := range reqs {
+		if !namePattern.MatchString(r.Name) {
+			return nil, session.Rejectf(session.CodeBadRequest, "service name %q: want 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit", r.Name)
+		}
+		if names[r.Name] {
+			return nil, session.Rejectf(session.CodeBadRequest, "service %q is claimed twice", r.Name)
+		}
+		names[r.Name] = true
+		svc := &service{name: r.Name, port: r.RemotePort, shared: r.Shared, entry: r.Entry}
+		switch {
+		case len(r.Domains) == 0 && r.Entry != "":
+			return nil, session.Rejectf(session.CodeBadRequest, "service %q: entry %q without domains", r.Name, r.Entry)
+		case len(r.Domains) > 0 && r.Entry == "":
+			svc.entry = EntryHTTP
+		case len(r.Domains) > 0 && r.Entry != EntryHTTP && r.Entry != EntryHTTPS:
+			return nil, session.Rejectf(session.CodeBadRequest, "service %q: entry %q is not \"http\" or \"https\"", r.Name, r.Entry)
+		}
+		if r.RemotePort < 0 || r.RemotePort > 65535 {
+			return nil, session.Rejectf(session.CodeBadRequest, "service %q: remote_port %d is out of range", r.Name, r.RemotePort)
+		}
+		if r.RemotePort > 0 {
+			if ports[r.RemotePort] {
+				return nil, session.Rejectf(session.CodeBadRequest, "remote_port %d is claimed by two services", r.RemotePort)
+			}
+			ports[r.RemotePort] = true
+			if !portAllowed(c.ports, r.RemotePort) {
+				return nil, session.Rejectf(session.CodePortNotAllowed, "port not allowed: service %q remote_port %d is not in client %q's ports (%s)", r.Name, r.RemotePort, c.name, portList(c.ports))
+			}
+		}
+		for _, d := range r.Domains {
+			n, err := domain.Normalize(d)
+			if err != nil {
+				return nil, session.Rejectf(session.CodeBadRequest, "service %q: %v", r.Name, err)
+			}
+			if domains[svc.entry+":"+n] {
+				return nil, session.Rejectf(session.CodeBadRequest, "domain %s is claimed twice", n)
+			}
+			domains[svc.entry+":"+n] = true
+			if !domainAllowed(c.domains, n) {
+				return nil, session.Rejectf(session.CodeDomainNotAllowed, "domain not allowed: service %q domain %s is not in client %q's domains (%s)", r.Name, n, c.name, strings.Join(c.domains, ", "))
+			}
+			svc.domains = append(svc.domains, n)
+		}
+		if svc.port == 0 && len(svc.domains) == 0 && len(c.ports) == 0 {
+			return nil, session.Rejectf(session.CodePortNotAllowed, "port not allowed: service %q asks for any free port, but client %q may claim no ports", r.Name, c.name)
+		}
+		svcs = append(svcs, svc)
+	}
+	return svcs, nil
+}
+
+func portAllowed(rs []PortRange, p int) bool {
+	for _, r := range rs {
+		if r.Contains(p) {
+			return true
+		}
+	}
+	return false
+}
+
+func domainAllowed(allowed []string, claim string) bool {
+	for _, a := range allowed {
+		if domain.Covers(a, claim) {
+			return true
+		}
+	}
+	return false
+}
+
+// describe summarizes granted services for the log.
+func describe(svcs []session.Service) string {
+	parts := make([]string, 0, len(svcs))
+	for _, s := range svcs {
+		var claims []string
+		if s.RemotePort > 0 {
+			claims = append(claims, "port "+strconv.Itoa(s.RemotePort))
+		}
+		claims = append(claims, s.Domains...)
+		parts = append(parts, s.Name+" ("+strings.Join(claims, ", ")+")")
+	}
+	return strings.Join(parts, ", ")
+}

@@ -1,0 +1,282 @@
+package server
+
+import (
+	"log/slog"
+	"net"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/warren-tunnel/warren/clock"
+	"github.com/warren-tunnel/warren/session"
+)
+
+// The route table: which client sessions serve which public ports and
+// domains. It is the claim policy of the server, under its own lock; the
+// rules below only make sense together, and each is pinned by a test in
+// table_test.go.
+//
+//  1. Tokens: a claim is checked against what the client's token allows
+//     (its ports and domains: port_not_allowed, domain_not_allowed), the
+//     server's limits.max_services, and the request's form (bad_request).
+//     A client removed by a reload, meanwhile, is unknown_token.
+//  2. Owners: a route (a public port, or a domain on an entry point)
+//     belongs to one client unless shared. Another client's claim on it is
+//     refused (port_in_use, domain_in_use) naming the holder, also while
+//     the route is held for the holder's return.
+//  3. Sharing: every service on a shared route must say shared; a shared
+//     claim on an unshared route, and an unshared claim on a shared one,
+//     are refused.
+//  4. Replacing: a new session of the same client that claims a route
+//     replaces the sessions serving it, and a new session of the same
+//     client instance replaces the old one. The victims come back from the
+//     claim already out of the table, for the caller to close. A session
+//     still in its handshake is not replaced: the claim is refused.
+//  5. Join before leave: the claiming session joins its routes before the
+//     victims leave them, so a route taken over never empties: it is never
+//     held or released in between.
+//  6. Groups: the parallel sessions of one client process (connections =
+//     N) serve its routes together, at most session.MaxConnections of
+//     them; they replace nobody of their group.
+//  7. Any port: a service with remote_port 0 gets a free port its client
+//     may claim (the kernel's pick first, then the client's ranges in
+//     order, at most maxPortProbes binds), never one that another service
+//     of the same claim names. The sessions of a group share one port, even
+//     when they claim at once; an update keeps the port.
+//  8. Updates: a session's update is its whole new list. Routes kept stay
+//     as they are, new ones are joined or bound, dropped ones are left and,
+//     when empty, released at once. An update replaces nobody: it is
+//     refused instead, as is the update of a session already replaced.
+//  9. Holds: a route left empty by a session that dropped is held for
+//     reconnect_grace: its listener stays open, connections wait, and the
+//     client's return adopts it without a gap; when the grace ends it is
+//     released. Nothing is held for a session that said goodbye, drained,
+//     or was released by a reload, nor once the table is closing.
+//  10. Waking: every change of a route's members wakes the connections
+//     waiting on it, which look again.
+//  11. Picking: a connection goes to the live member with the fewest open
+//     streams, members late on heartbeats last, round robin among equals.
+//     With none, it waits while the route is held or a member is in its
+//     handshake (at most limits.max_waiting connections per route); a
+//     removed route, or the end of the grace, sends the waiters away.
+//  12. Locking: a claim is planned under the table's lock, binds its ports
+//     with no lock held (other claims and every pick go on meanwhile), and
+//     is committed, or rolled back, under the lock. A key being bound is
+//     reserved by its claim: another claim that needs it waits for that
+//     claim to end and then sees its outcome, and an any-port search skips
+//     it. Nothing else the table does under its lock can block (it
+//     closes listeners, which does not).
+//  13. Closing: once the table is closing (shutdown), claims are refused
+//     (shutting_down) and nothing is held.
+//  14. Reloads: the sessions of a client removed or given a new token, and
+//     sessions whose claims the client may no longer make, are released
+//     (closed by the caller; their routes are not held), and held routes
+//     of removed clients go at once.
+type table struct {
+	cfg     tableConfig
+	clock   clock.Clock
+	log     *slog.Logger
+	changed *signal
+	// bind opens a public listener on a port (0: any); serve starts a
+	// new port route's accept loop, under the lock (so that none starts
+	// once close has returned).
+	bind  func(port int) (net.Listener, error)
+	serve func(*route)
+
+	mu       sync.Mutex
+	closing  bool
+	clients  []*clientEntry
+	tokens   [][]byte // tokens[i] belongs to clients[i]
+	sessions map[*clientSession]struct{}
+	routes   map[string]*route
+	reserved map[string]*claimOp // keys a claim in flight is binding
+}
+
+// tableConfig is what the table takes from the server's config; a reload
+// changes none of it.
+type tableConfig struct {
+	grace            time.Duration // ReconnectGrace
+	handshakeTimeout time.Duration // how long pick waits for a member in its handshake
+	maxWaiting       int
+	maxServices      int
+}
+
+func newTable(cfg tableConfig, clk clock.Clock, log *slog.Logger, changed *signal, bind func(int) (net.Listener, error), serve func(*route)) *table {
+	return &table{
+		cfg: cfg, clock: clk, log: log, changed: changed, bind: bind, serve: serve,
+		sessions: make(map[*clientSession]struct{}),
+		routes:   make(map[string]*route),
+		reserved: make(map[string]*claimOp),
+	}
+}
+
+// setClientsLocked replaces the configured clients (New, reload).
+func (t *table) setClientsLocked(clients []*clientEntry, tokens [][]byte) {
+	t.clients, t.tokens = clients, tokens
+}
+
+// credentials returns the clients and their tokens, for auth outside the
+// lock.
+func (t *table) credentials() ([]*clientEntry, [][]byte) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.clients, t.tokens
+}
+
+// up records cs, whose Welcome is sent, as serving: pick may give it
+// connections. It reports false, and takes cs out of its routes, when a
+// reload removed its client meanwhile; closing tells whether shutdown has
+// begun (then the caller says goodbye).
+func (t *table) up(cs *clientSession, sess *session.Session) (ok, closing bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if !slices.Contains(t.clients, cs.client) {
+		t.leaveLocked(cs, false)
+		return false, t.closing
+	}
+	cs.sess = sess
+	t.sessions[cs] = struct{}{}
+	for _, r := range cs.routes {
+		r.wakeLocked() // connections waiting for this client may go
+	}
+	t.changed.Notify()
+	return true, t.closing
+}
+
+// drain takes cs out of its routes at its client's request: no new
+// connections for it, nothing held.
+func (t *table) drain(cs *clientSession) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	cs.draining = true
+	t.leaveLocked(cs, false)
+}
+
+// down takes cs, whose session ended, out of the table. Its routes are
+// held when it dropped (hold), its client is still configured and the
+// reload did not release it; it reports whether any were.
+func (t *table) down(cs *clientSession, hold bool) (held bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if _, ok := t.sessions[cs]; ok {
+		delete(t.sessions, cs)
+		t.changed.Notify()
+	}
+	hold = hold && slices.Contains(t.clients, cs.client) && !cs.released
+	held = hold && len(cs.routes) > 0 && t.cfg.grace > 0 && !t.closing
+	t.leaveLocked(cs, hold)
+	return held
+}
+
+// view calls f with the clients and the sessions up, under the lock: f
+// must only read them.
+func (t *table) view(f func(clients []*clientEntry, sessions map[*clientSession]struct{})) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	f(t.clients, t.sessions)
+}
+
+// list returns the sessions up.
+func (t *table) list() []*clientSession {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := make([]*clientSession, 0, len(t.sessions))
+	for cs := range t.sessions {
+		out = append(out, cs)
+	}
+	return out
+}
+
+// close begins shutdown: claims are refused from now on, holds end, and
+// it returns the public listeners for the caller to close.
+func (t *table) close() []net.Listener {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.closing = true
+	var ls []net.Listener
+	for _, r := range t.routes {
+		if r.hold != nil {
+			r.hold.Stop()
+		}
+		if r.l != nil {
+			ls = append(ls, r.l)
+		}
+	}
+	return ls
+}
+
+// leaveLocked removes cs from every route it serves. A route left empty is
+// held for the reconnect grace when hold is set, else removed.
+func (t *table) leaveLocked(cs *clientSession, hold bool) {
+	for _, r := range cs.routes {
+		r.removeMemberLocked(cs)
+		if len(r.members) > 0 {
+			continue
+		}
+		if hold && t.cfg.grace > 0 && !t.closing {
+			t.holdLocked(r)
+		} else {
+			t.removeRouteLocked(r)
+		}
+	}
+	if len(cs.routes) > 0 {
+		t.changed.Notify()
+	}
+	cs.routes = nil
+}
+
+// leaveRouteLocked removes cs from r, which is released at once when it
+// is left empty (cs stopped claiming it on purpose).
+func (t *table) leaveRouteLocked(cs *clientSession, r *route) {
+	r.removeMemberLocked(cs)
+	t.changed.Notify()
+	if len(r.members) == 0 {
+		t.removeRouteLocked(r)
+	}
+}
+
+// addMemberLocked adds m to r and ends a hold.
+func (t *table) addMemberLocked(r *route, m *member) {
+	r.members = append(r.members, m)
+	r.heldUntil = time.Time{}
+	if r.hold != nil {
+		r.hold.Stop()
+		r.hold = nil
+	}
+	r.wakeLocked()
+	t.changed.Notify()
+}
+
+// holdLocked keeps an empty route for the reconnect grace.
+func (t *table) holdLocked(r *route) {
+	t.log.Info("held for the client's return", "route", r.key, "client", r.client.name, "grace", t.cfg.grace.String())
+	r.heldUntil = t.clock.Now().Add(t.cfg.grace)
+	r.hold = t.clock.AfterFunc(t.cfg.grace, func() {
+		t.mu.Lock()
+		defer t.mu.Unlock()
+		if len(r.members) == 0 && t.routes[r.key] == r {
+			t.log.Info("reconnect grace over; released", "route", r.key, "client", r.client.name)
+			t.removeRouteLocked(r)
+		}
+	})
+	t.changed.Notify()
+}
+
+// removeRouteLocked deletes r, closes its listener and sends its waiting
+// connections away.
+func (t *table) removeRouteLocked(r *route) {
+	if t.routes[r.key] != r {
+		return
+	}
+	delete(t.routes, r.key)
+	if r.hold != nil {
+		r.hold.Stop()
+		r.hold = nil
+	}
+	if r.l != nil {
+		r.l.Close()
+	}
+	close(r.done)
+	r.wakeLocked()
+	t.changed.Notify()
+}

@@ -11,6 +11,7 @@ import (
 	"io"
 	"net"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -301,4 +302,27 @@ func TestClientDrain(t *testing.T) {
 		t.Errorf("client Run: %v", err)
 	}
 	srv.WaitSessions(0)
+}
+
+// TestAccessLog: a service with access_log logs each connection's end at
+// info, with its peer and byte counts; one without logs it at debug. (The
+// log line is the behaviour here, so this test waits on the log.)
+func TestAccessLog(t *testing.T) {
+	leaktest.Check(t)
+	w := harness.NewWorld(t)
+	srv := w.StartServer(w.ServerConfig())
+	target := w.Backend(harness.Echo)
+	c := w.StartClient(w.ClientConfig(srv, harness.TokenOffice,
+		client.Service{Name: "logged", Target: target, AccessLog: true},
+		client.Service{Name: "quiet", Target: target}))
+	c.WaitSession(1)
+	w.RoundTrip(c.PublicAddr("logged"))
+	w.RoundTrip(c.PublicAddr("quiet"))
+	line := c.Logs.WaitLine(t, "level=INFO", `msg="connection closed"`, "service=logged")
+	for _, want := range []string{"peer=127.0.0.1:", "target=" + target, "bytes_from_public=24", "bytes_to_public=24", "duration=", "reason=closed"} {
+		if !strings.Contains(line, want) {
+			t.Errorf("access log line %q lacks %q", line, want)
+		}
+	}
+	c.Logs.WaitLine(t, "level=DEBUG", `msg="connection closed"`, "service=quiet")
 }

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/warren-tunnel/warren/client"
+	"github.com/warren-tunnel/warren/metrics"
 	"github.com/warren-tunnel/warren/server"
 	"github.com/warren-tunnel/warren/transport"
 )
@@ -41,20 +42,18 @@ func forEachTransport(t *testing.T, fn func(t *testing.T, kind string)) {
 	}
 }
 
-// logBuffer collects log output and lets a test wait for a line.
+// logBuffer collects log output, shown when a test fails. Tests wait on
+// typed state (sessions, status, metrics), never on log lines.
 type logBuffer struct {
-	mu      sync.Mutex
-	buf     bytes.Buffer
-	changed chan struct{}
+	mu  sync.Mutex
+	buf bytes.Buffer
 }
 
-func newLogBuffer() *logBuffer { return &logBuffer{changed: make(chan struct{})} }
+func newLogBuffer() *logBuffer { return &logBuffer{} }
 
 func (l *logBuffer) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	close(l.changed)
-	l.changed = make(chan struct{})
 	return l.buf.Write(p)
 }
 
@@ -76,38 +75,13 @@ func (l *logBuffer) dumpIfFailed(t *testing.T, who string) {
 	t.Logf("%s log (last %d lines):\n%s", who, len(lines), strings.Join(lines, "\n"))
 }
 
-// waitFor waits until every one of subs appears in one log line.
-func (l *logBuffer) waitFor(t *testing.T, subs ...string) string {
-	t.Helper()
-	deadline := time.After(waitTimeout)
-	for {
-		l.mu.Lock()
-		ch := l.changed
-		text := l.buf.String()
-		l.mu.Unlock()
-		for line := range strings.SplitSeq(text, "\n") {
-			all := true
-			for _, s := range subs {
-				all = all && strings.Contains(line, s)
-			}
-			if all {
-				return line
-			}
-		}
-		select {
-		case <-ch:
-		case <-deadline:
-			t.Fatalf("no log line with %q in:\n%s", subs, text)
-		}
-	}
-}
-
 // testServer is a running in-process server.
 type testServer struct {
 	*server.Server
 	kind     string
 	cfg      server.Config
 	logs     *logBuffer
+	metrics  *metrics.Registry
 	cancel   context.CancelFunc
 	done     chan struct{}
 	runErr   error
@@ -144,11 +118,16 @@ func startServerWith(t *testing.T, cfg server.Config, setup func(*server.Server)
 	if err != nil {
 		t.Fatal(err)
 	}
+	reg, err := metrics.New(metrics.Config{Role: metrics.RoleServer, MaxNames: 1024})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.SetMetrics(reg)
 	if setup != nil {
 		setup(srv)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	ts := &testServer{Server: srv, kind: cfg.Listen[0].Transport, cfg: cfg, logs: logs, cancel: cancel, done: make(chan struct{})}
+	ts := &testServer{Server: srv, kind: cfg.Listen[0].Transport, cfg: cfg, logs: logs, metrics: reg, cancel: cancel, done: make(chan struct{})}
 	go func() {
 		ts.runErr = srv.Run(ctx)
 		close(ts.done)
@@ -260,6 +239,25 @@ func (c *testClient) waitSession(t *testing.T, n int) client.Status {
 			t.Fatalf("client stopped before session %d: %v", n, c.runErr)
 		case <-deadline:
 			t.Fatalf("client has no session %d after %v; last error: %v", n, waitTimeout, st.LastError)
+		}
+	}
+}
+
+// waitLastError waits until the client's last error satisfies ok (the
+// session or attempt that ended, as typed errors).
+func (c *testClient) waitLastError(t *testing.T, ok func(error) bool) {
+	t.Helper()
+	deadline := time.After(waitTimeout)
+	for {
+		ch := c.Changed()
+		st := c.Status()
+		if ok(st.LastError) {
+			return
+		}
+		select {
+		case <-ch:
+		case <-deadline:
+			t.Fatalf("client's last error is %v after %v", st.LastError, waitTimeout)
 		}
 	}
 }

@@ -188,26 +188,6 @@ func freeTCPPort(t *testing.T) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-// TestAccessLog: a service with access_log logs each connection's end at
-// info, with its peer and byte counts; one without logs it at debug.
-func TestAccessLog(t *testing.T) {
-	srv := startServer(t, serverConfig(t, "tcp"))
-	target := backend(t, echo)
-	c := startClient(t, clientConfig(srv, tokenOffice,
-		client.Service{Name: "logged", Target: target, AccessLog: true},
-		client.Service{Name: "quiet", Target: target}))
-	c.waitSession(t, 1)
-	roundTrip(t, c.publicAddr(t, "logged"))
-	roundTrip(t, c.publicAddr(t, "quiet"))
-	line := c.logs.waitFor(t, "level=INFO", `msg="connection closed"`, "service=logged")
-	for _, want := range []string{"peer=127.0.0.1:", "target=" + target, "bytes_from_public=24", "bytes_to_public=24", "duration=", "reason=closed"} {
-		if !strings.Contains(line, want) {
-			t.Errorf("access log line %q lacks %q", line, want)
-		}
-	}
-	c.logs.waitFor(t, "level=DEBUG", `msg="connection closed"`, "service=quiet")
-}
-
 // TestMinimalExamples: examples/minimal-server.toml and
 // examples/minimal-client.toml, as shipped, run from the repository root
 // and carry an HTTP request on loopback: 127.0.0.1:8880 on the server to

@@ -9,8 +9,10 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	kcp "github.com/xtaci/kcp-go/v5"
@@ -243,12 +245,25 @@ func (l *kcpListener) Addr() net.Addr { return l.pc.LocalAddr() }
 
 // kcpConn is a KCP session as a net.Conn whose Close is idempotent and, for
 // an accepted session, releases the listener's socket.
+//
+// Its deadlines keep net.Conn's contract, which kcp-go v5.6.72 does not
+// on its own (nettest.TestConn finds both): a Read or Write that began
+// with no deadline does not wake for one set while it waits, and one that
+// need not wait ignores a deadline already passed. So kcp-go always has a
+// deadline (noDeadline stands for none), which makes a waiting call re-arm
+// its timer whenever a deadline is set, and Read and Write check a passed
+// one first.
 type kcpConn struct {
 	*kcp.UDPSession
 	pace      *pacer // nil: unpaced
 	closeOnce sync.Once
 	onClose   func()
+	rd, wd    atomic.Int64 // deadlines in Unix nanoseconds, 0 for none
 }
+
+// noDeadline is the deadline kcp-go gets for none: far enough never to
+// pass, near enough for a timer.
+var noDeadline = time.Now().Add(100 * 365 * 24 * time.Hour)
 
 func newKCPConn(s *kcp.UDPSession, cfg KCPConfig, onClose func()) *kcpConn {
 	cfg.tuneSession(s)
@@ -256,20 +271,92 @@ func newKCPConn(s *kcp.UDPSession, cfg KCPConfig, onClose func()) *kcpConn {
 	if cfg.RateMbit > 0 {
 		c.pace = newPacer(cfg.dataRate())
 	}
+	s.SetDeadline(noDeadline)
 	return c
 }
 
-func (c *kcpConn) Write(b []byte) (int, error) {
-	if c.pace == nil {
-		return c.UDPSession.Write(b)
+func (c *kcpConn) SetDeadline(t time.Time) error {
+	c.rd.Store(unixNano(t))
+	c.wd.Store(unixNano(t))
+	return c.UDPSession.SetDeadline(orNoDeadline(t))
+}
+
+func (c *kcpConn) SetReadDeadline(t time.Time) error {
+	c.rd.Store(unixNano(t))
+	return c.UDPSession.SetReadDeadline(orNoDeadline(t))
+}
+
+func (c *kcpConn) SetWriteDeadline(t time.Time) error {
+	c.wd.Store(unixNano(t))
+	return c.UDPSession.SetWriteDeadline(orNoDeadline(t))
+}
+
+func unixNano(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
 	}
-	return c.pace.write(c.UDPSession.Write, b)
+	return t.UnixNano()
+}
+
+func orNoDeadline(t time.Time) time.Time {
+	if t.IsZero() {
+		return noDeadline
+	}
+	return t
+}
+
+// passed returns the error of a call whose deadline d has passed, or nil.
+func (c *kcpConn) passed(op string, d *atomic.Int64) error {
+	if dl := d.Load(); dl != 0 && time.Now().UnixNano() >= dl {
+		return c.deadlineErr(op, os.ErrDeadlineExceeded)
+	}
+	return nil
+}
+
+// Read reads as kcp-go does, with a passed deadline reported as net.Conn
+// says (deadlineErr).
+func (c *kcpConn) Read(b []byte) (int, error) {
+	if err := c.passed("read", &c.rd); err != nil {
+		return 0, err
+	}
+	n, err := c.UDPSession.Read(b)
+	return n, c.deadlineErr("read", err)
+}
+
+func (c *kcpConn) Write(b []byte) (int, error) {
+	if err := c.passed("write", &c.wd); err != nil {
+		return 0, err
+	}
+	var n int
+	var err error
+	if c.pace == nil {
+		n, err = c.UDPSession.Write(b)
+	} else {
+		n, err = c.pace.write(c.UDPSession.Write, b)
+	}
+	return n, c.deadlineErr("write", err)
+}
+
+// deadlineErr turns kcp-go's timeout, which is its own type, into what
+// net.Conn promises for a passed deadline: a *net.OpError that wraps
+// os.ErrDeadlineExceeded (errors.Is) and is a net.Error whose Timeout is
+// true. Other errors pass unchanged.
+func (c *kcpConn) deadlineErr(op string, err error) error {
+	var ne net.Error
+	if err == nil || !errors.As(err, &ne) || !ne.Timeout() {
+		return err
+	}
+	return &net.OpError{Op: op, Net: "kcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: os.ErrDeadlineExceeded}
 }
 
 // WriteBuffers writes through Write, so that a paced session stays paced.
 func (c *kcpConn) WriteBuffers(v [][]byte) (int, error) {
+	if err := c.passed("write", &c.wd); err != nil {
+		return 0, err
+	}
 	if c.pace == nil {
-		return c.UDPSession.WriteBuffers(v)
+		n, err := c.UDPSession.WriteBuffers(v)
+		return n, c.deadlineErr("write", err)
 	}
 	n := 0
 	for _, b := range v {

@@ -29,7 +29,10 @@ import (
 // Connections from an encrypted transport are *tls.Conn, so callers can
 // reach the TLS state (the channel binding used by warren's auth, see
 // ExportBinding). A connection supports one concurrent reader and one
-// concurrent writer; deadlines work as for net.Conn. After Close, Read and
+// concurrent writer; deadlines work as for net.Conn (a passed one fails
+// Read or Write with an error that wraps os.ErrDeadlineExceeded), except
+// that after a Write timed out an encrypted connection's writes fail for
+// good, as crypto/tls's do. After Close, Read and
 // Write return an error and the connection's resources are released; Close
 // may be called more than once. Whether bytes written just before Close
 // still reach the peer depends on the kind: TCP delivers them, KCP discards

@@ -1,14 +1,15 @@
 package transport_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
 	"errors"
+	"flag"
 	"io"
 	"math/rand/v2"
 	"net"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -21,17 +22,9 @@ import (
 	"github.com/warren-tunnel/warren/transport/transporttest"
 )
 
-// pair is a server and a client transport of one kind that work together.
-type pair struct {
-	name           string
-	server, client transport.Transport
-	addr           string // what the server listens on
-	encrypted      bool
-}
-
 // pairs returns every transport kind the behaviour suite runs over, with
 // TLS verified by a pinned self-signed certificate.
-func pairs(t *testing.T) []pair {
+func pairs(t *testing.T) []transporttest.Pair {
 	t.Helper()
 	srvTLS, fp, _, err := transport.ServerTLS{}.Config(t.TempDir())
 	if err != nil {
@@ -43,236 +36,50 @@ func pairs(t *testing.T) []pair {
 	}
 	kcpCfg := transport.DefaultKCPConfig()
 	mem := &transporttest.Network{}
-	return []pair{
-		{"tcp+tls", &transport.TCP{TLS: srvTLS}, &transport.TCP{TLS: cliTLS}, "127.0.0.1:0", true},
-		{"kcp+tls", &transport.KCP{Config: kcpCfg, TLS: srvTLS}, &transport.KCP{Config: kcpCfg, TLS: cliTLS}, "127.0.0.1:0", true},
-		{"tcp", &transport.TCP{}, &transport.TCP{}, "127.0.0.1:0", false},
-		{"kcp", &transport.KCP{Config: kcpCfg}, &transport.KCP{Config: kcpCfg}, "127.0.0.1:0", false},
-		{"memory", mem, mem, "memory-server", false},
+	return []transporttest.Pair{
+		{Name: "tcp+tls", Server: &transport.TCP{TLS: srvTLS}, Client: &transport.TCP{TLS: cliTLS}, Addr: "127.0.0.1:0", Encrypted: true, Refuses: true},
+		{Name: "kcp+tls", Server: &transport.KCP{Config: kcpCfg, TLS: srvTLS}, Client: &transport.KCP{Config: kcpCfg, TLS: cliTLS}, Addr: "127.0.0.1:0", Encrypted: true, Refuses: true},
+		{Name: "tcp", Server: &transport.TCP{}, Client: &transport.TCP{}, Addr: "127.0.0.1:0", Refuses: true},
+		{Name: "kcp", Server: &transport.KCP{Config: kcpCfg}, Client: &transport.KCP{Config: kcpCfg}, Addr: "127.0.0.1:0", Refuses: true},
+		{Name: "memory", Server: mem, Client: mem, Addr: "memory-server"},
 	}
 }
 
-// forEach runs fn as a subtest for every transport pair.
-func forEach(t *testing.T, fn func(t *testing.T, p pair)) {
+// TestContract runs the behaviour suite of the Transport contract
+// (transporttest.Run) over every transport.
+func TestContract(t *testing.T) {
 	for _, p := range pairs(t) {
-		t.Run(p.name, func(t *testing.T) { fn(t, p) })
+		t.Run(p.Name, func(t *testing.T) { transporttest.Run(t, p) })
 	}
 }
 
-// connect listens, dials and accepts; both conns and the listener are
-// closed when the test ends.
-func connect(t *testing.T, p pair) (srv, cli net.Conn, l transport.Listener) {
-	t.Helper()
-	l, err := p.server.Listen(p.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		c, err := l.Accept()
-		if err != nil {
-			close(accepted)
-			return
-		}
-		// The first byte drives the server's side of the TLS handshake
-		// and, for plain KCP, is what tells the listener of the session.
-		c.SetDeadline(time.Now().Add(10 * time.Second))
-		if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
-			t.Error(err)
-		}
-		c.SetDeadline(time.Time{})
-		accepted <- c
-	}()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	cli, err = p.client.Dial(ctx, l.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := cli.Write([]byte{0}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cli.Close() })
-	srv, ok := <-accepted
-	if !ok {
-		t.Fatal("accept failed")
-	}
-	t.Cleanup(func() { srv.Close() })
-	return srv, cli, l
-}
-
-func TestTransfer(t *testing.T) {
-	leaktest.Check(t)
-	forEach(t, func(t *testing.T, p pair) {
-		srv, cli, _ := connect(t, p)
-		const size = 4 << 20
-		data := make([]byte, size)
-		for i := range data {
-			data[i] = byte(rand.Uint32())
-		}
-		want := sha256.Sum256(data)
-		// The server echoes everything back. It must not close before the
-		// client has it all: a KCP Close drops what is not yet acknowledged.
-		go io.CopyN(srv, srv, size)
-		cli.SetDeadline(time.Now().Add(60 * time.Second))
-		writeErr := make(chan error, 1)
-		go func() {
-			_, err := cli.Write(data)
-			writeErr <- err
-		}()
-		h := sha256.New()
-		if _, err := io.CopyN(h, cli, size); err != nil {
-			t.Fatal(err)
-		}
-		if err := <-writeErr; err != nil {
-			t.Fatal(err)
-		}
-		if got := h.Sum(nil); !bytes.Equal(got, want[:]) {
-			t.Fatal("echoed data differs")
-		}
-	})
-}
-
-func TestAcceptAfterCloseIsErrClosed(t *testing.T) {
-	leaktest.Check(t)
-	forEach(t, func(t *testing.T, p pair) {
-		l, err := p.server.Listen(p.addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		done := make(chan error, 1)
-		go func() {
-			_, err := l.Accept()
-			done <- err
-		}()
-		l.Close()
-		if err := <-done; !errors.Is(err, net.ErrClosed) {
-			t.Fatalf("Accept after Close: %v, want net.ErrClosed", err)
-		}
-		if err := l.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
-			t.Fatalf("second Close: %v", err)
-		}
-	})
-}
-
-func TestConnOutlivesListener(t *testing.T) {
-	leaktest.Check(t)
-	forEach(t, func(t *testing.T, p pair) {
-		srv, cli, l := connect(t, p)
-		l.Close()
-		msg := []byte("still here")
-		go cli.Write(msg)
-		got := make([]byte, len(msg))
-		srv.SetReadDeadline(time.Now().Add(10 * time.Second))
-		if _, err := io.ReadFull(srv, got); err != nil {
-			t.Fatal(err)
-		}
-		if !bytes.Equal(got, msg) {
-			t.Fatalf("got %q", got)
-		}
-	})
-}
-
-func TestCloseUnblocksRead(t *testing.T) {
-	leaktest.Check(t)
-	forEach(t, func(t *testing.T, p pair) {
-		_, cli, _ := connect(t, p)
-		done := make(chan error, 1)
-		go func() {
-			_, err := cli.Read(make([]byte, 1))
-			done <- err
-		}()
-		cli.Close()
-		select {
-		case err := <-done:
-			if err == nil {
-				t.Fatal("Read after Close returned no error")
-			}
-		case <-time.After(10 * time.Second):
-			t.Fatal("Close did not unblock Read")
-		}
-		cli.Close() // idempotent
-	})
-}
-
-func TestChannelBinding(t *testing.T) {
-	forEach(t, func(t *testing.T, p pair) {
-		srv, cli, _ := connect(t, p)
-		srvBinding := make(chan []byte, 1)
-		go func() {
-			srv.SetDeadline(time.Now().Add(10 * time.Second))
-			b, err := transport.ExportBinding(srv)
-			if err != nil {
-				t.Error(err)
-			}
-			srvBinding <- b
-		}()
-		cb, err := transport.ExportBinding(cli)
-		if err != nil {
-			t.Fatal(err)
-		}
-		sb := <-srvBinding
-		if !p.encrypted {
-			if cb != nil || sb != nil {
-				t.Fatal("plaintext connection has a binding")
-			}
-			return
-		}
-		if len(cb) != 32 || !bytes.Equal(cb, sb) {
-			t.Fatalf("bindings differ or short: %x / %x", cb, sb)
-		}
-		// A second connection has a different binding.
-		_, cli2, _ := connect(t, p)
-		cb2, err := transport.ExportBinding(cli2)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if bytes.Equal(cb, cb2) {
-			t.Fatal("two connections share a binding")
-		}
-	})
-}
-
-// TestDialDeadServer: Dial itself reports a server that is not there, at
-// once when the host says so (TCP RST, ICMP port unreachable for KCP's
-// connected UDP socket), for KCP too, although KCP has no handshake.
-func TestDialDeadServer(t *testing.T) {
-	leaktest.Check(t)
+// TestNetConn runs nettest.TestConn over every transport's connections,
+// less what TestMain skips where a transport's contract says otherwise.
+func TestNetConn(t *testing.T) {
 	for _, p := range pairs(t) {
-		if p.name == "memory" {
-			continue
-		}
-		t.Run(p.name, func(t *testing.T) {
-			// Bind and close to get an address nobody serves.
-			l, err := p.server.Listen("127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			addr := l.Addr().String()
-			l.Close()
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			start := time.Now()
-			c, err := p.client.Dial(ctx, addr)
-			if err == nil && !p.encrypted && p.name == "kcp" {
-				// Plain KCP learns of the refusal at the first read.
-				c.Write([]byte{0})
-				c.SetReadDeadline(time.Now().Add(5 * time.Second))
-				_, err = c.Read(make([]byte, 1))
-				c.Close()
-			} else if err == nil {
-				c.Close()
-				t.Fatal("Dial to a dead server succeeded")
-			}
-			if err == nil || errors.Is(err, context.DeadlineExceeded) {
-				t.Fatalf("err = %v, want a refusal", err)
-			}
-			if d := time.Since(start); d > 2*time.Second {
-				t.Fatalf("took %v to notice", d)
-			}
-		})
+		t.Run(p.Name, func(t *testing.T) { transporttest.RunConn(t, p) })
 	}
+}
+
+// netConnSkips are the nettest.TestConn subtests a transport's contract
+// does not promise (transporttest.RunConn says why): KCP has no FIN, and
+// TLS writes fail for good after a write deadline passed.
+var netConnSkips = []string{
+	`^TestNetConn$/^kcp(\+tls)?$/^(BasicIO|PingPong)$`,
+	`^TestNetConn$/\+tls$/^(PastTimeout|FutureTimeout|ConcurrentMethods)$`,
+}
+
+// TestMain adds netConnSkips to -test.skip: nettest.TestConn runs as one
+// call, so its subtests can be left out only by name.
+func TestMain(m *testing.M) {
+	flag.Parse()
+	skip := flag.Lookup("test.skip")
+	pattern := strings.Join(netConnSkips, "|")
+	if v := skip.Value.String(); v != "" {
+		pattern = v + "|" + pattern
+	}
+	skip.Value.Set(pattern)
+	os.Exit(m.Run())
 }
 
 func TestFingerprintMismatch(t *testing.T) {
@@ -352,8 +159,8 @@ func TestVerifyByCA(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			p := pair{server: &transport.TCP{TLS: srvTLS}, client: &transport.TCP{TLS: cliTLS}, addr: "127.0.0.1:0"}
-			l, err := p.server.Listen(p.addr)
+			p := transporttest.Pair{Server: &transport.TCP{TLS: srvTLS}, Client: &transport.TCP{TLS: cliTLS}, Addr: "127.0.0.1:0"}
+			l, err := p.Server.Listen(p.Addr)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -368,7 +175,7 @@ func TestVerifyByCA(t *testing.T) {
 			}()
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
-			c, err := p.client.Dial(ctx, l.Addr().String())
+			c, err := p.Client.Dial(ctx, l.Addr().String())
 			if (err == nil) != tc.ok {
 				t.Fatalf("Dial err = %v, want ok=%v", err, tc.ok)
 			}
@@ -394,14 +201,14 @@ func TestKCPLossyLink(t *testing.T) {
 	cfg := transport.DefaultKCPConfig()
 	srvT := &transport.KCP{Config: cfg, TLS: srvTLS, WrapPacketConn: lossy}
 	cliT := &transport.KCP{Config: cfg, TLS: cliTLS, WrapPacketConn: lossy}
-	transferOver(t, pair{name: "lossy kcp+tls", server: srvT, client: cliT, addr: "127.0.0.1:0"}, 8<<20)
+	transferOver(t, transporttest.Pair{Name: "lossy kcp+tls", Server: srvT, Client: cliT, Addr: "127.0.0.1:0"}, 8<<20)
 }
 
 // transferOver sends size random bytes each way through p and compares
 // their SHA-256.
-func transferOver(t *testing.T, p pair, size int) {
+func transferOver(t *testing.T, p transporttest.Pair, size int) {
 	t.Helper()
-	srv, cli, _ := connect(t, p)
+	srv, cli, _ := transporttest.Connect(t, p)
 	deadline := time.Now().Add(2 * time.Minute)
 	srv.SetDeadline(deadline)
 	cli.SetDeadline(deadline)
@@ -532,7 +339,7 @@ func TestKCPRate(t *testing.T) {
 				log = &sendLog{PacketConn: impair.Wrap(pc, impair.Config{})}
 				return log
 			}}
-			srv, cli, _ := connect(t, pair{name: "paced kcp", server: srvT, client: cliT, addr: "127.0.0.1:0"})
+			srv, cli, _ := transporttest.Connect(t, transporttest.Pair{Name: "paced kcp", Server: srvT, Client: cliT, Addr: "127.0.0.1:0"})
 			const size = 2 << 20
 			got := make(chan error, 1)
 			go func() {

@@ -1,6 +1,8 @@
 // Package transporttest provides an in-memory transport.Transport for unit
-// tests of the layers above the transport. It is not a substitute for the
-// real TCP and KCP transports, which tests exercise on loopback.
+// tests of the layers above the transport, and the behaviour suite of the
+// Transport contract (Run, RunConn) that every transport, this one
+// included, must pass. It is not a substitute for the real TCP and KCP
+// transports, which tests exercise on loopback.
 package transporttest
 
 import (

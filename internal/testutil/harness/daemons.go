@@ -26,14 +26,62 @@ const (
 
 // Logs collects a daemon's log, shown when its test fails.
 type Logs struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
+	mu      sync.Mutex
+	buf     bytes.Buffer
+	changed signalChan
 }
 
 func (l *Logs) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.changed.notify()
 	return l.buf.Write(p)
+}
+
+// WaitLine waits until a line of the log (text, debug level and up)
+// contains every one of subs, and returns it. Only for tests of what is
+// logged, such as access_log: everything else waits on typed state.
+func (l *Logs) WaitLine(t testing.TB, subs ...string) string {
+	t.Helper()
+	deadline := time.After(WaitTimeout)
+	for {
+		l.mu.Lock()
+		ch := l.changed.wait()
+		text := l.buf.String()
+		l.mu.Unlock()
+		for line := range strings.SplitSeq(text, "\n") {
+			all := true
+			for _, s := range subs {
+				all = all && strings.Contains(line, s)
+			}
+			if all {
+				return line
+			}
+		}
+		select {
+		case <-ch:
+		case <-deadline:
+			t.Fatalf("no log line with %q after %v", subs, WaitTimeout)
+		}
+	}
+}
+
+// signalChan is a channel closed and replaced at each change; its owner's
+// lock guards it.
+type signalChan struct{ ch chan struct{} }
+
+func (s *signalChan) wait() <-chan struct{} {
+	if s.ch == nil {
+		s.ch = make(chan struct{})
+	}
+	return s.ch
+}
+
+func (s *signalChan) notify() {
+	if s.ch != nil {
+		close(s.ch)
+		s.ch = nil
+	}
 }
 
 // String is the log so far.

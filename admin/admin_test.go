@@ -17,7 +17,7 @@ import (
 	"time"
 
 	"github.com/warren-tunnel/warren/admin"
-	"github.com/warren-tunnel/warren/internal/leaktest"
+	"github.com/warren-tunnel/warren/internal/testutil/leaktest"
 	"github.com/warren-tunnel/warren/metrics"
 )
 

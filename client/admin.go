@@ -79,8 +79,7 @@ func (a adminSource) Status() admin.Status {
 	for _, g := range info.Services {
 		svc := admin.ServiceStatus{Name: g.Name, RemotePort: g.RemotePort, Domains: g.Domains, Target: tab.services[g.Name].Target}
 		if s := tab.stats[g.Name]; s != nil {
-			svc.Connections = int(s.conns.Load())
-			svc.BytesIn, svc.BytesOut = s.in.Load(), s.out.Load()
+			s.Fill(&svc)
 		}
 		ss.Services = append(ss.Services, svc)
 	}

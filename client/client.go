@@ -284,8 +284,7 @@ func (c *Client) connect(ctx context.Context, i int) (upFor time.Duration, stick
 	})
 	if first { // the status API counts bytes since the client connected
 		for _, s := range tab.stats {
-			s.in.Store(0)
-			s.out.Store(0)
+			s.ResetBytes()
 		}
 	}
 	c.metrics.SessionUp(info.Client, c.transport.String())
@@ -472,16 +471,14 @@ func (c *Client) serveStream(log *slog.Logger, sess *session.Session, st *sessio
 		return
 	}
 	stats := tab.stats[h.Service]
-	stats.conns.Add(1)
+	stats.Opened()
 	c.metrics.StreamUp(sess.Info().Client)
 	res := session.Relay(conn, st)
 	c.metrics.StreamDown(sess.Info().Client)
 	c.metrics.PublicConn(h.Service, metrics.OutcomeOK)
 	c.metrics.AddBytes(h.Service, res.Received, res.Sent)
 	c.rec.AddBytes(sess.Info().Client, h.Service, res.Received, res.Sent)
-	stats.conns.Add(-1)
-	stats.in.Add(res.Received)
-	stats.out.Add(res.Sent)
+	stats.Closed(res.Received, res.Sent)
 	level, reason := session.EndReason(res.Err, sess)
 	if svc.AccessLog {
 		level = max(level, slog.LevelInfo)
@@ -509,10 +506,4 @@ func fatal(err error) bool {
 	var herr x509.HostnameError
 	return errors.Is(err, transport.ErrFingerprintMismatch) || errors.Is(err, session.ErrVersion) || errors.Is(err, errNoGroups) ||
 		errors.As(err, &verr) || errors.As(err, &uerr) || errors.As(err, &herr)
-}
-
-// serviceStats counts one service's connections, for the status API.
-type serviceStats struct {
-	conns   atomic.Int64 // open now
-	in, out atomic.Int64 // bytes from and to the public peers
 }

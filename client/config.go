@@ -4,12 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"regexp"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/warren-tunnel/warren/internal/domain"
+	"github.com/warren-tunnel/warren/internal/name"
 	"github.com/warren-tunnel/warren/internal/quote"
 	"github.com/warren-tunnel/warren/internal/token"
 	"github.com/warren-tunnel/warren/proxyproto"
@@ -85,12 +85,6 @@ type Service struct {
 	AccessLog bool `toml:"access_log"`
 }
 
-// Entry points a service's domains may be served on.
-const (
-	EntryHTTP  = "http"
-	EntryHTTPS = "https"
-)
-
 // DefaultConfig returns the defaults documented in config.example.toml,
 // with no server, token or services.
 func DefaultConfig() Config {
@@ -122,8 +116,6 @@ func (c *Config) ResolveToken(lookupEnv func(string) (string, bool)) error {
 	c.Token, c.TokenFile, c.TokenEnv = tok, "", ""
 	return nil
 }
-
-var namePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
 
 // Validate reports the first invalid setting, naming its key.
 func (c Config) Validate() error {
@@ -182,8 +174,8 @@ func (c Config) validateServices() error {
 	ports := make(map[int]int)
 	for i, s := range c.Services {
 		key := fmt.Sprintf("client.services[%d]", i)
-		if !namePattern.MatchString(s.Name) {
-			return fmt.Errorf("%s.name: %s: want 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit", key, quote.Short(s.Name))
+		if !name.Valid(s.Name) {
+			return fmt.Errorf("%s.name: %s: want "+name.Rule, key, quote.Short(s.Name))
 		}
 		key = fmt.Sprintf("%s (%s)", key, s.Name)
 		if j, dup := names[s.Name]; dup {
@@ -206,7 +198,7 @@ func (c Config) validateServices() error {
 			}
 		}
 		switch {
-		case s.Entry != "" && s.Entry != EntryHTTP && s.Entry != EntryHTTPS:
+		case s.Entry != "" && s.Entry != session.EntryHTTP && s.Entry != session.EntryHTTPS:
 			return fmt.Errorf("%s.entry: %s: want \"http\" or \"https\"", key, quote.Short(s.Entry))
 		case s.Entry != "" && len(s.Domains) == 0:
 			return fmt.Errorf("%s.entry: %s without domains: an entry point routes by domain", key, quote.Short(s.Entry))

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 
+	"github.com/warren-tunnel/warren/admin"
 	"github.com/warren-tunnel/warren/internal/cfgdiff"
 	"github.com/warren-tunnel/warren/session"
 )
@@ -16,21 +17,21 @@ type serviceTable struct {
 	claims   []session.Service
 	// stats counts each service's connections and bytes for the status
 	// API; a service kept across a reload keeps its counters.
-	stats map[string]*serviceStats
+	stats map[string]*admin.ServiceCounters
 }
 
 func newServiceTable(svcs []Service, old *serviceTable) *serviceTable {
-	t := &serviceTable{services: make(map[string]Service), stats: make(map[string]*serviceStats)}
+	t := &serviceTable{services: make(map[string]Service), stats: make(map[string]*admin.ServiceCounters)}
 	for _, s := range svcs {
 		t.services[s.Name] = s
 		if old != nil && old.stats[s.Name] != nil {
 			t.stats[s.Name] = old.stats[s.Name]
 		} else {
-			t.stats[s.Name] = new(serviceStats)
+			t.stats[s.Name] = new(admin.ServiceCounters)
 		}
 		entry := s.Entry
 		if entry == "" && len(s.Domains) > 0 {
-			entry = EntryHTTP
+			entry = session.EntryHTTP
 		}
 		t.claims = append(t.claims, session.Service{Name: s.Name, RemotePort: s.RemotePort, Domains: s.Domains, Entry: entry, Shared: s.Shared})
 	}

@@ -23,7 +23,7 @@ import (
 
 	"github.com/warren-tunnel/warren/admin"
 	"github.com/warren-tunnel/warren/client"
-	"github.com/warren-tunnel/warren/internal/impair"
+	"github.com/warren-tunnel/warren/internal/testutil/impair"
 	"github.com/warren-tunnel/warren/server"
 	"github.com/warren-tunnel/warren/session"
 	"github.com/warren-tunnel/warren/transport"

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/warren-tunnel/warren/client"
-	"github.com/warren-tunnel/warren/internal/leaktest"
+	"github.com/warren-tunnel/warren/internal/testutil/leaktest"
 )
 
 // TestBackendKilledMidStream: a backend that dies (reset) in the middle of

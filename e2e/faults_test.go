@@ -9,8 +9,8 @@ import (
 	"time"
 
 	"github.com/warren-tunnel/warren/client"
-	"github.com/warren-tunnel/warren/internal/impair"
-	"github.com/warren-tunnel/warren/internal/leaktest"
+	"github.com/warren-tunnel/warren/internal/testutil/impair"
+	"github.com/warren-tunnel/warren/internal/testutil/leaktest"
 	"github.com/warren-tunnel/warren/session"
 )
 

@@ -12,8 +12,8 @@ import (
 	kcp "github.com/xtaci/kcp-go/v5"
 
 	"github.com/warren-tunnel/warren/client"
-	"github.com/warren-tunnel/warren/internal/leaktest"
 	"github.com/warren-tunnel/warren/internal/testutil/harness"
+	"github.com/warren-tunnel/warren/internal/testutil/leaktest"
 )
 
 // tlsHelloStart is the start of a TLS ClientHello record, cut short: a

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/warren-tunnel/warren/client"
-	"github.com/warren-tunnel/warren/internal/leaktest"
+	"github.com/warren-tunnel/warren/internal/testutil/leaktest"
 )
 
 // TestIntegrity sends 64 MiB each way through one public connection at

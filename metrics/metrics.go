@@ -25,6 +25,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/warren-tunnel/warren/internal/version"
+	"github.com/warren-tunnel/warren/session"
 )
 
 // Roles: which side of the tunnel a Registry measures.
@@ -63,20 +64,10 @@ const (
 var outcomes = []Outcome{OutcomeOK, OutcomeNoSession, OutcomeBackendDialFailed,
 	OutcomeRefusedLimit, OutcomeAborted, OutcomeShuttingDown, OutcomeOther}
 
-// Reasons of handshake failures: the session package's rejection codes
-// (session.Code*; the values are the same strings), plus two of the
-// transport. HandshakeFailed counts any other string as ReasonOther.
+// Reasons of handshake failures besides the session package's rejection
+// codes (session.Code*), which count under their own names.
+// HandshakeFailed counts any other string as ReasonOther.
 const (
-	ReasonUnknownToken     = "unknown_token"
-	ReasonPortNotAllowed   = "port_not_allowed"
-	ReasonPortInUse        = "port_in_use"
-	ReasonDomainNotAllowed = "domain_not_allowed"
-	ReasonDomainInUse      = "domain_in_use"
-	ReasonBadRequest       = "bad_request"
-	ReasonVersion          = "version"
-	ReasonProtocol         = "protocol"
-	ReasonShuttingDown     = "shutting_down"
-	ReasonLimit            = "limit"
 	// ReasonTimeout: the handshake did not finish within its timeout.
 	ReasonTimeout = "timeout"
 	// ReasonTLS: the TLS handshake failed (bad certificate, not TLS, ...).
@@ -85,9 +76,9 @@ const (
 	ReasonOther = "other"
 )
 
-var reasons = []string{ReasonUnknownToken, ReasonPortNotAllowed, ReasonPortInUse,
-	ReasonDomainNotAllowed, ReasonDomainInUse, ReasonBadRequest, ReasonVersion,
-	ReasonProtocol, ReasonShuttingDown, ReasonLimit, ReasonTimeout, ReasonTLS, ReasonOther}
+var reasons = []string{session.CodeUnknownToken, session.CodePortNotAllowed, session.CodePortInUse,
+	session.CodeDomainNotAllowed, session.CodeDomainInUse, session.CodeBadRequest, session.CodeVersion,
+	session.CodeProtocol, session.CodeShuttingDown, session.CodeLimit, ReasonTimeout, ReasonTLS, ReasonOther}
 
 // Transports, the transport label of warren_sessions: the transport kind,
 // with "+tls" unless the session is plaintext. Others count as "other".
@@ -359,8 +350,8 @@ func (r *Registry) AddBytes(service string, in, out int64) {
 }
 
 // HandshakeFailed counts a tunnel handshake that failed for reason: a
-// rejection code (session.Code*, the Reason* constants), ReasonTimeout or
-// ReasonTLS. Other strings count as ReasonOther.
+// rejection code (session.Code*), ReasonTimeout or ReasonTLS. Other
+// strings count as ReasonOther.
 func (r *Registry) HandshakeFailed(reason string) {
 	if r == nil {
 		return

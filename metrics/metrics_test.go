@@ -14,7 +14,7 @@ import (
 
 	"github.com/xtaci/kcp-go/v5"
 
-	"github.com/warren-tunnel/warren/internal/leaktest"
+	"github.com/warren-tunnel/warren/internal/testutil/leaktest"
 	"github.com/warren-tunnel/warren/metrics"
 	"github.com/warren-tunnel/warren/session"
 )
@@ -270,25 +270,18 @@ func TestNamesAreCapped(t *testing.T) {
 	})
 }
 
-// The reason constants are the session package's rejection codes.
+// Every rejection code of the session package counts under its own name.
 func TestReasonsAreSessionCodes(t *testing.T) {
-	pairs := []struct{ reason, code string }{
-		{metrics.ReasonUnknownToken, session.CodeUnknownToken},
-		{metrics.ReasonPortNotAllowed, session.CodePortNotAllowed},
-		{metrics.ReasonPortInUse, session.CodePortInUse},
-		{metrics.ReasonDomainNotAllowed, session.CodeDomainNotAllowed},
-		{metrics.ReasonDomainInUse, session.CodeDomainInUse},
-		{metrics.ReasonBadRequest, session.CodeBadRequest},
-		{metrics.ReasonVersion, session.CodeVersion},
-		{metrics.ReasonProtocol, session.CodeProtocol},
-		{metrics.ReasonShuttingDown, session.CodeShuttingDown},
-		{metrics.ReasonLimit, session.CodeLimit},
+	r := newRegistry(t, metrics.RoleServer)
+	codes := []string{session.CodeUnknownToken, session.CodePortNotAllowed, session.CodePortInUse,
+		session.CodeDomainNotAllowed, session.CodeDomainInUse, session.CodeBadRequest, session.CodeVersion,
+		session.CodeProtocol, session.CodeShuttingDown, session.CodeLimit}
+	wantCounts := map[string]float64{}
+	for _, code := range codes {
+		r.HandshakeFailed(code)
+		wantCounts[`warren_handshake_failures_total{reason="`+code+`"}`] = 1
 	}
-	for _, p := range pairs {
-		if p.reason != p.code {
-			t.Errorf("reason %q != session code %q", p.reason, p.code)
-		}
-	}
+	want(t, scrape(t, r), wantCounts)
 }
 
 func TestConcurrentUse(t *testing.T) {

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net"
 	"slices"
-	"sync/atomic"
 	"time"
 
 	"github.com/warren-tunnel/warren/admin"
@@ -23,13 +22,6 @@ func (s *Server) AdminSource() admin.Source { return adminSource{s} }
 // adminSource implements admin.Source for a Server. (Server.Ready is
 // already the channel closed once Run has bound the listeners.)
 type adminSource struct{ s *Server }
-
-// serviceStats counts one service's public connections during a session,
-// for the status API.
-type serviceStats struct {
-	conns   atomic.Int64 // open now
-	in, out atomic.Int64 // bytes from and to the public peers
-}
 
 // SetMetrics makes the server record its metrics in reg; nil records
 // none. Call it before Run.
@@ -97,8 +89,7 @@ func (cs *clientSession) statusLocked() admin.SessionStatus {
 	for _, g := range cs.granted {
 		svc := admin.ServiceStatus{Name: g.Name, RemotePort: g.RemotePort, Domains: g.Domains}
 		if st := cs.stats[g.Name]; st != nil {
-			svc.Connections = int(st.conns.Load())
-			svc.BytesIn, svc.BytesOut = st.in.Load(), st.out.Load()
+			st.Fill(&svc)
 		}
 		ss.Services = append(ss.Services, svc)
 	}
@@ -161,9 +152,9 @@ func handshakeReason(err error) string {
 	case errors.As(err, &rej):
 		return rej.Code
 	case errors.Is(err, session.ErrVersion):
-		return metrics.ReasonVersion
+		return session.CodeVersion
 	case errors.Is(err, session.ErrProtocol):
-		return metrics.ReasonProtocol
+		return session.CodeProtocol
 	case errors.As(err, &rh), errors.As(err, &ae), errors.As(err, &cv):
 		return metrics.ReasonTLS
 	case errors.As(err, &ne) && ne.Timeout():

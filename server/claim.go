@@ -8,13 +8,8 @@ import (
 	"strings"
 
 	"github.com/warren-tunnel/warren/internal/domain"
+	"github.com/warren-tunnel/warren/internal/name"
 	"github.com/warren-tunnel/warren/session"
-)
-
-// Entry points of domain routes.
-const (
-	EntryHTTP  = "http"
-	EntryHTTPS = "https"
 )
 
 // maxPortProbes bounds the search for a free port among a client's ranges.
@@ -481,8 +476,8 @@ func (t *table) checkServices(c *clientEntry, reqs []session.Service) ([]*servic
 	domains := make(map[string]bool) // entry:name
 	var svcs []*service
 	for _, r := range reqs {
-		if !namePattern.MatchString(r.Name) {
-			return nil, session.Rejectf(session.CodeBadRequest, "service name %q: want 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit", r.Name)
+		if !name.Valid(r.Name) {
+			return nil, session.Rejectf(session.CodeBadRequest, "service name %q: want "+name.Rule, r.Name)
 		}
 		if names[r.Name] {
 			return nil, session.Rejectf(session.CodeBadRequest, "service %q is claimed twice", r.Name)
@@ -493,8 +488,8 @@ func (t *table) checkServices(c *clientEntry, reqs []session.Service) ([]*servic
 		case len(r.Domains) == 0 && r.Entry != "":
 			return nil, session.Rejectf(session.CodeBadRequest, "service %q: entry %q without domains", r.Name, r.Entry)
 		case len(r.Domains) > 0 && r.Entry == "":
-			svc.entry = EntryHTTP
-		case len(r.Domains) > 0 && r.Entry != EntryHTTP && r.Entry != EntryHTTPS:
+			svc.entry = session.EntryHTTP
+		case len(r.Domains) > 0 && r.Entry != session.EntryHTTP && r.Entry != session.EntryHTTPS:
 			return nil, session.Rejectf(session.CodeBadRequest, "service %q: entry %q is not \"http\" or \"https\"", r.Name, r.Entry)
 		}
 		if r.RemotePort < 0 || r.RemotePort > 65535 {

@@ -5,12 +5,12 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"regexp"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/warren-tunnel/warren/internal/domain"
+	"github.com/warren-tunnel/warren/internal/name"
 	"github.com/warren-tunnel/warren/internal/quote"
 	"github.com/warren-tunnel/warren/internal/token"
 	"github.com/warren-tunnel/warren/session"
@@ -160,9 +160,6 @@ func (c *Config) ResolveTokens(lookupEnv func(string) (string, bool)) error {
 	return nil
 }
 
-// namePattern is what client and service names may look like.
-var namePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
-
 // Validate reports the first invalid setting, naming its key.
 func (c Config) Validate() error {
 	if _, err := netip.ParseAddr(c.PublicAddress); err != nil {
@@ -280,8 +277,8 @@ func (c Config) validateClients() error {
 	tokens := make(map[string]int)
 	for i, cl := range c.Clients {
 		key := fmt.Sprintf("server.clients[%d]", i)
-		if !namePattern.MatchString(cl.Name) {
-			return fmt.Errorf("%s.name: %s: want 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit", key, quote.Short(cl.Name))
+		if !name.Valid(cl.Name) {
+			return fmt.Errorf("%s.name: %s: want "+name.Rule, key, quote.Short(cl.Name))
 		}
 		key = fmt.Sprintf("%s (%s)", key, cl.Name)
 		if j, dup := names[cl.Name]; dup {

@@ -20,8 +20,8 @@ import (
 
 	"github.com/warren-tunnel/warren/client"
 	"github.com/warren-tunnel/warren/clock/clocktest"
-	"github.com/warren-tunnel/warren/internal/leaktest"
 	"github.com/warren-tunnel/warren/internal/testutil/harness"
+	"github.com/warren-tunnel/warren/internal/testutil/leaktest"
 	"github.com/warren-tunnel/warren/server"
 	"github.com/warren-tunnel/warren/session"
 )

@@ -12,6 +12,7 @@ import (
 	"github.com/warren-tunnel/warren/admin"
 	"github.com/warren-tunnel/warren/internal/domain"
 	"github.com/warren-tunnel/warren/internal/quote"
+	"github.com/warren-tunnel/warren/session"
 	"github.com/warren-tunnel/warren/sniff"
 )
 
@@ -36,7 +37,7 @@ const (
 
 // entryPoint is a bound [server.http] or [server.https] listener.
 type entryPoint struct {
-	name string // EntryHTTP or EntryHTTPS
+	name string // session.EntryHTTP or EntryHTTPS
 	l    net.Listener
 }
 
@@ -54,8 +55,8 @@ type entryState struct {
 func (s *Server) listenEntries() ([]*entryPoint, error) {
 	var eps []*entryPoint
 	for _, e := range []struct{ name, addr string }{
-		{EntryHTTP, s.cfg.HTTP.Address},
-		{EntryHTTPS, s.cfg.HTTPS.Address},
+		{session.EntryHTTP, s.cfg.HTTP.Address},
+		{session.EntryHTTPS, s.cfg.HTTPS.Address},
 	} {
 		if e.addr == "" {
 			continue
@@ -177,7 +178,7 @@ func (s *Server) serveEntry(ep *entryPoint, c net.Conn) {
 	var host string
 	var consumed []byte
 	var err error
-	if ep.name == EntryHTTPS {
+	if ep.name == session.EntryHTTPS {
 		host, consumed, err = sniff.TLSServerName(c, s.cfg.Limits.SniffMax)
 	} else {
 		host, consumed, err = sniff.HTTPHost(c, s.cfg.Limits.SniffMax)
@@ -205,7 +206,7 @@ func (s *Server) serveEntry(ep *entryPoint, c net.Conn) {
 	case r == nil:
 		log.Info("no service for this host; connection refused", "host", host)
 		s.rec.Event(admin.Event{Kind: admin.EventUnknownHost, Remote: peer, Route: ep.name + " entry point", Reason: "no client serves host " + quote.Short(host)})
-		if ep.name == EntryHTTP {
+		if ep.name == session.EntryHTTP {
 			refuseHTTP(c, 404, "no service for host "+strconv.QuoteToASCII(host)+" on this server")
 		} else {
 			lingerClose(c)
@@ -221,7 +222,7 @@ func (s *Server) serveEntry(ep *entryPoint, c net.Conn) {
 // close otherwise (TLS, timeouts, connections closed by their peer).
 func (s *Server) refuseUnnamed(ep *entryPoint, c net.Conn, log *slog.Logger, err error, n int) {
 	log.Debug("connection did not name a host; closed", "bytes_read", n, "err", err)
-	if ep.name != EntryHTTP {
+	if ep.name != session.EntryHTTP {
 		lingerClose(c)
 		return
 	}

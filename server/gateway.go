@@ -48,7 +48,7 @@ func (h heldConn) Close() error {
 // gatewayConn returns the connection to relay for c on route r, and
 // whether it is held (the HTTP entry point).
 func gatewayConn(r *route, c net.Conn) (net.Conn, bool) {
-	if r.entry != EntryHTTP {
+	if r.entry != session.EntryHTTP {
 		return c, false
 	}
 	tc, ok := c.(tcpConn)
@@ -79,7 +79,7 @@ func endGateway(c net.Conn, res session.Result) {
 // refuseRoute ends a public connection no session took: a 503 on the HTTP
 // entry point, a close elsewhere.
 func refuseRoute(r *route, c net.Conn) {
-	if r.entry == EntryHTTP {
+	if r.entry == session.EntryHTTP {
 		refuseHTTP(c, 503, unavailableText)
 		return
 	}

@@ -5,8 +5,8 @@ import (
 	"testing"
 
 	"github.com/warren-tunnel/warren/client"
-	"github.com/warren-tunnel/warren/internal/leaktest"
 	"github.com/warren-tunnel/warren/internal/testutil/harness"
+	"github.com/warren-tunnel/warren/internal/testutil/leaktest"
 )
 
 // TestHandshakeLimitPerIP: past max_handshakes_per_ip, connections from

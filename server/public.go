@@ -72,7 +72,7 @@ func (s *Server) serveConn(r *route, c net.Conn, prefix []byte) {
 		}
 		stats := m.cs.stats[m.service]
 		if stats != nil {
-			stats.conns.Add(1)
+			stats.Opened()
 		}
 		client := m.cs.client.name
 		s.metrics.StreamUp(client)
@@ -88,9 +88,7 @@ func (s *Server) serveConn(r *route, c net.Conn, prefix []byte) {
 		s.rec.AddBytes(client, m.service, in, res.Received)
 		s.metrics.PublicConn(m.service, metrics.OutcomeOK)
 		if stats != nil {
-			stats.conns.Add(-1)
-			stats.in.Add(in)
-			stats.out.Add(res.Received)
+			stats.Closed(in, res.Received)
 		}
 		level, reason := session.EndReason(res.Err, m.cs.sess)
 		log.Log(context.Background(), level, "public connection closed",

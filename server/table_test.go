@@ -17,7 +17,7 @@ import (
 	"time"
 
 	"github.com/warren-tunnel/warren/clock/clocktest"
-	"github.com/warren-tunnel/warren/internal/leaktest"
+	"github.com/warren-tunnel/warren/internal/testutil/leaktest"
 	"github.com/warren-tunnel/warren/internal/testutil/memnet"
 	"github.com/warren-tunnel/warren/session"
 	"github.com/warren-tunnel/warren/transport/transporttest"
@@ -218,7 +218,7 @@ func TestTableOwners(t *testing.T) {
 	f.refused(thief, session.CodePortInUse, `port 20001 (service "x") is held by client "office"`, svc("x", 20001))
 	f.refused(thief, session.CodeDomainInUse, `domain shared.example.com (http) (service "x") is held by client "office"`, session.Service{Name: "x", Domains: []string{"shared.example.com"}})
 	// The same name on the other entry point is another route.
-	f.claim(thief, session.Service{Name: "x", Domains: []string{"shared.example.com"}, Entry: EntryHTTPS})
+	f.claim(thief, session.Service{Name: "x", Domains: []string{"shared.example.com"}, Entry: session.EntryHTTPS})
 
 	f.tb.down(holder, true) // dropped: held
 	if r := f.route("port:20001"); r == nil || r.heldUntil.IsZero() {

@@ -25,11 +25,11 @@ type clientSession struct {
 	remote    string
 	sess      *session.Session
 	log       *slog.Logger
-	routes    []*route                 // guarded by the table's lock
-	draining  bool                     // the client said Drain; guarded by the table's lock
-	released  bool                     // a reload closes it: its routes are not held; guarded by the table's lock
-	granted   []session.Service        // set before up, then guarded by the table's lock
-	stats     map[string]*serviceStats // by service name; fixed once sess is set
+	routes    []*route                          // guarded by the table's lock
+	draining  bool                              // the client said Drain; guarded by the table's lock
+	released  bool                              // a reload closes it: its routes are not held; guarded by the table's lock
+	granted   []session.Service                 // set before up, then guarded by the table's lock
+	stats     map[string]*admin.ServiceCounters // by service name, during the session; fixed once sess is set
 }
 
 // serveTunnel runs one client connection from handshake to the end of its
@@ -75,9 +75,9 @@ func (s *Server) serveTunnel(c net.Conn, transportName string) {
 		return
 	}
 	cs.granted = granted
-	cs.stats = make(map[string]*serviceStats, len(granted))
+	cs.stats = make(map[string]*admin.ServiceCounters, len(granted))
 	for _, g := range granted {
-		cs.stats[g.Name] = new(serviceStats)
+		cs.stats[g.Name] = new(admin.ServiceCounters)
 	}
 	sess, err := p.Welcome(session.Welcome{Client: cs.client.name, Session: cs.id, Services: granted, Groups: true})
 	if err != nil {

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/warren-tunnel/warren/internal/leaktest"
+	"github.com/warren-tunnel/warren/internal/testutil/leaktest"
 )
 
 func rawConn(t *testing.T, c *net.TCPConn) syscall.RawConn {

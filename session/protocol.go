@@ -147,6 +147,12 @@ type Service struct {
 	Shared bool `json:"shared,omitempty"`
 }
 
+// Entry points a Service's domains may be served on (Service.Entry).
+const (
+	EntryHTTP  = "http"
+	EntryHTTPS = "https"
+)
+
 // Welcome accepts a client.
 type Welcome struct {
 	// Client is the name the server knows this client by.

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/warren-tunnel/warren/internal/leaktest"
+	"github.com/warren-tunnel/warren/internal/testutil/leaktest"
 	"github.com/warren-tunnel/warren/transport"
 	"github.com/warren-tunnel/warren/transport/transporttest"
 )

@@ -13,7 +13,7 @@ import (
 
 	"github.com/xtaci/smux"
 
-	"github.com/warren-tunnel/warren/internal/leaktest"
+	"github.com/warren-tunnel/warren/internal/testutil/leaktest"
 	"github.com/warren-tunnel/warren/transport"
 	"github.com/warren-tunnel/warren/transport/transporttest"
 )

@@ -16,8 +16,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/warren-tunnel/warren/internal/impair"
-	"github.com/warren-tunnel/warren/internal/leaktest"
+	"github.com/warren-tunnel/warren/internal/testutil/impair"
+	"github.com/warren-tunnel/warren/internal/testutil/leaktest"
 	"github.com/warren-tunnel/warren/transport"
 	"github.com/warren-tunnel/warren/transport/transporttest"
 )

@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/warren-tunnel/warren/admin"
-	"github.com/warren-tunnel/warren/internal/leaktest"
+	"github.com/warren-tunnel/warren/internal/testutil/leaktest"
 )
 
 const statusTestToken = "status-test-admin-token-0123"

@@ -13,7 +13,7 @@ import (
 
 	"golang.org/x/net/nettest"
 
-	"github.com/warren-tunnel/warren/internal/leaktest"
+	"github.com/warren-tunnel/warren/internal/testutil/leaktest"
 	"github.com/warren-tunnel/warren/transport"
 )
 

@@ -29,7 +29,7 @@ import (
 	"time"
 
 	"github.com/warren-tunnel/warren/client"
-	"github.com/warren-tunnel/warren/internal/impair"
+	"github.com/warren-tunnel/warren/internal/testutil/impair"
 	"github.com/warren-tunnel/warren/internal/testutil/memnet"
 	"github.com/warren-tunnel/warren/transport/transporttest"
 )

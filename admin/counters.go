@@ -1,0 +1,34 @@
+package admin
+
+import "sync/atomic"
+
+// ServiceCounters counts one service's public connections and bytes for
+// the status API (ServiceStatus). It is safe for concurrent use; the zero
+// value is ready.
+type ServiceCounters struct {
+	conns   atomic.Int64 // open now
+	in, out atomic.Int64 // bytes from and to the public peers
+}
+
+// Opened counts a connection open.
+func (c *ServiceCounters) Opened() { c.conns.Add(1) }
+
+// Closed counts a connection closed that carried in bytes from its public
+// peer and out bytes to it.
+func (c *ServiceCounters) Closed(in, out int64) {
+	c.conns.Add(-1)
+	c.in.Add(in)
+	c.out.Add(out)
+}
+
+// ResetBytes starts the byte counts over.
+func (c *ServiceCounters) ResetBytes() {
+	c.in.Store(0)
+	c.out.Store(0)
+}
+
+// Fill sets s's connection and byte counts.
+func (c *ServiceCounters) Fill(s *ServiceStatus) {
+	s.Connections = int(c.conns.Load())
+	s.BytesIn, s.BytesOut = c.in.Load(), c.out.Load()
+}

@@ -69,27 +69,6 @@ var (
 	ErrNoSource = errors.New("admin: nil Source")
 )
 
-// Source is the daemon as the admin API sees it: what it shows and what it
-// acts on. Its methods are called concurrently, from request goroutines,
-// and must not block for long: a request waits for them.
-type Source interface {
-	// Ready reports whether the daemon is ready (server: its tunnel
-	// listeners are bound; client: its session is authenticated), and
-	// if not, why, in a few words for /readyz.
-	Ready() (ready bool, reason string)
-	// Status returns a snapshot of the daemon's state. The admin server
-	// sends it as is, only setting Ready and NotReady from Ready.
-	Status() Status
-	// Disconnect closes every session of the configured client named
-	// name; the client will reconnect unless told otherwise. It returns
-	// ErrUnknownClient (wrapped or not) when no client has that name,
-	// and ErrNotSupported on a client daemon.
-	Disconnect(name string) error
-	// Reload re-reads the config file and applies it. An invalid file is
-	// rejected with an error saying why, and the running config stays.
-	Reload() error
-}
-
 // Server serves the admin API. Create it with New and run it with Run.
 type Server struct {
 	cfg       Config

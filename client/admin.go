@@ -17,10 +17,11 @@ import (
 func (c *Client) SetMetrics(reg *metrics.Registry) { c.metrics = reg }
 
 // AdminSource returns the client as the admin listener sees it: its
-// session to show. It disconnects nothing and reloads nothing.
-func (c *Client) AdminSource() admin.Source { return adminSource{c} }
+// session to show. It disconnects nothing; reloading is the business of
+// the command that read the config file (admin.WithReload).
+func (c *Client) AdminSource() admin.Daemon { return adminSource{c} }
 
-// adminSource implements admin.Source for a Client. (Client.Status is
+// adminSource implements admin.Daemon for a Client. (Client.Status is
 // already the client's own connection state.)
 type adminSource struct{ c *Client }
 
@@ -91,26 +92,6 @@ func (a adminSource) Status() admin.Status {
 // Disconnect is the server's business.
 func (a adminSource) Disconnect(string) error {
 	return fmt.Errorf("client: %w: disconnect clients on the server's admin API", admin.ErrNotSupported)
-}
-
-// Reload reloads the configuration file through the function the
-// daemon set with SetReloader (cmd/warren reads the file), as SIGHUP does.
-func (a adminSource) Reload() error {
-	a.c.mu.Lock()
-	reload := a.c.reloader
-	a.c.mu.Unlock()
-	if reload == nil {
-		return fmt.Errorf("client: %w: no config file to reload", admin.ErrNotSupported)
-	}
-	return reload()
-}
-
-// SetReloader sets what the admin API's reload calls: read the config
-// file again and pass it to Reload.
-func (c *Client) SetReloader(f func() error) {
-	c.mu.Lock()
-	c.reloader = f
-	c.mu.Unlock()
 }
 
 // watchRTT records the session's heartbeat round trip every heartbeat

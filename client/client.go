@@ -42,8 +42,7 @@ type Client struct {
 	reloadMu sync.Mutex // one Reload at a time
 	// claimed is the table each live session's claims came from, when a
 	// Reload or syncClaims updated it; guarded by reloadMu.
-	claimed  map[*session.Session]*serviceTable
-	reloader func() error // the admin API's reload (SetReloader), under mu
+	claimed map[*session.Session]*serviceTable
 
 	metrics *metrics.Registry // nil: none (SetMetrics)
 	rec     *admin.Recorder   // nil: none (SetRecorder)

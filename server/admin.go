@@ -16,10 +16,11 @@ import (
 )
 
 // AdminSource returns the server as the admin listener sees it: its
-// sessions to show, its clients to disconnect.
-func (s *Server) AdminSource() admin.Source { return adminSource{s} }
+// sessions to show, its clients to disconnect. Reloading is the business
+// of the command that read the config file (admin.WithReload).
+func (s *Server) AdminSource() admin.Daemon { return adminSource{s} }
 
-// adminSource implements admin.Source for a Server. (Server.Ready is
+// adminSource implements admin.Daemon for a Server. (Server.Ready is
 // already the channel closed once Run has bound the listeners.)
 type adminSource struct{ s *Server }
 
@@ -119,26 +120,6 @@ func (a adminSource) Disconnect(name string) error {
 		go cs.sess.Close(session.CodeClosed, "disconnected by the server's admin")
 	}
 	return nil
-}
-
-// Reload reloads the configuration file through the function the
-// daemon set with SetReloader (cmd/warren reads the file), as SIGHUP does.
-func (a adminSource) Reload() error {
-	a.s.mu.Lock()
-	reload := a.s.reloader
-	a.s.mu.Unlock()
-	if reload == nil {
-		return fmt.Errorf("server: %w: no config file to reload", admin.ErrNotSupported)
-	}
-	return reload()
-}
-
-// SetReloader sets what the admin API's reload calls: read the config
-// file again and pass it to Reload.
-func (s *Server) SetReloader(f func() error) {
-	s.mu.Lock()
-	s.reloader = f
-	s.mu.Unlock()
 }
 
 // handshakeReason is the reason label of a failed handshake's error.

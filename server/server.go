@@ -57,8 +57,7 @@ type Server struct {
 	refused        int       // connections over a handshake limit since the last log
 	lastRefusedLog time.Time // when that was logged
 
-	reloader func() error // the admin API's reload (SetReloader)
-	reloadMu sync.Mutex   // one Reload at a time; s.cfg changes only under it
+	reloadMu sync.Mutex // one Reload at a time; s.cfg changes only under it
 
 	stopping chan struct{}  // closed when shutdown begins
 	acceptWG sync.WaitGroup // accept loops of public listeners

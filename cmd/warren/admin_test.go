@@ -25,7 +25,7 @@ import (
 func startDaemon(t *testing.T, role string, d adminDaemon, run func(context.Context) error) string {
 	t.Helper()
 	log := slog.New(slog.DiscardHandler)
-	adm, err := newAdmin(admin.Config{Address: "127.0.0.1:0"}, role, d, log)
+	adm, err := newAdmin(admin.Config{Address: "127.0.0.1:0"}, role, d, nil, log)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,18 +1,15 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"os"
 	"strconv"
 	"strings"
 
-	"github.com/warren-tunnel/warren/admin"
 	"github.com/warren-tunnel/warren/client"
 	"github.com/warren-tunnel/warren/config"
 	"github.com/warren-tunnel/warren/internal/quote"
-	"github.com/warren-tunnel/warren/metrics"
 )
 
 const clientUsage = `Usage:
@@ -30,6 +27,7 @@ Flags:
 
 func runClient(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("client", clientUsage, stdout, stderr)
+	d := addDaemonFlags(fs)
 	var (
 		services   stringList
 		serverURL  = fs.String("server", "", "the server, kcp://host:port or tcp://host:port")
@@ -39,37 +37,18 @@ func runClient(args []string, stdout, stderr io.Writer) error {
 		serverName = fs.String("server-name", "", "name to verify in the server certificate (default: the server's host)")
 		insecure   = fs.Bool("insecure-skip-verify", false, "accept any server certificate (unsafe; warns)")
 		noTLS      = fs.Bool("no-tls", false, "connect without TLS (plaintext; only on trusted networks)")
-		adminAddr  = fs.String("admin", "", "serve the admin API (metrics, status, health) on host:port; beyond loopback it needs $WARREN_ADMIN_TOKEN")
-		logLevel   = fs.String("log-level", "info", "debug, info, warn or error")
-		logFormat  = fs.String("log-format", "text", "text or json")
 	)
-	pathFlag := fs.configFlag("config file")
 	fs.Var(&services, "service", "a service, NAME=REMOTE_PORT:TARGET_HOST:TARGET_PORT (repeatable)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	path := *pathFlag
-
+	file, table, err := d.load(config.TableClient)
+	if err != nil {
+		return err
+	}
 	var cfg client.Config
-	var adminCfg admin.Config
-	var fileLog config.Log // as the file says, before flags override it
-	var file *config.File
-	logCfg := config.Log{Level: *logLevel, Format: *logFormat}
-	if path != "" {
-		if quick := setFlags(fs.FlagSet, "c", "config", "log-level", "log-format"); len(quick) > 0 {
-			return usagef("-c %s and --%s: use either a config file or the quick-mode flags", path, quick[0])
-		}
-		f, err := config.LoadTable(path, config.TableClient, os.LookupEnv)
-		if err != nil {
-			return usageError{err}
-		}
-		if f.Client == nil {
-			return usagef("%s: no [client] table", path)
-		}
-		cfg, logCfg = f.Client.Config, overrideLog(fs.FlagSet, f.Client.Log, *logLevel, *logFormat)
-		adminCfg = f.Client.Admin
-		fileLog = f.Client.Log
-		file = f
+	if file != nil {
+		cfg = file.Client.Config
 	} else {
 		cfg = client.DefaultConfig()
 		kind, addr, err := parseEndpoint(*serverURL)
@@ -83,7 +62,7 @@ func runClient(args []string, stdout, stderr io.Writer) error {
 		}
 		cfg.TLS.Fingerprint, cfg.TLS.CA, cfg.TLS.ServerName = *fp, *ca, *serverName
 		cfg.TLS.InsecureSkipVerify, cfg.TLS.Disabled = *insecure, *noTLS
-		if adminCfg, err = quickAdmin(*adminAddr); err != nil {
+		if table.admin, err = quickAdmin(*d.adminAddr); err != nil {
 			return usageError{err}
 		}
 		for _, s := range services {
@@ -94,33 +73,17 @@ func runClient(args []string, stdout, stderr io.Writer) error {
 			cfg.Services = append(cfg.Services, svc)
 		}
 	}
-	if err := logCfg.Validate(); err != nil {
-		return usageError{err}
-	}
-	log := logCfg.Logger(stderr)
-	if file != nil {
-		logWarnings(log, file)
+	log, err := d.logger(stderr, table, file)
+	if err != nil {
+		return err
 	}
 	c, err := client.New(cfg, log)
 	if err != nil {
 		return usageError{err}
 	}
-	adm, err := newAdmin(adminCfg, metrics.RoleClient, c, log)
-	if err != nil {
-		return err
-	}
-	defer watchReload(c, log, adm.Recorder(), path, config.TableClient, func(f *config.File) error {
-		if f.Client == nil {
-			return errors.New("no [client] table")
-		}
-		if err := restartOnly("client", adminCfg, f.Client.Admin, fileLog, f.Client.Log); err != nil {
-			return err
-		}
+	return d.serve(stderr, config.TableClient, table, log, c, c.Run, func(f *config.File) error {
 		return c.Reload(f.Client.Config)
-	})()
-	ctx, stop := signalContext(stderr)
-	defer stop()
-	return runWithAdmin(ctx, adm, log, c.Run)
+	})
 }
 
 // parseService parses NAME=REMOTE_PORT:TARGET_HOST:TARGET_PORT.

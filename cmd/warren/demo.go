@@ -150,7 +150,7 @@ func runDemo(args []string, stdout, stderr io.Writer) error {
 // loopback only) on a free loopback port until ctx ends, and returns its
 // URL once it is bound.
 func startDemoAdmin(ctx context.Context, wg *sync.WaitGroup, errs chan error, role string, d adminDaemon, log *slog.Logger) (string, error) {
-	adm, err := newAdmin(admin.Config{Address: "127.0.0.1:0"}, role, d, log)
+	adm, err := newAdmin(admin.Config{Address: "127.0.0.1:0"}, role, d, nil, log)
 	if err != nil {
 		return "", err
 	}

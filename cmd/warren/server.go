@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -15,7 +14,6 @@ import (
 	"github.com/warren-tunnel/warren/admin"
 	"github.com/warren-tunnel/warren/config"
 	"github.com/warren-tunnel/warren/internal/quote"
-	"github.com/warren-tunnel/warren/metrics"
 	"github.com/warren-tunnel/warren/server"
 	"github.com/warren-tunnel/warren/transport"
 )
@@ -40,51 +38,32 @@ Flags:
 
 func runServer(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("server", serverUsage, stdout, stderr)
+	d := addDaemonFlags(fs)
 	var (
-		listens   stringList
-		tok       = fs.String("token", "", "the client's token (default $WARREN_TOKEN)")
-		ports     = fs.String("ports", "", "ports the client may claim, e.g. 2222,8000-8100")
-		domains   = fs.String("domains", "", "domains the client may claim, e.g. *.example.com")
-		public    = fs.String("public-address", "0.0.0.0", "IP address public ports bind to")
-		stateDir  = fs.String("state-dir", "", "directory for the self-signed certificate (default: $STATE_DIRECTORY, /var/lib/warren as root, else ~/.local/state/warren)")
-		adminAddr = fs.String("admin", "", "serve the admin API (metrics, status, health) on host:port; beyond loopback it needs $WARREN_ADMIN_TOKEN")
-		noTLS     = fs.Bool("no-tls", false, "run without TLS (plaintext; only on trusted networks)")
-		logLevel  = fs.String("log-level", "info", "debug, info, warn or error")
-		logFormat = fs.String("log-format", "text", "text or json")
+		listens  stringList
+		tok      = fs.String("token", "", "the client's token (default $WARREN_TOKEN)")
+		ports    = fs.String("ports", "", "ports the client may claim, e.g. 2222,8000-8100")
+		domains  = fs.String("domains", "", "domains the client may claim, e.g. *.example.com")
+		public   = fs.String("public-address", "0.0.0.0", "IP address public ports bind to")
+		stateDir = fs.String("state-dir", "", "directory for the self-signed certificate (default: $STATE_DIRECTORY, /var/lib/warren as root, else ~/.local/state/warren)")
+		noTLS    = fs.Bool("no-tls", false, "run without TLS (plaintext; only on trusted networks)")
 	)
-	pathFlag := fs.configFlag("config file")
 	fs.Var(&listens, "listen", "tunnel endpoint kcp://host:port or tcp://host:port (repeatable; default both on :7000)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	path := *pathFlag
-
+	file, table, err := d.load(config.TableServer)
+	if err != nil {
+		return err
+	}
 	var cfg server.Config
-	var adminCfg admin.Config
-	var fileLog config.Log // as the file says, before flags override it
-	var file *config.File
-	logCfg := config.Log{Level: *logLevel, Format: *logFormat}
-	if path != "" {
-		if quick := setFlags(fs.FlagSet, "c", "config", "log-level", "log-format"); len(quick) > 0 {
-			return usagef("-c %s and --%s: use either a config file or the quick-mode flags", path, quick[0])
-		}
-		f, err := config.LoadTable(path, config.TableServer, os.LookupEnv)
-		if err != nil {
-			return usageError{err}
-		}
-		if f.Server == nil {
-			return usagef("%s: no [server] table", path)
-		}
-		cfg, logCfg = f.Server.Config, overrideLog(fs.FlagSet, f.Server.Log, *logLevel, *logFormat)
-		adminCfg = f.Server.Admin
-		fileLog = f.Server.Log
-		file = f
+	if file != nil {
+		cfg = file.Server.Config
 	} else {
-		var err error
 		if cfg, err = quickServer(listens, *tok, *ports, *domains, *public, *stateDir, *noTLS); err != nil {
 			return usageError{err}
 		}
-		if adminCfg, err = quickAdmin(*adminAddr); err != nil {
+		if table.admin, err = quickAdmin(*d.adminAddr); err != nil {
 			return usageError{err}
 		}
 	}
@@ -94,12 +73,9 @@ func runServer(args []string, stdout, stderr io.Writer) error {
 	}
 	selfSigned := !cfg.TLS.Disabled && cfg.TLS.Cert == ""
 	fresh := selfSigned && cfg.StateDir != "" && !hasCert(cfg.StateDir)
-	if err := logCfg.Validate(); err != nil {
-		return usageError{err}
-	}
-	log := logCfg.Logger(stderr)
-	if file != nil {
-		logWarnings(log, file)
+	log, err := d.logger(stderr, table, file)
+	if err != nil {
+		return err
 	}
 	srv, err := server.New(cfg, log)
 	if err != nil {
@@ -108,36 +84,27 @@ func runServer(args []string, stdout, stderr io.Writer) error {
 	if fresh {
 		env.warnOtherCerts(log, cfg.StateDir, srv.Fingerprint())
 	}
-	adm, err := newAdmin(adminCfg, metrics.RoleServer, srv, log)
-	if err != nil {
-		return err
-	}
-	defer watchReload(srv, log, adm.Recorder(), path, config.TableServer, func(f *config.File) error {
-		if f.Server == nil {
-			return errors.New("no [server] table")
-		}
-		if err := restartOnly("server", adminCfg, f.Server.Admin, fileLog, f.Server.Log); err != nil {
+	run := srv.Run
+	if file == nil { // quick mode: say how a client connects
+		run = func(ctx context.Context) error {
+			var printed sync.WaitGroup
+			printCtx, cancelPrint := context.WithCancel(ctx)
+			printed.Go(func() {
+				select {
+				case <-srv.Ready():
+					fmt.Fprint(stdout, clientCommand(srv, cfg))
+				case <-printCtx.Done():
+				}
+			})
+			err := srv.Run(ctx)
+			cancelPrint()
+			printed.Wait()
 			return err
 		}
-		return srv.Reload(f.Server.Config)
-	})()
-	ctx, stop := signalContext(stderr)
-	defer stop()
-	var printed sync.WaitGroup
-	printCtx, cancelPrint := context.WithCancel(ctx)
-	if path == "" { // quick mode: say how a client connects
-		printed.Go(func() {
-			select {
-			case <-srv.Ready():
-				fmt.Fprint(stdout, clientCommand(srv, cfg))
-			case <-printCtx.Done():
-			}
-		})
 	}
-	err = runWithAdmin(ctx, adm, log, srv.Run)
-	cancelPrint()
-	printed.Wait()
-	return err
+	return d.serve(stderr, config.TableServer, table, log, srv, run, func(f *config.File) error {
+		return srv.Reload(f.Server.Config)
+	})
 }
 
 // clientCommand is what quick mode prints once the server is up: the

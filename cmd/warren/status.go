@@ -2,14 +2,11 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -50,13 +47,6 @@ process answers (GET /healthz, no token).
 Flags:
 `
 
-// adminTarget is where an admin API is and how to authenticate to it.
-type adminTarget struct {
-	// addr is host:port to dial.
-	addr  string
-	token string
-}
-
 // adminFlags are the flags status and health share.
 type adminFlags struct {
 	addr, token, tokenFile, path, role *string
@@ -81,8 +71,8 @@ func addAdminFlags(fs *flag.FlagSet, timeout time.Duration, withToken bool) admi
 }
 
 // target works out the admin API to talk to from the flags.
-func (f adminFlags) target() (adminTarget, error) {
-	var t adminTarget
+func (f adminFlags) target() (admin.Client, error) {
+	var t admin.Client
 	switch {
 	case *f.path != "" && *f.addr != "":
 		return t, usagef("-c and --admin: give one")
@@ -95,31 +85,31 @@ func (f adminFlags) target() (adminTarget, error) {
 		if err != nil {
 			return t, usageError{err}
 		}
-		t.addr, t.token = cfg.Address, cfg.Token
+		t.Addr, t.Token = cfg.Address, cfg.Token
 	default:
-		t.addr = *f.addr
+		t.Addr = *f.addr
 	}
 	if f.token != nil {
 		switch {
 		case *f.token != "" && *f.tokenFile != "":
 			return t, usagef("--token and --token-file: give one")
 		case *f.token != "":
-			t.token = *f.token
+			t.Token = *f.token
 		case *f.tokenFile != "":
 			b, err := os.ReadFile(*f.tokenFile)
 			if err != nil {
 				return t, usagef("--token-file: %w", err)
 			}
-			t.token = strings.TrimSpace(string(b))
-		case t.token == "":
-			t.token = os.Getenv("WARREN_ADMIN_TOKEN")
+			t.Token = strings.TrimSpace(string(b))
+		case t.Token == "":
+			t.Token = os.Getenv("WARREN_ADMIN_TOKEN")
 		}
 	}
-	addr, err := dialAddress(t.addr)
+	addr, err := admin.DialAddress(t.Addr)
 	if err != nil {
 		return t, usageError{err}
 	}
-	t.addr = addr
+	t.Addr = addr
 	return t, nil
 }
 
@@ -177,84 +167,21 @@ func adminFromFile(path, role string, lookupEnv func(string) (string, bool)) (ad
 	return *cfg, nil
 }
 
-// dialAddress turns a listen address into one to dial: a wildcard host
-// (empty, 0.0.0.0, ::) means this machine, reached over loopback.
-func dialAddress(addr string) (string, error) {
-	host, port, err := net.SplitHostPort(addr)
+// call runs f on the admin API the flags name, within -timeout. A 401
+// says where the token comes from.
+func (af adminFlags) call(f func(context.Context, admin.Client) error) error {
+	c, err := af.target()
 	if err != nil {
-		return "", fmt.Errorf("admin address %s: want host:port", quote.Short(addr))
-	}
-	if p, err := strconv.Atoi(port); err != nil || p <= 0 || p > 65535 {
-		return "", fmt.Errorf("admin address %s: want a port from 1 to 65535", quote.Short(addr))
-	}
-	switch host {
-	case "", "0.0.0.0":
-		host = "127.0.0.1"
-	case "::":
-		host = "::1"
-	}
-	return net.JoinHostPort(host, port), nil
-}
-
-// get fetches path from the admin API and returns the body of a 200.
-// get fetches path from the admin API the flags name, within -timeout.
-func (af adminFlags) get(path string) (adminTarget, []byte, error) {
-	t, err := af.target()
-	if err != nil {
-		return t, nil, err
+		return err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), *af.timeout)
 	defer cancel()
-	body, err := t.get(ctx, path)
-	return t, body, err
-}
-
-func (t adminTarget) get(ctx context.Context, path string) ([]byte, error) {
-	u := "http://" + t.addr + path
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-	if err != nil {
-		return nil, err
+	err = f(ctx, c)
+	var ae *admin.APIError
+	if errors.As(err, &ae) && ae.Status == http.StatusUnauthorized {
+		return fmt.Errorf("admin API at %s: 401: missing or wrong token (--token, --token-file, $WARREN_ADMIN_TOKEN or the config's admin token)", ae.Addr)
 	}
-	if t.token != "" {
-		req.Header.Set("Authorization", "Bearer "+t.token)
-	}
-	tr := &http.Transport{Proxy: nil, DisableKeepAlives: true}
-	defer tr.CloseIdleConnections()
-	resp, err := (&http.Client{Transport: tr}).Do(req)
-	if err != nil {
-		if errors.Is(err, context.DeadlineExceeded) {
-			return nil, fmt.Errorf("admin API at %s: no answer in time", t.addr)
-		}
-		if ue := (*url.Error)(nil); errors.As(err, &ue) {
-			err = ue.Err // without the URL, which names addr again
-		}
-		return nil, fmt.Errorf("admin API at %s: %w", t.addr, err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
-	if err != nil {
-		return nil, fmt.Errorf("admin API at %s: %w", t.addr, err)
-	}
-	switch resp.StatusCode {
-	case http.StatusOK:
-		return body, nil
-	case http.StatusUnauthorized:
-		return nil, fmt.Errorf("admin API at %s: 401: missing or wrong token (--token, --token-file, $WARREN_ADMIN_TOKEN or the config's admin token)", t.addr)
-	default:
-		return nil, &apiError{addr: t.addr, status: resp.StatusCode, statusText: resp.Status, body: strings.TrimSpace(string(body))}
-	}
-}
-
-// apiError is an answer of the admin API other than 200 and 401.
-type apiError struct {
-	addr       string
-	status     int
-	statusText string // "503 Service Unavailable"
-	body       string
-}
-
-func (e *apiError) Error() string {
-	return fmt.Sprintf("admin API at %s: %s: %s", e.addr, e.statusText, e.body)
+	return err
 }
 
 func runStatus(args []string, stdout, stderr io.Writer) error {
@@ -264,13 +191,14 @@ func runStatus(args []string, stdout, stderr io.Writer) error {
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	t, body, err := af.get("/api/v1/status")
+	var st admin.Status
+	var body []byte
+	err := af.call(func(ctx context.Context, c admin.Client) (err error) {
+		st, body, err = c.Status(ctx)
+		return err
+	})
 	if err != nil {
 		return err
-	}
-	var st admin.Status
-	if err := json.Unmarshal(body, &st); err != nil {
-		return fmt.Errorf("admin API at %s: bad status JSON: %w", t.addr, err)
 	}
 	if *asJSON {
 		_, err = stdout.Write(body)
@@ -300,16 +228,16 @@ func runHealth(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	if *live {
-		if _, _, err := af.get("/healthz"); err != nil {
+		if err := af.call(func(ctx context.Context, c admin.Client) error { return c.Live(ctx) }); err != nil {
 			return err
 		}
 		fmt.Fprintln(stdout, "ok")
 		return nil
 	}
-	_, _, err := af.get("/readyz")
-	var ae *apiError
-	if errors.As(err, &ae) && ae.status == http.StatusServiceUnavailable {
-		return notReady(ae.body)
+	err := af.call(func(ctx context.Context, c admin.Client) error { return c.Ready(ctx) })
+	var ae *admin.APIError
+	if errors.As(err, &ae) && ae.Status == http.StatusServiceUnavailable {
+		return notReady(ae.Body)
 	}
 	if err != nil {
 		return err

@@ -404,20 +404,4 @@ func TestFormatting(t *testing.T) {
 			}
 		})
 	}
-	for _, tt := range []struct{ in, want string }{
-		{"0.0.0.0:7001", "127.0.0.1:7001"},
-		{":7001", "127.0.0.1:7001"},
-		{"[::]:7001", "[::1]:7001"},
-		{"10.0.0.5:7001", "10.0.0.5:7001"},
-		{"localhost:7001", "localhost:7001"},
-	} {
-		if got, err := dialAddress(tt.in); err != nil || got != tt.want {
-			t.Errorf("dialAddress(%q) = %q, %v; want %q", tt.in, got, err, tt.want)
-		}
-	}
-	for _, bad := range []string{"127.0.0.1", "127.0.0.1:0", "127.0.0.1:http"} {
-		if _, err := dialAddress(bad); err == nil {
-			t.Errorf("dialAddress(%q) succeeded", bad)
-		}
-	}
 }

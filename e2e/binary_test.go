@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -17,6 +18,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/warren-tunnel/warren/admin"
 )
 
 // warrenBin is the binary under test, built once by TestMain (with the race
@@ -49,9 +52,12 @@ func TestMain(m *testing.M) {
 }
 
 // proc is a warren child process whose stderr is read as JSON log records.
+// Tests wait on its state through its admin API (waitStatus) when it has
+// one, and read its log for what it says to its user.
 type proc struct {
 	t      *testing.T
 	cmd    *exec.Cmd
+	admin  admin.Client // Addr "" when it has no admin API
 	stdout *lockedBuffer
 	mu     sync.Mutex
 	logs   []map[string]any
@@ -211,6 +217,65 @@ func (p *proc) waitRecord(what string, match func(map[string]any) bool) map[stri
 	}
 }
 
+// waitStatus polls the process's admin API until its status satisfies ok
+// (the API has no change signal), and returns it.
+func (p *proc) waitStatus(what string, ok func(admin.Status) bool) admin.Status {
+	p.t.Helper()
+	deadline := time.Now().Add(waitTimeout)
+	var last error
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		st, _, err := p.admin.Status(ctx)
+		cancel()
+		if err == nil && ok(st) {
+			return st
+		}
+		last = err
+		select {
+		case <-p.done:
+			p.t.Fatalf("process exited (code %d) before %s:\n%s", p.code, what, p.stderr())
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			p.t.Fatalf("no %s after %v (last error %v):\n%s", what, waitTimeout, last, p.stderr())
+		}
+	}
+}
+
+// logged reports whether the process has logged a record with message
+// msg and the given attributes: for what a process says, once it has
+// said it (after it exited, say).
+func (p *proc) logged(msg string, kv ...string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, r := range p.logs {
+		if r["msg"] != msg {
+			continue
+		}
+		all := true
+		for i := 0; i+1 < len(kv); i += 2 {
+			all = all && fmt.Sprint(r[kv[i]]) == kv[i+1]
+		}
+		if all {
+			return true
+		}
+	}
+	return false
+}
+
+// sessionOn reports whether a server's status shows a session of client
+// over transport.
+func sessionOn(st admin.Status, client, transport string) bool {
+	for _, c := range st.Clients {
+		for _, s := range c.Sessions {
+			if c.Name == client && s.Transport == transport {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // signal sends sig and waits for the exit code.
 func (p *proc) stop(sig syscall.Signal) int {
 	p.t.Helper()
@@ -239,10 +304,13 @@ func writeFile(t *testing.T, dir, name, content string) string {
 	return path
 }
 
-// binServer starts "warren server" on both transports; it returns the
-// process, the tunnel address of each transport and the fingerprint.
+// binServer starts "warren server" on both transports, with its admin API
+// on a free loopback port, and waits until it is ready; it returns the
+// process, the tunnel address of each transport and the fingerprint, as
+// its status gives them.
 func binServer(t *testing.T, dir, tcpAddr, kcpAddr string) (p *proc, addrs map[string]string, fingerprint string) {
 	t.Helper()
+	adminAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(freeTCPPort(t)))
 	cfg := writeFile(t, dir, "server.toml", fmt.Sprintf(`
 [server]
 public_address = "127.0.0.1"
@@ -263,24 +331,25 @@ ports = ["1024-65535"]
 [server.log]
 level = "debug"
 format = "json"
-`, filepath.Join(dir, "state"), tcpAddr, kcpAddr, writeFile(t, dir, "token", tokenOffice+"\n")))
+[server.admin]
+address = %q
+`, filepath.Join(dir, "state"), tcpAddr, kcpAddr, writeFile(t, dir, "token", tokenOffice+"\n"), adminAddr))
 	p = startProc(t, nil, "server", "-c", cfg)
-	addrs = map[string]string{
-		"tcp": p.waitLog("listening for clients", "transport", "tcp+tls")["address"].(string),
-		"kcp": p.waitLog("listening for clients", "transport", "kcp+tls")["address"].(string),
+	p.admin = admin.Client{Addr: adminAddr}
+	st := p.waitStatus("ready", func(st admin.Status) bool { return st.Ready })
+	addrs = map[string]string{}
+	for _, l := range st.Listeners {
+		addrs[strings.TrimSuffix(l.Transport, "+tls")] = l.Address
 	}
-	fingerprint = p.waitRecord("with a fingerprint", func(r map[string]any) bool {
-		_, ok := r["fingerprint"].(string)
-		return ok
-	})["fingerprint"].(string)
-	return p, addrs, fingerprint
+	return p, addrs, st.Fingerprint
 }
 
 // binClient starts "warren client" for one echo service, with the token
-// in the environment, and waits until it serves; it returns the process
-// and the granted public port.
+// in the environment and its admin API on a free loopback port, and waits
+// until it serves; it returns the process and the granted public port.
 func binClient(t *testing.T, dir, kind, server, fingerprint, token, target string, remotePort int) (*proc, int) {
 	t.Helper()
+	adminAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(freeTCPPort(t)))
 	cfg := writeFile(t, dir, "client-"+kind+".toml", fmt.Sprintf(`
 [client]
 server = %q
@@ -298,13 +367,16 @@ remote_port = %d
 [client.log]
 level = "debug"
 format = "json"
-`, server, kind, fingerprint, target, remotePort))
+[client.admin]
+address = %q
+`, server, kind, fingerprint, target, remotePort, adminAddr))
 	p := startProc(t, []string{"WARREN_TEST_TOKEN=" + token}, "client", "-c", cfg)
+	p.admin = admin.Client{Addr: adminAddr}
 	if token != tokenOffice {
 		return p, 0
 	}
-	port := p.waitLog("serving", "service", "echo")["remote_port"].(float64)
-	return p, int(port)
+	st := p.waitStatus("a session", func(st admin.Status) bool { return st.Ready && st.Session != nil })
+	return p, st.Session.Services[0].RemotePort
 }
 
 // TestBinaryTunnel runs the real binary as server and client with config
@@ -321,18 +393,22 @@ func TestBinaryTunnel(t *testing.T) {
 			cli, port := binClient(t, dir, kind, addrs[kind], fp, tokenOffice, target, 0)
 			addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 			roundTrip(t, addr)
-			srv.waitLog("session up", "client", "office", "transport", kind+"+tls")
+			srv.waitStatus("office's session", func(st admin.Status) bool { return sessionOn(st, "office", kind+"+tls") })
 			if code := cli.stop(syscall.SIGTERM); code != exitOK {
 				t.Fatalf("client exited %d on SIGTERM, want 0", code)
 			}
-			cli.waitLog("client stopped")
-			srv.waitLog("session down", "transport", kind+"+tls", "reason", "client closed session: shutting down")
+			if !cli.logged("client stopped") {
+				t.Errorf("the client did not say it stopped:\n%s", cli.stderr())
+			}
+			srv.waitStatus("office's session gone", func(st admin.Status) bool { return !sessionOn(st, "office", kind+"+tls") })
 		})
 	}
 	if code := srv.stop(syscall.SIGTERM); code != exitOK {
 		t.Fatalf("server exited %d on SIGTERM, want 0", code)
 	}
-	srv.waitLog("server stopped")
+	if !srv.logged("server stopped") {
+		t.Errorf("the server did not say it stopped:\n%s", srv.stderr())
+	}
 }
 
 // Exit codes of the binary.
@@ -397,7 +473,26 @@ func TestBinaryWrongTokenExits(t *testing.T) {
 			if out := cli.stderr(); !strings.Contains(out, "auth rejected: unknown token") {
 				t.Fatalf("client stderr lacks the reason:\n%s", out)
 			}
-			srv.waitLog("auth failed: unknown token", "transport", kind+"+tls")
+			// The failure is counted (then logged, before the count).
+			failures := func() float64 {
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				defer cancel()
+				body, err := srv.admin.Get(ctx, "/metrics")
+				if err != nil {
+					return 0
+				}
+				return metricSum(string(body), "warren_handshake_failures_total", `reason="unknown_token"`)
+			}
+			deadline := time.Now().Add(waitTimeout)
+			for failures() < float64(kindIndex(kind)+1) {
+				if time.Now().After(deadline) {
+					t.Fatalf("the server counted no unknown token:\n%s", srv.stderr())
+				}
+				time.Sleep(20 * time.Millisecond) // metrics have no change signal
+			}
+			if !srv.logged("auth failed: unknown token", "transport", kind+"+tls") {
+				t.Errorf("the server did not log the failure over %s", kind)
+			}
 			if strings.Contains(srv.stderr(), bad) || strings.Contains(srv.stderr(), tokenOffice) {
 				t.Fatal("server logged a token")
 			}
@@ -439,7 +534,7 @@ func TestBinaryClientKilled(t *testing.T) {
 				t.Fatalf("public connection survived its client: %v", err)
 			}
 			t.Logf("public connection closed %v after the kill", time.Since(start).Round(time.Millisecond))
-			srv.waitLog("session down", "transport", kind+"+tls")
+			srv.waitStatus("the killed client's session gone", func(st admin.Status) bool { return !sessionOn(st, "office", kind+"+tls") })
 
 			again, port2 := binClient(t, dir, kind, addrs[kind], fp, tokenOffice, target, port)
 			if port2 != port {
@@ -471,7 +566,7 @@ func TestBinaryServerKilled(t *testing.T) {
 	srv.cmd.Process.Kill()
 	srv.wait()
 	for _, kind := range transports {
-		clients[kind].waitLog("session down")
+		clients[kind].waitStatus("no session", func(st admin.Status) bool { return !st.Ready })
 	}
 
 	srv2, addrs2, fp2 := binServer(t, dir, addrs["tcp"], addrs["kcp"])
@@ -480,7 +575,7 @@ func TestBinaryServerKilled(t *testing.T) {
 	}
 	_ = addrs2
 	for _, kind := range transports {
-		srv2.waitLog("session up", "transport", kind+"+tls")
+		srv2.waitStatus("office back over "+kind, func(st admin.Status) bool { return sessionOn(st, "office", kind+"+tls") })
 		roundTrip(t, net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[kind])))
 	}
 	for _, kind := range transports {
@@ -547,4 +642,34 @@ func TestBinaryDemo(t *testing.T) {
 			}
 		})
 	}
+}
+
+// kindIndex is the position of kind in transports: how many of the
+// subtests over them have run before.
+func kindIndex(kind string) int {
+	for i, k := range transports {
+		if k == kind {
+			return i
+		}
+	}
+	return -1
+}
+
+// metricSum adds up the samples of metric name, in Prometheus text format,
+// whose labels include every one of labels ("k=\"v\"").
+func metricSum(body, name string, labels ...string) float64 {
+	sum := 0.0
+	for line := range strings.SplitSeq(body, "\n") {
+		if !strings.HasPrefix(line, name+"{") && !strings.HasPrefix(line, name+" ") {
+			continue
+		}
+		all := true
+		for _, l := range labels {
+			all = all && strings.Contains(line, l)
+		}
+		if v, err := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64); all && err == nil {
+			sum += v
+		}
+	}
+	return sum
 }

@@ -12,7 +12,9 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
+	"github.com/warren-tunnel/warren/admin"
 	"github.com/warren-tunnel/warren/client"
 	"github.com/warren-tunnel/warren/transport"
 )
@@ -109,8 +111,9 @@ func TestQuickStart(t *testing.T) {
 	env := []string{"WARREN_TOKEN=" + tokenOffice, "STATE_DIRECTORY=" + state, "HOME=" + home, "XDG_STATE_HOME=", "WARREN_ADMIN_TOKEN="}
 	port := strconv.Itoa(freeTCPPort(t))
 
+	srvAdmin := net.JoinHostPort("127.0.0.1", strconv.Itoa(freeTCPPort(t)))
 	srv := startProc(t, env, "server", "--listen", "tcp://127.0.0.1:0", "--ports", port,
-		"--public-address", "127.0.0.1", "--admin", "127.0.0.1:0", "--log-format", "json")
+		"--public-address", "127.0.0.1", "--admin", srvAdmin, "--log-format", "json")
 	fp := srv.waitLog("created self-signed certificate; clients pin it with [client.tls] fingerprint", "state_dir", state)["fingerprint"].(string)
 	warn := srv.waitRecord("a warning about the other certificate", func(r map[string]any) bool {
 		return r["level"] == "WARN" && r["other_state_dir"] == oldState
@@ -118,7 +121,6 @@ func TestQuickStart(t *testing.T) {
 	if warn["state_dir"] != state || warn["other_fingerprint"] != oldFP || warn["fingerprint"] != fp {
 		t.Errorf("warning %v: want state_dir %s, other_fingerprint %s, fingerprint %s", warn, state, oldFP, fp)
 	}
-	srvAdmin := srv.waitLog("admin API listening")["address"].(string)
 
 	line := srv.stdout.waitLine("warren client --server", srv.done)
 	if line == "" {
@@ -131,9 +133,10 @@ func TestQuickStart(t *testing.T) {
 	if !strings.Contains(line, "--fingerprint "+fp) || !strings.Contains(line, "--service app="+port+":") {
 		t.Errorf("client command %q: want the fingerprint and the port", line)
 	}
-	cli := startProc(t, env, append(args[1:], "--admin", "127.0.0.1:0", "--log-format", "json")...)
-	cli.waitLog("session up")
-	cliAdmin := cli.waitLog("admin API listening")["address"].(string)
+	cliAdmin := net.JoinHostPort("127.0.0.1", strconv.Itoa(freeTCPPort(t)))
+	cli := startProc(t, env, append(args[1:], "--admin", cliAdmin, "--log-format", "json")...)
+	cli.admin = admin.Client{Addr: cliAdmin}
+	cli.waitStatus("a session", func(st admin.Status) bool { return st.Ready && st.Session != nil })
 
 	warren := func(env []string, args ...string) (int, string) {
 		cmd := exec.Command(warrenBin, args...)
@@ -168,7 +171,7 @@ func TestQuickStart(t *testing.T) {
 	if code := srv.stop(syscall.SIGTERM); code != exitOK {
 		t.Fatalf("server exited %d", code)
 	}
-	cli.waitLog("session down")
+	cli.waitStatus("no session", func(st admin.Status) bool { return !st.Ready })
 	if code, out := warren(nil, "health", "--admin", cliAdmin); code != exitRuntime || !strings.Contains(out, "not ready") {
 		t.Errorf("warren health of a client without a session: exit %d, %q; want 1, not ready", code, out)
 	}
@@ -206,14 +209,21 @@ func TestMinimalExamples(t *testing.T) {
 
 	json := []string{"--log-format", "json"}
 	srv := startProcIn(t, repoRoot, nil, append([]string{"server", "-c", "examples/minimal-server.toml"}, json...)...)
-	srv.waitLog("listening for clients", "address", "127.0.0.1:7000")
 	cli := startProcIn(t, repoRoot, nil, append([]string{"client", "-c", "examples/minimal-client.toml"}, json...)...)
-	cli.waitLog("serving", "service", "web", "remote_port", "8880")
 
+	// The examples have no admin API: the service itself says when the
+	// tunnel is up (the client retries until the server listens).
 	hc := &http.Client{Timeout: waitTimeout, Transport: &http.Transport{DisableKeepAlives: true}}
-	resp, err := hc.Get("http://127.0.0.1:8880/through")
-	if err != nil {
-		t.Fatalf("GET through the examples' tunnel: %v", err)
+	var resp *http.Response
+	deadline := time.Now().Add(waitTimeout)
+	for {
+		if resp, err = hc.Get("http://127.0.0.1:8880/through"); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("GET through the examples' tunnel: %v\nserver:\n%s\nclient:\n%s", err, srv.stderr(), cli.stderr())
+		}
+		time.Sleep(50 * time.Millisecond) // nothing to wait on but the port
 	}
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()

@@ -5,9 +5,12 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/warren-tunnel/warren/admin"
 )
 
 // TestBinaryReloadOnSIGHUP: the real binary reloads its config file on
@@ -22,6 +25,7 @@ func TestBinaryReloadOnSIGHUP(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// A refused SIGHUP is told only in the log: these two wait on it.
 	os.WriteFile(path, []byte(string(orig)+"\n[[server.clients\n"), 0o600)
 	p.cmd.Process.Signal(syscall.SIGHUP)
 	p.waitLog("reload rejected; the running configuration stays")
@@ -36,12 +40,14 @@ func TestBinaryReloadOnSIGHUP(t *testing.T) {
 	const tokenNew = "new-client-token-0123456789"
 	os.WriteFile(path, []byte(string(orig)+fmt.Sprintf("\n[[server.clients]]\nname = \"new\"\ntoken = %q\nports = [\"1024-65535\"]\n", tokenNew)), 0o600)
 	p.cmd.Process.Signal(syscall.SIGHUP)
-	p.waitLog("configuration reloaded", "clients", "2")
+	p.waitStatus("client new configured", func(st admin.Status) bool {
+		return len(st.Clients) == 2 && slices.ContainsFunc(st.Clients, func(c admin.ClientStatus) bool { return c.Name == "new" })
+	})
 
 	target := backend(t, echo)
 	_, port := binClient(t, dir, "tcp", addrs["tcp"], fp, tokenOffice, target, 0)
 	roundTrip(t, net.JoinHostPort("127.0.0.1", fmt.Sprint(port)))
-	nc := startProc(t, []string{"WARREN_TEST_TOKEN=" + tokenNew}, "client", "-c", writeFile(t, dir, "new.toml", fmt.Sprintf(`
+	startProc(t, []string{"WARREN_TEST_TOKEN=" + tokenNew}, "client", "-c", writeFile(t, dir, "new.toml", fmt.Sprintf(`
 [client]
 server = %q
 transport = "tcp"
@@ -54,5 +60,5 @@ target = %q
 [client.log]
 format = "json"
 `, addrs["tcp"], fp, target)))
-	nc.waitLog("session up")
+	p.waitStatus("client new's session", func(st admin.Status) bool { return sessionOn(st, "new", "tcp+tls") })
 }

@@ -140,33 +140,35 @@ func (rn *runner) lossyLink(lk emulator, o lossyOpts, spec LinkSpec, li int, por
 						return err
 					}
 				}
-				fmt.Fprintf(os.Stderr, "== %s: %s\n", spec, pathLabel(name, cc))
-				// A fresh tunnel for each test: a slow tunnel may still
-				// hold megabytes a previous test queued.
-				fresh := func() (target, func(), error) {
-					*port++
-					if *port > 7900 {
-						*port = 7001
-					}
-					p := *port
-					ts := &tunnelSpec{Path: ps, Dir: filepath.Join(dir, fmt.Sprintf("%s-%s-%d", name, cc, p)),
-						TunnelAddr: fmt.Sprintf("%s:%d", addrB, p), PublicAddr: addrB, PublicPort: p + 1000,
-						Target: backAddr, Cert: rn.cert, Key: rn.key, Fingerprint: rn.fp, Token: rn.token,
-						ExtraServer: rn.extraServer, ExtraClient: rn.extraClient, Env: rn.env, KCPRate: o.kcpRate}
-					tn, err := startTunnel(rn.warren, ts, lk.nsB(), lk.nsA(), lg)
-					if err != nil {
-						return target{}, nil, err
-					}
-					if cc != "" {
-						got := lk.tunnelCC(p)
-						if len(got) == 0 || got[0] != cc {
-							tn.stop()
-							return target{}, nil, fmt.Errorf("tunnel TCP runs %v, want %s", got, cc)
+				for _, b := range rn.builds {
+					fmt.Fprintf(os.Stderr, "== %s: %s\n", spec, buildLabel(pathLabel(name, cc), b))
+					// A fresh tunnel for each test: a slow tunnel may still
+					// hold megabytes a previous test queued.
+					fresh := func() (target, func(), error) {
+						*port++
+						if *port > 7900 {
+							*port = 7001
 						}
+						p := *port
+						ts := &tunnelSpec{Path: ps, Dir: filepath.Join(dir, fmt.Sprintf("%s-%s-%d", name, cc, p)),
+							TunnelAddr: fmt.Sprintf("%s:%d", addrB, p), PublicAddr: addrB, PublicPort: p + 1000,
+							Target: backAddr, Cert: rn.cert, Key: rn.key, Fingerprint: rn.fp, Token: rn.token,
+							ExtraServer: rn.extraServer, ExtraClient: rn.extraClient, Env: rn.env, KCPRate: o.kcpRate}
+						tn, err := startTunnel(b.bin, ts, lk.nsB(), lk.nsA(), lg)
+						if err != nil {
+							return target{}, nil, err
+						}
+						if cc != "" {
+							got := lk.tunnelCC(p)
+							if len(got) == 0 || got[0] != cc {
+								tn.stop()
+								return target{}, nil, fmt.Errorf("tunnel TCP runs %v, want %s", got, cc)
+							}
+						}
+						return target{addr: tn.public, pids: []int{tn.server.pid(), tn.client.pid()}}, tn.stop, nil
 					}
-					return target{addr: tn.public, pids: []int{tn.server.pid(), tn.client.pid()}}, tn.stop, nil
+					fail(rn.perfTests(lg, Record{Suite: "lossy", Link: &link, Path: name, CC: cc, Build: b.name}, o.d, fresh))
 				}
-				fail(rn.perfTests(lg, Record{Suite: "lossy", Link: &link, Path: name, CC: cc}, o.d, fresh))
 			}
 		}
 	}

@@ -24,6 +24,12 @@
 //	go run . -lossy          # the lossy suite only
 //	go run . -lossy -linkem /path/to/linkem   # on a kernel without netem
 //	go run . -report         # redo the markdown and plots from results/*.jsonl
+//	go run . -baseline main  # also measure main's binary, interleaved, and compare
+//
+// With -baseline COMMIT a second binary, built from COMMIT, runs every
+// warren path beside the one under test, the two interleaved in each round
+// on the same machine at the same time, and the report gives the ratios:
+// "within noise" and "half of before" are then figures of one run.
 //
 // Output: results/{loopback,lossy}.jsonl (one JSON object per figure),
 // results/report.md (markdown tables and targets) and plots in
@@ -48,6 +54,7 @@ import (
 
 type runner struct {
 	self, warren string
+	builds       []build // warren under test, then the -baseline one if any
 	tmp          string
 	rec          *recorder
 	cert, key    string
@@ -85,6 +92,7 @@ func orchestrate() int {
 		plotDir   = flag.String("plots", "../docs/bench", "directory for the plots (PNG); empty for none")
 		repo      = flag.String("repo", "..", "the warren repository (its ./cmd/warren is built, from HEAD)")
 		worktree  = flag.Bool("worktree", false, "build warren from the files as they are, not from HEAD")
+		baseline  = flag.String("baseline", "", "also build warren from this commit and measure it beside, in the same run (the report compares them)")
 		paths     = flag.String("paths", "direct,tcp,tcp-x4,kcp,kcp-fec,tcp-plain", "loopback paths: direct,tcp,tcp-x4 (connections = 4),kcp,kcp-fec,tcp-plain,kcp-plain")
 		memFlag   = flag.String("mem", "2000,10000", "idle public connections for the memory figures (cumulative)")
 		dur       = flag.Duration("dur", 3*time.Second, "loopback throughput window")
@@ -228,10 +236,22 @@ func orchestrate() int {
 		if rn.warren, err = buildWarren(*repo, rn.tmp, *worktree); err != nil {
 			return err
 		}
+		rn.builds = []build{{bin: rn.warren}}
+		if *baseline != "" {
+			fmt.Fprintln(os.Stderr, "bench: building the baseline warren from", *baseline)
+			bin, err := buildCommit(*repo, rn.tmp, *baseline)
+			if err != nil {
+				return fmt.Errorf("-baseline: %w", err)
+			}
+			rn.builds = append(rn.builds, build{name: "baseline", bin: bin})
+		}
 		if rn.cert, rn.key, rn.fp, err = writeCert(rn.tmp); err != nil {
 			return err
 		}
 		mach := machine(*repo, *worktree)
+		if *baseline != "" {
+			mach.Baseline = commitOf(*repo, *baseline)
+		}
 		var firstErr error
 		if doLoopback {
 			d := durations{Warmup: *warm, Dur: *dur, Drain: 10 * time.Second, Inflight: 8 << 20,
@@ -378,6 +398,21 @@ func machine(repo string, worktree bool) Machine {
 		}
 	}
 	return m
+}
+
+// build is a warren binary the suite measures: the one under test (name
+// "") or the -baseline one ("baseline", the Build of its records).
+type build struct {
+	name, bin string
+}
+
+// commitOf is the short hash of commit in repo, or commit itself.
+func commitOf(repo, commit string) string {
+	out, err := exec.Command("git", "-C", repo, "rev-parse", "--short", commit).Output()
+	if err != nil {
+		return commit
+	}
+	return strings.TrimSpace(string(out))
 }
 
 func copyFile(from, to string) error {

@@ -22,7 +22,10 @@ type Record struct {
 	// Lossy suite: the emulated link.
 	Link *LinkSpec `json:"link,omitempty"`
 
-	Path  string `json:"path,omitempty"`  // direct, tcp, tcp-x4, kcp, kcp-fec, tcp-plain, kcp-plain, tcpbench
+	Path string `json:"path,omitempty"` // direct, tcp, tcp-x4, kcp, kcp-fec, tcp-plain, kcp-plain, tcpbench
+	// Build is "baseline" for a figure of the -baseline binary, "" for the
+	// one under test.
+	Build string `json:"build,omitempty"`
 	CC    string `json:"cc,omitempty"`    // lossy: congestion control of the TCP carrying the data
 	Test  string `json:"test,omitempty"`  // throughput, latency, connect, memory
 	Dir   string `json:"dir,omitempty"`   // throughput: up (public side to backend) or down
@@ -94,12 +97,15 @@ type MemUse struct {
 
 // Machine describes where the run happened.
 type Machine struct {
-	CPU       string `json:"cpu"`
-	CPUs      int    `json:"cpus"`
-	MemBytes  int64  `json:"mem_bytes"`
-	Kernel    string `json:"kernel"`
-	Go        string `json:"go"`
-	Commit    string `json:"warren_commit"`
+	CPU      string `json:"cpu"`
+	CPUs     int    `json:"cpus"`
+	MemBytes int64  `json:"mem_bytes"`
+	Kernel   string `json:"kernel"`
+	Go       string `json:"go"`
+	Commit   string `json:"warren_commit"`
+	// Baseline is the commit of the -baseline binary measured beside
+	// Commit in the same run, "" without one.
+	Baseline  string `json:"baseline_commit,omitempty"`
 	Command   string `json:"command"`
 	Started   string `json:"started"`
 	Quick     bool   `json:"quick,omitempty"`

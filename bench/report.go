@@ -13,7 +13,8 @@ import (
 )
 
 type results struct {
-	recs []Record
+	recs []Record // the warren under test (and the machine and link lines)
+	base []Record // the -baseline warren's results, when it ran
 }
 
 // find returns the result matching the key; link nil means loopback.
@@ -80,7 +81,15 @@ func loadResults(dir string) (*results, error) {
 	if len(rs.recs) == 0 {
 		return nil, fmt.Errorf("no results in %s", dir)
 	}
-	rs.recs = aggregate(rs.recs)
+	all := aggregate(rs.recs)
+	rs.recs = nil
+	for _, r := range all {
+		if r.Build == "" {
+			rs.recs = append(rs.recs, r)
+		} else {
+			rs.base = append(rs.base, r)
+		}
+	}
 	return rs, nil
 }
 
@@ -88,12 +97,12 @@ func loadResults(dir string) (*results, error) {
 // medians, the number of rounds, and the range of the headline figure.
 func aggregate(recs []Record) []Record {
 	type key struct {
-		suite, path, cc, test, dir string
-		conns                      int
-		link                       LinkSpec
+		suite, path, cc, test, dir, build string
+		conns                             int
+		link                              LinkSpec
 	}
 	keyOf := func(r *Record) key {
-		k := key{r.Suite, r.Path, r.CC, r.Test, r.Dir, r.Conns, LinkSpec{}}
+		k := key{r.Suite, r.Path, r.CC, r.Test, r.Dir, r.Build, r.Conns, LinkSpec{}}
 		if r.Link != nil {
 			k.link = *r.Link
 		}
@@ -108,7 +117,7 @@ func aggregate(recs []Record) []Record {
 		}
 		k := keyOf(&r)
 		if groups[k] == nil {
-			out = append(out, Record{Kind: "pending", Suite: r.Suite, Path: r.Path, CC: r.CC, Test: r.Test, Dir: r.Dir, Conns: r.Conns, Link: r.Link})
+			out = append(out, Record{Kind: "pending", Suite: r.Suite, Path: r.Path, Build: r.Build, CC: r.CC, Test: r.Test, Dir: r.Dir, Conns: r.Conns, Link: r.Link})
 		}
 		groups[k] = append(groups[k], r)
 	}
@@ -326,7 +335,83 @@ func (rs *results) markdown() string {
 	if m := rs.machine("lossy"); m != nil {
 		b.WriteString(rs.lossyMarkdown(m))
 	}
+	b.WriteString(rs.baselineMarkdown())
 	b.WriteString(rs.targetsMarkdown())
+	return b.String()
+}
+
+// baselineMarkdown compares every figure of the warren under test with the
+// same figure of the -baseline warren, measured in the same run: the two
+// values and their ratio (under test / baseline). Empty without a
+// baseline.
+func (rs *results) baselineMarkdown() string {
+	if len(rs.base) == 0 {
+		return ""
+	}
+	var b strings.Builder
+	b.WriteString("## Against the baseline\n\n")
+	for _, suite := range []string{"loopback", "lossy"} {
+		if m := rs.machine(suite); m != nil && m.Baseline != "" {
+			fmt.Fprintf(&b, "The %s suite measured warren %s and, interleaved with it in every round, the baseline warren %s. Ratio: this build's figure over the baseline's (throughput: above 1 is faster; latency, CPU and memory: below 1 is better).\n\n", suite, m.Commit, m.Baseline)
+		}
+	}
+	base := &results{recs: rs.base}
+	t := &table{head: []string{"suite", "path", "test", "figure", "this build", "baseline", "ratio"}}
+	for i := range rs.recs {
+		r := &rs.recs[i]
+		if r.Kind != "result" {
+			continue
+		}
+		o := base.find(r.Link, r.Path, r.CC, r.Test, r.Dir, r.Conns)
+		if o == nil {
+			continue
+		}
+		suite := r.Suite
+		if r.Link != nil {
+			suite += ", " + r.Link.String()
+		}
+		test := r.Test
+		if r.Dir != "" {
+			test += " " + r.Dir
+		}
+		test += fmt.Sprintf(" x%d", r.Conns)
+		row := func(figure string, f func(*Record) float64) {
+			a, c := f(r), f(o)
+			if math.IsNaN(a) || math.IsNaN(c) {
+				return
+			}
+			ratio := "-"
+			if c != 0 {
+				ratio = f2(a / c)
+			}
+			t.add(suite, pathLabel(r.Path, r.CC), test, figure, fs(a), fs(c), ratio)
+		}
+		switch r.Test {
+		case "throughput":
+			row("MB/s", mbps)
+			row("CPU s/GB", func(r *Record) float64 { return cpuField(r, 2) })
+		case "latency":
+			row("p50 µs", func(r *Record) float64 { return latField(r, p50, 1) })
+			row("p99 µs", func(r *Record) float64 { return latField(r, p99, 1) })
+		case "connect":
+			row("p50 µs", func(r *Record) float64 { return latField(r, p50, 1) })
+		case "memory":
+			row("KiB per connection", func(r *Record) float64 {
+				if r.Mem == nil {
+					return math.NaN()
+				}
+				return r.Mem.PerConn / 1024
+			})
+			row("idle RSS MiB", func(r *Record) float64 {
+				if r.Mem == nil || r.Mem.BaseRSS == 0 {
+					return math.NaN()
+				}
+				return mib(r.Mem.BaseRSS)
+			})
+		}
+	}
+	b.WriteString(t.String())
+	b.WriteString("\n")
 	return b.String()
 }
 

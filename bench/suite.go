@@ -289,7 +289,7 @@ func (rn *runner) loopback(paths []string, d durations, memCounts []int, rounds 
 	rn.bg = []int{back.pid(), lg.p.pid()}
 	var errs firstError
 	fail := errs.add
-	start := func(name, tag string) (*tunnel, error) {
+	start := func(name, tag string, b build) (*tunnel, error) {
 		port, err := freePort()
 		if err != nil {
 			return nil, err
@@ -298,45 +298,70 @@ func (rn *runner) loopback(paths []string, d durations, memCounts []int, rounds 
 		if err != nil {
 			return nil, err
 		}
+		if b.name != "" {
+			tag += "-" + b.name
+		}
 		spec := &tunnelSpec{Path: allPaths[name], Dir: filepath.Join(dir, name+"-"+tag),
 			TunnelAddr: fmt.Sprintf("127.0.0.1:%d", port), PublicAddr: "127.0.0.1", PublicPort: pub,
 			Target: backAddr, Cert: rn.cert, Key: rn.key, Fingerprint: rn.fp, Token: rn.token,
 			ExtraServer: rn.extraServer, ExtraClient: rn.extraClient, Env: rn.env}
-		return startTunnel(rn.warren, spec, "", "", lg)
+		return startTunnel(b.bin, spec, "", "", lg)
 	}
-	targets := map[string]target{"direct": {addr: backAddr}}
+	// Every path of every build; direct once.
+	type run struct {
+		path  string
+		build build
+	}
+	var runs []run
 	for _, name := range paths {
-		if name == "direct" || len(memCounts) == 0 {
+		for _, b := range rn.builds {
+			if name != "direct" || b.name == "" {
+				runs = append(runs, run{name, b})
+			}
+		}
+	}
+	targets := map[run]target{{"direct", build{bin: rn.warren}}: {addr: backAddr}}
+	for _, r := range runs {
+		if r.path == "direct" || len(memCounts) == 0 {
 			continue
 		}
-		fmt.Fprintf(os.Stderr, "== loopback memory: %s\n", name)
-		tn, err := start(name, "mem")
+		fmt.Fprintf(os.Stderr, "== loopback memory: %s\n", buildLabel(r.path, r.build))
+		tn, err := start(r.path, "mem", r.build)
 		if err != nil {
 			return err
 		}
-		fail(rn.memory(lg, target{addr: tn.public, pids: []int{tn.server.pid(), tn.client.pid()}}, Record{Suite: "loopback", Path: name}, d.Settle, memCounts))
+		fail(rn.memory(lg, target{addr: tn.public, pids: []int{tn.server.pid(), tn.client.pid()}}, Record{Suite: "loopback", Path: r.path, Build: r.build.name}, d.Settle, memCounts))
 		tn.stop()
 	}
-	for _, name := range paths {
-		if name == "direct" {
+	for _, r := range runs {
+		if r.path == "direct" {
 			continue
 		}
-		tn, err := start(name, "perf")
+		tn, err := start(r.path, "perf", r.build)
 		if err != nil {
 			return err
 		}
 		defer tn.stop()
-		targets[name] = target{addr: tn.public, pids: []int{tn.server.pid(), tn.client.pid()}}
+		targets[r] = target{addr: tn.public, pids: []int{tn.server.pid(), tn.client.pid()}}
 	}
 	for round := 1; round <= rounds; round++ {
 		for _, tc := range rn.perfCases(d) {
 			fmt.Fprintf(os.Stderr, "== loopback round %d/%d: %s\n", round, rounds, tc.name)
-			for i := range paths {
-				name := paths[(i+round-1)%len(paths)]
-				fail(tc.run(lg, targets[name], Record{Suite: "loopback", Path: name, Round: round}))
+			for i := range runs {
+				r := runs[(i+round-1)%len(runs)]
+				fail(tc.run(lg, targets[r], Record{Suite: "loopback", Path: r.path, Build: r.build.name, Round: round}))
 				time.Sleep(200 * time.Millisecond)
 			}
 		}
 	}
 	return errs.err
+}
+
+// buildLabel names a path of a build in progress lines: "kcp",
+// "kcp (baseline)".
+func buildLabel(path string, b build) string {
+	if b.name == "" {
+		return path
+	}
+	return path + " (" + b.name + ")"
 }

@@ -53,23 +53,38 @@ const fecData, fecParity = 10, 3
 // its committed HEAD (a clean export, so that the figures belong to a
 // commit), or, with worktree, from the files as they are.
 func buildWarren(root, dir string, worktree bool) (string, error) {
-	bin := filepath.Join(dir, "warren")
-	src := root
-	if !worktree {
-		src = filepath.Join(dir, "src")
-		if err := os.MkdirAll(src, 0o755); err != nil {
-			return "", err
-		}
-		export := exec.Command("sh", "-c", `git -C "$1" archive HEAD | tar -x -C "$2"`, "sh", root, src)
-		if out, err := export.CombinedOutput(); err != nil {
-			return "", fmt.Errorf("exporting HEAD of %s (use -worktree to build the files as they are): %v\n%s", root, err, out)
-		}
+	if worktree {
+		return goBuild(root, filepath.Join(dir, "warren"))
 	}
+	return buildCommit(root, dir, "HEAD")
+}
+
+// buildCommit builds the daemon of commit (HEAD, a hash, a branch) of the
+// repository at root, from a clean export into dir/src-COMMIT, as
+// dir/warren (HEAD) or dir/warren-COMMIT.
+func buildCommit(root, dir, commit string) (string, error) {
+	name := "warren"
+	if commit != "HEAD" {
+		name += "-" + strings.ReplaceAll(commit, "/", "_")
+	}
+	src := filepath.Join(dir, "src-"+strings.ReplaceAll(commit, "/", "_"))
+	if err := os.MkdirAll(src, 0o755); err != nil {
+		return "", err
+	}
+	export := exec.Command("sh", "-c", `git -C "$1" archive "$2" | tar -x -C "$3"`, "sh", root, commit, src)
+	if out, err := export.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("exporting %s of %s (use -worktree to build the files as they are): %v\n%s", commit, root, err, out)
+	}
+	return goBuild(src, filepath.Join(dir, name))
+}
+
+// goBuild builds ./cmd/warren of the source tree src into bin.
+func goBuild(src, bin string) (string, error) {
 	cmd := exec.Command("go", "build", "-o", bin, "./cmd/warren")
 	cmd.Dir = src
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build ./cmd/warren in %s: %v\n%s", root, err, out)
+		return "", fmt.Errorf("go build ./cmd/warren in %s: %v\n%s", src, err, out)
 	}
 	return bin, nil
 }

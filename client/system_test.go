@@ -259,49 +259,35 @@ func freePort(t *testing.T, w *harness.World) int {
 func TestClientDrain(t *testing.T) {
 	leaktest.Check(t)
 	w := harness.NewWorld(t)
-	const seed, size = 12, 2 << 20
-	started := make(chan struct{})
-	target := w.Backend(harness.SlowDownload(seed, size, 30*time.Millisecond, started))
-	scfg := w.ServerConfig()
-	scfg.ShutdownTimeout = harness.WaitTimeout
-	srv := w.StartServer(scfg)
-	ccfg := w.ClientConfig(srv, harness.TokenOffice, client.Service{Name: "dl", Target: target})
-	ccfg.ShutdownTimeout = harness.WaitTimeout
-	cli := w.StartClient(ccfg)
-	cli.WaitSession(1)
-	addr := cli.PublicAddr("dl")
-	key := "port:" + strconv.Itoa(cli.Port("dl"))
-
-	c := w.Dial(addr)
-	<-started
-	cli.Cancel()
+	d := w.StartDownload(12)
+	key := "port:" + strconv.Itoa(d.Client.Port("dl"))
+	d.Client.Cancel()
 	// The server hears the drain: the client's route goes.
-	srv.WaitFor("the draining client's route gone", func() (bool, string) {
-		for _, r := range srv.Routes() {
+	d.Server.WaitFor("the draining client's route gone", func() (bool, string) {
+		for _, r := range d.Server.Routes() {
 			if r.Key == key {
 				return false, "route " + key + " still there"
 			}
 		}
 		return true, ""
 	})
-	if c2, err := w.DialErr(addr); err == nil {
+	if c2, err := w.DialErr(d.Addr); err == nil {
 		c2.Close()
 		t.Error("a public connection was accepted while the client drained")
 	}
-	if n := srv.Sessions(); len(n) != 1 {
+	if n := d.Server.Sessions(); len(n) != 1 {
 		t.Fatalf("the draining client's session ended before its transfer: %d sessions", len(n))
 	}
-	harness.CheckDownload(t, c, seed, size)
-	c.Close() // the public side hangs up: nothing is open any more
+	d.Finish()
 	select {
-	case <-cli.Done():
+	case <-d.Client.Done():
 	case <-time.After(harness.WaitTimeout):
 		t.Fatal("the client did not stop after the transfer ended")
 	}
-	if err := cli.Err(); err != nil {
+	if err := d.Client.Err(); err != nil {
 		t.Errorf("client Run: %v", err)
 	}
-	srv.WaitSessions(0)
+	d.Server.WaitSessions(0)
 }
 
 // TestAccessLog: a service with access_log logs each connection's end at

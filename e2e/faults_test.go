@@ -14,14 +14,6 @@ import (
 	"github.com/warren-tunnel/warren/session"
 )
 
-// streamBytes is what randomStream writes for seed: the reference a test
-// compares received bytes with.
-func streamBytes(seed uint64, n int64) []byte {
-	var b bytes.Buffer
-	randomStream(&b, seed, n)
-	return b.Bytes()
-}
-
 // linkProxy puts an impairment proxy between a client and srv: UDP for
 // kcp, TCP for tcp. cut makes the path go silent (blackhole, freeze) or
 // come back.

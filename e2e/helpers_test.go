@@ -4,21 +4,16 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
-	"crypto/sha256"
-	"errors"
 	"io"
-	"log/slog"
-	"math/rand/v2"
 	"net"
 	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/warren-tunnel/warren/client"
+	"github.com/warren-tunnel/warren/internal/testutil/harness"
 	"github.com/warren-tunnel/warren/metrics"
 	"github.com/warren-tunnel/warren/server"
 	"github.com/warren-tunnel/warren/transport"
@@ -42,45 +37,12 @@ func forEachTransport(t *testing.T, fn func(t *testing.T, kind string)) {
 	}
 }
 
-// logBuffer collects log output, shown when a test fails. Tests wait on
-// typed state (sessions, status, metrics), never on log lines.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func newLogBuffer() *logBuffer { return &logBuffer{} }
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *logBuffer) logger() *slog.Logger {
-	return slog.New(slog.NewTextHandler(l, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
-// dumpIfFailed shows the log of a failed test, last lines only.
-func (l *logBuffer) dumpIfFailed(t *testing.T, who string) {
-	if !t.Failed() {
-		return
-	}
-	l.mu.Lock()
-	lines := strings.Split(l.buf.String(), "\n")
-	l.mu.Unlock()
-	if len(lines) > 200 {
-		lines = lines[len(lines)-200:]
-	}
-	t.Logf("%s log (last %d lines):\n%s", who, len(lines), strings.Join(lines, "\n"))
-}
-
 // testServer is a running in-process server.
 type testServer struct {
 	*server.Server
 	kind     string
 	cfg      server.Config
-	logs     *logBuffer
+	logs     *harness.Logs
 	metrics  *metrics.Registry
 	cancel   context.CancelFunc
 	done     chan struct{}
@@ -113,8 +75,8 @@ func startServer(t *testing.T, cfg server.Config) *testServer {
 // startServerWith is startServer with setup (nil: none) run before Run.
 func startServerWith(t *testing.T, cfg server.Config, setup func(*server.Server)) *testServer {
 	t.Helper()
-	logs := newLogBuffer()
-	srv, err := server.New(cfg, logs.logger())
+	logs := &harness.Logs{}
+	srv, err := server.New(cfg, logs.Logger())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -138,7 +100,7 @@ func startServerWith(t *testing.T, cfg server.Config, setup func(*server.Server)
 		t.Fatalf("server did not start: %v", ts.runErr)
 	}
 	t.Cleanup(ts.stop)
-	t.Cleanup(func() { logs.dumpIfFailed(t, "server") })
+	t.Cleanup(func() { logs.DumpIfFailed(t, "server") })
 	return ts
 }
 
@@ -172,7 +134,7 @@ func (s *testServer) waitSessions(t *testing.T, n int) {
 // testClient is a running in-process client.
 type testClient struct {
 	*client.Client
-	logs   *logBuffer
+	logs   *harness.Logs
 	cancel context.CancelFunc
 	done   chan struct{}
 	runErr error
@@ -198,8 +160,8 @@ func startClient(t *testing.T, cfg client.Config) *testClient {
 // startClientWith is startClient with setup (nil: none) run before Run.
 func startClientWith(t *testing.T, cfg client.Config, setup func(*client.Client)) *testClient {
 	t.Helper()
-	logs := newLogBuffer()
-	c, err := client.New(cfg, logs.logger())
+	logs := &harness.Logs{}
+	c, err := client.New(cfg, logs.Logger())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -213,7 +175,7 @@ func startClientWith(t *testing.T, cfg client.Config, setup func(*client.Client)
 		close(tc.done)
 	}()
 	t.Cleanup(tc.stop)
-	t.Cleanup(func() { logs.dumpIfFailed(t, "client") })
+	t.Cleanup(func() { logs.DumpIfFailed(t, "client") })
 	return tc
 }
 
@@ -291,38 +253,21 @@ func (c *testClient) publicAddr(t *testing.T, name string) string {
 	return net.JoinHostPort("127.0.0.1", strconv.Itoa(c.port(t, name)))
 }
 
-// backend is a TCP server behind the client; handle runs per connection.
+// backend is a TCP server on loopback behind a client; handle runs per
+// connection. (The harness's, over real sockets.)
 func backend(t *testing.T, handle func(net.Conn)) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	t.Cleanup(func() {
-		l.Close()
-		wg.Wait()
-	})
-	wg.Go(func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			wg.Go(func() {
-				defer c.Close()
-				handle(c)
-			})
-		}
-	})
-	return l.Addr().String()
+	return harness.NewWorldOf(t, harness.TCP).Backend(handle)
 }
 
-// echo copies the connection back to itself, then half-closes.
-func echo(c net.Conn) {
-	io.Copy(c, c)
-	c.(*net.TCPConn).CloseWrite()
-}
+// Helpers the harness has for every world.
+var (
+	echo         = harness.Echo
+	randomStream = harness.RandomStream
+	sumAll       = harness.SumAll
+	streamBytes  = harness.StreamBytes
+	isClosed     = harness.IsClosed
+)
 
 // deadAddr is a loopback address where nothing listens.
 func deadAddr(t *testing.T) string {
@@ -344,51 +289,6 @@ func dialPublic(t *testing.T, addr string) *net.TCPConn {
 	}
 	t.Cleanup(func() { c.Close() })
 	return c.(*net.TCPConn)
-}
-
-// randomStream writes n pseudo-random bytes from seed to w and returns
-// their SHA-256.
-func randomStream(w io.Writer, seed uint64, n int64) ([32]byte, error) {
-	r := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
-	h := sha256.New()
-	buf := make([]byte, 64<<10)
-	for n > 0 {
-		b := buf[:min(int64(len(buf)), n)]
-		for i := 0; i+8 <= len(b); i += 8 {
-			v := r.Uint64()
-			for j := range 8 {
-				b[i+j] = byte(v >> (8 * j))
-			}
-		}
-		h.Write(b)
-		if _, err := w.Write(b); err != nil {
-			return [32]byte{}, err
-		}
-		n -= int64(len(b))
-	}
-	var sum [32]byte
-	copy(sum[:], h.Sum(nil))
-	return sum, nil
-}
-
-// sumAll reads r to EOF and returns the SHA-256 and length.
-func sumAll(r io.Reader) ([32]byte, int64, error) {
-	h := sha256.New()
-	n, err := io.Copy(h, r)
-	var sum [32]byte
-	copy(sum[:], h.Sum(nil))
-	return sum, n, err
-}
-
-// isClosed reports whether reading c ends (EOF or reset) within d.
-func isClosed(c net.Conn, d time.Duration) error {
-	c.SetReadDeadline(time.Now().Add(d))
-	_, err := io.Copy(io.Discard, c)
-	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() {
-		return err
-	}
-	return nil
 }
 
 // waitStreams waits until the server's sessions have n streams open.

@@ -349,15 +349,7 @@ func TestDomainClaims(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			c := w.StartClient(w.ClientConfig(srv, harness.TokenOther, tc.svc))
 			err := c.WaitExit()
-			var rej *session.RejectError
-			if !errors.As(err, &rej) || rej.Code != tc.code {
-				t.Fatalf("client ended with %v, want rejection %s", err, tc.code)
-			}
-			for _, m := range tc.message {
-				if !strings.Contains(err.Error(), m) {
-					t.Errorf("client error %q lacks %q", err, m)
-				}
-			}
+			wantRejected(t, err, tc.code, tc.message...)
 			domainGet(t, hc, "http://a.office.example.com/", "", 200, "backend=office")
 			domainGet(t, hc, "http://shared.example.com/", "", 200, "backend=office")
 		})

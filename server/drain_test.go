@@ -20,39 +20,25 @@ import (
 func TestServerDrain(t *testing.T) {
 	leaktest.Check(t)
 	w := harness.NewWorld(t)
-	const seed, size = 11, 2 << 20
-	started := make(chan struct{})
-	target := w.Backend(harness.SlowDownload(seed, size, 30*time.Millisecond, started))
-	scfg := w.ServerConfig()
-	scfg.ShutdownTimeout = harness.WaitTimeout
-	srv := w.StartServer(scfg)
-	ccfg := w.ClientConfig(srv, harness.TokenOffice, client.Service{Name: "dl", Target: target})
-	ccfg.ShutdownTimeout = harness.WaitTimeout
-	cli := w.StartClient(ccfg)
-	cli.WaitSession(1)
-	addr := cli.PublicAddr("dl")
-
-	c := w.Dial(addr)
-	<-started
-	srv.Cancel()
-	if why := srv.WaitNotReady(); why != "shutting down" {
+	d := w.StartDownload(11)
+	d.Server.Cancel()
+	if why := d.Server.WaitNotReady(); why != "shutting down" {
 		t.Fatalf("not ready because %q, want shutting down", why)
 	}
-	if c2, err := w.DialErr(addr); err == nil {
+	if c2, err := w.DialErr(d.Addr); err == nil {
 		c2.Close()
 		t.Error("a public connection was accepted while the server drained")
 	}
-	harness.CheckDownload(t, c, seed, size)
-	c.Close() // the public side hangs up: nothing is open any more
+	d.Finish()
 	select {
-	case <-srv.Done():
+	case <-d.Server.Done():
 	case <-time.After(harness.WaitTimeout):
 		t.Fatal("the server did not stop after the transfer ended")
 	}
-	if err := srv.Err(); err != nil {
+	if err := d.Server.Err(); err != nil {
 		t.Errorf("server Run: %v", err)
 	}
-	cli.WaitStatus("the server's goodbye", func(st client.Status) bool {
+	d.Client.WaitStatus("the server's goodbye", func(st client.Status) bool {
 		var g *session.GoodbyeError
 		return errors.As(st.LastError, &g) && g.Code == session.CodeShuttingDown
 	})

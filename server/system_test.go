@@ -69,21 +69,29 @@ func TestRejections(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			c := w.StartClient(w.ClientConfig(srv, tc.token, tc.svc))
 			err := c.WaitExit()
-			var rej *session.RejectError
-			if !errors.As(err, &rej) || rej.Code != tc.code {
-				t.Fatalf("client ended with %v, want rejection %s", err, tc.code)
-			}
-			for _, m := range tc.message {
-				if !strings.Contains(err.Error(), m) {
-					t.Errorf("client error %q lacks %q", err, m)
-				}
-			}
+			rej := wantRejected(t, err, tc.code, tc.message...)
 			harness.WaitMetric(t, srv.Metrics, 1, "warren_handshake_failures_total", "reason", rej.Code)
 		})
 	}
 	if len(srv.Sessions()) != 1 {
 		t.Errorf("server has %d sessions, want only the holder's", len(srv.Sessions()))
 	}
+}
+
+// wantRejected fails t unless err is a rejection with code whose message
+// names every one of msgs; it returns the rejection.
+func wantRejected(t *testing.T, err error, code string, msgs ...string) *session.RejectError {
+	t.Helper()
+	var rej *session.RejectError
+	if !errors.As(err, &rej) || rej.Code != code {
+		t.Fatalf("client ended with %v, want rejection %s", err, code)
+	}
+	for _, m := range msgs {
+		if !strings.Contains(err.Error(), m) {
+			t.Errorf("client error %q lacks %q", err, m)
+		}
+	}
+	return rej
 }
 
 // TestPortHeldByAnotherClient: a second client cannot take a port that
@@ -97,11 +105,7 @@ func TestPortHeldByAnotherClient(t *testing.T) {
 	port := holder.WaitSession(1).Session.Services[0].RemotePort
 
 	c := w.StartClient(w.ClientConfig(srv, harness.TokenOther, client.Service{Name: "x", Target: target, RemotePort: port}))
-	err := c.WaitExit()
-	var rej *session.RejectError
-	if !errors.As(err, &rej) || rej.Code != session.CodePortInUse || !strings.Contains(err.Error(), `held by client "office"`) {
-		t.Fatalf("client ended with %v, want port in use by office", err)
-	}
+	wantRejected(t, c.WaitExit(), session.CodePortInUse, `held by client "office"`)
 	if holder.Status().Sessions != 1 || !holder.Status().Connected {
 		t.Fatal("the holder was disturbed")
 	}

@@ -91,12 +91,13 @@ func (l *Logs) String() string {
 	return l.buf.String()
 }
 
-func (l *Logs) logger() *slog.Logger {
+// Logger is a text logger at debug level writing into l.
+func (l *Logs) Logger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(l, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
-// dumpIfFailed shows the last lines of the log of a failed test.
-func (l *Logs) dumpIfFailed(t testing.TB, who string) {
+// DumpIfFailed shows the last lines of the log of a failed test.
+func (l *Logs) DumpIfFailed(t testing.TB, who string) {
 	if !t.Failed() {
 		return
 	}
@@ -135,20 +136,53 @@ func (w *World) ServerConfig() server.Config {
 	return cfg
 }
 
+// running is a daemon's Run in a goroutine of its own.
+type running struct {
+	cancel   context.CancelFunc
+	done     chan struct{}
+	runErr   error
+	stopOnce sync.Once
+}
+
+func runDaemon(run func(context.Context) error) *running {
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &running{cancel: cancel, done: make(chan struct{})}
+	go func() {
+		r.runErr = run(ctx)
+		close(r.done)
+	}()
+	return r
+}
+
+// Stop stops the daemon (as SIGTERM does: it drains) and waits for Run
+// to return.
+func (r *running) Stop() {
+	r.stopOnce.Do(func() {
+		r.cancel()
+		<-r.done
+	})
+}
+
+// Cancel begins the daemon's shutdown and returns at once; Done tells
+// when it is over.
+func (r *running) Cancel() { r.cancel() }
+
+// Done is closed when Run has returned.
+func (r *running) Done() <-chan struct{} { return r.done }
+
+// Err is what Run returned; valid after Done.
+func (r *running) Err() error { return r.runErr }
+
 // Server is a running server.
 type Server struct {
 	*server.Server
+	*running
 	w      *World
 	Config server.Config
 	opts   []server.Option
 	Logs   *Logs
 	// Metrics is the server's registry (SetMetrics).
 	Metrics *metrics.Registry
-
-	cancel   context.CancelFunc
-	done     chan struct{}
-	runErr   error
-	stopOnce sync.Once
 }
 
 // StartServer runs a server with cfg on the world's networks (opts go
@@ -162,45 +196,22 @@ func (w *World) StartServer(cfg server.Config, opts ...server.Option) *Server {
 	}
 	all = append(all, opts...)
 	logs := &Logs{}
-	srv, err := server.New(cfg, logs.logger(), all...)
+	srv, err := server.New(cfg, logs.Logger(), all...)
 	if err != nil {
 		w.t.Fatal(err)
 	}
 	reg := newMetrics(w.t, metrics.RoleServer)
 	srv.SetMetrics(reg)
-	ctx, cancel := context.WithCancel(context.Background())
-	s := &Server{Server: srv, w: w, Config: cfg, opts: opts, Logs: logs, Metrics: reg, cancel: cancel, done: make(chan struct{})}
-	go func() {
-		s.runErr = srv.Run(ctx)
-		close(s.done)
-	}()
+	s := &Server{Server: srv, running: runDaemon(srv.Run), w: w, Config: cfg, opts: opts, Logs: logs, Metrics: reg}
 	select {
 	case <-srv.Ready():
 	case <-s.done:
 		w.t.Fatalf("server did not start: %v", s.runErr)
 	}
 	w.t.Cleanup(s.Stop)
-	w.t.Cleanup(func() { logs.dumpIfFailed(w.t, "server") })
+	w.t.Cleanup(func() { logs.DumpIfFailed(w.t, "server") })
 	return s
 }
-
-// Stop stops the server (as SIGTERM does) and waits for Run to return.
-func (s *Server) Stop() {
-	s.stopOnce.Do(func() {
-		s.cancel()
-		<-s.done
-	})
-}
-
-// Cancel begins the server's shutdown and returns at once; Done tells
-// when it is over.
-func (s *Server) Cancel() { s.cancel() }
-
-// Done is closed when Run has returned.
-func (s *Server) Done() <-chan struct{} { return s.done }
-
-// Err is what Run returned; valid after Done.
-func (s *Server) Err() error { return s.runErr }
 
 // Restart stops the server and starts another in its place (Again).
 func (s *Server) Restart() *Server {
@@ -301,16 +312,12 @@ func (w *World) ClientConfig(s *Server, token string, svcs ...client.Service) cl
 // Client is a running client.
 type Client struct {
 	*client.Client
+	*running
 	w      *World
 	Config client.Config
 	Logs   *Logs
 	// Metrics is the client's registry (SetMetrics).
 	Metrics *metrics.Registry
-
-	cancel   context.CancelFunc
-	done     chan struct{}
-	runErr   error
-	stopOnce sync.Once
 }
 
 // StartClient runs a client with cfg on the world's networks (opts go
@@ -324,40 +331,17 @@ func (w *World) StartClient(cfg client.Config, opts ...client.Option) *Client {
 	}
 	all = append(all, opts...)
 	logs := &Logs{}
-	c, err := client.New(cfg, logs.logger(), all...)
+	c, err := client.New(cfg, logs.Logger(), all...)
 	if err != nil {
 		w.t.Fatal(err)
 	}
 	reg := newMetrics(w.t, metrics.RoleClient)
 	c.SetMetrics(reg)
-	ctx, cancel := context.WithCancel(context.Background())
-	tc := &Client{Client: c, w: w, Config: cfg, Logs: logs, Metrics: reg, cancel: cancel, done: make(chan struct{})}
-	go func() {
-		tc.runErr = c.Run(ctx)
-		close(tc.done)
-	}()
+	tc := &Client{Client: c, running: runDaemon(c.Run), w: w, Config: cfg, Logs: logs, Metrics: reg}
 	w.t.Cleanup(tc.Stop)
-	w.t.Cleanup(func() { logs.dumpIfFailed(w.t, "client") })
+	w.t.Cleanup(func() { logs.DumpIfFailed(w.t, "client") })
 	return tc
 }
-
-// Stop stops the client (as SIGTERM does: it drains) and waits for Run
-// to return.
-func (c *Client) Stop() {
-	c.stopOnce.Do(func() {
-		c.cancel()
-		<-c.done
-	})
-}
-
-// Cancel begins the client's shutdown and returns at once.
-func (c *Client) Cancel() { c.cancel() }
-
-// Done is closed when Run has returned.
-func (c *Client) Done() <-chan struct{} { return c.done }
-
-// Err is what Run returned; valid after Done.
-func (c *Client) Err() error { return c.runErr }
 
 // WaitSession waits until the client is connected with its n-th session
 // (counting from 1) and returns the status.

@@ -14,6 +14,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/warren-tunnel/warren/client"
 )
 
 // RandomStream writes n pseudo-random bytes from seed to w and returns
@@ -152,4 +154,46 @@ func (w *World) HTTPClient(addr string) *http.Client {
 	}
 	w.t.Cleanup(tr.CloseIdleConnections)
 	return &http.Client{Transport: tr, Timeout: WaitTimeout}
+}
+
+// Download is a transfer under way through a tunnel, to see what stopping
+// one side does to it: a server and a client that let open connections
+// finish for up to WaitTimeout when they stop, a backend that sends Size
+// bytes of Seed's stream slowly (64 KiB every 30 ms), and Conn, the
+// public connection reading it, whose first piece has arrived.
+type Download struct {
+	Server *Server
+	Client *Client
+	// Addr is the service's public address.
+	Addr string
+	Conn net.Conn
+	Seed uint64
+	Size int
+}
+
+// StartDownload starts a Download of 2 MiB of seed's stream.
+func (w *World) StartDownload(seed uint64) *Download {
+	w.t.Helper()
+	d := &Download{Seed: seed, Size: 2 << 20}
+	started := make(chan struct{})
+	target := w.Backend(SlowDownload(seed, d.Size, 30*time.Millisecond, started))
+	scfg := w.ServerConfig()
+	scfg.ShutdownTimeout = WaitTimeout
+	d.Server = w.StartServer(scfg)
+	ccfg := w.ClientConfig(d.Server, TokenOffice, client.Service{Name: "dl", Target: target})
+	ccfg.ShutdownTimeout = WaitTimeout
+	d.Client = w.StartClient(ccfg)
+	d.Client.WaitSession(1)
+	d.Addr = d.Client.PublicAddr("dl")
+	d.Conn = w.Dial(d.Addr)
+	<-started
+	return d
+}
+
+// Finish checks that the download arrives whole, then hangs up: nothing
+// is open any more.
+func (d *Download) Finish() {
+	d.Client.w.t.Helper()
+	CheckDownload(d.Client.w.t, d.Conn, d.Seed, d.Size)
+	d.Conn.Close()
 }

@@ -75,7 +75,7 @@ func RunConn(t *testing.T, p Pair) {
 
 // Connect listens, dials and accepts over p; both connections and the
 // listener are closed when the test ends.
-func Connect(t *testing.T, p Pair) (srv, cli net.Conn, l transport.Listener) {
+func Connect(t testing.TB, p Pair) (srv, cli net.Conn, l transport.Listener) {
 	t.Helper()
 	srv, cli, l, err := dial(p)
 	if err != nil {

@@ -51,13 +51,18 @@ type miniTunnel struct {
 }
 
 func newMiniTunnel(t testing.TB) *miniTunnel {
-	t.Helper()
 	mem := &transporttest.Network{}
+	return newMiniTunnelOver(t, [2]transport.Transport{mem, mem}, testConfig())
+}
+
+// newMiniTunnelOver is newMiniTunnel over the transports trs with cfg.
+func newMiniTunnelOver(t testing.TB, trs [2]transport.Transport, cfg Config) *miniTunnel {
+	t.Helper()
 	m := &miniTunnel{srvRelay: make(chan Result, 1), cliRelay: make(chan Result, 1)}
 	var backendSide *net.TCPConn
 	m.backend, backendSide = tcpPair(t)
 	var cliDone <-chan error
-	m.srv, m.cli, _, cliDone = pair(t, [2]transport.Transport{mem, mem}, testConfig(), func(st *Stream) {
+	m.srv, m.cli, _, cliDone = pair(t, trs, cfg, func(st *Stream) {
 		m.cliRelay <- Relay(backendSide, st)
 	})
 	m.cliDone = cliDone
@@ -212,4 +217,82 @@ func TestRelayResetsPublicWhenSessionDiesMidUpload(t *testing.T) {
 	}
 	waitResult(t, m.srvRelay, "server")
 	waitResult(t, m.cliRelay, "client")
+}
+
+// realTransports are the transports of transports(t) over real sockets.
+func realTransports(t *testing.T) map[string][2]transport.Transport {
+	all := transports(t)
+	delete(all, "memory")
+	return all
+}
+
+// writeUntilBlocked writes to c until a write makes no progress for
+// blockedAfter, then reports on blocked and goes on writing until c fails;
+// the error arrives on done.
+func writeUntilBlocked(c net.Conn, blocked chan<- struct{}, done chan<- error) {
+	const blockedAfter = 300 * time.Millisecond
+	buf := make([]byte, 32<<10)
+	reported := false
+	for {
+		c.SetWriteDeadline(time.Now().Add(blockedAfter))
+		n, err := c.Write(buf)
+		if isTimeout(err) {
+			if n == 0 && !reported {
+				reported = true
+				close(blocked)
+			}
+			continue
+		}
+		if err != nil {
+			done <- err
+			return
+		}
+	}
+}
+
+// TestRelayPeerGoneWhileWriterBlocked is the lossy-link hang in process:
+// a download whose public reader stops reading, so that the client's relay
+// blocks writing into a full stream window; the public side then sends its
+// FIN (the client relay now waits for the stream to close) and resets. The
+// server's relay ends and closes the stream; the client's relay, whose
+// write smux does not wake on that close, must end too, and cut the
+// backend off.
+func TestRelayPeerGoneWhileWriterBlocked(t *testing.T) {
+	leaktest.Check(t)
+	for name, trs := range realTransports(t) {
+		t.Run(name, func(t *testing.T) {
+			m := newMiniTunnelOver(t, trs, testConfig())
+			blocked, backendErr := make(chan struct{}), make(chan error, 1)
+			go writeUntilBlocked(m.backend, blocked, backendErr)
+			m.public.Write([]byte("GET /big"))
+			select { // every buffer on the way is full: the client's relay waits for window
+			case <-blocked:
+			case <-time.After(20 * time.Second):
+				t.Fatal("the backend's writes never blocked")
+			}
+			m.public.CloseWrite()
+			// The backend reads the half-close: the client's relay has the
+			// end and waits for the stream to close.
+			m.backend.SetReadDeadline(time.Now().Add(10 * time.Second))
+			if _, err := io.ReadAll(m.backend); err != nil {
+				t.Fatalf("backend waiting for the half-close: %v", err)
+			}
+			m.public.SetLinger(0)
+			m.public.Close()
+
+			waitResult(t, m.srvRelay, "server")
+			r := waitResult(t, m.cliRelay, "client")
+			if r.Err == nil {
+				t.Error("client relay ended cleanly, want an error")
+			}
+			select {
+			case err := <-backendErr:
+				if err == nil {
+					t.Fatal("backend was never cut off")
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("backend still writing into the tunnel")
+			}
+		})
+	}
 }

@@ -34,9 +34,11 @@ type Stream struct {
 	dec  decoder
 	rerr error // sticky read result: io.EOF, *AbortError, ErrTruncated...
 
+	// wmu keeps chunks whole; it is held across smux writes, which may wait
+	// for window, so nothing on a closing path may wait for it.
 	wmu     sync.Mutex
-	wclosed bool // no more chunks: end or abort sent, or a write failed
-	endSent bool // the end chunk went out
+	wclosed bool        // no more chunks: end or abort sent, or a write failed
+	endSent atomic.Bool // the end chunk went out (read without wmu)
 
 	closeOnce sync.Once
 	closed    atomic.Bool
@@ -246,12 +248,13 @@ func (s *Stream) CloseWrite() error {
 	if s.wclosed {
 		return nil
 	}
-	s.wclosed, s.endSent = true, true
+	s.wclosed = true
 	var h [chunkHeaderLen]byte
 	putChunkHeader(h[:], chunkEnd, 0)
 	if _, err := s.st.Write(h[:]); err != nil {
 		return s.cutOff(err)
 	}
+	s.endSent.Store(true)
 	return nil
 }
 
@@ -277,12 +280,11 @@ func (s *Stream) awaitClose() error {
 	}
 }
 
-// ended reports whether this side's end chunk went out.
-func (s *Stream) ended() bool {
-	s.wmu.Lock()
-	defer s.wmu.Unlock()
-	return s.endSent
-}
+// ended reports whether this side's end chunk went out. It does not take
+// wmu: a writer may hold it for good, blocked on a window that the peer,
+// gone, never opens again, and only the peer's end seen here lets the
+// relay close the stream that wakes that writer.
+func (s *Stream) ended() bool { return s.endSent.Load() }
 
 // Abort tells the peer why this side gives the stream up, then closes it.
 // If a write is blocked mid-chunk, or the end was already sent, it closes

@@ -22,10 +22,14 @@ var _ Transport = (*TCP)(nil)
 
 // Dial connects to addr and, when encrypted, completes the TLS handshake.
 func (t *TCP) Dial(ctx context.Context, addr string) (net.Conn, error) {
-	var d net.Dialer
-	if t.Congestion != "" {
-		d.Control = func(_, _ string, rc syscall.RawConn) error { return setCongestion(rc, t.Congestion) }
-	}
+	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		if t.Congestion != "" {
+			if err := setCongestion(rc, t.Congestion); err != nil {
+				return err
+			}
+		}
+		return setNotSentLowat(rc)
+	}}
 	c, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, err
@@ -48,6 +52,7 @@ func (t *TCP) Listen(addr string) (Listener, error) {
 	if err != nil {
 		return nil, err
 	}
+	l = lowatListener{l}
 	if t.TLS == nil {
 		return l, nil
 	}
@@ -75,4 +80,21 @@ func (c TCPConfig) Validate() error {
 		}
 	}
 	return nil
+}
+
+// lowatListener sets TCP_NOTSENT_LOWAT on every connection it accepts,
+// which, unlike the congestion control, do not inherit it.
+type lowatListener struct{ net.Listener }
+
+func (l lowatListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	if sc, ok := c.(syscall.Conn); ok {
+		if rc, err := sc.SyscallConn(); err == nil {
+			setNotSentLowat(rc) // a socket that refuses it only loses the bound
+		}
+	}
+	return c, nil
 }

@@ -343,14 +343,18 @@ func (c *Client) liveLocked() []*session.Session {
 }
 
 // drain stops the session gently: the server routes no new connection to
-// this client, the open ones finish (for up to ShutdownTimeout), then the
-// session ends with a goodbye.
+// this client, the open ones finish (for up to ShutdownTimeout, telling the
+// server included), then the session ends with a goodbye, which resets
+// the connections still open. So a stopping client is gone within
+// ShutdownTimeout plus the Goodbye wait (2 s), whatever its peers do.
 func (c *Client) drain(log *slog.Logger, sess *session.Session, open *streams) {
-	if err := sess.Drain(); err == nil {
+	start := c.edges.clock.Now()
+	if err := sess.Drain(time.Now().Add(c.cfg.ShutdownTimeout)); err == nil {
 		if n := open.count(); n > 0 {
 			log.Info("shutting down: letting open connections finish", "open", n, "timeout", c.cfg.ShutdownTimeout.String())
 		}
-		if !open.waitIdle(c.edges.clock, c.cfg.ShutdownTimeout, sess.Done()) {
+		left := c.cfg.ShutdownTimeout - c.edges.clock.Now().Sub(start)
+		if !open.waitIdle(c.edges.clock, left, sess.Done()) {
 			log.Warn("shutdown timeout: closing the connections still open", "open", open.count())
 		}
 	}

@@ -20,6 +20,10 @@ type Config struct {
 	HeartbeatMisses   int
 	// MaxControlFrame caps a control frame's payload, in bytes.
 	MaxControlFrame int
+	// StallTimeout ends a relay that moved nothing in either direction for
+	// this long while it had data to write (its peer kept data queued);
+	// 0 never does.
+	StallTimeout time.Duration
 }
 
 // Mux is the [server.mux] / [client.mux] table: smux's windows and frame
@@ -58,6 +62,7 @@ func DefaultConfig() Config {
 		HeartbeatInterval: 5 * time.Second,
 		HeartbeatMisses:   3,
 		MaxControlFrame:   64 << 10,
+		StallTimeout:      2 * time.Minute,
 	}
 }
 
@@ -68,6 +73,7 @@ const (
 	minControlFrame    = 1 << 10
 	maxControlFrame    = 16 << 20
 	minHeartbeat       = 10 * time.Millisecond
+	minStallTimeout    = 100 * time.Millisecond
 	maxSessionWindow   = 1<<31 - 1
 	maxHeartbeatMisses = 1000
 )
@@ -114,6 +120,8 @@ func (c Config) Validate() error {
 		return fieldErr("heartbeat_misses", "%d is out of range 1-%d", c.HeartbeatMisses, maxHeartbeatMisses)
 	case c.MaxControlFrame < minControlFrame || c.MaxControlFrame > maxControlFrame:
 		return fieldErr("max_control_frame", "%d is out of range %d-%d", c.MaxControlFrame, minControlFrame, maxControlFrame)
+	case c.StallTimeout < 0 || c.StallTimeout > 0 && c.StallTimeout < minStallTimeout:
+		return fieldErr("stall_timeout", `%v: want 0 (off) or at least %v (durations are strings such as "2m")`, c.StallTimeout, minStallTimeout)
 	}
 	return nil
 }

@@ -27,6 +27,7 @@ type Pending struct {
 	log      *slog.Logger
 	conn     net.Conn
 	budget   *budgetConn
+	lc       *laneConn
 	mux      *smux.Session
 	ctrl     *smux.Stream
 	deadline time.Time
@@ -50,7 +51,8 @@ func Accept(conn net.Conn, cfg Config, log *slog.Logger) (*Pending, error) {
 		return nil, err
 	}
 	budget := newBudgetConn(conn, preAuthBudget(cfg))
-	mux, err := smux.Server(budget, cfg.smux())
+	lc := newLaneConn(budget, cfg)
+	mux, err := smux.Server(lc, cfg.smux())
 	if err != nil {
 		conn.Close()
 		return nil, err
@@ -61,12 +63,16 @@ func Accept(conn net.Conn, cfg Config, log *slog.Logger) (*Pending, error) {
 		mux.Close()
 		return nil, fmt.Errorf("waiting for the control stream: %w", err)
 	}
+	lc.track.Store(true) // every stream after this one is a data stream
 	ctrl.SetDeadline(deadline)
-	p := &Pending{cfg: cfg, log: log, conn: conn, budget: budget, mux: mux, ctrl: ctrl, deadline: deadline}
+	p := &Pending{cfg: cfg, log: log, conn: conn, budget: budget, lc: lc, mux: mux, ctrl: ctrl, deadline: deadline}
 
 	var ch ClientHello
 	if err := p.read(typeClientHello, &ch); err != nil {
 		return nil, err
+	}
+	if ch.Lane {
+		lc.accept.Store(true) // the client may send on the lane once welcomed
 	}
 	v := min(MaxVersion, ch.MaxVersion)
 	if v < max(MinVersion, ch.MinVersion) {
@@ -141,8 +147,10 @@ func (p *Pending) Reject(rej *RejectError) {
 func (p *Pending) Close() { p.mux.Close() }
 
 // Welcome accepts the client: it sends w, clears the handshake deadlines
-// and returns the running session (call its Run).
+// and returns the running session (call its Run). It sets w.Lane itself,
+// when the client offered the lane.
 func (p *Pending) Welcome(w Welcome) (*Session, error) {
+	w.Lane = p.lc.accept.Load()
 	if err := writeFrame(p.ctrl, typeWelcome, w); err != nil {
 		p.mux.Close()
 		return nil, fmt.Errorf("sending welcome: %w", err)
@@ -161,7 +169,7 @@ func (p *Pending) Welcome(w Welcome) (*Session, error) {
 		Groups:   w.Groups,
 		Started:  time.Now(),
 	}
-	return newSession(p.cfg, p.log, p.budget, p.mux, p.ctrl, "client", info), nil
+	return newSession(p.cfg, p.log, p.budget, p.lc, w.Lane, p.mux, p.ctrl, "client", info), nil
 }
 
 // Connect runs the client side of the handshake on a transport connection
@@ -193,7 +201,9 @@ func ConnectBy(hsDeadline time.Time, conn net.Conn, cfg Config, log *slog.Logger
 		return nil, fmt.Errorf("TLS with the server: %w", err)
 	}
 	budget := newBudgetConn(conn, preAuthBudget(cfg)) // the server is not trusted yet either
-	mux, err := smux.Client(budget, cfg.smux())
+	lc := newLaneConn(budget, cfg)
+	lc.accept.Store(true) // offered in the ClientHello
+	mux, err := smux.Client(lc, cfg.smux())
 	if err != nil {
 		conn.Close()
 		return nil, err
@@ -203,13 +213,14 @@ func ConnectBy(hsDeadline time.Time, conn net.Conn, cfg Config, log *slog.Logger
 		mux.Close()
 		return nil, fmt.Errorf("opening the control stream: %w", err)
 	}
+	lc.track.Store(true) // every stream after this one is a data stream
 	ctrl.SetDeadline(deadline)
 	fail := func(err error) (*Session, error) {
 		mux.Close()
 		return nil, err
 	}
 
-	ch := ClientHello{MinVersion: MinVersion, MaxVersion: MaxVersion, Software: version.Software()}
+	ch := ClientHello{MinVersion: MinVersion, MaxVersion: MaxVersion, Software: version.Software(), Lane: true}
 	if err := writeFrame(ctrl, typeClientHello, ch); err != nil {
 		return fail(fmt.Errorf("sending client hello: %w", err))
 	}
@@ -249,7 +260,7 @@ func ConnectBy(hsDeadline time.Time, conn net.Conn, cfg Config, log *slog.Logger
 		Groups:   w.Groups,
 		Started:  time.Now(),
 	}
-	return newSession(cfg, log, budget, mux, ctrl, "server", info), nil
+	return newSession(cfg, log, budget, lc, w.Lane, mux, ctrl, "server", info), nil
 }
 
 // answerErr says what failed while waiting for the server's answer. A

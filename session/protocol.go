@@ -81,6 +81,7 @@ const (
 	typeDrain       byte = 9
 	typeUpdate      byte = 10
 	typeUpdated     byte = 11
+	typeReset       byte = 12 // on the lane only
 )
 
 var typeNames = map[byte]string{
@@ -95,6 +96,7 @@ var typeNames = map[byte]string{
 	typeDrain:       "drain",
 	typeUpdate:      "update",
 	typeUpdated:     "updated",
+	typeReset:       "reset",
 }
 
 const frameHeaderLen = 6
@@ -105,6 +107,9 @@ type ClientHello struct {
 	MinVersion int    `json:"min_version"`
 	MaxVersion int    `json:"max_version"`
 	Software   string `json:"software,omitempty"`
+	// Lane says the client reads and writes control frames on the control
+	// lane (lane.go); the server answers with Welcome.Lane.
+	Lane bool `json:"lane,omitempty"`
 }
 
 // Challenge answers the ClientHello: the version chosen and a fresh nonce.
@@ -165,6 +170,10 @@ type Welcome struct {
 	// serve together. A server without it would have each parallel session
 	// replace the one before, so a client of several stops at once.
 	Groups bool `json:"groups,omitempty"`
+	// Lane: from this frame on, both sides send their control frames on
+	// the control lane instead of the control stream. Only in answer to a
+	// ClientHello.Lane.
+	Lane bool `json:"lane,omitempty"`
 }
 
 // Reject refuses a client; the server closes the session after it.
@@ -204,6 +213,17 @@ type Updated struct {
 	Reason   string    `json:"reason,omitempty"`
 }
 
+// Reset, sent on the control lane only, says the sender gave data stream
+// Stream up (it sent, or could not send, an abort chunk with Reason). The
+// abort chunk waits behind the stream's data; a relay stuck writing that
+// data into a connection that does not read would never reach it, so the
+// receiver kills the stream when its relay makes no progress for a moment
+// after the Reset (ledger.go).
+type Reset struct {
+	Stream uint32 `json:"stream"`
+	Reason string `json:"reason"`
+}
+
 // Goodbye tells the peer why the session ends; the sender closes after it.
 type Goodbye struct {
 	Code   string `json:"code"`
@@ -212,17 +232,27 @@ type Goodbye struct {
 
 // writeFrame encodes msg as one control frame and writes it in one Write.
 func writeFrame(w io.Writer, typ byte, msg any) error {
-	payload, err := json.Marshal(msg)
+	buf, err := encodeFrame(typ, msg, 0)
 	if err != nil {
 		return err
 	}
-	buf := make([]byte, frameHeaderLen+len(payload))
-	buf[0] = frameLayout
-	buf[1] = typ
-	binary.BigEndian.PutUint32(buf[2:], uint32(len(payload)))
-	copy(buf[frameHeaderLen:], payload)
 	_, err = w.Write(buf)
 	return err
+}
+
+// encodeFrame returns msg as a control frame, after room for reserve bytes.
+func encodeFrame(typ byte, msg any, reserve int) ([]byte, error) {
+	payload, err := json.Marshal(msg)
+	if err != nil {
+		return nil, err
+	}
+	buf := make([]byte, reserve+frameHeaderLen+len(payload))
+	h := buf[reserve:]
+	h[0] = frameLayout
+	h[1] = typ
+	binary.BigEndian.PutUint32(h[2:], uint32(len(payload)))
+	copy(h[frameHeaderLen:], payload)
+	return buf, nil
 }
 
 // readFrame reads one control frame whose payload is at most max bytes.

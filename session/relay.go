@@ -23,6 +23,10 @@ type Result struct {
 // of c when the peer aborted or the stream was cut off) and both are closed
 // at once. After the peer's end, Relay keeps watching the stream, so that
 // the peer or the session going away still ends a relay whose c is idle.
+//
+// The stream's session owns the relay: when the session ends, or its
+// ledger kills the stream (a stall, see ledger), c is reset at once and
+// Relay returns with that reason, whatever c's peer does.
 func Relay(c net.Conn, st *Stream) Result {
 	var (
 		res     Result
@@ -30,8 +34,12 @@ func Relay(c net.Conn, st *Stream) Result {
 		upDone  = make(chan struct{})
 	)
 	fail := func(err error) {
+		if kerr := st.killed(); kerr != nil {
+			err = kerr // what failed is the kill's doing
+		}
 		errOnce.Do(func() { res.Err = err })
 	}
+	st.own(func() { reset(c) }, func() bool { return connReset(c) })
 
 	up := startPump(c, st, func(n int64, err error) { // c -> stream
 		defer close(upDone)
@@ -47,7 +55,7 @@ func Relay(c net.Conn, st *Stream) Result {
 		// The stream is broken, so what the peer still had for c is lost:
 		// c's peer must see an abrupt end, never a clean one.
 		fail(err)
-		st.Abort(err.Error())
+		st.Abort(reason(st, err))
 		reset(c)
 	})
 
@@ -65,7 +73,7 @@ func Relay(c net.Conn, st *Stream) Result {
 		if abrupt(err) {
 			reset(c)
 		}
-		st.Abort(err.Error())
+		st.Abort(reason(st, err))
 		c.Close()
 	}
 
@@ -73,6 +81,15 @@ func Relay(c net.Conn, st *Stream) Result {
 	st.Close()
 	c.Close()
 	return res
+}
+
+// reason is what an abort tells the peer: why the stream was killed, or
+// else err.
+func reason(st *Stream, err error) string {
+	if kerr := st.killed(); kerr != nil {
+		return kerr.Error()
+	}
+	return err.Error()
 }
 
 // abrupt reports whether err ended the far side without a clean close:

@@ -228,7 +228,7 @@ func realTransports(t *testing.T) map[string][2]transport.Transport {
 
 // writeUntilBlocked writes to c until a write makes no progress for
 // blockedAfter, then reports on blocked and goes on writing until c fails;
-// the error arrives on done.
+// the error arrives on done (and blocked is closed then, if not before).
 func writeUntilBlocked(c net.Conn, blocked chan<- struct{}, done chan<- error) {
 	const blockedAfter = 300 * time.Millisecond
 	buf := make([]byte, 32<<10)
@@ -245,6 +245,9 @@ func writeUntilBlocked(c net.Conn, blocked chan<- struct{}, done chan<- error) {
 		}
 		if err != nil {
 			done <- err
+			if !reported {
+				close(blocked)
+			}
 			return
 		}
 	}
@@ -292,6 +295,94 @@ func TestRelayPeerGoneWhileWriterBlocked(t *testing.T) {
 				}
 			case <-time.After(10 * time.Second):
 				t.Fatal("backend still writing into the tunnel")
+			}
+		})
+	}
+}
+
+// fillBackend makes the backend stop reading and the public side send
+// until every buffer on the way is full: the client's relay is then blocked
+// writing to the backend, the server's on the stream's window. It returns
+// once the public side's writes block; the public writer keeps going in
+// the background until its connection fails, and its error arrives on the
+// returned channel.
+func fillBackend(t *testing.T, m *miniTunnel) <-chan error {
+	t.Helper()
+	blocked, done := make(chan struct{}), make(chan error, 1)
+	go writeUntilBlocked(m.public, blocked, done)
+	select {
+	case <-blocked:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the public side's writes never blocked")
+	}
+	return done
+}
+
+// TestSessionEndResetsRelays: relays blocked writing to a backend that does
+// not read (and into a full window on the other side) end the moment their
+// session does, with both connections reset, and Run returns at once: no
+// relay outlives its session, whatever its peers do.
+func TestSessionEndResetsRelays(t *testing.T) {
+	leaktest.Check(t)
+	for name, trs := range realTransports(t) {
+		t.Run(name, func(t *testing.T) {
+			m := newMiniTunnelOver(t, trs, testConfig())
+			publicErr := fillBackend(t, m)
+			start := time.Now()
+			m.cli.Close(CodeShuttingDown, "going away")
+			r := waitResult(t, m.cliRelay, "client")
+			if !errors.Is(r.Err, ErrTruncated) {
+				t.Errorf("client relay ended with %v, want ErrTruncated", r.Err)
+			}
+			waitResult(t, m.srvRelay, "server")
+			select {
+			case <-m.cliDone:
+			case <-time.After(5 * time.Second):
+				t.Fatal("client session's Run did not return")
+			}
+			// Close waits up to 2 s for the peer's hang-up; the rest is at once.
+			if d := time.Since(start); d > goodbyeTimeout+time.Second {
+				t.Errorf("relays ended %v after the session was closed", d)
+			}
+			m.backend.SetReadDeadline(time.Now().Add(10 * time.Second))
+			if _, err := io.Copy(io.Discard, m.backend); !errors.Is(err, syscall.ECONNRESET) {
+				t.Errorf("backend: %v, want a reset", err)
+			}
+			if err := <-publicErr; !errors.Is(err, syscall.ECONNRESET) && !errors.Is(err, syscall.EPIPE) {
+				t.Errorf("public side: %v, want a reset", err)
+			}
+		})
+	}
+}
+
+// TestStallTimeout: a backend that stops reading stalls both relays; after
+// stall_timeout the stream is killed with ErrStalled, both ends reset, and
+// the session carries on.
+func TestStallTimeout(t *testing.T) {
+	leaktest.Check(t)
+	for name, trs := range realTransports(t) {
+		t.Run(name, func(t *testing.T) {
+			cfg := testConfig()
+			cfg.StallTimeout = 500 * time.Millisecond
+			m := newMiniTunnelOver(t, trs, cfg)
+			publicErr := fillBackend(t, m)
+			rc, rs := waitResult(t, m.cliRelay, "client"), waitResult(t, m.srvRelay, "server")
+			if !errors.Is(rc.Err, ErrStalled) && !errors.Is(rs.Err, ErrStalled) {
+				t.Errorf("relays ended with %v (client), %v (server); want ErrStalled on one", rc.Err, rs.Err)
+			}
+			var ab *AbortError
+			if !errors.Is(rc.Err, ErrStalled) && !errors.As(rc.Err, &ab) || !errors.Is(rs.Err, ErrStalled) && !errors.As(rs.Err, &ab) {
+				t.Errorf("the side that did not stall ended with %v / %v; want the other's abort", rc.Err, rs.Err)
+			}
+			m.backend.SetReadDeadline(time.Now().Add(10 * time.Second))
+			if _, err := io.Copy(io.Discard, m.backend); !errors.Is(err, syscall.ECONNRESET) {
+				t.Errorf("backend: %v, want a reset", err)
+			}
+			if err := <-publicErr; !errors.Is(err, syscall.ECONNRESET) && !errors.Is(err, syscall.EPIPE) {
+				t.Errorf("public side: %v, want a reset", err)
+			}
+			if m.cli.Err() != nil || m.srv.Err() != nil {
+				t.Fatalf("the session died: %v / %v", m.cli.Err(), m.srv.Err())
 			}
 		})
 	}

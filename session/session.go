@@ -29,11 +29,14 @@ type Session struct {
 	cfg  Config
 	log  *slog.Logger
 	conn *budgetConn
+	lc   *laneConn
+	lane bool // control frames go on the lane, not the control stream
 	mux  *smux.Session
 	ctrl *smux.Stream
 	peer string // "server" or "client": the other side, for errors
 	bufs sync.Pool
 	poll *poller // nil where there is none (not Linux)
+	led  *ledger
 	info Info
 
 	wmu sync.Mutex // one control frame at a time
@@ -78,15 +81,18 @@ type Info struct {
 	Started time.Time
 }
 
-func newSession(cfg Config, log *slog.Logger, conn *budgetConn, mux *smux.Session, ctrl *smux.Stream, peer string, info Info) *Session {
+func newSession(cfg Config, log *slog.Logger, conn *budgetConn, lc *laneConn, lane bool, mux *smux.Session, ctrl *smux.Stream, peer string, info Info) *Session {
 	s := &Session{
 		cfg:  cfg,
 		log:  log,
 		conn: conn,
+		lc:   lc,
+		lane: lane,
 		mux:  mux,
 		ctrl: ctrl,
 		peer: peer,
 		info: info,
+		led:  lc.led,
 		die:  make(chan struct{}),
 
 		updated: make(chan Updated, 1),
@@ -159,9 +165,10 @@ func (s *Session) NumStreams() int {
 }
 
 // Drain tells the server that this client takes no new connections; the
-// streams open go on.
-func (s *Session) Drain() error {
-	return s.writeControl(typeDrain, Drain{}, time.Now().Add(goodbyeTimeout))
+// streams open go on. It gives up at deadline, or after the Goodbye wait
+// (2 s) if that comes first.
+func (s *Session) Drain(deadline time.Time) error {
+	return s.writeControl(typeDrain, Drain{}, earliest(deadline, time.Now().Add(goodbyeTimeout)))
 }
 
 // Missed is how many pings in a row are unanswered now: above 0 the peer
@@ -217,6 +224,7 @@ func (s *Session) Run(ctx context.Context, h Handlers) error {
 	wg.Go(func() { s.readControl(h) })
 	wg.Go(s.heartbeat)
 	wg.Go(func() { s.acceptStreams(h.Stream) })
+	wg.Go(s.guard)
 	select {
 	case <-ctx.Done():
 		s.Close(CodeShuttingDown, "shutting down")
@@ -236,15 +244,26 @@ func (s *Session) Open(hdr Header) (*Stream, error) {
 	if err != nil {
 		return nil, s.orErr(err)
 	}
+	// Entered before the header goes out: the client sends nothing on the
+	// stream before it has read the header.
+	s.led.opened(st.ID())
+	ds := s.newStream(st, hdr)
 	if _, err := st.Write(b); err != nil {
-		st.Close()
+		ds.Close()
 		return nil, s.orErr(err)
 	}
-	return s.newStream(st, hdr), nil
+	return ds, nil
 }
 
+// newStream makes st, entered in the ledger already, a data stream.
 func (s *Session) newStream(st *smux.Stream, hdr Header) *Stream {
-	return &Stream{st: st, hdr: hdr, bufs: &s.bufs, poll: s.poll}
+	ds := &Stream{st: st, hdr: hdr, bufs: &s.bufs, poll: s.poll, led: s.led}
+	if s.lane {
+		ds.lane = s.lc
+	}
+	ds.moved.Store(time.Now().UnixNano())
+	s.led.attach(ds)
+	return ds
 }
 
 // Close ends the session: it sends Goodbye{code, reason}, waits briefly for
@@ -271,6 +290,8 @@ func (s *Session) Close(code, reason string) {
 				case <-t.C:
 				}
 				t.Stop()
+			} else if s.lane {
+				s.lc.in.waitEnd(deadline)
 			} else {
 				waitHangUp(s.ctrl, deadline)
 			}
@@ -292,10 +313,33 @@ func (s *Session) fail(err error) {
 		close(s.die)
 		s.cancel()
 		s.mux.Close()
+		s.lc.in.fail(err) // smux may have stopped reading before the close
+		// Every relay's connection is reset now, whatever its peer does:
+		// nothing waits for a relay to drain.
+		s.led.end(fmt.Errorf("%w: the session ended", ErrTruncated))
 		if s.poll != nil {
 			s.poll.close() // relays still running go on without it
 		}
 	})
+}
+
+// guard applies the ledger's stall and pressure rules until the session
+// ends.
+func (s *Session) guard() {
+	t := time.NewTicker(s.led.tick())
+	defer t.Stop()
+	for {
+		select {
+		case <-s.die:
+			return
+		case now := <-t.C:
+			s.led.check(now)
+		case <-s.led.relieve:
+			if n := s.led.pressed.Swap(0); n > 0 {
+				s.log.Warn("session receive buffer nearly full: reset the connections holding the most unread data the longest", "reset", n, "session", s.info.ID)
+			}
+		}
+	}
 }
 
 // orErr prefers the session's end reason to the error of an operation that
@@ -307,12 +351,25 @@ func (s *Session) orErr(err error) error {
 	return err
 }
 
-// writeControl sends one control frame by deadline.
+// writeControl sends one control frame by deadline: on the lane, ahead of
+// the data streams, or on the control stream with a peer that has no lane.
 func (s *Session) writeControl(typ byte, msg any, deadline time.Time) error {
+	if s.lane {
+		return s.lc.writeLane(typ, msg, deadline)
+	}
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	s.ctrl.SetWriteDeadline(deadline)
 	return writeFrame(s.ctrl, typ, msg)
+}
+
+// readControlFrame reads the peer's next control frame, from the lane or
+// the control stream.
+func (s *Session) readControlFrame() (byte, []byte, error) {
+	if s.lane {
+		return s.lc.in.next()
+	}
+	return readFrame(drained{s.ctrl}, s.cfg.MaxControlFrame)
 }
 
 // readControl reads control frames until the session ends. Once Close has
@@ -320,7 +377,7 @@ func (s *Session) writeControl(typ byte, msg any, deadline time.Time) error {
 func (s *Session) readControl(h Handlers) {
 	defer close(s.readerDone)
 	for {
-		typ, payload, err := readFrame(drained{s.ctrl}, s.cfg.MaxControlFrame)
+		typ, payload, err := s.readControlFrame()
 		if s.isClosing() {
 			if err != nil || typ == typeGoodbye {
 				return
@@ -395,6 +452,17 @@ func (s *Session) readControl(h Handlers) {
 			case s.updated <- u:
 			default:
 			}
+		case typeReset:
+			var r Reset
+			if err := decodeFrame(typ, payload, &r); err != nil {
+				s.abandon(err)
+				return
+			}
+			if !s.lane {
+				s.abandon(fmt.Errorf("%w: a reset frame, which goes on the control lane only", ErrProtocol))
+				return
+			}
+			s.led.peerReset(r.Stream, r.Reason)
 		case typeGoodbye:
 			var g Goodbye
 			if err := decodeFrame(typ, payload, &g); err != nil {
@@ -460,10 +528,14 @@ func (s *Session) acceptStreams(handle func(*Stream)) {
 	for {
 		st, err := s.mux.AcceptStream()
 		if err != nil {
+			// smux stopped reading (a protocol error, say): the lane's
+			// reader must hear of it too.
+			s.lc.in.fail(err)
 			return
 		}
 		if handle == nil {
 			s.log.Warn("peer opened a stream it may not; closed it", "stream", st.ID())
+			s.led.leave(st.ID())
 			st.Close()
 			continue
 		}
@@ -471,9 +543,10 @@ func (s *Session) acceptStreams(handle func(*Stream)) {
 			// The header follows the stream's opening at once; a peer that
 			// does not send it does not get to hold the goroutine.
 			st.SetReadDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
-			hdr, err := readHeader(st)
+			hdr, err := readHeader(countedReader{st, s.led})
 			if err != nil {
 				s.log.Warn("bad stream header; closed the stream", "stream", st.ID(), "err", err)
+				s.led.leave(st.ID())
 				st.Close()
 				return
 			}
@@ -481,6 +554,18 @@ func (s *Session) acceptStreams(handle func(*Stream)) {
 			handle(s.newStream(st, hdr))
 		})
 	}
+}
+
+// countedReader reads a smux stream as the ledger counts it.
+type countedReader struct {
+	st  *smux.Stream
+	led *ledger
+}
+
+func (r countedReader) Read(p []byte) (int, error) {
+	n, err := r.st.Read(p)
+	r.led.read(r.st.ID(), n)
+	return n, err
 }
 
 // connErr turns the error that ended reading the session into its reason.

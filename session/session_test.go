@@ -652,7 +652,7 @@ func TestDrainReachesServer(t *testing.T) {
 	go func() { srvDone <- r.sess.Run(context.Background(), Handlers{Drain: func() { close(drained) }}) }()
 	cliDone := make(chan error, 1)
 	go func() { cliDone <- cli.Run(context.Background(), Handlers{}) }()
-	if err := cli.Drain(); err != nil {
+	if err := cli.Drain(time.Now().Add(time.Minute)); err != nil {
 		t.Fatal(err)
 	}
 	select {

@@ -30,6 +30,18 @@ type Stream struct {
 	hdr  Header
 	bufs *sync.Pool // chunk buffers of the session's frame size
 	poll *poller    // the session's, for idle relay directions; may be nil
+	led  *ledger    // the session's account of its streams
+	lane *laneConn  // the session's, when the peer speaks the lane; else nil
+
+	// What the ledger watches: writes in progress (into the stream or to
+	// the relay's connection) and when the last one completed, unix ns.
+	busy  atomic.Int32
+	moved atomic.Int64
+
+	kmu     sync.Mutex
+	cut     func()      // what the relay installed to cut its connection off
+	gone    func() bool // reports the relay's connection reset by its peer
+	killErr error       // why the stream was killed; nil while it lives
 
 	dec  decoder
 	rerr error // sticky read result: io.EOF, *AbortError, ErrTruncated...
@@ -39,6 +51,9 @@ type Stream struct {
 	wmu     sync.Mutex
 	wclosed bool        // no more chunks: end or abort sent, or a write failed
 	endSent atomic.Bool // the end chunk went out (read without wmu)
+	// awaiting: awaitClose is watching the stream, and CloseWrite wakes
+	// it when the end goes out.
+	awaiting atomic.Bool
 
 	closeOnce sync.Once
 	closed    atomic.Bool
@@ -60,7 +75,7 @@ func (s *Stream) Read(p []byte) (int, error) {
 	for s.rerr == nil {
 		want := s.dec.want()
 		if want == 0 { // inside a data payload: read straight into p
-			n, err := s.st.Read(p[:min(len(p), s.dec.left)])
+			n, err := s.read(p[:min(len(p), s.dec.left)])
 			s.dec.feed(p[:n])
 			if err != nil {
 				if isTimeout(err) {
@@ -76,7 +91,7 @@ func (s *Stream) Read(p []byte) (int, error) {
 		// Header or abort reason: read no more than they need, so that no
 		// payload byte lands in scratch.
 		var scratch [64]byte
-		n, err := s.st.Read(scratch[:min(want, len(scratch))])
+		n, err := s.read(scratch[:min(want, len(scratch))])
 		if _, _, ferr := s.dec.feed(scratch[:n]); ferr != nil {
 			s.rerr = ferr
 			break
@@ -98,7 +113,7 @@ func (s *Stream) WriteTo(w io.Writer) (int64, error) {
 	if s.rerr != nil {
 		return 0, eofIsNil(s.rerr)
 	}
-	pw := payloadWriter{dec: &s.dec, dst: w}
+	pw := payloadWriter{st: s, dec: &s.dec, dst: w}
 	_, err := s.st.WriteTo(&pw)
 	switch {
 	case pw.end != nil:
@@ -119,6 +134,7 @@ func (s *Stream) WriteTo(w io.Writer) (int64, error) {
 // payloadWriter receives the raw stream from smux and writes the data
 // payloads to dst; it stops smux at the end of the direction.
 type payloadWriter struct {
+	st   *Stream
 	dec  *decoder
 	dst  io.Writer
 	n    int64
@@ -130,11 +146,13 @@ var errStop = errors.New("stop")
 
 func (p *payloadWriter) Write(b []byte) (int, error) {
 	total := len(b)
+	// smux frees b's bytes when Write returns: they are read then.
+	defer p.st.led.read(p.st.ID(), total)
 	for len(b) > 0 {
 		data, n, err := p.dec.feed(b)
 		b = b[n:]
 		if len(data) > 0 {
-			m, werr := p.dst.Write(data)
+			m, werr := p.st.writeTo(p.dst, data)
 			p.n += int64(m)
 			if werr != nil {
 				p.werr = werr
@@ -152,21 +170,32 @@ func (p *payloadWriter) Write(b []byte) (int, error) {
 	return total, nil
 }
 
+// writeTo writes data to the relay's connection w, as the ledger sees it.
+func (s *Stream) writeTo(w io.Writer, data []byte) (int, error) {
+	s.busy.Add(1)
+	n, err := w.Write(data)
+	s.busy.Add(-1)
+	if n > 0 {
+		s.moved.Store(time.Now().UnixNano())
+	}
+	return n, err
+}
+
 // Write sends p as data chunks.
 func (s *Stream) Write(p []byte) (int, error) {
 	bp := s.bufs.Get().(*[]byte)
-	defer s.bufs.Put(bp)
 	buf := *bp
 	n := 0
 	for len(p) > 0 {
 		k := copy(buf[chunkHeaderLen:], p)
 		putChunkHeader(buf, chunkData, k)
 		if err := s.writeChunk(buf[:chunkHeaderLen+k]); err != nil {
-			return n, err
+			return n, err // buf may still be queued in smux: not reused
 		}
 		n += k
 		p = p[k:]
 	}
+	s.bufs.Put(bp)
 	return n, nil
 }
 
@@ -206,7 +235,9 @@ func (s *Stream) readBurst(r io.Reader) (n int64, eof bool, err error) {
 		if m > 0 {
 			putChunkHeader(buf, chunkData, m)
 			if err := s.writeChunk(buf[:chunkHeaderLen+m]); err != nil {
-				s.bufs.Put(bp)
+				// A write that gave up (a deadline, the stream killed)
+				// may leave buf queued in smux, to be sent later: it must
+				// not be reused for another stream's bytes.
 				return n, false, err
 			}
 			n += int64(m)
@@ -233,10 +264,14 @@ func (s *Stream) writeChunk(b []byte) error {
 	if s.wclosed {
 		return ErrClosed
 	}
-	if _, err := s.st.Write(b); err != nil {
+	s.busy.Add(1)
+	_, err := s.st.Write(b)
+	s.busy.Add(-1)
+	if err != nil {
 		s.wclosed = true
 		return s.cutOff(err)
 	}
+	s.moved.Store(time.Now().UnixNano())
 	return nil
 }
 
@@ -255,6 +290,11 @@ func (s *Stream) CloseWrite() error {
 		return s.cutOff(err)
 	}
 	s.endSent.Store(true)
+	if s.awaiting.Load() {
+		// awaitClose may be reading already, having seen no end yet: a
+		// past read deadline wakes it to see it now.
+		s.st.SetReadDeadline(time.Now())
+	}
 	return nil
 }
 
@@ -265,16 +305,22 @@ func (s *Stream) CloseWrite() error {
 // this side's end went out meanwhile, ErrTruncated if the peer went away
 // first, since then nobody reads what this side still sends.
 func (s *Stream) awaitClose() error {
+	s.awaiting.Store(true) // before ended(): see CloseWrite
 	var b [1]byte
 	for {
 		if s.ended() {
 			return nil
 		}
-		n, err := s.st.Read(b[:])
+		n, err := s.read(b[:])
 		if n > 0 {
 			return fmt.Errorf("%w: data after the end of a data stream", ErrProtocol)
 		}
-		if err != nil && !s.ended() {
+		// A timeout is CloseWrite's wake-up (ended now) or a kill's.
+		switch {
+		case err == nil, s.ended():
+		case s.killed() != nil:
+			return s.killed()
+		default:
 			return s.cutOff(err)
 		}
 	}
@@ -302,6 +348,9 @@ func (s *Stream) Abort(reason string) error {
 		}
 		s.wmu.Unlock()
 	}
+	if s.lane != nil { // the abort chunk may wait behind data: say it ahead
+		s.lane.sendLane(typeReset, Reset{Stream: s.ID(), Reason: truncateUTF8(reason, maxAbortReason)})
+	}
 	return s.Close()
 }
 
@@ -310,9 +359,105 @@ func (s *Stream) Close() error {
 	err := ErrClosed
 	s.closeOnce.Do(func() {
 		s.closed.Store(true)
+		s.led.leave(s.ID())
 		err = s.st.Close()
 	})
 	return err
+}
+
+// own installs cut, which the stream calls (once) when it is killed, to
+// cut off the connection its relay carries, and gone, which reports that
+// connection reset by its peer (the ledger asks while the relay is stuck
+// writing into the stream, and not reading it); if the stream was killed
+// already, cut runs at once.
+func (s *Stream) own(cut func(), gone func() bool) {
+	s.kmu.Lock()
+	s.cut, s.gone = cut, gone
+	killed := s.killErr != nil
+	s.kmu.Unlock()
+	if killed {
+		cut()
+	}
+}
+
+// connGone reports whether the relay's connection was reset by its peer.
+func (s *Stream) connGone() bool {
+	s.kmu.Lock()
+	gone := s.gone
+	s.kmu.Unlock()
+	return gone != nil && gone()
+}
+
+// abortGrace is how long a stream whose peer sent a Reset may go on
+// writing without progress before it is killed: the abort chunk, in band,
+// normally ends it within a round trip.
+const abortGrace = 250 * time.Millisecond
+
+// peerReset acts on the peer's Reset: it kills the stream if its relay
+// makes no progress for abortGrace while it has data to write, for then it
+// would never read the abort chunk behind that data.
+func (s *Stream) peerReset(reason string) {
+	err := &AbortError{Reason: reason}
+	mark := s.moved.Load()
+	var check func()
+	check = func() {
+		switch {
+		case s.closed.Load() || s.killed() != nil:
+		case s.busy.Load() > 0 && s.moved.Load() == mark:
+			s.kill(err)
+		default:
+			mark = s.moved.Load()
+			time.AfterFunc(abortGrace, check)
+		}
+	}
+	time.AfterFunc(abortGrace, check)
+}
+
+// killed says why the stream was killed, nil while it lives.
+func (s *Stream) killed() error {
+	s.kmu.Lock()
+	defer s.kmu.Unlock()
+	return s.killErr
+}
+
+// kill ends the stream for err without waiting for anything: it cuts off
+// the relay's connection, fails every smux read and write under way or to
+// come (deadlines in the past), and discards what smux holds unread for
+// the stream. The stream's owner sees its operations fail, and closes it.
+// Killing it again only discards again.
+func (s *Stream) kill(err error) {
+	s.kmu.Lock()
+	first := s.killErr == nil
+	if first {
+		s.killErr = err
+	}
+	cut := s.cut
+	s.kmu.Unlock()
+	if first && cut != nil {
+		cut()
+	}
+	now := time.Now()
+	s.st.SetReadDeadline(now)
+	s.st.SetWriteDeadline(now)
+	s.discard()
+}
+
+// discard reads and drops what smux holds for the stream now (its reads
+// fail at once after kill's past deadline).
+func (s *Stream) discard() {
+	var buf [4 << 10]byte
+	for {
+		if _, err := s.read(buf[:]); err != nil {
+			return
+		}
+	}
+}
+
+// read reads from smux, as the ledger counts it.
+func (s *Stream) read(p []byte) (int, error) {
+	n, err := s.st.Read(p)
+	s.led.read(s.ID(), n)
+	return n, err
 }
 
 // SetReadDeadline sets the deadline for Read and WriteTo.

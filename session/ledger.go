@@ -1,0 +1,295 @@
+package session
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Errors a stream is killed with (Result.Err of its relay); match them with
+// errors.Is.
+var (
+	// ErrStalled: the relay made no progress for Config.StallTimeout while
+	// data waited to be written.
+	ErrStalled = errors.New("relay stalled")
+	// ErrPressure: the session's unread data neared its receive window, and
+	// this stream held the most of it, for the longest.
+	ErrPressure = errors.New("session receive buffer full")
+)
+
+// ledger keeps account of a session's data streams, so that nothing the
+// peers of one stream do can hold the session or outlive it. Its rules,
+// which hold together:
+//
+//   - Ownership. A data stream is entered when it is opened: by this side
+//     (Open), or by the peer (its SYN, seen by the lane reader). It leaves
+//     when it is closed. When the session ends, every stream still entered
+//     is killed: the connection its relay carries is reset, and every smux
+//     operation on it fails at once. So no relay outlives its session, and
+//     Run, which waits for the stream handlers, never waits for one to
+//     drain.
+//   - Stall. A stream with a write in progress (into the stream, or to its
+//     relay's connection) and no write completed in either direction for
+//     Config.StallTimeout is killed with ErrStalled. A relay that is merely
+//     idle, with nothing to write, is never stalled.
+//   - Pressure. smux buffers what arrives for every stream in one receive
+//     window (Mux.SessionWindow); when it is full smux stops reading the
+//     connection, and every stream, the control lane and the heartbeats
+//     with it, would wait for the slowest reader. So the ledger counts, per
+//     stream, the bytes that arrived (PSH frames, from the lane reader) and
+//     that its reader took, and keeps their sum, the unread bytes, under
+//     highWater: past it, it kills the stream whose unread bytes times the
+//     time since its reader last took any is greatest (the one stuck the
+//     longest with the most), until the sum is under again. One stream
+//     holds at most Mux.StreamWindow (smux's per-stream window), and a kill
+//     frees its bytes at once, so the window never fills.
+//
+// Killing a stream (Stream.kill) resets its relay's connection, wakes its
+// blocked reads and writes with past deadlines, and reads and discards what
+// smux holds for it; the relay then sends an abort with the reason and
+// closes the stream. kill never blocks on the network, so the ledger may
+// kill from any goroutine; it never kills with mu held.
+type ledger struct {
+	stall     time.Duration // 0: no stall rule
+	highWater int64         // unread bytes allowed across the session's streams
+	relieve   chan struct{} // has a value when the pressure rule killed streams
+	pressed   atomic.Int64  // streams it killed since the guard last logged
+
+	mu     sync.Mutex
+	accts  map[uint32]*account // entered streams, by smux stream id
+	unread int64               // the sum of their unread bytes
+	peak   int64               // the most unread there ever was (for tests)
+	ended  error               // set when the session ended: new streams are killed at once
+}
+
+// account is one stream's entry.
+type account struct {
+	st       *Stream // nil until the stream is accepted (its header read)
+	id       uint32
+	unread   int64 // bytes arrived and not read yet
+	lastRead time.Time
+}
+
+// highWater leaves, below the session window, room for four streams'
+// windows (the data in flight while a kill takes effect, and what killed
+// streams receive until their peers learn of it), or half the window when
+// that is less.
+func highWater(m Mux) int64 {
+	w, s := int64(m.SessionWindow), int64(m.StreamWindow)
+	return w - min(4*s, w/2)
+}
+
+func newLedger(cfg Config) *ledger {
+	return &ledger{
+		stall:     cfg.StallTimeout,
+		highWater: highWater(cfg.Mux),
+		relieve:   make(chan struct{}, 1),
+		accts:     make(map[uint32]*account),
+	}
+}
+
+// opened enters the stream id, opened by this side or the peer; after the
+// session ended it does nothing.
+func (l *ledger) opened(id uint32) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.ended == nil && l.accts[id] == nil {
+		l.accts[id] = &account{id: id, lastRead: time.Now()}
+	}
+}
+
+// attach gives the entered stream its Stream; after the session ended, or
+// for a stream never entered, it kills st.
+func (l *ledger) attach(st *Stream) {
+	l.mu.Lock()
+	a := l.accts[st.ID()]
+	if a != nil {
+		a.st = st
+	}
+	ended := l.ended
+	l.mu.Unlock()
+	if a == nil {
+		if ended == nil {
+			ended = fmt.Errorf("%w: stream unknown to its session", ErrTruncated)
+		}
+		st.kill(ended)
+	}
+}
+
+// leave forgets stream id, which was closed: smux frees what it held.
+func (l *ledger) leave(id uint32) {
+	l.mu.Lock()
+	if a := l.accts[id]; a != nil {
+		l.unread -= a.unread
+		delete(l.accts, id)
+	}
+	l.mu.Unlock()
+}
+
+// arrived counts n bytes that arrived for stream id, and when the unread
+// bytes pass highWater applies the pressure rule at once, in the caller
+// (the lane reader, inside smux's receive loop): smux reads no further
+// frame before there is room again. A kill takes no lock the receive loop
+// holds and waits for no network, so doing it here is safe.
+func (l *ledger) arrived(id uint32, n int) {
+	l.mu.Lock()
+	a := l.accts[id]
+	if a == nil { // the control stream, or a stream closed already
+		l.mu.Unlock()
+		return
+	}
+	a.unread += int64(n)
+	l.unread += int64(n)
+	l.peak = max(l.peak, l.unread)
+	over := l.unread > l.highWater
+	l.mu.Unlock()
+	if over {
+		if k := l.relieveOnce(time.Now()); k > 0 {
+			l.pressed.Add(int64(k))
+			select { // the guard logs it
+			case l.relieve <- struct{}{}:
+			default:
+			}
+		}
+	}
+}
+
+// read counts n bytes that stream id's reader took from smux.
+func (l *ledger) read(id uint32, n int) {
+	if n <= 0 {
+		return
+	}
+	now := time.Now()
+	l.mu.Lock()
+	if a := l.accts[id]; a != nil {
+		a.unread -= int64(n)
+		l.unread -= int64(n)
+		a.lastRead = now
+	}
+	l.mu.Unlock()
+}
+
+// relieveOnce kills streams under the pressure rule until the unread bytes
+// are at highWater or below; it reports how many it killed.
+func (l *ledger) relieveOnce(now time.Time) int {
+	killed := 0
+	tried := make(map[*account]bool)
+	for {
+		l.mu.Lock()
+		if l.unread <= l.highWater {
+			l.mu.Unlock()
+			return killed
+		}
+		var worst *account
+		var worstScore float64
+		for _, a := range l.accts {
+			if a.st == nil || a.unread <= 0 || tried[a] {
+				continue
+			}
+			idle := max(now.Sub(a.lastRead), time.Millisecond)
+			if score := float64(a.unread) * idle.Seconds(); worst == nil || score > worstScore {
+				worst, worstScore = a, score
+			}
+		}
+		var held int64
+		var idle time.Duration
+		if worst != nil {
+			held, idle = worst.unread, now.Sub(worst.lastRead)
+		}
+		total := l.unread
+		l.mu.Unlock()
+		if worst == nil {
+			return killed // what is unread belongs to streams not accepted yet
+		}
+		tried[worst] = true
+		worst.st.kill(fmt.Errorf("%w: %d of the session's %d bytes unread were this connection's, unread for %v",
+			ErrPressure, held, total, idle.Round(time.Millisecond)))
+		killed++
+	}
+}
+
+// end kills every stream with err, and every stream entered later: the
+// session is over.
+func (l *ledger) end(err error) {
+	l.mu.Lock()
+	if l.ended != nil {
+		l.mu.Unlock()
+		return
+	}
+	l.ended = err
+	var all []*Stream
+	for _, a := range l.accts {
+		if a.st != nil {
+			all = append(all, a.st)
+		}
+	}
+	clear(l.accts)
+	l.unread = 0
+	l.mu.Unlock()
+	for _, st := range all {
+		st.kill(err)
+	}
+}
+
+// peerReset passes the peer's Reset of stream id to the stream.
+func (l *ledger) peerReset(id uint32, reason string) {
+	l.mu.Lock()
+	var st *Stream
+	if a := l.accts[id]; a != nil {
+		st = a.st
+	}
+	l.mu.Unlock()
+	if st != nil {
+		st.peerReset(reason)
+	}
+}
+
+// stuckAfter is how long a relay waits on a write before the ledger looks
+// at its connection: one stuck writing into the stream does not read its
+// connection, and would not see it reset.
+const stuckAfter = time.Second
+
+// check applies the stall rule at now, and kills the streams stuck writing
+// whose relay's connection was reset meanwhile.
+func (l *ledger) check(now time.Time) {
+	type verdict struct {
+		st  *Stream
+		err error
+	}
+	var stuck []*Stream
+	var kill []verdict
+	l.mu.Lock()
+	for _, a := range l.accts {
+		st := a.st
+		if st == nil || st.busy.Load() == 0 {
+			continue
+		}
+		switch idle := now.Sub(time.Unix(0, st.moved.Load())); {
+		case l.stall > 0 && idle >= l.stall:
+			kill = append(kill, verdict{st, fmt.Errorf("%w: nothing moved either way for %v while data waited", ErrStalled, l.stall)})
+		case idle >= stuckAfter:
+			stuck = append(stuck, st)
+		}
+	}
+	l.mu.Unlock()
+	for _, st := range stuck { // a system call each: not under mu
+		if st.connGone() {
+			kill = append(kill, verdict{st, fmt.Errorf("%w: its connection was reset while it waited to write", ErrTruncated)})
+		}
+	}
+	for _, v := range kill {
+		v.st.kill(v.err)
+	}
+}
+
+// tick is how often check runs: a stall is caught between StallTimeout and
+// a quarter more, a reset connection within a second or two.
+func (l *ledger) tick() time.Duration {
+	d := stuckAfter
+	if l.stall > 0 {
+		d = min(d, l.stall/4)
+	}
+	return max(d, 10*time.Millisecond)
+}

@@ -1,0 +1,179 @@
+package session
+
+import (
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/warren-tunnel/warren/internal/testutil/leaktest"
+)
+
+// backends are the TCP servers a pressure test's client relays to: "echo"
+// echoes, "deaf" never reads, "flood" writes without end and never reads.
+type backends struct {
+	l       net.Listener
+	release chan struct{}
+	wg      sync.WaitGroup
+}
+
+func startBackends(t *testing.T) *backends {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &backends{l: l, release: make(chan struct{})}
+	t.Cleanup(func() {
+		close(b.release)
+		l.Close()
+		b.wg.Wait()
+	})
+	b.wg.Go(func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			b.wg.Go(func() {
+				defer c.Close()
+				var kind [1]byte // the client relay's first byte names the backend
+				if _, err := io.ReadFull(c, kind[:]); err != nil {
+					return
+				}
+				switch kind[0] {
+				case 'e':
+					c.Write(kind[:])
+					io.Copy(c, c)
+				case 'd':
+					<-b.release
+				case 'f':
+					buf := make([]byte, 32<<10)
+					for {
+						select {
+						case <-b.release:
+							return
+						default:
+						}
+						if _, err := c.Write(buf); err != nil {
+							return
+						}
+					}
+				}
+			})
+		}
+	})
+	return b
+}
+
+// relayTo is a client stream handler that relays each stream to the
+// backends.
+func (b *backends) relayTo(results chan<- Result) func(*Stream) {
+	return func(st *Stream) {
+		c, err := net.Dial("tcp", b.l.Addr().String())
+		if err != nil {
+			st.Abort(err.Error())
+			return
+		}
+		results <- Relay(c, st)
+	}
+}
+
+// TestPressure: stuck streams in both directions (uploads to a backend
+// that never reads, downloads a public client never reads), many more than
+// the session window holds, while another stream echoes. The session never
+// holds its window full: the stuck streams that hold the most are killed
+// with ErrPressure, every echo comes back within 2 s, and the session and
+// its heartbeats live on.
+func TestPressure(t *testing.T) {
+	leaktest.Check(t)
+	for name, trs := range realTransports(t) {
+		t.Run(name, func(t *testing.T) {
+			cfg := testConfig()
+			// Heartbeats lenient enough for -race on a busy machine; a
+			// stalled session misses them all the same.
+			cfg.HeartbeatInterval, cfg.HeartbeatMisses = 200*time.Millisecond, 5
+			cfg.Mux = Mux{StreamWindow: 256 << 10, SessionWindow: 4 << 20, FrameSize: 32 << 10} // the defaults' ratio, smaller
+			b := startBackends(t)
+			cliResults := make(chan Result, 256)
+			srv, cli, _, _ := pair(t, trs, cfg, b.relayTo(cliResults))
+
+			var wg sync.WaitGroup
+			srvResults := make(chan Result, 256)
+			open := func(kind byte) *net.TCPConn {
+				public, serverSide := tcpPair(t)
+				st, err := srv.Open(Header{Service: string(kind)})
+				if err != nil {
+					t.Fatal(err)
+				}
+				wg.Go(func() { srvResults <- Relay(serverSide, st) })
+				public.Write([]byte{kind})
+				return public
+			}
+			const stuck = 32 // each way: 8 times what the session window holds
+			for range stuck {
+				up := open('d')
+				wg.Go(func() { // writes until the relay resets it
+					buf := make([]byte, 32<<10)
+					for {
+						if _, err := up.Write(buf); err != nil {
+							return
+						}
+					}
+				})
+				open('f') // never read
+			}
+			echo := open('e')
+			var worst time.Duration
+			msg := make([]byte, 100)
+			for i := range 50 {
+				start := time.Now()
+				echo.SetDeadline(start.Add(10 * time.Second))
+				if _, err := echo.Write(msg); err != nil {
+					t.Fatalf("echo %d: %v (sessions: %v / %v)", i, err, srv.Err(), cli.Err())
+				}
+				want := len(msg)
+				if i == 0 {
+					want++ // the backend's echo of the 'e'
+				}
+				if _, err := io.ReadFull(echo, make([]byte, want)); err != nil {
+					t.Fatalf("echo %d: %v (sessions: %v / %v)", i, err, srv.Err(), cli.Err())
+				}
+				worst = max(worst, time.Since(start))
+				time.Sleep(20 * time.Millisecond)
+			}
+			if worst > 2*time.Second {
+				t.Errorf("an echo took %v while the stuck streams pressed on the session", worst)
+			}
+			killed := 0
+			deadline := time.After(20 * time.Second)
+			for killed < stuck { // at least half the stuck ones (one side's worth) go
+				select {
+				case r := <-srvResults:
+					if errors.Is(r.Err, ErrPressure) {
+						killed++
+					}
+				case r := <-cliResults:
+					if errors.Is(r.Err, ErrPressure) {
+						killed++
+					}
+				case <-deadline:
+					t.Fatalf("%d streams killed under pressure, want at least %d", killed, stuck)
+				}
+			}
+			for _, s := range []*Session{srv, cli} {
+				s.led.mu.Lock()
+				peak := s.led.peak
+				s.led.mu.Unlock()
+				if peak >= int64(cfg.Mux.SessionWindow) {
+					t.Errorf("%s held %d bytes unread: its session window (%d) filled", s.peer, peak, cfg.Mux.SessionWindow)
+				}
+				if s.Err() != nil {
+					t.Fatalf("session ended: %v", s.Err())
+				}
+			}
+			t.Logf("worst echo %v; %d stuck streams killed", worst.Round(time.Millisecond), killed)
+		})
+	}
+}

@@ -1,0 +1,9 @@
+//go:build !linux
+
+package session
+
+import "net"
+
+// connReset is Linux's (TCP_INFO); elsewhere a relay stuck writing into a
+// stream notices its connection reset only when the write ends.
+func connReset(net.Conn) bool { return false }

@@ -478,6 +478,9 @@ func (c *Client) serveStream(log *slog.Logger, sess *session.Session, st *sessio
 	c.metrics.StreamUp(sess.Info().Client)
 	res := session.Relay(conn, st)
 	c.metrics.StreamDown(sess.Info().Client)
+	if k := session.KillReason(res.Err); k != "" {
+		c.metrics.RelayAborted(k)
+	}
 	c.metrics.PublicConn(h.Service, metrics.OutcomeOK)
 	c.metrics.AddBytes(h.Service, res.Received, res.Sent)
 	c.rec.AddBytes(sess.Info().Client, h.Service, res.Received, res.Sent)

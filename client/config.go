@@ -49,6 +49,10 @@ type Config struct {
 	// ShutdownTimeout bounds how long a stopping client lets its open
 	// connections finish.
 	ShutdownTimeout time.Duration `toml:"shutdown_timeout"`
+	// StallTimeout ends a relayed connection that moved nothing either way
+	// for this long while data waited to be written (a backend that
+	// stopped reading); 0 never does.
+	StallTimeout time.Duration `toml:"stall_timeout"`
 	// Services are what the client serves through the server.
 	Services []Service `toml:"services"`
 }
@@ -98,6 +102,7 @@ func DefaultConfig() Config {
 		HandshakeTimeout:  sc.HandshakeTimeout,
 		DialTimeout:       5 * time.Second,
 		ShutdownTimeout:   30 * time.Second,
+		StallTimeout:      sc.StallTimeout,
 		Connections:       1,
 	}
 }
@@ -228,5 +233,6 @@ func (c Config) session() session.Config {
 	sc.HandshakeTimeout = c.HandshakeTimeout
 	sc.HeartbeatInterval = c.HeartbeatInterval
 	sc.HeartbeatMisses = c.HeartbeatMisses
+	sc.StallTimeout = c.StallTimeout
 	return sc
 }

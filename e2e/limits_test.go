@@ -244,7 +244,9 @@ func TestManyConnections(t *testing.T) {
 	leaktest.Check(t)
 	backendProc := startHelper(t, "echo")
 	target := backendProc.line(t)
-	srv := startServer(t, serverConfig(t, "tcp"))
+	scfg := serverConfig(t, "tcp")
+	scfg.Limits.MaxStreamsPerService = n // one service takes them all here
+	srv := startServer(t, scfg)
 	cli, port := binClient(t, t.TempDir(), "tcp", srv.addr(), srv.Fingerprint(), tokenOffice, target, 0)
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 	roundTrip(t, addr)

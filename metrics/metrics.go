@@ -80,6 +80,22 @@ var reasons = []string{session.CodeUnknownToken, session.CodePortNotAllowed, ses
 	session.CodeDomainNotAllowed, session.CodeDomainInUse, session.CodeBadRequest, session.CodeVersion,
 	session.CodeProtocol, session.CodeShuttingDown, session.CodeLimit, ReasonTimeout, ReasonTLS, ReasonOther}
 
+// Reasons of warren_relays_aborted_total: why the daemon itself reset a
+// relayed connection that was still open. RelayAborted counts any other
+// string as AbortOther.
+const (
+	// AbortStall: nothing moved either way for stall_timeout while data
+	// waited to be written.
+	AbortStall = "stall"
+	// AbortPressure: the session's unread data neared its receive window
+	// and this connection held the most of it, for the longest.
+	AbortPressure = "pressure"
+	// AbortOther is what an unknown reason is counted as.
+	AbortOther = "other"
+)
+
+var abortReasons = []string{AbortStall, AbortPressure, AbortOther}
+
 // Transports, the transport label of warren_sessions: the transport kind,
 // with "+tls" unless the session is plaintext. Others count as "other".
 var transports = []string{"tcp", "kcp", "tcp+tls", "kcp+tls", "other"}
@@ -146,6 +162,7 @@ type Registry struct {
 	publicConns       *prometheus.CounterVec
 	serviceBytes      *prometheus.CounterVec
 	handshakeFailures *prometheus.CounterVec
+	relaysAborted     *prometheus.CounterVec
 	streamOpen        prometheus.Histogram
 	rtt               *prometheus.GaugeVec // client
 
@@ -190,6 +207,10 @@ func New(cfg Config) (*Registry, error) {
 			Name: "warren_handshake_failures_total",
 			Help: "Tunnel handshakes that failed, by reason (a rejection code, timeout or tls).",
 		}, []string{"reason"}),
+		relaysAborted: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "warren_relays_aborted_total",
+			Help: "Relayed connections this daemon reset while they were open, by reason (stall or pressure).",
+		}, []string{"reason"}),
 		streamOpen: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "warren_stream_open_seconds",
 			Help:    "Time from accepting a public connection to its stream being open to the client.",
@@ -208,7 +229,7 @@ func New(cfg Config) (*Registry, error) {
 	info.Set(1)
 	cs := []prometheus.Collector{
 		info, r.streamsOpen, r.publicConns, r.serviceBytes,
-		r.handshakeFailures, r.rtt, kcpCollector{},
+		r.handshakeFailures, r.relaysAborted, r.rtt, kcpCollector{},
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	}
@@ -226,6 +247,9 @@ func New(cfg Config) (*Registry, error) {
 	// absence alerts work before the first event.
 	for _, reason := range reasons {
 		r.handshakeFailures.WithLabelValues(reason)
+	}
+	for _, reason := range abortReasons {
+		r.relaysAborted.WithLabelValues(reason)
 	}
 	return r, nil
 }
@@ -357,6 +381,15 @@ func (r *Registry) HandshakeFailed(reason string) {
 		return
 	}
 	r.handshakeFailures.WithLabelValues(oneOf(reason, reasons, ReasonOther)).Inc()
+}
+
+// RelayAborted counts a relayed connection this daemon reset for reason
+// (AbortStall, AbortPressure); other strings count as AbortOther.
+func (r *Registry) RelayAborted(reason string) {
+	if r == nil {
+		return
+	}
+	r.relaysAborted.WithLabelValues(oneOf(reason, abortReasons, AbortOther)).Inc()
 }
 
 // SetRTT records the last heartbeat round trip of client's session.

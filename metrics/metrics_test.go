@@ -2,6 +2,7 @@ package metrics_test
 
 import (
 	"bufio"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -130,6 +131,7 @@ func TestNilRegistryIsANoOp(t *testing.T) {
 	r.PublicConn("web", metrics.OutcomeOK)
 	r.AddBytes("web", 1, 2)
 	r.HandshakeFailed(metrics.ReasonTLS)
+	r.RelayAborted(metrics.AbortStall)
 	r.SetRTT("a", time.Millisecond)
 	r.ForgetClient("a")
 	r.ForgetService("web")
@@ -148,6 +150,8 @@ func TestServerMetricsMove(t *testing.T) {
 		`warren_handshake_failures_total{reason="unknown_token"}`: 0,
 		`warren_handshake_failures_total{reason="tls"}`:           0,
 		`warren_stream_open_seconds_count`:                        0,
+		`warren_relays_aborted_total{reason="stall"}`:             0,
+		`warren_relays_aborted_total{reason="pressure"}`:          0,
 		`warren_session_up`:                                       -1, // client only
 	})
 	if _, ok := got[`warren_kcp_retransmitted_segments_total`]; !ok {
@@ -179,6 +183,10 @@ func TestServerMetricsMove(t *testing.T) {
 	r.HandshakeFailed(session.CodeUnknownToken)
 	r.HandshakeFailed(metrics.ReasonTimeout)
 	r.HandshakeFailed("gibberish")
+	r.RelayAborted(metrics.AbortStall)
+	r.RelayAborted(metrics.AbortPressure)
+	r.RelayAborted(metrics.AbortPressure)
+	r.RelayAborted("made_up")
 
 	got = scrape(t, r)
 	want(t, got, map[string]float64{
@@ -200,6 +208,9 @@ func TestServerMetricsMove(t *testing.T) {
 		`warren_handshake_failures_total{reason="timeout"}`:                   1,
 		`warren_handshake_failures_total{reason="other"}`:                     1,
 		`warren_handshake_failures_total{reason="gibberish"}`:                 -1,
+		`warren_relays_aborted_total{reason="stall"}`:                         1,
+		`warren_relays_aborted_total{reason="pressure"}`:                      2,
+		`warren_relays_aborted_total{reason="other"}`:                         1,
 	})
 
 	r.StreamDown("laptop")
@@ -268,6 +279,19 @@ func TestNamesAreCapped(t *testing.T) {
 	want(t, scrape(t, r), map[string]float64{
 		`warren_public_connections_total{outcome="ok",service="e"}`: 1,
 	})
+}
+
+// The abort reasons are what session.KillReason says.
+func TestAbortReasonsAreKillReasons(t *testing.T) {
+	if got := session.KillReason(session.ErrStalled); got != metrics.AbortStall {
+		t.Errorf("KillReason(ErrStalled) = %q, want %q", got, metrics.AbortStall)
+	}
+	if got := session.KillReason(fmt.Errorf("x: %w", session.ErrPressure)); got != metrics.AbortPressure {
+		t.Errorf("KillReason(ErrPressure) = %q, want %q", got, metrics.AbortPressure)
+	}
+	if got := session.KillReason(session.ErrTruncated); got != "" {
+		t.Errorf("KillReason(ErrTruncated) = %q, want none", got)
+	}
 }
 
 // Every rejection code of the session package counts under its own name.

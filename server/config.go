@@ -80,6 +80,13 @@ type Limits struct {
 	MaxHandshakesPerIP int `toml:"max_handshakes_per_ip"`
 	// MaxStreams caps the public connections open through one session.
 	MaxStreams int `toml:"max_streams"`
+	// MaxStreamsPerService caps those of one service, so that one service
+	// cannot take a session's every stream.
+	MaxStreamsPerService int `toml:"max_streams_per_service"`
+	// StallTimeout ends a relayed connection that moved nothing either way
+	// for this long while data waited to be written (a peer that stopped
+	// reading); 0 never does.
+	StallTimeout time.Duration `toml:"stall_timeout"`
 	// MaxServices caps the services one client may claim.
 	MaxServices int `toml:"max_services"`
 	// MaxWaiting caps the public connections waiting, on one port or
@@ -128,16 +135,18 @@ func DefaultConfig() Config {
 		ReconnectGrace:    10 * time.Second,
 		ShutdownTimeout:   30 * time.Second,
 		Limits: Limits{
-			HandshakeTimeout:   sc.HandshakeTimeout,
-			MaxControlFrame:    sc.MaxControlFrame,
-			MaxHandshakes:      1024,
-			MaxHandshakesPerIP: 32,
-			MaxStreams:         16384,
-			MaxServices:        256,
-			MaxWaiting:         256,
-			SniffTimeout:       10 * time.Second,
-			SniffMax:           16384,
-			MaxSniffing:        4096,
+			HandshakeTimeout:     sc.HandshakeTimeout,
+			MaxControlFrame:      sc.MaxControlFrame,
+			MaxHandshakes:        1024,
+			MaxHandshakesPerIP:   32,
+			MaxStreams:           16384,
+			MaxStreamsPerService: 4096,
+			StallTimeout:         sc.StallTimeout,
+			MaxServices:          256,
+			MaxWaiting:           256,
+			SniffTimeout:         10 * time.Second,
+			SniffMax:             16384,
+			MaxSniffing:          4096,
 		},
 	}
 }
@@ -210,6 +219,7 @@ func (c Config) Validate() error {
 		{"max_handshakes", c.Limits.MaxHandshakes},
 		{"max_handshakes_per_ip", c.Limits.MaxHandshakesPerIP},
 		{"max_streams", c.Limits.MaxStreams},
+		{"max_streams_per_service", c.Limits.MaxStreamsPerService},
 		{"max_services", c.Limits.MaxServices},
 		{"max_waiting", c.Limits.MaxWaiting},
 		{"max_sniffing", c.Limits.MaxSniffing},
@@ -263,7 +273,7 @@ func (c Config) validateEntries() error {
 // serverKey places a session setting in the [server] table's layout.
 func serverKey(sessionKey string) string {
 	switch sessionKey {
-	case "handshake_timeout", "max_control_frame":
+	case "handshake_timeout", "max_control_frame", "stall_timeout":
 		return "limits." + sessionKey
 	}
 	return sessionKey
@@ -339,5 +349,6 @@ func (c Config) session() session.Config {
 		HeartbeatInterval: c.HeartbeatInterval,
 		HeartbeatMisses:   c.HeartbeatMisses,
 		MaxControlFrame:   c.Limits.MaxControlFrame,
+		StallTimeout:      c.Limits.StallTimeout,
 	}
 }

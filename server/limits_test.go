@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"io"
 	"net/netip"
 	"testing"
 
@@ -63,4 +64,34 @@ func TestHandshakeLimitDropsOldest(t *testing.T) {
 	if err := harness.IsClosed(first, harness.WaitTimeout); err != nil {
 		t.Fatalf("the oldest silent handshake was not dropped: %v", err)
 	}
+}
+
+// TestMaxStreamsPerService: a service at limits.max_streams_per_service in
+// its session refuses the next public connection, while another service of
+// the same client still takes connections.
+func TestMaxStreamsPerService(t *testing.T) {
+	leaktest.Check(t)
+	w := harness.NewWorld(t)
+	cfg := w.ServerConfig()
+	cfg.Limits.MaxStreamsPerService = 2
+	srv := w.StartServer(cfg)
+	target := w.Backend(harness.Echo)
+	cli := w.StartClient(w.ClientConfig(srv, harness.TokenOffice,
+		client.Service{Name: "a", Target: target},
+		client.Service{Name: "b", Target: target}))
+	cli.WaitSession(1)
+	for range cfg.Limits.MaxStreamsPerService { // held open, each proven by an echo
+		c := w.Dial(cli.PublicAddr("a"))
+		c.Write([]byte{1})
+		if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	srv.WaitStreams(cfg.Limits.MaxStreamsPerService)
+	over := w.Dial(cli.PublicAddr("a"))
+	if err := harness.IsClosed(over, harness.WaitTimeout); err != nil {
+		t.Fatalf("a connection over the per-service limit was not closed: %v", err)
+	}
+	srv.Logs.WaitLine(t, "limits.max_streams_per_service", "service=a")
+	w.RoundTrip(cli.PublicAddr("b"))
 }

@@ -37,7 +37,7 @@ func (s *Server) serveConn(r *route, c net.Conn, prefix []byte) {
 			if errors.Is(err, errRouteGone) && len(tried) > 0 {
 				reason = "every session serving it failed: " + string(failed)
 				if failed == metrics.OutcomeRefusedLimit {
-					reason = "every session serving it is at limits.max_streams"
+					reason = "every session serving it is at limits.max_streams or limits.max_streams_per_service"
 				}
 			}
 			s.log.Info("public connection refused", "route", r.key, "peer", peer, "reason", reason)
@@ -54,8 +54,15 @@ func (s *Server) serveConn(r *route, c net.Conn, prefix []byte) {
 			failed = metrics.OutcomeRefusedLimit
 			continue
 		}
+		if !m.cs.takeStream(m.service, s.cfg.Limits.MaxStreamsPerService) {
+			log.Warn("service at limits.max_streams_per_service in this session; public connection not given to it", "service", m.service, "route", r.key, "peer", peer, "max_streams_per_service", s.cfg.Limits.MaxStreamsPerService)
+			tried[m] = true
+			failed = metrics.OutcomeRefusedLimit
+			continue
+		}
 		st, err := m.cs.sess.Open(session.Header{Service: m.service, Peer: peer, Local: c.LocalAddr().String()})
 		if err != nil {
+			m.cs.dropStream(m.service)
 			log.Debug("cannot open a stream; trying another session", "route", r.key, "peer", peer, "err", err)
 			tried[m] = true
 			failed = metrics.OutcomeAborted
@@ -65,6 +72,7 @@ func (s *Server) serveConn(r *route, c net.Conn, prefix []byte) {
 		if len(prefix) > 0 {
 			if _, err := st.Write(prefix); err != nil {
 				st.Close()
+				m.cs.dropStream(m.service)
 				tried[m] = true
 				failed = metrics.OutcomeAborted
 				continue
@@ -83,6 +91,9 @@ func (s *Server) serveConn(r *route, c net.Conn, prefix []byte) {
 			endGateway(rc, res)
 		}
 		s.metrics.StreamDown(client)
+		if k := session.KillReason(res.Err); k != "" {
+			s.metrics.RelayAborted(k)
+		}
 		in := res.Sent + int64(len(prefix))
 		s.metrics.AddBytes(m.service, in, res.Received)
 		s.rec.AddBytes(client, m.service, in, res.Received)
@@ -90,6 +101,7 @@ func (s *Server) serveConn(r *route, c net.Conn, prefix []byte) {
 		if stats != nil {
 			stats.Closed(in, res.Received)
 		}
+		m.cs.dropStream(m.service)
 		level, reason := session.EndReason(res.Err, m.cs.sess)
 		log.Log(context.Background(), level, "public connection closed",
 			"service", m.service, "route", r.key, "peer", peer,
@@ -116,4 +128,28 @@ func refusedOutcome(err error, failed metrics.Outcome, stopping <-chan struct{})
 		return failed
 	}
 	return metrics.OutcomeNoSession
+}
+
+// takeStream counts a stream of service in the session, unless the
+// session has max of them open already.
+func (cs *clientSession) takeStream(service string, max int) bool {
+	cs.streamsMu.Lock()
+	defer cs.streamsMu.Unlock()
+	if cs.streams[service] >= max {
+		return false
+	}
+	if cs.streams == nil {
+		cs.streams = make(map[string]int)
+	}
+	cs.streams[service]++
+	return true
+}
+
+// dropStream uncounts a stream that takeStream counted.
+func (cs *clientSession) dropStream(service string) {
+	cs.streamsMu.Lock()
+	defer cs.streamsMu.Unlock()
+	if cs.streams[service]--; cs.streams[service] <= 0 {
+		delete(cs.streams, service)
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"sync"
 	"time"
 
 	"github.com/warren-tunnel/warren/admin"
@@ -30,6 +31,9 @@ type clientSession struct {
 	released  bool                              // a reload closes it: its routes are not held; guarded by the table's lock
 	granted   []session.Service                 // set before up, then guarded by the table's lock
 	stats     map[string]*admin.ServiceCounters // by service name, during the session; fixed once sess is set
+
+	streamsMu sync.Mutex
+	streams   map[string]int // streams open by service, for limits.max_streams_per_service
 }
 
 // serveTunnel runs one client connection from handshake to the end of its

@@ -19,6 +19,19 @@ var (
 	ErrPressure = errors.New("session receive buffer full")
 )
 
+// KillReason names why this side killed a relay whose Result.Err is err:
+// "stall" (ErrStalled), "pressure" (ErrPressure), or "" when it did not
+// (the values of metrics.AbortStall and AbortPressure).
+func KillReason(err error) string {
+	switch {
+	case errors.Is(err, ErrStalled):
+		return "stall"
+	case errors.Is(err, ErrPressure):
+		return "pressure"
+	}
+	return ""
+}
+
 // ledger keeps account of a session's data streams, so that nothing the
 // peers of one stream do can hold the session or outlive it. Its rules,
 // which hold together:

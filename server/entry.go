@@ -1,6 +1,7 @@
 package server
 
 import (
+	"container/list"
 	"errors"
 	"fmt"
 	"io"
@@ -45,8 +46,10 @@ type entryPoint struct {
 type entryState struct {
 	points []*entryPoint
 	// sniffing are the accepted connections that have not been routed
-	// yet; shutdown closes them.
-	sniffing       map[net.Conn]struct{}
+	// yet, in sniffOrder (oldest first, with when they came); shutdown
+	// closes them.
+	sniffing       map[net.Conn]*list.Element
+	sniffOrder     *list.List
 	refused        int       // over limits.max_sniffing since the last log
 	lastRefusedLog time.Time // when that was logged
 }
@@ -78,7 +81,8 @@ func (s *Server) listenEntries() ([]*entryPoint, error) {
 func (s *Server) startEntries(eps []*entryPoint) {
 	s.mu.Lock()
 	s.entries.points = eps
-	s.entries.sniffing = make(map[net.Conn]struct{})
+	s.entries.sniffing = make(map[net.Conn]*list.Element)
+	s.entries.sniffOrder = list.New()
 	s.mu.Unlock()
 	for _, ep := range eps {
 		s.log.Info("listening for connections routed by domain", "entry", ep.name, "address", ep.l.Addr().String())
@@ -137,34 +141,67 @@ func (s *Server) acceptEntry(ep *entryPoint) {
 	}
 }
 
+// sniffConn is an entry point connection in its sniff phase.
+type sniffConn struct {
+	c  net.Conn
+	at time.Time
+}
+
 // addSniffing admits a connection to its sniff phase, within
-// limits.max_sniffing. It reports false, and the caller closes the
-// connection, over the limit or once shutdown has begun.
+// limits.max_sniffing: at the limit it drops the oldest connection still
+// sniffing when that is older than evictAfter (idle connections must not
+// lock real requests out), and refuses the new one otherwise. It reports
+// false, and the caller closes the connection, when it refuses, and once
+// shutdown has begun.
 func (s *Server) addSniffing(c net.Conn, ep *entryPoint) bool {
+	now := s.edges.clock.Now()
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if s.closing {
+		s.mu.Unlock()
 		return false
 	}
 	e := &s.entries
+	var evicted net.Conn
 	if len(e.sniffing) >= s.cfg.Limits.MaxSniffing {
+		if old := e.sniffOrder.Front().Value.(*sniffConn); now.Sub(old.at) >= evictAfter {
+			evicted = old.c
+			s.forgetSniffingLocked(evicted)
+		}
 		e.refused++
-		if now := s.edges.clock.Now(); now.Sub(e.lastRefusedLog) >= time.Second {
-			s.log.Warn("too many connections that have not named their host yet; closing new ones",
-				"limit", "limits.max_sniffing", "entry", ep.name, "peer", c.RemoteAddr().String(), "refused", e.refused)
+		if now.Sub(e.lastRefusedLog) >= time.Second {
+			what := "closing new ones"
+			if evicted != nil {
+				what = "dropping the oldest"
+			}
+			s.log.Warn("too many connections that have not named their host yet; "+what,
+				"limit", "limits.max_sniffing", "entry", ep.name, "peer", c.RemoteAddr().String(), "dropped", e.refused)
 			e.lastRefusedLog, e.refused = now, 0
 		}
-		return false
+		if evicted == nil {
+			s.mu.Unlock()
+			return false
+		}
 	}
-	e.sniffing[c] = struct{}{}
+	e.sniffing[c] = e.sniffOrder.PushBack(&sniffConn{c: c, at: now})
+	s.mu.Unlock()
+	if evicted != nil {
+		evicted.Close()
+	}
 	return true
 }
 
 // doneSniffing forgets a connection of the sniff phase.
 func (s *Server) doneSniffing(c net.Conn) {
 	s.mu.Lock()
-	delete(s.entries.sniffing, c)
+	s.forgetSniffingLocked(c)
 	s.mu.Unlock()
+}
+
+func (s *Server) forgetSniffingLocked(c net.Conn) {
+	if el, ok := s.entries.sniffing[c]; ok {
+		s.entries.sniffOrder.Remove(el)
+		delete(s.entries.sniffing, c)
+	}
 }
 
 // serveEntry routes one connection of an entry point by the host it
@@ -196,7 +233,7 @@ func (s *Server) serveEntry(ep *entryPoint, c net.Conn) {
 	s.mu.Lock()
 	closing := s.closing
 	if r != nil && !closing {
-		delete(s.entries.sniffing, c) // shutdown no longer closes it
+		s.forgetSniffingLocked(c) // shutdown no longer closes it
 	}
 	s.mu.Unlock()
 	switch {

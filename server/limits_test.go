@@ -4,10 +4,15 @@ import (
 	"io"
 	"net/netip"
 	"testing"
+	"time"
+
+	kcp "github.com/xtaci/kcp-go/v5"
 
 	"github.com/warren-tunnel/warren/client"
+	"github.com/warren-tunnel/warren/clock/clocktest"
 	"github.com/warren-tunnel/warren/internal/testutil/harness"
 	"github.com/warren-tunnel/warren/internal/testutil/leaktest"
+	"github.com/warren-tunnel/warren/server"
 )
 
 // TestHandshakeLimitPerIP: past max_handshakes_per_ip, connections from
@@ -94,4 +99,67 @@ func TestMaxStreamsPerService(t *testing.T) {
 	}
 	srv.Logs.WaitLine(t, "limits.max_streams_per_service", "service=a")
 	w.RoundTrip(cli.PublicAddr("b"))
+}
+
+// TestTablesFullOfSilentConnections is finding 5 of issue 11: silent
+// connections fill the per-IP handshake table (a NAT neighbour sharing the
+// client's address) and the entry point's sniffing table. While they are
+// young a real client and a real request are refused; once they are 3 s
+// old on the server's clock (evictAfter) both get through, each dropping
+// the oldest silent entry, long before the silent ones' own timeouts.
+func TestTablesFullOfSilentConnections(t *testing.T) {
+	leaktest.Check(t)
+	w := harness.NewWorld(t)
+	clk := clocktest.New()
+	cfg := domainServerConfig(w)
+	cfg.Limits.HandshakeTimeout = time.Minute // real time: the silent ones outlive the test
+	cfg.Limits.MaxHandshakesPerIP = 8
+	cfg.Limits.SniffTimeout = time.Minute
+	cfg.Limits.MaxSniffing = 8
+	srv := w.StartServer(cfg, server.WithClock(clk))
+	for range cfg.Limits.MaxHandshakesPerIP { // from 127.0.0.1, as the client
+		silentHandshake(t, w, srv)
+	}
+	srv.WaitPending(cfg.Limits.MaxHandshakesPerIP)
+	for range cfg.Limits.MaxSniffing {
+		w.Dial(srv.EntryAddr("http")).Write([]byte("GET / HTTP/1.1\r\n"))
+	}
+	waitSniffing(t, srv, cfg.Limits.MaxSniffing)
+
+	ccfg := w.ClientConfig(srv, harness.TokenOffice, client.Service{Name: "web", Target: httpBackend(w, "A"), Domains: []string{"a.office.example.com"}})
+	ccfg.HandshakeTimeout = 2 * time.Second // a refused KCP handshake is noticed at its deadline
+	cli := w.StartClient(ccfg)
+	srv.Logs.WaitLine(t, "too many connections in their handshake; closing new ones", "limits.max_handshakes_per_ip")
+	hc := w.HTTPClient(srv.EntryAddr("http"))
+	if _, err := hc.Get("http://a.office.example.com/"); err == nil {
+		t.Fatal("a request got through a sniffing table full of young connections")
+	}
+
+	clk.Advance(3 * time.Second) // the silent entries are old enough to go
+	cli.WaitSession(1)           // after its retries
+	srv.Logs.WaitLine(t, "too many connections in their handshake; dropping the oldest", "limits.max_handshakes_per_ip")
+	domainGet(t, hc, "http://a.office.example.com/x", "", 200, "backend=A")
+	srv.Logs.WaitLine(t, "too many connections that have not named their host yet; dropping the oldest")
+	if n := srv.Sniffing(); n != cfg.Limits.MaxSniffing-1 {
+		t.Errorf("%d connections sniffing, want %d: the silent ones but the one dropped", n, cfg.Limits.MaxSniffing-1)
+	}
+	if n := srv.Pending(); n != cfg.Limits.MaxHandshakesPerIP-1 {
+		t.Errorf("%d handshakes pending, want %d: the silent ones but the one dropped", n, cfg.Limits.MaxHandshakesPerIP-1)
+	}
+}
+
+// silentHandshake opens a tunnel connection from 127.0.0.1 that never
+// completes its handshake; it is closed when the test ends.
+func silentHandshake(t *testing.T, w *harness.World, srv *harness.Server) {
+	t.Helper()
+	if w.Kind != harness.KCP {
+		srv.DialTunnel(netip.Addr{})
+		return
+	}
+	s, err := kcp.DialWithOptions(srv.TunnelAddr(), nil, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Write([]byte{0}) // kcp-go makes a session of the first datagram
+	t.Cleanup(func() { s.Close() })
 }

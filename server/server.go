@@ -51,7 +51,7 @@ type Server struct {
 	listeners    []listener                 // tunnel listeners, set before ready closes
 	entries      entryState                 // the HTTP and HTTPS entry points (entry.go)
 	pending      map[net.Conn]*list.Element // connections not yet authenticated
-	pendingOrder *list.List                 // the same, oldest first
+	pendingOrder *list.List                 // the same (*pendingConn), oldest first
 	pendingIP    map[string]int             // of those, per source IP
 
 	refused        int       // connections over a handshake limit since the last log

@@ -139,16 +139,34 @@ func (s *Server) serveTunnel(c net.Conn, transportName string) {
 	s.rec.Event(admin.Event{Kind: admin.EventSessionDown, Client: cs.client.name, Remote: remote, Reason: downReason(err, held, s.cfg.ReconnectGrace)})
 }
 
+// evictAfter: at a table's limit, a new connection drops the oldest entry
+// only if that entry is at least this old. A silent connection is one by
+// then (a real handshake takes a few round trips, a real HTTP client sends
+// its request at once), while a burst of real connections from one address,
+// a reconnect storm from behind one NAT, is refused for the moment (its
+// clients retry) rather than churned into a livelock.
+const evictAfter = 3 * time.Second
+
+// pendingConn is a connection in its handshake, in Server.pendingOrder.
+type pendingConn struct {
+	c  net.Conn
+	ip string
+	at time.Time
+}
+
 // addPending admits a connection to its handshake, within the limits on
 // handshakes per source IP and in all, and records it so shutdown can drop
-// it. It reports false, and the caller closes the connection, over the
-// per-IP limit or once shutdown has closed the listeners. At the limit in
-// all it drops the oldest handshake instead: forged sources (spoofed UDP
-// above all) could otherwise hold every slot for a handshake_timeout each
-// and lock real clients out, while a real handshake finishes in a few
-// round trips and so outlives max_handshakes newer arrivals.
+// it. Over the per-IP limit it drops that IP's oldest handshake, when it is
+// older than evictAfter, and refuses the new one otherwise (the caller
+// closes it): 32 silent connections of a NAT neighbour must not lock a real
+// client out. At the limit in all it drops the oldest handshake, whatever
+// its age: forged sources (spoofed UDP above all) could otherwise hold
+// every slot for a handshake_timeout each, while a real handshake finishes
+// in a few round trips and so outlives max_handshakes newer arrivals. Once
+// shutdown has closed the listeners it refuses.
 func (s *Server) addPending(c net.Conn) bool {
 	ip := sourceIP(c)
+	now := s.edges.clock.Now()
 	s.mu.Lock()
 	if s.stopped {
 		s.mu.Unlock()
@@ -159,14 +177,24 @@ func (s *Server) addPending(c net.Conn) bool {
 	switch {
 	case s.pendingIP[ip] >= s.cfg.Limits.MaxHandshakesPerIP:
 		limit = "limits.max_handshakes_per_ip"
+		for e := s.pendingOrder.Front(); e != nil; e = e.Next() {
+			if p := e.Value.(*pendingConn); p.ip == ip {
+				if now.Sub(p.at) >= evictAfter {
+					evicted = p.c
+				}
+				break
+			}
+		}
 	case len(s.pending) >= s.cfg.Limits.MaxHandshakes:
 		limit = "limits.max_handshakes"
-		evicted = s.pendingOrder.Front().Value.(net.Conn)
+		evicted = s.pendingOrder.Front().Value.(*pendingConn).c
+	}
+	if evicted != nil {
 		s.removePendingLocked(evicted)
 	}
 	if limit != "" {
 		s.refused++
-		if now := s.edges.clock.Now(); now.Sub(s.lastRefusedLog) >= time.Second {
+		if now.Sub(s.lastRefusedLog) >= time.Second {
 			what := "closing new ones"
 			if evicted != nil {
 				what = "dropping the oldest"
@@ -177,7 +205,7 @@ func (s *Server) addPending(c net.Conn) bool {
 	}
 	admit := limit == "" || evicted != nil
 	if admit {
-		s.pending[c] = s.pendingOrder.PushBack(c)
+		s.pending[c] = s.pendingOrder.PushBack(&pendingConn{c: c, ip: ip, at: now})
 		s.pendingIP[ip]++
 		s.changed.Notify()
 	}
@@ -203,7 +231,7 @@ func (s *Server) removePendingLocked(c net.Conn) {
 	s.pendingOrder.Remove(e)
 	delete(s.pending, c)
 	s.changed.Notify()
-	ip := sourceIP(c)
+	ip := e.Value.(*pendingConn).ip
 	if s.pendingIP[ip]--; s.pendingIP[ip] <= 0 {
 		delete(s.pendingIP, ip)
 	}

@@ -19,6 +19,12 @@ import (
 // must not be guessable.
 const MinLen = 16
 
+// MaxLen is the longest token accepted. The server proves every
+// configured token against each client's Auth (session.Request.Match), at
+// a cost that grows with their length; the cap keeps a wrong proof cheap
+// to check. A generated token is 43 characters.
+const MaxLen = 1024
+
 // New returns a random token: 32 bytes, base64url (43 characters).
 func New() string {
 	var b [32]byte
@@ -82,10 +88,14 @@ func LooseMode(path string) (fs.FileMode, bool) {
 	return fi.Mode().Perm(), fi.Mode().Perm()&0o044 != 0
 }
 
-// Check rejects a token too short to be safe.
+// Check rejects a token too short to be safe, or too long to check
+// cheaply.
 func Check(tok string) error {
-	if len(tok) < MinLen {
+	switch {
+	case len(tok) < MinLen:
 		return fmt.Errorf("token: %d characters is too short to resist guessing; use at least %d (warren token prints a good one)", len(tok), MinLen)
+	case len(tok) > MaxLen:
+		return fmt.Errorf("token: %d bytes is longer than the %d allowed (warren token prints a good one, of 43 characters)", len(tok), MaxLen)
 	}
 	return nil
 }

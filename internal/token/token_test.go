@@ -126,6 +126,9 @@ func TestCheck(t *testing.T) {
 		{"one short", strings.Repeat("a", MinLen-1), false},
 		{"exactly MinLen", strings.Repeat("a", MinLen), true},
 		{"long", strings.Repeat("a", 100), true},
+		{"exactly MaxLen", strings.Repeat("a", MaxLen), true},
+		{"one too long", strings.Repeat("a", MaxLen+1), false},
+		{"10 MB", strings.Repeat("a", 10<<20), false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -137,13 +140,13 @@ func TestCheck(t *testing.T) {
 				if err == nil {
 					t.Fatalf("Check(%d chars) = nil, want error", len(tt.tok))
 				}
-				if !strings.HasPrefix(err.Error(), "token: ") {
-					t.Errorf("Check error %q does not name the token key", err)
+				if !strings.HasPrefix(err.Error(), "token: ") || len(err.Error()) > 200 {
+					t.Errorf("Check error %.200q does not name the token key, or echoes the token", err)
 				}
 			}
 		})
 	}
-	if MinLen != 16 {
-		t.Errorf("MinLen = %d, want 16 (documented)", MinLen)
+	if MinLen != 16 || MaxLen != 1024 {
+		t.Errorf("MinLen, MaxLen = %d, %d, want 16, 1024 (documented)", MinLen, MaxLen)
 	}
 }

@@ -210,11 +210,20 @@ func (c *Client) keep(ctx context.Context, i int) error {
 			c.log.Error("giving up", "err", err)
 			return err
 		}
+		var wait time.Duration
 		if upFor >= stableAfter {
+			// The loss of a session that was stable is met with a new one
+			// at once: the transport reported it (a reset, a server that
+			// hung up) or the heartbeats did, and public connections wait
+			// on the server meanwhile. Failing attempts back off from here.
 			b.reset()
+		} else {
+			wait = b.next()
 		}
-		wait := b.next()
 		c.log.Warn("not connected; retrying", "err", err, "in", wait.Round(time.Millisecond).String())
+		if wait == 0 {
+			continue
+		}
 		t := c.edges.clock.NewTimer(wait)
 		select {
 		case <-ctx.Done():

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"sync"
 	"syscall"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/warren-tunnel/warren/client"
+	"github.com/warren-tunnel/warren/internal/testutil/harness"
 	"github.com/warren-tunnel/warren/internal/testutil/impair"
 	"github.com/warren-tunnel/warren/internal/testutil/leaktest"
 	"github.com/warren-tunnel/warren/session"
@@ -144,4 +146,53 @@ func TestLinkBlackhole(t *testing.T) {
 		cli.waitSession(t, 2)
 		roundTrip(t, cli.publicAddr(t, "echo"))
 	})
+}
+
+// TestForgedKCPReset is finding 6 of issue 11: one datagram forged with a
+// client's address (another conversation id, sequence number 0) makes
+// kcp-go end that client's KCP session on the server. The server's session
+// ends at once (its transport failed); the client, whose side goes silent,
+// notices by its heartbeats: with a public connection open, after the fast
+// deadline (2 s here; 6 s would be the long one) instead of misses x
+// interval, and reconnects; a public connection made meanwhile waits for
+// it and is served.
+func TestForgedKCPReset(t *testing.T) {
+	leaktest.Check(t)
+	scfg := serverConfig(t, "kcp")
+	srv := startServer(t, scfg)
+	px, err := impair.NewUDPProxy(srv.addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { px.Close() })
+	ccfg := clientConfig(srv, tokenOffice, client.Service{Name: "echo", Target: backend(t, echo)})
+	ccfg.Server = px.Addr()
+	ccfg.HeartbeatInterval, ccfg.HeartbeatMisses = 200*time.Millisecond, 30 // the long deadline: 6 s
+	cli := startClient(t, ccfg)
+	cli.waitSession(t, 1)
+	addr := cli.publicAddr(t, "echo")
+
+	open := dialPublic(t, addr) // a public connection open: the fast deadline applies
+	harness.EchoOn(t, open)
+	time.Sleep(5 * ccfg.HeartbeatInterval) // a few heartbeats measure the RTT
+
+	forged := make([]byte, 24) // a KCP segment header: conv, cmd, frg, wnd, ts, sn, una, len
+	binary.LittleEndian.PutUint32(forged[0:], 0x5eed)
+	forged[4] = 81 // IKCP_CMD_PUSH; sn (bytes 12-15) stays 0
+	start := time.Now()
+	px.Inject(forged)
+	srv.logs.WaitLine(t, "session down", "connection lost")
+
+	waiting := dialPublic(t, addr) // waits on the held port for the client
+	line := cli.logs.WaitLine(t, "session down", "heartbeat timeout")
+	noticed := time.Since(start)
+	t.Logf("the client noticed after %v: %s", noticed.Round(time.Millisecond), line)
+	if noticed > 4*time.Second {
+		t.Errorf("the client noticed its session gone after %v; the fast deadline is 2 s", noticed)
+	}
+	harness.EchoOn(t, waiting)
+	t.Logf("a public connection made meanwhile was served %v after the forged datagram", time.Since(start).Round(time.Millisecond))
+	if err := isClosed(open, 5*time.Second); err != nil {
+		t.Errorf("the connection open at the reset is still open: %v", err)
+	}
 }

@@ -2,10 +2,7 @@ package server_test
 
 import (
 	"errors"
-	"io"
-	"net"
 	"testing"
-	"time"
 
 	"github.com/warren-tunnel/warren/client"
 	"github.com/warren-tunnel/warren/internal/testutil/harness"
@@ -38,7 +35,7 @@ func TestParallelConnections(t *testing.T) {
 	addr := cli.PublicAddr("echo")
 	const conns = 9
 	for range conns {
-		echoOn(t, w.Dial(addr))
+		harness.EchoOn(t, w.Dial(addr))
 	}
 	counts := map[string]int{}
 	for _, si := range srv.Sessions() {
@@ -73,19 +70,4 @@ func TestParallelSessionsReplaced(t *testing.T) {
 	nu.WaitUp(2)
 	srv.WaitSessions(2)
 	w.RoundTrip(nu.PublicAddr("echo"))
-}
-
-// echoOn sends a byte on c, an echo service's connection, and reads it
-// back.
-func echoOn(t *testing.T, c net.Conn) {
-	t.Helper()
-	c.SetDeadline(time.Now().Add(10 * time.Second))
-	defer c.SetDeadline(time.Time{})
-	b := []byte{'x'}
-	if _, err := c.Write(b); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := io.ReadFull(c, b); err != nil || b[0] != 'x' {
-		t.Fatalf("echo: %q, %v", b, err)
-	}
 }

@@ -57,8 +57,10 @@ type Session struct {
 	updSeq  atomic.Uint64 // of the last Update sent
 	updated chan Updated  // answers, from readControl to Update
 
-	missed   atomic.Int32 // pings sent since the last frame received
-	rtt      atomic.Int64 // last measured, ns
+	missed   atomic.Int32           // pings sent since the last frame received
+	rtt      atomic.Int64           // last measured, ns
+	rtts     [rttsKept]atomic.Int64 // the last rttsKept measured, ns
+	nrtt     atomic.Uint64          // RTTs measured so far
 	pingSeq  atomic.Uint64
 	pingSent [pingsKept]atomic.Int64 // unix ns of ping seq, at seq % pingsKept
 }
@@ -411,7 +413,7 @@ func (s *Session) readControl(h Handlers) {
 			// A pong for any recent ping measures: on a slow or busy
 			// link the RTT may exceed the interval.
 			if last := s.pingSeq.Load(); p.Seq <= last && last-p.Seq < pingsKept {
-				s.rtt.Store(time.Now().UnixNano() - s.pingSent[p.Seq%pingsKept].Load())
+				s.measured(time.Duration(time.Now().UnixNano() - s.pingSent[p.Seq%pingsKept].Load()))
 			}
 		case typeDrain:
 			if h.Drain == nil {
@@ -486,36 +488,6 @@ func (s *Session) abandon(err error) {
 	s.mu.Unlock()
 	s.writeControl(typeGoodbye, Goodbye{Code: CodeProtocol, Reason: err.Error()}, time.Now().Add(goodbyeTimeout))
 	s.fail(err)
-}
-
-// pingsKept is how many recent pings' send times are kept for RTT.
-const pingsKept = 16
-
-// heartbeat pings every interval and ends the session when HeartbeatMisses
-// pings in a row went unanswered (no control frame at all came back) and
-// the peer sent nothing at all for as long: on a link full of data a ping
-// waits behind it, and the data arriving proves the peer alive.
-func (s *Session) heartbeat() {
-	t := time.NewTicker(s.cfg.HeartbeatInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-s.die:
-			return
-		case <-t.C:
-		}
-		n := int(s.missed.Load())
-		if n >= s.cfg.HeartbeatMisses && s.conn.idle() >= time.Duration(s.cfg.HeartbeatMisses)*s.cfg.HeartbeatInterval {
-			s.fail(fmt.Errorf("%w after %d missed (last RTT %s)", ErrHeartbeat, n, fmtRTT(s.RTT())))
-			return
-		}
-		s.missed.Add(1)
-		seq := s.pingSeq.Load() + 1 // only this goroutine sends pings
-		s.pingSent[seq%pingsKept].Store(time.Now().UnixNano())
-		s.pingSeq.Store(seq)
-		// A ping that cannot leave within an interval counts as missed.
-		s.writeControl(typePing, Ping{Seq: seq}, time.Now().Add(s.cfg.HeartbeatInterval))
-	}
 }
 
 // acceptStreams drains smux's accept queue for the session's whole life: an

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/xtaci/smux"
 
+	"github.com/warren-tunnel/warren/internal/testutil/impair"
 	"github.com/warren-tunnel/warren/internal/testutil/leaktest"
 	"github.com/warren-tunnel/warren/transport"
 	"github.com/warren-tunnel/warren/transport/transporttest"
@@ -666,4 +668,100 @@ func TestDrainReachesServer(t *testing.T) {
 	cli.Close(CodeShuttingDown, "done")
 	<-cliDone
 	<-srvDone
+}
+
+// TestHeartbeatFastDeadline: with data streams open and RTTs measured, a
+// peer that goes silent (its link blackholed) is declared dead after the
+// fast deadline (max(interval, 2 s, 8 x RTT)), not after heartbeat_misses
+// intervals; with no stream open the long deadline still applies.
+func TestHeartbeatFastDeadline(t *testing.T) {
+	leaktest.Check(t)
+	cfg := testConfig()
+	cfg.HeartbeatInterval, cfg.HeartbeatMisses = 100*time.Millisecond, 40 // the long deadline: 4 s
+	srvTLS, fp, _, err := transport.ServerTLS{}.Config(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cliTLS, err := transport.ClientTLS{Fingerprint: fp}.Config()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// silentLink returns a client transport and address that reach l, and
+	// a function that makes the link silent both ways.
+	links := map[string]func(t *testing.T, l transport.Listener) (transport.Transport, string, func()){
+		"tcp+tls": func(t *testing.T, l transport.Listener) (transport.Transport, string, func()) {
+			px, err := impair.NewTCPProxy(l.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { px.Close() })
+			return &transport.TCP{TLS: cliTLS}, px.Addr(), func() { px.Freeze(true) }
+		},
+		"kcp+tls": func(t *testing.T, l transport.Listener) (transport.Transport, string, func()) {
+			var pc *impair.PacketConn
+			tr := &transport.KCP{Config: transport.DefaultKCPConfig(), TLS: cliTLS, WrapPacketConn: func(c net.PacketConn) net.PacketConn {
+				pc = impair.Wrap(c, impair.Config{})
+				return pc
+			}}
+			return tr, l.Addr().String(), func() { pc.SetBlackhole(true) }
+		},
+	}
+	servers := map[string]transport.Transport{
+		"tcp+tls": &transport.TCP{TLS: srvTLS},
+		"kcp+tls": &transport.KCP{Config: transport.DefaultKCPConfig(), TLS: srvTLS},
+	}
+	for name, link := range links {
+		for _, streams := range []bool{true, false} {
+			t.Run(fmt.Sprintf("%s/streams=%v", name, streams), func(t *testing.T) {
+				l := listen(t, servers[name])
+				res := testServer(t, l, cfg)
+				tr, addr, silence := link(t, l)
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				c, err := tr.Dial(ctx, addr)
+				cancel()
+				if err != nil {
+					t.Fatal(err)
+				}
+				cli, err := Connect(c, cfg, quiet, testToken, "i", nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				r := <-res
+				if r.err != nil {
+					t.Fatal(r.err)
+				}
+				srvDone, cliDone := run(r.sess, nil), run(cli, func(st *Stream) { io.Copy(io.Discard, st) })
+				defer func() {
+					cli.Close(CodeClosed, "done")
+					r.sess.Close(CodeClosed, "done")
+					<-cliDone
+					<-srvDone
+				}()
+				if streams {
+					st, err := r.sess.Open(Header{Service: "web"})
+					if err != nil {
+						t.Fatal(err)
+					}
+					defer st.Close()
+				}
+				for r.sess.nrtt.Load() < minRTTs {
+					time.Sleep(10 * time.Millisecond) // no signal for a pong
+				}
+				silence()
+				start := time.Now()
+				err = <-srvDone
+				took := time.Since(start)
+				if !errors.Is(err, ErrHeartbeat) {
+					t.Fatalf("server session ended with %v, want a heartbeat timeout", err)
+				}
+				t.Logf("dead after %v: %v", took.Round(time.Millisecond), err)
+				switch {
+				case streams && (took < fastFloor || took > fastFloor*5/4+time.Second):
+					t.Errorf("with a stream open, the silent peer was declared dead after %v; want the fast deadline, %v to %v", took, fastFloor, fastFloor*5/4)
+				case !streams && took < 4*time.Second:
+					t.Errorf("with no stream open, the silent peer was declared dead after %v, before the long deadline (4 s)", took)
+				}
+			})
+		}
+	}
 }

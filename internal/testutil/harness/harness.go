@@ -186,6 +186,21 @@ func Echo(c net.Conn) {
 	CloseWrite(c)
 }
 
+// EchoOn sends a byte on c, an echo service's connection, and reads it
+// back, or fails the test.
+func EchoOn(t testing.TB, c net.Conn) {
+	t.Helper()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	defer c.SetDeadline(time.Time{})
+	b := []byte{'x'}
+	if _, err := c.Write(b); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(c, b); err != nil || b[0] != 'x' {
+		t.Fatalf("echo: %q, %v", b, err)
+	}
+}
+
 // CloseWrite half-closes c (a *net.TCPConn or *memnet.Conn).
 func CloseWrite(c net.Conn) error {
 	if hc, ok := c.(interface{ CloseWrite() error }); ok {

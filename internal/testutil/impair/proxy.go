@@ -216,6 +216,16 @@ func (p *UDPProxy) Addr() string { return p.pc.LocalAddr().String() }
 // SetBlackhole starts or stops dropping every datagram, both ways.
 func (p *UDPProxy) SetBlackhole(on bool) { p.blackhole.Store(on) }
 
+// Inject sends b to the target from every client's upstream socket, as
+// if each client had sent it: a datagram forged with a client's address.
+func (p *UDPProxy) Inject(b []byte) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, up := range p.peers {
+		up.Write(b)
+	}
+}
+
 // Close stops forwarding and waits for the proxy's goroutines.
 func (p *UDPProxy) Close() error {
 	p.mu.Lock()

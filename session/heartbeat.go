@@ -1,0 +1,91 @@
+package session
+
+import (
+	"fmt"
+	"time"
+)
+
+// pingsKept is how many recent pings' send times are kept for RTT.
+const pingsKept = 16
+
+// rttsKept is how many recent RTTs the heartbeat's fast deadline looks at.
+const rttsKept = 8
+
+// Heartbeat deadlines. The peer is declared dead when HeartbeatMisses pings
+// in a row went unanswered (no control frame at all came back) and it sent
+// nothing at all for HeartbeatMisses intervals: on a link full of data a
+// ping may wait behind it, and the data arriving proves the peer alive.
+// That takes 15-20 s with the defaults.
+//
+// While data streams are open (public connections wait on the session)
+// and at least minRTTs RTTs have been measured, a shorter deadline applies
+// too: a peer that sent nothing at all for fastDeadline, with a ping
+// outstanding, is dead. fastDeadline is max(HeartbeatInterval, fastFloor,
+// fastRTTs x the largest recent RTT), and pings go every fastDeadline/4
+// meanwhile, so a dead peer is noticed within 1.25 fastDeadlines: 5-6.25 s
+// with the defaults on any path under 600 ms of RTT. The RTT term keeps a
+// slow path's own delay from looking like death; the floor keeps a burst
+// of queueing, on a path whose RTT was measured idle, from doing so.
+const (
+	fastFloor = 2 * time.Second
+	fastRTTs  = 8
+	minRTTs   = 3
+)
+
+// measured records an RTT.
+func (s *Session) measured(rtt time.Duration) {
+	s.rtt.Store(int64(rtt))
+	n := s.nrtt.Add(1)
+	s.rtts[n%rttsKept].Store(int64(rtt))
+}
+
+// fastDeadline is the heartbeat's shorter deadline, and whether it applies
+// now (see the constants above).
+func (s *Session) fastDeadline() (time.Duration, bool) {
+	slow := time.Duration(s.cfg.HeartbeatMisses) * s.cfg.HeartbeatInterval
+	if s.NumStreams() == 0 || s.nrtt.Load() < minRTTs {
+		return slow, false
+	}
+	var worst time.Duration
+	for i := range s.rtts {
+		worst = max(worst, time.Duration(s.rtts[i].Load()))
+	}
+	d := max(s.cfg.HeartbeatInterval, fastFloor, fastRTTs*worst)
+	return d, d < slow
+}
+
+// heartbeat pings every interval (every fastDeadline/4 while the fast
+// deadline applies) and ends the session when a deadline passes.
+func (s *Session) heartbeat() {
+	t := time.NewTimer(s.cfg.HeartbeatInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.die:
+			return
+		case <-t.C:
+		}
+		n, idle := int(s.missed.Load()), s.conn.idle()
+		if n >= s.cfg.HeartbeatMisses && idle >= time.Duration(s.cfg.HeartbeatMisses)*s.cfg.HeartbeatInterval {
+			s.fail(fmt.Errorf("%w after %d missed (last RTT %s)", ErrHeartbeat, n, fmtRTT(s.RTT())))
+			return
+		}
+		fast, ok := s.fastDeadline()
+		if ok && n > 0 && idle >= fast {
+			s.fail(fmt.Errorf("%w: nothing from the %s for %v, with data streams open (%d; last RTT %s)",
+				ErrHeartbeat, s.peer, idle.Round(time.Millisecond), s.NumStreams(), fmtRTT(s.RTT())))
+			return
+		}
+		next := s.cfg.HeartbeatInterval
+		if ok {
+			next = min(next, fast/4)
+		}
+		s.missed.Add(1)
+		seq := s.pingSeq.Load() + 1 // only this goroutine sends pings
+		s.pingSent[seq%pingsKept].Store(time.Now().UnixNano())
+		s.pingSeq.Store(seq)
+		// A ping that cannot leave before the next is due counts as missed.
+		s.writeControl(typePing, Ping{Seq: seq}, time.Now().Add(next))
+		t.Reset(next)
+	}
+}

@@ -202,7 +202,7 @@ func ConnectBy(hsDeadline time.Time, conn net.Conn, cfg Config, log *slog.Logger
 	}
 	budget := newBudgetConn(conn, preAuthBudget(cfg)) // the server is not trusted yet either
 	lc := newLaneConn(budget, cfg)
-	lc.accept.Store(true) // offered in the ClientHello
+	lc.accept.Store(offerLane) // offered in the ClientHello
 	mux, err := smux.Client(lc, cfg.smux())
 	if err != nil {
 		conn.Close()
@@ -220,7 +220,7 @@ func ConnectBy(hsDeadline time.Time, conn net.Conn, cfg Config, log *slog.Logger
 		return nil, err
 	}
 
-	ch := ClientHello{MinVersion: MinVersion, MaxVersion: MaxVersion, Software: version.Software(), Lane: true}
+	ch := ClientHello{MinVersion: MinVersion, MaxVersion: MaxVersion, Software: version.Software(), Lane: offerLane}
 	if err := writeFrame(ctrl, typeClientHello, ch); err != nil {
 		return fail(fmt.Errorf("sending client hello: %w", err))
 	}

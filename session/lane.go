@@ -59,6 +59,10 @@ type laneConn struct {
 	werr  error // the transport failed: no more lane writes
 }
 
+// offerLane: clients offer the lane. Tests turn it off to play a client
+// of a version without it.
+var offerLane = true
+
 // laneMarker opens a lane frame; smux frames open with their version.
 const laneMarker = 0x80
 

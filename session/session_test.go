@@ -765,3 +765,80 @@ func TestHeartbeatFastDeadline(t *testing.T) {
 		}
 	}
 }
+
+// TestLaneWithOlderPeers: a client that does not offer the control lane,
+// and a server that does not answer it (both as older versions behave),
+// keep every control frame on the control stream, and the session works:
+// heartbeats, a data stream, Drain and Goodbye. Two new peers use the lane.
+func TestLaneWithOlderPeers(t *testing.T) {
+	leaktest.Check(t)
+	cfg := testConfig()
+	for _, tc := range []struct {
+		name              string
+		oldClient, oldSrv bool
+	}{{"both new", false, false}, {"old client", true, false}, {"old server", false, true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			defer func(v bool) { offerLane = v }(offerLane)
+			offerLane = !tc.oldClient
+			mem := &transporttest.Network{}
+			l := listen(t, mem)
+			res := make(chan *Session, 1)
+			go func() {
+				c, err := l.Accept()
+				if err != nil {
+					res <- nil
+					return
+				}
+				p, err := Accept(c, cfg, quiet)
+				if err != nil {
+					res <- nil
+					return
+				}
+				if tc.oldSrv {
+					p.lc.accept.Store(false) // an older server ignores ClientHello.lane
+				}
+				s, _ := p.Welcome(Welcome{Client: "office", Session: NewID()})
+				res <- s
+			}()
+			cli, err := Connect(dial(t, mem, l), cfg, quiet, testToken, "i", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			srv := <-res
+			if srv == nil {
+				t.Fatal("server handshake failed")
+			}
+			want := !tc.oldClient && !tc.oldSrv
+			if cli.lane != want || srv.lane != want {
+				t.Fatalf("lane: client %v, server %v; want %v", cli.lane, srv.lane, want)
+			}
+			drained := make(chan struct{})
+			srvDone := make(chan error, 1)
+			go func() { srvDone <- srv.Run(context.Background(), Handlers{Drain: func() { close(drained) }}) }()
+			cliDone := run(cli, func(st *Stream) { io.Copy(st, st); st.CloseWrite(); st.Close() })
+			st, err := srv.Open(Header{Service: "web"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			st.Write([]byte("over the stream"))
+			st.CloseWrite()
+			if got, err := io.ReadAll(st); err != nil || string(got) != "over the stream" {
+				t.Fatalf("echo: %q, %v", got, err)
+			}
+			st.Close()
+			for srv.RTT() == 0 || cli.RTT() == 0 {
+				time.Sleep(10 * time.Millisecond) // no signal for a pong
+			}
+			if err := cli.Drain(time.Now().Add(5 * time.Second)); err != nil {
+				t.Fatal(err)
+			}
+			<-drained
+			cli.Close(CodeShuttingDown, "done")
+			var g *GoodbyeError
+			if err := <-srvDone; !errors.As(err, &g) || g.Code != CodeShuttingDown {
+				t.Fatalf("server ended with %v, want the client's goodbye", err)
+			}
+			<-cliDone
+		})
+	}
+}

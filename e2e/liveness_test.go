@@ -3,6 +3,7 @@ package e2e
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"runtime"
 	"slices"
@@ -606,4 +607,63 @@ func counter(t *testing.T, reg *metrics.Registry, name, reason string) float64 {
 	}
 	t.Fatalf("no %s{reason=%q}", name, reason)
 	return 0
+}
+
+// TestPublicFINThenResetMidDownload is finding 4 of issue 11 end to end
+// (session/relay_test.go has it in process): a download whose public
+// reader stops reading, so the client's relay waits for window, then sends
+// its FIN and resets. The client's relay must end and cut the backend off,
+// though its blocked write is not woken by the stream's close.
+func TestPublicFINThenResetMidDownload(t *testing.T) {
+	leaktest.Check(t)
+	forEachTransport(t, func(t *testing.T, kind string) {
+		srv := startServer(t, serverConfig(t, kind))
+		blocked := newBlockedCount()
+		halfClosed, cutOff := make(chan struct{}, 1), make(chan error, 1)
+		dl := backend(t, func(c net.Conn) {
+			go func() { // the request, then the public side's FIN
+				io.Copy(io.Discard, c)
+				halfClosed <- struct{}{}
+			}()
+			buf := make([]byte, 64<<10)
+			noted := false
+			for {
+				c.SetWriteDeadline(time.Now().Add(300 * time.Millisecond))
+				n, err := c.Write(buf)
+				switch {
+				case isTimeoutErr(err) && n == 0 && !noted:
+					noted = true
+					blocked.add()
+				case err != nil && !isTimeoutErr(err):
+					cutOff <- err
+					return
+				}
+			}
+		})
+		cli := startClient(t, clientConfig(srv, tokenOffice,
+			client.Service{Name: "echo", Target: backend(t, echo)},
+			client.Service{Name: "dl", Target: dl}))
+		cli.waitSession(t, 1)
+		roundTrip(t, cli.publicAddr(t, "echo"))
+		base := baseline(t)
+		probe := startProber(cli.publicAddr(t, "echo"))
+
+		c := stuck(t, cli.publicAddr(t, "dl"), 1, false, blocked)[0] // every buffer full
+		c.CloseWrite()
+		select { // the client's relay has the end and waits for the stream's close
+		case <-halfClosed:
+		case <-time.After(waitTimeout):
+			t.Fatal("the backend never saw the public side's FIN")
+		}
+		c.SetLinger(0)
+		c.Close()
+		select {
+		case err := <-cutOff:
+			t.Logf("backend cut off: %v", err)
+		case <-time.After(10 * time.Second):
+			t.Fatal("the backend still writes into the tunnel 10 s after the public side reset")
+		}
+		probe.check(t)
+		base.back(t)
+	})
 }

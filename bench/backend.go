@@ -13,6 +13,7 @@ package main
 //	    every ackEvery bytes); ackBad set means a mismatch (then it closes),
 //	    ackFinal the count at end of stream.
 //	'D' source: writes the pattern stream until the connection breaks.
+//	'Q' deaf: reads nothing, until the connection is closed or reset.
 
 import (
 	"encoding/binary"
@@ -21,12 +22,16 @@ import (
 	"io"
 	"net"
 	"os"
+	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 const (
 	modeEcho   = 'E'
 	modeSink   = 'U'
 	modeSource = 'D'
+	modeDeaf   = 'Q' // accepts and never reads: a backend that stopped reading
 
 	ackEvery = 64 << 10
 	ackBad   = uint64(1) << 63
@@ -81,6 +86,26 @@ func serveBackend(c net.Conn) {
 			if err != nil {
 				return
 			}
+		}
+	case modeDeaf:
+		waitGone(c)
+	}
+}
+
+// waitGone returns when c's peer has closed or reset it, without reading
+// c: the kernel's TCP state says so.
+func waitGone(c net.Conn) {
+	rc, err := c.(*net.TCPConn).SyscallConn()
+	if err != nil {
+		return
+	}
+	for {
+		time.Sleep(100 * time.Millisecond)
+		var info *unix.TCPInfo
+		var ierr error
+		if rc.Control(func(fd uintptr) { info, ierr = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO) }) != nil ||
+			ierr != nil || info.State != unix.BPF_TCP_ESTABLISHED {
+			return
 		}
 	}
 }

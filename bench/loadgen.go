@@ -36,6 +36,7 @@ type lgRequest struct {
 	Size     int           `json:"size,omitempty"`      // latency: message size
 	Inflight int64         `json:"inflight,omitempty"`  // throughput up: unacknowledged bytes per connection
 	Drain    time.Duration `json:"drain,omitempty"`     // throughput up: wait for the final count this long
+	Stuck    int           `json:"stuck,omitempty"`     // attack: stuck downloads, and as many stuck uploads
 }
 
 type lgResponse struct {
@@ -107,6 +108,8 @@ func (lg *loadgen) do(req lgRequest) (*lgResult, error) {
 		return lg.throughputUp(req)
 	case "latency":
 		return lg.latency(req)
+	case "attack":
+		return lg.attack(req)
 	case "connect":
 		return lg.connect(req)
 	case "open":
@@ -605,4 +608,41 @@ func probe(req lgRequest) (*lgResult, error) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	return nil, fmt.Errorf("no echo from %s in %v: %v", req.Addr, req.Duration, last)
+}
+
+// attack measures echo latency (req as for latency) while req.Stuck
+// downloads that are never read and req.Stuck uploads into a backend that
+// never reads press on the same tunnel, all opened at the window's start;
+// at its end they are reset.
+func (lg *loadgen) attack(req lgRequest) (*lgResult, error) {
+	var stuck []*net.TCPConn
+	var uploads sync.WaitGroup
+	defer func() {
+		for _, c := range stuck {
+			c.SetLinger(0)
+			c.Close()
+		}
+		uploads.Wait()
+	}()
+	for range req.Stuck {
+		down, err := dialMode(req.Addr, modeSource)
+		if err != nil {
+			return nil, fmt.Errorf("stuck download: %w", err)
+		}
+		up, err := dialMode(req.Addr, modeDeaf)
+		if err != nil {
+			down.Close()
+			return nil, fmt.Errorf("stuck upload: %w", err)
+		}
+		stuck = append(stuck, down, up)
+		uploads.Go(func() { // writes until the tunnel or the end resets it
+			buf := patternAt(0, 64<<10)
+			for {
+				if _, err := up.Write(buf); err != nil {
+					return
+				}
+			}
+		})
+	}
+	return lg.latency(req)
 }

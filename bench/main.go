@@ -99,7 +99,8 @@ func orchestrate() int {
 		warm      = flag.Duration("warmup", time.Second, "loopback throughput warm-up")
 		lat       = flag.Duration("lat", 3*time.Second, "loopback latency and connect windows")
 		settle    = flag.Duration("settle", 3*time.Second, "memory: wait this long before reading RSS")
-		tests     = flag.String("tests", "throughput,latency,connect,memory", "which tests to run")
+		tests     = flag.String("tests", "throughput,latency,connect,memory,isolation", "which tests to run")
+		attack    = flag.Duration("attack", 10*time.Second, "loopback isolation: echo window while stuck connections press on the tunnel")
 		rounds    = flag.Int("rounds", 3, "loopback: rounds of every test (the report shows the median)")
 
 		emuKind   = flag.String("emulator", "auto", "lossy: the link emulator: netem (the kernel's), linkem (userspace, -linkem), or auto: netem if the kernel has it, else linkem")
@@ -146,6 +147,9 @@ func orchestrate() int {
 	if *quick {
 		doLossy = *lossyOnly
 		*dur, *warm, *lat, *settle = 2*time.Second, 500*time.Millisecond, 2*time.Second, 2*time.Second
+		if !isSet("attack") {
+			*attack = 5 * time.Second
+		}
 		if !isSet("rounds") {
 			*rounds = 1
 		}
@@ -255,7 +259,7 @@ func orchestrate() int {
 		var firstErr error
 		if doLoopback {
 			d := durations{Warmup: *warm, Dur: *dur, Drain: 10 * time.Second, Inflight: 8 << 20,
-				Lat1: *lat, LatN: *lat, Connect: *lat, Settle: *settle}
+				Lat1: *lat, LatN: *lat, Connect: *lat, Settle: *settle, Attack: *attack}
 			m := mach
 			m.Quick, m.Durations = *quick, d.String()
 			if rn.rec, err = newRecorder(filepath.Join(*outDir, "loopback.jsonl")); err != nil {

@@ -308,10 +308,21 @@ func latField(r *Record, f func(*Summary) float64, scale float64) float64 {
 	return math.NaN()
 }
 
-func p50(s *Summary) float64  { return s.P50 }
-func p90(s *Summary) float64  { return s.P90 }
-func p99(s *Summary) float64  { return s.P99 }
-func p999(s *Summary) float64 { return s.P999 }
+func p50(s *Summary) float64   { return s.P50 }
+func p90(s *Summary) float64   { return s.P90 }
+func p99(s *Summary) float64   { return s.P99 }
+func p999(s *Summary) float64  { return s.P999 }
+func maxOf(s *Summary) float64 { return s.Max }
+
+// has reports whether suite has results of test.
+func (rs *results) has(suite, test string) bool {
+	for _, r := range rs.recs {
+		if r.Kind == "result" && r.Suite == suite && r.Test == test {
+			return true
+		}
+	}
+	return false
+}
 
 func mbps(r *Record) float64 {
 	if r == nil {
@@ -538,6 +549,33 @@ func (rs *results) loopbackMarkdown(m *Machine) string {
 	t.add(row...)
 	b.WriteString("### New connections\n\n32 dialers at once, each in a loop: dial the public port, send one byte, wait for its echo from the backend, close.\n\n")
 	b.WriteString(t.String() + "\n")
+
+	// Isolation.
+	if rs.has("loopback", "isolation") {
+		t = &table{head: head}
+		for _, q := range []struct {
+			name string
+			f    func(*Summary) float64
+		}{{"p50", p50}, {"p99", p99}, {"max", maxOf}} {
+			row := []string{q.name + " (ms)"}
+			for _, p := range paths {
+				row = append(row, fs(latField(rs.find(nil, p, "", "isolation", "", 64), q.f, 1e-3)))
+			}
+			t.add(row...)
+		}
+		row := []string{"echoes (errors)"}
+		for _, p := range paths {
+			r := rs.find(nil, p, "", "isolation", "", 64)
+			if r == nil {
+				row = append(row, "–")
+			} else {
+				row = append(row, fmt.Sprintf("%d (%d)", r.Count, r.Errors))
+			}
+		}
+		t.add(row...)
+		b.WriteString("### Isolation\n\nEcho latency on one connection (64-byte messages, one at a time) while 64 downloads that are never read and 64 uploads into a backend that never reads press on the same tunnel, all opened as the window starts. A session that stalls shows as slow echoes, one that dies as errors. Direct: the same connections made straight to the backend.\n\n")
+		b.WriteString(t.String() + "\n")
+	}
 
 	// Memory.
 	var tpaths []string

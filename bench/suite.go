@@ -21,6 +21,7 @@ type durations struct {
 	LatN     time.Duration // latency window, 64 connections
 	Connect  time.Duration // new-connection window
 	Settle   time.Duration // memory: wait before reading RSS
+	Attack   time.Duration // isolation: echo window while stuck connections press on
 }
 
 func (d durations) String() string {
@@ -129,6 +130,30 @@ func (rn *runner) latency(lg *lgClient, t target, base Record, dur time.Duration
 	return rn.timed(lg, t, base, dur, lgRequest{Op: "latency", Conns: conns, Size: 64})
 }
 
+// isolation measures echo latency on one connection while 64 downloads
+// nobody reads and 64 uploads into a backend that never reads press on the
+// same tunnel (issue 11), from the window's start: a session that stalls,
+// or dies, shows as slow echoes or errors.
+func (rn *runner) isolation(lg *lgClient, t target, base Record, dur time.Duration) error {
+	const stuck = 64
+	w := rn.newWindow(t.pids)
+	req := lgRequest{Op: "attack", Addr: t.addr, Conns: 1, Size: 64, Stuck: stuck, Duration: dur, MaxCount: 2_000_000}
+	res, err := lg.do(req, w.event)
+	if err != nil {
+		return fmt.Errorf("isolation via %s: %w", base.Path, err)
+	}
+	r := base
+	r.Kind, r.Test, r.Conns = "result", "isolation", stuck
+	r.Lat, r.Count, r.Seconds, r.Errors, r.FirstError = res.Lat, res.Count, res.Seconds, res.Errors, res.FirstError
+	if res.Seconds > 0 {
+		r.PerSecond = float64(res.Count) / res.Seconds
+	}
+	w.fill(&r, 0)
+	r.CPU = nil
+	rn.rec.emit(r)
+	return nil
+}
+
 func (rn *runner) connect(lg *lgClient, t target, base Record, dur time.Duration, workers int) error {
 	return rn.timed(lg, t, base, dur, lgRequest{Op: "connect", Conns: workers})
 }
@@ -225,6 +250,9 @@ func (rn *runner) perfCases(d durations) []testCase {
 		testCase{"latency x64", func(lg *lgClient, t target, base Record) error { return rn.latency(lg, t, base, d.LatN, 64) }},
 		testCase{"connect x32", func(lg *lgClient, t target, base Record) error { return rn.connect(lg, t, base, d.Connect, 32) }},
 	)
+	if d.Attack > 0 { // last: it leaves each tunnel having reset 128 connections
+		cs = append(cs, testCase{"isolation x64+64", func(lg *lgClient, t target, base Record) error { return rn.isolation(lg, t, base, d.Attack) }})
+	}
 	var out []testCase
 	for _, c := range cs {
 		if rn.tests == nil || rn.tests[strings.Fields(c.name)[0]] {

@@ -135,23 +135,7 @@ func (rn *runner) latency(lg *lgClient, t target, base Record, dur time.Duration
 // same tunnel (issue 11), from the window's start: a session that stalls,
 // or dies, shows as slow echoes or errors.
 func (rn *runner) isolation(lg *lgClient, t target, base Record, dur time.Duration) error {
-	const stuck = 64
-	w := rn.newWindow(t.pids)
-	req := lgRequest{Op: "attack", Addr: t.addr, Conns: 1, Size: 64, Stuck: stuck, Duration: dur, MaxCount: 2_000_000}
-	res, err := lg.do(req, w.event)
-	if err != nil {
-		return fmt.Errorf("isolation via %s: %w", base.Path, err)
-	}
-	r := base
-	r.Kind, r.Test, r.Conns = "result", "isolation", stuck
-	r.Lat, r.Count, r.Seconds, r.Errors, r.FirstError = res.Lat, res.Count, res.Seconds, res.Errors, res.FirstError
-	if res.Seconds > 0 {
-		r.PerSecond = float64(res.Count) / res.Seconds
-	}
-	w.fill(&r, 0)
-	r.CPU = nil
-	rn.rec.emit(r)
-	return nil
+	return rn.timed(lg, t, base, dur, lgRequest{Op: "attack", Conns: 1, Size: 64, Stuck: 64})
 }
 
 func (rn *runner) connect(lg *lgClient, t target, base Record, dur time.Duration, workers int) error {
@@ -162,13 +146,19 @@ func (rn *runner) connect(lg *lgClient, t target, base Record, dur time.Duration
 // workers) for dur and records its percentiles and rate.
 func (rn *runner) timed(lg *lgClient, t target, base Record, dur time.Duration, req lgRequest) error {
 	w := rn.newWindow(t.pids)
-	req.Addr, req.Warmup, req.Duration, req.MaxCount = t.addr, min(dur/5, time.Second), dur, 2_000_000
+	req.Addr, req.Duration, req.MaxCount = t.addr, dur, 2_000_000
+	test, conns := req.Op, req.Conns
+	if req.Op == "attack" { // recorded as isolation x stuck; its start is what it measures
+		test, conns = "isolation", req.Stuck
+	} else {
+		req.Warmup = min(dur/5, time.Second)
+	}
 	res, err := lg.do(req, w.event)
 	if err != nil {
-		return fmt.Errorf("%s x%d via %s: %w", req.Op, req.Conns, base.Path, err)
+		return fmt.Errorf("%s x%d via %s: %w", test, conns, base.Path, err)
 	}
 	r := base
-	r.Kind, r.Test, r.Conns = "result", req.Op, req.Conns
+	r.Kind, r.Test, r.Conns = "result", test, conns
 	r.Lat, r.Count, r.Seconds, r.Errors, r.FirstError = res.Lat, res.Count, res.Seconds, res.Errors, res.FirstError
 	if res.Seconds > 0 {
 		r.PerSecond = float64(res.Count) / res.Seconds

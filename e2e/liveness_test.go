@@ -347,6 +347,19 @@ func resetWithin(t *testing.T, c net.Conn, d time.Duration) bool {
 	}
 }
 
+// allReset checks that every one of conns is reset within 5 s of its
+// session's end (now), and closes them.
+func allReset(t *testing.T, conns []*net.TCPConn) {
+	t.Helper()
+	start := time.Now()
+	for i, c := range conns {
+		if !resetWithin(t, c, 5*time.Second) {
+			t.Errorf("public connection %d still open %v after its session ended", i, time.Since(start).Round(time.Millisecond))
+		}
+		c.Close()
+	}
+}
+
 // resourceBaseline is the process's goroutines and open files now.
 type resourceBaseline struct{ goroutines, files int }
 
@@ -437,12 +450,7 @@ func TestBackendStopsReading(t *testing.T) {
 		disconnect(t, srv, probe)
 		cli.waitSession(t, 2)
 		t.Logf("reconnected %v after the disconnect", time.Since(start).Round(time.Millisecond))
-		for i, c := range conns {
-			if !resetWithin(t, c, 5*time.Second) {
-				t.Errorf("stuck connection %d still open after the session ended", i)
-			}
-			c.Close()
-		}
+		allReset(t, conns)
 		base.back(t)
 
 		stuck(t, cli.publicAddr(t, "deaf"), 8, true, nil)
@@ -473,13 +481,7 @@ func TestPublicStopsReading(t *testing.T) {
 
 		conns := stuck(t, cli.publicAddr(t, "flood"), 8, false, blocked)
 		disconnect(t, srv, probe)
-		start := time.Now()
-		for i, c := range conns {
-			if !resetWithin(t, c, 5*time.Second) {
-				t.Errorf("public connection %d still open %v after its session ended", i, time.Since(start).Round(time.Millisecond))
-			}
-			c.Close()
-		}
+		allReset(t, conns)
 		cli.waitSession(t, 2)
 		base.back(t)
 

@@ -2,6 +2,7 @@ package session
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -34,8 +35,9 @@ func testConfig() Config {
 	return c
 }
 
-// transports are the pairs the handshake suite runs over.
-func transports(t *testing.T) map[string][2]transport.Transport {
+// testTLS returns a server TLS config with a fresh self-signed
+// certificate and a client config that pins it.
+func testTLS(t *testing.T) (srv, cli *tls.Config) {
 	t.Helper()
 	srvTLS, fp, _, err := transport.ServerTLS{}.Config(t.TempDir())
 	if err != nil {
@@ -45,6 +47,13 @@ func transports(t *testing.T) map[string][2]transport.Transport {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return srvTLS, cliTLS
+}
+
+// transports are the pairs the handshake suite runs over.
+func transports(t *testing.T) map[string][2]transport.Transport {
+	t.Helper()
+	srvTLS, cliTLS := testTLS(t)
 	k := transport.DefaultKCPConfig()
 	mem := &transporttest.Network{}
 	return map[string][2]transport.Transport{
@@ -678,14 +687,7 @@ func TestHeartbeatFastDeadline(t *testing.T) {
 	leaktest.Check(t)
 	cfg := testConfig()
 	cfg.HeartbeatInterval, cfg.HeartbeatMisses = 100*time.Millisecond, 40 // the long deadline: 4 s
-	srvTLS, fp, _, err := transport.ServerTLS{}.Config(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	cliTLS, err := transport.ClientTLS{Fingerprint: fp}.Config()
-	if err != nil {
-		t.Fatal(err)
-	}
+	srvTLS, cliTLS := testTLS(t)
 	// silentLink returns a client transport and address that reach l, and
 	// a function that makes the link silent both ways.
 	links := map[string]func(t *testing.T, l transport.Listener) (transport.Transport, string, func()){

@@ -31,27 +31,7 @@ func congestionOf(t *testing.T, c net.Conn) string {
 // control asked for (reno: built into every Linux kernel), and one the
 // kernel does not have fails the listener with the reason.
 func TestTCPCongestion(t *testing.T) {
-	tr := &TCP{Congestion: "reno"}
-	l, err := tr.Listen("127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		c, _ := l.Accept()
-		accepted <- c
-	}()
-	c, err := tr.Dial(t.Context(), l.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	s := <-accepted
-	if s == nil {
-		t.Fatal("accept failed")
-	}
-	defer s.Close()
+	c, s := tcpPair(t, &TCP{Congestion: "reno"})
 	if got := congestionOf(t, c); got != "reno" {
 		t.Errorf("dialed connection uses %q, want reno", got)
 	}
@@ -59,10 +39,37 @@ func TestTCPCongestion(t *testing.T) {
 		t.Errorf("accepted connection uses %q, want reno", got)
 	}
 
-	_, err = (&TCP{Congestion: "nosuchcc"}).Listen("127.0.0.1:0")
+	_, err := (&TCP{Congestion: "nosuchcc"}).Listen("127.0.0.1:0")
 	if err == nil || !strings.Contains(err.Error(), `tcp.congestion "nosuchcc"`) {
 		t.Fatalf("listen with an unknown congestion control: %v", err)
 	}
+}
+
+// tcpPair returns both ends, dialed and accepted, of a connection of tr,
+// closed at the test's end.
+func tcpPair(t *testing.T, tr *TCP) (dialed, accepted net.Conn) {
+	t.Helper()
+	l, err := tr.Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	ch := make(chan net.Conn, 1)
+	go func() {
+		c, _ := l.Accept()
+		ch <- c
+	}()
+	c, err := tr.Dial(t.Context(), l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	s := <-ch
+	if s == nil {
+		t.Fatal("accept failed")
+	}
+	t.Cleanup(func() { s.Close() })
+	return c, s
 }
 
 func TestTCPConfigValidate(t *testing.T) {

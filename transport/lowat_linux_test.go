@@ -9,30 +9,12 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// TestTCPNotSentLowat: both ends of a tunnel connection, TLS or not, bound
-// what their socket holds unsent, so a control frame waits behind little.
+// TestTCPNotSentLowat: both ends of a tunnel connection, with or without a
+// congestion control set, bound what their socket holds unsent, so a
+// control frame waits behind little.
 func TestTCPNotSentLowat(t *testing.T) {
 	for _, tr := range []*TCP{{}, {Congestion: "reno"}} {
-		l, err := tr.Listen("127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer l.Close()
-		accepted := make(chan net.Conn, 1)
-		go func() {
-			c, _ := l.Accept()
-			accepted <- c
-		}()
-		c, err := tr.Dial(t.Context(), l.Addr().String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		s := <-accepted
-		if s == nil {
-			t.Fatal("accept failed")
-		}
-		defer s.Close()
+		c, s := tcpPair(t, tr)
 		for name, conn := range map[string]net.Conn{"dialed": c, "accepted": s} {
 			if got := lowatOf(t, conn); got != notSentLowat {
 				t.Errorf("%s connection: TCP_NOTSENT_LOWAT %d, want %d", name, got, notSentLowat)

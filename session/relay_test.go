@@ -100,9 +100,16 @@ func TestRelayEndsWhenSessionDiesAfterHalfClose(t *testing.T) {
 	if _, err := io.ReadAll(m.backend); err != nil {
 		t.Fatal(err)
 	}
-	m.srv.Close(CodeShuttingDown, "going away")
-	r := waitResult(t, m.cliRelay, "client")
-	if !errors.Is(r.Err, ErrTruncated) {
+	closeEndsRelays(t, m, m.srv)
+}
+
+// closeEndsRelays closes sess, one of m's sessions, and checks that both
+// relays end, the client's with ErrTruncated, and the client session's Run
+// returns.
+func closeEndsRelays(t *testing.T, m *miniTunnel, sess *Session) {
+	t.Helper()
+	sess.Close(CodeShuttingDown, "going away")
+	if r := waitResult(t, m.cliRelay, "client"); !errors.Is(r.Err, ErrTruncated) {
 		t.Errorf("client relay ended with %v, want ErrTruncated", r.Err)
 	}
 	waitResult(t, m.srvRelay, "server")
@@ -324,17 +331,7 @@ func TestSessionEndResetsRelays(t *testing.T) {
 			m := newMiniTunnelOver(t, trs, testConfig())
 			publicErr := fillBackend(t, m)
 			start := time.Now()
-			m.cli.Close(CodeShuttingDown, "going away")
-			r := waitResult(t, m.cliRelay, "client")
-			if !errors.Is(r.Err, ErrTruncated) {
-				t.Errorf("client relay ended with %v, want ErrTruncated", r.Err)
-			}
-			waitResult(t, m.srvRelay, "server")
-			select {
-			case <-m.cliDone:
-			case <-time.After(5 * time.Second):
-				t.Fatal("client session's Run did not return")
-			}
+			closeEndsRelays(t, m, m.cli)
 			// Close waits up to 2 s for the peer's hang-up; the rest is at once.
 			if d := time.Since(start); d > goodbyeTimeout+time.Second {
 				t.Errorf("relays ended %v after the session was closed", d)

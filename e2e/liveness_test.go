@@ -501,22 +501,26 @@ func TestPublicStopsReading(t *testing.T) {
 func TestStuckStreamsIsolation(t *testing.T) {
 	leaktest.Check(t)
 	mux := session.DefaultMux()
+	heartbeat := 300 * time.Millisecond // x 6 misses, as everywhere in e2e
 	if raceEnabled {
 		// The race detector makes moving 2 x 64 stream windows through
 		// TLS (KCP most of all) take minutes on a busy 2-core machine: a
 		// quarter of the windows, in the same ratio, fill the same way.
+		// And a KCP pong, which waits for KCP's own queue and for the
+		// CPU, has taken 1.6 s there: the heartbeats get 6 s.
 		mux.StreamWindow, mux.SessionWindow = mux.StreamWindow/4, mux.SessionWindow/4
+		heartbeat = time.Second
 	}
 	forEachTransport(t, func(t *testing.T, kind string) {
 		scfg := serverConfig(t, kind)
-		scfg.Mux = mux
+		scfg.Mux, scfg.HeartbeatInterval = mux, heartbeat
 		srv := startServer(t, scfg)
 		blocked := newBlockedCount()
 		ccfg := clientConfig(srv, tokenOffice,
 			client.Service{Name: "echo", Target: backend(t, echo)},
 			client.Service{Name: "deaf", Target: deafBackend(t)},
 			client.Service{Name: "flood", Target: backend(t, flood(blocked))})
-		ccfg.Mux = mux
+		ccfg.Mux, ccfg.HeartbeatInterval = mux, heartbeat
 		cli := startClient(t, ccfg)
 		cli.waitSession(t, 1)
 		roundTrip(t, cli.publicAddr(t, "echo"))

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/warren-tunnel/warren/client"
+	"github.com/warren-tunnel/warren/internal/testutil/harness"
 	"github.com/warren-tunnel/warren/internal/testutil/leaktest"
 	"github.com/warren-tunnel/warren/metrics"
 	"github.com/warren-tunnel/warren/session"
@@ -171,29 +172,6 @@ func isTimeoutErr(err error) bool {
 	return errors.As(err, &ne) && ne.Timeout()
 }
 
-// backendOn is backend on the listener l.
-func backendOn(t *testing.T, l net.Listener, handle func(net.Conn)) string {
-	t.Helper()
-	var wg sync.WaitGroup
-	t.Cleanup(func() {
-		l.Close()
-		wg.Wait()
-	})
-	wg.Go(func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			wg.Go(func() {
-				defer c.Close()
-				handle(c)
-			})
-		}
-	})
-	return l.Addr().String()
-}
-
 // blockedCount counts backend connections whose writes block.
 type blockedCount struct {
 	mu      sync.Mutex
@@ -272,7 +250,7 @@ func deafBackend(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := backendOn(t, l, func(c net.Conn) {
+	addr := harness.NewWorldOf(t, harness.TCP).BackendOn(l, func(c net.Conn) {
 		for {
 			select {
 			case <-release:

@@ -143,6 +143,21 @@ func pair(t testing.TB, trs [2]transport.Transport, cfg Config, handle func(*Str
 	return r.sess, cli, srvRun, cliRun
 }
 
+// connectOn runs the client's handshake on c, a connection to testServer,
+// which answers on res, and returns both sessions.
+func connectOn(t *testing.T, c net.Conn, cfg Config, res <-chan accepted) (srv, cli *Session) {
+	t.Helper()
+	cli, err := Connect(c, cfg, quiet, testToken, "i", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := <-res
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	return r.sess, cli
+}
+
 // run runs s in a goroutine. The channel yields Run's result once and is
 // then closed, so that both a test and its cleanup can wait on it.
 func run(s *Session, h func(*Stream)) <-chan error {
@@ -503,16 +518,9 @@ func TestHeartbeatTimeout(t *testing.T) {
 	res := testServer(t, l, cfg)
 	frozen := make(chan struct{})
 	c := &freezable{Conn: dial(t, mem, l), frozen: frozen}
-	cli, err := Connect(c, cfg, quiet, testToken, "i", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := <-res
-	if r.err != nil {
-		t.Fatal(r.err)
-	}
+	srv, cli := connectOn(t, c, cfg, res)
 	srvDone := make(chan error, 1)
-	go func() { srvDone <- r.sess.Run(context.Background(), Handlers{}) }()
+	go func() { srvDone <- srv.Run(context.Background(), Handlers{}) }()
 	cliDone := make(chan error, 1)
 	go func() { cliDone <- cli.Run(context.Background(), Handlers{}) }()
 
@@ -724,29 +732,22 @@ func TestHeartbeatFastDeadline(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				cli, err := Connect(c, cfg, quiet, testToken, "i", nil)
-				if err != nil {
-					t.Fatal(err)
-				}
-				r := <-res
-				if r.err != nil {
-					t.Fatal(r.err)
-				}
-				srvDone, cliDone := run(r.sess, nil), run(cli, func(st *Stream) { io.Copy(io.Discard, st) })
+				srv, cli := connectOn(t, c, cfg, res)
+				srvDone, cliDone := run(srv, nil), run(cli, func(st *Stream) { io.Copy(io.Discard, st) })
 				defer func() {
 					cli.Close(CodeClosed, "done")
-					r.sess.Close(CodeClosed, "done")
+					srv.Close(CodeClosed, "done")
 					<-cliDone
 					<-srvDone
 				}()
 				if streams {
-					st, err := r.sess.Open(Header{Service: "web"})
+					st, err := srv.Open(Header{Service: "web"})
 					if err != nil {
 						t.Fatal(err)
 					}
 					defer st.Close()
 				}
-				for r.sess.nrtt.Load() < minRTTs {
+				for srv.nrtt.Load() < minRTTs {
 					time.Sleep(10 * time.Millisecond) // no signal for a pong
 				}
 				silence()

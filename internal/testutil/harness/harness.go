@@ -128,6 +128,13 @@ func (w *World) Backend(handle func(net.Conn)) string {
 	if err != nil {
 		w.t.Fatal(err)
 	}
+	return w.BackendOn(l, handle)
+}
+
+// BackendOn is Backend on the listener l, which the test made (a socket
+// with options of its own, say).
+func (w *World) BackendOn(l net.Listener, handle func(net.Conn)) string {
+	w.t.Helper()
 	var wg sync.WaitGroup
 	w.t.Cleanup(func() {
 		l.Close()

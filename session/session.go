@@ -259,7 +259,7 @@ func (s *Session) Open(hdr Header) (*Stream, error) {
 
 // newStream makes st, entered in the ledger already, a data stream.
 func (s *Session) newStream(st *smux.Stream, hdr Header) *Stream {
-	ds := &Stream{st: st, hdr: hdr, bufs: &s.bufs, poll: s.poll, led: s.led}
+	ds := &Stream{st: st, hdr: hdr, bufs: &s.bufs, poll: s.poll, led: s.led, endDone: make(chan struct{})}
 	if s.lane {
 		ds.lane = s.lc
 	}

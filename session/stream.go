@@ -49,8 +49,10 @@ type Stream struct {
 	// wmu keeps chunks whole; it is held across smux writes, which may wait
 	// for window, so nothing on a closing path may wait for it.
 	wmu     sync.Mutex
-	wclosed bool        // no more chunks: end or abort sent, or a write failed
-	endSent atomic.Bool // the end chunk went out (read without wmu)
+	wclosed bool          // no more chunks: end or abort sent, or a write failed
+	endSent atomic.Bool   // the end chunk went out (read without wmu)
+	ending  atomic.Bool   // the end chunk's write began
+	endDone chan struct{} // closed when it returned
 	// awaiting: awaitClose is watching the stream, and CloseWrite wakes
 	// it when the end goes out.
 	awaiting atomic.Bool
@@ -286,10 +288,15 @@ func (s *Stream) CloseWrite() error {
 	s.wclosed = true
 	var h [chunkHeaderLen]byte
 	putChunkHeader(h[:], chunkEnd, 0)
-	if _, err := s.st.Write(h[:]); err != nil {
+	s.ending.Store(true)
+	_, err := s.st.Write(h[:])
+	if err == nil {
+		s.endSent.Store(true)
+	}
+	close(s.endDone)
+	if err != nil {
 		return s.cutOff(err)
 	}
-	s.endSent.Store(true)
 	if s.awaiting.Load() {
 		// awaitClose may be reading already, having seen no end yet: a
 		// past read deadline wakes it to see it now.
@@ -297,6 +304,12 @@ func (s *Stream) CloseWrite() error {
 	}
 	return nil
 }
+
+// endGrace bounds how long awaitClose, seeing the peer close the stream
+// while this side's end is being written, waits for that write: the peer
+// closes once it has the end, often before the writer has returned; but a
+// peer gone without it leaves the write blocked for good on its window.
+const endGrace = time.Second
 
 // awaitClose is for after the peer's end chunk. When this side's end has
 // gone out too, both directions are done and it returns nil at once.
@@ -320,9 +333,23 @@ func (s *Stream) awaitClose() error {
 		case err == nil, s.ended():
 		case s.killed() != nil:
 			return s.killed()
+		case s.ending.Load() && s.waitEnd():
 		default:
 			return s.cutOff(err)
 		}
+	}
+}
+
+// waitEnd waits up to endGrace for the end chunk's write under way and
+// reports whether it went out.
+func (s *Stream) waitEnd() bool {
+	t := time.NewTimer(endGrace)
+	defer t.Stop()
+	select {
+	case <-s.endDone:
+		return s.ended()
+	case <-t.C:
+		return false
 	}
 }
 

@@ -184,21 +184,29 @@ func (l *ledger) read(id uint32, n int) {
 	l.mu.Unlock()
 }
 
-// relieveOnce kills streams under the pressure rule until the unread bytes
-// are at highWater or below; it reports how many it killed.
+// relieveOnce applies the pressure rule at now and reports how many
+// streams it killed. The bytes of streams killed already, by this pass or
+// before, do not count: discard frees what smux holds for them at once,
+// but a buffer their relay is still writing to its connection is freed
+// only when that write returns, a moment after the kill reset the
+// connection; counting it would kill further streams for nothing. What
+// such streams still receive until their peers learn of the kill is
+// discarded here, at each pass.
 func (l *ledger) relieveOnce(now time.Time) int {
 	killed := 0
-	tried := make(map[*account]bool)
 	for {
 		l.mu.Lock()
-		if l.unread <= l.highWater {
-			l.mu.Unlock()
-			return killed
-		}
+		live := l.unread
+		var dead []*Stream
 		var worst *account
 		var worstScore float64
 		for _, a := range l.accts {
-			if a.st == nil || a.unread <= 0 || tried[a] {
+			if a.st == nil || a.unread <= 0 {
+				continue
+			}
+			if a.st.dead.Load() {
+				live -= a.unread
+				dead = append(dead, a.st)
 				continue
 			}
 			idle := max(now.Sub(a.lastRead), time.Millisecond)
@@ -211,14 +219,17 @@ func (l *ledger) relieveOnce(now time.Time) int {
 		if worst != nil {
 			held, idle = worst.unread, now.Sub(worst.lastRead)
 		}
-		total := l.unread
 		l.mu.Unlock()
-		if worst == nil {
-			return killed // what is unread belongs to streams not accepted yet
+		if live <= l.highWater || worst == nil {
+			// Done, or what is unread belongs to killed streams and to
+			// streams not accepted yet (their header unread).
+			for _, st := range dead {
+				st.discard()
+			}
+			return killed
 		}
-		tried[worst] = true
 		worst.st.kill(fmt.Errorf("%w: %d of the session's %d bytes unread were this connection's, unread for %v",
-			ErrPressure, held, total, idle.Round(time.Millisecond)))
+			ErrPressure, held, live, idle.Round(time.Millisecond)))
 		killed++
 	}
 }

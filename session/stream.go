@@ -38,6 +38,7 @@ type Stream struct {
 	busy  atomic.Int32
 	moved atomic.Int64
 
+	dead    atomic.Bool // killed: what it holds is being freed
 	kmu     sync.Mutex
 	cut     func()      // what the relay installed to cut its connection off
 	gone    func() bool // reports the relay's connection reset by its peer
@@ -457,6 +458,7 @@ func (s *Stream) kill(err error) {
 	first := s.killErr == nil
 	if first {
 		s.killErr = err
+		s.dead.Store(true)
 	}
 	cut := s.cut
 	s.kmu.Unlock()

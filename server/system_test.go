@@ -169,6 +169,7 @@ func TestNewSessionReplacesOld(t *testing.T) {
 	srv := w.StartServer(w.ServerConfig())
 	old := w.StartClient(w.ClientConfig(srv, harness.TokenOffice, client.Service{Name: "svc", Target: target}))
 	port := old.WaitSession(1).Session.Services[0].RemotePort
+	srv.WaitSessions(1) // the server holds the claim: a new session replaces it, not races it
 
 	nu := w.StartClient(w.ClientConfig(srv, harness.TokenOffice, client.Service{Name: "svc", Target: target, RemotePort: port}))
 	nu.WaitSession(1)

@@ -84,8 +84,14 @@ func (b *backends) relayTo(results chan<- Result) func(*Stream) {
 // that never reads, downloads a public client never reads), many more than
 // the session window holds, while another stream echoes. The session never
 // holds its window full: the stuck streams that hold the most are killed
-// with ErrPressure, every echo comes back within 2 s, and the session and
-// its heartbeats live on.
+// with ErrPressure, every echo comes back within echoBound, and the session
+// and its heartbeats live on.
+// echoBound is the 2 s; under -race on a shared 2-core machine a KCP
+// echo was seen at 2.8 s with the window never near full, so the detector's
+// slowdown gets room (the latency figure itself is the bench's isolation
+// scenario).
+var echoBound = map[bool]time.Duration{false: 2 * time.Second, true: 6 * time.Second}[raceEnabled]
+
 func TestPressure(t *testing.T) {
 	leaktest.Check(t)
 	for name, trs := range realTransports(t) {
@@ -143,7 +149,7 @@ func TestPressure(t *testing.T) {
 				worst = max(worst, time.Since(start))
 				time.Sleep(20 * time.Millisecond)
 			}
-			if worst > 2*time.Second {
+			if worst > echoBound {
 				t.Errorf("an echo took %v while the stuck streams pressed on the session", worst)
 			}
 			killed := 0

@@ -203,6 +203,8 @@ func FuzzHeader(f *testing.F) {
 	f.Add([]byte{1, 0, 2, 0, 0})
 	f.Add([]byte{1, 0, 3, 1, 'x', 0})
 	f.Add([]byte{1, 0xff, 0xff})
+	b, _ = Header{Service: "dns", Peer: "1.2.3.4:5", Local: "6.7.8.9:53", Kind: KindDatagram}.encode()
+	f.Add(b)
 	f.Fuzz(func(t *testing.T, in []byte) {
 		r := bytes.NewReader(in)
 		h, err := readHeader(r)
@@ -221,11 +223,17 @@ func FuzzHeader(f *testing.F) {
 		if bytes.Equal(enc, consumed) {
 			return
 		}
-		// Only the two-field form may differ: enc is it plus an empty
-		// local field, one byte longer.
+		// Only the two-field form may differ (enc is it plus an empty
+		// local field, one byte longer), and the four-field form with an
+		// empty kind (enc is it less that byte).
 		legacy := append([]byte(nil), enc[:len(enc)-1]...)
 		binary.BigEndian.PutUint16(legacy[1:], uint16(len(legacy)-headerPrefixLen))
-		if h.Local != "" || !bytes.Equal(legacy, consumed) {
+		emptyKind := append(append([]byte(nil), enc...), 0)
+		binary.BigEndian.PutUint16(emptyKind[1:], uint16(len(emptyKind)-headerPrefixLen))
+		switch {
+		case h.Local == "" && h.Kind == "" && bytes.Equal(legacy, consumed):
+		case h.Kind == "" && bytes.Equal(emptyKind, consumed):
+		default:
 			t.Fatalf("re-encoding differs: %x vs %x", enc, consumed)
 		}
 	})

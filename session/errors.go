@@ -22,6 +22,10 @@ var (
 	ErrTruncated = errors.New("stream cut off before its end")
 	// ErrClosed is returned by a Session or Stream used after Close.
 	ErrClosed = errors.New("closed")
+	// ErrNoUDP means the server did not announce UDP services
+	// (Challenge.UDP), so the client claimed nothing: an older server
+	// would have bound a TCP port for a UDP claim.
+	ErrNoUDP = errors.New("the server does not serve UDP services (an older warren?): upgrade it, or remove the UDP services")
 )
 
 // Codes of Reject and Goodbye frames.

@@ -85,7 +85,7 @@ func Accept(conn net.Conn, cfg Config, log *slog.Logger) (*Pending, error) {
 		mux.Close()
 		return nil, err
 	}
-	if err := writeFrame(ctrl, typeChallenge, Challenge{Version: v, Nonce: nonce}); err != nil {
+	if err := writeFrame(ctrl, typeChallenge, Challenge{Version: v, Nonce: nonce, UDP: true}); err != nil {
 		mux.Close()
 		return nil, fmt.Errorf("sending challenge: %w", err)
 	}
@@ -234,6 +234,11 @@ func ConnectBy(hsDeadline time.Time, conn net.Conn, cfg Config, log *slog.Logger
 	if len(c.Nonce) != nonceLen {
 		return fail(fmt.Errorf("%w: challenge nonce of %d bytes, want %d", ErrProtocol, len(c.Nonce), nonceLen))
 	}
+	for _, svc := range services {
+		if svc.IsUDP() && !c.UDP {
+			return fail(fmt.Errorf("%w: service %q has protocol = \"udp\"", ErrNoUDP, svc.Name))
+		}
+	}
 	auth := Auth{
 		MAC:      proof(token, c.Nonce, binding),
 		Instance: instance,
@@ -258,6 +263,7 @@ func ConnectBy(hsDeadline time.Time, conn net.Conn, cfg Config, log *slog.Logger
 		Remote:   conn.RemoteAddr(),
 		Services: w.Services,
 		Groups:   w.Groups,
+		UDP:      c.UDP,
 		Started:  time.Now(),
 	}
 	return newSession(cfg, log, budget, lc, w.Lane, mux, ctrl, "server", info), nil

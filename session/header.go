@@ -12,11 +12,12 @@ import (
 //
 //	layout (1 byte, 1) | payload length (2 bytes, big endian) | payload
 //	payload: service length (1 byte) | service | peer length (1 byte) | peer
-//	         | local length (1 byte) | local
+//	         | local length (1 byte) | local [| kind length (1 byte) | kind]
 //
-// encode always writes the local field; readHeader also takes a payload
-// that ends after the peer field, as older servers send it, and reads
-// Local as empty.
+// encode always writes the local field, and the kind field only when Kind
+// is set (a datagram flow, which only a client that claimed a UDP service
+// receives); readHeader also takes a payload that ends after the peer
+// field, as older servers send it, and reads Local as empty.
 type Header struct {
 	// Service is the name of the client's service.
 	Service string
@@ -25,12 +26,18 @@ type Header struct {
 	// Local is the address the public connection was accepted on,
 	// "ip:port"; empty from a server that does not send it.
 	Local string
+	// Kind is KindDatagram for a UDP flow (the stream carries datagram
+	// chunks, datagram.go), "" for a relayed TCP connection.
+	Kind string
 }
+
+// KindDatagram is Header.Kind of a UDP flow's stream.
+const KindDatagram = "udp"
 
 const (
 	headerPrefixLen   = 3
 	maxHeaderField    = 255
-	headerFieldsCount = 3
+	headerFieldsCount = 4
 	// headerFieldsMin is how many fields a header must have: the local
 	// field came later and may be missing.
 	headerFieldsMin  = 2
@@ -42,10 +49,13 @@ func (h Header) encode() ([]byte, error) {
 	if h.Service == "" {
 		return nil, errors.New("stream header: empty service name")
 	}
-	if len(h.Service) > maxHeaderField || len(h.Peer) > maxHeaderField || len(h.Local) > maxHeaderField {
+	if len(h.Service) > maxHeaderField || len(h.Peer) > maxHeaderField || len(h.Local) > maxHeaderField || len(h.Kind) > maxHeaderField {
 		return nil, fmt.Errorf("stream header: field longer than %d bytes", maxHeaderField)
 	}
-	n := headerFieldsCount + len(h.Service) + len(h.Peer) + len(h.Local)
+	n := 3 + len(h.Service) + len(h.Peer) + len(h.Local)
+	if h.Kind != "" {
+		n += 1 + len(h.Kind)
+	}
 	b := make([]byte, headerPrefixLen, headerPrefixLen+n)
 	b[0] = frameLayout
 	binary.BigEndian.PutUint16(b[1:], uint16(n))
@@ -55,6 +65,10 @@ func (h Header) encode() ([]byte, error) {
 	b = append(b, h.Peer...)
 	b = append(b, byte(len(h.Local)))
 	b = append(b, h.Local...)
+	if h.Kind != "" {
+		b = append(b, byte(len(h.Kind)))
+		b = append(b, h.Kind...)
+	}
 	return b, nil
 }
 
@@ -96,5 +110,8 @@ func parseHeaderPayload(p []byte) (Header, error) {
 	if fields[0] == "" {
 		return Header{}, fmt.Errorf("%w: stream header without a service name", ErrProtocol)
 	}
-	return Header{Service: fields[0], Peer: fields[1], Local: fields[2]}, nil
+	if k := fields[3]; k != "" && k != KindDatagram {
+		return Header{}, fmt.Errorf("%w: stream of unknown kind %q", ErrProtocol, k)
+	}
+	return Header{Service: fields[0], Peer: fields[1], Local: fields[2], Kind: fields[3]}, nil
 }

@@ -117,6 +117,10 @@ type Challenge struct {
 	Version  int    `json:"version"`
 	Nonce    []byte `json:"nonce"`
 	Software string `json:"software,omitempty"`
+	// UDP says the server serves UDP claims (Service.Protocol "udp"). A
+	// client sends no such claim to a server without it: an older server
+	// would ignore the protocol field and bind a TCP port instead.
+	UDP bool `json:"udp,omitempty"`
 }
 
 // Auth is the client's proof of its token and its claims.
@@ -150,7 +154,31 @@ type Service struct {
 	// Shared lets other sessions serve the same port or domains; they must
 	// all say so.
 	Shared bool `json:"shared,omitempty"`
+	// Protocol is ProtoTCP ("", the default) or ProtoUDP: a public UDP
+	// port whose flows arrive on datagram streams (datagram.go). Only to a
+	// server that announced Challenge.UDP.
+	Protocol string `json:"protocol,omitempty"`
+	// UDP are a UDP service's limits: in a claim, the service's wish to
+	// lower the server's (0: the server's); in a grant, those in force.
+	UDP *UDPLimits `json:"udp,omitempty"`
 }
+
+// Protocols of a Service.
+const (
+	ProtoTCP = "tcp"
+	ProtoUDP = "udp"
+)
+
+// UDPLimits bound a UDP service's flows. A flow is one public source
+// address; it ends after IdleMillis with no datagram either way.
+type UDPLimits struct {
+	IdleMillis  int64 `json:"idle_timeout_ms,omitempty"`
+	MaxFlows    int   `json:"max_flows,omitempty"`
+	MaxDatagram int   `json:"max_datagram,omitempty"`
+}
+
+// IsUDP reports whether s is a UDP service.
+func (s Service) IsUDP() bool { return s.Protocol == ProtoUDP }
 
 // Entry points a Service's domains may be served on (Service.Entry).
 const (

@@ -45,7 +45,7 @@ func startPump(c net.Conn, st *Stream, done func(int64, error)) *pump {
 		if rc, err := sc.SyscallConn(); err == nil {
 			// A new connection's first bytes are usually on their way:
 			// start in a goroutine, not in the poller.
-			u.rc, u.wait = rc, readWaiter(c)
+			u.rc, u.wait = rc, ReadWaiter(c)
 			go u.serve()
 			return u
 		}

@@ -4,5 +4,5 @@ package session
 
 import "io"
 
-// readWaiter is not available here: readers hold their buffer while idle.
-func readWaiter(io.Reader) func() error { return nil }
+// ReadWaiter is not available here: readers hold their buffer while idle.
+func ReadWaiter(io.Reader) func() error { return nil }

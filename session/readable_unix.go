@@ -8,15 +8,16 @@ import (
 	"syscall"
 )
 
-// readWaiter returns a function that blocks until the socket behind r has
+// ReadWaiter returns a function that blocks until the socket behind r has
 // data, EOF or an error pending, without reading it, so the caller need not
 // hold a buffer while a connection idles. It returns nil when r is not a
-// socket.
+// socket. On a UDP socket "data" is a datagram, and an error is an ICMP
+// error the kernel queued (ECONNREFUSED on a connected socket).
 //
 // An error the socket reports (a reset) is returned by the wait itself: the
 // kernel reports it only once, so after the peek a Read would see a clean
 // EOF and pass an aborted connection off as a finished one.
-func readWaiter(r io.Reader) func() error {
+func ReadWaiter(r io.Reader) func() error {
 	sc, ok := r.(syscall.Conn)
 	if !ok {
 		return nil

@@ -79,6 +79,8 @@ type Info struct {
 	Services []Service
 	// Groups: the server accepts parallel sessions (Welcome.Groups).
 	Groups bool
+	// UDP: the server serves UDP claims (Challenge.UDP); client side.
+	UDP bool
 	// Started is when authentication completed.
 	Started time.Time
 }
@@ -123,6 +125,11 @@ func (s *Session) Info() Info {
 // session (the client's case). On a *RejectError the server kept the old
 // claims. It waits for the answer up to the handshake timeout.
 func (s *Session) Update(services []Service) ([]Service, error) {
+	for _, svc := range services {
+		if svc.IsUDP() && s.peer == "server" && !s.Info().UDP {
+			return nil, fmt.Errorf("%w: service %q has protocol = \"udp\"", ErrNoUDP, svc.Name)
+		}
+	}
 	s.updMu.Lock()
 	defer s.updMu.Unlock()
 	select {

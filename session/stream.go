@@ -45,7 +45,8 @@ type Stream struct {
 	killErr error       // why the stream was killed; nil while it lives
 
 	dec  decoder
-	rerr error // sticky read result: io.EOF, *AbortError, ErrTruncated...
+	rerr error                // sticky read result: io.EOF, *AbortError, ErrTruncated...
+	dhdr [chunkHeaderLen]byte // ReadDatagram's chunk header
 
 	// wmu keeps chunks whole; it is held across smux writes, which may wait
 	// for window, so nothing on a closing path may wait for it.
@@ -208,7 +209,7 @@ func (s *Stream) Write(p []byte) (int, error) {
 // between bursts ReadFrom waits for a socket to become readable without
 // holding a buffer, so an idle connection costs no buffer memory.
 func (s *Stream) ReadFrom(r io.Reader) (int64, error) {
-	wait := readWaiter(r)
+	wait := ReadWaiter(r)
 	var total int64
 	for {
 		if wait != nil {

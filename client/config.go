@@ -87,7 +87,20 @@ type Service struct {
 	// peer, target, bytes each way, duration, why it ended) at info
 	// level; otherwise a clean end is logged at debug.
 	AccessLog bool `toml:"access_log"`
+	// Protocol is "tcp" (the default) or "udp": a public UDP port whose
+	// datagrams go to a UDP target, each public source address a flow
+	// with a socket of its own on the client. UDP services have no
+	// domains, entry or proxy_protocol.
+	Protocol string `toml:"protocol"`
+	// IdleTimeout, MaxFlows and MaxDatagram lower the server's [server.udp]
+	// limits for this UDP service (0: the server's).
+	IdleTimeout time.Duration `toml:"idle_timeout"`
+	MaxFlows    int           `toml:"max_flows"`
+	MaxDatagram int           `toml:"max_datagram"`
 }
+
+// IsUDP reports whether s is a UDP service.
+func (s Service) IsUDP() bool { return s.Protocol == session.ProtoUDP }
 
 // DefaultConfig returns the defaults documented in config.example.toml,
 // with no server, token or services.
@@ -176,7 +189,7 @@ func (c Config) validateServices() error {
 		return errors.New("client.services: nothing to serve; add a [[client.services]] entry")
 	}
 	names := make(map[string]int)
-	ports := make(map[int]int)
+	ports := make(map[[2]int]int) // by protocol (0 tcp, 1 udp) and port
 	for i, s := range c.Services {
 		key := fmt.Sprintf("client.services[%d]", i)
 		if !name.Valid(s.Name) {
@@ -193,10 +206,17 @@ func (c Config) validateServices() error {
 		if s.RemotePort < 0 || s.RemotePort > 65535 {
 			return fmt.Errorf("%s.remote_port: %d is out of range 1-65535 (or 0 for any free port)", key, s.RemotePort)
 		}
-		if j, dup := ports[s.RemotePort]; dup && s.RemotePort > 0 {
+		pk := [2]int{0, s.RemotePort}
+		if s.IsUDP() {
+			pk[0] = 1
+		}
+		if j, dup := ports[pk]; dup && s.RemotePort > 0 {
 			return fmt.Errorf("%s.remote_port: %d is also claimed by client.services[%d]", key, s.RemotePort, j)
 		}
-		ports[s.RemotePort] = i
+		ports[pk] = i
+		if err := s.validateUDP(key); err != nil {
+			return err
+		}
 		for j, d := range s.Domains {
 			if _, err := domain.Normalize(d); err != nil {
 				return fmt.Errorf("%s.domains[%d]: %w", key, j, err)
@@ -211,6 +231,40 @@ func (c Config) validateServices() error {
 		if _, err := proxyproto.ParseVersion(s.ProxyProtocol); err != nil {
 			return fmt.Errorf("%s.proxy_protocol: %s is not one of v1, v2 (or \"\" for none)", key, quote.Short(s.ProxyProtocol))
 		}
+	}
+	return nil
+}
+
+// validateUDP checks protocol and the keys that go with it.
+func (s Service) validateUDP(key string) error {
+	switch s.Protocol {
+	case "", session.ProtoTCP:
+		switch {
+		case s.IdleTimeout != 0:
+			return fmt.Errorf("%s.idle_timeout: only for protocol = \"udp\"", key)
+		case s.MaxFlows != 0:
+			return fmt.Errorf("%s.max_flows: only for protocol = \"udp\"", key)
+		case s.MaxDatagram != 0:
+			return fmt.Errorf("%s.max_datagram: only for protocol = \"udp\"", key)
+		}
+		return nil
+	case session.ProtoUDP:
+	default:
+		return fmt.Errorf("%s.protocol: %s: want \"tcp\" or \"udp\"", key, quote.Short(s.Protocol))
+	}
+	switch {
+	case len(s.Domains) > 0:
+		return fmt.Errorf("%s.domains: a UDP service has no domains (the entry points route TCP by Host or TLS server name); claim a remote_port", key)
+	case s.Entry != "":
+		return fmt.Errorf("%s.entry: a UDP service has no entry point", key)
+	case s.ProxyProtocol != "":
+		return fmt.Errorf("%s.proxy_protocol: not available for UDP services: the target sees the client's socket as the source", key)
+	case s.IdleTimeout < 0 || s.IdleTimeout > 0 && s.IdleTimeout < time.Second:
+		return fmt.Errorf(`%s.idle_timeout: %v: want at least "1s" (or 0 for the server's)`, key, s.IdleTimeout)
+	case s.MaxFlows < 0:
+		return fmt.Errorf("%s.max_flows: %d is negative", key, s.MaxFlows)
+	case s.MaxDatagram < 0 || s.MaxDatagram > 65507:
+		return fmt.Errorf("%s.max_datagram: %d is out of range 1-65507 (or 0 for the server's)", key, s.MaxDatagram)
 	}
 	return nil
 }

@@ -61,6 +61,13 @@ func TestConfigValidate(t *testing.T) {
 			c.Services[1].ProxyProtocol, c.Services[1].Entry = "v2", "https"
 		}},
 		{name: "proxy_protocol off", mod: func(c *Config) { c.Services[0].ProxyProtocol = "" }},
+		{name: "udp", mod: func(c *Config) {
+			c.Services = append(c.Services, Service{Name: "dns", Target: "127.0.0.1:53", RemotePort: 53, Protocol: "udp", IdleTimeout: 5 * time.Second, MaxFlows: 10, MaxDatagram: 1500})
+		}},
+		{name: "udp and tcp on one port", mod: func(c *Config) {
+			c.Services = append(c.Services, Service{Name: "dns", Target: "127.0.0.1:53", RemotePort: 2222, Protocol: "udp"})
+		}},
+		{name: "protocol tcp", mod: func(c *Config) { c.Services[0].Protocol = "tcp" }},
 
 		{name: "server empty", mod: func(c *Config) { c.Server = "" },
 			wantErr: "client.server: "},
@@ -150,6 +157,24 @@ func TestConfigValidate(t *testing.T) {
 		{name: "proxy_protocol v3", mod: func(c *Config) {
 			c.Services = append(c.Services, Service{Name: "db", Target: "h:5432", ProxyProtocol: "v3"})
 		}, wantErr: `client.services[2] (db).proxy_protocol: "v3" is not one of v1, v2`},
+		{name: "protocol unknown", mod: func(c *Config) { c.Services[0].Protocol = "sctp" },
+			wantErr: `client.services[0] (ssh).protocol: "sctp": want "tcp" or "udp"`},
+		{name: "udp with domains", mod: func(c *Config) { c.Services[1].Protocol = "udp" },
+			wantErr: `client.services[1] (web).domains: a UDP service has no domains`},
+		{name: "udp with proxy_protocol", mod: func(c *Config) { c.Services[0].Protocol, c.Services[0].ProxyProtocol = "udp", "v2" },
+			wantErr: `client.services[0] (ssh).proxy_protocol: not available for UDP services`},
+		{name: "udp ports twice", mod: func(c *Config) {
+			c.Services[0].Protocol = "udp"
+			c.Services = append(c.Services, Service{Name: "dns", Target: "h:53", RemotePort: 2222, Protocol: "udp"})
+		}, wantErr: `client.services[2] (dns).remote_port: 2222 is also claimed by client.services[0]`},
+		{name: "idle_timeout on tcp", mod: func(c *Config) { c.Services[0].IdleTimeout = time.Second },
+			wantErr: `client.services[0] (ssh).idle_timeout: only for protocol = "udp"`},
+		{name: "udp idle_timeout short", mod: func(c *Config) { c.Services[0].Protocol, c.Services[0].IdleTimeout = "udp", time.Millisecond },
+			wantErr: `client.services[0] (ssh).idle_timeout: `},
+		{name: "udp max_datagram", mod: func(c *Config) { c.Services[0].Protocol, c.Services[0].MaxDatagram = "udp", 70000 },
+			wantErr: `client.services[0] (ssh).max_datagram: 70000 is out of range`},
+		{name: "udp max_flows", mod: func(c *Config) { c.Services[0].Protocol, c.Services[0].MaxFlows = "udp", -1 },
+			wantErr: `client.services[0] (ssh).max_flows: -1 is negative`},
 		{name: "proxy_protocol upper case", mod: func(c *Config) { c.Services[0].ProxyProtocol = "V1" },
 			wantErr: `client.services[0] (ssh).proxy_protocol: "V1" is not one of v1, v2`},
 		{name: "proxy_protocol number", mod: func(c *Config) { c.Services[1].ProxyProtocol = "2" },

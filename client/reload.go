@@ -33,7 +33,14 @@ func newServiceTable(svcs []Service, old *serviceTable) *serviceTable {
 		if entry == "" && len(s.Domains) > 0 {
 			entry = session.EntryHTTP
 		}
-		t.claims = append(t.claims, session.Service{Name: s.Name, RemotePort: s.RemotePort, Domains: s.Domains, Entry: entry, Shared: s.Shared})
+		cl := session.Service{Name: s.Name, RemotePort: s.RemotePort, Domains: s.Domains, Entry: entry, Shared: s.Shared}
+		if s.IsUDP() {
+			cl.Protocol = session.ProtoUDP
+			if s.IdleTimeout > 0 || s.MaxFlows > 0 || s.MaxDatagram > 0 {
+				cl.UDP = &session.UDPLimits{IdleMillis: s.IdleTimeout.Milliseconds(), MaxFlows: s.MaxFlows, MaxDatagram: s.MaxDatagram}
+			}
+		}
+		t.claims = append(t.claims, cl)
 	}
 	return t
 }

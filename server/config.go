@@ -48,6 +48,9 @@ type Config struct {
 	HTTP   Entry  `toml:"http"`
 	HTTPS  Entry  `toml:"https"`
 	Limits Limits `toml:"limits"`
+	// UDP bounds the flows of UDP services: the defaults and caps that a
+	// service's own keys may only lower.
+	UDP UDP `toml:"udp"`
 	// Clients are the tokens that may connect and what each may claim.
 	Clients []Client `toml:"clients"`
 }
@@ -103,6 +106,32 @@ type Limits struct {
 	MaxSniffing int `toml:"max_sniffing"`
 }
 
+// UDP is the [server.udp] table. A flow is one public source address of
+// a UDP service, carried on a stream of its own.
+type UDP struct {
+	// IdleTimeout ends a flow with no datagram either way for this long.
+	IdleTimeout time.Duration `toml:"idle_timeout"`
+	// MaxFlows caps the flows of one service; beyond it the oldest idle
+	// flow (one that never had a reply, first) is dropped and counted.
+	MaxFlows int `toml:"max_flows"`
+	// MaxDatagram is the largest datagram relayed, in bytes; larger ones
+	// are dropped and counted. It bounds the buffers a flow takes.
+	MaxDatagram int `toml:"max_datagram"`
+	// MaxSessionFlows caps the flows through one client session, apart
+	// from limits.max_streams, so that a UDP flood cannot take the streams
+	// of its TCP services.
+	MaxSessionFlows int `toml:"max_session_flows"`
+}
+
+// MaxUDPDatagram is the largest UDP payload IPv4 carries, the default and
+// the cap of max_datagram.
+const MaxUDPDatagram = 65507
+
+// Limits returns u as the limits of a grant.
+func (u UDP) limits() session.UDPLimits {
+	return session.UDPLimits{IdleMillis: u.IdleTimeout.Milliseconds(), MaxFlows: u.MaxFlows, MaxDatagram: u.MaxDatagram}
+}
+
 // Client is one [[server.clients]] entry: a token and what it may claim.
 type Client struct {
 	// Name identifies the client in logs and errors; unique.
@@ -114,6 +143,8 @@ type Client struct {
 	TokenEnv  string `toml:"token_env"`
 	// Ports the client may claim as public ports.
 	Ports []PortRange `toml:"ports"`
+	// UDPPorts the client may claim as public UDP ports (protocol = "udp").
+	UDPPorts []PortRange `toml:"udp_ports"`
 	// Domains the client may claim: names or "*.suffix" wildcards.
 	Domains []string `toml:"domains"`
 }
@@ -147,6 +178,12 @@ func DefaultConfig() Config {
 			SniffTimeout:         10 * time.Second,
 			SniffMax:             16384,
 			MaxSniffing:          4096,
+		},
+		UDP: UDP{
+			IdleTimeout:     60 * time.Second,
+			MaxFlows:        4096,
+			MaxDatagram:     MaxUDPDatagram,
+			MaxSessionFlows: 16384,
 		},
 	}
 }
@@ -228,6 +265,9 @@ func (c Config) Validate() error {
 			return fmt.Errorf("server.limits.%s: %d must be at least 1", l.key, l.v)
 		}
 	}
+	if err := c.UDP.validate(); err != nil {
+		return err
+	}
 	if err := c.session().Validate(); err != nil {
 		var fe *session.FieldError
 		if errors.As(err, &fe) {
@@ -236,6 +276,26 @@ func (c Config) Validate() error {
 		return fmt.Errorf("server: %w", err)
 	}
 	return c.validateClients()
+}
+
+// minUDPIdle is the shortest idle_timeout: flows are swept a few times
+// within it.
+const minUDPIdle = time.Second
+
+func (u UDP) validate() error {
+	if u.IdleTimeout < minUDPIdle {
+		return fmt.Errorf(`server.udp.idle_timeout: %v is under %v (durations are strings such as "60s")`, u.IdleTimeout, minUDPIdle)
+	}
+	if u.MaxFlows < 1 {
+		return fmt.Errorf("server.udp.max_flows: %d must be at least 1", u.MaxFlows)
+	}
+	if u.MaxDatagram < 1 || u.MaxDatagram > MaxUDPDatagram {
+		return fmt.Errorf("server.udp.max_datagram: %d is out of range 1-%d", u.MaxDatagram, MaxUDPDatagram)
+	}
+	if u.MaxSessionFlows < 1 {
+		return fmt.Errorf("server.udp.max_session_flows: %d must be at least 1", u.MaxSessionFlows)
+	}
+	return nil
 }
 
 // Bounds of limits.sniff_max: a TLS ClientHello in one full record takes
@@ -308,12 +368,17 @@ func (c Config) validateClients() error {
 			return fmt.Errorf("%s.token: same token as server.clients[%d]; each client needs its own", key, j)
 		}
 		tokens[cl.Token] = i
-		if len(cl.Ports) == 0 && len(cl.Domains) == 0 {
-			return fmt.Errorf("%s: allows no ports and no domains, so it could claim nothing", key)
+		if len(cl.Ports) == 0 && len(cl.Domains) == 0 && len(cl.UDPPorts) == 0 {
+			return fmt.Errorf("%s: allows no ports, udp_ports or domains, so it could claim nothing", key)
 		}
 		for j, r := range cl.Ports {
 			if r.Lo < 1 || r.Hi > 65535 || r.Lo > r.Hi {
 				return fmt.Errorf("%s.ports[%d]: %d-%d is not a range of ports 1-65535", key, j, r.Lo, r.Hi)
+			}
+		}
+		for j, r := range cl.UDPPorts {
+			if r.Lo < 1 || r.Hi > 65535 || r.Lo > r.Hi {
+				return fmt.Errorf("%s.udp_ports[%d]: %d-%d is not a range of ports 1-65535", key, j, r.Lo, r.Hi)
 			}
 		}
 		for j, d := range cl.Domains {

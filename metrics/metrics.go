@@ -96,6 +96,29 @@ const (
 
 var abortReasons = []string{AbortStall, AbortPressure, AbortOther}
 
+// Reasons a UDP datagram was dropped, the reason label of
+// warren_udp_drops_total. Others count as DropOther.
+const (
+	// DropTooLarge: longer than the service's max_datagram.
+	DropTooLarge = "too_large"
+	// DropQueueFull: its flow's queue was full (the stream was blocked).
+	DropQueueFull = "queue_full"
+	// DropNoSession: no session served the port (its reconnect grace).
+	DropNoSession = "no_session"
+	// DropSessionFlows: the session was at udp.max_session_flows.
+	DropSessionFlows = "session_flows"
+	// DropFlowEvicted: a flow ended for a new one beyond max_flows
+	// (counted once per flow).
+	DropFlowEvicted = "flow_evicted"
+	// DropUnreachable: the target answered with ICMP unreachable and
+	// the flow ended (counted by the client, once per flow).
+	DropUnreachable = "unreachable"
+	// DropOther is what an unknown reason counts as.
+	DropOther = "other"
+)
+
+var dropReasons = []string{DropTooLarge, DropQueueFull, DropNoSession, DropSessionFlows, DropFlowEvicted, DropUnreachable, DropOther}
+
 // Transports, the transport label of warren_sessions: the transport kind,
 // with "+tls" unless the session is plaintext. Others count as "other".
 var transports = []string{"tcp", "kcp", "tcp+tls", "kcp+tls", "other"}
@@ -165,6 +188,9 @@ type Registry struct {
 	relaysAborted     *prometheus.CounterVec
 	streamOpen        prometheus.Histogram
 	rtt               *prometheus.GaugeVec // client
+	udpFlows          *prometheus.GaugeVec // service
+	udpDatagrams      *prometheus.CounterVec
+	udpDrops          *prometheus.CounterVec
 
 	mu       sync.Mutex
 	clients  names
@@ -220,6 +246,18 @@ func New(cfg Config) (*Registry, error) {
 			Name: "warren_heartbeat_rtt_seconds",
 			Help: "Last heartbeat round trip, by client name.",
 		}, []string{"client"}),
+		udpFlows: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "warren_udp_flows",
+			Help: "UDP flows open (public source addresses with a stream), by service.",
+		}, []string{"service"}),
+		udpDatagrams: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "warren_udp_datagrams_total",
+			Help: "UDP datagrams relayed, by service and direction (in: from the public peer; out: to it).",
+		}, []string{"service", "direction"}),
+		udpDrops: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "warren_udp_drops_total",
+			Help: "UDP datagrams dropped, and flows ended early, by service and reason.",
+		}, []string{"service", "reason"}),
 	}
 	info := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name:        "warren_build_info",
@@ -230,6 +268,7 @@ func New(cfg Config) (*Registry, error) {
 	cs := []prometheus.Collector{
 		info, r.streamsOpen, r.publicConns, r.serviceBytes,
 		r.handshakeFailures, r.relaysAborted, r.rtt, kcpCollector{},
+		r.udpFlows, r.udpDatagrams, r.udpDrops,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	}
@@ -373,6 +412,39 @@ func (r *Registry) AddBytes(service string, in, out int64) {
 	}
 }
 
+// UDPFlows moves the count of service's UDP flows open by delta.
+func (r *Registry) UDPFlows(service string, delta int) {
+	if r == nil || delta == 0 {
+		return
+	}
+	r.udpFlows.WithLabelValues(r.serviceLabel(service)).Add(float64(delta))
+}
+
+// AddDatagrams counts UDP datagrams relayed for service: in from the
+// public peers, out to them. Callers batch: it is not for every datagram.
+func (r *Registry) AddDatagrams(service string, in, out int64) {
+	if r == nil || in <= 0 && out <= 0 {
+		return
+	}
+	s := r.serviceLabel(service)
+	if in > 0 {
+		r.udpDatagrams.WithLabelValues(s, "in").Add(float64(in))
+	}
+	if out > 0 {
+		r.udpDatagrams.WithLabelValues(s, "out").Add(float64(out))
+	}
+}
+
+// UDPDropped counts n datagrams (or flows, for DropFlowEvicted and
+// DropUnreachable) of service dropped for reason, one of the Drop*
+// values; others count as DropOther.
+func (r *Registry) UDPDropped(service, reason string, n int64) {
+	if r == nil || n <= 0 {
+		return
+	}
+	r.udpDrops.WithLabelValues(r.serviceLabel(service), oneOf(reason, dropReasons, DropOther)).Add(float64(n))
+}
+
 // HandshakeFailed counts a tunnel handshake that failed for reason: a
 // rejection code (session.Code*), ReasonTimeout or ReasonTLS. Other
 // strings count as ReasonOther.
@@ -441,6 +513,9 @@ func (r *Registry) ForgetService(service string) {
 	l := prometheus.Labels{"service": service}
 	r.publicConns.DeletePartialMatch(l)
 	r.serviceBytes.DeletePartialMatch(l)
+	r.udpFlows.DeletePartialMatch(l)
+	r.udpDatagrams.DeletePartialMatch(l)
+	r.udpDrops.DeletePartialMatch(l)
 }
 
 func (r *Registry) clientLabel(client string) string {

@@ -2,7 +2,6 @@ package server
 
 import (
 	"fmt"
-	"net"
 	"slices"
 	"strconv"
 	"strings"
@@ -32,7 +31,12 @@ type service struct {
 	domains []string
 	entry   string
 	shared  bool
+	udp     bool              // a UDP port (never with domains)
+	limits  session.UDPLimits // udp: those granted
 }
+
+// key is the route key of the service's port.
+func (svc *service) key() string { return portKeyOf(svc.udp, svc.port) }
 
 // claimOp is one claim in flight: the keys it reserves while it binds.
 // done is closed when it releases them.
@@ -42,8 +46,8 @@ type claimOp struct {
 
 // bound are the listeners a claim has bound and not yet committed.
 type bound struct {
-	ls  map[string]net.Listener // by route key
-	any map[string]int          // any-port service name -> its port in ls
+	ls  map[string]socket // by route key
+	any map[string]int    // any-port service name -> its port in ls
 }
 
 func (b *bound) close() {
@@ -71,7 +75,7 @@ func (b *bound) close() {
 // what it held, and starts over.
 func (t *table) claim(cs *clientSession, reqs []session.Service) (granted []session.Service, victims []*clientSession, rej *session.RejectError) {
 	op := &claimOp{done: make(chan struct{})}
-	b := &bound{ls: make(map[string]net.Listener), any: make(map[string]int)}
+	b := &bound{ls: make(map[string]socket), any: make(map[string]int)}
 	defer b.close() // what was not committed
 	for rounds, waits := 0, 0; ; rounds++ {
 		t.mu.Lock()
@@ -100,14 +104,14 @@ func (t *table) claim(cs *clientSession, reqs []session.Service) (granted []sess
 			return nil, nil, session.Rejectf(session.CodeLimit, "the claim of client %q kept changing under other claims; try again", cs.client.name)
 		}
 		for _, svc := range p.bindPorts {
-			t.reserved[portKey(svc.port)] = op
+			t.reserved[svc.key()] = op
 		}
 		for _, svc := range p.bindAny {
 			if slot := anySlot(cs, svc.name); slot != "" {
 				t.reserved[slot] = op
 			}
 		}
-		ranges := slices.Clone(cs.client.ports)
+		ranges := portRanges{tcp: slices.Clone(cs.client.ports), udp: slices.Clone(cs.client.udpPorts)}
 		t.mu.Unlock()
 		if rej := t.bindAll(cs.client, ranges, p, op, b); rej != nil {
 			t.mu.Lock()
@@ -139,6 +143,16 @@ func (t *table) reservedByOther(key string, op *claimOp) <-chan struct{} {
 	return nil
 }
 
+// portRanges are the ports a client may claim, per protocol.
+type portRanges struct{ tcp, udp []PortRange }
+
+func (pr portRanges) of(udp bool) []PortRange {
+	if udp {
+		return pr.udp
+	}
+	return pr.tcp
+}
+
 // anySlot is the reservation key of a group's any-port service, "" for a
 // session outside a group: the group's sessions share the port (rule 7),
 // so while one binds it the others wait for it.
@@ -146,14 +160,14 @@ func anySlot(cs *clientSession, name string) string {
 	if cs.group == "" {
 		return ""
 	}
-	return fmt.Sprintf("any:%p/%s/%s", cs.client, cs.group, name)
+	return fmt.Sprintf("any:%p/%s/%s", cs.client, cs.group, name) // names are unique across protocols
 }
 
 // want is one route a claim asks for: the route it names if there is one.
 type want struct {
 	svc         *service
 	key         string
-	port        int    // a port route, or
+	port        int    // a port route (TCP, or UDP when svc.udp), or
 	entry, name string // a domain route
 	r           *route // nil: a new route, from a listener in bound for a port
 }
@@ -169,7 +183,7 @@ type plan struct {
 	victims   map[*clientSession]bool
 	mine      map[*route]bool
 	updating  bool
-	named     map[int]bool
+	named     map[string]bool // route keys of the ports the claim names
 	bindPorts []*service // named ports with neither route nor listener
 	bindAny   []*service // any-port services with neither route nor listener
 }
@@ -177,7 +191,7 @@ type plan struct {
 // planLocked works out the claim of reqs by cs against the table as it is,
 // with the listeners already in b.
 func (t *table) planLocked(cs *clientSession, reqs []session.Service, op *claimOp, b *bound) *plan {
-	p := &plan{updating: cs.sess != nil, victims: make(map[*clientSession]bool), mine: make(map[*route]bool), named: make(map[int]bool)}
+	p := &plan{updating: cs.sess != nil, victims: make(map[*clientSession]bool), mine: make(map[*route]bool), named: make(map[string]bool)}
 	refuse := func(rej *session.RejectError) *plan {
 		p.rej = rej
 		return p
@@ -212,8 +226,8 @@ func (t *table) planLocked(cs *clientSession, reqs []session.Service, op *claimO
 	}
 	for _, svc := range svcs {
 		if svc.port > 0 {
-			p.named[svc.port] = true
-			p.wants = append(p.wants, &want{svc: svc, key: portKey(svc.port), port: svc.port})
+			p.named[svc.key()] = true
+			p.wants = append(p.wants, &want{svc: svc, key: svc.key(), port: svc.port})
 		}
 		for _, d := range svc.domains {
 			p.wants = append(p.wants, &want{svc: svc, key: domainKey(svc.entry, d), entry: svc.entry, name: d})
@@ -226,7 +240,7 @@ func (t *table) planLocked(cs *clientSession, reqs []session.Service, op *claimO
 		}
 		r := t.routes[w.key]
 		if r == nil {
-			if w.port > 0 && b.ls[w.key] == nil {
+			if _, ok := b.ls[w.key]; w.port > 0 && !ok {
 				p.bindPorts = append(p.bindPorts, w.svc)
 			}
 			continue
@@ -249,7 +263,7 @@ func (t *table) planLocked(cs *clientSession, reqs []session.Service, op *claimO
 		if svc.port != 0 || len(svc.domains) > 0 {
 			continue
 		}
-		if r := t.anyPortRouteLocked(cs, svc.name); r != nil && !p.named[r.port] {
+		if r := t.anyPortRouteLocked(cs, svc); r != nil && !p.named[r.key] {
 			svc.port = r.port
 			p.wants = append(p.wants, &want{svc: svc, key: r.key, r: r})
 			continue
@@ -262,7 +276,7 @@ func (t *table) planLocked(cs *clientSession, reqs []session.Service, op *claimO
 		}
 		if port, ok := b.any[svc.name]; ok {
 			svc.port = port
-			p.wants = append(p.wants, &want{svc: svc, key: portKey(port), port: port})
+			p.wants = append(p.wants, &want{svc: svc, key: svc.key(), port: port})
 			continue
 		}
 		p.bindAny = append(p.bindAny, svc)
@@ -272,35 +286,43 @@ func (t *table) planLocked(cs *clientSession, reqs []session.Service, op *claimO
 
 // bindAll binds, with no lock held, the listeners p needs into b: named
 // ports, then any-port services, which skip the ports the claim names.
-func (t *table) bindAll(c *clientEntry, ranges []PortRange, p *plan, op *claimOp, b *bound) *session.RejectError {
+func (t *table) bindAll(c *clientEntry, ranges portRanges, p *plan, op *claimOp, b *bound) *session.RejectError {
 	for _, svc := range p.bindPorts {
-		l, err := t.bind(svc.port)
+		l, err := t.bind(svc.udp, svc.port)
 		if err != nil {
-			return session.Rejectf(session.CodePortInUse, "port in use: service %q remote_port %d: %v", svc.name, svc.port, err)
+			return session.Rejectf(session.CodePortInUse, "port in use: service %q remote_port %d%s: %v", svc.name, svc.port, protoNote(svc.udp), err)
 		}
-		b.ls[portKey(svc.port)] = l
+		b.ls[svc.key()] = l
 	}
 	for _, svc := range p.bindAny {
-		l, port, rej := t.bindAny(c, ranges, svc, p.named, op)
+		l, port, rej := t.bindAny(c, ranges.of(svc.udp), svc, p.named, op)
 		if rej != nil {
 			return rej
 		}
-		b.ls[portKey(port)] = l
+		b.ls[portKeyOf(svc.udp, port)] = l
 		b.any[svc.name] = port
 	}
 	return nil
+}
+
+// protoNote marks UDP in messages about ports: " (udp)".
+func protoNote(udp bool) string {
+	if udp {
+		return " (udp)"
+	}
+	return ""
 }
 
 // bindAny opens a public listener on a free port the client may claim,
 // other than those in skip. Each port is reserved for op, under the lock,
 // before it is bound without the lock, so that claims naming it wait for
 // this one, and other any-port searches pass it by.
-func (t *table) bindAny(c *clientEntry, ranges []PortRange, svc *service, skip map[int]bool, op *claimOp) (net.Listener, int, *session.RejectError) {
+func (t *table) bindAny(c *clientEntry, ranges []PortRange, svc *service, skip map[string]bool, op *claimOp) (socket, int, *session.RejectError) {
 	take := func(p int) bool {
 		t.mu.Lock()
 		defer t.mu.Unlock()
-		key := portKey(p)
-		if !portAllowed(c.ports, p) || skip[p] || t.routes[key] != nil || t.reservedByOther(key, op) != nil {
+		key := portKeyOf(svc.udp, p)
+		if !portAllowed(c.portsOf(svc.udp), p) || skip[key] || t.routes[key] != nil || t.reservedByOther(key, op) != nil {
 			return false
 		}
 		t.reserved[key] = op
@@ -309,19 +331,19 @@ func (t *table) bindAny(c *clientEntry, ranges []PortRange, svc *service, skip m
 	drop := func(p int) {
 		t.mu.Lock()
 		defer t.mu.Unlock()
-		if t.reserved[portKey(p)] == op {
-			delete(t.reserved, portKey(p))
+		if key := portKeyOf(svc.udp, p); t.reserved[key] == op {
+			delete(t.reserved, key)
 		}
 	}
 	// First let the kernel pick (fast when the ranges cover its ephemeral
 	// range), then probe the ranges in order.
 	for range 3 {
-		l, err := t.bind(0)
+		l, err := t.bind(svc.udp, 0)
 		if err != nil {
 			break
 		}
-		if a, ok := l.Addr().(*net.TCPAddr); ok && take(a.Port) {
-			return l, a.Port, nil
+		if p := l.port(); p > 0 && take(p) {
+			return l, p, nil
 		}
 		l.Close()
 	}
@@ -332,13 +354,13 @@ func (t *table) bindAny(c *clientEntry, ranges []PortRange, svc *service, skip m
 				continue
 			}
 			probes++
-			if l, err := t.bind(p); err == nil {
+			if l, err := t.bind(svc.udp, p); err == nil {
 				return l, p, nil
 			}
 			drop(p)
 		}
 	}
-	return nil, 0, session.Rejectf(session.CodePortInUse, "port in use: service %q asks for any free port, and none of client %q's ports (%s) is free", svc.name, c.name, portList(ranges))
+	return socket{}, 0, session.Rejectf(session.CodePortInUse, "port in use: service %q asks for any free port, and none of client %q's %s (%s) is free", svc.name, c.name, portsKey(svc.udp), portList(ranges))
 }
 
 // commitLocked applies p, whose new port routes have their listeners in
@@ -353,14 +375,20 @@ func (t *table) commitLocked(cs *clientSession, p *plan, b *bound) (granted []se
 		w.r.service = w.svc.name
 		w.r.port, w.r.entry, w.r.name = w.port, w.entry, w.name
 		if w.port > 0 {
-			w.r.l = b.ls[w.key]
+			sock := b.ls[w.key]
+			w.r.l, w.r.pc, w.r.udp = sock.l, sock.pc, w.svc.udp
 			delete(b.ls, w.key)
 		}
 		t.routes[w.key] = w.r
 		fresh = append(fresh, w.r)
 	}
+	for _, w := range p.wants {
+		if w.svc.udp {
+			w.r.setLimits(w.svc.limits) // the latest claim's
+		}
+	}
 	for _, r := range fresh {
-		if r.l != nil {
+		if r.l != nil || r.pc != nil {
 			t.serve(r)
 		}
 	}
@@ -402,7 +430,12 @@ func (t *table) commitLocked(cs *clientSession, p *plan, b *bound) (granted []se
 		victims = append(victims, v)
 	}
 	for _, svc := range p.svcs {
-		granted = append(granted, session.Service{Name: svc.name, RemotePort: svc.port, Domains: svc.domains, Entry: svc.entry, Shared: svc.shared})
+		g := session.Service{Name: svc.name, RemotePort: svc.port, Domains: svc.domains, Entry: svc.entry, Shared: svc.shared}
+		if svc.udp {
+			lim := svc.limits
+			g.Protocol, g.UDP = session.ProtoUDP, &lim
+		}
+		granted = append(granted, g)
 	}
 	if p.updating {
 		cs.granted = granted // (byte counts of services new to the session start with its next one)
@@ -410,17 +443,18 @@ func (t *table) commitLocked(cs *clientSession, p *plan, b *bound) (granted []se
 	return granted, victims
 }
 
-// anyPortRouteLocked is the port route that cs, or another session of its
-// group, serves as the any-port service name: an update keeps the port,
-// and parallel sessions share it even when they claim at once.
-func (t *table) anyPortRouteLocked(cs *clientSession, name string) *route {
+// anyPortRouteLocked is the port route of svc's protocol that cs, or
+// another session of its group, serves as the any-port service svc: an
+// update keeps the port, and parallel sessions share it even when they
+// claim at once.
+func (t *table) anyPortRouteLocked(cs *clientSession, svc *service) *route {
 	for _, r := range t.routes {
-		if r.port == 0 || r.l == nil {
+		if r.port == 0 || r.udp != svc.udp {
 			continue
 		}
 		for _, m := range r.members {
 			sameGroup := cs.group != "" && m.cs.client == cs.client && m.cs.group == cs.group
-			if (m.cs == cs || sameGroup) && m.service == name {
+			if (m.cs == cs || sameGroup) && m.service == svc.name {
 				return r
 			}
 		}
@@ -472,7 +506,7 @@ func (t *table) checkServices(c *clientEntry, reqs []session.Service) ([]*servic
 		return nil, session.Rejectf(session.CodeBadRequest, "%d services claimed; the server allows %d per client (limits.max_services)", len(reqs), t.cfg.maxServices)
 	}
 	names := make(map[string]bool)
-	ports := make(map[int]bool)
+	ports := make(map[string]bool)   // route keys
 	domains := make(map[string]bool) // entry:name
 	var svcs []*service
 	for _, r := range reqs {
@@ -484,6 +518,20 @@ func (t *table) checkServices(c *clientEntry, reqs []session.Service) ([]*servic
 		}
 		names[r.Name] = true
 		svc := &service{name: r.Name, port: r.RemotePort, shared: r.Shared, entry: r.Entry}
+		switch r.Protocol {
+		case "", session.ProtoTCP:
+			if r.UDP != nil {
+				return nil, session.Rejectf(session.CodeBadRequest, "service %q: UDP limits on a TCP service", r.Name)
+			}
+		case session.ProtoUDP:
+			if len(r.Domains) > 0 || r.Entry != "" {
+				return nil, session.Rejectf(session.CodeBadRequest, "service %q: a UDP service has no domains or entry point", r.Name)
+			}
+			svc.udp = true
+			svc.limits = t.cfg.udp.lower(r.UDP)
+		default:
+			return nil, session.Rejectf(session.CodeBadRequest, "service %q: protocol %q is not \"tcp\" or \"udp\"", r.Name, r.Protocol)
+		}
 		switch {
 		case len(r.Domains) == 0 && r.Entry != "":
 			return nil, session.Rejectf(session.CodeBadRequest, "service %q: entry %q without domains", r.Name, r.Entry)
@@ -496,12 +544,12 @@ func (t *table) checkServices(c *clientEntry, reqs []session.Service) ([]*servic
 			return nil, session.Rejectf(session.CodeBadRequest, "service %q: remote_port %d is out of range", r.Name, r.RemotePort)
 		}
 		if r.RemotePort > 0 {
-			if ports[r.RemotePort] {
-				return nil, session.Rejectf(session.CodeBadRequest, "remote_port %d is claimed by two services", r.RemotePort)
+			if ports[svc.key()] {
+				return nil, session.Rejectf(session.CodeBadRequest, "remote_port %d%s is claimed by two services", r.RemotePort, protoNote(svc.udp))
 			}
-			ports[r.RemotePort] = true
-			if !portAllowed(c.ports, r.RemotePort) {
-				return nil, session.Rejectf(session.CodePortNotAllowed, "port not allowed: service %q remote_port %d is not in client %q's ports (%s)", r.Name, r.RemotePort, c.name, portList(c.ports))
+			ports[svc.key()] = true
+			if !portAllowed(c.portsOf(svc.udp), r.RemotePort) {
+				return nil, session.Rejectf(session.CodePortNotAllowed, "port not allowed: service %q remote_port %d%s is not in client %q's %s (%s)", r.Name, r.RemotePort, protoNote(svc.udp), c.name, portsKey(svc.udp), portList(c.portsOf(svc.udp)))
 			}
 		}
 		for _, d := range r.Domains {
@@ -518,12 +566,21 @@ func (t *table) checkServices(c *clientEntry, reqs []session.Service) ([]*servic
 			}
 			svc.domains = append(svc.domains, n)
 		}
-		if svc.port == 0 && len(svc.domains) == 0 && len(c.ports) == 0 {
-			return nil, session.Rejectf(session.CodePortNotAllowed, "port not allowed: service %q asks for any free port, but client %q may claim no ports", r.Name, c.name)
+		if svc.port == 0 && len(svc.domains) == 0 && len(c.portsOf(svc.udp)) == 0 {
+			return nil, session.Rejectf(session.CodePortNotAllowed, "port not allowed: service %q asks for any free port, but client %q may claim no %s", r.Name, c.name, portsKey(svc.udp))
 		}
 		svcs = append(svcs, svc)
 	}
 	return svcs, nil
+}
+
+// portsKey names a client's list of ports of a protocol, as the config
+// file does.
+func portsKey(udp bool) string {
+	if udp {
+		return "udp_ports"
+	}
+	return "ports"
 }
 
 func portAllowed(rs []PortRange, p int) bool {
@@ -549,7 +606,9 @@ func describe(svcs []session.Service) string {
 	parts := make([]string, 0, len(svcs))
 	for _, s := range svcs {
 		var claims []string
-		if s.RemotePort > 0 {
+		if s.RemotePort > 0 && s.IsUDP() {
+			claims = append(claims, "udp port "+strconv.Itoa(s.RemotePort))
+		} else if s.RemotePort > 0 {
 			claims = append(claims, "port "+strconv.Itoa(s.RemotePort))
 		}
 		claims = append(claims, s.Domains...)

@@ -127,9 +127,23 @@ type UDP struct {
 // the cap of max_datagram.
 const MaxUDPDatagram = 65507
 
-// Limits returns u as the limits of a grant.
-func (u UDP) limits() session.UDPLimits {
-	return session.UDPLimits{IdleMillis: u.IdleTimeout.Milliseconds(), MaxFlows: u.MaxFlows, MaxDatagram: u.MaxDatagram}
+// lower returns the limits a UDP claim is granted: the server's, each
+// lowered where the claim asks for less (0 asks for nothing).
+func (u UDP) lower(want *session.UDPLimits) session.UDPLimits {
+	l := session.UDPLimits{IdleMillis: u.IdleTimeout.Milliseconds(), MaxFlows: u.MaxFlows, MaxDatagram: u.MaxDatagram}
+	if want == nil {
+		return l
+	}
+	if want.IdleMillis > 0 {
+		l.IdleMillis = min(l.IdleMillis, max(want.IdleMillis, minUDPIdle.Milliseconds()))
+	}
+	if want.MaxFlows > 0 {
+		l.MaxFlows = min(l.MaxFlows, want.MaxFlows)
+	}
+	if want.MaxDatagram > 0 {
+		l.MaxDatagram = min(l.MaxDatagram, want.MaxDatagram)
+	}
+	return l
 }
 
 // Client is one [[server.clients]] entry: a token and what it may claim.

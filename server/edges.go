@@ -2,6 +2,7 @@ package server
 
 import (
 	"net"
+	"net/netip"
 
 	"github.com/warren-tunnel/warren/clock"
 	"github.com/warren-tunnel/warren/transport"
@@ -13,9 +14,10 @@ import (
 // an Option replaces them, so a test can run the whole server in memory
 // (transporttest, memnet, clocktest) or on real sockets from one switch.
 type edges struct {
-	transports map[string]transport.Transport
-	listen     ListenFunc
-	clock      clock.Clock
+	transports   map[string]transport.Transport
+	listen       ListenFunc
+	listenPacket ListenPacketFunc
+	clock        clock.Clock
 }
 
 // ListenFunc binds a public port or an entry point, as net.Listen does:
@@ -23,6 +25,24 @@ type edges struct {
 // listener's Addr is then a *net.TCPAddr). It must fail when the address
 // is taken, and the listener's Close must release it.
 type ListenFunc func(network, address string) (net.Listener, error)
+
+// PacketConn is a bound public UDP port; *net.UDPConn is one.
+// ReadFromUDPAddrPort waits for the next datagram and returns it (cut to
+// len(b)) with its source; WriteToUDPAddrPort sends b as one datagram to
+// addr without waiting for the peer; Close releases the port and makes a
+// Read under way, and every later call, fail with an error matching
+// net.ErrClosed. Reads and writes may run at once from many goroutines.
+type PacketConn interface {
+	ReadFromUDPAddrPort(b []byte) (n int, addr netip.AddrPort, err error)
+	WriteToUDPAddrPort(b []byte, addr netip.AddrPort) (int, error)
+	LocalAddr() net.Addr
+	Close() error
+}
+
+// ListenPacketFunc binds a public UDP port, as net.ListenUDP does: network
+// is "udp", address "host:port" (port 0: any free port, whose LocalAddr is
+// then a *net.UDPAddr). It must fail when the address is taken.
+type ListenPacketFunc func(network, address string) (PacketConn, error)
 
 // An Option replaces one of the server's edges.
 type Option func(*edges)
@@ -40,6 +60,12 @@ func WithListen(listen ListenFunc) Option {
 	return func(e *edges) { e.listen = listen }
 }
 
+// WithListenPacket makes the server bind the public ports of UDP services
+// with listen instead of net.ListenUDP.
+func WithListenPacket(listen ListenPacketFunc) Option {
+	return func(e *edges) { e.listenPacket = listen }
+}
+
 // WithClock makes the server read the time and set its timers (reconnect
 // grace, waits for a client, shutdown timeout) on c instead of the system
 // clock.
@@ -48,9 +74,29 @@ func WithClock(c clock.Clock) Option {
 }
 
 func newEdges(opts []Option) edges {
-	e := edges{transports: make(map[string]transport.Transport), listen: net.Listen, clock: clock.Real{}}
+	e := edges{transports: make(map[string]transport.Transport), listen: net.Listen, listenPacket: listenUDP, clock: clock.Real{}}
 	for _, o := range opts {
 		o(&e)
 	}
 	return e
+}
+
+// udpReadBuffer is the receive buffer asked for on a public UDP socket: a
+// burst of datagrams waits there while the flows' queues take them (Linux
+// caps it at net.core.rmem_max, 208 KiB by default, unless raised).
+const udpReadBuffer = 4 << 20
+
+// listenUDP is the real ListenPacketFunc.
+func listenUDP(network, address string) (PacketConn, error) {
+	a, err := net.ResolveUDPAddr(network, address)
+	if err != nil {
+		return nil, err
+	}
+	c, err := net.ListenUDP(network, a)
+	if err != nil {
+		return nil, err
+	}
+	c.SetReadBuffer(udpReadBuffer)
+	c.SetWriteBuffer(udpReadBuffer)
+	return c, nil
 }

@@ -48,7 +48,8 @@ func (s *Server) serveConn(r *route, c net.Conn, prefix []byte) {
 		}
 		log := m.cs.log
 		service = m.service
-		if m.cs.sess.NumStreams() >= s.cfg.Limits.MaxStreams {
+		// UDP flows have their own cap (udp.max_session_flows).
+		if m.cs.sess.NumStreams()-int(m.cs.flows.Load()) >= s.cfg.Limits.MaxStreams {
 			log.Warn("session at limits.max_streams; public connection not given to it", "route", r.key, "peer", peer, "max_streams", s.cfg.Limits.MaxStreams)
 			tried[m] = true
 			failed = metrics.OutcomeRefusedLimit

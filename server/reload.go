@@ -64,6 +64,7 @@ func (t *table) reload(cfg []Client) (clients []*clientEntry, closing []*clientS
 			e = &clientEntry{name: c.Name} // a new identity: old routes are not its
 		}
 		e.ports = c.Ports
+		e.udpPorts = c.UDPPorts
 		e.domains = nil
 		for _, d := range c.Domains {
 			n, _ := domain.Normalize(d) // Validate checked it

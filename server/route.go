@@ -6,10 +6,12 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/warren-tunnel/warren/clock"
 	"github.com/warren-tunnel/warren/internal/domain"
+	"github.com/warren-tunnel/warren/session"
 )
 
 // A route is what public connections arrive on: a public port, or a domain
@@ -18,8 +20,9 @@ import (
 // the client's return (reconnect grace), its listener open, new
 // connections waiting; the returning session adopts it without a gap.
 type route struct {
-	key    string // "port:2222", "http:www.example.com", "https:*.example.com"
+	key    string // "port:2222", "udp:53", "http:www.example.com", "https:*.example.com"
 	port   int    // port routes
+	udp    bool   // port routes: a UDP port
 	entry  string // domain routes: "http" or "https"
 	name   string // domain routes: the normalized name or wildcard
 	shared bool
@@ -27,8 +30,13 @@ type route struct {
 	// route: the metrics label of connections no session takes.
 	service string
 	client  *clientEntry  // the client of a non-shared route's members
-	l       net.Listener  // port routes: the public listener
+	l       net.Listener  // TCP port routes: the public listener
+	pc      PacketConn    // UDP port routes: the public socket
 	done    chan struct{} // closed when the route is removed
+	// limits are a UDP route's, those of the latest claim on it.
+	limits atomic.Pointer[session.UDPLimits]
+	// flows are a UDP route's flows, once it is served (udp.go).
+	flows atomic.Pointer[flowTable]
 
 	// Guarded by the table's lock:
 	members   []*member
@@ -46,6 +54,48 @@ type member struct {
 }
 
 func portKey(p int) string { return "port:" + strconv.Itoa(p) }
+
+func udpKey(p int) string { return "udp:" + strconv.Itoa(p) }
+
+func portKeyOf(udp bool, p int) string {
+	if udp {
+		return udpKey(p)
+	}
+	return portKey(p)
+}
+
+// socket is a bound public port: a TCP listener or a UDP socket.
+type socket struct {
+	l  net.Listener
+	pc PacketConn
+}
+
+func (s socket) Close() error {
+	if s.pc != nil {
+		return s.pc.Close()
+	}
+	return s.l.Close()
+}
+
+// port is the bound port, 0 if unknown.
+func (s socket) port() int {
+	var a net.Addr
+	if s.pc != nil {
+		a = s.pc.LocalAddr()
+	} else {
+		a = s.l.Addr()
+	}
+	switch a := a.(type) {
+	case *net.TCPAddr:
+		return a.Port
+	case *net.UDPAddr:
+		return a.Port
+	}
+	return 0
+}
+
+// setLimits records the UDP limits of the latest claim on r.
+func (r *route) setLimits(l session.UDPLimits) { r.limits.Store(&l) }
 
 func domainKey(entry, name string) string { return entry + ":" + name }
 
@@ -137,6 +187,27 @@ func (t *table) pick(r *route, tried map[*member]bool, give <-chan struct{}) (*m
 	}
 }
 
+// pickNow is pick for a UDP flow: the member its first datagram goes to
+// now, or nil. It never waits: while the route is held, or its members
+// are in their handshake, datagrams are dropped (counted), not queued.
+func (t *table) pickNow(r *route) *member {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return r.pickLocked(nil)
+}
+
+// members returns the members serving r now: a UDP flow ends when its
+// member leaves the route (a drain, an update without the service).
+func (t *table) members(r *route) map[*member]bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := make(map[*member]bool, len(r.members))
+	for _, m := range r.members {
+		out[m] = true
+	}
+	return out
+}
+
 func (r *route) pickLocked(tried map[*member]bool) *member {
 	var best *member
 	bestScore := 0
@@ -190,8 +261,12 @@ func (t *table) lookupDomain(entry, host string) *route {
 	return best
 }
 
-// describeRoute names a route for messages: "port 2222", "domain x (http)".
+// describeRoute names a route for messages: "port 2222", "udp port 53",
+// "domain x (http)".
 func describeRoute(r *route) string {
+	if r.port > 0 && r.udp {
+		return "udp port " + strconv.Itoa(r.port)
+	}
 	if r.port > 0 {
 		return "port " + strconv.Itoa(r.port)
 	}
@@ -219,7 +294,7 @@ func holders(r *route) string {
 
 // RouteInfo describes a route: what public connections arrive on.
 type RouteInfo struct {
-	// Key names it: "port:2222", "http:www.example.com".
+	// Key names it: "port:2222", "udp:53", "http:www.example.com".
 	Key string
 	// Client is the client whose sessions serve it; "" when shared.
 	Client string
@@ -232,6 +307,8 @@ type RouteInfo struct {
 	Held bool
 	// Waiting counts the public connections waiting for a session.
 	Waiting int
+	// Flows counts a UDP route's flows.
+	Flows int
 }
 
 // info lists the routes, by key.
@@ -241,6 +318,9 @@ func (t *table) info() []RouteInfo {
 	out := make([]RouteInfo, 0, len(t.routes))
 	for _, r := range t.routes {
 		ri := RouteInfo{Key: r.key, Shared: r.shared, Sessions: len(r.members), Held: !r.heldUntil.IsZero(), Waiting: r.waiting}
+		if ft := r.flows.Load(); ft != nil {
+			ri.Flows = ft.count()
+		}
 		if !r.shared && r.client != nil {
 			ri.Client = r.client.name
 		}

@@ -74,9 +74,18 @@ type listener struct {
 
 // clientEntry is a configured client, its claims normalized.
 type clientEntry struct {
-	name    string
-	ports   []PortRange
-	domains []string
+	name     string
+	ports    []PortRange
+	udpPorts []PortRange
+	domains  []string
+}
+
+// portsOf is the client's ports of a protocol.
+func (c *clientEntry) portsOf(udp bool) []PortRange {
+	if udp {
+		return c.udpPorts
+	}
+	return c.ports
 }
 
 // New checks cfg and prepares the server: it loads or creates the TLS
@@ -108,7 +117,8 @@ func New(cfg Config, log *slog.Logger, opts ...Option) (*Server, error) {
 		handshakeTimeout: cfg.Limits.HandshakeTimeout,
 		maxWaiting:       cfg.Limits.MaxWaiting,
 		maxServices:      cfg.Limits.MaxServices,
-	}, e.clock, log, &s.changed, s.bindPublic, func(r *route) { s.acceptWG.Go(func() { s.servePort(r) }) })
+		udp:              cfg.UDP,
+	}, e.clock, log, &s.changed, s.bindPublic, s.serveRoute)
 	if !cfg.TLS.Disabled {
 		var err error
 		s.tls, s.fingerprint, s.certCreated, err = cfg.TLS.Config(cfg.StateDir)
@@ -119,7 +129,7 @@ func New(cfg Config, log *slog.Logger, opts ...Option) (*Server, error) {
 	var clients []*clientEntry
 	var tokens [][]byte
 	for _, c := range cfg.Clients {
-		e := &clientEntry{name: c.Name, ports: c.Ports}
+		e := &clientEntry{name: c.Name, ports: c.Ports, udpPorts: c.UDPPorts}
 		for _, d := range c.Domains {
 			n, _ := domain.Normalize(d) // Validate checked it
 			e.domains = append(e.domains, n)
@@ -131,9 +141,24 @@ func New(cfg Config, log *slog.Logger, opts ...Option) (*Server, error) {
 	return s, nil
 }
 
-// bindPublic opens the public listener of a port (0: any free one).
-func (s *Server) bindPublic(port int) (net.Listener, error) {
-	return s.edges.listen("tcp", net.JoinHostPort(s.cfg.PublicAddress, strconv.Itoa(port)))
+// bindPublic opens a public port (0: any free one), TCP or UDP.
+func (s *Server) bindPublic(udp bool, port int) (socket, error) {
+	addr := net.JoinHostPort(s.cfg.PublicAddress, strconv.Itoa(port))
+	if udp {
+		pc, err := s.edges.listenPacket("udp", addr)
+		return socket{pc: pc}, err
+	}
+	l, err := s.edges.listen("tcp", addr)
+	return socket{l: l}, err
+}
+
+// serveRoute starts the loop of a new port route, under the table's lock.
+func (s *Server) serveRoute(r *route) {
+	if r.udp {
+		s.serveUDP(r)
+		return
+	}
+	s.acceptWG.Go(func() { s.servePort(r) })
 }
 
 // Fingerprint is the server certificate's fingerprint in the form clients

@@ -1,8 +1,8 @@
 package server
 
 import (
+	"io"
 	"log/slog"
-	"net"
 	"slices"
 	"sync"
 	"time"
@@ -14,14 +14,18 @@ import (
 // The route table: which client sessions serve which public ports and
 // domains. It is the claim policy of the server, under its own lock; the
 // rules below only make sense together, and each is pinned by a test in
-// table_test.go.
+// table_test.go (table_udp_test.go for UDP ports).
 //
 //  1. Tokens: a claim is checked against what the client's token allows
-//     (its ports and domains: port_not_allowed, domain_not_allowed), the
-//     server's limits.max_services, and the request's form (bad_request).
-//     A client removed by a reload, meanwhile, is unknown_token.
-//  2. Owners: a route (a public port, or a domain on an entry point)
-//     belongs to one client unless shared. Another client's claim on it is
+//     (its ports, udp_ports and domains: port_not_allowed,
+//     domain_not_allowed), the server's limits.max_services, and the
+//     request's form (bad_request; a UDP service has no domains or entry).
+//     A UDP claim's limits are the server's [server.udp] ones, lowered
+//     where it asks for less, never raised. A client removed by a reload,
+//     meanwhile, is unknown_token.
+//  2. Owners: a route (a public TCP port, a public UDP port, or a domain
+//     on an entry point; a TCP and a UDP port of one number are two
+//     routes) belongs to one client unless shared. Another client's claim on it is
 //     refused (port_in_use, domain_in_use) naming the holder, also while
 //     the route is held for the holder's return.
 //  3. Sharing: every service on a shared route must say shared; a shared
@@ -38,8 +42,8 @@ import (
 //  6. Groups: the parallel sessions of one client process (connections =
 //     N) serve its routes together, at most session.MaxConnections of
 //     them; they replace nobody of their group.
-//  7. Any port: a service with remote_port 0 gets a free port its client
-//     may claim (the kernel's pick first, then the client's ranges in
+//  7. Any port: a service with remote_port 0 gets a free port of its
+//     protocol that its client may claim (the kernel's pick first, then the client's ranges in
 //     order, at most maxPortProbes binds), never one that another service
 //     of the same claim names. The sessions of a group share one port, even
 //     when they claim at once; an update keeps the port.
@@ -59,6 +63,9 @@ import (
 //     With none, it waits while the route is held or a member is in its
 //     handshake (at most limits.max_waiting connections per route); a
 //     removed route, or the end of the grace, sends the waiters away.
+//     A UDP flow picks the same way but never waits (pickNow): with no
+//     live member its datagram is dropped, and a flow keeps the member it
+//     picked for its life (udp.go has the flows' own rules).
 //  12. Locking: a claim is planned under the table's lock, binds its ports
 //     with no lock held (other claims and every pick go on meanwhile), and
 //     is committed, or rolled back, under the lock. A key being bound is
@@ -77,10 +84,10 @@ type table struct {
 	clock   clock.Clock
 	log     *slog.Logger
 	changed *signal
-	// bind opens a public listener on a port (0: any); serve starts a
-	// new port route's accept loop, under the lock (so that none starts
-	// once close has returned).
-	bind  func(port int) (net.Listener, error)
+	// bind opens a public port (0: any), TCP or UDP; serve starts a new
+	// port route's accept or read loop, under the lock (so that none
+	// starts once close has returned).
+	bind  func(udp bool, port int) (socket, error)
 	serve func(*route)
 
 	mu       sync.Mutex
@@ -99,9 +106,10 @@ type tableConfig struct {
 	handshakeTimeout time.Duration // how long pick waits for a member in its handshake
 	maxWaiting       int
 	maxServices      int
+	udp              UDP // the limits a UDP service may lower
 }
 
-func newTable(cfg tableConfig, clk clock.Clock, log *slog.Logger, changed *signal, bind func(int) (net.Listener, error), serve func(*route)) *table {
+func newTable(cfg tableConfig, clk clock.Clock, log *slog.Logger, changed *signal, bind func(bool, int) (socket, error), serve func(*route)) *table {
 	return &table{
 		cfg: cfg, clock: clk, log: log, changed: changed, bind: bind, serve: serve,
 		sessions: make(map[*clientSession]struct{}),
@@ -188,18 +196,21 @@ func (t *table) list() []*clientSession {
 }
 
 // close begins shutdown: claims are refused from now on, holds end, and
-// it returns the public listeners for the caller to close.
-func (t *table) close() []net.Listener {
+// it returns the public ports for the caller to close.
+func (t *table) close() []io.Closer {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.closing = true
-	var ls []net.Listener
+	var ls []io.Closer
 	for _, r := range t.routes {
 		if r.hold != nil {
 			r.hold.Stop()
 		}
 		if r.l != nil {
 			ls = append(ls, r.l)
+		}
+		if r.pc != nil {
+			ls = append(ls, r.pc)
 		}
 	}
 	return ls
@@ -275,6 +286,9 @@ func (t *table) removeRouteLocked(r *route) {
 	}
 	if r.l != nil {
 		r.l.Close()
+	}
+	if r.pc != nil {
+		r.pc.Close() // its flows end (udp.go)
 	}
 	close(r.done)
 	r.wakeLocked()

@@ -23,9 +23,9 @@ import (
 	"github.com/warren-tunnel/warren/transport/transporttest"
 )
 
-// fixture is a table with two clients: office (ports 20000-20099,
-// *.office.example.com and shared.example.com) and other (ports
-// 20000-20199, shared.example.com).
+// fixture is a table with two clients: office (ports 20000-20099, UDP
+// ports 20000-20009, *.office.example.com and shared.example.com) and
+// other (ports 20000-20199, UDP ports 20000-20019, shared.example.com).
 type fixture struct {
 	t      testing.TB
 	tb     *table
@@ -43,9 +43,18 @@ func newFixture(t *testing.T) *fixture { return newFixtureTB(t) }
 func newFixtureTB(t testing.TB) *fixture {
 	t.Helper()
 	f := &fixture{t: t, net: &memnet.Network{}, clock: clocktest.New()}
-	cfg := tableConfig{grace: time.Minute, handshakeTimeout: time.Minute, maxWaiting: 4, maxServices: 8}
-	bind := func(port int) (net.Listener, error) {
-		return f.net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+	cfg := tableConfig{grace: time.Minute, handshakeTimeout: time.Minute, maxWaiting: 4, maxServices: 8, udp: DefaultConfig().UDP}
+	bind := func(udp bool, port int) (socket, error) {
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+		if udp {
+			pc, err := f.net.ListenPacket("udp", addr)
+			if err != nil {
+				return socket{}, err
+			}
+			return socket{pc: pc}, nil
+		}
+		l, err := f.net.Listen("tcp", addr)
+		return socket{l: l}, err
 	}
 	serve := func(r *route) {
 		f.mu.Lock()
@@ -53,8 +62,8 @@ func newFixtureTB(t testing.TB) *fixture {
 		f.mu.Unlock()
 	}
 	f.tb = newTable(cfg, f.clock, slog.New(slog.DiscardHandler), &signal{}, bind, serve)
-	f.office = &clientEntry{name: "office", ports: []PortRange{{20000, 20099}}, domains: []string{"*.office.example.com", "shared.example.com"}}
-	f.other = &clientEntry{name: "other", ports: []PortRange{{20000, 20199}}, domains: []string{"shared.example.com"}}
+	f.office = &clientEntry{name: "office", ports: []PortRange{{20000, 20099}}, udpPorts: []PortRange{{20000, 20009}}, domains: []string{"*.office.example.com", "shared.example.com"}}
+	f.other = &clientEntry{name: "other", ports: []PortRange{{20000, 20199}}, udpPorts: []PortRange{{20000, 20019}}, domains: []string{"shared.example.com"}}
 	f.tb.setClientsLocked([]*clientEntry{f.office, f.other}, [][]byte{[]byte("o"), []byte("t")})
 	t.Cleanup(func() {
 		for _, l := range f.tb.close() {
@@ -649,12 +658,12 @@ func TestTableLocking(t *testing.T) {
 
 	entered, release := make(chan int, 8), make(chan struct{})
 	realBind := f.tb.bind
-	f.tb.bind = func(port int) (net.Listener, error) {
+	f.tb.bind = func(udp bool, port int) (socket, error) {
 		if port == 20001 {
 			entered <- port
 			<-release
 		}
-		return realBind(port)
+		return realBind(udp, port)
 	}
 	slow := f.session(f.office, "slow", "")
 	done := make(chan *session.RejectError, 1)

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/warren-tunnel/warren/admin"
@@ -34,6 +35,7 @@ type clientSession struct {
 
 	streamsMu sync.Mutex
 	streams   map[string]int // streams open by service, for limits.max_streams_per_service
+	flows     atomic.Int64   // UDP flows open through the session (udp.go)
 }
 
 // serveTunnel runs one client connection from handshake to the end of its

@@ -9,8 +9,8 @@
 // same errors as from the kernel), connections with a buffer each way
 // (a writer blocks while the peer's is full), half-close, reset (linger 0,
 // or closing with unread data), deadlines, and host names for the
-// resolver. It has no packets, no timing and no congestion: what depends
-// on those is tested on real sockets.
+// resolver; and UDP sockets (packet.go). It has no timing and no
+// congestion: what depends on those is tested on real sockets.
 package memnet
 
 import (
@@ -41,7 +41,8 @@ type Network struct {
 	mu        sync.Mutex
 	listeners map[netip.AddrPort]*Listener
 	hosts     map[string][]netip.Addr
-	next      uint16 // the next ephemeral port to try
+	next      uint16     // the next ephemeral port to try
+	udp       packetSide // packet.go
 }
 
 func (n *Network) initLocked() {

@@ -1,0 +1,480 @@
+package server
+
+import (
+	"container/list"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/warren-tunnel/warren/internal/dgram"
+	"github.com/warren-tunnel/warren/metrics"
+	"github.com/warren-tunnel/warren/session"
+)
+
+// A UDP route's public socket is read by one goroutine, which hands each
+// datagram to the flow of its source address: one public source, one
+// flow, one stream of its own to the client (so that a slow or lossy flow
+// holds up no other), carrying datagram chunks.
+//
+//	public peer --> socket --(read)--> flow queue --(send)--> stream --> client --> target
+//	public peer <-- socket <--(receive)--------------------- stream <-- client <-- target
+//
+// The rules of a route's flow table, which hold together under its lock:
+//
+//  1. Flows. The first datagram from a source makes its flow and picks
+//     its member at once (table.pickNow): the flow stays with that
+//     session for its life. No member (the route is held for its
+//     client's return, or its sessions are in their handshake): the
+//     datagram is dropped (no_session), never queued.
+//  2. Caps. At most max_flows flows per route: a new source beyond it
+//     ends the flow that had a datagram from its source least recently,
+//     among those not yet assured (fewer than two datagrams in, or none
+//     out) first, so that a flood of one-datagram sources cannot push
+//     out a real one (flow_evicted). At most udp.max_session_flows flows
+//     per session, counted apart from limits.max_streams: a new flow
+//     beyond it is dropped (session_flows).
+//  3. Queues. A datagram waits in its flow's queue while the stream
+//     opens or is blocked: at most flowQueueLen datagrams per flow and
+//     queueBudget bytes for every flow of the server; beyond, it is
+//     dropped (queue_full). The reader never waits, so one flow cannot
+//     hold up another.
+//  4. Sizes. A datagram longer than max_datagram is dropped (too_large).
+//  5. Ends. A flow ends after idle_timeout with no datagram either way,
+//     when its stream ends (the client's end or abort, as on ICMP
+//     unreachable from the target; session loss), when its member stops
+//     serving the route (drain, an update without the service), and with
+//     the route (released, reloaded away, shutdown).
+type flowTable struct {
+	s     *Server
+	r     *route
+	stats udpCounts
+	local string        // the socket's address, for stream headers
+	die   chan struct{} // closed when the reader has stopped
+	n     atomic.Int64  // flows, for RouteInfo (read under the table's lock)
+	wg    sync.WaitGroup
+
+	mu      sync.Mutex
+	flows   map[netip.AddrPort]*flow
+	fresh   list.List // flows not assured, by their last datagram in
+	assured list.List // assured flows, likewise
+	closed  bool
+}
+
+const (
+	// flowQueueLen bounds the datagrams a flow queues while its stream
+	// opens or is blocked (a burst of a game or VoIP stream's worth).
+	flowQueueLen = 64
+	// queueBudget bounds the bytes queued in every flow of the server.
+	queueBudget = 32 << 20
+	// minSweep and maxSweep bound how often idle flows are looked for:
+	// a quarter of idle_timeout between them.
+	minSweep = 250 * time.Millisecond
+	maxSweep = 5 * time.Second
+)
+
+// queued counts the bytes in every flow queue of the process (rule 3).
+var queued atomic.Int64
+
+// udpCounts are a route's counters, flushed to the metrics by the sweep.
+type udpCounts struct {
+	in, out           atomic.Int64 // datagrams
+	bytesIn, bytesOut atomic.Int64
+	drops             [6]atomic.Int64 // by dropReason index
+}
+
+var dropReasons = [6]string{metrics.DropTooLarge, metrics.DropQueueFull, metrics.DropNoSession, metrics.DropSessionFlows, metrics.DropFlowEvicted, metrics.DropOther}
+
+const (
+	dropTooLarge = iota
+	dropQueueFull
+	dropNoSession
+	dropSessionFlows
+	dropEvicted
+)
+
+// serveUDP starts a UDP route's reader and sweeper; called under the
+// table's lock.
+func (s *Server) serveUDP(r *route) {
+	ft := &flowTable{s: s, r: r, die: make(chan struct{}), flows: make(map[netip.AddrPort]*flow), local: r.pc.LocalAddr().String()}
+	r.flows.Store(ft)
+	s.acceptWG.Go(ft.read)
+	s.acceptWG.Go(ft.sweep)
+}
+
+// count is the number of flows.
+func (ft *flowTable) count() int { return int(ft.n.Load()) }
+
+// read reads the route's socket until it is closed, then ends every flow
+// and waits for them.
+func (ft *flowTable) read() {
+	defer ft.shut()
+	buf := make([]byte, session.MaxDatagram+1)
+	for {
+		n, peer, err := ft.r.pc.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// An ICMP error queued on the socket, out of memory: not the
+			// end of the route.
+			ft.s.log.Debug("reading a public UDP port failed", "route", ft.r.key, "err", err)
+			t := ft.s.edges.clock.NewTimer(time.Millisecond)
+			select {
+			case <-t.C():
+			case <-ft.r.done:
+				t.Stop()
+				return
+			}
+			continue
+		}
+		ft.in(peer, buf[:n])
+	}
+}
+
+// in takes one datagram from peer.
+func (ft *flowTable) in(peer netip.AddrPort, b []byte) {
+	lim := ft.r.limits.Load()
+	if len(b) > lim.MaxDatagram {
+		ft.stats.drops[dropTooLarge].Add(1)
+		return
+	}
+	now := ft.s.edges.clock.Now().UnixNano()
+	ft.mu.Lock()
+	f := ft.flows[peer]
+	if f == nil {
+		var drop int
+		if f, drop = ft.openLocked(peer, lim); f == nil {
+			ft.mu.Unlock()
+			if drop >= 0 {
+				ft.stats.drops[drop].Add(1)
+			}
+			return
+		}
+	} else {
+		f.ins++
+		ft.touchLocked(f)
+	}
+	f.last.Store(now)
+	ft.mu.Unlock()
+
+	if queued.Load()+int64(len(b)) > queueBudget {
+		ft.stats.drops[dropQueueFull].Add(1)
+		return
+	}
+	buf := dgram.Get(len(b))
+	copy((*buf)[dgram.Head:], b)
+	select {
+	case f.q <- queuedDatagram{buf: buf, n: len(b)}:
+		queued.Add(int64(len(b)))
+	default:
+		dgram.Put(buf)
+		ft.stats.drops[dropQueueFull].Add(1)
+	}
+}
+
+// openLocked makes the flow of a new source, or says which drop reason
+// applies (-1: none to count, the route is closing).
+func (ft *flowTable) openLocked(peer netip.AddrPort, lim *session.UDPLimits) (*flow, int) {
+	if ft.closed {
+		return nil, -1
+	}
+	m := ft.s.table.pickNow(ft.r)
+	if m == nil {
+		return nil, dropNoSession
+	}
+	if m.cs.flows.Load() >= int64(ft.s.cfg.UDP.MaxSessionFlows) {
+		return nil, dropSessionFlows
+	}
+	for len(ft.flows) >= lim.MaxFlows {
+		v := ft.fresh.Front()
+		if v == nil {
+			v = ft.assured.Front()
+		}
+		f := v.Value.(*flow)
+		ft.forgetLocked(f)
+		f.end("evicted for a new flow beyond max_flows")
+		ft.stats.drops[dropEvicted].Add(1)
+	}
+	f := &flow{ft: ft, peer: peer, m: m, ins: 1, maxDatagram: lim.MaxDatagram, q: make(chan queuedDatagram, flowQueueLen), die: make(chan struct{})}
+	f.getBuf = f.recvBuf
+	f.elem = ft.fresh.PushBack(f)
+	ft.flows[peer] = f
+	ft.n.Add(1)
+	m.cs.flows.Add(1)
+	if st := m.cs.stats[m.service]; st != nil {
+		st.Opened()
+	}
+	ft.s.metrics.UDPFlows(m.service, 1)
+	ft.wg.Go(f.run)
+	return f, 0
+}
+
+// touchLocked moves f, which had a datagram in, to the back of its list,
+// or to the assured list once it has had two in and one out.
+func (ft *flowTable) touchLocked(f *flow) {
+	if f.elem == nil {
+		return // forgotten: ending
+	}
+	if !f.isAssured && f.ins >= 2 && f.replied.Load() {
+		ft.fresh.Remove(f.elem)
+		f.elem, f.isAssured = ft.assured.PushBack(f), true
+		return
+	}
+	if f.isAssured {
+		ft.assured.MoveToBack(f.elem)
+	} else {
+		ft.fresh.MoveToBack(f.elem)
+	}
+}
+
+// forgetLocked takes f out of the table: a datagram from its source makes
+// a new flow from now on.
+func (ft *flowTable) forgetLocked(f *flow) {
+	if f.elem == nil {
+		return
+	}
+	if f.isAssured {
+		ft.assured.Remove(f.elem)
+	} else {
+		ft.fresh.Remove(f.elem)
+	}
+	f.elem = nil
+	if ft.flows[f.peer] == f {
+		delete(ft.flows, f.peer)
+	}
+}
+
+// sweep ends idle flows and flows whose member left the route, and
+// flushes the counters, until the reader stops.
+func (ft *flowTable) sweep() {
+	clk := ft.s.edges.clock
+	for {
+		lim := ft.r.limits.Load()
+		idle := time.Duration(lim.IdleMillis) * time.Millisecond
+		t := clk.NewTimer(min(max(idle/4, minSweep), maxSweep))
+		select {
+		case <-t.C():
+		case <-ft.die:
+			t.Stop()
+			ft.flush()
+			return
+		}
+		now := clk.Now().UnixNano()
+		members := ft.s.table.members(ft.r)
+		var idled, left []*flow
+		ft.mu.Lock()
+		for _, f := range ft.flows {
+			switch {
+			case now-f.last.Load() >= int64(idle):
+				idled = append(idled, f)
+			case !members[f.m]:
+				left = append(left, f)
+			}
+		}
+		for _, f := range idled {
+			ft.forgetLocked(f)
+		}
+		for _, f := range left {
+			ft.forgetLocked(f)
+		}
+		ft.mu.Unlock()
+		for _, f := range idled {
+			f.end(fmt.Sprintf("idle for %v (idle_timeout)", idle))
+		}
+		for _, f := range left {
+			f.end("its session no longer serves " + describeRoute(ft.r))
+		}
+		ft.flush()
+	}
+}
+
+// flush adds the counters since the last flush to the metrics.
+func (ft *flowTable) flush() {
+	svc := ft.r.service
+	m := ft.s.metrics
+	m.AddDatagrams(svc, ft.stats.in.Swap(0), ft.stats.out.Swap(0))
+	m.AddBytes(svc, ft.stats.bytesIn.Swap(0), ft.stats.bytesOut.Swap(0))
+	for i := range ft.stats.drops {
+		m.UDPDropped(svc, dropReasons[i], ft.stats.drops[i].Swap(0))
+	}
+}
+
+// shut ends every flow, once the socket is closed, and waits for them.
+func (ft *flowTable) shut() {
+	ft.mu.Lock()
+	ft.closed = true
+	var all []*flow
+	for _, f := range ft.flows {
+		all = append(all, f)
+		ft.forgetLocked(f)
+	}
+	ft.mu.Unlock()
+	for _, f := range all {
+		f.end("the port was closed: " + describeRoute(ft.r) + " is not served any more")
+	}
+	ft.wg.Wait()
+	close(ft.die)
+}
+
+// queuedDatagram is a datagram in a flow's queue: (*buf)[dgram.Head:][:n].
+type queuedDatagram struct {
+	buf *[]byte
+	n   int
+}
+
+// flow is one public source address of a UDP route.
+type flow struct {
+	ft          *flowTable
+	peer        netip.AddrPort
+	m           *member
+	maxDatagram int
+	q           chan queuedDatagram
+	last        atomic.Int64 // unix ns of the last datagram either way
+	replied     atomic.Bool  // a datagram went back to the peer
+
+	// Guarded by ft.mu:
+	ins       int           // datagrams in, to tell an assured flow
+	elem      *list.Element // in fresh or assured; nil once forgotten
+	isAssured bool
+
+	// Counted for the status API and the log when the flow ends.
+	in, out, bytesIn, bytesOut atomic.Int64
+
+	st     atomic.Pointer[session.Stream]
+	rbuf   *[]byte // the receiver's buffer under way
+	getBuf func(int) []byte
+
+	die     chan struct{}
+	dieOnce sync.Once
+	why     string // set before die closes
+}
+
+// end ends the flow for why; its goroutines leave at once (past
+// deadlines wake their stream calls). It never blocks.
+func (f *flow) end(why string) {
+	f.dieOnce.Do(func() {
+		f.why = why
+		close(f.die)
+		if st := f.st.Load(); st != nil {
+			past := time.Unix(1, 0)
+			st.SetReadDeadline(past)
+			st.SetWriteDeadline(past)
+		}
+	})
+}
+
+// run opens the flow's stream and sends the queued datagrams into it
+// until the flow ends; then it closes the stream and counts the flow
+// closed.
+func (f *flow) run() {
+	ft, m := f.ft, f.m
+	defer f.closed()
+	st, err := m.cs.sess.Open(session.Header{Service: m.service, Peer: f.peer.String(), Local: ft.local, Kind: session.KindDatagram})
+	if err != nil {
+		f.end("opening its stream failed: " + err.Error())
+		return
+	}
+	f.st.Store(st)
+	select {
+	case <-f.die: // ended while opening: end's deadlines missed st
+		st.Close()
+		return
+	default:
+	}
+	ft.wg.Go(func() { f.receive(st) })
+	for {
+		select {
+		case d := <-f.q:
+			queued.Add(-int64(d.n))
+			err := st.WriteDatagram((*d.buf)[:dgram.Head+d.n])
+			if err != nil {
+				f.end("writing to its stream failed: " + err.Error())
+				break // d.buf may still be in smux: not reused
+			}
+			dgram.Put(d.buf)
+			f.in.Add(1)
+			f.bytesIn.Add(int64(d.n))
+			ft.stats.in.Add(1)
+			ft.stats.bytesIn.Add(int64(d.n))
+			continue
+		case <-f.die:
+		}
+		break
+	}
+	st.Abort(f.why) // the client learns why; a no-op after its own end
+}
+
+// receive sends the client's datagrams to the public peer until the
+// stream ends.
+func (f *flow) receive(st *session.Stream) {
+	ft := f.ft
+	for {
+		p, err := st.ReadDatagram(f.maxDatagram, f.getBuf)
+		if err != nil {
+			var ab *session.AbortError
+			switch {
+			case err == io.EOF:
+				f.end("the client ended it")
+			case errors.As(err, &ab):
+				f.end("the client ended it: " + ab.Reason)
+			default:
+				f.end("its stream failed: " + err.Error())
+			}
+			return
+		}
+		_, werr := ft.r.pc.WriteToUDPAddrPort(p, f.peer)
+		dgram.Put(f.rbuf)
+		f.rbuf = nil
+		if werr != nil && errors.Is(werr, net.ErrClosed) {
+			f.end("the port was closed")
+			return
+		}
+		f.last.Store(ft.s.edges.clock.Now().UnixNano())
+		f.replied.Store(true)
+		f.out.Add(1)
+		f.bytesOut.Add(int64(len(p)))
+		ft.stats.out.Add(1)
+		ft.stats.bytesOut.Add(int64(len(p)))
+	}
+}
+
+// recvBuf is ReadDatagram's buffer source (f.getBuf, made once).
+func (f *flow) recvBuf(n int) []byte {
+	f.rbuf = dgram.Get(n)
+	return (*f.rbuf)[dgram.Head:]
+}
+
+// closed is the end of run: it forgets the flow, drops what it queued
+// and counts it closed.
+func (f *flow) closed() {
+	ft, m := f.ft, f.m
+	ft.mu.Lock()
+	ft.forgetLocked(f)
+	ft.mu.Unlock()
+	for {
+		select {
+		case d := <-f.q:
+			queued.Add(-int64(d.n))
+			dgram.Put(d.buf)
+			continue
+		default:
+		}
+		break
+	}
+	ft.n.Add(-1)
+	m.cs.flows.Add(-1)
+	in, out := f.bytesIn.Load(), f.bytesOut.Load()
+	if st := m.cs.stats[m.service]; st != nil {
+		st.Closed(in, out)
+	}
+	ft.s.metrics.UDPFlows(m.service, -1)
+	ft.s.rec.AddBytes(m.cs.client.name, m.service, in, out)
+	m.cs.log.Debug("udp flow ended", "service", m.service, "route", ft.r.key, "peer", f.peer.String(),
+		"datagrams_from_public", f.in.Load(), "datagrams_to_public", f.out.Load(),
+		"bytes_from_public", in, "bytes_to_public", out, "reason", f.why)
+}

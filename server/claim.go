@@ -184,8 +184,8 @@ type plan struct {
 	mine      map[*route]bool
 	updating  bool
 	named     map[string]bool // route keys of the ports the claim names
-	bindPorts []*service // named ports with neither route nor listener
-	bindAny   []*service // any-port services with neither route nor listener
+	bindPorts []*service      // named ports with neither route nor listener
+	bindAny   []*service      // any-port services with neither route nor listener
 }
 
 // planLocked works out the claim of reqs by cs against the table as it is,

@@ -464,6 +464,14 @@ func (c *Client) serveStream(log *slog.Logger, sess *session.Session, st *sessio
 		st.Abort(fmt.Sprintf("client has no service %q", h.Service))
 		return
 	}
+	if udp := h.Kind == session.KindDatagram; udp != svc.IsUDP() {
+		log.Warn("server opened a stream of the wrong kind for the service", "kind", h.Kind, "protocol", svc.Protocol)
+		st.Abort(fmt.Sprintf("client's service %q is not of protocol %q", h.Service, map[bool]string{true: "udp", false: "tcp"}[udp]))
+		return
+	} else if udp {
+		c.serveFlow(log, sess, st, svc, tab.stats[h.Service])
+		return
+	}
 	start := c.edges.clock.Now()
 	conn, err := c.dialTarget(sess.Context(), svc.Target, c.cfg.DialTimeout)
 	if err != nil {
@@ -519,6 +527,6 @@ func fatal(err error) bool {
 	var verr *tls.CertificateVerificationError
 	var uerr x509.UnknownAuthorityError
 	var herr x509.HostnameError
-	return errors.Is(err, transport.ErrFingerprintMismatch) || errors.Is(err, session.ErrVersion) || errors.Is(err, errNoGroups) ||
+	return errors.Is(err, transport.ErrFingerprintMismatch) || errors.Is(err, session.ErrVersion) || errors.Is(err, errNoGroups) || errors.Is(err, session.ErrNoUDP) ||
 		errors.As(err, &verr) || errors.As(err, &uerr) || errors.As(err, &herr)
 }

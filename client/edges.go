@@ -15,10 +15,11 @@ import (
 // so a test can run the whole client in memory (transporttest, memnet,
 // clocktest) or on real sockets from one switch.
 type edges struct {
-	transport transport.Transport // nil: as the config says
-	dial      DialFunc
-	resolver  Resolver
-	clock     clock.Clock
+	transport  transport.Transport // nil: as the config says
+	dial       DialFunc
+	dialPacket DialFunc
+	resolver   Resolver
+	clock      clock.Clock
 }
 
 // DialFunc connects to a service's target, as net.Dialer.DialContext
@@ -26,6 +27,16 @@ type edges struct {
 // first). ctx bounds the dial; cancelling it later does not affect the
 // connection.
 type DialFunc func(ctx context.Context, network, address string) (net.Conn, error)
+
+// WithDialPacket makes the client open the UDP sockets of UDP flows with
+// dial instead of a net.Dialer: network is "udp", address "ip:port", and
+// the net.Conn is a connected UDP socket (each Read one datagram, each
+// Write one datagram to the target). An ICMP error from the target must
+// fail a later Read or Write with an error matching syscall.ECONNREFUSED
+// (or EHOSTUNREACH, ENETUNREACH), as Linux does.
+func WithDialPacket(dial DialFunc) Option {
+	return func(e *edges) { e.dialPacket = dial }
+}
 
 // Resolver turns a target's host name into addresses, as
 // net.Resolver.LookupNetIP does (network "ip"). *net.Resolver is one.
@@ -63,7 +74,7 @@ func WithClock(c clock.Clock) Option {
 
 func newEdges(opts []Option) edges {
 	var d net.Dialer
-	e := edges{dial: d.DialContext, resolver: net.DefaultResolver, clock: clock.Real{}}
+	e := edges{dial: d.DialContext, dialPacket: d.DialContext, resolver: net.DefaultResolver, clock: clock.Real{}}
 	for _, o := range opts {
 		o(&e)
 	}

@@ -119,10 +119,14 @@ func (r *route) wakeLocked() {
 	r.wake = make(chan struct{})
 }
 
-// removeMemberLocked takes cs's member out of r and wakes the waiters.
+// removeMemberLocked takes cs's member out of r and wakes the waiters
+// and, on a UDP route, the sweep that ends cs's flows.
 func (r *route) removeMemberLocked(cs *clientSession) {
 	r.members = slices.DeleteFunc(r.members, func(m *member) bool { return m.cs == cs })
 	r.wakeLocked()
+	if ft := r.flows.Load(); ft != nil {
+		ft.memberLeft() // its flows end
+	}
 }
 
 // pick returns the member a new connection on r goes to: among live

@@ -372,7 +372,8 @@ type SessionInfo struct {
 }
 
 // Changed returns a channel that is closed at the next change of
-// Sessions, Routes or Pending, or when shutdown begins.
+// Sessions, Routes (their flows included) or Pending, or when shutdown
+// begins.
 func (s *Server) Changed() <-chan struct{} { return s.changed.Wait() }
 
 // Routes lists the routes: what public connections arrive on.

@@ -55,6 +55,7 @@ type flowTable struct {
 	stats udpCounts
 	local string        // the socket's address, for stream headers
 	die   chan struct{} // closed when the reader has stopped
+	kick  chan struct{} // wakes the sweep: a member left the route
 	n     atomic.Int64  // flows, for RouteInfo (read under the table's lock)
 	wg    sync.WaitGroup
 
@@ -74,7 +75,7 @@ const (
 	// minSweep and maxSweep bound how often idle flows are looked for:
 	// a quarter of idle_timeout between them.
 	minSweep = 250 * time.Millisecond
-	maxSweep = 5 * time.Second
+	maxSweep = time.Second
 )
 
 // queued counts the bytes in every flow queue of the process (rule 3).
@@ -100,7 +101,7 @@ const (
 // serveUDP starts a UDP route's reader and sweeper; called under the
 // table's lock.
 func (s *Server) serveUDP(r *route) {
-	ft := &flowTable{s: s, r: r, die: make(chan struct{}), flows: make(map[netip.AddrPort]*flow), local: r.pc.LocalAddr().String()}
+	ft := &flowTable{s: s, r: r, die: make(chan struct{}), kick: make(chan struct{}, 1), flows: make(map[netip.AddrPort]*flow), local: r.pc.LocalAddr().String()}
 	r.flows.Store(ft)
 	s.acceptWG.Go(ft.read)
 	s.acceptWG.Go(ft.sweep)
@@ -210,6 +211,7 @@ func (ft *flowTable) openLocked(peer netip.AddrPort, lim *session.UDPLimits) (*f
 		st.Opened()
 	}
 	ft.s.metrics.UDPFlows(m.service, 1)
+	ft.s.changed.Notify()
 	ft.wg.Go(f.run)
 	return f, 0
 }
@@ -259,6 +261,8 @@ func (ft *flowTable) sweep() {
 		t := clk.NewTimer(min(max(idle/4, minSweep), maxSweep))
 		select {
 		case <-t.C():
+		case <-ft.kick:
+			t.Stop()
 		case <-ft.die:
 			t.Stop()
 			ft.flush()
@@ -290,6 +294,15 @@ func (ft *flowTable) sweep() {
 			f.end("its session no longer serves " + describeRoute(ft.r))
 		}
 		ft.flush()
+	}
+}
+
+// memberLeft wakes the sweep to end the flows of a member that left the
+// route; called under the table's lock, so it takes no other.
+func (ft *flowTable) memberLeft() {
+	select {
+	case ft.kick <- struct{}{}:
+	default:
 	}
 }
 
@@ -468,6 +481,7 @@ func (f *flow) closed() {
 	}
 	ft.n.Add(-1)
 	m.cs.flows.Add(-1)
+	ft.s.changed.Notify()
 	in, out := f.bytesIn.Load(), f.bytesOut.Load()
 	if st := m.cs.stats[m.service]; st != nil {
 		st.Closed(in, out)

@@ -109,9 +109,9 @@ func (l *Logs) DumpIfFailed(t testing.TB, who string) {
 }
 
 // ServerConfig is the config server tests start from: quick heartbeats,
-// clients "office" (TokenOffice, every unprivileged port and
-// *.office.example.com) and "other" (TokenOther, every unprivileged
-// port).
+// clients "office" (TokenOffice, every unprivileged TCP and UDP port and
+// *.office.example.com) and "other" (TokenOther, every unprivileged TCP
+// and UDP port).
 func (w *World) ServerConfig() server.Config {
 	cfg := server.DefaultConfig()
 	cfg.PublicAddress = "127.0.0.1"
@@ -130,8 +130,8 @@ func (w *World) ServerConfig() server.Config {
 	cfg.HeartbeatMisses = 6
 	all := []server.PortRange{{Lo: 1024, Hi: 65535}}
 	cfg.Clients = []server.Client{
-		{Name: "office", Token: TokenOffice, Ports: all, Domains: []string{"*.office.example.com"}},
-		{Name: "other", Token: TokenOther, Ports: all},
+		{Name: "office", Token: TokenOffice, Ports: all, UDPPorts: all, Domains: []string{"*.office.example.com"}},
+		{Name: "other", Token: TokenOther, Ports: all, UDPPorts: all},
 	}
 	return cfg
 }
@@ -192,7 +192,14 @@ func (w *World) StartServer(cfg server.Config, opts ...server.Option) *Server {
 	w.t.Helper()
 	var all []server.Option
 	if w.InMemory() {
-		all = append(all, server.WithTransport(cfg.Listen[0].Transport, w.tunnel), server.WithListen(w.Public.Listen))
+		all = append(all, server.WithTransport(cfg.Listen[0].Transport, w.tunnel), server.WithListen(w.Public.Listen),
+			server.WithListenPacket(func(network, address string) (server.PacketConn, error) {
+				pc, err := w.Public.ListenPacket(network, address)
+				if err != nil {
+					return nil, err
+				}
+				return pc, nil
+			}))
 	}
 	all = append(all, opts...)
 	logs := &Logs{}
@@ -327,7 +334,7 @@ func (w *World) StartClient(cfg client.Config, opts ...client.Option) *Client {
 	w.t.Helper()
 	var all []client.Option
 	if w.InMemory() {
-		all = append(all, client.WithTransport(w.tunnel), client.WithDial(w.Private.Dial), client.WithResolver(w.Private))
+		all = append(all, client.WithTransport(w.tunnel), client.WithDial(w.Private.Dial), client.WithResolver(w.Private), client.WithDialPacket(w.Private.DialPacket))
 	}
 	all = append(all, opts...)
 	logs := &Logs{}

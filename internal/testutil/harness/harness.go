@@ -54,6 +54,30 @@ type Net interface {
 	// DialFrom dials from the source IP from (the zero Addr: any).
 	DialFrom(ctx context.Context, from netip.Addr, network, address string) (net.Conn, error)
 	LookupNetIP(ctx context.Context, network, host string) ([]netip.Addr, error)
+	// ListenPacket binds a UDP address; DialPacket opens a UDP socket
+	// connected to one (network "udp").
+	ListenPacket(network, address string) (PacketConn, error)
+	DialPacket(ctx context.Context, network, address string) (net.Conn, error)
+}
+
+// PacketConn is a bound UDP socket: a *net.UDPConn or a memnet one.
+type PacketConn interface {
+	ReadFromUDPAddrPort(b []byte) (int, netip.AddrPort, error)
+	WriteToUDPAddrPort(b []byte, addr netip.AddrPort) (int, error)
+	LocalAddr() net.Addr
+	SetReadDeadline(t time.Time) error
+	Close() error
+}
+
+// memNet is a memnet.Network as a Net.
+type memNet struct{ *memnet.Network }
+
+func (m memNet) ListenPacket(network, address string) (PacketConn, error) {
+	pc, err := m.Network.ListenPacket(network, address)
+	if err != nil {
+		return nil, err
+	}
+	return pc, nil
 }
 
 // Loopback is the host's network.
@@ -80,6 +104,23 @@ func (Loopback) LookupNetIP(ctx context.Context, network, host string) ([]netip.
 	return net.DefaultResolver.LookupNetIP(ctx, network, host)
 }
 
+func (Loopback) ListenPacket(network, address string) (PacketConn, error) {
+	a, err := net.ResolveUDPAddr(network, address)
+	if err != nil {
+		return nil, err
+	}
+	c, err := net.ListenUDP(network, a)
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func (Loopback) DialPacket(ctx context.Context, network, address string) (net.Conn, error) {
+	var d net.Dialer
+	return d.DialContext(ctx, network, address)
+}
+
 // World is one system under test: the networks, and the servers, clients
 // and backends started on them, all stopped when the test ends.
 type World struct {
@@ -103,7 +144,7 @@ func NewWorldOf(t testing.TB, kind string) *World {
 	w := &World{t: t, Kind: kind}
 	switch kind {
 	case Memory:
-		w.Public, w.Private, w.tunnel = &memnet.Network{}, &memnet.Network{}, &transporttest.Network{}
+		w.Public, w.Private, w.tunnel = memNet{&memnet.Network{}}, memNet{&memnet.Network{}}, &transporttest.Network{}
 	case TCP, KCP:
 		w.Public, w.Private = Loopback{}, Loopback{}
 	default:

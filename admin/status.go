@@ -117,8 +117,13 @@ type ServiceStatus struct {
 	// Target is where the client sends the service's connections
 	// (client only: the server does not know it).
 	Target string `json:"target,omitempty"`
-	// Connections is the number of public connections open now.
+	// Protocol is "udp" for a UDP service, empty for TCP.
+	Protocol string `json:"protocol,omitempty"`
+	// Connections is the number of public connections open now; for a
+	// UDP service, its flows (public source addresses).
 	Connections int `json:"connections"`
+	// Flows is a UDP service's flows open now (Connections again).
+	Flows int `json:"flows,omitempty"`
 	// BytesIn and BytesOut count the bytes relayed during this session:
 	// in from the public peers, out to them.
 	BytesIn  int64 `json:"bytes_in"`
@@ -130,9 +135,13 @@ type ServiceStatus struct {
 type RouteStatus struct {
 	// Port is a port route's public port; Domain and Entry ("http" or
 	// "https") name a domain route.
-	Port   int    `json:"port,omitempty"`
-	Domain string `json:"domain,omitempty"`
-	Entry  string `json:"entry,omitempty"`
+	Port int `json:"port,omitempty"`
+	// Protocol is "udp" for a UDP port, empty for TCP; Flows are a UDP
+	// port's flows.
+	Protocol string `json:"protocol,omitempty"`
+	Flows    int    `json:"flows,omitempty"`
+	Domain   string `json:"domain,omitempty"`
+	Entry    string `json:"entry,omitempty"`
 	// Shared: sessions of several clients may serve it.
 	Shared bool `json:"shared,omitempty"`
 	// Client is the client that holds a route that is not shared.

@@ -82,6 +82,9 @@ func (a adminSource) Status() admin.Status {
 		if s := tab.stats[g.Name]; s != nil {
 			s.Fill(&svc)
 		}
+		if g.IsUDP() {
+			svc.Protocol, svc.Flows = session.ProtoUDP, svc.Connections
+		}
 		ss.Services = append(ss.Services, svc)
 	}
 	slices.SortFunc(ss.Services, func(a, b admin.ServiceStatus) int { return cmp.Compare(a.Name, b.Name) })

@@ -92,6 +92,9 @@ func (cs *clientSession) statusLocked() admin.SessionStatus {
 		if st := cs.stats[g.Name]; st != nil {
 			st.Fill(&svc)
 		}
+		if g.IsUDP() {
+			svc.Protocol, svc.Flows = session.ProtoUDP, svc.Connections
+		}
 		ss.Services = append(ss.Services, svc)
 	}
 	slices.SortFunc(ss.Services, func(a, b admin.ServiceStatus) int { return cmp.Compare(a.Name, b.Name) })

@@ -49,6 +49,12 @@ func (t *table) routeStatus() []admin.RouteStatus {
 	out := make([]admin.RouteStatus, 0, len(t.routes))
 	for _, r := range t.routes {
 		rs := admin.RouteStatus{Port: r.port, Domain: r.name, Entry: r.entry, Shared: r.shared, Waiting: r.waiting}
+		if r.udp {
+			rs.Protocol = session.ProtoUDP
+		}
+		if ft := r.flows.Load(); ft != nil {
+			rs.Flows = ft.count()
+		}
 		if r.client != nil && !r.shared {
 			rs.Client = r.client.name
 		}
@@ -69,7 +75,7 @@ func (t *table) routeStatus() []admin.RouteStatus {
 		return 0
 	}
 	slices.SortFunc(out, func(a, b admin.RouteStatus) int {
-		return cmp.Or(cmp.Compare(isDomain(a), isDomain(b)), cmp.Compare(a.Port, b.Port), cmp.Compare(a.Entry, b.Entry), cmp.Compare(a.Domain, b.Domain))
+		return cmp.Or(cmp.Compare(isDomain(a), isDomain(b)), cmp.Compare(a.Port, b.Port), cmp.Compare(a.Protocol, b.Protocol), cmp.Compare(a.Entry, b.Entry), cmp.Compare(a.Domain, b.Domain))
 	})
 	return out
 }

@@ -67,6 +67,7 @@
   }
   const clock = (t) => new Date(t).toLocaleTimeString([], { hour12: false });
   function routeName(r) {
+    if (r.port && r.protocol) return r.protocol + ' port ' + r.port;
     if (r.port) return 'port ' + r.port;
     return r.domain + ' (' + (r.entry || 'http') + ')';
   }
@@ -340,6 +341,7 @@
       else if (r.held_seconds) state = 'held ' + duration(r.held_seconds) + ' more for ' + (r.client || 'its client');
       else state = 'no session';
       if (r.waiting) state += ' · ' + r.waiting + ' waiting';
+      if (r.protocol === 'udp') state += ' · ' + (r.flows || 0) + (r.flows === 1 ? ' flow' : ' flows');
       c[2].replaceChildren(el('span', { class: 'badge ' + (r.members.length ? 'ok' : 'warn') }, state));
     });
   }
@@ -359,7 +361,7 @@
     const m = /^(?:\[([^\]]+)\]|([^:]+)):\d+$/.exec(host);
     if (m) host = m[1] ? '[' + m[1] + ']' : m[2];
     const out = [];
-    if (svc.remote_port) out.push(host + ':' + svc.remote_port);
+    if (svc.remote_port) out.push(host + ':' + svc.remote_port + (svc.protocol ? '/' + svc.protocol : ''));
     for (const d of svc.domains || []) out.push(d);
     return out.join(', ') || '–';
   }
@@ -398,7 +400,7 @@
       setText(c[0], v.name);
       setText(c[1], publicAddress(st, v));
       setText(c[2], v.target || '');
-      setText(c[3], v.connections);
+      setText(c[3], v.protocol === 'udp' ? (v.flows || 0) + (v.flows === 1 ? ' flow' : ' flows') : v.connections);
       setText(c[4], bytes(v.bytes_in));
       setAttr(c[4], 'data-value', v.bytes_in);
       setText(c[5], bytes(v.bytes_out));

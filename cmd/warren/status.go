@@ -282,8 +282,8 @@ func printStatus(w io.Writer, st admin.Status) error {
 					if i > 0 {
 						sess = blank
 					}
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", sess, svc.Name, public(svc),
-						svc.Connections, fmtBytes(svc.BytesIn), fmtBytes(svc.BytesOut))
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", sess, svc.Name, public(svc),
+						conns(svc), fmtBytes(svc.BytesIn), fmtBytes(svc.BytesOut))
 				}
 			}
 		}
@@ -310,8 +310,8 @@ func printStatus(w io.Writer, st admin.Status) error {
 		fmt.Fprintln(w)
 		fmt.Fprintln(tw, "SERVICE\tPUBLIC\tTARGET\tCONNS\tIN\tOUT")
 		for _, svc := range s.Services {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", svc.Name, public(svc), orDash(svc.Target),
-				svc.Connections, fmtBytes(svc.BytesIn), fmtBytes(svc.BytesOut))
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", svc.Name, public(svc), orDash(svc.Target),
+				conns(svc), fmtBytes(svc.BytesIn), fmtBytes(svc.BytesOut))
 		}
 	default:
 		return fmt.Errorf("status: unknown role %q", st.Role)
@@ -319,14 +319,27 @@ func printStatus(w io.Writer, st admin.Status) error {
 	return tw.Flush()
 }
 
-// public says where a service is reachable: ":PORT" and its domains.
+// public says where a service is reachable: ":PORT" (":PORT/udp" for a
+// UDP service) and its domains.
 func public(s admin.ServiceStatus) string {
 	var parts []string
-	if s.RemotePort != 0 {
+	if s.RemotePort != 0 && s.Protocol != "" {
+		parts = append(parts, ":"+strconv.Itoa(s.RemotePort)+"/"+s.Protocol)
+	} else if s.RemotePort != 0 {
 		parts = append(parts, ":"+strconv.Itoa(s.RemotePort))
 	}
 	parts = append(parts, s.Domains...)
 	return orDash(strings.Join(parts, ","))
+}
+
+// conns is a service's open connections, or a UDP service's flows.
+func conns(s admin.ServiceStatus) string {
+	if s.Protocol == "udp" && s.Flows == 1 {
+		return "1 flow"
+	} else if s.Protocol == "udp" {
+		return strconv.Itoa(s.Flows) + " flows"
+	}
+	return strconv.Itoa(s.Connections)
 }
 
 func orDash(s string) string {

@@ -56,6 +56,7 @@ func testServerStatus() admin.Status {
 				Services: []admin.ServiceStatus{
 					{Name: "ssh", RemotePort: 2222, Connections: 1, BytesIn: 1536, BytesOut: 3 << 20},
 					{Name: "web", Domains: []string{"example.com"}, Connections: 2, BytesIn: 10, BytesOut: 20},
+					{Name: "dns", RemotePort: 53, Protocol: "udp", Connections: 7, Flows: 7, BytesIn: 700, BytesOut: 900},
 				},
 			}}},
 			{Name: "nas"},
@@ -78,6 +79,7 @@ func testClientStatus() admin.Status {
 			RTT:       admin.Duration(800 * time.Microsecond),
 			Services: []admin.ServiceStatus{
 				{Name: "ssh", RemotePort: 2222, Target: "127.0.0.1:22", BytesIn: 100, BytesOut: 200},
+				{Name: "game", RemotePort: 27015, Protocol: "udp", Target: "127.0.0.1:27015", Connections: 1, Flows: 1},
 			},
 		},
 	}
@@ -215,13 +217,14 @@ address = %q
 		"CLIENT", "laptop", "connected", "192.0.2.7:40000", "12.3ms", "1h2m0s",
 		"ssh", ":2222", "1.5 KiB", "3.0 MiB",
 		"web", "example.com", "10 B", "20 B",
+		"dns", ":53/udp", "7 flows", "700 B", "900 B",
 		"nas", "offline",
 	}
 	clientTable := []string{
 		"warren client 9.9.9, up 5m0s, ready",
 		"server: tunnel.example.com:7000 (kcp)",
 		`session: as "laptop" to 203.0.113.5:7000 over kcp+tls, up 4m0s, RTT 800µs, 0 streams, in 100 B, out 200 B`,
-		"SERVICE", "127.0.0.1:22",
+		"SERVICE", "127.0.0.1:22", "game", ":27015/udp", "1 flow",
 	}
 
 	tests := []struct {

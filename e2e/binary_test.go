@@ -439,6 +439,7 @@ func TestBinaryUsageErrors(t *testing.T) {
 		{"bad value", []string{"server", "-c", writeFile(t, dir, "b.toml", "[server]\n[server.kcp]\nmtu = 9000\n")}, []string{"b.toml", "server.kcp.mtu"}},
 		{"no server table", []string{"server", "-c", writeFile(t, dir, "c.toml", "[client]\nserver = \"h:1\"\ntoken = \""+tokenOffice+"\"\n[[client.services]]\nname = \"a\"\ntarget = \"127.0.0.1:1\"\n")}, []string{"c.toml: no [server] table"}},
 		{"file and flags", []string{"client", "-c", "x.toml", "--token", "t"}, []string{"either a config file or the quick-mode flags"}},
+		{"udp with domains", []string{"client", "-c", writeFile(t, dir, "e.toml", "[client]\nserver = \"h:1\"\ntoken = \""+tokenOffice+"\"\n[[client.services]]\nname = \"dns\"\ntarget = \"127.0.0.1:53\"\nprotocol = \"udp\"\ndomains = [\"dns.example.com\"]\n")}, []string{"e.toml", "client.services[0] (dns).domains", "a UDP service has no domains"}},
 		{"unset token_env", []string{"client", "-c", writeFile(t, dir, "d.toml", "[client]\nserver = \"h:1\"\ntoken_env = \"WARREN_UNSET_FOR_TEST\"\n[[client.services]]\nname = \"a\"\ntarget = \"127.0.0.1:1\"\n")}, []string{"d.toml", "client.token_env", "WARREN_UNSET_FOR_TEST is not set"}},
 	}
 	for _, tc := range cases {

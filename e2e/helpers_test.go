@@ -51,7 +51,7 @@ type testServer struct {
 }
 
 // serverConfig is the config tests start from: loopback, quick heartbeats,
-// clients "office" and "other" allowed every unprivileged port.
+// clients "office" and "other" allowed every unprivileged TCP and UDP port.
 func serverConfig(t *testing.T, kind string) server.Config {
 	cfg := server.DefaultConfig()
 	cfg.PublicAddress = "127.0.0.1"
@@ -61,8 +61,8 @@ func serverConfig(t *testing.T, kind string) server.Config {
 	cfg.HeartbeatMisses = 6
 	all := []server.PortRange{{Lo: 1024, Hi: 65535}}
 	cfg.Clients = []server.Client{
-		{Name: "office", Token: tokenOffice, Ports: all, Domains: []string{"*.office.example.com"}},
-		{Name: "other", Token: tokenOther, Ports: all},
+		{Name: "office", Token: tokenOffice, Ports: all, UDPPorts: all, Domains: []string{"*.office.example.com"}},
+		{Name: "other", Token: tokenOther, Ports: all, UDPPorts: all},
 	}
 	return cfg
 }
@@ -72,11 +72,12 @@ func startServer(t *testing.T, cfg server.Config) *testServer {
 	return startServerWith(t, cfg, nil)
 }
 
-// startServerWith is startServer with setup (nil: none) run before Run.
-func startServerWith(t *testing.T, cfg server.Config, setup func(*server.Server)) *testServer {
+// startServerWith is startServer with setup (nil: none) run before Run,
+// and opts.
+func startServerWith(t *testing.T, cfg server.Config, setup func(*server.Server), opts ...server.Option) *testServer {
 	t.Helper()
 	logs := &harness.Logs{}
-	srv, err := server.New(cfg, logs.Logger())
+	srv, err := server.New(cfg, logs.Logger(), opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -134,10 +135,11 @@ func (s *testServer) waitSessions(t *testing.T, n int) {
 // testClient is a running in-process client.
 type testClient struct {
 	*client.Client
-	logs   *harness.Logs
-	cancel context.CancelFunc
-	done   chan struct{}
-	runErr error
+	logs    *harness.Logs
+	metrics *metrics.Registry
+	cancel  context.CancelFunc
+	done    chan struct{}
+	runErr  error
 }
 
 func clientConfig(s *testServer, token string, svcs ...client.Service) client.Config {
@@ -157,19 +159,25 @@ func startClient(t *testing.T, cfg client.Config) *testClient {
 	return startClientWith(t, cfg, nil)
 }
 
-// startClientWith is startClient with setup (nil: none) run before Run.
-func startClientWith(t *testing.T, cfg client.Config, setup func(*client.Client)) *testClient {
+// startClientWith is startClient with setup (nil: none) run before Run,
+// and opts.
+func startClientWith(t *testing.T, cfg client.Config, setup func(*client.Client), opts ...client.Option) *testClient {
 	t.Helper()
 	logs := &harness.Logs{}
-	c, err := client.New(cfg, logs.Logger())
+	c, err := client.New(cfg, logs.Logger(), opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
+	reg, err := metrics.New(metrics.Config{Role: metrics.RoleClient, MaxNames: 1024})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetMetrics(reg)
 	if setup != nil {
 		setup(c)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	tc := &testClient{Client: c, logs: logs, cancel: cancel, done: make(chan struct{})}
+	tc := &testClient{Client: c, logs: logs, metrics: reg, cancel: cancel, done: make(chan struct{})}
 	go func() {
 		tc.runErr = c.Run(ctx)
 		close(tc.done)

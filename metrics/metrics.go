@@ -110,6 +110,9 @@ const (
 	// DropFlowEvicted: a flow ended for a new one beyond max_flows
 	// (counted once per flow).
 	DropFlowEvicted = "flow_evicted"
+	// DropMaxFlows: a new source beyond max_flows while the flows evicted
+	// for earlier ones were still closing.
+	DropMaxFlows = "max_flows"
 	// DropUnreachable: the target answered with ICMP unreachable and
 	// the flow ended (counted by the client, once per flow).
 	DropUnreachable = "unreachable"
@@ -117,7 +120,7 @@ const (
 	DropOther = "other"
 )
 
-var dropReasons = []string{DropTooLarge, DropQueueFull, DropNoSession, DropSessionFlows, DropFlowEvicted, DropUnreachable, DropOther}
+var dropReasons = []string{DropTooLarge, DropQueueFull, DropNoSession, DropSessionFlows, DropFlowEvicted, DropMaxFlows, DropUnreachable, DropOther}
 
 // Transports, the transport label of warren_sessions: the transport kind,
 // with "+tls" unless the session is plaintext. Others count as "other".

@@ -35,7 +35,10 @@ import (
 //     ends the flow that had a datagram from its source least recently,
 //     among those not yet assured (fewer than two datagrams in, or none
 //     out) first, so that a flood of one-datagram sources cannot push
-//     out a real one (flow_evicted). At most udp.max_session_flows flows
+//     out a real one (flow_evicted). Flows evicted take a round trip to
+//     close; while max_flows of them are still closing, a new source is
+//     dropped instead (max_flows), so that a flood holds at most twice
+//     max_flows flows' memory. At most udp.max_session_flows flows
 //     per session, counted apart from limits.max_streams: a new flow
 //     beyond it is dropped (session_flows).
 //  3. Queues. A datagram waits in its flow's queue while the stream
@@ -56,7 +59,8 @@ type flowTable struct {
 	local string        // the socket's address, for stream headers
 	die   chan struct{} // closed when the reader has stopped
 	kick  chan struct{} // wakes the sweep: a member left the route
-	n     atomic.Int64  // flows, for RouteInfo (read under the table's lock)
+	n     atomic.Int64  // flows open, for RouteInfo (read under the table's lock)
+	all   atomic.Int64  // flows open and closing
 	wg    sync.WaitGroup
 
 	mu      sync.Mutex
@@ -88,7 +92,7 @@ type udpCounts struct {
 	drops             [6]atomic.Int64 // by dropReason index
 }
 
-var dropReasons = [6]string{metrics.DropTooLarge, metrics.DropQueueFull, metrics.DropNoSession, metrics.DropSessionFlows, metrics.DropFlowEvicted, metrics.DropOther}
+var dropReasons = [6]string{metrics.DropTooLarge, metrics.DropQueueFull, metrics.DropNoSession, metrics.DropSessionFlows, metrics.DropFlowEvicted, metrics.DropMaxFlows}
 
 const (
 	dropTooLarge = iota
@@ -96,6 +100,7 @@ const (
 	dropNoSession
 	dropSessionFlows
 	dropEvicted
+	dropMaxFlows
 )
 
 // serveUDP starts a UDP route's reader and sweeper; called under the
@@ -191,6 +196,9 @@ func (ft *flowTable) openLocked(peer netip.AddrPort, lim *session.UDPLimits) (*f
 	if m.cs.flows.Load() >= int64(ft.s.cfg.UDP.MaxSessionFlows) {
 		return nil, dropSessionFlows
 	}
+	if len(ft.flows) >= lim.MaxFlows && ft.all.Load()-int64(len(ft.flows)) >= int64(lim.MaxFlows) {
+		return nil, dropMaxFlows
+	}
 	for len(ft.flows) >= lim.MaxFlows {
 		v := ft.fresh.Front()
 		if v == nil {
@@ -206,6 +214,7 @@ func (ft *flowTable) openLocked(peer netip.AddrPort, lim *session.UDPLimits) (*f
 	f.elem = ft.fresh.PushBack(f)
 	ft.flows[peer] = f
 	ft.n.Add(1)
+	ft.all.Add(1)
 	m.cs.flows.Add(1)
 	if st := m.cs.stats[m.service]; st != nil {
 		st.Opened()
@@ -249,6 +258,8 @@ func (ft *flowTable) forgetLocked(f *flow) {
 	if ft.flows[f.peer] == f {
 		delete(ft.flows, f.peer)
 	}
+	ft.n.Add(-1)
+	ft.s.changed.Notify()
 }
 
 // sweep ends idle flows and flows whose member left the route, and
@@ -479,9 +490,8 @@ func (f *flow) closed() {
 		}
 		break
 	}
-	ft.n.Add(-1)
+	ft.all.Add(-1)
 	m.cs.flows.Add(-1)
-	ft.s.changed.Notify()
 	in, out := f.bytesIn.Load(), f.bytesOut.Load()
 	if st := m.cs.stats[m.service]; st != nil {
 		st.Closed(in, out)

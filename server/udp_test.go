@@ -30,12 +30,8 @@ func udpService(name, target string) client.Service {
 // back within a few resends.
 func exchange(t *testing.T, c net.Conn, b []byte) {
 	t.Helper()
-	got, _, err := harness.Exchange(c, b, 500*time.Millisecond, 20)
-	if err != nil {
+	if _, err := harness.ExchangeEcho(c, b, 500*time.Millisecond, 20); err != nil {
 		t.Fatalf("no answer to a %d-byte datagram: %v", len(b), err)
-	}
-	if !bytes.Equal(got, b) {
-		t.Fatalf("answer of %d bytes differs from the %d sent", len(got), len(b))
 	}
 }
 

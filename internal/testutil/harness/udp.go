@@ -1,6 +1,7 @@
 package harness
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"net"
@@ -95,6 +96,34 @@ func Exchange(c net.Conn, b []byte, wait time.Duration, tries int) ([]byte, int,
 		}
 	}
 	return nil, tries, err
+}
+
+// ExchangeEcho is Exchange with an echo service: it waits for b itself to
+// come back, dropping the late answers to earlier datagrams that a
+// resend can bring.
+func ExchangeEcho(c net.Conn, b []byte, wait time.Duration, tries int) (resends int, err error) {
+	buf := make([]byte, 1<<16)
+	for i := range tries {
+		if _, err = c.Write(b); err != nil {
+			return i, err
+		}
+		c.SetReadDeadline(time.Now().Add(wait))
+		for {
+			var n int
+			n, err = c.Read(buf)
+			if err != nil {
+				break
+			}
+			if bytes.Equal(buf[:n], b) {
+				return i, nil
+			}
+		}
+		var ne net.Error
+		if !errors.As(err, &ne) || !ne.Timeout() {
+			return i, err
+		}
+	}
+	return tries, err
 }
 
 // UDPPublicAddr is where the named UDP service is reachable.

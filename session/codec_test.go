@@ -152,6 +152,9 @@ func TestHeaderWire(t *testing.T) {
 		{"empty local", []byte("\x01\x00\x09\x03ssh\x03p:1\x00"), Header{Service: "ssh", Peer: "p:1"}},
 		{"two fields, from an older server", []byte("\x01\x00\x08\x03ssh\x03p:1"), Header{Service: "ssh", Peer: "p:1"}},
 		{"two fields, empty peer", []byte("\x01\x00\x05\x03ssh\x00"), Header{Service: "ssh"}},
+		{"udp flow (protocol.md 12.4)", []byte("\x01\x00\x29\x03dns\x10203.0.113.7:5353\x0f198.51.100.1:53\x03udp"),
+			Header{Service: "dns", Peer: "203.0.113.7:5353", Local: "198.51.100.1:53", Kind: KindDatagram}},
+		{"empty kind", []byte("\x01\x00\x0b\x03ssh\x03p:1\x01l\x00"), Header{Service: "ssh", Peer: "p:1", Local: "l"}},
 	}
 	for _, tc := range ok {
 		t.Run(tc.name, func(t *testing.T) {
@@ -167,6 +170,9 @@ func TestHeaderWire(t *testing.T) {
 	if b, _ := (Header{Service: "ssh", Peer: "p:1", Local: "l"}).encode(); !bytes.Equal(b, ok[0].in) {
 		t.Fatalf("encode: %q, want %q", b, ok[0].in)
 	}
+	if b, _ := ok[4].want.encode(); !bytes.Equal(b, ok[4].in) {
+		t.Fatalf("encode a flow's header: %q, want %q", b, ok[4].in)
+	}
 	if b, _ := (Header{Service: "ssh", Peer: "p:1"}).encode(); !bytes.Equal(b, ok[1].in) {
 		t.Fatalf("encode without local: %q, want %q (the local field is always written)", b, ok[1].in)
 	}
@@ -181,7 +187,8 @@ func TestHeaderWire(t *testing.T) {
 		{"local overruns", []byte("\x01\x00\x0a\x03ssh\x03p:1\x02l")},
 		{"stray byte after local", []byte("\x01\x00\x0b\x03ssh\x03p:1\x01lX")},
 		{"stray bytes after local", []byte("\x01\x00\x0b\x03ssh\x03p:1\x00\x01x")},
-		{"too long", append([]byte{1, 0x03, 0x01}, make([]byte, 769)...)},
+		{"too long", append([]byte{1, 0x04, 0x01}, make([]byte, 1025)...)},
+		{"unknown kind", []byte("\x01\x00\x0f\x03ssh\x03p:1\x01l\x04sctp")},
 	}
 	for _, tc := range bad {
 		t.Run(tc.name, func(t *testing.T) {

@@ -17,6 +17,9 @@
 //	  |<-- server opens one data stream per public connection:
 //	  |       [stream header: service, peer][chunks...]  |
 //	  |--- [chunks...] --------------------------------->|
+//	  |<-- and one per UDP flow (Challenge.UDP, a UDP claim):
+//	  |       [header, kind "udp"][datagram chunks...]   |
+//	  |--- [datagram chunks...] ------------------------>|
 //	  |--- Update{seq, services} -- client: new claims ---->|
 //	  |<------------------ Updated{seq, services | code}    |
 //	  |--- Drain{} -- client: no new connections for me --->|
@@ -33,6 +36,9 @@
 // ClientHello and Challenge; the frame layout itself never changes, so
 // peers of any two versions can always read each other's ClientHello,
 // Reject and Goodbye and say that their versions do not match.
+//
+// A UDP flow's stream carries one datagram chunk per datagram
+// (datagram.go) in place of data chunks.
 //
 // Data streams carry chunks (see chunk.go): data, end (the writer's
 // half-close) and abort (with a reason). End-of-stream travels as a chunk and

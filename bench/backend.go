@@ -1,7 +1,8 @@
 package main
 
 // The backend: the service behind the warren client (and the target of the
-// direct reference connections). It runs as its own process
+// direct reference connections), on TCP and, on the same port, UDP
+// (udp.go). It runs as its own process
 // ("bench _backend -listen ADDR"), in the client's network namespace in
 // lossy mode, and exits when its stdin closes.
 //
@@ -47,6 +48,12 @@ func backendMain(args []string) {
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "backend:", err)
 		os.Exit(1)
+	}
+	// UDP on the same port: serveUDPBackend (udp.go).
+	if pc, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(ln.Addr().(*net.TCPAddr).AddrPort())); err != nil {
+		fmt.Fprintln(os.Stderr, "backend: no UDP:", err)
+	} else {
+		go serveUDPBackend(pc)
 	}
 	fmt.Printf("LISTEN %s\n", ln.Addr())
 	go func() { // the orchestrator's end of stdin: exit with it

@@ -26,7 +26,7 @@ import (
 )
 
 type lgRequest struct {
-	Op       string        `json:"op"` // throughput, latency, connect, open, close, ping
+	Op       string        `json:"op"` // throughput, latency, connect, open, close, ping, udp
 	Addr     string        `json:"addr,omitempty"`
 	Dir      string        `json:"dir,omitempty"` // throughput: up (to the backend) or down
 	Conns    int           `json:"conns,omitempty"`
@@ -37,6 +37,9 @@ type lgRequest struct {
 	Inflight int64         `json:"inflight,omitempty"`  // throughput up: unacknowledged bytes per connection
 	Drain    time.Duration `json:"drain,omitempty"`     // throughput up: wait for the final count this long
 	Stuck    int           `json:"stuck,omitempty"`     // attack: stuck downloads, and as many stuck uploads
+	Window   int           `json:"window,omitempty"`    // udp: datagrams in flight per flow (closed loop)
+	RateMbit float64       `json:"rate_mbit,omitempty"` // udp: send at this rate instead (open loop)
+	Ack      bool          `json:"ack,omitempty"`       // udp: ask for 16-byte answers, not echoes
 }
 
 type lgResponse struct {
@@ -56,7 +59,9 @@ type lgResult struct {
 	Errors     int      `json:"errors,omitempty"`
 	FirstError string   `json:"first_error,omitempty"`
 	Opened     int      `json:"opened,omitempty"`
-	CC         []string `json:"cc,omitempty"` // congestion control of the load generator's sockets
+	Sent       int64    `json:"sent,omitempty"` // udp: datagrams sent in the window
+	Lost       int64    `json:"lost,omitempty"` // udp: of those, not answered
+	CC         []string `json:"cc,omitempty"`   // congestion control of the load generator's sockets
 }
 
 type loadgen struct {
@@ -110,6 +115,8 @@ func (lg *loadgen) do(req lgRequest) (*lgResult, error) {
 		return lg.latency(req)
 	case "attack":
 		return lg.attack(req)
+	case "udp":
+		return lg.udpLoad(req)
 	case "connect":
 		return lg.connect(req)
 	case "open":

@@ -150,7 +150,7 @@ func (rn *runner) lossyLink(lk emulator, o lossyOpts, spec LinkSpec, li int, por
 							*port = 7001
 						}
 						p := *port
-						ts := &tunnelSpec{Path: ps, Dir: filepath.Join(dir, fmt.Sprintf("%s-%s-%d", name, cc, p)),
+						ts := &tunnelSpec{Path: ps, Dir: filepath.Join(dir, fmt.Sprintf("%s-%s-%d", name, cc, p)), UDP: b.name == "" && rn.tests["udp"],
 							TunnelAddr: fmt.Sprintf("%s:%d", addrB, p), PublicAddr: addrB, PublicPort: p + 1000,
 							Target: backAddr, Cert: rn.cert, Key: rn.key, Fingerprint: rn.fp, Token: rn.token,
 							ExtraServer: rn.extraServer, ExtraClient: rn.extraClient, Env: rn.env, KCPRate: o.kcpRate}

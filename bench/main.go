@@ -99,7 +99,7 @@ func orchestrate() int {
 		warm      = flag.Duration("warmup", time.Second, "loopback throughput warm-up")
 		lat       = flag.Duration("lat", 3*time.Second, "loopback latency and connect windows")
 		settle    = flag.Duration("settle", 3*time.Second, "memory: wait this long before reading RSS")
-		tests     = flag.String("tests", "throughput,latency,connect,memory,isolation", "which tests to run")
+		tests     = flag.String("tests", "throughput,latency,connect,memory,udp,isolation", "which tests to run (udp: UDP services, and iperf3 -u when installed)")
 		attack    = flag.Duration("attack", 10*time.Second, "loopback isolation: echo window while stuck connections press on the tunnel")
 		rounds    = flag.Int("rounds", 3, "loopback: rounds of every test (the report shows the median)")
 

@@ -27,8 +27,8 @@ type Record struct {
 	// one under test.
 	Build string `json:"build,omitempty"`
 	CC    string `json:"cc,omitempty"`    // lossy: congestion control of the TCP carrying the data
-	Test  string `json:"test,omitempty"`  // throughput, latency, connect, memory
-	Dir   string `json:"dir,omitempty"`   // throughput: up (public side to backend) or down
+	Test  string `json:"test,omitempty"`  // throughput, latency, connect, memory, udp, udp-lat, udp-stream, iperf3-udp
+	Dir   string `json:"dir,omitempty"`   // throughput: up (public side to backend) or down; udp: the datagram size ("64B")
 	Conns int    `json:"conns,omitempty"` // parallel connections, dialers, or idle connections held
 
 	Seconds   float64 `json:"seconds,omitempty"`
@@ -43,6 +43,8 @@ type Record struct {
 	Count      int      `json:"count,omitempty"`
 	PerSecond  float64  `json:"per_s,omitempty"` // requests or connections per second
 	Errors     int      `json:"errors,omitempty"`
+	Sent       int64    `json:"sent,omitempty"`     // udp: datagrams sent in the window
+	LossPct    float64  `json:"loss_pct,omitempty"` // udp: of those, not answered
 	FirstError string   `json:"first_error,omitempty"`
 
 	Mem *MemUse `json:"mem,omitempty"`

@@ -140,12 +140,14 @@ func aggregate(recs []Record) []Record {
 		m.MBps = med(g, func(r *Record) float64 { return r.MBps })
 		m.Mbitps = med(g, func(r *Record) float64 { return r.Mbitps })
 		m.PerSecond = med(g, func(r *Record) float64 { return r.PerSecond })
+		m.LossPct = med(g, func(r *Record) float64 { return r.LossPct })
 		m.BusyPct = med(g, func(r *Record) float64 { return r.BusyPct })
 		m.OthersPct = med(g, func(r *Record) float64 { return r.OthersPct })
 		m.StealPct = med(g, func(r *Record) float64 { return r.StealPct })
-		m.Count, m.Errors = 0, 0
+		m.Count, m.Errors, m.Sent = 0, 0, 0
 		for _, r := range g {
 			m.Count += r.Count
+			m.Sent += r.Sent
 			m.Errors += r.Errors
 			if m.FirstError == "" {
 				m.FirstError = r.FirstError
@@ -346,6 +348,7 @@ func (rs *results) markdown() string {
 	if m := rs.machine("lossy"); m != nil {
 		b.WriteString(rs.lossyMarkdown(m))
 	}
+	b.WriteString(rs.udpMarkdown())
 	b.WriteString(rs.baselineMarkdown())
 	b.WriteString(rs.targetsMarkdown())
 	return b.String()
@@ -904,7 +907,7 @@ func (rs *results) targets() []verdict {
 			}
 		}
 	}
-	return out
+	return append(out, rs.udpTargets(status)...)
 }
 
 func (rs *results) targetsMarkdown() string {

@@ -240,12 +240,15 @@ func (rn *runner) perfCases(d durations) []testCase {
 		testCase{"latency x64", func(lg *lgClient, t target, base Record) error { return rn.latency(lg, t, base, d.LatN, 64) }},
 		testCase{"connect x32", func(lg *lgClient, t target, base Record) error { return rn.connect(lg, t, base, d.Connect, 32) }},
 	)
+	if rn.tests == nil || rn.tests["udp"] {
+		cs = append(cs, rn.udpCases(d)...)
+	}
 	if d.Attack > 0 { // last: it leaves each tunnel having reset 128 connections
 		cs = append(cs, testCase{"isolation x64+64", func(lg *lgClient, t target, base Record) error { return rn.isolation(lg, t, base, d.Attack) }})
 	}
 	var out []testCase
 	for _, c := range cs {
-		if rn.tests == nil || rn.tests[strings.Fields(c.name)[0]] {
+		if t := strings.TrimSuffix(strings.Fields(c.name)[0], "-lat"); rn.tests == nil || rn.tests[t] {
 			out = append(out, c)
 		}
 	}
@@ -258,7 +261,13 @@ func (rn *runner) perfCases(d durations) []testCase {
 // next).
 func (rn *runner) perfTests(lg *lgClient, base Record, d durations, fresh func() (target, func(), error)) error {
 	var errs firstError
-	for _, tc := range rn.perfCases(d) {
+	cases := rn.perfCases(d)
+	if rn.tests["udp"] {
+		cases = append(cases, testCase{"udp-stream", func(lg *lgClient, t target, base Record) error {
+			return rn.udpStream(lg, t, base, 2*d.Dur)
+		}})
+	}
+	for _, tc := range cases {
 		errs.add(func() error {
 			t, stop, err := fresh()
 			if err != nil {
@@ -319,7 +328,7 @@ func (rn *runner) loopback(paths []string, d durations, memCounts []int, rounds 
 		if b.name != "" {
 			tag += "-" + b.name
 		}
-		spec := &tunnelSpec{Path: allPaths[name], Dir: filepath.Join(dir, name+"-"+tag),
+		spec := &tunnelSpec{Path: allPaths[name], Dir: filepath.Join(dir, name+"-"+tag), UDP: b.name == "" && rn.tests["udp"],
 			TunnelAddr: fmt.Sprintf("127.0.0.1:%d", port), PublicAddr: "127.0.0.1", PublicPort: pub,
 			Target: backAddr, Cert: rn.cert, Key: rn.key, Fingerprint: rn.fp, Token: rn.token,
 			ExtraServer: rn.extraServer, ExtraClient: rn.extraClient, Env: rn.env}
@@ -371,6 +380,9 @@ func (rn *runner) loopback(paths []string, d durations, memCounts []int, rounds 
 				time.Sleep(200 * time.Millisecond)
 			}
 		}
+	}
+	if rn.tests["udp"] {
+		fail(rn.iperfCrossCheck(dir, paths, lg))
 	}
 	return errs.err
 }

@@ -146,6 +146,11 @@ type tunnelSpec struct {
 	ExtraServer string
 	ExtraClient string
 	Env         []string // extra environment of both (e.g. GOGC=50)
+	// UDP adds a UDP service on the same public port and target (udp.go).
+	UDP bool
+	// NoProbe: the target is not the bench backend; wait for the public
+	// port to accept, not for an echo.
+	NoProbe bool
 }
 
 var serverTmpl = template.Must(template.New("server").Parse(`# written by warren's bench tool
@@ -176,7 +181,8 @@ level = "warn"
 name = "bench"
 token = "{{.Token}}"
 ports = [{{.PublicPort}}]
-`))
+{{if .UDP}}udp_ports = [{{.PublicPort}}]
+{{end}}`))
 
 var clientTmpl = template.Must(template.New("client").Parse(`# written by warren's bench tool
 [client]
@@ -204,7 +210,13 @@ level = "warn"
 name = "bench"
 target = "{{.Target}}"
 remote_port = {{.PublicPort}}
-`))
+{{if .UDP}}
+[[client.services]]
+name = "bench-udp"
+target = "{{.Target}}"
+remote_port = {{.PublicPort}}
+protocol = "udp"
+{{end}}`))
 
 func writeConfigs(t *tunnelSpec) (serverFile, clientFile string, err error) {
 	if t.Path.FEC {
@@ -265,6 +277,21 @@ func startTunnel(warren string, spec *tunnelSpec, serverNS, clientNS string, lg 
 		return nil, err
 	}
 	t.client = cli
+	if spec.NoProbe {
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			c, err := net.DialTimeout("tcp", t.public, time.Second)
+			if err == nil {
+				c.Close()
+				return t, nil
+			}
+			if time.Now().After(deadline) {
+				t.stop()
+				return nil, fmt.Errorf("tunnel %s never came up: %v", spec.Path.Name, err)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
 	if _, err := lg.do(lgRequest{Op: "probe", Addr: t.public, Duration: 20 * time.Second}, nil); err != nil {
 		t.stop()
 		return nil, fmt.Errorf("tunnel %s never came up: %v\nserver log:\n%s\nclient log:\n%s", spec.Path.Name, err, srv.tail(), cli.tail())

@@ -118,10 +118,17 @@ func (f *clientFlow) up() error {
 	}
 }
 
+// burstBytes bounds a burst of the target's datagrams sent in one write
+// (as the server's flows do: half a default smux frame).
+const burstBytes = 16 << 10
+
 // down sends the target's datagrams to the server until the socket is
-// closed (nil) or fails: an error to abort the stream with.
+// closed (nil) or fails: an error to abort the stream with. When more
+// datagrams are waiting after the first, it sends them together, in one
+// write, as long as they fit burstBytes.
 func (f *clientFlow) down() error {
 	wait := session.ReadWaiter(f.conn)
+	poll := pollRead(f.conn)
 	for {
 		if wait != nil {
 			if err := wait(); err != nil {
@@ -139,13 +146,71 @@ func (f *clientFlow) down() error {
 			f.count.drop(metrics.DropTooLarge)
 			continue
 		}
-		if err := f.st.WriteDatagram((*b)[:dgram.Head+n]); err != nil {
-			return nil // the stream is gone: up says why
+		if poll == nil || n > burstBytes/2 {
+			if err := f.st.WriteDatagram((*b)[:dgram.Head+n]); err != nil {
+				return nil // the stream is gone: up says why
+			}
+			dgram.Put(b)
+			f.sent(n)
+			continue
 		}
-		dgram.Put(b)
-		f.bytesOut += int64(n)
-		f.count.out()
+		if err := f.burst(b, n, poll); err != nil {
+			return err
+		}
 	}
+}
+
+// burst sends the datagram in b (n bytes) and those waiting behind it in
+// writes of up to burstBytes; it returns an error when reading the socket
+// failed meanwhile (nil on success or when the stream is gone: up says
+// why).
+func (f *clientFlow) burst(b *[]byte, n int, poll func([]byte) (int, error)) error {
+	bb := dgram.Get(burstBytes - dgram.Head)
+	out := session.AppendDatagram((*bb)[:0], (*b)[dgram.Head:dgram.Head+n])
+	f.sent(n)
+	var rerr error
+	for {
+		m, err := poll((*b)[dgram.Head : dgram.Head+f.max+1])
+		if err != nil {
+			if err != errNoDatagram {
+				rerr = f.downErr(err)
+			}
+			break
+		}
+		if m > f.max {
+			f.count.drop(metrics.DropTooLarge)
+			continue
+		}
+		if len(out)+session.DatagramHeaderLen+m > cap(out) {
+			if err := f.st.WriteDatagrams(out); err != nil {
+				return nil // bb may still be in smux: not reused
+			}
+			out = out[:0]
+		}
+		if session.DatagramHeaderLen+m > cap(out) {
+			if err := f.st.WriteDatagram((*b)[:dgram.Head+m]); err != nil {
+				return nil
+			}
+			f.sent(m)
+			continue
+		}
+		out = session.AppendDatagram(out, (*b)[dgram.Head:dgram.Head+m])
+		f.sent(m)
+	}
+	dgram.Put(b)
+	if len(out) > 0 {
+		if err := f.st.WriteDatagrams(out); err != nil {
+			return nil
+		}
+	}
+	dgram.Put(bb)
+	return rerr
+}
+
+// sent counts a datagram of n bytes sent to the server.
+func (f *clientFlow) sent(n int) {
+	f.bytesOut += int64(n)
+	f.count.out()
 }
 
 // downErr turns what ended reading the target's socket into the reason

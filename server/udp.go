@@ -411,26 +411,85 @@ func (f *flow) run() {
 	default:
 	}
 	ft.wg.Go(func() { f.receive(st) })
-	for {
-		select {
-		case d := <-f.q:
-			queued.Add(-int64(d.n))
-			err := st.WriteDatagram((*d.buf)[:dgram.Head+d.n])
-			if err != nil {
-				f.end("writing to its stream failed: " + err.Error())
-				break // d.buf may still be in smux: not reused
-			}
-			dgram.Put(d.buf)
-			f.in.Add(1)
-			f.bytesIn.Add(int64(d.n))
-			ft.stats.in.Add(1)
-			ft.stats.bytesIn.Add(int64(d.n))
-			continue
-		case <-f.die:
-		}
-		break
+	for f.send(st) {
 	}
 	st.Abort(f.why) // the client learns why; a no-op after its own end
+}
+
+// batchBytes bounds a burst of queued datagrams sent in one write: half a
+// smux frame of the default size (32 KiB), so a burst never waits for a
+// second frame's window.
+const batchBytes = 16 << 10
+
+// send sends what the flow's queue holds, waiting for a datagram first; it
+// reports false when the flow has ended. A lone datagram leaves in one
+// write with no copy; a burst (more datagrams already queued) is copied
+// into one buffer and leaves in one write too, so that under load the
+// session pays one frame for many datagrams.
+func (f *flow) send(st *session.Stream) bool {
+	var d queuedDatagram
+	select {
+	case d = <-f.q:
+	case <-f.die:
+		return false
+	}
+	queued.Add(-int64(d.n))
+	var bb *[]byte // the burst's buffer, once there is one
+	var b []byte
+	defer func() {
+		if bb != nil {
+			dgram.Put(bb)
+		}
+	}()
+	flush := func() bool {
+		if len(b) == 0 {
+			return true
+		}
+		if err := st.WriteDatagrams(b); err != nil {
+			f.end("writing to its stream failed: " + err.Error())
+			bb = nil // smux may still hold it: not reused
+			return false
+		}
+		b = b[:0]
+		return true
+	}
+	for {
+		if session.DatagramHeaderLen+d.n > batchBytes/2 || bb == nil && len(f.q) == 0 {
+			if !flush() {
+				dgram.Put(d.buf)
+				return false
+			}
+			if err := st.WriteDatagram((*d.buf)[:dgram.Head+d.n]); err != nil {
+				f.end("writing to its stream failed: " + err.Error())
+				return false // d.buf may still be in smux: not reused
+			}
+		} else {
+			if bb == nil {
+				bb = dgram.Get(batchBytes - dgram.Head)
+				b = (*bb)[:0]
+			}
+			if len(b)+session.DatagramHeaderLen+d.n > cap(b) && !flush() {
+				dgram.Put(d.buf)
+				return false
+			}
+			b = session.AppendDatagram(b, (*d.buf)[dgram.Head:dgram.Head+d.n])
+		}
+		f.sent(d)
+		if len(f.q) == 0 {
+			return flush()
+		}
+		d = <-f.q // only this goroutine takes from the queue
+		queued.Add(-int64(d.n))
+	}
+}
+
+// sent counts d, written, and frees its buffer.
+func (f *flow) sent(d queuedDatagram) {
+	dgram.Put(d.buf)
+	f.in.Add(1)
+	f.bytesIn.Add(int64(d.n))
+	f.ft.stats.in.Add(1)
+	f.ft.stats.bytesIn.Add(int64(d.n))
 }
 
 // receive sends the client's datagrams to the public peer until the

@@ -44,6 +44,20 @@ func (s *Stream) WriteDatagram(b []byte) error {
 	return s.writeChunk(b)
 }
 
+// AppendDatagram appends datagram to dst as one datagram chunk, for
+// WriteDatagrams; datagram is at most MaxDatagram bytes.
+func AppendDatagram(dst, datagram []byte) []byte {
+	var h [chunkHeaderLen]byte
+	putChunkHeader(h[:], chunkDatagram, len(datagram))
+	return append(append(dst, h[:]...), datagram...)
+}
+
+// WriteDatagrams sends b, whole datagram chunks made by AppendDatagram, in
+// one write: a burst of datagrams costs the session one frame (one TLS
+// record, one system call) instead of one each. After an error b must not
+// be reused.
+func (s *Stream) WriteDatagrams(b []byte) error { return s.writeChunk(b) }
+
 // ReadDatagram reads the peer's next datagram. It reads the chunk header,
 // calls buf with the datagram's length for a buffer at least that long,
 // and reads the datagram into it, so that a reader holds no buffer while

@@ -187,12 +187,28 @@ func TestDatagramStream(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer st.Close()
+			var batch []byte // the second half goes in one write
 			for i, n := range sizes {
 				b := make([]byte, DatagramHeaderLen+n)
 				for j := range n {
 					b[DatagramHeaderLen+j] = byte(i + j)
 				}
+				if i >= len(sizes)/2 && n <= 8192 {
+					batch = AppendDatagram(batch, b[DatagramHeaderLen:])
+					continue
+				}
+				if len(batch) > 0 {
+					if err := st.WriteDatagrams(batch); err != nil {
+						t.Fatal(err)
+					}
+					batch = nil
+				}
 				if err := st.WriteDatagram(b); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if len(batch) > 0 {
+				if err := st.WriteDatagrams(batch); err != nil {
 					t.Fatal(err)
 				}
 			}

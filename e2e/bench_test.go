@@ -128,7 +128,7 @@ func benchServer(b *testing.B, kind string) *server.Server {
 	cfg.PublicAddress = "127.0.0.1"
 	cfg.StateDir = b.TempDir()
 	cfg.Listen = []server.Listen{{Transport: kind, Address: "127.0.0.1:0"}}
-	cfg.Clients = []server.Client{{Name: "office", Token: tokenOffice, Ports: []server.PortRange{{Lo: 1024, Hi: 65535}}}}
+	cfg.Clients = []server.Client{{Name: "office", Token: tokenOffice, Ports: []server.PortRange{{Lo: 1024, Hi: 65535}}, UDPPorts: []server.PortRange{{Lo: 1024, Hi: 65535}}}}
 	srv, err := server.New(cfg, nil)
 	if err != nil {
 		b.Fatal(err)

@@ -411,3 +411,76 @@ func TestUDPFlood(t *testing.T) {
 		return n >= float64(sources-svc.MaxFlows)/2, fmt.Sprintf("%v evicted or dropped", n)
 	})
 }
+
+// BenchmarkUDPEcho echoes 1200-byte datagrams through a UDP service, 8
+// flows with 32 datagrams in flight each, against UDP straight to the
+// echo (compare the ratio; bench/ has the suite of real processes). For
+// profiles: go test -run '^$' -bench UDPEcho/kcp -cpuprofile cpu.out ./e2e/
+func BenchmarkUDPEcho(b *testing.B) {
+	for _, path := range []string{"direct", transport.KindTCP, transport.KindKCP} {
+		b.Run(path, func(b *testing.B) {
+			addr := udpEcho(b)
+			if path != "direct" {
+				srv := benchServer(b, path)
+				cfg := client.DefaultConfig()
+				cfg.Server = srv.Addr(path).String()
+				cfg.Transport = path
+				cfg.Token = tokenOffice
+				cfg.TLS.Fingerprint = srv.Fingerprint()
+				cfg.Services = []client.Service{udpService("echo", addr)}
+				cli, err := client.New(cfg, nil)
+				if err != nil {
+					b.Fatal(err)
+				}
+				ctx, cancel := contextWithCancel()
+				done := make(chan struct{})
+				go func() { cli.Run(ctx); close(done) }()
+				b.Cleanup(func() { cancel(); <-done })
+				var port int
+				harness.Poll(b, "session", func() (bool, string) {
+					st := cli.Status()
+					if st.Connected {
+						port = st.Session.Services[0].RemotePort
+					}
+					return st.Connected, "not connected"
+				})
+				addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+			}
+			const flows, window = 8, 32
+			var left atomic.Int64
+			left.Store(int64(b.N))
+			b.SetBytes(1200)
+			b.ResetTimer()
+			var wg sync.WaitGroup
+			for range flows {
+				wg.Go(func() {
+					c, err := net.Dial("udp", addr)
+					if err != nil {
+						b.Error(err)
+						return
+					}
+					defer c.Close()
+					out, in := make([]byte, 1200), make([]byte, 2048)
+					inflight := 0
+					for {
+						for inflight < window && left.Add(-1) >= 0 {
+							c.Write(out)
+							inflight++
+						}
+						if inflight == 0 {
+							return
+						}
+						c.SetReadDeadline(time.Now().Add(time.Second))
+						if _, err := c.Read(in); err != nil {
+							inflight = 0 // lost: go on
+							continue
+						}
+						inflight--
+					}
+				})
+			}
+			wg.Wait()
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "datagrams/s")
+		})
+	}
+}

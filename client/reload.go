@@ -92,6 +92,12 @@ func (c *Client) Reload(cfg Config) error {
 		c.log.Info("services reloaded; they are claimed at the next connection", "services", len(next.claims))
 		return nil
 	}
+	for _, cl := range next.claims {
+		if cl.IsUDP() && !live[0].Info().UDP {
+			c.table.Store(old)
+			return fmt.Errorf("service %q: %w; nothing was reloaded", cl.Name, session.ErrNoUDP)
+		}
+	}
 	// One session after the other: the first learns the ports the server
 	// picks for any-port services, the others claim the same. A refusal
 	// before any session took them puts the old services back; a session

@@ -306,3 +306,53 @@ func rawServer(t *testing.T, c net.Conn, cfg Config) (*smux.Session, *smux.Strea
 	ctrl.SetDeadline(time.Now().Add(10 * time.Second))
 	return mux, ctrl
 }
+
+// TestUDPUpdateNeedsServerCapability: an Update that adds a UDP service
+// is refused on a session with a server that did not announce UDP, and
+// nothing is sent.
+func TestUDPUpdateNeedsServerCapability(t *testing.T) {
+	leaktest.Check(t)
+	mem := &transporttest.Network{}
+	l := listen(t, mem)
+	cfg := testConfig()
+	got := make(chan byte, 4)
+	go func() { // an old server: no "udp" in its Challenge
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		_, st := rawServer(t, c, cfg)
+		if st == nil {
+			return
+		}
+		readFrame(st, cfg.MaxControlFrame) // hello
+		writeFrame(st, typeChallenge, Challenge{Version: 1, Nonce: make([]byte, nonceLen)})
+		readFrame(st, cfg.MaxControlFrame) // auth
+		writeFrame(st, typeWelcome, Welcome{Client: "old", Session: "s"})
+		for {
+			typ, _, err := readFrame(st, cfg.MaxControlFrame)
+			if err != nil {
+				close(got)
+				return
+			}
+			got <- typ
+		}
+	}()
+	cli, err := Connect(dial(t, mem, l), cfg, quiet, testToken, "i", []Service{{Name: "web", RemotePort: 8080}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cli.Info().UDP {
+		t.Fatal("the session says the old server serves UDP")
+	}
+	_, err = cli.Update([]Service{{Name: "web", RemotePort: 8080}, {Name: "dns", RemotePort: 53, Protocol: ProtoUDP}})
+	if !errors.Is(err, ErrNoUDP) {
+		t.Fatalf("Update: %v, want ErrNoUDP", err)
+	}
+	cli.Close(CodeClosed, "test over")
+	for typ := range got {
+		if typ == typeUpdate {
+			t.Fatal("the update was sent")
+		}
+	}
+}

@@ -9,7 +9,7 @@ import (
 )
 
 // errNoDatagram: a non-blocking read found nothing to read.
-var errNoDatagram = os.NewSyscallError("recvfrom", syscall.EAGAIN)
+var errNoDatagram = os.NewSyscallError("read", syscall.EAGAIN)
 
 // pollRead returns a function that reads one datagram from conn if one
 // is there already, without waiting (errNoDatagram if none is), or nil
@@ -30,7 +30,10 @@ func pollRead(conn net.Conn) func(p []byte) (int, error) {
 		rerr error
 	)
 	read := func(fd uintptr) bool {
-		n, _, rerr = syscall.Recvfrom(int(fd), buf, syscall.MSG_DONTWAIT)
+		// The socket is non-blocking (Go's poller): read(2) returns
+		// EAGAIN when nothing waits, and, unlike Recvfrom, allocates no
+		// source address.
+		n, rerr = syscall.Read(int(fd), buf)
 		return true // never wait
 	}
 	return func(p []byte) (int, error) {
@@ -42,7 +45,7 @@ func pollRead(conn net.Conn) func(p []byte) (int, error) {
 		case rerr == syscall.EAGAIN:
 			return 0, errNoDatagram
 		case rerr != nil:
-			return 0, os.NewSyscallError("recvfrom", rerr)
+			return 0, os.NewSyscallError("read", rerr)
 		}
 		return n, nil
 	}

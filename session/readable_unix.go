@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"syscall"
+	"unsafe"
 )
 
 // ReadWaiter returns a function that blocks until the socket behind r has
@@ -31,14 +32,17 @@ func ReadWaiter(r io.Reader) func() error {
 		perr error
 	)
 	ready := func(fd uintptr) bool {
-		// Only "would block" means wait; data and EOF are for Read.
-		_, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		switch err {
+		// Only "would block" means wait; data and EOF are for Read. The
+		// raw call, unlike syscall.Recvfrom, allocates no source address:
+		// a UDP flow waits once per datagram.
+		_, _, errno := syscall.Syscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&b[0])), 1,
+			syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
+		switch errno {
 		case syscall.EAGAIN: // = EWOULDBLOCK
 			return false
-		case nil, syscall.EINTR:
+		case 0, syscall.EINTR:
 		default:
-			perr = os.NewSyscallError("recvfrom", err)
+			perr = os.NewSyscallError("recvfrom", errno)
 		}
 		return true
 	}

@@ -403,13 +403,7 @@ func (rs *results) udpMarkdown() string {
 		}
 		b.WriteString(t.String() + "\n")
 	}
-	var lossy []Record
-	for _, r := range rs.recs {
-		if r.Kind == "result" && r.Test == "udp-stream" {
-			lossy = append(lossy, r)
-		}
-	}
-	if len(lossy) > 0 {
+	if lossy := rs.ofTest("udp-stream"); len(lossy) > 0 {
 		b.WriteString("## UDP, lossy link\n\nA 20 Mbit/s stream of 1200-byte datagrams, each answered by a 16-byte ack: datagrams sent in the window and not answered, and the round trip (the link's RTT included) against direct UDP on the same link.\n\n")
 		t := &table{head: []string{"link", "path", "sent", "lost", "p50 ms", "p99 ms", "added p99 ms"}}
 		for _, r := range lossy {
@@ -425,13 +419,7 @@ func (rs *results) udpMarkdown() string {
 		}
 		b.WriteString(t.String() + "\n")
 	}
-	var ip []Record
-	for _, r := range rs.recs {
-		if r.Kind == "result" && r.Test == "iperf3-udp" {
-			ip = append(ip, r)
-		}
-	}
-	if len(ip) > 0 {
+	if ip := rs.ofTest("iperf3-udp"); len(ip) > 0 {
 		b.WriteString("## UDP, iperf3 cross-check\n\n`iperf3 -u -l 1200 -b RATE -t 5`, the receiver's figures.\n\n")
 		t := &table{head: []string{"path", "offered", "received Mbit/s", "lost", "jitter"}}
 		for _, r := range ip {
@@ -485,4 +473,15 @@ func (rs *results) findAnyCC(link *LinkSpec, path, test, dir string, conns int) 
 		}
 	}
 	return nil
+}
+
+// ofTest returns the results of test, in the order measured.
+func (rs *results) ofTest(test string) []Record {
+	var out []Record
+	for _, r := range rs.recs {
+		if r.Kind == "result" && r.Test == test {
+			out = append(out, r)
+		}
+	}
+	return out
 }

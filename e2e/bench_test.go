@@ -44,28 +44,34 @@ func benchPaths(b *testing.B, handle func(net.Conn), fn func(b *testing.B, addr 
 				fn(b, tlsChain(b, target))
 				return
 			}
-			srv := benchServer(b, path)
-			cfg := client.DefaultConfig()
-			cfg.Server = srv.Addr(path).String()
-			cfg.Transport = path
-			cfg.Token = tokenOffice
-			cfg.TLS.Fingerprint = srv.Fingerprint()
-			cfg.Services = []client.Service{{Name: "bench", Target: target}}
-			cli, err := client.New(cfg, nil)
-			if err != nil {
-				b.Fatal(err)
-			}
-			done := make(chan struct{})
-			ctx, cancel := contextWithCancel()
-			go func() { cli.Run(ctx); close(done) }()
-			b.Cleanup(func() { cancel(); <-done })
-			for ch := cli.Changed(); !cli.Status().Connected; ch = cli.Changed() {
-				<-ch
-			}
-			port := cli.Status().Session.Services[0].RemotePort
+			port := benchTunnel(b, path, client.Service{Name: "bench", Target: target})
 			fn(b, net.JoinHostPort("127.0.0.1", itoa(port)))
 		})
 	}
+}
+
+// benchTunnel starts a server and a client over transport kind serving
+// svc, and returns the public port svc was granted.
+func benchTunnel(b *testing.B, kind string, svc client.Service) int {
+	srv := benchServer(b, kind)
+	cfg := client.DefaultConfig()
+	cfg.Server = srv.Addr(kind).String()
+	cfg.Transport = kind
+	cfg.Token = tokenOffice
+	cfg.TLS.Fingerprint = srv.Fingerprint()
+	cfg.Services = []client.Service{svc}
+	cli, err := client.New(cfg, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	done := make(chan struct{})
+	ctx, cancel := contextWithCancel()
+	go func() { cli.Run(ctx); close(done) }()
+	b.Cleanup(func() { cancel(); <-done })
+	for ch := cli.Changed(); !cli.Status().Connected; ch = cli.Changed() {
+		<-ch
+	}
+	return cli.Status().Session.Services[0].RemotePort
 }
 
 // tlsChain is the reference tunnel: a TCP listener whose connections an

@@ -26,44 +26,18 @@ import (
 	"github.com/warren-tunnel/warren/internal/testutil/leaktest"
 	"github.com/warren-tunnel/warren/metrics"
 	"github.com/warren-tunnel/warren/server"
-	"github.com/warren-tunnel/warren/session"
 	"github.com/warren-tunnel/warren/transport"
 )
-
-func udpService(name, target string) client.Service {
-	return client.Service{Name: name, Target: target, Protocol: session.ProtoUDP}
-}
 
 // udpBackend runs a UDP server on loopback that answers each datagram
 // with reply(datagram) (nil: no answer), until the test ends.
 func udpBackend(t testing.TB, reply func(from netip.AddrPort, b []byte) []byte) string {
 	t.Helper()
-	pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	pc.SetReadBuffer(4 << 20)
-	var wg sync.WaitGroup
-	t.Cleanup(func() {
-		pc.Close()
-		wg.Wait()
-	})
-	wg.Go(func() {
-		buf := make([]byte, 1<<16)
-		for {
-			n, from, err := pc.ReadFromUDPAddrPort(buf)
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
-			if err != nil {
-				continue
-			}
-			if out := reply(from, buf[:n]); out != nil {
-				pc.WriteToUDPAddrPort(out, from)
-			}
+	return harness.NewWorldOf(t, harness.TCP).UDPBackend(func(pc harness.PacketConn, from netip.AddrPort, b []byte) {
+		if out := reply(from, b); out != nil {
+			pc.WriteToUDPAddrPort(out, from)
 		}
 	})
-	return pc.LocalAddr().String()
 }
 
 func udpEcho(t testing.TB) string {
@@ -97,7 +71,7 @@ func TestUDPEchoLockstep(t *testing.T) {
 	leaktest.Check(t)
 	forEachTransport(t, func(t *testing.T, kind string) {
 		srv := startServer(t, serverConfig(t, kind))
-		cli := startClient(t, clientConfig(srv, tokenOffice, udpService("echo", udpEcho(t))))
+		cli := startClient(t, clientConfig(srv, tokenOffice, harness.UDPService("echo", udpEcho(t))))
 		cli.waitSession(t, 1)
 		addr := udpPublic(t, cli, "echo")
 		const sources, each = 50, 200
@@ -191,7 +165,7 @@ func TestUDPDNS(t *testing.T) {
 	})
 	forEachTransport(t, func(t *testing.T, kind string) {
 		srv := startServer(t, serverConfig(t, kind))
-		cli := startClient(t, clientConfig(srv, tokenOffice, udpService("dns", pc.LocalAddr().String())))
+		cli := startClient(t, clientConfig(srv, tokenOffice, harness.UDPService("dns", pc.LocalAddr().String())))
 		cli.waitSession(t, 1)
 		q := new(dns.Msg)
 		q.SetQuestion("host.warren.test.", dns.TypeA)
@@ -241,7 +215,7 @@ func TestUDPLossyKCP(t *testing.T) {
 		mu.Unlock()
 		return b
 	})
-	ccfg := clientConfig(srv, tokenOffice, udpService("stream", target))
+	ccfg := clientConfig(srv, tokenOffice, harness.UDPService("stream", target))
 	cli := startClientWith(t, ccfg, nil, client.WithTransport(&transport.KCP{Config: ccfg.KCP, TLS: cliTLS, WrapPacketConn: lossy}))
 	cli.waitSession(t, 1)
 	addr := udpPublic(t, cli, "stream")
@@ -304,7 +278,7 @@ func TestUDPLossyKCP(t *testing.T) {
 func TestUDPFlood(t *testing.T) {
 	leaktest.Check(t)
 	srv := startServer(t, serverConfig(t, transport.KindTCP))
-	svc := udpService("game", udpEcho(t))
+	svc := harness.UDPService("game", udpEcho(t))
 	svc.MaxFlows = 256
 	cli := startClient(t, clientConfig(srv, tokenOffice, svc))
 	cli.waitSession(t, 1)
@@ -421,29 +395,7 @@ func BenchmarkUDPEcho(b *testing.B) {
 		b.Run(path, func(b *testing.B) {
 			addr := udpEcho(b)
 			if path != "direct" {
-				srv := benchServer(b, path)
-				cfg := client.DefaultConfig()
-				cfg.Server = srv.Addr(path).String()
-				cfg.Transport = path
-				cfg.Token = tokenOffice
-				cfg.TLS.Fingerprint = srv.Fingerprint()
-				cfg.Services = []client.Service{udpService("echo", addr)}
-				cli, err := client.New(cfg, nil)
-				if err != nil {
-					b.Fatal(err)
-				}
-				ctx, cancel := contextWithCancel()
-				done := make(chan struct{})
-				go func() { cli.Run(ctx); close(done) }()
-				b.Cleanup(func() { cancel(); <-done })
-				var port int
-				harness.Poll(b, "session", func() (bool, string) {
-					st := cli.Status()
-					if st.Connected {
-						port = st.Session.Services[0].RemotePort
-					}
-					return st.Connected, "not connected"
-				})
+				port := benchTunnel(b, path, harness.UDPService("echo", addr))
 				addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 			}
 			const flows, window = 8, 32

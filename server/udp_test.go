@@ -19,12 +19,7 @@ import (
 	"github.com/warren-tunnel/warren/internal/testutil/leaktest"
 	"github.com/warren-tunnel/warren/metrics"
 	"github.com/warren-tunnel/warren/server"
-	"github.com/warren-tunnel/warren/session"
 )
-
-func udpService(name, target string) client.Service {
-	return client.Service{Name: name, Target: target, Protocol: session.ProtoUDP}
-}
 
 // exchange sends b from c and fails the test unless the same bytes come
 // back within a few resends.
@@ -42,7 +37,7 @@ func TestUDPFlows(t *testing.T) {
 	leaktest.Check(t)
 	w := harness.NewWorld(t)
 	srv := w.StartServer(w.ServerConfig())
-	cli := w.StartClient(w.ClientConfig(srv, harness.TokenOffice, udpService("echo", w.UDPEcho())))
+	cli := w.StartClient(w.ClientConfig(srv, harness.TokenOffice, harness.UDPService("echo", w.UDPEcho())))
 	cli.WaitSession(1)
 	addr := cli.UDPPublicAddr("echo")
 	key := "udp:" + strconv.Itoa(cli.Port("echo"))
@@ -68,7 +63,7 @@ func TestUDPTooLarge(t *testing.T) {
 	leaktest.Check(t)
 	w := harness.NewWorld(t)
 	srv := w.StartServer(w.ServerConfig())
-	svc := udpService("echo", w.UDPEcho())
+	svc := harness.UDPService("echo", w.UDPEcho())
 	svc.MaxDatagram = 1000
 	cli := w.StartClient(w.ClientConfig(srv, harness.TokenOffice, svc))
 	cli.WaitSession(1)
@@ -86,7 +81,7 @@ func TestUDPUnreachableTarget(t *testing.T) {
 	leaktest.Check(t)
 	w := harness.NewWorld(t)
 	srv := w.StartServer(w.ServerConfig())
-	cli := w.StartClient(w.ClientConfig(srv, harness.TokenOffice, udpService("gone", w.UDPDeadAddr())))
+	cli := w.StartClient(w.ClientConfig(srv, harness.TokenOffice, harness.UDPService("gone", w.UDPDeadAddr())))
 	cli.WaitSession(1)
 	key := "udp:" + strconv.Itoa(cli.Port("gone"))
 	c := w.DialUDP(cli.UDPPublicAddr("gone"))
@@ -108,7 +103,7 @@ func TestUDPIdleTimeout(t *testing.T) {
 	w := harness.NewWorld(t)
 	clk := clocktest.New()
 	srv := w.StartServer(w.ServerConfig(), server.WithClock(clk))
-	svc := udpService("echo", w.UDPEcho())
+	svc := harness.UDPService("echo", w.UDPEcho())
 	svc.IdleTimeout = 4 * time.Second
 	cli := w.StartClient(w.ClientConfig(srv, harness.TokenOffice, svc))
 	cli.WaitSession(1)
@@ -139,7 +134,7 @@ func TestUDPMaxFlows(t *testing.T) {
 	leaktest.Check(t)
 	w := harness.NewWorld(t)
 	srv := w.StartServer(w.ServerConfig())
-	svc := udpService("echo", w.UDPEcho())
+	svc := harness.UDPService("echo", w.UDPEcho())
 	svc.MaxFlows = 3
 	cli := w.StartClient(w.ClientConfig(srv, harness.TokenOffice, svc))
 	cli.WaitSession(1)
@@ -171,7 +166,7 @@ func TestUDPSessionFlows(t *testing.T) {
 	cfg.UDP.MaxSessionFlows = 2
 	cfg.Limits.MaxStreams = 2
 	srv := w.StartServer(cfg)
-	cli := w.StartClient(w.ClientConfig(srv, harness.TokenOffice, udpService("echo", w.UDPEcho()), client.Service{Name: "tcp", Target: w.Backend(harness.Echo)}))
+	cli := w.StartClient(w.ClientConfig(srv, harness.TokenOffice, harness.UDPService("echo", w.UDPEcho()), client.Service{Name: "tcp", Target: w.Backend(harness.Echo)}))
 	cli.WaitSession(1)
 	addr := cli.UDPPublicAddr("echo")
 	exchange(t, w.DialUDP(addr), []byte("a"))
@@ -190,7 +185,7 @@ func TestUDPHeldRoute(t *testing.T) {
 	w := harness.NewWorld(t)
 	srv := w.StartServer(w.ServerConfig())
 	link := w.Link(srv)
-	cli := w.StartClient(link.Through(w.ClientConfig(srv, harness.TokenOffice, udpService("echo", w.UDPEcho()))), link.Options()...)
+	cli := w.StartClient(link.Through(w.ClientConfig(srv, harness.TokenOffice, harness.UDPService("echo", w.UDPEcho()))), link.Options()...)
 	cli.WaitSession(1)
 	addr := cli.UDPPublicAddr("echo")
 	key := "udp:" + strconv.Itoa(cli.Port("echo"))
@@ -223,7 +218,7 @@ func TestUDPReloadEndsFlows(t *testing.T) {
 	w := harness.NewWorld(t)
 	srv := w.StartServer(w.ServerConfig())
 	tcp := client.Service{Name: "tcp", Target: w.Backend(harness.Echo)}
-	cfg := w.ClientConfig(srv, harness.TokenOffice, udpService("echo", w.UDPEcho()), tcp)
+	cfg := w.ClientConfig(srv, harness.TokenOffice, harness.UDPService("echo", w.UDPEcho()), tcp)
 	cli := w.StartClient(cfg)
 	cli.WaitSession(1)
 	key := "udp:" + strconv.Itoa(cli.Port("echo"))
@@ -262,7 +257,7 @@ func TestUDPSharedRouteSticks(t *testing.T) {
 		})
 	}
 	for i, tok := range []string{harness.TokenOffice, harness.TokenOther} {
-		svc := udpService("game", tag("member"+strconv.Itoa(i)))
+		svc := harness.UDPService("game", tag("member"+strconv.Itoa(i)))
 		svc.RemotePort, svc.Shared = port, true
 		w.StartClient(w.ClientConfig(srv, tok, svc)).WaitSession(1)
 	}

@@ -9,7 +9,15 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/warren-tunnel/warren/client"
+	"github.com/warren-tunnel/warren/session"
 )
+
+// UDPService is a client's UDP service name, relaying to target.
+func UDPService(name, target string) client.Service {
+	return client.Service{Name: name, Target: target, Protocol: session.ProtoUDP}
+}
 
 // UDPBackend starts a UDP server on the private network: handle runs for
 // each datagram, in the server's one goroutine, with the socket to answer

@@ -84,7 +84,7 @@ type datagramSource Stream
 
 func (d *datagramSource) Read(p []byte) (int, error) {
 	s := (*Stream)(d)
-	n, err := s.st.Read(p)
+	n, err := s.read(p) // counted by the ledger, as a data stream's reads are
 	if err != nil && !isTimeout(err) {
 		err = s.cutOff(err)
 	}

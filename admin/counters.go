@@ -13,10 +13,13 @@ type ServiceCounters struct {
 // Opened counts a connection open.
 func (c *ServiceCounters) Opened() { c.conns.Add(1) }
 
-// Closed counts a connection closed that carried in bytes from its public
-// peer and out bytes to it.
-func (c *ServiceCounters) Closed(in, out int64) {
-	c.conns.Add(-1)
+// Closed counts a connection closed.
+func (c *ServiceCounters) Closed() { c.conns.Add(-1) }
+
+// Add counts in bytes relayed from a public peer and out bytes to it, as
+// they move (the relay's meter reports them about once a second), so that
+// a long transfer shows before it ends.
+func (c *ServiceCounters) Add(in, out int64) {
 	c.in.Add(in)
 	c.out.Add(out)
 }

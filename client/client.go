@@ -491,6 +491,12 @@ func (c *Client) serveStream(log *slog.Logger, sess *session.Session, st *sessio
 		return
 	}
 	stats := tab.stats[h.Service]
+	name := sess.Info().Client
+	st.SetMeter(func(sent, received int64) { // received is from the public peer
+		c.metrics.AddBytes(h.Service, received, sent)
+		c.rec.AddBytes(name, h.Service, received, sent)
+		stats.Add(received, sent)
+	})
 	stats.Opened()
 	c.metrics.StreamUp(sess.Info().Client)
 	res := session.Relay(conn, st)
@@ -499,9 +505,7 @@ func (c *Client) serveStream(log *slog.Logger, sess *session.Session, st *sessio
 		c.metrics.RelayAborted(k)
 	}
 	c.metrics.PublicConn(h.Service, metrics.OutcomeOK)
-	c.metrics.AddBytes(h.Service, res.Received, res.Sent)
-	c.rec.AddBytes(sess.Info().Client, h.Service, res.Received, res.Sent)
-	stats.Closed(res.Received, res.Sent)
+	stats.Closed()
 	level, reason := session.EndReason(res.Err, sess)
 	if svc.AccessLog {
 		level = max(level, slog.LevelInfo)

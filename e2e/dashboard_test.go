@@ -118,12 +118,14 @@ format = "json"
 		t.Errorf("fingerprint shown %q, want %q", got, fp)
 	}
 
-	// Bytes through "app": the session's counter and the service's chart
-	// move (a connection's bytes count when it closes).
+	// Bytes through "app", on a connection that stays open meanwhile: the
+	// session's counter and the service's chart move as the bytes do, not
+	// when the connection ends.
 	const size = 3 << 20
-	transfer(t, hostPort("127.0.0.1", appPort), 1, size)
+	live := echoOpen(t, hostPort("127.0.0.1", appPort), size)
 	waitJS(t, ctx, "the session's byte counter", fmt.Sprintf(`Number(document.querySelector(%q)?.dataset.value) >= %d`, row+` td[data-field="bytes_in"]`, size))
 	waitJS(t, ctx, "the chart of app", `Number(document.querySelector('#traffic [data-series="office/app"] svg')?.dataset.peak) > 0`)
+	live.Close()
 
 	// A peer-controlled string: a claim the server refuses, its service
 	// name markup. The events list shows it as text.
@@ -272,6 +274,26 @@ func rejectedClaim(t *testing.T, addr, fp string) {
 	}
 }
 
+// echoOpen sends size bytes through the echo service at addr and reads
+// them back, and leaves the connection open.
+func echoOpen(t *testing.T, addr string, size int64) net.Conn {
+	t.Helper()
+	c := dialPublic(t, addr)
+	c.SetDeadline(time.Now().Add(2 * waitTimeout))
+	sent := make(chan error, 1)
+	go func() {
+		_, err := io.Copy(c, strings.NewReader(strings.Repeat("x", int(size))))
+		sent <- err
+	}()
+	if n, err := io.CopyN(io.Discard, c, size); err != nil {
+		t.Fatalf("echo via %s: %d of %d bytes back: %v", addr, n, size, err)
+	}
+	if err := <-sent; err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
 // moreTraffic moves bytes of a few sizes over some seconds, through app
 // (an echo) and docs (downloads), so that the screenshots' charts have
 // something to show.
@@ -389,8 +411,7 @@ func TestDashboardData(t *testing.T) {
 		t.Fatalf("routes:\n got %+v\nwant %+v", got, want)
 	}
 
-	// Bytes: the samples have the service's rate on both sides (a
-	// connection's bytes count when it has ended there).
+	// Bytes: the samples have the service's rate on both sides.
 	transfer(t, cli.publicAddr(t, "app"), 7, 64<<10)
 	for _, rec := range []*admin.Recorder{srvRec, cliRec} {
 		waitTraffic(t, rec, "office", "app")

@@ -79,11 +79,14 @@ func (s *Server) serveConn(r *route, c net.Conn, prefix []byte) {
 				continue
 			}
 		}
+		client := m.cs.client.name
 		stats := m.cs.stats[m.service]
+		meter := s.meter(client, m.service, stats)
+		meter(int64(len(prefix)), 0) // the sniffed bytes, written above
+		st.SetMeter(meter)
 		if stats != nil {
 			stats.Opened()
 		}
-		client := m.cs.client.name
 		s.metrics.StreamUp(client)
 		start := s.edges.clock.Now()
 		rc, held := gatewayConn(r, c)
@@ -95,12 +98,9 @@ func (s *Server) serveConn(r *route, c net.Conn, prefix []byte) {
 		if k := session.KillReason(res.Err); k != "" {
 			s.metrics.RelayAborted(k)
 		}
-		in := res.Sent + int64(len(prefix))
-		s.metrics.AddBytes(m.service, in, res.Received)
-		s.rec.AddBytes(client, m.service, in, res.Received)
 		s.metrics.PublicConn(m.service, metrics.OutcomeOK)
 		if stats != nil {
-			stats.Closed(in, res.Received)
+			stats.Closed()
 		}
 		m.cs.dropStream(m.service)
 		level, reason := session.EndReason(res.Err, m.cs.sess)
@@ -152,5 +152,20 @@ func (cs *clientSession) dropStream(service string) {
 	defer cs.streamsMu.Unlock()
 	if cs.streams[service]--; cs.streams[service] <= 0 {
 		delete(cs.streams, service)
+	}
+}
+
+// meter counts the bytes a stream of client's service moves, as they move
+// (session.Stream.SetMeter): sent is from the public peer, received to it.
+func (s *Server) meter(client, service string, stats *admin.ServiceCounters) func(sent, received int64) {
+	return func(sent, received int64) {
+		if sent == 0 && received == 0 {
+			return
+		}
+		s.metrics.AddBytes(service, sent, received)
+		s.rec.AddBytes(client, service, sent, received)
+		if stats != nil {
+			stats.Add(sent, received)
+		}
 	}
 }

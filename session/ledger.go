@@ -170,9 +170,9 @@ func (l *ledger) arrived(id uint32, n int) {
 }
 
 // read counts n bytes that stream id's reader took from smux.
-func (l *ledger) read(id uint32, n int) {
+func (l *ledger) read(id uint32, n int) (drained bool) {
 	if n <= 0 {
-		return
+		return false
 	}
 	now := time.Now()
 	l.mu.Lock()
@@ -180,8 +180,10 @@ func (l *ledger) read(id uint32, n int) {
 		a.unread -= int64(n)
 		l.unread -= int64(n)
 		a.lastRead = now
+		drained = a.unread <= 0
 	}
 	l.mu.Unlock()
+	return drained
 }
 
 // relieveOnce applies the pressure rule at now and reports how many

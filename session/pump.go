@@ -92,6 +92,7 @@ func (u *pump) serve() {
 	u.id = 0
 	u.mu.Unlock()
 	for {
+		u.st.idle() // c is drained: the meter hears of what moved
 		u.c.SetReadDeadline(time.Now().Add(idleAfter))
 		if err := u.wait(); err != nil {
 			if isTimeout(err) {

@@ -38,6 +38,12 @@ type Stream struct {
 	busy  atomic.Int32
 	moved atomic.Int64
 
+	// The meter (SetMeter): bytes moved and not reported yet, and when it
+	// was last called, unix ns.
+	meter              func(sent, received int64)
+	unsent, unreceived atomic.Int64
+	metered            atomic.Int64
+
 	dead    atomic.Bool // killed: what it holds is being freed
 	kmu     sync.Mutex
 	cut     func()      // what the relay installed to cut its connection off
@@ -150,14 +156,21 @@ var errStop = errors.New("stop")
 
 func (p *payloadWriter) Write(b []byte) (int, error) {
 	total := len(b)
-	// smux frees b's bytes when Write returns: they are read then.
-	defer p.st.led.read(p.st.ID(), total)
+	// smux frees b's bytes when Write returns: they are read then. When
+	// that leaves nothing unread for the stream, this direction goes idle:
+	// the meter hears of what moved now, not at the next burst.
+	defer func() {
+		if p.st.led.read(p.st.ID(), total) {
+			p.st.idle()
+		}
+	}()
 	for len(b) > 0 {
 		data, n, err := p.dec.feed(b)
 		b = b[n:]
 		if len(data) > 0 {
 			m, werr := p.st.writeTo(p.dst, data)
 			p.n += int64(m)
+			p.st.count(&p.st.unreceived, m)
 			if werr != nil {
 				p.werr = werr
 				return total, errStop
@@ -197,6 +210,7 @@ func (s *Stream) Write(p []byte) (int, error) {
 			return n, err // buf may still be queued in smux: not reused
 		}
 		n += k
+		s.count(&s.unsent, k)
 		p = p[k:]
 	}
 	s.bufs.Put(bp)
@@ -213,6 +227,7 @@ func (s *Stream) ReadFrom(r io.Reader) (int64, error) {
 	var total int64
 	for {
 		if wait != nil {
+			s.idle() // r is drained: the meter hears of what moved
 			if err := wait(); err != nil {
 				return total, err
 			}
@@ -245,6 +260,7 @@ func (s *Stream) readBurst(r io.Reader) (n int64, eof bool, err error) {
 				return n, false, err
 			}
 			n += int64(m)
+			s.count(&s.unsent, m)
 		}
 		s.bufs.Put(bp)
 		switch {
@@ -388,10 +404,59 @@ func (s *Stream) Close() error {
 	err := ErrClosed
 	s.closeOnce.Do(func() {
 		s.closed.Store(true)
+		if s.meter != nil {
+			s.flushMeter()
+		}
 		s.led.leave(s.ID())
 		err = s.st.Close()
 	})
 	return err
+}
+
+// meterInterval is how often, at most, a stream that moves bytes calls its
+// meter: the dashboard samples once a second.
+const meterInterval = time.Second
+
+// SetMeter makes the stream report the bytes it moves to f: those written
+// into it (Write, ReadFrom) as sent, those WriteTo delivered to its
+// connection as received, each call with what moved since the last one.
+// f is called by the goroutines moving the bytes: when a direction goes
+// idle (all that arrived was moved), at least once per meterInterval while
+// bytes keep moving, and a last time by Close, so that a transfer shows in
+// counters and charts as it goes, not only when its connection ends.
+// Set it before the stream moves bytes; f must be quick and safe for
+// concurrent use. A datagram stream's chunks are not metered (its flow
+// counts its datagrams).
+func (s *Stream) SetMeter(f func(sent, received int64)) {
+	s.metered.Store(time.Now().UnixNano())
+	s.meter = f
+}
+
+// count adds n moved bytes to c, and calls the meter when it is due.
+func (s *Stream) count(c *atomic.Int64, n int) {
+	if s.meter == nil || n == 0 {
+		return
+	}
+	c.Add(int64(n))
+	now, last := time.Now().UnixNano(), s.metered.Load()
+	if now-last >= int64(meterInterval) && s.metered.CompareAndSwap(last, now) {
+		s.flushMeter()
+	}
+}
+
+// idle calls the meter for what moved, as a direction goes idle.
+func (s *Stream) idle() {
+	if s.meter != nil {
+		s.metered.Store(time.Now().UnixNano())
+		s.flushMeter()
+	}
+}
+
+// flushMeter reports what moved since the meter's last call.
+func (s *Stream) flushMeter() {
+	if sent, received := s.unsent.Swap(0), s.unreceived.Swap(0); sent != 0 || received != 0 {
+		s.meter(sent, received)
+	}
 }
 
 // own installs cut, which the stream calls (once) when it is killed, to

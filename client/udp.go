@@ -60,7 +60,8 @@ func (c *Client) serveFlow(log *slog.Logger, sess *session.Session, st *session.
 	upErr := <-upDone
 	st.Close()
 	f.count.flush()
-	stats.Closed(f.bytesIn, f.bytesOut)
+	stats.Add(f.bytesIn, f.bytesOut) // a flow's bytes show when it ends
+	stats.Closed()
 	c.metrics.UDPFlows(h.Service, -1)
 	c.rec.AddBytes(client, h.Service, f.bytesIn, f.bytesOut)
 

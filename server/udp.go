@@ -555,7 +555,8 @@ func (f *flow) closed() {
 	m.cs.flows.Add(-1)
 	in, out := f.bytesIn.Load(), f.bytesOut.Load()
 	if st := m.cs.stats[m.service]; st != nil {
-		st.Closed(in, out)
+		st.Add(in, out) // a flow's bytes show when it ends
+		st.Closed()
 	}
 	ft.s.metrics.UDPFlows(m.service, -1)
 	ft.s.rec.AddBytes(m.cs.client.name, m.service, in, out)

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/warren-tunnel/warren/internal/domain"
@@ -19,11 +18,31 @@ import (
 
 // Config is the [client] table.
 type Config struct {
-	// Server is the server's tunnel address, host:port.
+	// Server is the server's tunnel address, host:port. Set it or
+	// Servers, not both.
 	Server string `toml:"server"`
+	// Servers are several servers the client serves through at once
+	// (high availability, docs/operations.md): each "host:port", or
+	// "kcp://host:port" or "tcp://host:port" to choose the transport of
+	// that one. The client keeps Connections sessions to every one of
+	// them, each claiming every service.
+	Servers []string `toml:"servers"`
+	// Resolve says what a server's host name stands for: "first", the
+	// first address it resolves to, or "all", a server at each of its
+	// addresses. "" (the default) is "first" for Server and "all" for
+	// Servers. Names are resolved again at every reconnection.
+	Resolve string `toml:"resolve"`
+	// MaxServers, when above 0, limits the client to that many of the
+	// servers, chosen at random; one that stays unreachable, refuses the
+	// client, or drains is replaced by another. 0 (the default) holds
+	// them all.
+	MaxServers int `toml:"max_servers"`
+	// MinServers is how many servers must have a session up for the
+	// client to be ready (/readyz); default 1.
+	MinServers int `toml:"min_servers"`
 	// Transport is "kcp" or "tcp"; the server must listen on it.
 	Transport string `toml:"transport"`
-	// Connections is how many sessions the client keeps to the server in
+	// Connections is how many sessions the client keeps to each server in
 	// parallel (1-16), each its own transport connection serving every
 	// service; the server spreads public connections among them. More
 	// than one spreads TLS and the relays over more cores and keeps a
@@ -117,6 +136,7 @@ func DefaultConfig() Config {
 		ShutdownTimeout:   30 * time.Second,
 		StallTimeout:      sc.StallTimeout,
 		Connections:       1,
+		MinServers:        1,
 	}
 }
 
@@ -137,15 +157,12 @@ func (c *Config) ResolveToken(lookupEnv func(string) (string, bool)) error {
 
 // Validate reports the first invalid setting, naming its key.
 func (c Config) Validate() error {
-	if kind, addr, ok := strings.Cut(c.Server, "://"); ok { // as --server takes it
-		return fmt.Errorf("client.server: %s: the config file takes host:port here and the transport apart: server = %s and transport = %s",
-			quote.Short(c.Server), quote.Short(addr), quote.Short(kind))
-	}
-	if err := checkHostPort(c.Server); err != nil {
-		return fmt.Errorf("client.server: %w", err)
-	}
 	if c.Transport != transport.KindTCP && c.Transport != transport.KindKCP {
 		return fmt.Errorf("client.transport: %s: %w", quote.Short(c.Transport), transport.ErrUnknownKind)
+	}
+	eps, err := c.endpoints()
+	if err != nil {
+		return err
 	}
 	if c.Connections < 1 || c.Connections > session.MaxConnections {
 		return fmt.Errorf("client.connections: %d is out of range 1-%d", c.Connections, session.MaxConnections)
@@ -181,10 +198,12 @@ func (c Config) Validate() error {
 	if c.DialTimeout <= 0 {
 		return fmt.Errorf(`client.dial_timeout: %v must be positive (durations are strings such as "5s")`, c.DialTimeout)
 	}
-	return c.validateServices()
+	return c.validateServices(severalServers(eps))
 }
 
-func (c Config) validateServices() error {
+// validateServices checks the services; several says the client may
+// serve them through more than one server.
+func (c Config) validateServices(several bool) error {
 	if len(c.Services) == 0 {
 		return errors.New("client.services: nothing to serve; add a [[client.services]] entry")
 	}
@@ -212,6 +231,10 @@ func (c Config) validateServices() error {
 		}
 		if j, dup := ports[pk]; dup && s.RemotePort > 0 {
 			return fmt.Errorf("%s.remote_port: %d is also claimed by client.services[%d]", key, s.RemotePort, j)
+		}
+		if several && s.RemotePort == 0 && len(s.Domains) == 0 {
+			return fmt.Errorf("%s.remote_port: 0 (any free port) with several servers: each server would pick a port of its own, "+
+				"so the service would have no one public address to put behind DNS or a balancer; set a fixed remote_port (or domains)", key)
 		}
 		ports[pk] = i
 		if err := s.validateUDP(key); err != nil {

@@ -69,8 +69,65 @@ func TestConfigValidate(t *testing.T) {
 		}},
 		{name: "protocol tcp", mod: func(c *Config) { c.Services[0].Protocol = "tcp" }},
 
+		{name: "servers", mod: func(c *Config) {
+			c.Server, c.Servers = "", []string{"a.example.com:7000", "tcp://b.example.com:7000", "kcp://10.0.0.3:7000"}
+		}},
+		{name: "servers with the same address over both transports", mod: func(c *Config) {
+			c.Server, c.Servers = "", []string{"a.example.com:7000", "tcp://a.example.com:7000"}
+		}},
+		{name: "one server by address, any port", mod: func(c *Config) {
+			c.Server, c.Servers = "", []string{"10.0.0.1:7000"}
+			c.Services = append(c.Services, Service{Name: "db", Target: "h:5432"})
+		}},
+		{name: "server resolving to its first address, any port", mod: func(c *Config) {
+			c.Services = append(c.Services, Service{Name: "db", Target: "h:5432"})
+		}},
+		{name: "servers resolving to their first address", mod: func(c *Config) {
+			c.Server, c.Servers, c.Resolve = "", []string{"a.example.com:7000", "b.example.com:7000"}, "first"
+		}},
+		{name: "server resolving to all", mod: func(c *Config) { c.Resolve = "all" }},
+		{name: "max and min servers", mod: func(c *Config) {
+			c.Server, c.Servers, c.MaxServers, c.MinServers = "", []string{"a:7000", "b:7000", "c:7000"}, 2, 2
+		}},
+		{name: "min servers above a list that resolves to more", mod: func(c *Config) {
+			c.Server, c.Servers, c.MinServers = "", []string{"ha.example.com:7000"}, 3
+		}},
+
+		{name: "server and servers", mod: func(c *Config) { c.Servers = []string{"a:7000"} },
+			wantErr: "client.server and client.servers: set one of the two, not both"},
+		{name: "servers empty", mod: func(c *Config) { c.Server, c.Servers = "", []string{} },
+			wantErr: "client.servers: the list is empty"},
+		{name: "servers duplicate", mod: func(c *Config) { c.Server, c.Servers = "", []string{"a.example.com:7000", "b:1", "A.example.com:7000"} },
+			wantErr: `client.servers[2]: "A.example.com:7000" is the same server as client.servers[0]`},
+		{name: "servers duplicate by scheme", mod: func(c *Config) { c.Server, c.Servers = "", []string{"a:7000", "kcp://a:7000"} },
+			wantErr: `client.servers[1]: "kcp://a:7000" is the same server as client.servers[0]`},
+		{name: "servers unknown scheme", mod: func(c *Config) { c.Server, c.Servers = "", []string{"a:7000", "udp://b:7000"} },
+			wantErr: `client.servers[1]: "udp://b:7000": the scheme is kcp:// or tcp://`},
+		{name: "servers without port", mod: func(c *Config) { c.Server, c.Servers = "", []string{"tcp://b"} },
+			wantErr: `client.servers[0]: "b": want host:port`},
+		{name: "servers empty entry", mod: func(c *Config) { c.Server, c.Servers = "", []string{""} },
+			wantErr: `client.servers[0]: "": want host:port`},
+		{name: "resolve unknown", mod: func(c *Config) { c.Resolve = "any" },
+			wantErr: `client.resolve: "any": want "first" or "all"`},
+		{name: "any port with several servers", mod: func(c *Config) {
+			c.Server, c.Servers = "", []string{"10.0.0.1:7000", "10.0.0.2:7000"}
+			c.Services = append(c.Services, Service{Name: "db", Target: "h:5432"})
+		}, wantErr: "client.services[2] (db).remote_port: 0 (any free port) with several servers: each server would pick a port of its own"},
+		{name: "any port with a name resolving to all", mod: func(c *Config) {
+			c.Server, c.Servers = "", []string{"ha.example.com:7000"}
+			c.Services = append(c.Services, Service{Name: "db", Target: "h:5432"})
+		}, wantErr: "client.services[2] (db).remote_port: 0 (any free port) with several servers"},
+		{name: "max servers negative", mod: func(c *Config) { c.MaxServers = -1 },
+			wantErr: "client.max_servers: -1 is negative"},
+		{name: "min servers zero", mod: func(c *Config) { c.MinServers = 0 },
+			wantErr: "client.min_servers: 0: want at least 1"},
+		{name: "min servers above max", mod: func(c *Config) {
+			c.Server, c.Servers, c.MaxServers, c.MinServers = "", []string{"a:7000", "b:7000", "c:7000"}, 1, 2
+		}, wantErr: "client.min_servers: 2 is more than max_servers = 1"},
+		{name: "min servers above the list", mod: func(c *Config) { c.MinServers = 2 },
+			wantErr: "client.min_servers: 2 is more than the 1 server(s) listed"},
 		{name: "server empty", mod: func(c *Config) { c.Server = "" },
-			wantErr: "client.server: "},
+			wantErr: "client.server: missing"},
 		{name: "server without port", mod: func(c *Config) { c.Server = "tunnel.example.com" },
 			wantErr: "client.server: "},
 		{name: "server without host", mod: func(c *Config) { c.Server = ":7000" },

@@ -13,7 +13,7 @@ import (
 // no CA file): the server most likely uses its self-signed certificate,
 // which is meant to be pinned. Other errors come back as they are.
 func tlsHint(err error, cfg transport.ClientTLS) error {
-	if err == nil || cfg.Fingerprint != "" || cfg.CA != "" || cfg.InsecureSkipVerify || cfg.Disabled {
+	if err == nil || len(cfg.Pins()) > 0 || cfg.CA != "" || cfg.InsecureSkipVerify || cfg.Disabled {
 		return err
 	}
 	var uerr x509.UnknownAuthorityError

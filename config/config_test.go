@@ -111,6 +111,33 @@ remote_port = 5
 	}
 }
 
+// TestServers: a client of several servers, each pinned.
+func TestServers(t *testing.T) {
+	fp1, fp2 := "sha256:"+strings.Repeat("ab", 32), "sha256:"+strings.Repeat("cd", 32)
+	f, err := Parse("w.toml", []byte(`
+[client]
+servers = ["a.example.com:7000", "tcp://b.example.com:7000"]
+max_servers = 1
+token = "`+goodToken+`"
+[client.tls]
+fingerprint = ["`+fp1+`", "`+fp2+`"]
+[[client.services]]
+name = "a"
+target = "127.0.0.1:1"
+remote_port = 5
+`), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := f.Client
+	if len(c.Servers) != 2 || c.Servers[1] != "tcp://b.example.com:7000" || c.Server != "" || c.MaxServers != 1 || c.MinServers != 1 {
+		t.Errorf("client = %+v", c.Config)
+	}
+	if pins := c.TLS.Pins(); len(pins) != 2 || pins[0] != fp1 || pins[1] != fp2 {
+		t.Errorf("pins = %q", pins)
+	}
+}
+
 // TestErrors: each bad file fails with a message naming the file and the
 // key at fault.
 func TestErrors(t *testing.T) {
@@ -150,6 +177,13 @@ func TestErrors(t *testing.T) {
 		{"admin unset token_env", client + "remote_port = 1\n[client.admin]\naddress = \"0.0.0.0:7001\"\ntoken_env = \"NOPE\"\n", []string{"client.admin.token_env", "NOPE is not set"}},
 		{"admin unknown key", server + "[server.admin]\nadress = \"127.0.0.1:7001\"\n", []string{"unknown key server.admin.adress"}},
 		{"bad server", "[client]\nserver = \"h\"\ntoken = \"" + goodToken + "\"\n", []string{"client.server", "host:port"}},
+		{"server and servers", "[client]\nserver = \"h:1\"\nservers = [\"h:2\"]\ntoken = \"" + goodToken + "\"\n", []string{"client.server and client.servers: set one of the two"}},
+		{"servers empty", "[client]\nservers = []\ntoken = \"" + goodToken + "\"\n", []string{"client.servers: the list is empty"}},
+		{"servers duplicate", "[client]\nservers = [\"h:1\", \"kcp://h:1\"]\ntoken = \"" + goodToken + "\"\n", []string{"client.servers[1]", "same server as client.servers[0]"}},
+		{"servers not a list", "[client]\nservers = \"h:1\"\ntoken = \"" + goodToken + "\"\n", []string{"client.servers"}},
+		{"fingerprint list empty", client + "remote_port = 1\n[client.tls]\nfingerprint = []\n", []string{"client.tls", "fingerprint: an empty list pins nothing"}},
+		{"fingerprint list bad entry", client + "remote_port = 1\n[client.tls]\nfingerprint = [\"sha256:" + strings.Repeat("0", 64) + "\", \"md5:00\"]\n", []string{"client.tls.fingerprint[1]"}},
+		{"fingerprint list of numbers", client + "remote_port = 1\n[client.tls]\nfingerprint = [1]\n", []string{"client.tls", "fingerprint[0]: want a string"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

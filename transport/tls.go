@@ -47,6 +47,11 @@ type ClientTLS struct {
 	// Fingerprint pins the server certificate: "sha256:" and 64 hex digits,
 	// as the server logs it at start.
 	Fingerprint string `toml:"fingerprint"`
+	// Fingerprints pins more certificates beside Fingerprint, any of which
+	// matches: for a client of several servers, each with a self-signed
+	// certificate of its own. A config file gives them as a list,
+	// fingerprint = ["sha256:...", "sha256:..."].
+	Fingerprints []string `toml:"-"`
 	// CA is a PEM file of the certificate authorities to trust.
 	CA string `toml:"ca"`
 	// ServerName is the name to verify in the server's certificate; empty
@@ -101,15 +106,19 @@ func (c ServerTLS) Config(stateDir string) (cfg *tls.Config, fingerprint string,
 
 // Validate checks the fingerprint's form and that the settings agree.
 func (c ClientTLS) Validate() error {
-	if c.Disabled && (c.Fingerprint != "" || c.CA != "" || c.ServerName != "" || c.InsecureSkipVerify) {
+	pins := c.Pins()
+	if c.Disabled && (len(pins) > 0 || c.CA != "" || c.ServerName != "" || c.InsecureSkipVerify) {
 		return errors.New("tls = false leaves no room for other tls settings")
 	}
-	if c.Fingerprint != "" {
-		if _, err := ParseFingerprint(c.Fingerprint); err != nil {
+	for i, p := range pins {
+		if _, err := ParseFingerprint(p); err != nil {
+			if len(c.Fingerprints) > 0 {
+				return fmt.Errorf("tls.fingerprint[%d]: %w", i, err)
+			}
 			return fmt.Errorf("tls.fingerprint: %w", err)
 		}
 	}
-	if c.InsecureSkipVerify && (c.Fingerprint != "" || c.CA != "") {
+	if c.InsecureSkipVerify && (len(pins) > 0 || c.CA != "") {
 		return errors.New("tls.insecure_skip_verify contradicts tls.fingerprint and tls.ca: drop it to verify the server")
 	}
 	return nil
@@ -137,24 +146,41 @@ func (c ClientTLS) Config() (*tls.Config, error) {
 		}
 		cfg.RootCAs = pool
 	}
+	pins := c.Pins()
 	switch {
 	case c.InsecureSkipVerify:
 		cfg.InsecureSkipVerify = true
-	case c.Fingerprint != "":
-		want, _ := ParseFingerprint(c.Fingerprint)
+	case len(pins) > 0:
+		want := make([][32]byte, len(pins))
+		for i, p := range pins {
+			want[i], _ = ParseFingerprint(p)
+		}
+		pinned := pins[0]
+		if len(pins) > 1 {
+			pinned = "one of " + strings.Join(pins, ", ")
+		}
 		// Without a CA the pin is the whole verification; with one, both apply.
 		cfg.InsecureSkipVerify = c.CA == ""
 		cfg.VerifyConnection = func(cs tls.ConnectionState) error {
 			if len(cs.PeerCertificates) == 0 {
 				return ErrFingerprintMismatch
 			}
-			if got := sha256.Sum256(cs.PeerCertificates[0].Raw); got != want {
-				return fmt.Errorf("%w: server sent %s, pinned %s", ErrFingerprintMismatch, Fingerprint(cs.PeerCertificates[0].Raw), c.Fingerprint)
+			if got := sha256.Sum256(cs.PeerCertificates[0].Raw); !slices.Contains(want, got) {
+				return fmt.Errorf("%w: server sent %s, pinned %s", ErrFingerprintMismatch, Fingerprint(cs.PeerCertificates[0].Raw), pinned)
 			}
 			return nil
 		}
 	}
 	return cfg, nil
+}
+
+// Pins returns every pinned fingerprint: Fingerprint, then Fingerprints.
+func (c ClientTLS) Pins() []string {
+	var pins []string
+	if c.Fingerprint != "" {
+		pins = append(pins, c.Fingerprint)
+	}
+	return append(pins, c.Fingerprints...)
 }
 
 // Fingerprint returns the pinning form of a DER certificate:
@@ -209,18 +235,26 @@ func (c *ServerTLS) UnmarshalTOML(v any) error {
 	})
 }
 
-// UnmarshalTOML accepts "tls = false" or a [tls] table with known keys.
+// UnmarshalTOML accepts "tls = false" or a [tls] table with known keys;
+// fingerprint is a string or a list of them.
 func (c *ClientTLS) UnmarshalTOML(v any) error {
 	return unmarshalTLS(v, &c.Disabled, map[string]any{
-		"fingerprint":          &c.Fingerprint,
+		"fingerprint":          pins{&c.Fingerprint, &c.Fingerprints},
 		"ca":                   &c.CA,
 		"server_name":          &c.ServerName,
 		"insecure_skip_verify": &c.InsecureSkipVerify,
 	})
 }
 
+// pins is where unmarshalTLS puts a fingerprint: a string in one, a list
+// in list.
+type pins struct {
+	one  *string
+	list *[]string
+}
+
 // unmarshalTLS decodes a bool-or-table TOML value into the pointers of
-// fields, which are *string or *bool.
+// fields, which are *string, *bool or pins.
 func unmarshalTLS(v any, disabled *bool, fields map[string]any) error {
 	switch v := v.(type) {
 	case bool:
@@ -252,11 +286,38 @@ func unmarshalTLS(v any, disabled *bool, fields map[string]any) error {
 					return fmt.Errorf("%s: want true or false, got %T", key, val)
 				}
 				*dst = b
+			case pins:
+				if err := dst.set(key, val); err != nil {
+					return err
+				}
 			}
 		}
 		return nil
 	}
 	return fmt.Errorf("want a table or false, got %T", v)
+}
+
+func (p pins) set(key string, val any) error {
+	switch val := val.(type) {
+	case string:
+		*p.one = val
+		return nil
+	case []any:
+		if len(val) == 0 {
+			return fmt.Errorf("%s: an empty list pins nothing; give at least one fingerprint", key)
+		}
+		list := make([]string, len(val))
+		for i, v := range val {
+			s, ok := v.(string)
+			if !ok {
+				return fmt.Errorf("%s[%d]: want a string, got %T", key, i, v)
+			}
+			list[i] = s
+		}
+		*p.list = list
+		return nil
+	}
+	return fmt.Errorf("%s: want a string or a list of strings, got %T", key, val)
 }
 
 // clientHandshake runs the client side of TLS over c within ctx. It closes c

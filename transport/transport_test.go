@@ -82,50 +82,83 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-func TestFingerprintMismatch(t *testing.T) {
+// TestFingerprintPins: a dial succeeds when the server's certificate is
+// any of the pinned ones (a client of several servers pins a list) and
+// fails, naming the pins, when it is none of them.
+func TestFingerprintPins(t *testing.T) {
 	leaktest.Check(t)
-	srvTLS, _, _, err := transport.ServerTLS{}.Config(t.TempDir())
+	srvTLS, fp, _, err := transport.ServerTLS{}.Config(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Pin some other server's certificate.
+	// Other servers' certificates.
 	_, other, _, err := transport.ServerTLS{}.Config(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
-	cliTLS, err := transport.ClientTLS{Fingerprint: other}.Config()
+	_, other2, _, err := transport.ServerTLS{}.Config(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, kind := range []string{transport.KindTCP, transport.KindKCP} {
-		t.Run(kind, func(t *testing.T) {
-			srvT, _ := transport.New(kind, transport.Config{KCP: transport.DefaultKCPConfig(), TLS: srvTLS})
-			cliT, _ := transport.New(kind, transport.Config{KCP: transport.DefaultKCPConfig(), TLS: cliTLS})
-			l, err := srvT.Listen("127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer l.Close()
-			go func() {
-				c, err := l.Accept()
+	tests := []struct {
+		name    string
+		pins    transport.ClientTLS
+		wantErr string // in the error; "" for a dial that succeeds
+	}{
+		{"another", transport.ClientTLS{Fingerprint: other}, "pinned " + other},
+		{"list with it second", transport.ClientTLS{Fingerprints: []string{other, fp}}, ""},
+		{"one and a list", transport.ClientTLS{Fingerprint: other, Fingerprints: []string{other2, fp}}, ""},
+		{"list of others", transport.ClientTLS{Fingerprints: []string{other, other2}}, "pinned one of " + other + ", " + other2},
+	}
+	for _, tt := range tests {
+		cliTLS, err := tt.pins.Config()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, kind := range []string{transport.KindTCP, transport.KindKCP} {
+			t.Run(tt.name+"/"+kind, func(t *testing.T) {
+				srvT, _ := transport.New(kind, transport.Config{KCP: transport.DefaultKCPConfig(), TLS: srvTLS})
+				cliT, _ := transport.New(kind, transport.Config{KCP: transport.DefaultKCPConfig(), TLS: cliTLS})
+				l, err := srvT.Listen("127.0.0.1:0")
 				if err != nil {
+					t.Fatal(err)
+				}
+				defer l.Close()
+				served := make(chan struct{})
+				go func() {
+					defer close(served)
+					c, err := l.Accept()
+					if err != nil {
+						return
+					}
+					c.SetDeadline(time.Now().Add(5 * time.Second))
+					handshakeIgnoreErr(c)
+					c.Close()
+				}()
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				c, err := cliT.Dial(ctx, l.Addr().String())
+				if tt.wantErr == "" {
+					if err != nil {
+						t.Fatalf("Dial: %v", err)
+					}
+					c.Close()
+					<-served
 					return
 				}
-				c.SetDeadline(time.Now().Add(5 * time.Second))
-				handshakeIgnoreErr(c)
-				c.Close()
-			}()
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			c, err := cliT.Dial(ctx, l.Addr().String())
-			if err == nil {
-				c.Close()
-				t.Fatal("Dial with the wrong pin succeeded")
-			}
-			if !errors.Is(err, transport.ErrFingerprintMismatch) || !errors.Is(err, transport.ErrHandshake) {
-				t.Fatalf("err = %v, want fingerprint mismatch", err)
-			}
-		})
+				if err == nil {
+					c.Close()
+					t.Fatal("Dial with the wrong pins succeeded")
+				}
+				if !errors.Is(err, transport.ErrFingerprintMismatch) || !errors.Is(err, transport.ErrHandshake) {
+					t.Fatalf("err = %v, want fingerprint mismatch", err)
+				}
+				if !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want it to say %q", err, tt.wantErr)
+				}
+				<-served
+			})
+		}
 	}
 }
 

@@ -16,11 +16,15 @@ const clientUsage = `Usage:
   warren client -c FILE
   warren client --server kcp://host:7000 --token T --fingerprint sha256:... \
                 --service ssh=2222:127.0.0.1:22 [--service web=8080:127.0.0.1:80]
+  warren client --server kcp://a:7000 --server kcp://b:7000 --token T --ca ca.pem \
+                --service ssh=2222:127.0.0.1:22
 
 Runs the private side. With -c it reads the [client] table of FILE (see
 config.example.toml). Without, the flags say where the server is, how to
 verify it (--fingerprint, as the server logs it, or --ca), and which
-services to serve: NAME=REMOTE_PORT:TARGET_HOST:TARGET_PORT.
+services to serve: NAME=REMOTE_PORT:TARGET_HOST:TARGET_PORT. Repeat
+--server to serve through several servers at once (--fingerprint then
+takes a comma-separated list, one per server's certificate).
 
 Flags:
 `
@@ -30,14 +34,15 @@ func runClient(args []string, stdout, stderr io.Writer) error {
 	d := addDaemonFlags(fs)
 	var (
 		services   stringList
-		serverURL  = fs.String("server", "", "the server, kcp://host:port or tcp://host:port")
+		servers    stringList
 		tok        = fs.String("token", "", "the client's token (default $WARREN_TOKEN)")
-		fp         = fs.String("fingerprint", "", "pin the server certificate: sha256:<64 hex>, as the server logs it")
+		fp         = fs.String("fingerprint", "", "pin the server certificate: sha256:<64 hex>, as the server logs it (several: comma-separated)")
 		ca         = fs.String("ca", "", "verify the server by this CA file (PEM)")
 		serverName = fs.String("server-name", "", "name to verify in the server certificate (default: the server's host)")
 		insecure   = fs.Bool("insecure-skip-verify", false, "accept any server certificate (unsafe; warns)")
 		noTLS      = fs.Bool("no-tls", false, "connect without TLS (plaintext; only on trusted networks)")
 	)
+	fs.Var(&servers, "server", "the server, kcp://host:port or tcp://host:port (repeatable: served through every one at once)")
 	fs.Var(&services, "service", "a service, NAME=REMOTE_PORT:TARGET_HOST:TARGET_PORT (repeatable)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -51,16 +56,29 @@ func runClient(args []string, stdout, stderr io.Writer) error {
 		cfg = file.Client.Config
 	} else {
 		cfg = client.DefaultConfig()
-		kind, addr, err := parseEndpoint(*serverURL)
-		if err != nil {
-			return usagef("--server: %w", err)
+		if len(servers) == 0 {
+			servers = stringList{""} // parseEndpoint says what it wants
 		}
-		cfg.Transport, cfg.Server = kind, addr
+		for _, s := range servers {
+			kind, addr, err := parseEndpoint(s)
+			if err != nil {
+				return usagef("--server: %w", err)
+			}
+			cfg.Transport, cfg.Server = kind, addr
+		}
+		if len(servers) > 1 {
+			cfg.Server, cfg.Servers = "", servers
+		}
 		cfg.Token = *tok
 		if cfg.Token == "" {
 			cfg.Token = os.Getenv("WARREN_TOKEN")
 		}
-		cfg.TLS.Fingerprint, cfg.TLS.CA, cfg.TLS.ServerName = *fp, *ca, *serverName
+		cfg.TLS.CA, cfg.TLS.ServerName = *ca, *serverName
+		if pins := splitList(*fp); len(pins) > 1 {
+			cfg.TLS.Fingerprints = pins
+		} else {
+			cfg.TLS.Fingerprint = *fp
+		}
 		cfg.TLS.InsecureSkipVerify, cfg.TLS.Disabled = *insecure, *noTLS
 		if table.admin, err = quickAdmin(*d.adminAddr); err != nil {
 			return usageError{err}

@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"encoding/base64"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -59,6 +61,50 @@ func TestRun(t *testing.T) {
 			}
 			if code != exitOK && stdout.Len() != 0 {
 				t.Errorf("run(%q) failed but wrote to stdout: %q", tt.args, &stdout)
+			}
+		})
+	}
+}
+
+// TestClientServersUsage: the server list's mistakes exit 2 with the
+// keys named, in a config file and on the command line.
+func TestClientServersUsage(t *testing.T) {
+	t.Setenv("WARREN_TOKEN", "")
+	file := filepath.Join(t.TempDir(), "c.toml")
+	err := os.WriteFile(file, []byte(`[client]
+server = "a.example.com:7000"
+servers = ["b.example.com:7000"]
+token = "tok-0123456789abcdef"
+[[client.services]]
+name = "ssh"
+target = "127.0.0.1:22"
+remote_port = 2222
+`), 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	quick := []string{"client", "--token", "tok-0123456789abcdef", "--no-tls"}
+	tests := []struct {
+		name       string
+		args       []string
+		wantStderr string
+	}{
+		{"file with server and servers", []string{"client", "-c", file}, "client.server and client.servers: set one of the two, not both"},
+		{"the same server twice", append(quick, "--server", "tcp://a:7000", "--server", "tcp://a:7000", "--service", "ssh=2222:127.0.0.1:22"),
+			`client.servers[1]: "tcp://a:7000" is the same server as client.servers[0]`},
+		{"any port with two servers", append(quick, "--server", "tcp://a:7000", "--server", "kcp://b:7000", "--service", "ssh=0:127.0.0.1:22"),
+			"client.services[0] (ssh).remote_port: 0 (any free port) with several servers"},
+		{"a bad one of two", append(quick, "--server", "tcp://a:7000", "--server", "b:7000", "--service", "ssh=2222:127.0.0.1:22"),
+			`--server: "b:7000": want kcp://host:port or tcp://host:port`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			if code := run(tt.args, &stdout, &stderr); code != exitUsage {
+				t.Fatalf("run(%q) = %d, want %d\nstderr: %s", tt.args, code, exitUsage, &stderr)
+			}
+			if !strings.Contains(stderr.String(), tt.wantStderr) {
+				t.Errorf("stderr %q, want it to contain %q", &stderr, tt.wantStderr)
 			}
 		})
 	}

@@ -39,16 +39,19 @@ type Status struct {
 	// domains), with the sessions serving them or their hold.
 	Routes []RouteStatus `json:"routes,omitempty"`
 
-	// Client: the server it connects to and over what, the current
-	// session (nil while disconnected), and why the last session or
-	// attempt ended.
+	// Client: the server it connects to and over what (with several,
+	// the first), the current session (nil while disconnected), and why
+	// the last session or attempt ended.
 	Server    string         `json:"server,omitempty"`
 	Transport string         `json:"transport,omitempty"`
 	Session   *SessionStatus `json:"session,omitempty"`
 	// Connections counts the client's sessions up, when it keeps more
-	// than one (client connections = N); Session is the first of them.
+	// than one (client connections = N, or several servers); Session is
+	// the first of them.
 	Connections int    `json:"connections,omitempty"`
 	LastError   string `json:"last_error,omitempty"`
+	// Client: every server it knows, with its sessions up.
+	Servers []ServerStatus `json:"servers,omitempty"`
 
 	// Events are the recent events, oldest first (the admin Server
 	// fills them in from its Recorder).
@@ -62,6 +65,45 @@ type Listener struct {
 	// Address is the bound host:port.
 	Address string `json:"address"`
 }
+
+// ServerStatus is one server a client serves through.
+type ServerStatus struct {
+	// Server names it: an entry of the client's server list, or
+	// "entry@address" for one of the servers at the addresses a name
+	// resolves to (resolve = "all").
+	Server string `json:"server"`
+	// Address is the address the client dialled last.
+	Address string `json:"address,omitempty"`
+	// Transport as users see it: "kcp+tls", "tcp+tls", "kcp", "tcp".
+	Transport string `json:"transport"`
+	// State is one of the ServerState constants.
+	State string `json:"state"`
+	// Sessions are its sessions up now.
+	Sessions []SessionStatus `json:"sessions"`
+	// LastError is why its last session or attempt ended.
+	LastError string `json:"last_error,omitempty"`
+}
+
+// States of a ServerStatus.
+const (
+	// ServerUp: a session is up and takes new connections.
+	ServerUp = "up"
+	// ServerDraining: the server said it drains: its sessions take no new
+	// connections and end once their streams have.
+	ServerDraining = "draining"
+	// ServerConnecting: no session yet, none failed.
+	ServerConnecting = "connecting"
+	// ServerRetrying: the last attempt failed or the session ended (see
+	// last_error); the client reconnects with backoff.
+	ServerRetrying = "retrying"
+	// ServerRefused: the server refused the client (see last_error); it
+	// is retried with backoff while other servers serve.
+	ServerRefused = "refused"
+	// ServerStandby: known, but not held (max_servers).
+	ServerStandby = "standby"
+	// ServerUnresolved: its name did not resolve; tried again with backoff.
+	ServerUnresolved = "unresolved"
+)
 
 // ClientStatus is one configured client on the server.
 type ClientStatus struct {

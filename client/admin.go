@@ -25,61 +25,67 @@ func (c *Client) AdminSource() admin.Daemon { return adminSource{c} }
 // already the client's own connection state.)
 type adminSource struct{ c *Client }
 
-// Ready reports whether a session is up.
-func (a adminSource) Ready() (bool, string) {
-	c := a.c
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if len(c.liveLocked()) > 0 {
-		return true, ""
-	}
-	if c.status.LastError != nil {
-		return false, "no session: " + c.status.LastError.Error()
-	}
-	return false, "no session yet"
-}
+// Ready reports whether min_servers servers have a session up that
+// takes new connections (pool.go, rule 6).
+func (a adminSource) Ready() (bool, string) { return a.c.pool.ready() }
 
-// Status describes the server, the transport and the current session.
+// Status describes the servers, the sessions to each and the services.
 func (a adminSource) Status() admin.Status {
 	c := a.c
 	st := admin.Status{
 		Role:      admin.RoleClient,
 		Version:   version.Version,
 		Uptime:    admin.Duration(c.edges.clock.Now().Sub(c.started)),
-		Server:    c.cfg.Server,
-		Transport: c.transport.String(),
+		Server:    c.eps[0].entry,
+		Transport: c.eps[0].t.String(),
 	}
 	c.mu.Lock()
-	var sess *session.Session
-	if up := c.liveLocked(); len(up) > 0 {
-		sess = up[0]
-		if c.cfg.Connections > 1 {
-			st.Connections = len(up)
-		}
-	}
 	if c.status.LastError != nil {
 		st.LastError = c.status.LastError.Error()
 	}
 	c.mu.Unlock()
-	if sess == nil {
-		return st
+	tab := c.table.Load()
+	live := 0
+	for _, s := range c.pool.states() {
+		srv := admin.ServerStatus{Server: s.Server, Address: s.Address, Transport: s.Transport, State: s.State, Sessions: []admin.SessionStatus{}}
+		if s.LastError != nil {
+			srv.LastError = s.LastError.Error()
+		}
+		for _, sess := range s.sessions {
+			if st.Session == nil { // the first, with the client's counters
+				first := sessionStatus(sess, s.Transport, tab, true)
+				st.Session = &first
+			}
+			srv.Sessions = append(srv.Sessions, sessionStatus(sess, s.Transport, tab, false))
+			live++
+		}
+		st.Servers = append(st.Servers, srv)
 	}
+	if len(c.eps) > 1 || c.cfg.Connections > 1 || live > 1 {
+		st.Connections = live
+	}
+	return st
+}
+
+// sessionStatus describes sess; with counts, its services carry the
+// client's counters (every session of the client serves them together).
+func sessionStatus(sess *session.Session, transport string, tab *serviceTable, counts bool) admin.SessionStatus {
 	info := sess.Info()
-	ss := &admin.SessionStatus{
+	ss := admin.SessionStatus{
 		Client:    info.Client,
 		ID:        info.ID,
-		Transport: c.transport.String(),
+		Transport: transport,
 		Uptime:    admin.Duration(time.Since(info.Started)),
 		RTT:       admin.Duration(sess.RTT()),
 		Streams:   sess.NumStreams(),
+		Services:  []admin.ServiceStatus{},
 	}
 	if info.Remote != nil {
 		ss.Remote = info.Remote.String()
 	}
-	tab := c.table.Load()
 	for _, g := range info.Services {
 		svc := admin.ServiceStatus{Name: g.Name, RemotePort: g.RemotePort, Domains: g.Domains, Target: tab.services[g.Name].Target}
-		if s := tab.stats[g.Name]; s != nil {
+		if s := tab.stats[g.Name]; s != nil && counts {
 			s.Fill(&svc)
 		}
 		if g.IsUDP() {
@@ -88,8 +94,7 @@ func (a adminSource) Status() admin.Status {
 		ss.Services = append(ss.Services, svc)
 	}
 	slices.SortFunc(ss.Services, func(a, b admin.ServiceStatus) int { return cmp.Compare(a.Name, b.Name) })
-	st.Session = ss
-	return st
+	return ss
 }
 
 // Disconnect is the server's business.
@@ -97,9 +102,14 @@ func (a adminSource) Disconnect(string) error {
 	return fmt.Errorf("client: %w: disconnect clients on the server's admin API", admin.ErrNotSupported)
 }
 
-// watchRTT records the session's heartbeat round trip every heartbeat
-// interval until it ends.
-func (c *Client) watchRTT(sess *session.Session) {
+// serverMetrics records whether server r has a session up.
+func (c *Client) serverMetrics(r *remote) {
+	c.metrics.ServerSessions(r.label, c.pool.upCount(r))
+}
+
+// watchRTT records the heartbeat round trip of sess, to server r, every
+// heartbeat interval until it ends.
+func (c *Client) watchRTT(r *remote, sess *session.Session) {
 	t := c.edges.clock.NewTimer(c.sessCfg.HeartbeatInterval)
 	defer t.Stop()
 	for {
@@ -109,7 +119,7 @@ func (c *Client) watchRTT(sess *session.Session) {
 		case <-t.C():
 			t.Reset(c.sessCfg.HeartbeatInterval)
 			if rtt := sess.RTT(); rtt > 0 {
-				c.metrics.SetRTT(sess.Info().Client, rtt)
+				c.metrics.SetServerRTT(r.label, sess.Info().Client, rtt)
 			}
 		}
 	}

@@ -10,6 +10,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
+	"net"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -24,13 +26,14 @@ import (
 
 // Client is a warren client. Create it with New and run it with Run.
 type Client struct {
-	cfg       Config
-	log       *slog.Logger
-	edges     edges
-	transport transport.Transport
-	sessCfg   session.Config
-	token     []byte
-	instance  string
+	cfg      Config
+	log      *slog.Logger
+	edges    edges
+	eps      []*endpoint // the server list (servers.go)
+	pool     *pool       // the servers and their sessions (pool.go)
+	sessCfg  session.Config
+	token    []byte
+	instance string
 	// table is the services, swapped whole by Reload.
 	table atomic.Pointer[serviceTable]
 
@@ -48,12 +51,8 @@ type Client struct {
 	rec     *admin.Recorder   // nil: none (SetRecorder)
 	started time.Time
 
-	firstUp     chan struct{} // closed when the first session is welcomed
-	firstUpOnce sync.Once
-
 	mu      sync.Mutex
 	status  Status
-	sess    []*session.Session // by connection: the session up now, nil while down
 	changed chan struct{}
 	running bool
 }
@@ -62,8 +61,11 @@ type Client struct {
 type Status struct {
 	// Connected is true while a session is up.
 	Connected bool
-	// Up counts the sessions up now, of Config.Connections.
+	// Up counts the sessions up now, to every server.
 	Up int
+	// Servers are the servers the client knows, held or not, in the
+	// order it learned of them.
+	Servers []ServerState
 	// Session describes the current (or last) session: the name the server
 	// knows this client by, and the services as granted, with ports.
 	Session session.Info
@@ -84,37 +86,75 @@ func New(cfg Config, log *slog.Logger, opts ...Option) (*Client, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	e := newEdges(opts)
-	t := e.transport
-	if t == nil {
-		var tlsCfg *tls.Config
-		if !cfg.TLS.Disabled {
-			var err error
-			if tlsCfg, err = cfg.TLS.Config(); err != nil {
-				return nil, fmt.Errorf("client.%w", err)
-			}
-		}
-		var err error
-		if t, err = transport.New(cfg.Transport, transport.Config{KCP: cfg.KCP, TCP: cfg.TCP, TLS: tlsCfg}); err != nil {
-			return nil, fmt.Errorf("client.transport: %w", err)
-		}
+	eps, _ := cfg.endpoints() // Validate checked them
+	ts, err := transports(cfg, eps, e.transport)
+	if err != nil {
+		return nil, err
 	}
 	c := &Client{
-		cfg:       cfg,
-		log:       log,
-		edges:     e,
-		transport: t,
-		sessCfg:   cfg.session(),
-		token:     []byte(cfg.Token),
-		instance:  session.NewID(),
-		changed:   make(chan struct{}),
-		firstUp:   make(chan struct{}),
-		sess:      make([]*session.Session, cfg.Connections),
-		sticky:    make(map[string]int),
-		claimed:   make(map[*session.Session]*serviceTable),
-		started:   e.clock.Now(),
+		cfg:      cfg,
+		log:      log,
+		edges:    e,
+		eps:      eps,
+		pool:     newPool(cfg, eps),
+		sessCfg:  cfg.session(),
+		token:    []byte(cfg.Token),
+		instance: session.NewID(),
+		changed:  make(chan struct{}),
+		sticky:   make(map[string]int),
+		claimed:  make(map[*session.Session]*serviceTable),
+		started:  e.clock.Now(),
 	}
+	for i, ep := range eps {
+		ep.t = ts[i]
+	}
+	c.pool.changed = func() { c.setStatus(func(*Status) {}) }
+	c.pool.forgot = func(label string) { c.metrics.ForgetServer(label) }
 	c.table.Store(newServiceTable(cfg.Services, nil))
 	return c, nil
+}
+
+// transports returns the transport to each endpoint: t for all when it
+// is set (WithTransport), else the kind of each with TLS verifying its
+// host name (or server_name), also when it is dialled at an address.
+func transports(cfg Config, eps []*endpoint, t transport.Transport) ([]transport.Transport, error) {
+	out := make([]transport.Transport, len(eps))
+	if t != nil {
+		for i := range out {
+			out[i] = t
+		}
+		return out, nil
+	}
+	var base *tls.Config
+	if !cfg.TLS.Disabled {
+		var err error
+		if base, err = cfg.TLS.Config(); err != nil {
+			return nil, fmt.Errorf("client.%w", err)
+		}
+	}
+	made := make(map[string]transport.Transport) // by kind and name
+	for i, ep := range eps {
+		var tlsCfg *tls.Config
+		name := ""
+		if base != nil {
+			tlsCfg = base
+			if base.ServerName == "" && !base.InsecureSkipVerify && ep.name() != "" {
+				name = ep.name()
+				tlsCfg = base.Clone()
+				tlsCfg.ServerName = name
+			}
+		}
+		key := ep.kind + " " + name
+		if made[key] == nil {
+			t, err := transport.New(ep.kind, transport.Config{KCP: cfg.KCP, TCP: cfg.TCP, TLS: tlsCfg})
+			if err != nil {
+				return nil, fmt.Errorf("client.transport: %w", err)
+			}
+			made[key] = t
+		}
+		out[i] = made[key]
+	}
+	return out, nil
 }
 
 // Status returns the current connection state.
@@ -131,24 +171,27 @@ func (c *Client) Changed() <-chan struct{} {
 	return c.changed
 }
 
-// setStatus changes the status with f and counts the sessions up.
+// setStatus changes the status with f and takes the servers' state.
 func (c *Client) setStatus(f func(*Status)) {
 	c.mu.Lock()
 	f(&c.status)
-	c.status.Up = len(c.liveLocked())
+	c.status.Up = len(c.pool.live())
 	c.status.Connected = c.status.Up > 0
+	c.status.Servers = c.pool.states()
 	close(c.changed)
 	c.changed = make(chan struct{})
 	c.mu.Unlock()
 }
 
-// Run keeps Config.Connections sessions to the server until ctx is done,
-// each reconnecting with backoff after transient failures. It returns nil
-// when ctx ends it, and an error when retrying cannot help: the server
-// rejected the client (unknown token, port not allowed, ...), the server's
-// certificate failed verification, or another session of this client
-// replaced this one; then the other sessions stop too. It returns after
-// every session has ended. A Client runs once.
+// Run keeps Config.Connections sessions to every server it holds (each
+// server of the list, or Config.MaxServers of them) until ctx is done,
+// each reconnecting on its own with backoff after transient failures. It
+// returns nil when ctx ends it, and an error when retrying cannot help:
+// every server refused the client (unknown token, port not allowed, ...),
+// failed certificate verification, or replaced this client's session by
+// another's (pool.go, rule 5: with one server, the first such answer).
+// Then the other sessions stop too. It returns after every session has
+// ended. A Client runs once.
 func (c *Client) Run(ctx context.Context) error {
 	c.mu.Lock()
 	if c.running {
@@ -166,14 +209,30 @@ func (c *Client) Run(ctx context.Context) error {
 		once     sync.Once
 		fatalErr error
 	)
-	for i := range c.cfg.Connections {
-		wg.Go(func() {
-			if err := c.keep(ctx, i); err != nil {
-				once.Do(func() { fatalErr = err })
-				cancel()
-			}
-		})
+	stop := func(err error) {
+		once.Do(func() { fatalErr = err })
+		cancel()
 	}
+	// Slots start from Run, the watchers and other slots, always while
+	// one of them runs, so never after wg.Wait has begun to return.
+	c.pool.start = func(r *remote, slot int, released, firstUp <-chan struct{}) {
+		wg.Go(func() { c.keep(ctx, r, slot, released, firstUp, stop) })
+	}
+	for _, ep := range c.eps {
+		switch {
+		case !ep.all:
+			c.pool.add(c.newRemote(ep, ""))
+		case ep.ip.IsValid():
+			c.pool.add(c.newRemote(ep, ep.addr()))
+		default:
+			wg.Go(func() { c.watch(ctx, ep) })
+		}
+	}
+	c.pool.fill()
+	wg.Go(func() {
+		<-ctx.Done()
+		c.pool.close()
+	})
 	wg.Wait()
 	if fatalErr != nil {
 		return fatalErr
@@ -182,45 +241,100 @@ func (c *Client) Run(ctx context.Context) error {
 	return nil
 }
 
-// keep runs connection i (of Config.Connections) until ctx ends or an
-// error that retrying cannot help. Connections after the first wait until
-// a session has been welcomed, so that they claim the ports the server
-// picked for any-port services instead of racing for others.
-func (c *Client) keep(ctx context.Context, i int) error {
-	if i > 0 {
+// newRemote returns the server of ep at addr ("" to resolve ep at each
+// dial).
+func (c *Client) newRemote(ep *endpoint, addr string) *remote {
+	label := ep.entry
+	if addr != "" && !ep.ip.IsValid() { // one of the name's servers
+		host, _, _ := net.SplitHostPort(addr)
+		label += "@" + host
+	}
+	return &remote{ep: ep, addr: addr, label: label, t: ep.t}
+}
+
+// watch keeps the servers of ep, an entry whose name stands for a server
+// at each of its addresses (resolve = "all"), in step with what the name
+// resolves to: at start, and again whenever one of them reconnects. A
+// name that does not resolve is tried again with backoff.
+func (c *Client) watch(ctx context.Context, ep *endpoint) {
+	b := backoff{min: minBackoff, max: maxBackoff}
+	for {
+		rctx, cancel := context.WithTimeout(ctx, c.cfg.HandshakeTimeout)
+		addrs, err := ep.resolve(rctx, c.edges.resolver)
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		c.pool.resolved(ep, err)
+		var retry <-chan time.Time
+		if err != nil {
+			wait := b.next()
+			c.log.Warn("server name not resolved; retrying", "server", ep.entry, "err", err, "in", wait.Round(time.Millisecond).String())
+			t := c.edges.clock.NewTimer(wait)
+			defer t.Stop()
+			retry = t.C()
+		} else {
+			b.reset()
+			c.pool.sync(ep, addrs, func(addr string) *remote { return c.newRemote(ep, addr) })
+		}
 		select {
-		case <-c.firstUp:
 		case <-ctx.Done():
-			return nil
+			return
+		case <-retry:
+		case <-ep.again:
+		}
+	}
+}
+
+// keep runs slot (of Config.Connections) of server r until ctx ends, r is
+// released, or every server refused the client (then it calls stop).
+// Slots after the first wait until a session of r has been welcomed, so
+// that they claim the ports the server picked for any-port services
+// instead of racing for others.
+func (c *Client) keep(ctx context.Context, r *remote, slot int, released, firstUp <-chan struct{}, stop func(error)) {
+	defer c.pool.slotDone(r)
+	if slot > 0 {
+		select {
+		case <-firstUp:
+		case <-released:
+			return
+		case <-ctx.Done():
+			return
 		}
 	}
 	b := backoff{min: minBackoff, max: maxBackoff}
-	for {
-		upFor, sticky, err := c.connect(ctx, i)
+	for attempt := 0; ; attempt++ {
+		if attempt > 0 {
+			r.ep.resolveAgain()
+		}
+		upFor, welcomed, sticky, err := c.connect(ctx, r, slot)
 		err = tlsHint(err, c.cfg.TLS)
-		if ctx.Err() != nil {
-			return nil
+		if ctx.Err() != nil || errors.Is(err, errReleased) {
+			return
 		}
 		c.setStatus(func(s *Status) { s.LastError = err })
-		c.recordEnd(upFor, err)
+		c.recordEnd(r, upFor, err)
 		if sticky && c.dropSticky(err) {
+			c.pool.ended(r, slot, welcomed, nil)
 			continue // ask again for any free port, at once
 		}
+		if stopErr := c.pool.ended(r, slot, welcomed, err); stopErr != nil {
+			c.log.Error("giving up", "err", stopErr)
+			stop(stopErr)
+			return
+		}
+		select {
+		case <-released:
+			c.log.Info("server released; the client serves through others", "server", r.label, "err", err)
+			return
+		default:
+		}
+		wait := c.nextWait(r, &b, upFor, err)
 		if fatal(err) {
-			c.log.Error("giving up", "err", err)
-			return err
-		}
-		var wait time.Duration
-		if upFor >= stableAfter {
-			// The loss of a session that was stable is met with a new one
-			// at once: the transport reported it (a reset, a server that
-			// hung up) or the heartbeats did, and public connections wait
-			// on the server meanwhile. Failing attempts back off from here.
-			b.reset()
+			c.log.Error("server refused the client; retrying it while the others serve", "server", r.label, "err", err, "in", wait.Round(time.Millisecond).String())
 		} else {
-			wait = b.next()
+			c.log.Warn("not connected; retrying", "server", r.label, "err", err, "in", wait.Round(time.Millisecond).String())
 		}
-		c.log.Warn("not connected; retrying", "err", err, "in", wait.Round(time.Millisecond).String())
 		if wait == 0 {
 			continue
 		}
@@ -228,11 +342,43 @@ func (c *Client) keep(ctx context.Context, i int) error {
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return nil
+			return
+		case <-released:
+			t.Stop()
+			return
 		case <-t.C():
 		}
 	}
 }
+
+// nextWait is how long slot backoff b waits before reconnecting to r,
+// after a session that was up for upFor or an attempt that failed, with
+// err: when r's server drained, the time it said to come back after
+// (jittered up to half as much again); 0 (at once) after the loss of a
+// stable session; otherwise backoff, capped low toward a server that was
+// serving (it is likely restarting), unless it refused the client.
+func (c *Client) nextWait(r *remote, b *backoff, upFor time.Duration, err error) time.Duration {
+	if back := c.pool.comeBack(r); back > 0 {
+		b.reset()
+		return back + rand.N(back/2+1)
+	}
+	if upFor >= stableAfter {
+		// The loss of a session that was stable is met with a new one
+		// at once: the transport reported it (a reset, a server that
+		// hung up) or the heartbeats did, and public connections wait
+		// on the server meanwhile. Failing attempts back off from here.
+		b.reset()
+		return 0
+	}
+	b.max = maxBackoff
+	if !fatal(err) && c.pool.served(r) {
+		b.max = servedBackoff
+	}
+	return b.next()
+}
+
+// errReleased: the session came up after its server was released.
+var errReleased = errors.New("server released")
 
 func (c *Client) logStart() {
 	switch {
@@ -243,49 +389,51 @@ func (c *Client) logStart() {
 	}
 }
 
-// connect runs one session of connection i from dial to its end. upFor is
-// how long it was authenticated, 0 if it never got that far; sticky says
-// whether it asked for remembered ports.
-func (c *Client) connect(ctx context.Context, i int) (upFor time.Duration, sticky bool, err error) {
-	// One deadline for dial, TLS and auth together, as handshake_timeout says.
+// connect runs one session of slot of server r from dial to its end.
+// upFor is how long it was authenticated, 0 if it never got that far;
+// welcomed says it got that far; sticky says whether it asked for
+// remembered ports.
+func (c *Client) connect(ctx context.Context, r *remote, slot int) (upFor time.Duration, welcomed, sticky bool, err error) {
+	// One deadline for resolving, dial, TLS and auth together, as
+	// handshake_timeout says.
 	deadline := time.Now().Add(c.cfg.HandshakeTimeout)
 	dctx, cancel := context.WithDeadline(ctx, deadline)
-	conn, err := c.transport.Dial(dctx, c.cfg.Server)
+	conn, err := c.dialServer(dctx, r)
 	cancel()
 	if err != nil {
-		return 0, false, fmt.Errorf("connecting to %s over %s: %w", c.cfg.Server, c.transport, err)
+		return 0, false, false, err
 	}
 	if time.Until(deadline) <= 0 {
 		conn.Close()
-		return 0, false, fmt.Errorf("connecting to %s over %s: handshake_timeout %v passed", c.cfg.Server, c.transport, c.cfg.HandshakeTimeout)
+		return 0, false, false, fmt.Errorf("connecting to %s over %s: handshake_timeout %v passed", r.label, r.t, c.cfg.HandshakeTimeout)
 	}
 	claimed := c.table.Load()
 	instance, group := c.instance, ""
 	if c.cfg.Connections > 1 {
-		instance, group = c.instance+"/"+strconv.Itoa(i), c.instance
+		instance, group = c.instance+"/"+strconv.Itoa(slot), c.instance
 	}
 	claims, sticky := c.withSticky(claimed)
 	sess, err := session.ConnectBy(deadline, conn, c.sessCfg, c.log, c.token, instance, group, claims)
 	if err != nil {
-		return 0, sticky, err
+		return 0, false, sticky, err
 	}
 	info := sess.Info()
 	if group != "" && !info.Groups {
 		sess.Close(session.CodeClosed, "this server does not support parallel sessions")
-		return 0, sticky, errNoGroups
+		return 0, false, sticky, errNoGroups
+	}
+	if !c.pool.up(r, slot, sess) {
+		sess.Close(session.CodeShuttingDown, "the client serves through other servers now")
+		return 0, false, sticky, errReleased
 	}
 	up := c.edges.clock.Now()
 	c.remember(info.Services)
-	c.firstUpOnce.Do(func() { close(c.firstUp) })
 	tab := c.table.Load()
-	log := c.log.With("client", info.Client, "session", info.ID, "server", c.cfg.Server, "transport", c.transport.String())
+	log := c.log.With("client", info.Client, "session", info.ID, "server", r.label, "transport", r.t.String())
 	if c.cfg.Connections > 1 {
-		log = log.With("connection", i)
+		log = log.With("connection", slot)
 	}
-	c.mu.Lock()
-	c.sess[i] = sess
-	first := len(c.liveLocked()) == 1
-	c.mu.Unlock()
+	first := len(c.pool.live()) == 1
 	c.setStatus(func(s *Status) {
 		s.Session, s.LastError = info, nil
 		s.Sessions++
@@ -295,15 +443,16 @@ func (c *Client) connect(ctx context.Context, i int) (upFor time.Duration, stick
 			s.ResetBytes()
 		}
 	}
-	c.metrics.SessionUp(info.Client, c.transport.String())
+	c.metrics.SessionUp(info.Client, r.t.String())
+	c.serverMetrics(r)
 	if c.metrics != nil {
-		go c.watchRTT(sess)
+		go c.watchRTT(r, sess)
 	}
 	for _, svc := range info.Services {
 		log.Info("serving", "service", svc.Name, "target", tab.services[svc.Name].Target, "remote_port", svc.RemotePort, "domains", svc.Domains)
 	}
 	log.Info("session up")
-	c.rec.Event(admin.Event{Kind: admin.EventSessionUp, Client: info.Client, Remote: c.cfg.Server, Reason: c.transport.String() + ", session " + info.ID})
+	c.rec.Event(admin.Event{Kind: admin.EventSessionUp, Client: info.Client, Remote: r.label, Reason: r.t.String() + ", session " + info.ID})
 	var open streams
 	var wg sync.WaitGroup
 	wg.Go(func() {
@@ -324,31 +473,53 @@ func (c *Client) connect(ctx context.Context, i int) (upFor time.Duration, stick
 	c.reloadMu.Lock()
 	delete(c.claimed, sess)
 	c.reloadMu.Unlock()
-	c.mu.Lock()
-	c.sess[i] = nil
-	c.mu.Unlock()
+	c.pool.down(r, slot)
 	c.setStatus(func(s *Status) {
-		if up := c.liveLocked(); len(up) > 0 {
+		if up := c.pool.live(); len(up) > 0 {
 			s.Session = up[0].Info() // one still up, not the one gone
 		}
 	})
-	c.metrics.SessionDown(info.Client, c.transport.String())
+	c.metrics.SessionDown(info.Client, r.t.String())
+	c.serverMetrics(r)
 	upFor = c.edges.clock.Now().Sub(up)
 	if ctx.Err() == nil {
 		log.Warn("session down", "reason", err, "after", upFor.Round(time.Millisecond).String())
 	}
-	return upFor, sticky, err
+	return upFor, true, sticky, err
 }
 
-// liveLocked returns the sessions up now, by connection.
-func (c *Client) liveLocked() []*session.Session {
-	var up []*session.Session
-	for _, s := range c.sess {
-		if s != nil {
-			up = append(up, s)
+// dialServer connects to server r within ctx: to its address, or to the
+// addresses its name resolves to now, in order, each with an equal share
+// of the time left (at least minDialShare), the first to connect winning.
+func (c *Client) dialServer(ctx context.Context, r *remote) (net.Conn, error) {
+	addrs := []string{r.addr}
+	if r.addr == "" {
+		var err error
+		if addrs, err = r.ep.resolve(ctx, c.edges.resolver); err != nil {
+			return nil, fmt.Errorf("connecting to %s: %w", r.label, err)
 		}
 	}
-	return up
+	var first error // as net.Dialer, report the first address's error
+	for i, addr := range addrs {
+		c.pool.dialling(r, addr)
+		actx, cancel := ctx, context.CancelFunc(func() {})
+		if dl, ok := ctx.Deadline(); ok && i < len(addrs)-1 {
+			share := time.Until(dl) / time.Duration(len(addrs)-i)
+			actx, cancel = context.WithTimeout(ctx, max(share, minDialShare))
+		}
+		conn, err := r.t.Dial(actx, addr)
+		cancel()
+		if err == nil {
+			return conn, nil
+		}
+		if first == nil {
+			first = fmt.Errorf("connecting to %s over %s: %w", r.label, r.t, err)
+		}
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return nil, first
 }
 
 // drain stops the session gently: the server routes no new connection to

@@ -15,10 +15,11 @@ import (
 // records none. Call it before Run.
 func (c *Client) SetRecorder(rec *admin.Recorder) { c.rec = rec }
 
-// recordEnd records how a connection attempt ended: a session that was
-// up (upFor > 0) went down, or the attempt failed or was refused.
-func (c *Client) recordEnd(upFor time.Duration, err error) {
-	e := admin.Event{Kind: admin.EventConnectFailed, Remote: c.cfg.Server, Reason: "ended"}
+// recordEnd records how a connection attempt to server r ended: a
+// session that was up (upFor > 0) went down, or the attempt failed or
+// was refused.
+func (c *Client) recordEnd(r *remote, upFor time.Duration, err error) {
+	e := admin.Event{Kind: admin.EventConnectFailed, Remote: r.label, Reason: "ended"}
 	if upFor > 0 {
 		e.Kind = admin.EventSessionDown
 	}

@@ -85,9 +85,7 @@ func (c *Client) Reload(cfg Config) error {
 	// granted it, so the new table is in place before the answer; it goes
 	// back if the server refuses.
 	c.table.Store(next)
-	c.mu.Lock()
-	live := c.liveLocked()
-	c.mu.Unlock()
+	live := c.pool.live()
 	if len(live) == 0 {
 		c.log.Info("services reloaded; they are claimed at the next connection", "services", len(next.claims))
 		return nil

@@ -38,6 +38,20 @@ type endpoint struct {
 	ip         netip.Addr
 	// all: every address of host is a server of its own.
 	all bool
+	// t is the transport to it (New sets it).
+	t transport.Transport
+	// again asks the client's watcher of an entry whose every address is
+	// a server (Client.watch) to resolve its name again.
+	again chan struct{}
+}
+
+// resolveAgain asks for the entry's name to be resolved again, when its
+// servers come from a watcher: a server of it reconnects.
+func (e *endpoint) resolveAgain() {
+	select {
+	case e.again <- struct{}{}:
+	default: // asked already
+	}
 }
 
 // addr is the entry's host:port.
@@ -53,8 +67,8 @@ func (e *endpoint) name() string {
 	return e.host
 }
 
-// resolve returns the addresses ("ip:port") the entry stands for now: its
-// first address, or all of them, without repeats, through r.
+// resolve returns the addresses ("ip:port") the entry's name resolves to
+// now through r, in order, without repeats.
 func (e *endpoint) resolve(ctx context.Context, r Resolver) ([]string, error) {
 	if e.ip.IsValid() {
 		return []string{e.addr()}, nil
@@ -71,9 +85,6 @@ func (e *endpoint) resolve(ctx context.Context, r Resolver) ([]string, error) {
 		a := net.JoinHostPort(ip.Unmap().String(), e.port)
 		if !slices.Contains(addrs, a) {
 			addrs = append(addrs, a)
-		}
-		if !e.all {
-			break
 		}
 	}
 	return addrs, nil
@@ -149,7 +160,7 @@ func (c Config) endpoints() ([]*endpoint, error) {
 
 // parseEndpoint parses one entry of the server list, key naming it.
 func parseEndpoint(key, s, transportKind string, all bool) (*endpoint, error) {
-	ep := &endpoint{key: key, entry: s, kind: transportKind, all: all}
+	ep := &endpoint{key: key, entry: s, kind: transportKind, all: all, again: make(chan struct{}, 1)}
 	addr := s
 	if kind, rest, ok := strings.Cut(s, "://"); ok {
 		if kind != transport.KindKCP && kind != transport.KindTCP {

@@ -183,14 +183,14 @@ type Registry struct {
 	reg *prometheus.Registry
 
 	sessions          *prometheus.GaugeVec // client, transport (server)
-	sessionUp         prometheus.Gauge     // (client)
+	sessionUp         *prometheus.GaugeVec // server (client)
 	streamsOpen       *prometheus.GaugeVec // client
 	publicConns       *prometheus.CounterVec
 	serviceBytes      *prometheus.CounterVec
 	handshakeFailures *prometheus.CounterVec
 	relaysAborted     *prometheus.CounterVec
 	streamOpen        prometheus.Histogram
-	rtt               *prometheus.GaugeVec // client
+	rtt               *prometheus.GaugeVec // client (server); client, server (client)
 	udpFlows          *prometheus.GaugeVec // service
 	udpDatagrams      *prometheus.CounterVec
 	udpDrops          *prometheus.CounterVec
@@ -198,7 +198,8 @@ type Registry struct {
 	mu       sync.Mutex
 	clients  names
 	services names
-	up       map[string]int // sessions up per client label
+	up       map[string]int  // sessions up per client label
+	serverUp map[string]bool // the client's servers with a session up
 }
 
 // New returns a Registry for cfg.
@@ -212,14 +213,15 @@ func New(cfg Config) (*Registry, error) {
 		clients:  names{max: cfg.MaxNames, set: make(map[string]struct{})},
 		services: names{max: cfg.MaxNames, set: make(map[string]struct{})},
 		up:       make(map[string]int),
+		serverUp: make(map[string]bool),
 		sessions: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "warren_sessions",
 			Help: "Client sessions up, by client name and transport.",
 		}, []string{"client", "transport"}),
-		sessionUp: prometheus.NewGauge(prometheus.GaugeOpts{
+		sessionUp: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "warren_session_up",
-			Help: "1 while the client has an authenticated session to the server, else 0.",
-		}),
+			Help: "1 while the client has an authenticated session to the server, else 0; by server.",
+		}, []string{"server"}),
 		streamsOpen: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "warren_streams_open",
 			Help: "Data streams open, by client name.",
@@ -245,10 +247,6 @@ func New(cfg Config) (*Registry, error) {
 			Help:    "Time from accepting a public connection to its stream being open to the client.",
 			Buckets: streamOpenBuckets,
 		}),
-		rtt: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "warren_heartbeat_rtt_seconds",
-			Help: "Last heartbeat round trip, by client name.",
-		}, []string{"client"}),
 		udpFlows: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "warren_udp_flows",
 			Help: "UDP flows open (public source addresses with a stream), by service.",
@@ -262,6 +260,11 @@ func New(cfg Config) (*Registry, error) {
 			Help: "UDP datagrams dropped, and flows ended early, by service and reason.",
 		}, []string{"service", "reason"}),
 	}
+	rttLabels, rttHelp := []string{"client"}, "Last heartbeat round trip, by client name."
+	if cfg.Role == RoleClient {
+		rttLabels, rttHelp = []string{"client", "server"}, "Last heartbeat round trip, by client name and server."
+	}
+	r.rtt = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "warren_heartbeat_rtt_seconds", Help: rttHelp}, rttLabels)
 	info := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name:        "warren_build_info",
 		Help:        "Always 1; the labels say which warren this is.",
@@ -334,8 +337,6 @@ func (r *Registry) SessionUp(client, transport string) {
 	r.up[c]++
 	if r.cfg.Role == RoleServer {
 		r.sessions.WithLabelValues(c, oneOf(transport, transports, "other")).Inc()
-	} else {
-		r.sessionUp.Set(1)
 	}
 }
 
@@ -357,11 +358,42 @@ func (r *Registry) SessionDown(client, transport string) {
 	}
 	if r.up[c] == 0 {
 		delete(r.up, c)
-		r.rtt.DeleteLabelValues(c)
-		if r.cfg.Role == RoleClient && len(r.up) == 0 {
-			r.sessionUp.Set(0)
-		}
+		r.rtt.DeletePartialMatch(prometheus.Labels{"client": c})
 	}
+}
+
+// ServerSessions records how many sessions the client has up to server
+// (as the client names it): warren_session_up{server} is 1 while there
+// is one. When there is none, the server's RTT series is removed.
+// Client only.
+func (r *Registry) ServerSessions(server string, n int) {
+	if r == nil || r.cfg.Role != RoleClient {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if n > 0 {
+		r.serverUp[server] = true
+		r.sessionUp.WithLabelValues(server).Set(1)
+		return
+	}
+	delete(r.serverUp, server)
+	r.sessionUp.WithLabelValues(server).Set(0)
+	r.rtt.DeletePartialMatch(prometheus.Labels{"server": server})
+}
+
+// ForgetServer removes the series of server: for a server the client no
+// longer knows (its name does not resolve to its address any more).
+func (r *Registry) ForgetServer(server string) {
+	if r == nil || r.cfg.Role != RoleClient {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.serverUp, server)
+	l := prometheus.Labels{"server": server}
+	r.sessionUp.DeletePartialMatch(l)
+	r.rtt.DeletePartialMatch(l)
 }
 
 // StreamUp records a data stream of client opening; StreamDown its end.
@@ -467,9 +499,25 @@ func (r *Registry) RelayAborted(reason string) {
 	r.relaysAborted.WithLabelValues(oneOf(reason, abortReasons, AbortOther)).Inc()
 }
 
+// SetServerRTT records the last heartbeat round trip of the client's
+// session to server, client being the name the server knows it by.
+// Client only.
+func (r *Registry) SetServerRTT(server, client string, d time.Duration) {
+	if r == nil || r.cfg.Role != RoleClient {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.serverUp[server] {
+		return // its sessions are gone: do not resurrect the series
+	}
+	r.rtt.WithLabelValues(r.clients.label(client), server).Set(d.Seconds())
+}
+
 // SetRTT records the last heartbeat round trip of client's session.
+// Server only (the client calls SetServerRTT).
 func (r *Registry) SetRTT(client string, d time.Duration) {
-	if r == nil {
+	if r == nil || r.cfg.Role != RoleServer {
 		return
 	}
 	r.mu.Lock()

@@ -238,23 +238,35 @@ func TestServerMetricsMove(t *testing.T) {
 func TestClientMetrics(t *testing.T) {
 	r := newRegistry(t, metrics.RoleClient)
 	want(t, scrape(t, r), map[string]float64{
-		`warren_session_up`:                0,
+		`warren_session_up`:                -1, // no server yet
 		`warren_stream_open_seconds_count`: -1, // server only
 	})
+	r.ServerSessions("a:7000", 0)
 	r.SessionUp("laptop", "kcp+tls")
-	r.SetRTT("laptop", 5*time.Millisecond)
+	r.ServerSessions("b:7000", 2)
+	r.SetServerRTT("b:7000", "laptop", 5*time.Millisecond)
+	r.SetServerRTT("a:7000", "laptop", 7*time.Millisecond) // no session to it: dropped
+	r.SetRTT("laptop", time.Second)                        // server only
 	r.PublicConn("ssh", metrics.OutcomeBackendDialFailed)
 	got := scrape(t, r)
 	want(t, got, map[string]float64{
-		`warren_session_up`: 1,
+		`warren_session_up{server="a:7000"}`:                                           0,
+		`warren_session_up{server="b:7000"}`:                                           1,
 		`warren_sessions{client="laptop",transport="kcp+tls"}`:                         -1,
-		`warren_heartbeat_rtt_seconds{client="laptop"}`:                                0.005,
+		`warren_heartbeat_rtt_seconds{client="laptop",server="b:7000"}`:                0.005,
+		`warren_heartbeat_rtt_seconds{client="laptop",server="a:7000"}`:                -1,
 		`warren_public_connections_total{outcome="backend_dial_failed",service="ssh"}`: 1,
 	})
+	r.ServerSessions("b:7000", 0)
 	r.SessionDown("laptop", "kcp+tls")
 	want(t, scrape(t, r), map[string]float64{
-		`warren_session_up`:                             0,
-		`warren_heartbeat_rtt_seconds{client="laptop"}`: -1,
+		`warren_session_up{server="b:7000"}`:                            0,
+		`warren_heartbeat_rtt_seconds{client="laptop",server="b:7000"}`: -1,
+	})
+	r.ForgetServer("a:7000")
+	want(t, scrape(t, r), map[string]float64{
+		`warren_session_up{server="a:7000"}`: -1,
+		`warren_session_up{server="b:7000"}`: 0,
 	})
 }
 

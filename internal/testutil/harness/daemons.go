@@ -476,6 +476,31 @@ func (c *Client) WaitSessionOn(clk *clocktest.Clock, n int) client.Status {
 	return c.WaitSession(n) // fails with what it saw
 }
 
+// WaitStatusOn is WaitStatus for a client whose timers run on clk: while
+// the status does not satisfy ok, it moves clk on by 30 s whenever a
+// timer is pending (reconnect backoff above all), and returns the status
+// that does.
+func (c *Client) WaitStatusOn(clk *clocktest.Clock, what string, ok func(client.Status) bool) client.Status {
+	c.w.t.Helper()
+	deadline := time.Now().Add(WaitTimeout)
+	for time.Now().Before(deadline) {
+		ch := c.Changed()
+		if st := c.Status(); ok(st) {
+			return st
+		}
+		if clk.Pending() > 0 {
+			clk.Advance(30 * time.Second)
+		}
+		select {
+		case <-ch:
+		case <-c.done:
+			c.w.t.Fatalf("client stopped before %s: %v", what, c.runErr)
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	return c.WaitStatus(what, ok) // fails with what it saw
+}
+
 // DialTunnel opens a raw connection to the server's tunnel listener from
 // the source IP from (the zero Addr: loopback), as an intruder would: no
 // TLS, no handshake. For TCP and memory worlds (KCP has no connection to

@@ -5,8 +5,11 @@ package client_test
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -17,6 +20,7 @@ import (
 	"github.com/warren-tunnel/warren/internal/testutil/harness"
 	"github.com/warren-tunnel/warren/internal/testutil/leaktest"
 	"github.com/warren-tunnel/warren/session"
+	"github.com/warren-tunnel/warren/transport"
 )
 
 // waitStates waits until the client's servers satisfy ok, and returns them.
@@ -332,4 +336,59 @@ func TestServerRestartedServedSoon(t *testing.T) {
 	clk.Advance(2 * time.Second)
 	cli.WaitUp(2)
 	w.RoundTrip(harness.PublicAddrAt(0, port))
+}
+
+// TestServersVerifiedByName: with a CA, each server of a name that
+// resolves to several addresses is verified by the name, not by the
+// address dialled; servers listed by address are verified by server_name,
+// and without it by the address, which their certificates do not name.
+// Real TLS: the harness's in-memory tunnel has none.
+func TestServersVerifiedByName(t *testing.T) {
+	leaktest.Check(t)
+	w := harness.NewWorldOf(t, harness.TCP)
+	back := w.Backend(harness.Echo)
+	srvs := w.StartGroup(w.GroupConfigs(3))
+	port := w.PublicPort(3)
+	// Each server's self-signed certificate (for the name "warren") is a
+	// CA of the client's.
+	var pems []byte
+	for _, s := range srvs {
+		pem, err := os.ReadFile(filepath.Join(s.Config.StateDir, "server.crt"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		pems = append(pems, pem...)
+	}
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(ca, pems, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	hosts := w.Hosts()
+	hosts.Set("warren", harness.ServerIP(0), harness.ServerIP(1), harness.ServerIP(2))
+	_, tport, _ := net.SplitHostPort(srvs[0].TunnelAddr())
+	base := w.GroupClientConfig(srvs, harness.TokenOffice, client.Service{Name: "echo", Target: back, RemotePort: port})
+	base.TLS = transport.ClientTLS{CA: ca}
+
+	t.Run("by name", func(t *testing.T) {
+		cfg := base
+		cfg.Servers = []string{"warren:" + tport}
+		cli := w.StartClient(cfg, client.WithResolver(hosts))
+		cli.WaitUp(3)
+		cli.Stop()
+	})
+	t.Run("by address with server_name", func(t *testing.T) {
+		cfg := base
+		cfg.TLS.ServerName = "warren"
+		cli := w.StartClient(cfg)
+		cli.WaitUp(3)
+		cli.Stop()
+	})
+	t.Run("by address", func(t *testing.T) {
+		cli := w.StartClient(base)
+		err := cli.WaitExit()
+		var herr x509.HostnameError
+		if !errors.As(err, &herr) || !strings.Contains(err.Error(), "every server refused") {
+			t.Fatalf("client stopped with %v, want a name mismatch at every server", err)
+		}
+	})
 }

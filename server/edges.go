@@ -23,7 +23,10 @@ type edges struct {
 // ListenFunc binds a public port or an entry point, as net.Listen does:
 // network is "tcp", address "host:port" (port 0: any free port, whose
 // listener's Addr is then a *net.TCPAddr). It must fail when the address
-// is taken, and the listener's Close must release it.
+// is taken, and the listener's Close must release it. A listener with a
+// SetDeadline(time.Time) error method (net.TCPListener has one) has its
+// accept queue served at shutdown before it is closed; one without is
+// closed at once, resetting what its queue holds.
 type ListenFunc func(network, address string) (net.Listener, error)
 
 // PacketConn is a bound public UDP port; *net.UDPConn is one.

@@ -21,6 +21,7 @@ import (
 	"strconv"
 	"sync"
 	"syscall"
+	"time"
 )
 
 // Defaults.
@@ -230,17 +231,67 @@ type Listener struct {
 	accept  chan *Conn
 	die     chan struct{}
 	dieOnce sync.Once
+
+	dlMu    sync.Mutex
+	dlTimer *time.Timer
+	dl      chan struct{} // closed when the deadline passes; nil: none
+	dlSet   chan struct{} // closed when SetDeadline changes dl
 }
 
 // Accept waits for the next connection; after Close it returns an error
-// matching net.ErrClosed.
+// matching net.ErrClosed, once the deadline passed one that matches
+// os.ErrDeadlineExceeded (even with a connection queued, as
+// net.TCPListener's does).
 func (l *Listener) Accept() (net.Conn, error) {
-	select {
-	case c := <-l.accept:
-		return c, nil
-	case <-l.die:
-		return nil, opError("accept", "tcp", nil, l.addr, net.ErrClosed)
+	for {
+		l.dlMu.Lock()
+		if l.dlSet == nil {
+			l.dlSet = make(chan struct{})
+		}
+		dl, set := l.dl, l.dlSet
+		l.dlMu.Unlock()
+		select {
+		case <-dl:
+			return nil, opError("accept", "tcp", nil, l.addr, os.ErrDeadlineExceeded)
+		default:
+		}
+		select {
+		case c := <-l.accept:
+			return c, nil
+		case <-l.die:
+			return nil, opError("accept", "tcp", nil, l.addr, net.ErrClosed)
+		case <-dl:
+			return nil, opError("accept", "tcp", nil, l.addr, os.ErrDeadlineExceeded)
+		case <-set:
+		}
 	}
+}
+
+// SetDeadline sets when Accept stops waiting, as net.TCPListener's does;
+// the zero time means never. It applies to an Accept already waiting too.
+func (l *Listener) SetDeadline(t time.Time) error {
+	l.dlMu.Lock()
+	defer l.dlMu.Unlock()
+	if l.dlTimer != nil {
+		l.dlTimer.Stop()
+		l.dlTimer = nil
+	}
+	if l.dlSet != nil { // wake the Accepts waiting on the old deadline
+		close(l.dlSet)
+		l.dlSet = nil
+	}
+	l.dl = nil
+	if t.IsZero() {
+		return nil
+	}
+	ch := make(chan struct{})
+	l.dl = ch
+	if d := time.Until(t); d > 0 {
+		l.dlTimer = time.AfterFunc(d, func() { close(ch) })
+	} else {
+		close(ch)
+	}
+	return nil
 }
 
 // Close releases the address. Connections dialled but not yet accepted

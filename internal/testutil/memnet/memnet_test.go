@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"os"
 	"strconv"
 	"strings"
 	"syscall"
@@ -185,4 +186,67 @@ func TestEnds(t *testing.T) {
 			t.Fatalf("read %d", got)
 		}
 	})
+}
+
+// TestListenerDeadline: a listener's deadline ends an Accept waiting, and
+// one that has passed fails Accept even with a connection queued, as on a
+// real TCP listener; a later deadline lets Accept take it.
+func TestListenerDeadline(t *testing.T) {
+	type deadliner interface {
+		net.Listener
+		SetDeadline(time.Time) error
+	}
+	var n Network
+	nets := map[string]struct {
+		listen func() (deadliner, error)
+		dial   func(addr string) (net.Conn, error)
+	}{
+		"memnet": {
+			func() (deadliner, error) { l, err := n.Listen("tcp", "127.0.0.1:0"); return l.(*Listener), err },
+			func(addr string) (net.Conn, error) { return n.Dial(context.Background(), "tcp", addr) },
+		},
+		"tcp": {
+			func() (deadliner, error) {
+				l, err := net.Listen("tcp", "127.0.0.1:0")
+				return l.(*net.TCPListener), err
+			},
+			func(addr string) (net.Conn, error) { return net.Dial("tcp", addr) },
+		},
+	}
+	for name, nw := range nets {
+		t.Run(name, func(t *testing.T) {
+			l, err := nw.listen()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer l.Close()
+			got := make(chan error, 1)
+			go func() {
+				_, err := l.Accept()
+				got <- err
+			}()
+			l.SetDeadline(time.Now())
+			if err := <-got; !errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Fatalf("Accept waiting when the deadline was set: %v", err)
+			}
+			c, err := nw.dial(l.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			if _, err := l.Accept(); !errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Fatalf("Accept past the deadline with a connection queued: %v", err)
+			}
+			l.SetDeadline(time.Now().Add(time.Minute))
+			s, err := l.Accept()
+			if err != nil {
+				t.Fatalf("Accept after a later deadline: %v", err)
+			}
+			s.Close()
+			l.SetDeadline(time.Now().Add(10 * time.Millisecond))
+			if _, err := l.Accept(); !errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Fatalf("Accept with nothing queued: %v", err)
+			}
+		})
+	}
 }

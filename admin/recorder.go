@@ -123,7 +123,12 @@ func rtts(st Status) []RTT {
 			add(s)
 		}
 	}
-	if st.Session != nil {
+	for _, srv := range st.Servers {
+		for _, s := range srv.Sessions {
+			add(s)
+		}
+	}
+	if st.Session != nil && len(st.Servers) == 0 {
 		add(*st.Session)
 	}
 	return out

@@ -164,6 +164,10 @@ format = "json"
 	if got, want := text(t, ctx, `#services tr[data-service="app"] td`), hostPort("127.0.0.1", appPort); got != want {
 		t.Errorf("client page: app's public address %q, want %q", got, want)
 	}
+	serverRow := fmt.Sprintf(`#servers tr[data-server=%q]`, tunnel)
+	if got := text(t, ctx, serverRow+` td[data-field="state"]`); got != "up" {
+		t.Errorf("client page: the server's state is %q, want up", got)
+	}
 	waitJS(t, ctx, "the round trip chart", `(document.querySelector('#rtt-chart polyline')?.getAttribute('points') || '') !== '' && Number(document.getElementById('rtt-chart').dataset.peak) > 0`)
 	if shots != "" {
 		moreTraffic(t, hostPort("127.0.0.1", appPort), hostPort("127.0.0.1", docsPort))
@@ -201,7 +205,11 @@ format = "json"
 	}
 	do(t, ctx, "one more poll", chromedp.Sleep(1500*time.Millisecond))
 	checkCSP(t, ctx)
+
+	// With the server gone, the client's page says it is away, and why.
 	srv.stop(syscall.SIGTERM)
+	do(t, ctx, "loading the client's dashboard", chromedp.Navigate(cliURL))
+	waitJS(t, ctx, "the server retried", fmt.Sprintf(`document.querySelector('%s')?.dataset.state === 'retrying' && document.querySelector('%s td:last-child').textContent !== ''`, serverRow, serverRow))
 	cli.stop(syscall.SIGTERM)
 }
 

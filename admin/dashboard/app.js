@@ -357,18 +357,55 @@
 
   // ---- client view ----
   function publicAddress(st, svc) {
-    let host = st.server || '';
-    const m = /^(?:\[([^\]]+)\]|([^:]+)):\d+$/.exec(host);
-    if (m) host = m[1] ? '[' + m[1] + ']' : m[2];
     const out = [];
-    if (svc.remote_port) out.push(host + ':' + svc.remote_port + (svc.protocol ? '/' + svc.protocol : ''));
+    const proto = svc.protocol ? '/' + svc.protocol : '';
+    if (svc.remote_port && (st.servers || []).length > 1) {
+      out.push('port ' + svc.remote_port + proto + ' of each server');
+    } else if (svc.remote_port) {
+      let host = st.server || '';
+      const m = /^(?:[a-z]+:\/\/)?(?:\[([^\]]+)\]|([^:]+)):\d+$/.exec(host);
+      if (m) host = m[1] ? '[' + m[1] + ']' : m[2];
+      out.push(host + ':' + svc.remote_port + proto);
+    }
     for (const d of svc.domains || []) out.push(d);
     return out.join(', ') || '–';
   }
 
+  // renderServers fills the servers table: a row per session of each
+  // server, one for a server without a session.
+  function renderServers(st) {
+    const rows = [];
+    for (const v of st.servers || []) {
+      if (!v.sessions.length) rows.push({ v, s: null });
+      for (const s of v.sessions) rows.push({ v, s });
+    }
+    reconcile($('servers').tBodies[0], rows, (r) => r.v.server + '/' + (r.s ? r.s.id : ''), (r) => {
+      const tr = el('tr', { 'data-server': r.v.server, 'data-session': r.s ? r.s.id : '' });
+      tr.append(el('th', { scope: 'row', class: 'mono' }), el('td', { 'data-field': 'state' }), el('td', { class: 'mono' }), el('td', { class: 'mono' }),
+        el('td', { class: 'num' }), el('td', { class: 'num' }), el('td', { class: 'num' }), el('td'));
+      return label(tr, $('servers'));
+    }, (tr, r) => {
+      const c = tr.cells, s = r.s;
+      setText(c[0], r.v.server);
+      setText(c[1], r.v.state);
+      setAttr(tr, 'data-state', r.v.state);
+      setText(c[2], s ? s.remote : (r.v.address || '–'));
+      setText(c[3], s ? s.id : '–');
+      setText(c[4], s ? ms(s.rtt_seconds) : '–');
+      setText(c[5], s ? duration(s.uptime_seconds) : '–');
+      setText(c[6], s ? String(s.streams) : '–');
+      setText(c[7], r.v.last_error || '');
+    });
+  }
+
   function renderClient(st) {
+    renderServers(st);
     const s = st.session;
-    const facts = [['Server', st.server], ['Transport', st.transport]];
+    const servers = st.servers || [];
+    const serving = servers.filter((v) => v.state === 'up').length;
+    const facts = servers.length > 1
+      ? [['Servers', serving + ' of ' + servers.length + ' serving'], ['Transport', st.transport]]
+      : [['Server', st.server], ['Transport', st.transport]];
     if (s) {
       facts.push(['State', 'connected as ' + s.client], ['Session', s.id], ['Remote', s.remote],
         ['Up for', duration(s.uptime_seconds)], ['RTT', ms(s.rtt_seconds)], ['Streams', String(s.streams)]);
@@ -379,13 +416,18 @@
     if (st.last_error) facts.push(['Last error', st.last_error]);
     const dl = $('session');
     reconcile(dl, facts.flatMap((f) => [['dt', f[0], f[0]], ['dd', f[0], f[1]]]), (f) => f[0] + ':' + f[1], (f) => el(f[0]), (n, f) => setText(n, f[2]));
-    // RTT chart: this client's round trips.
-    const name = s ? s.client : null;
-    const pts = hist.samples.map((x) => {
-      const r = (x.rtt || []).find((y) => name === null || y.client === name);
-      return { seq: x.seq, v: r ? r.rtt_seconds : 0 };
-    });
-    const peak = drawChart($('rtt-chart'), [{ cls: 'rtt', pts }]);
+    // RTT chart: this client's round trips, a line per session (one per
+    // server and connection).
+    const ids = new Set();
+    for (const x of hist.samples) for (const y of x.rtt || []) ids.add(y.session);
+    const lines = [...ids].slice(0, 16).map((id) => ({
+      cls: 'rtt',
+      pts: hist.samples.map((x) => {
+        const r = (x.rtt || []).find((y) => y.session === id);
+        return { seq: x.seq, v: r ? r.rtt_seconds : 0 };
+      }),
+    }));
+    const peak = drawChart($('rtt-chart'), lines.length ? lines : [{ cls: 'rtt', pts: [] }]);
     setText($('rtt-span'), spanText());
     setText($('rtt-now'), s ? '(now ' + ms(s.rtt_seconds) + ', peak ' + ms(peak) + ')' : '');
     setAttr($('rtt-chart'), 'aria-label', 'Round trip, ' + spanText() + ': now ' + (s ? ms(s.rtt_seconds) : 'no session') + ', peak ' + ms(peak));

@@ -291,6 +291,10 @@ func printStatus(w io.Writer, st admin.Status) error {
 			fmt.Fprintln(tw, "(no clients configured)")
 		}
 	case admin.RoleClient:
+		if len(st.Servers) > 0 {
+			return printClientServers(w, tw, st)
+		}
+		// A daemon from before several servers.
 		fmt.Fprintf(w, "server: %s (%s)\n", orDash(st.Server), orDash(st.Transport))
 		s := st.Session
 		if s == nil {
@@ -308,15 +312,65 @@ func printStatus(w io.Writer, st admin.Status) error {
 			fmt.Fprintf(w, "parallel sessions up: %d (the line above is the first)\n", st.Connections)
 		}
 		fmt.Fprintln(w)
-		fmt.Fprintln(tw, "SERVICE\tPUBLIC\tTARGET\tCONNS\tIN\tOUT")
-		for _, svc := range s.Services {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", svc.Name, public(svc), orDash(svc.Target),
-				conns(svc), fmtBytes(svc.BytesIn), fmtBytes(svc.BytesOut))
-		}
+		printServices(tw, s.Services)
 	default:
 		return fmt.Errorf("status: unknown role %q", st.Role)
 	}
 	return tw.Flush()
+}
+
+// printClientServers writes a client's status: a row per session of each
+// server (one for a server without any), then its services.
+func printClientServers(w io.Writer, tw *tabwriter.Writer, st admin.Status) error {
+	serving := 0
+	for _, srv := range st.Servers {
+		if srv.State == admin.ServerUp {
+			serving++
+		}
+	}
+	fmt.Fprintf(w, "servers: %d of %d serving\n", serving, len(st.Servers))
+	if st.Session != nil {
+		in, out := st.Session.Bytes()
+		fmt.Fprintf(w, "client: %q, in %s, out %s\n", st.Session.Client, fmtBytes(in), fmtBytes(out))
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintln(tw, "SERVER\tSTATE\tTRANSPORT\tREMOTE\tSESSION\tRTT\tUPTIME\tSTREAMS\tLAST ERROR")
+	for _, srv := range st.Servers {
+		if len(srv.Sessions) == 0 {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t-\t-\t-\t-\t%s\n", srv.Server, srv.State, orDash(srv.Transport), orDash(srv.Address), orDash(oneLine(srv.LastError)))
+		}
+		for _, s := range srv.Sessions {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t-\n", srv.Server, srv.State, orDash(s.Transport), orDash(s.Remote),
+				s.ID, fmtRTT(s.RTT.D()), fmtDuration(s.Uptime.D()), s.Streams)
+		}
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if st.Session == nil {
+		if st.LastError != "" {
+			fmt.Fprintf(w, "\nlast error: %s\n", st.LastError)
+		}
+		return nil
+	}
+	fmt.Fprintln(w)
+	printServices(tw, st.Session.Services)
+	return tw.Flush()
+}
+
+// printServices writes a client's services table.
+func printServices(tw *tabwriter.Writer, svcs []admin.ServiceStatus) {
+	fmt.Fprintln(tw, "SERVICE\tPUBLIC\tTARGET\tCONNS\tIN\tOUT")
+	for _, svc := range svcs {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", svc.Name, public(svc), orDash(svc.Target),
+			conns(svc), fmtBytes(svc.BytesIn), fmtBytes(svc.BytesOut))
+	}
+}
+
+// oneLine keeps a message to its first line, for a table cell.
+func oneLine(s string) string {
+	line, _, _ := strings.Cut(s, "\n")
+	return line
 }
 
 // public says where a service is reachable: ":PORT" (":PORT/udp" for a

@@ -408,3 +408,35 @@ func TestFormatting(t *testing.T) {
 		})
 	}
 }
+
+// TestPrintClientServers: a client of several servers shows a row per
+// session of each server, one for a server without a session (with why),
+// then its services.
+func TestPrintClientServers(t *testing.T) {
+	st := testClientStatus()
+	sess := *st.Session
+	sess.ID, sess.Streams = "5e55", 3
+	st.Servers = []admin.ServerStatus{
+		{Server: "a.example.com:7000", Address: "203.0.113.5:7000", Transport: "kcp+tls", State: admin.ServerUp, Sessions: []admin.SessionStatus{sess}},
+		{Server: "b.example.com:7000", Address: "203.0.113.6:7000", Transport: "kcp+tls", State: admin.ServerRefused, Sessions: []admin.SessionStatus{}, LastError: "auth rejected: unknown token"},
+		{Server: "c.example.com:7000", Transport: "tcp+tls", State: admin.ServerUnresolved, Sessions: []admin.SessionStatus{}, LastError: "resolving c.example.com: no such host"},
+	}
+	var b strings.Builder
+	if err := printStatus(&b, st); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	for _, want := range []string{
+		"servers: 1 of 3 serving\n",
+		`client: "laptop", in 100 B, out 200 B`,
+		"SERVER ", "LAST ERROR",
+		"a.example.com:7000  up          kcp+tls    203.0.113.5:7000  5e55     800µs  4m0s    3        -\n",
+		"b.example.com:7000  refused     kcp+tls    203.0.113.6:7000  -        -      -       -        auth rejected: unknown token\n",
+		"c.example.com:7000  unresolved  tcp+tls    -                 -        -      -       -        resolving c.example.com: no such host\n",
+		"ssh      :2222       127.0.0.1:22",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("status lacks %q:\n%s", want, out)
+		}
+	}
+}

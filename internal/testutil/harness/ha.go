@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"strconv"
 	"sync"
+	"testing"
 
 	"github.com/warren-tunnel/warren/client"
 	"github.com/warren-tunnel/warren/server"
@@ -75,13 +76,20 @@ func (w *World) freePort(n int, kind string) int {
 	if kind == KCP {
 		network = "udp"
 	}
+	return FreePort(w.t, n, network)
+}
+
+// FreePort returns a port free on the host's loopback at ServerIP(0) to
+// ServerIP(n-1), for network "tcp" or "udp". Another process may take it
+// before the caller binds it, as with any free port.
+func FreePort(t testing.TB, n int, network string) int {
+	t.Helper()
 	for range 100 {
-		port, ok := tryPort(network, n)
-		if ok {
+		if port, ok := tryPort(network, n); ok {
 			return port
 		}
 	}
-	w.t.Fatalf("harness: no %s port free at %d loopback addresses", network, n)
+	t.Fatalf("harness: no %s port free at %d loopback addresses", network, n)
 	return 0
 }
 

@@ -17,12 +17,16 @@
 // 100 Mbit/s with 0-5% random or burst loss, comparing warren's kcp,
 // warren's tcp under cubic and bbr, and plain TCP. The path is the
 // kernel's netem where it has it, else the userspace linkem from the
-// binary -linkem names (emulator.go).
+// binary -linkem names (emulator.go). The high-availability scenario
+// (ha.go) runs three servers and one client of them all behind a
+// round-robin front, and measures a failover and a rolling restart under
+// a steady load.
 //
 //	go run . -quick          # loopback, about 2 minutes
 //	go run . -all            # loopback, then the lossy suite if root (and netem or -linkem)
 //	go run . -lossy          # the lossy suite only
 //	go run . -lossy -linkem /path/to/linkem   # on a kernel without netem
+//	go run . -ha             # the high-availability scenario (three servers, a failover, a rolling restart)
 //	go run . -report         # redo the markdown and plots from results/*.jsonl
 //	go run . -baseline main  # also measure main's binary, interleaved, and compare
 //
@@ -31,7 +35,7 @@
 // on the same machine at the same time, and the report gives the ratios:
 // "within noise" and "half of before" are then figures of one run.
 //
-// Output: results/{loopback,lossy}.jsonl (one JSON object per figure),
+// Output: results/{loopback,lossy,ha}.jsonl (one JSON object per figure),
 // results/report.md (markdown tables and targets) and plots in
 // ../docs/bench/. Never run in CI: it takes minutes, needs quiet cores,
 // and its lossy half needs root.
@@ -87,6 +91,7 @@ func orchestrate() int {
 		quick     = flag.Bool("quick", false, "loopback only, short windows, 2 000 idle connections (about 2 minutes)")
 		all       = flag.Bool("all", false, "loopback suite, then the lossy suite (skipped unless root, with netem or -linkem)")
 		lossyOnly = flag.Bool("lossy", false, "the lossy suite only (root; netem or -linkem)")
+		haOnly    = flag.Bool("ha", false, "the high-availability scenario only: three servers, a failover and a rolling restart under load (about a minute a round)")
 		report    = flag.Bool("report", false, "only redo the markdown report and plots from the JSON lines in -out")
 		outDir    = flag.String("out", "results", "directory for the JSON lines and the markdown report")
 		plotDir   = flag.String("plots", "../docs/bench", "directory for the plots (PNG); empty for none")
@@ -142,8 +147,9 @@ func orchestrate() int {
 		return 0
 	}
 
-	doLoopback := !*lossyOnly
+	doLoopback := !*lossyOnly && !*haOnly
 	doLossy := *lossyOnly || *all
+	doHA := *haOnly || *all
 	if *quick {
 		doLossy = *lossyOnly
 		*dur, *warm, *lat, *settle = 2*time.Second, 500*time.Millisecond, 2*time.Second, 2*time.Second
@@ -313,6 +319,19 @@ func orchestrate() int {
 			}
 			rn.rec.emit(Record{Kind: "machine", Suite: "lossy", Machine: &m})
 			if err := rn.lossy(o, lk); err != nil && firstErr == nil {
+				firstErr = err
+			}
+			rn.rec.close()
+		}
+		if doHA {
+			m := mach
+			m.Quick = *quick
+			m.Durations = fmt.Sprintf("%d requests a second; failover: 3 s after the kill; rolling restart: each server in turn", haRate)
+			if rn.rec, err = newRecorder(filepath.Join(*outDir, "ha.jsonl")); err != nil {
+				return err
+			}
+			rn.rec.emit(Record{Kind: "machine", Suite: "ha", Machine: &m})
+			if err := rn.ha(*rounds); err != nil && firstErr == nil {
 				firstErr = err
 			}
 			rn.rec.close()

@@ -16,7 +16,7 @@ import (
 // Record is one JSON line.
 type Record struct {
 	Kind  string `json:"kind"`            // machine, result, link
-	Suite string `json:"suite,omitempty"` // loopback or lossy
+	Suite string `json:"suite,omitempty"` // loopback, lossy or ha
 	Time  string `json:"time,omitempty"`
 
 	// Lossy suite: the emulated link.
@@ -27,7 +27,7 @@ type Record struct {
 	// one under test.
 	Build string `json:"build,omitempty"`
 	CC    string `json:"cc,omitempty"`    // lossy: congestion control of the TCP carrying the data
-	Test  string `json:"test,omitempty"`  // throughput, latency, connect, memory, udp, udp-lat, udp-stream, iperf3-udp
+	Test  string `json:"test,omitempty"`  // throughput, latency, connect, memory, udp, udp-lat, udp-stream, iperf3-udp, ha-failover, ha-rolling
 	Dir   string `json:"dir,omitempty"`   // throughput: up (public side to backend) or down; udp: the datagram size ("64B")
 	Conns int    `json:"conns,omitempty"` // parallel connections, dialers, or idle connections held
 
@@ -48,6 +48,13 @@ type Record struct {
 	FirstError string   `json:"first_error,omitempty"`
 
 	Mem *MemUse `json:"mem,omitempty"`
+
+	// HA scenario: how long after its start each restarted server was
+	// served again (s), and what the front did: refused connects it
+	// skipped, requests it sent again after an empty response.
+	ServedAgain []float64 `json:"served_again_s,omitempty"`
+	Skipped     int       `json:"front_skipped,omitempty"`
+	Retried     int       `json:"front_retried,omitempty"`
 
 	// Machine load during the measurement window, % of all CPUs.
 	BusyPct   float64 `json:"machine_busy_pct,omitempty"`

@@ -15,6 +15,7 @@ import (
 type results struct {
 	recs []Record // the warren under test (and the machine and link lines)
 	base []Record // the -baseline warren's results, when it ran
+	ha   []Record // the HA scenario's records, every round (not merged)
 }
 
 // find returns the result matching the key; link nil means loopback.
@@ -78,7 +79,12 @@ func loadResults(dir string) (*results, error) {
 		}
 		rs.recs = append(rs.recs, recs...)
 	}
-	if len(rs.recs) == 0 {
+	ha, err := readRecords(filepath.Join(dir, "ha.jsonl"))
+	if err != nil && !os.IsNotExist(err) {
+		return nil, err
+	}
+	rs.ha = ha
+	if len(rs.recs) == 0 && len(rs.ha) == 0 {
 		return nil, fmt.Errorf("no results in %s", dir)
 	}
 	all := aggregate(rs.recs)
@@ -349,6 +355,7 @@ func (rs *results) markdown() string {
 		b.WriteString(rs.lossyMarkdown(m))
 	}
 	b.WriteString(rs.udpMarkdown())
+	b.WriteString(rs.haMarkdown())
 	b.WriteString(rs.baselineMarkdown())
 	b.WriteString(rs.targetsMarkdown())
 	return b.String()
@@ -873,6 +880,30 @@ func (rs *results) targets() []verdict {
 			}
 		}
 	}
+	for _, kind := range []string{"tcp", "kcp"} {
+		lost, requests, worst, rounds := 0, 0, 0.0, 0
+		for _, r := range rs.ha {
+			switch {
+			case r.Kind != "result" || r.Path != kind:
+			case r.Test == "ha-rolling":
+				lost += r.Errors
+				requests += r.Count
+				rounds++
+				if !ok(&r) {
+					lost += r.Count // corrupt: count it lost
+				}
+			case r.Test == "ha-failover":
+				worst = max(worst, r.Seconds)
+			}
+		}
+		if rounds == 0 {
+			continue
+		}
+		out = append(out, verdict{fmt.Sprintf("HA, %s: no request lost in a rolling restart", kind),
+			fmt.Sprintf("%d lost of %d (%d round%s)", lost, requests, rounds, plural(rounds)), status(lost == 0, true)})
+		out = append(out, verdict{fmt.Sprintf("HA, %s: failover of new connections < 1 s (front retrying refused connects)", kind),
+			fmt.Sprintf("%.3f s at worst", worst), status(worst < 1, true)})
+	}
 	if rs.machine("lossy") != nil {
 		for _, c := range []struct{ loss, min float64 }{{1, 80}, {2, 75}, {5, 60}} {
 			for _, path := range []string{"kcp", "kcp-fec"} {
@@ -908,6 +939,58 @@ func (rs *results) targets() []verdict {
 		}
 	}
 	return append(out, rs.udpTargets(status)...)
+}
+
+// haMarkdown is the HA scenario's section: each round's failover and
+// rolling restart, per transport.
+func (rs *results) haMarkdown() string {
+	var m *Machine
+	for _, r := range rs.ha {
+		if r.Kind == "machine" {
+			m = r.Machine
+		}
+	}
+	if m == nil {
+		return ""
+	}
+	var b strings.Builder
+	b.WriteString("## High availability\n\n")
+	b.WriteString(machineLine(m))
+	b.WriteString("Three servers on loopback (127.0.0.1, .2, .3), one client serving an echo backend through all three, a round-robin front before their public ports that skips a server refusing connections and sends a request again when its connection ends before any response byte (HAProxy's `retry-on conn-failure empty-response`), and 50 requests a second through it, each a new connection with 64-4096 bytes echoed and checked. **Failover**: one server killed (SIGKILL); the time from the kill to the end of the last request that failed (0: none did), the requests that failed, and how long after its start the killed server, started again, was served again. **Rolling restart**: each server in turn stopped (SIGTERM), started again, and waited for until the client serves through it; the requests lost and corrupt from the first stop to a second after the last server was back, how long after its start each server was served again, and what the front did.\n\n")
+	t := &table{head: []string{"transport", "round", "failover", "lost in failover", "served again", "rolling: requests", "lost", "bytes", "served again (each)", "front: refused skipped / sent again"}}
+	for _, kind := range []string{"tcp", "kcp"} {
+		var fo *Record
+		for i := range rs.ha {
+			r := &rs.ha[i]
+			if r.Kind != "result" || r.Path != kind {
+				continue
+			}
+			switch r.Test {
+			case "ha-failover":
+				fo = r
+			case "ha-rolling":
+				if fo == nil || fo.Round != r.Round {
+					continue
+				}
+				each := make([]string, len(r.ServedAgain))
+				for j, v := range r.ServedAgain {
+					each[j] = fmt.Sprintf("%.2f s", v)
+				}
+				t.add(kind+"+TLS", fmt.Sprintf("%d", r.Round), fmt.Sprintf("%.3f s", fo.Seconds), fmt.Sprintf("%d of %d", fo.Errors, fo.Count),
+					fmt.Sprintf("%.2f s", first(fo.ServedAgain)), fmt.Sprintf("%d", r.Count), fmt.Sprintf("%d", r.Errors), r.Integrity,
+					strings.Join(each, ", "), fmt.Sprintf("%d / %d", r.Skipped, r.Retried))
+			}
+		}
+	}
+	b.WriteString(t.String() + "\n")
+	return b.String()
+}
+
+func first(xs []float64) float64 {
+	if len(xs) == 0 {
+		return math.NaN()
+	}
+	return xs[0]
 }
 
 func (rs *results) targetsMarkdown() string {

@@ -104,8 +104,10 @@ token = %q
 ports = [%d]
 `
 
-func (rn *runner) startHAGroup(dir, kind, backAddr string, tunnelPort, publicPort int) (*haGroup, error) {
-	g := &haGroup{warren: rn.warren, dir: dir}
+// startHAGroup starts three servers of the binary serverBin and a client
+// (of the warren under test) serving backAddr through them all.
+func (rn *runner) startHAGroup(dir, kind, serverBin, backAddr string, tunnelPort, publicPort int) (*haGroup, error) {
+	g := &haGroup{warren: serverBin, dir: dir}
 	var servers []string
 	for i := range 3 {
 		adm, err := freePort()
@@ -154,7 +156,7 @@ remote_port = %d
 		g.stop()
 		return nil, err
 	}
-	if g.client, _, err = startProc("client", "", dir, false, rn.env, rn.warren, "client", "-c", cf); err != nil {
+	if g.client, _, err = startProc("client", "", dir, false, rn.env, rn.warren, "client", "-c", cf); err != nil { // the client under test
 		g.stop()
 		return nil, err
 	}
@@ -237,7 +239,9 @@ func (g *haGroup) stop() {
 // haRate is the scenario's load: requests per second.
 const haRate = 50
 
-// ha runs the scenario over each transport, rounds times.
+// ha runs the scenario over each transport, rounds times; with a
+// -baseline build, each round once more with the baseline's servers
+// (under the client under test), to compare what the servers do.
 func (rn *runner) ha(rounds int) error {
 	dir := filepath.Join(rn.tmp, "ha")
 	os.MkdirAll(dir, 0o755)
@@ -249,14 +253,18 @@ func (rn *runner) ha(rounds int) error {
 	var errs firstError
 	for round := 1; round <= rounds; round++ {
 		for _, kind := range []string{"tcp", "kcp"} {
-			fmt.Fprintf(os.Stderr, "== HA: %s, round %d of %d\n", kind, round, rounds)
-			errs.add(rn.haRound(filepath.Join(dir, fmt.Sprintf("%s-%d", kind, round)), kind, backAddr, round, rounds))
+			for _, b := range rn.builds {
+				fmt.Fprintf(os.Stderr, "== HA: %s, round %d of %d\n", buildLabel(kind, b), round, rounds)
+				errs.add(rn.haRound(filepath.Join(dir, fmt.Sprintf("%s-%d%s", kind, round, b.name)), kind, b, backAddr, round, rounds))
+			}
 		}
 	}
 	return errs.err
 }
 
-func (rn *runner) haRound(dir, kind, backAddr string, round, rounds int) error {
+// haRound measures a failover and a rolling restart over kind, with the
+// servers of build b.
+func (rn *runner) haRound(dir, kind string, b build, backAddr string, round, rounds int) error {
 	os.MkdirAll(dir, 0o755)
 	network := "tcp"
 	if kind == "kcp" {
@@ -270,7 +278,7 @@ func (rn *runner) haRound(dir, kind, backAddr string, round, rounds int) error {
 	if err != nil {
 		return err
 	}
-	g, err := rn.startHAGroup(dir, kind, backAddr, tunnelPort, publicPort)
+	g, err := rn.startHAGroup(dir, kind, b.bin, backAddr, tunnelPort, publicPort)
 	if err != nil {
 		return err
 	}
@@ -286,7 +294,7 @@ func (rn *runner) haRound(dir, kind, backAddr string, round, rounds int) error {
 	defer f.close()
 	ld := startHALoad(f.addr(), haRate)
 	defer ld.stop()
-	base := Record{Kind: "result", Suite: "ha", Path: kind, Round: round, Rounds: rounds, Time: time.Now().UTC().Format(time.RFC3339)}
+	base := Record{Kind: "result", Suite: "ha", Path: kind, Build: b.name, Round: round, Rounds: rounds, Time: time.Now().UTC().Format(time.RFC3339)}
 	time.Sleep(2 * time.Second) // steady load before the first fault
 
 	// Failover: one server killed.

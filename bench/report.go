@@ -884,7 +884,7 @@ func (rs *results) targets() []verdict {
 		lost, requests, worst, rounds := 0, 0, 0.0, 0
 		for _, r := range rs.ha {
 			switch {
-			case r.Kind != "result" || r.Path != kind:
+			case r.Kind != "result" || r.Path != kind || r.Build != "":
 			case r.Test == "ha-rolling":
 				lost += r.Errors
 				requests += r.Count
@@ -957,6 +957,9 @@ func (rs *results) haMarkdown() string {
 	b.WriteString("## High availability\n\n")
 	b.WriteString(machineLine(m))
 	b.WriteString("Three servers on loopback (127.0.0.1, .2, .3), one client serving an echo backend through all three, a round-robin front before their public ports that skips a server refusing connections and sends a request again when its connection ends before any response byte (HAProxy's `retry-on conn-failure empty-response`), and 50 requests a second through it, each a new connection with 64-4096 bytes echoed and checked. **Failover**: one server killed (SIGKILL); the time from the kill to the end of the last request that failed (0: none did), the requests that failed, and how long after its start the killed server, started again, was served again. **Rolling restart**: each server in turn stopped (SIGTERM), started again, and waited for until the client serves through it; the requests lost and corrupt from the first stop to a second after the last server was back, how long after its start each server was served again, and what the front did.\n\n")
+	if slices.ContainsFunc(rs.ha, func(r Record) bool { return r.Build != "" }) {
+		b.WriteString("With `-baseline`, each round runs once more with the baseline's servers (and the client under test), marked `(baseline servers)`: what the servers change.\n\n")
+	}
 	t := &table{head: []string{"transport", "round", "failover", "lost in failover", "served again", "rolling: requests", "lost", "bytes", "served again (each)", "front: refused skipped / sent again"}}
 	for _, kind := range []string{"tcp", "kcp"} {
 		var fo *Record
@@ -965,18 +968,22 @@ func (rs *results) haMarkdown() string {
 			if r.Kind != "result" || r.Path != kind {
 				continue
 			}
+			label := kind + "+TLS"
+			if r.Build != "" {
+				label += " (" + r.Build + " servers)"
+			}
 			switch r.Test {
 			case "ha-failover":
 				fo = r
 			case "ha-rolling":
-				if fo == nil || fo.Round != r.Round {
+				if fo == nil || fo.Round != r.Round || fo.Build != r.Build {
 					continue
 				}
 				each := make([]string, len(r.ServedAgain))
 				for j, v := range r.ServedAgain {
 					each[j] = fmt.Sprintf("%.2f s", v)
 				}
-				t.add(kind+"+TLS", fmt.Sprintf("%d", r.Round), fmt.Sprintf("%.3f s", fo.Seconds), fmt.Sprintf("%d of %d", fo.Errors, fo.Count),
+				t.add(label, fmt.Sprintf("%d", r.Round), fmt.Sprintf("%.3f s", fo.Seconds), fmt.Sprintf("%d of %d", fo.Errors, fo.Count),
 					fmt.Sprintf("%.2f s", first(fo.ServedAgain)), fmt.Sprintf("%d", r.Count), fmt.Sprintf("%d", r.Errors), r.Integrity,
 					strings.Join(each, ", "), fmt.Sprintf("%d / %d", r.Skipped, r.Retried))
 			}

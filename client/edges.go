@@ -10,8 +10,8 @@ import (
 )
 
 // The client's edges are what it reaches outside its own memory: the
-// transport to the server, the dial and the resolver of service targets,
-// and the clock. New takes the real ones unless an Option replaces them,
+// transport to the servers, the resolver of their names and of service
+// targets, the dial of targets, and the clock. New takes the real ones unless an Option replaces them,
 // so a test can run the whole client in memory (transporttest, memnet,
 // clocktest) or on real sockets from one switch.
 type edges struct {
@@ -38,8 +38,9 @@ func WithDialPacket(dial DialFunc) Option {
 	return func(e *edges) { e.dialPacket = dial }
 }
 
-// Resolver turns a target's host name into addresses, as
-// net.Resolver.LookupNetIP does (network "ip"). *net.Resolver is one.
+// Resolver turns a host name into addresses, as net.Resolver.LookupNetIP
+// does (network "ip"): a target's, and a server's (servers.go).
+// *net.Resolver is one.
 type Resolver interface {
 	LookupNetIP(ctx context.Context, network, host string) ([]netip.Addr, error)
 }
@@ -47,9 +48,9 @@ type Resolver interface {
 // An Option replaces one of the client's edges.
 type Option func(*edges)
 
-// WithTransport makes the client reach the server over t instead of the
-// transport its config describes (TLS included: t brings its own, or
-// none).
+// WithTransport makes the client reach every server over t instead of
+// the transport its config describes, whatever an entry's scheme (TLS
+// included: t brings its own, or none).
 func WithTransport(t transport.Transport) Option {
 	return func(e *edges) { e.transport = t }
 }
@@ -60,8 +61,8 @@ func WithDial(dial DialFunc) Option {
 	return func(e *edges) { e.dial = dial }
 }
 
-// WithResolver makes the client resolve target host names with r instead
-// of net.DefaultResolver.
+// WithResolver makes the client resolve target and server host names
+// with r instead of net.DefaultResolver.
 func WithResolver(r Resolver) Option {
 	return func(e *edges) { e.resolver = r }
 }

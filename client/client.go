@@ -464,11 +464,17 @@ func (c *Client) connect(ctx context.Context, r *remote, slot int) (upFor time.D
 	})
 	// A reload while the handshake ran found no session to update.
 	wg.Go(func() { c.syncClaims(log, sess, claimed) })
-	err = sess.Run(context.Background(), session.Handlers{Stream: func(st *session.Stream) {
-		open.add(1)
-		defer open.add(-1)
-		c.serveStream(log, sess, st)
-	}})
+	err = sess.Run(context.Background(), session.Handlers{
+		Stream: func(st *session.Stream) {
+			open.add(1)
+			defer open.add(-1)
+			c.serveStream(log, sess, st)
+		},
+		Draining: func(back time.Duration) {
+			log.Info("server draining: no new connections through it; coming back after its goodbye", "return_after", back.String())
+			c.pool.drains(r, back)
+		},
+	})
 	wg.Wait()
 	c.reloadMu.Lock()
 	delete(c.claimed, sess)

@@ -7,6 +7,7 @@ import (
 	"context"
 	"crypto/x509"
 	"errors"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -391,4 +392,76 @@ func TestServersVerifiedByName(t *testing.T) {
 			t.Fatalf("client stopped with %v, want a name mismatch at every server", err)
 		}
 	})
+}
+
+// TestServerDraining: a server that stops tells its clients it drains;
+// the client shows it draining, does not count it ready, and with
+// max_servers replaces it at once by one it did not hold, while the
+// draining server's open connection finishes.
+func TestServerDraining(t *testing.T) {
+	leaktest.Check(t)
+	w := harness.NewWorld(t)
+	hold := make(chan struct{})
+	held := make(chan struct{}, 1)
+	back := w.Backend(func(c net.Conn) {
+		if _, err := c.Write([]byte("x")); err != nil {
+			return
+		}
+		select {
+		case held <- struct{}{}:
+		default:
+		}
+		<-hold
+	})
+	cfgs := w.GroupConfigs(3)
+	for i := range cfgs {
+		cfgs[i].ShutdownTimeout = harness.WaitTimeout
+	}
+	srvs := w.StartGroup(cfgs)
+	port := w.PublicPort(3)
+	cfg := w.GroupClientConfig(srvs, harness.TokenOffice, client.Service{Name: "svc", Target: back, RemotePort: port})
+	cfg.MaxServers = 2
+	cli := w.StartClient(cfg)
+	ss := waitStates(cli, "two up", func(ss []client.ServerState) bool {
+		n := 0
+		for _, s := range ss {
+			if s.State == admin.ServerUp {
+				n++
+			}
+		}
+		return len(ss) == 3 && n == 2
+	})
+	drain, standby := -1, -1
+	for i, s := range ss {
+		switch {
+		case s.State == admin.ServerStandby:
+			standby = i
+		case drain < 0:
+			drain = i
+		}
+	}
+	srvs[drain].WaitSessions(1)
+	c := w.Dial(harness.PublicAddrAt(drain, port))
+	<-held // a connection open through the server that will drain
+	srvs[drain].Cancel()
+	cli.WaitStatus("the drained server replaced", func(st client.Status) bool {
+		return st.Servers[drain].State == admin.ServerDraining && st.Servers[standby].State == admin.ServerUp
+	})
+	select {
+	case <-srvs[drain].Done():
+		t.Fatal("the draining server stopped with a connection open")
+	default:
+	}
+	c2 := w.Dial(harness.PublicAddrAt(standby, port)) // the server held instead serves
+	c2.SetReadDeadline(time.Now().Add(harness.WaitTimeout))
+	if _, err := io.ReadFull(c2, make([]byte, 1)); err != nil {
+		t.Fatalf("through the server held instead: %v", err)
+	}
+	close(hold)
+	if err := harness.IsClosed(c, harness.WaitTimeout); err != nil {
+		t.Fatal(err)
+	}
+	c.Close() // its last connection done, the server stops
+	<-srvs[drain].Done()
+	cli.WaitStatus("the drained server released", func(st client.Status) bool { return st.Servers[drain].State == admin.ServerStandby })
 }

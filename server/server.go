@@ -355,6 +355,27 @@ func emptyQueue(l deadliner, serve func(net.Conn)) {
 	l.Close()
 }
 
+// drainReturn is when a draining server tells its clients to come back
+// after its Goodbye: a restart under a service manager takes about that
+// long, and the clients' backoff (capped at 2 s toward a server that was
+// serving) covers a longer one.
+const drainReturn = time.Second
+
+// sayDraining tells every client that reads the notice that the server
+// drains and when to come back, in parallel; the WaitGroup tells when
+// the notices are written (each write has a deadline of its own).
+func (s *Server) sayDraining() *sync.WaitGroup {
+	var told sync.WaitGroup
+	for _, cs := range s.table.list() {
+		told.Go(func() {
+			if err := cs.sess.Draining(drainReturn); err == nil {
+				cs.log.Debug("told the client the server drains", "return_after", drainReturn.String())
+			}
+		})
+	}
+	return &told
+}
+
 func (s *Server) isStopping() bool {
 	select {
 	case <-s.stopping:
@@ -368,7 +389,9 @@ func (s *Server) isStopping() bool {
 // (TCP listeners close, so the kernel refuses; KCP listeners stay open to
 // answer "shutting down", since KCP has no refusal of its own). Public
 // ports stop accepting: each serves what its accept queue holds, then
-// closes (emptyQueue). Entry points close, and so do entry point
+// closes (emptyQueue). Clients that read it are told the server drains
+// and when to come back (a client of several servers serves through the
+// others meanwhile, or replaces this one). Entry points close, and so do entry point
 // connections that have not named their host yet; connections waiting for
 // a client give up; open public connections may finish, for up to
 // ShutdownTimeout; client sessions do not count. Then every session is
@@ -385,6 +408,7 @@ func (s *Server) shutdown() {
 	for _, l := range s.table.close() {
 		stopAccepting(l)
 	}
+	told := s.sayDraining()
 	for _, l := range ls {
 		if l.kind == transport.KindTCP {
 			l.l.Close()
@@ -408,6 +432,7 @@ func (s *Server) shutdown() {
 		t.Stop()
 	}
 
+	told.Wait()
 	var wg sync.WaitGroup
 	for _, cs := range s.table.list() {
 		wg.Go(func() { cs.sess.Close(session.CodeShuttingDown, "shutting down") })

@@ -147,10 +147,12 @@ func (p *Pending) Reject(rej *RejectError) {
 func (p *Pending) Close() { p.mux.Close() }
 
 // Welcome accepts the client: it sends w, clears the handshake deadlines
-// and returns the running session (call its Run). It sets w.Lane itself,
-// when the client offered the lane.
+// and returns the running session (call its Run). It sets w.Lane and
+// w.DrainNotice itself, when the client offered the lane and announced
+// it reads the notice.
 func (p *Pending) Welcome(w Welcome) (*Session, error) {
 	w.Lane = p.lc.accept.Load()
+	w.DrainNotice = p.Request.DrainNotice
 	if err := writeFrame(p.ctrl, typeWelcome, w); err != nil {
 		p.mux.Close()
 		return nil, fmt.Errorf("sending welcome: %w", err)
@@ -161,13 +163,14 @@ func (p *Pending) Welcome(w Welcome) (*Session, error) {
 	p.mux.SetDeadline(time.Time{})
 	p.ctrl.SetDeadline(time.Time{})
 	info := Info{
-		Client:   w.Client,
-		ID:       w.Session,
-		Instance: p.Request.Instance,
-		Remote:   p.conn.RemoteAddr(),
-		Services: w.Services,
-		Groups:   w.Groups,
-		Started:  time.Now(),
+		Client:      w.Client,
+		ID:          w.Session,
+		Instance:    p.Request.Instance,
+		Remote:      p.conn.RemoteAddr(),
+		Services:    w.Services,
+		Groups:      w.Groups,
+		DrainNotice: w.DrainNotice,
+		Started:     time.Now(),
 	}
 	return newSession(p.cfg, p.log, p.budget, p.lc, w.Lane, p.mux, p.ctrl, "client", info), nil
 }
@@ -240,11 +243,12 @@ func ConnectBy(hsDeadline time.Time, conn net.Conn, cfg Config, log *slog.Logger
 		}
 	}
 	auth := Auth{
-		MAC:      proof(token, c.Nonce, binding),
-		Instance: instance,
-		Group:    group,
-		Software: version.Software(),
-		Services: services,
+		MAC:         proof(token, c.Nonce, binding),
+		Instance:    instance,
+		Group:       group,
+		DrainNotice: true, // Run's Handlers.Draining gets it, or it is ignored
+		Software:    version.Software(),
+		Services:    services,
 	}
 	if err := writeFrame(ctrl, typeAuth, auth); err != nil {
 		return fail(fmt.Errorf("sending auth: %w", err))
@@ -257,14 +261,15 @@ func ConnectBy(hsDeadline time.Time, conn net.Conn, cfg Config, log *slog.Logger
 	conn.SetDeadline(time.Time{})
 	ctrl.SetDeadline(time.Time{})
 	info := Info{
-		Client:   w.Client,
-		ID:       w.Session,
-		Instance: instance,
-		Remote:   conn.RemoteAddr(),
-		Services: w.Services,
-		Groups:   w.Groups,
-		UDP:      c.UDP,
-		Started:  time.Now(),
+		Client:      w.Client,
+		ID:          w.Session,
+		Instance:    instance,
+		Remote:      conn.RemoteAddr(),
+		Services:    w.Services,
+		Groups:      w.Groups,
+		UDP:         c.UDP,
+		DrainNotice: w.DrainNotice && auth.DrainNotice,
+		Started:     time.Now(),
 	}
 	return newSession(cfg, log, budget, lc, w.Lane, mux, ctrl, "server", info), nil
 }

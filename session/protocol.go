@@ -7,12 +7,14 @@
 //	client                                            server
 //	  |--- transport: TCP or KCP, TLS 1.3 handshake ---->|
 //	  |--- smux v2; client opens the control stream ---->|
-//	  |--- ClientHello{min_version, max_version} ------->|
+//	  |--- ClientHello{min_version, max_version, lane} ->|
 //	  |<------------------- Challenge{version, nonce}     |  or Reject{version}, close
-//	  |--- Auth{mac, instance, group, services} -------->|  mac = HMAC-SHA256(token,
-//	  |                                                   |    label | nonce | TLS exporter)
-//	  |<--------------- Welcome{client, session, ports}   |  or Reject{code, reason}, close
+//	  |--- Auth{mac, instance, group, drain_notice, ---->|  mac = HMAC-SHA256(token,
+//	  |         services}                                 |    label | nonce | TLS exporter)
+//	  |<--------------- Welcome{client, session, ports,   |  or Reject{code, reason}, close
+//	  |                   groups, drain_notice, lane}     |
 //	  |         (deadlines cleared: authenticated)        |
+//	  |   control frames from here: on the lane (lane.go) |  when both said lane
 //	  |<-- Ping{seq} / Pong{seq} -- both ways, each side's own interval -->|
 //	  |<-- server opens one data stream per public connection:
 //	  |       [stream header: service, peer][chunks...]  |
@@ -23,6 +25,8 @@
 //	  |--- Update{seq, services} -- client: new claims ---->|
 //	  |<------------------ Updated{seq, services | code}    |
 //	  |--- Drain{} -- client: no new connections for me --->|
+//	  |<-- Drain{return_after_ms} -- server: stopping; come  |  only after drain_notice
+//	  |      back that long after my Goodbye                 |    on both sides
 //	  |<-- Goodbye{code, reason} -- either side, then close -->|
 //
 // The client speaks first on the control stream because smux registers a
@@ -141,9 +145,13 @@ type Auth struct {
 	// (client connections = N), each with its own Instance: the server lets
 	// them serve the same routes together and spreads connections among
 	// them. Empty for a client of one session.
-	Group    string    `json:"group,omitempty"`
-	Software string    `json:"software,omitempty"`
-	Services []Service `json:"services"`
+	Group string `json:"group,omitempty"`
+	// DrainNotice says the client reads a server's Drain (the server is
+	// shutting down, and says when to come back); the server answers with
+	// Welcome.DrainNotice. An older client would end the session over it.
+	DrainNotice bool      `json:"drain_notice,omitempty"`
+	Software    string    `json:"software,omitempty"`
+	Services    []Service `json:"services"`
 }
 
 // Service is a client's claim on the server: a public port and/or domains,
@@ -208,6 +216,9 @@ type Welcome struct {
 	// the control lane instead of the control stream. Only in answer to a
 	// ClientHello.Lane.
 	Lane bool `json:"lane,omitempty"`
+	// DrainNotice: this server sends Drain when it shuts down. Only in
+	// answer to an Auth.DrainNotice.
+	DrainNotice bool `json:"drain_notice,omitempty"`
 }
 
 // Reject refuses a client; the server closes the session after it.
@@ -226,10 +237,20 @@ type Pong struct {
 	Seq uint64 `json:"seq"`
 }
 
-// Drain, from the client, says it takes no new connections: the server
-// routes none to it, and its open streams carry on until they end or it
-// says Goodbye.
-type Drain struct{}
+// Drain says the sender takes no new connections, and its open streams
+// carry on until they end or it says Goodbye.
+//
+// From the client (always allowed): the server routes no new public
+// connection to it. From the server (only to a client whose Auth said
+// DrainNotice, and announced in Welcome.DrainNotice): it is shutting
+// down; it has stopped taking public connections, and the client should
+// come back no sooner than ReturnAfter after the session ends. A client
+// of several servers serves through the others meanwhile.
+type Drain struct {
+	// ReturnAfter is when, after the server's Goodbye, to reconnect, in
+	// milliseconds; 0 from the client.
+	ReturnAfter int64 `json:"return_after_ms,omitempty"`
+}
 
 // Update replaces, after Welcome, the services the client claims (a config
 // reload): the whole new list, answered by Updated with the same Seq.

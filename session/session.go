@@ -81,6 +81,9 @@ type Info struct {
 	Groups bool
 	// UDP: the server serves UDP claims (Challenge.UDP); client side.
 	UDP bool
+	// DrainNotice: the server sends Drain when it shuts down (both sides
+	// said so: Auth.DrainNotice, Welcome.DrainNotice).
+	DrainNotice bool
 	// Started is when authentication completed.
 	Started time.Time
 }
@@ -180,6 +183,21 @@ func (s *Session) Drain(deadline time.Time) error {
 	return s.writeControl(typeDrain, Drain{}, earliest(deadline, time.Now().Add(goodbyeTimeout)))
 }
 
+// ErrNoDrainNotice: the client did not say it reads a server's Drain.
+var ErrNoDrainNotice = errors.New("the client does not read a server's drain notice")
+
+// Draining tells the client that this server is shutting down: it takes
+// no new public connections, the streams open go on, and the client
+// should come back no sooner than returnAfter after the session ends
+// (the server's case). It returns ErrNoDrainNotice, sending nothing, to
+// a client that did not announce it reads it (Info.DrainNotice).
+func (s *Session) Draining(returnAfter time.Duration) error {
+	if !s.Info().DrainNotice {
+		return ErrNoDrainNotice
+	}
+	return s.writeControl(typeDrain, Drain{ReturnAfter: returnAfter.Milliseconds()}, time.Now().Add(goodbyeTimeout))
+}
+
 // Missed is how many pings in a row are unanswered now: above 0 the peer
 // is late, at Config.HeartbeatMisses it is declared dead.
 func (s *Session) Missed() int { return int(s.missed.Load()) }
@@ -210,6 +228,10 @@ type Handlers struct {
 	// Drain is called when the client says it takes no new connections
 	// (the server's case).
 	Drain func()
+	// Draining is called when the server says it is shutting down and
+	// when to come back (the client's case; only after both sides
+	// announced the notice, Info.DrainNotice). nil ignores it.
+	Draining func(returnAfter time.Duration)
 	// Update is called when the client replaces its claims (the server's
 	// case): it returns the claims as granted, or why they were refused
 	// (the old claims then stay). nil refuses every update.
@@ -423,11 +445,25 @@ func (s *Session) readControl(h Handlers) {
 				s.measured(time.Duration(time.Now().UnixNano() - s.pingSent[p.Seq%pingsKept].Load()))
 			}
 		case typeDrain:
-			if h.Drain == nil {
-				s.abandon(fmt.Errorf("%w: a server may not drain", ErrProtocol))
+			var d Drain
+			if err := decodeFrame(typ, payload, &d); err != nil {
+				s.abandon(err)
 				return
 			}
-			h.Drain()
+			switch {
+			case s.peer == "client" && h.Drain != nil:
+				h.Drain()
+			case s.peer == "server" && s.Info().DrainNotice && d.ReturnAfter >= 0:
+				if h.Draining != nil {
+					h.Draining(time.Duration(min(d.ReturnAfter, maxReturnAfter.Milliseconds())) * time.Millisecond)
+				}
+			case s.peer == "server":
+				s.abandon(fmt.Errorf("%w: the server sent a drain notice it did not announce", ErrProtocol))
+				return
+			default:
+				s.abandon(fmt.Errorf("%w: unexpected drain frame", ErrProtocol))
+				return
+			}
 		case typeUpdate:
 			var u Update
 			if err := decodeFrame(typ, payload, &u); err != nil {
@@ -496,6 +532,10 @@ func (s *Session) abandon(err error) {
 	s.writeControl(typeGoodbye, Goodbye{Code: CodeProtocol, Reason: err.Error()}, time.Now().Add(goodbyeTimeout))
 	s.fail(err)
 }
+
+// maxReturnAfter caps the wait a server's drain notice may ask for: a
+// server cannot keep its clients away for long.
+const maxReturnAfter = time.Minute
 
 // acceptStreams drains smux's accept queue for the session's whole life: an
 // undrained queue would stall every stream of the session. It leaves saying

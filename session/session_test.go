@@ -853,3 +853,122 @@ func TestLaneWithOlderPeers(t *testing.T) {
 		})
 	}
 }
+
+// TestDrainNoticeReachesClient: both sides announce the drain notice; the
+// server's Draining reaches the client's handler with when to come back,
+// and the session carries on.
+func TestDrainNoticeReachesClient(t *testing.T) {
+	leaktest.Check(t)
+	mem := &transporttest.Network{}
+	l := listen(t, mem)
+	res := testServer(t, l, testConfig())
+	cli, err := Connect(dial(t, mem, l), testConfig(), quiet, testToken, "i", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := <-res
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	if !cli.Info().DrainNotice || !r.sess.Info().DrainNotice || !r.req.DrainNotice {
+		t.Fatalf("drain notice not negotiated: client %v, server %v", cli.Info().DrainNotice, r.sess.Info().DrainNotice)
+	}
+	back := make(chan time.Duration, 1)
+	srvDone := run(r.sess, nil)
+	cliDone := make(chan error, 1)
+	go func() {
+		cliDone <- cli.Run(context.Background(), Handlers{Draining: func(d time.Duration) { back <- d }})
+	}()
+	if err := r.sess.Draining(1500 * time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case d := <-back:
+		if d != 1500*time.Millisecond {
+			t.Errorf("client heard return after %v, want 1.5s", d)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("client never heard the drain notice")
+	}
+	if r.sess.Err() != nil || cli.Err() != nil {
+		t.Fatal("the notice ended the session")
+	}
+	r.sess.Close(CodeShuttingDown, "done")
+	<-cliDone
+	<-srvDone
+}
+
+// TestDrainNoticeNotToOldClient: a client that does not announce the
+// notice (one from before it) gets none: Draining sends nothing.
+func TestDrainNoticeNotToOldClient(t *testing.T) {
+	leaktest.Check(t)
+	cfg := testConfig()
+	mem := &transporttest.Network{}
+	l := listen(t, mem)
+	res := testServer(t, l, cfg)
+	mux, ctrl := rawClient(t, dial(t, mem, l), cfg)
+	writeFrame(ctrl, typeClientHello, ClientHello{MinVersion: 1, MaxVersion: 1})
+	var c Challenge
+	if err := readAnswer(ctrl, cfg, typeChallenge, &c); err != nil {
+		t.Fatal(err)
+	}
+	writeFrame(ctrl, typeAuth, Auth{MAC: proof(testToken, c.Nonce, nil), Instance: "old", Services: []Service{{Name: "web", RemotePort: 8080}}})
+	var w Welcome
+	if err := readAnswer(ctrl, cfg, typeWelcome, &w); err != nil {
+		t.Fatal(err)
+	}
+	r := <-res
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	defer r.sess.Close(CodeClosed, "test over")
+	defer mux.Close() // first: the old client hangs up
+	if w.DrainNotice || r.sess.Info().DrainNotice {
+		t.Fatalf("welcome announced the notice to a client that did not ask: %+v", w)
+	}
+	if err := r.sess.Draining(time.Second); !errors.Is(err, ErrNoDrainNotice) {
+		t.Fatalf("Draining to an old client: %v, want ErrNoDrainNotice", err)
+	}
+}
+
+// TestUnannouncedDrainNotice: a Drain from a server that did not announce
+// the notice (none this build makes) is a protocol error to the client,
+// not a notice it acts on.
+func TestUnannouncedDrainNotice(t *testing.T) {
+	leaktest.Check(t)
+	cfg := testConfig()
+	mem := &transporttest.Network{}
+	l := listen(t, mem)
+	srvDone := make(chan struct{})
+	go func() {
+		defer close(srvDone)
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		mux, _ := smux.Server(c, cfg.smux())
+		defer mux.Close()
+		ctrl, err := mux.AcceptStream()
+		if err != nil {
+			return
+		}
+		ctrl.SetDeadline(time.Now().Add(10 * time.Second))
+		readFrame(ctrl, cfg.MaxControlFrame)
+		nonce, _ := newNonce()
+		writeFrame(ctrl, typeChallenge, Challenge{Version: 1, Nonce: nonce})
+		readFrame(ctrl, cfg.MaxControlFrame)
+		writeFrame(ctrl, typeWelcome, Welcome{Client: "office", Session: "s"}) // no DrainNotice
+		writeFrame(ctrl, typeDrain, Drain{ReturnAfter: 1000})
+		waitHangUp(ctrl, time.Now().Add(10*time.Second))
+	}()
+	cli, err := Connect(dial(t, mem, l), cfg, quiet, testToken, "i", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	heard := false
+	err = cli.Run(context.Background(), Handlers{Draining: func(time.Duration) { heard = true }})
+	if !errors.Is(err, ErrProtocol) || !strings.Contains(err.Error(), "did not announce") || heard {
+		t.Fatalf("Run = %v (heard %v), want a protocol error", err, heard)
+	}
+	<-srvDone
+}

@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -23,6 +24,27 @@ import (
 	"github.com/warren-tunnel/warren/session"
 	"github.com/warren-tunnel/warren/transport"
 )
+
+// byName starts n servers of a group and an echo backend, and returns the
+// servers, a public port free at all, a resolver for the client, and the
+// config of a client serving the backend there through the one entry
+// "name:PORT" (PORT the servers' tunnel port), which hosts resolves as the
+// test sets it.
+func byName(w *harness.World, n int, name string) ([]*harness.Server, int, *harness.Hosts, client.Config) {
+	back := w.Backend(harness.Echo)
+	srvs := w.StartGroup(w.GroupConfigs(n))
+	port := w.PublicPort(n)
+	cfg := w.GroupClientConfig(srvs, harness.TokenOffice, client.Service{Name: "echo", Target: back, RemotePort: port})
+	cfg.Servers = []string{net.JoinHostPort(name, strconv.Itoa(tunnelPort(srvs)))}
+	return srvs, port, w.Hosts(), cfg
+}
+
+// tunnelPort is the tunnel port of a group's servers.
+func tunnelPort(srvs []*harness.Server) int {
+	_, port, _ := net.SplitHostPort(srvs[0].TunnelAddr())
+	p, _ := strconv.Atoi(port)
+	return p
+}
 
 // waitStates waits until the client's servers satisfy ok, and returns them.
 func waitStates(cli *harness.Client, what string, ok func([]client.ServerState) bool) []client.ServerState {
@@ -89,18 +111,13 @@ func TestServersEachServes(t *testing.T) {
 func TestServersByName(t *testing.T) {
 	leaktest.Check(t)
 	w := harness.NewWorld(t)
-	back := w.Backend(harness.Echo)
-	srvs := w.StartGroup(w.GroupConfigs(3))
-	port := w.PublicPort(3)
-	hosts := w.Hosts()
+	srvs, port, hosts, cfg := byName(w, 3, "ha.test")
+	tport := tunnelPort(srvs)
 	hosts.Set("ha.test", harness.ServerIP(0), harness.ServerIP(1))
-	_, tport, _ := net.SplitHostPort(srvs[0].TunnelAddr())
-	cfg := w.GroupClientConfig(srvs, harness.TokenOffice, client.Service{Name: "echo", Target: back, RemotePort: port})
-	cfg.Servers = []string{"ha.test:" + tport}
 	cli := w.StartClient(cfg, client.WithResolver(hosts))
 	ss := waitStates(cli, "two servers up", statesAre(admin.ServerUp, admin.ServerUp))
 	for i, s := range ss {
-		if want := "ha.test:" + tport + "@" + harness.ServerIP(i).String(); s.Server != want {
+		if want := "ha.test:" + strconv.Itoa(tport) + "@" + harness.ServerIP(i).String(); s.Server != want {
 			t.Errorf("server %d is %q, want %q", i, s.Server, want)
 		}
 	}
@@ -109,7 +126,7 @@ func TestServersByName(t *testing.T) {
 	// learns it when a server of the name reconnects.
 	hosts.Set("ha.test", harness.ServerIP(1), harness.ServerIP(2))
 	srvs[1].Restart()
-	name := func(i int) string { return "ha.test:" + tport + "@" + harness.ServerIP(i).String() }
+	name := func(i int) string { return "ha.test:" + strconv.Itoa(tport) + "@" + harness.ServerIP(i).String() }
 	waitStates(cli, "the three up", func(ss []client.ServerState) bool {
 		// The first's session stays up: leaving the name cuts nothing.
 		return len(ss) == 3 && ss[0].Server == name(0) && ss[1].Server == name(1) && ss[2].Server == name(2) &&
@@ -137,18 +154,13 @@ func TestServersByName(t *testing.T) {
 func TestServerUnresolved(t *testing.T) {
 	leaktest.Check(t)
 	w := harness.NewWorld(t)
-	back := w.Backend(harness.Echo)
-	srvs := w.StartGroup(w.GroupConfigs(1))
-	port := w.PublicPort(1)
-	hosts := w.Hosts()
-	hosts.Set("late.test")
-	_, tport, _ := net.SplitHostPort(srvs[0].TunnelAddr())
+	_, port, hosts, base := byName(w, 1, "late.test")
 	for _, resolve := range []string{client.ResolveFirst, client.ResolveAll} {
 		t.Run(resolve, func(t *testing.T) {
 			hosts.Set("late.test")
 			clk := clocktest.New()
-			cfg := w.GroupClientConfig(srvs, harness.TokenOffice, client.Service{Name: "echo", Target: back, RemotePort: port})
-			cfg.Servers, cfg.Resolve = []string{"late.test:" + tport}, resolve
+			cfg := base
+			cfg.Resolve = resolve
 			cli := w.StartClient(cfg, client.WithResolver(hosts), client.WithClock(clk))
 			want := admin.ServerRetrying
 			if resolve == client.ResolveAll {
@@ -366,13 +378,12 @@ func TestServersVerifiedByName(t *testing.T) {
 	}
 	hosts := w.Hosts()
 	hosts.Set("warren", harness.ServerIP(0), harness.ServerIP(1), harness.ServerIP(2))
-	_, tport, _ := net.SplitHostPort(srvs[0].TunnelAddr())
 	base := w.GroupClientConfig(srvs, harness.TokenOffice, client.Service{Name: "echo", Target: back, RemotePort: port})
 	base.TLS = transport.ClientTLS{CA: ca}
 
 	t.Run("by name", func(t *testing.T) {
 		cfg := base
-		cfg.Servers = []string{"warren:" + tport}
+		cfg.Servers = []string{net.JoinHostPort("warren", strconv.Itoa(tunnelPort(srvs)))}
 		cli := w.StartClient(cfg, client.WithResolver(hosts))
 		cli.WaitUp(3)
 		cli.Stop()

@@ -29,6 +29,9 @@ import (
 // haGroup is three "warren server" processes side by side: server i at
 // harness.ServerIP(i), its tunnel on port, its public ports there too,
 // with a state directory (so a certificate) and an admin API of its own.
+// Heartbeats are 500 ms x 6: a killed server shows at once anyway (a
+// reset, or ICMP port unreachable for KCP), and a KCP session carrying
+// transfers under -race on a busy machine can go a second without a Pong.
 type haGroup struct {
 	t      *testing.T
 	dir    string
@@ -55,8 +58,8 @@ func startHAGroup(t *testing.T, kind string) *haGroup {
 [server]
 public_address = %q
 state_dir = %q
-heartbeat_interval = "200ms"
-heartbeat_misses = 3
+heartbeat_interval = "500ms"
+heartbeat_misses = 6
 shutdown_timeout = "5s"
 [[server.listen]]
 transport = %q
@@ -94,7 +97,7 @@ func (g *haGroup) publicAddr(i, port int) string { return harness.PublicAddrAt(i
 
 // client starts "warren client" for an echo service on the public port
 // of every server (servers = [...], each pinned), and waits until it has
-// a session to each.
+// a session to each and each server has it.
 func (g *haGroup) client(target string, port int) *proc {
 	g.t.Helper()
 	var servers, fps []string
@@ -107,8 +110,8 @@ func (g *haGroup) client(target string, port int) *proc {
 [client]
 servers = [%s]
 token_env = "WARREN_TEST_TOKEN"
-heartbeat_interval = "200ms"
-heartbeat_misses = 3
+heartbeat_interval = "500ms"
+heartbeat_misses = 6
 shutdown_timeout = "5s"
 [client.tls]
 fingerprint = [%s]
@@ -125,7 +128,16 @@ address = %q
 	p := startProc(g.t, []string{"WARREN_TEST_TOKEN=" + tokenOffice}, "client", "-c", cfg)
 	p.admin = admin.Client{Addr: adminAddr}
 	waitServersUp(p, 3)
+	for i := range g.procs {
+		g.waitSession(i)
+	}
 	return p
+}
+
+// waitSession waits until server i has the client's session.
+func (g *haGroup) waitSession(i int) {
+	g.t.Helper()
+	g.procs[i].waitStatus("office's session", func(st admin.Status) bool { return sessionOn(st, "office", g.kind+"+tls") })
 }
 
 // waitServersUp waits until the client's status shows n servers up, and
@@ -154,7 +166,6 @@ func TestHAEachServes(t *testing.T) {
 		port := harness.FreePort(t, 3, "tcp")
 		cli := g.client(backend(t, echo), port)
 		for i := range g.procs {
-			g.procs[i].waitStatus("office's session", func(st admin.Status) bool { return sessionOn(st, "office", kind+"+tls") })
 			if err := pacedEcho(g.publicAddr(i, port), uint64(i), 1<<20, nil); err != nil {
 				t.Errorf("through server %d: %v", i, err)
 			}
@@ -172,16 +183,13 @@ func TestHAServerKilled(t *testing.T) {
 		g := startHAGroup(t, kind)
 		port := harness.FreePort(t, 3, "tcp")
 		cli := g.client(backend(t, echo), port)
-		for i := range g.procs {
-			g.procs[i].waitStatus("office's session", func(st admin.Status) bool { return sessionOn(st, "office", kind+"+tls") })
-		}
-		const perServer = 3
+		const perServer = 2
 		var wg sync.WaitGroup
 		errs := make([][perServer]error, 3)
 		started := make(chan struct{}, 3*perServer)
 		for i := range g.procs {
 			for j := range perServer {
-				wg.Go(func() { errs[i][j] = pacedEcho(g.publicAddr(i, port), uint64(10*i+j), 4<<20, started) })
+				wg.Go(func() { errs[i][j] = pacedEcho(g.publicAddr(i, port), uint64(10*i+j), 2<<20, started) })
 			}
 		}
 		for range 3 * perServer {
@@ -206,7 +214,7 @@ func TestHAServerKilled(t *testing.T) {
 		waitServersUp(cli, 2)
 		g.start(0)
 		waitServersUp(cli, 3)
-		g.procs[0].waitStatus("office's session", func(st admin.Status) bool { return sessionOn(st, "office", kind+"+tls") })
+		g.waitSession(0)
 		if err := pacedEcho(g.publicAddr(0, port), 99, 64<<10, nil); err != nil {
 			t.Errorf("through the server back: %v", err)
 		}
@@ -278,7 +286,6 @@ func TestHARollingRestart(t *testing.T) {
 		cli := g.client(backend(t, echo), port)
 		var publics []string
 		for i := range g.procs {
-			g.procs[i].waitStatus("office's session", func(st admin.Status) bool { return sessionOn(st, "office", kind+"+tls") })
 			publics = append(publics, g.publicAddr(i, port))
 		}
 		f := startFront(t, publics)
@@ -291,7 +298,7 @@ func TestHARollingRestart(t *testing.T) {
 			restarted := time.Now()
 			g.start(i)
 			waitServersUp(cli, 3)
-			g.procs[i].waitStatus("office's session", func(st admin.Status) bool { return sessionOn(st, "office", kind+"+tls") })
+			g.waitSession(i)
 			t.Logf("server %d: served again %v after it started", i, time.Since(restarted).Round(time.Millisecond))
 		}
 		ld.waitOK(t, ld.result().ok+25) // and half a second after the last

@@ -659,10 +659,10 @@ func TestStreamCutOffWhenSessionDies(t *testing.T) {
 	}
 }
 
-// TestDrainReachesServer: the client's Drain reaches the server's handler
-// and the session carries on.
-func TestDrainReachesServer(t *testing.T) {
-	leaktest.Check(t)
+// connected returns a client session and the server's end of it, in
+// memory, neither running yet.
+func connected(t *testing.T) (*Session, accepted) {
+	t.Helper()
 	mem := &transporttest.Network{}
 	l := listen(t, mem)
 	res := testServer(t, l, testConfig())
@@ -674,6 +674,14 @@ func TestDrainReachesServer(t *testing.T) {
 	if r.err != nil {
 		t.Fatal(r.err)
 	}
+	return cli, r
+}
+
+// TestDrainReachesServer: the client's Drain reaches the server's handler
+// and the session carries on.
+func TestDrainReachesServer(t *testing.T) {
+	leaktest.Check(t)
+	cli, r := connected(t)
 	drained := make(chan struct{})
 	srvDone := make(chan error, 1)
 	go func() { srvDone <- r.sess.Run(context.Background(), Handlers{Drain: func() { close(drained) }}) }()
@@ -859,17 +867,7 @@ func TestLaneWithOlderPeers(t *testing.T) {
 // and the session carries on.
 func TestDrainNoticeReachesClient(t *testing.T) {
 	leaktest.Check(t)
-	mem := &transporttest.Network{}
-	l := listen(t, mem)
-	res := testServer(t, l, testConfig())
-	cli, err := Connect(dial(t, mem, l), testConfig(), quiet, testToken, "i", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := <-res
-	if r.err != nil {
-		t.Fatal(r.err)
-	}
+	cli, r := connected(t)
 	if !cli.Info().DrainNotice || !r.sess.Info().DrainNotice || !r.req.DrainNotice {
 		t.Fatalf("drain notice not negotiated: client %v, server %v", cli.Info().DrainNotice, r.sess.Info().DrainNotice)
 	}

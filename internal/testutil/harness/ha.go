@@ -53,17 +53,12 @@ func (w *World) StartGroup(cfgs []server.Config, opts ...server.Option) []*Serve
 // the public network: a remote_port every server of the group can bind.
 func (w *World) PublicPort(n int) int {
 	w.t.Helper()
-	if w.InMemory() {
-		w.mu.Lock()
-		defer w.mu.Unlock()
-		w.servers++
-		return 20000 + w.servers
-	}
 	return w.freePort(n, TCP)
 }
 
 // freePort returns a port free at ServerIP(0..n-1) for kind (TCP: a TCP
-// port; KCP: a UDP port), or in memory one no test world uses yet.
+// port; KCP: a UDP port), or in memory one this world has not given out
+// (its public and tunnel networks are apart, so one count serves both).
 func (w *World) freePort(n int, kind string) int {
 	w.t.Helper()
 	if w.InMemory() {

@@ -216,6 +216,9 @@ func (c *Client) Run(ctx context.Context) error {
 	// Slots start from Run, the watchers and other slots, always while
 	// one of them runs, so never after wg.Wait has begun to return.
 	c.pool.start = func(r *remote, slot int, released, firstUp <-chan struct{}) {
+		if slot == 0 {
+			c.serverMetrics(r) // a series for every server held, at 0 until up
+		}
 		wg.Go(func() { c.keep(ctx, r, slot, released, firstUp, stop) })
 	}
 	for _, ep := range c.eps {
@@ -266,22 +269,26 @@ func (c *Client) watch(ctx context.Context, ep *endpoint) {
 			return
 		}
 		c.pool.resolved(ep, err)
-		var retry <-chan time.Time
-		if err != nil {
-			wait := b.next()
-			c.log.Warn("server name not resolved; retrying", "server", ep.entry, "err", err, "in", wait.Round(time.Millisecond).String())
-			t := c.edges.clock.NewTimer(wait)
-			defer t.Stop()
-			retry = t.C()
-		} else {
+		if err == nil {
 			b.reset()
 			c.pool.sync(ep, addrs, func(addr string) *remote { return c.newRemote(ep, addr) })
+			select {
+			case <-ctx.Done():
+				return
+			case <-ep.again:
+			}
+			continue
 		}
+		wait := b.next()
+		c.log.Warn("server name not resolved; retrying", "server", ep.entry, "err", err, "in", wait.Round(time.Millisecond).String())
+		t := c.edges.clock.NewTimer(wait)
 		select {
 		case <-ctx.Done():
+			t.Stop()
 			return
-		case <-retry:
+		case <-t.C():
 		case <-ep.again:
+			t.Stop()
 		}
 	}
 }

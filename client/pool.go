@@ -74,8 +74,9 @@ type remote struct {
 	// addr is the server's "ip:port" when its entry resolves to all
 	// addresses; "" when the entry's name is resolved at each dial.
 	addr string
-	// label names the server in logs, status and metrics: the entry's
-	// host:port, or its address when it is one of several of a name.
+	// label names the server in logs, status and metrics: the entry as
+	// configured, or "entry@ip" for one of the servers at a name's
+	// addresses.
 	label string
 	t     transport.Transport
 

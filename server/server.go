@@ -356,10 +356,13 @@ func emptyQueue(l deadliner, serve func(net.Conn)) {
 }
 
 // drainReturn is when a draining server tells its clients to come back
-// after its Goodbye: a restart under a service manager takes about that
-// long, and the clients' backoff (capped at 2 s toward a server that was
-// serving) covers a longer one.
-const drainReturn = time.Second
+// after its Goodbye: about when a restarted process listens again, so
+// that its clients neither hammer a port still closed nor wait long past
+// it; their backoff (capped at 2 s toward a server that was serving)
+// covers a longer restart. With 1 s the bench's rolling restart served
+// each server again 1.1-1.6 s after it started, where the clients of
+// servers that send no notice took 0.1-2.5 s.
+const drainReturn = 500 * time.Millisecond
 
 // sayDraining tells every client that reads the notice that the server
 // drains and when to come back, in parallel; the WaitGroup tells when

@@ -31,12 +31,19 @@ import (
 // "name:PORT" (PORT the servers' tunnel port), which hosts resolves as the
 // test sets it.
 func byName(w *harness.World, n int, name string) ([]*harness.Server, int, *harness.Hosts, client.Config) {
+	srvs, port, cfg := echoGroup(w, n)
+	cfg.Servers = []string{net.JoinHostPort(name, strconv.Itoa(tunnelPort(srvs)))}
+	return srvs, port, w.Hosts(), cfg
+}
+
+// echoGroup starts n servers of a group and an echo backend, and returns
+// the servers, a public port free at all of them, and the config of a
+// client serving the backend on that port through every server.
+func echoGroup(w *harness.World, n int) ([]*harness.Server, int, client.Config) {
 	back := w.Backend(harness.Echo)
 	srvs := w.StartGroup(w.GroupConfigs(n))
 	port := w.PublicPort(n)
-	cfg := w.GroupClientConfig(srvs, harness.TokenOffice, client.Service{Name: "echo", Target: back, RemotePort: port})
-	cfg.Servers = []string{net.JoinHostPort(name, strconv.Itoa(tunnelPort(srvs)))}
-	return srvs, port, w.Hosts(), cfg
+	return srvs, port, w.GroupClientConfig(srvs, harness.TokenOffice, client.Service{Name: "echo", Target: back, RemotePort: port})
 }
 
 // tunnelPort is the tunnel port of a group's servers.
@@ -72,10 +79,7 @@ func statesAre(want ...string) func([]client.ServerState) bool {
 func TestServersEachServes(t *testing.T) {
 	leaktest.Check(t)
 	w := harness.NewWorld(t)
-	back := w.Backend(harness.Echo)
-	srvs := w.StartGroup(w.GroupConfigs(3))
-	port := w.PublicPort(3)
-	cfg := w.GroupClientConfig(srvs, harness.TokenOffice, client.Service{Name: "echo", Target: back, RemotePort: port})
+	srvs, port, cfg := echoGroup(w, 3)
 	cli := w.StartClient(cfg)
 	ss := waitStates(cli, "three servers up", statesAre(admin.ServerUp, admin.ServerUp, admin.ServerUp))
 	for i, s := range ss {
@@ -256,11 +260,8 @@ func TestServersAllRefuse(t *testing.T) {
 func TestMaxServers(t *testing.T) {
 	leaktest.Check(t)
 	w := harness.NewWorld(t)
-	back := w.Backend(harness.Echo)
-	srvs := w.StartGroup(w.GroupConfigs(3))
-	port := w.PublicPort(3)
+	srvs, port, cfg := echoGroup(w, 3)
 	clk := clocktest.New()
-	cfg := w.GroupClientConfig(srvs, harness.TokenOffice, client.Service{Name: "echo", Target: back, RemotePort: port})
 	cfg.MaxServers = 2
 	cli := w.StartClient(cfg, client.WithClock(clk))
 	held := func(ss []client.ServerState) (up []int, standby int) {
@@ -300,13 +301,11 @@ func TestMaxServers(t *testing.T) {
 func TestServersReload(t *testing.T) {
 	leaktest.Check(t)
 	w := harness.NewWorld(t)
-	back := w.Backend(harness.Echo)
-	srvs := w.StartGroup(w.GroupConfigs(3))
-	port, port2 := w.PublicPort(3), w.PublicPort(3)
-	cfg := w.GroupClientConfig(srvs, harness.TokenOffice, client.Service{Name: "echo", Target: back, RemotePort: port})
+	srvs, _, cfg := echoGroup(w, 3)
+	port2 := w.PublicPort(3)
 	cli := w.StartClient(cfg)
 	cli.WaitUp(3)
-	cfg.Services = append(cfg.Services, client.Service{Name: "echo2", Target: back, RemotePort: port2})
+	cfg.Services = append(cfg.Services, client.Service{Name: "echo2", Target: cfg.Services[0].Target, RemotePort: port2})
 	if err := cli.Reload(cfg); err != nil {
 		t.Fatal(err)
 	}
@@ -324,11 +323,9 @@ func TestServersReload(t *testing.T) {
 func TestServerRestartedServedSoon(t *testing.T) {
 	leaktest.Check(t)
 	w := harness.NewWorld(t)
-	back := w.Backend(harness.Echo)
-	srvs := w.StartGroup(w.GroupConfigs(2))
-	port := w.PublicPort(2)
+	srvs, port, cfg := echoGroup(w, 2)
 	clk := clocktest.New()
-	cli := w.StartClient(w.GroupClientConfig(srvs, harness.TokenOffice, client.Service{Name: "echo", Target: back, RemotePort: port}), client.WithClock(clk))
+	cli := w.StartClient(cfg, client.WithClock(clk))
 	cli.WaitUp(2)
 	srvs[0].Stop()
 	cli.WaitUp(1)
@@ -358,9 +355,7 @@ func TestServerRestartedServedSoon(t *testing.T) {
 func TestServersVerifiedByName(t *testing.T) {
 	leaktest.Check(t)
 	w := harness.NewWorldOf(t, harness.TCP)
-	back := w.Backend(harness.Echo)
-	srvs := w.StartGroup(w.GroupConfigs(3))
-	port := w.PublicPort(3)
+	srvs, _, base := echoGroup(w, 3)
 	// Each server's self-signed certificate (for the name "warren") is a
 	// CA of the client's.
 	var pems []byte
@@ -377,7 +372,6 @@ func TestServersVerifiedByName(t *testing.T) {
 	}
 	hosts := w.Hosts()
 	hosts.Set("warren", harness.ServerIP(0), harness.ServerIP(1), harness.ServerIP(2))
-	base := w.GroupClientConfig(srvs, harness.TokenOffice, client.Service{Name: "echo", Target: back, RemotePort: port})
 	base.TLS = transport.ClientTLS{CA: ca}
 
 	t.Run("by name", func(t *testing.T) {

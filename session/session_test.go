@@ -364,27 +364,39 @@ func TestVersionMismatch(t *testing.T) {
 	}
 }
 
+// scriptedServer accepts one connection on l and speaks the server's side
+// of the protocol by hand (rawServer): script gets the control stream. The
+// channel is closed when it is done.
+func scriptedServer(t *testing.T, l transport.Listener, cfg Config, script func(ctrl *smux.Stream)) <-chan struct{} {
+	t.Helper()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		mux, ctrl := rawServer(t, c, cfg)
+		if ctrl == nil {
+			return
+		}
+		defer mux.Close()
+		script(ctrl)
+	}()
+	return done
+}
+
 // TestClientSeesVersionRejection: the client reports the server's reason.
 func TestClientSeesVersionRejection(t *testing.T) {
 	leaktest.Check(t)
 	cfg := testConfig()
 	mem := &transporttest.Network{}
 	l := listen(t, mem)
-	go func() {
-		c, err := l.Accept()
-		if err != nil {
-			return
-		}
-		mux, _ := smux.Server(c, cfg.smux())
-		defer mux.Close()
-		ctrl, err := mux.AcceptStream()
-		if err != nil {
-			return
-		}
+	scriptedServer(t, l, cfg, func(ctrl *smux.Stream) {
 		readFrame(ctrl, cfg.MaxControlFrame)
 		writeFrame(ctrl, typeReject, Reject{Code: CodeVersion, Reason: "version mismatch: client speaks protocol 1-1, server 2-3"})
 		waitHangUp(ctrl, time.Now().Add(5*time.Second))
-	}()
+	})
 	_, err := Connect(dial(t, mem, l), cfg, quiet, testToken, "i", nil)
 	var rej *RejectError
 	if !errors.As(err, &rej) || rej.Code != CodeVersion || rej.Temporary() {
@@ -937,19 +949,7 @@ func TestUnannouncedDrainNotice(t *testing.T) {
 	cfg := testConfig()
 	mem := &transporttest.Network{}
 	l := listen(t, mem)
-	srvDone := make(chan struct{})
-	go func() {
-		defer close(srvDone)
-		c, err := l.Accept()
-		if err != nil {
-			return
-		}
-		mux, _ := smux.Server(c, cfg.smux())
-		defer mux.Close()
-		ctrl, err := mux.AcceptStream()
-		if err != nil {
-			return
-		}
+	srvDone := scriptedServer(t, l, cfg, func(ctrl *smux.Stream) {
 		ctrl.SetDeadline(time.Now().Add(10 * time.Second))
 		readFrame(ctrl, cfg.MaxControlFrame)
 		nonce, _ := newNonce()
@@ -958,7 +958,7 @@ func TestUnannouncedDrainNotice(t *testing.T) {
 		writeFrame(ctrl, typeWelcome, Welcome{Client: "office", Session: "s"}) // no DrainNotice
 		writeFrame(ctrl, typeDrain, Drain{ReturnAfter: 1000})
 		waitHangUp(ctrl, time.Now().Add(10*time.Second))
-	}()
+	})
 	cli, err := Connect(dial(t, mem, l), cfg, quiet, testToken, "i", nil)
 	if err != nil {
 		t.Fatal(err)

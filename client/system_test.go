@@ -216,7 +216,7 @@ func TestClientReloadKeepsAnyPortFree(t *testing.T) {
 	cli := w.StartClient(ccfg)
 	cli.WaitSession(1)
 	anyPort := cli.Port("any")
-	fixedPort := freePort(t, w)
+	fixedPort := w.PublicPort(1) // outside the ephemeral range: the reconnect's own source port cannot take it
 
 	next := ccfg
 	next.Services = []client.Service{{Name: "any", Target: target}, {Name: "fixed", Target: target, RemotePort: fixedPort}}
@@ -242,16 +242,6 @@ func TestClientReloadKeepsAnyPortFree(t *testing.T) {
 		t.Fatalf("fixed: port %d after reconnecting, want %d", got, fixedPort)
 	}
 	w.RoundTrip(cli.PublicAddr("any"))
-}
-
-// freePort is a port of the public network nothing listens on.
-func freePort(t *testing.T, w *harness.World) int {
-	l, err := w.Public.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 // TestClientDrain: a client told to stop tells the server (which sends it

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/warren-tunnel/warren/client"
+	"github.com/warren-tunnel/warren/internal/testutil/harness"
 	"github.com/warren-tunnel/warren/internal/testutil/leaktest"
 	"github.com/warren-tunnel/warren/server"
 )
@@ -189,7 +190,13 @@ func TestReconnectStorm(t *testing.T) {
 	target := backend(t, echo)
 	cfg := serverConfig(t, "tcp")
 	cfg.HeartbeatInterval = 2 * time.Second // 100 sessions on 2 cores
-	all := []server.PortRange{{Lo: 1024, Hi: 65535}}
+	// 1000 ports outside the ephemeral range, at random (other test runs
+	// may search theirs): a port the kernel picked could be the source
+	// port of a reconnecting client by the time the new server binds it
+	// again.
+	lo, hi := harness.StaticPorts()
+	lo += rand.N(hi - lo - 1000)
+	all := []server.PortRange{{Lo: lo, Hi: lo + 999}}
 	for i := range n {
 		cfg.Clients = append(cfg.Clients, server.Client{Name: fmt.Sprintf("storm%d", i), Token: fmt.Sprintf("storm-token-%04d-0123456789", i), Ports: all})
 	}

@@ -2,9 +2,12 @@ package harness
 
 import (
 	"context"
+	"math/rand/v2"
 	"net"
 	"net/netip"
+	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 
@@ -75,51 +78,84 @@ func (w *World) freePort(n int, kind string) int {
 }
 
 // FreePort returns a port free on the host's loopback at ServerIP(0) to
-// ServerIP(n-1), for network "tcp" or "udp". Another process may take it
-// before the caller binds it, as with any free port.
+// ServerIP(n-1), for network "tcp" or "udp", outside the kernel's
+// ephemeral range (StaticPorts): a port the kernel picked would be free
+// now, but it may hand it out again as the source port of an outgoing
+// connection (a client reconnecting) by the time a server binds it again,
+// and then that bind fails. Another process may take it before the caller
+// binds it, as with any free port.
 func FreePort(t testing.TB, n int, network string) int {
 	t.Helper()
-	for range 100 {
-		if port, ok := tryPort(network, n); ok {
+	lo, hi := StaticPorts()
+	for range 200 {
+		if port := lo + rand.N(hi-lo+1); portFree(network, port, n) {
 			return port
 		}
 	}
-	t.Fatalf("harness: no %s port free at %d loopback addresses", network, n)
+	t.Fatalf("harness: no %s port in %d-%d free at %d loopback addresses", network, lo, hi, n)
 	return 0
 }
 
-// tryPort takes a free port at ServerIP(0) and checks that it is free at
-// the others too.
-func tryPort(network string, n int) (int, bool) {
-	// bind binds ip:port, and returns the port bound and how to free it.
-	bind := func(ip netip.Addr, port int) (int, func(), bool) {
-		addr := net.JoinHostPort(ip.String(), strconv.Itoa(port))
+// portFree reports whether port is free for network at ServerIP(0..n-1).
+func portFree(network string, port, n int) bool {
+	for i := range n {
+		addr := net.JoinHostPort(ServerIP(i).String(), strconv.Itoa(port))
 		if network == "udp" {
 			c, err := net.ListenPacket(network, addr)
 			if err != nil {
-				return 0, nil, false
+				return false
 			}
-			return c.LocalAddr().(*net.UDPAddr).Port, func() { c.Close() }, true
+			defer c.Close()
+			continue
 		}
 		l, err := net.Listen(network, addr)
 		if err != nil {
-			return 0, nil, false
+			return false
 		}
-		return l.Addr().(*net.TCPAddr).Port, func() { l.Close() }, true
+		defer l.Close()
 	}
-	port, free, ok := bind(ServerIP(0), 0)
-	if !ok {
-		return 0, false
+	return true
+}
+
+// StaticPorts is a range of ports outside the kernel's ephemeral range
+// (net.ipv4.ip_local_port_range), for tests that bind a port again after
+// connections came and went: for a fixed remote_port, or as a client's
+// allowed ports (server.Client.Ports), from which a server's any-port
+// search takes the first free one. The kernel never gives out these as
+// source ports, so a test's own outgoing connections cannot take them.
+func StaticPorts() (lo, hi int) {
+	eLo, eHi := ephemeralRange()
+	// The larger of the gaps below and above the ephemeral range, staying
+	// clear of the well-known ports and the examples' 8000s.
+	below, above := [2]int{10000, eLo - 1}, [2]int{eHi + 1, 65535}
+	gap := below
+	if above[1]-above[0] > below[1]-below[0] {
+		gap = above
 	}
-	defer free()
-	for i := 1; i < n; i++ {
-		_, free, ok := bind(ServerIP(i), port)
-		if !ok {
-			return 0, false
-		}
-		defer free()
+	if gap[1]-gap[0] < 1000 { // the kernel gives out nearly every port: take any
+		return 10000, 65535
 	}
-	return port, true
+	return gap[0], gap[1]
+}
+
+// ephemeralRange reads the kernel's ephemeral port range; Linux's default
+// when it cannot.
+func ephemeralRange() (lo, hi int) {
+	lo, hi = 32768, 60999
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return lo, hi
+	}
+	f := strings.Fields(string(b))
+	if len(f) != 2 {
+		return lo, hi
+	}
+	l, err1 := strconv.Atoi(f[0])
+	h, err2 := strconv.Atoi(f[1])
+	if err1 != nil || err2 != nil || l < 1024 || h < l || h > 65535 {
+		return lo, hi
+	}
+	return l, h
 }
 
 // GroupClientConfig is the config of a client of every server of srvs,

@@ -336,7 +336,7 @@ func (c *Client) keep(ctx context.Context, r *remote, slot int, released, firstU
 			return
 		default:
 		}
-		wait := c.nextWait(r, &b, upFor, err)
+		wait := c.nextWait(r, slot, &b, upFor, err)
 		if fatal(err) {
 			c.log.Error("server refused the client; retrying it while the others serve", "server", r.label, "err", err, "in", wait.Round(time.Millisecond).String())
 		} else {
@@ -364,8 +364,8 @@ func (c *Client) keep(ctx context.Context, r *remote, slot int, released, firstU
 // (jittered up to half as much again); 0 (at once) after the loss of a
 // stable session; otherwise backoff, capped low toward a server that was
 // serving (it is likely restarting), unless it refused the client.
-func (c *Client) nextWait(r *remote, b *backoff, upFor time.Duration, err error) time.Duration {
-	if back := c.pool.comeBack(r); back > 0 {
+func (c *Client) nextWait(r *remote, slot int, b *backoff, upFor time.Duration, err error) time.Duration {
+	if back := c.pool.comeBack(r, slot); back > 0 {
 		b.reset()
 		return back + rand.N(back/2+1)
 	}
@@ -479,7 +479,7 @@ func (c *Client) connect(ctx context.Context, r *remote, slot int) (upFor time.D
 		},
 		Draining: func(back time.Duration) {
 			log.Info("server draining: no new connections through it; coming back after its goodbye", "return_after", back.String())
-			c.pool.drains(r, back)
+			c.pool.drains(r, slot, back)
 		},
 	})
 	wg.Wait()

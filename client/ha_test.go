@@ -469,3 +469,46 @@ func TestServerDraining(t *testing.T) {
 	<-srvs[drain].Done()
 	cli.WaitStatus("the drained server released", func(st client.Status) bool { return st.Servers[drain].State == admin.ServerStandby })
 }
+
+// TestDrainedServerReturnAfter: a draining server says when to come back
+// (500 ms after its goodbye). The client's first attempt waits that long,
+// plus up to half as much of jitter, where its backoff would wait at most
+// 500 ms; and only the first: while the server is still down, it retries
+// with its backoff, started over.
+func TestDrainedServerReturnAfter(t *testing.T) {
+	leaktest.Check(t)
+	w := harness.NewWorld(t)
+	srvs, port, cfg := echoGroup(w, 2)
+	clk := clocktest.New()
+	cli := w.StartClient(cfg, client.WithClock(clk))
+	cli.WaitUp(2)
+	srvs[0].Stop() // says it drains, then goodbye
+	cli.WaitUp(1)
+	ctx, cancel := context.WithTimeout(context.Background(), harness.WaitTimeout)
+	defer cancel()
+	const back, jitter = 500 * time.Millisecond, 250 * time.Millisecond
+	if err := clk.WaitTimerIn(ctx, back+1, back+jitter); err != nil {
+		t.Fatalf("no reconnect timer of %v-%v after the drain notice: timers set for %v", back, back+jitter, clk.Durations())
+	}
+	pending := clk.Pending()
+
+	clk.Advance(back + jitter) // the attempt: the server is down
+	var gone *session.GoodbyeError
+	cli.WaitStatus("the attempt after the notice refused", func(st client.Status) bool {
+		err := st.Servers[0].LastError
+		return err != nil && !errors.As(err, &gone)
+	})
+	if err := clk.WaitPending(ctx, pending); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range clk.Durations() {
+		if d > back {
+			t.Fatalf("after the attempt the notice timed, a timer of %v (timers: %v): the notice was used again", d, clk.Durations())
+		}
+	}
+
+	srvs[0] = srvs[0].Again()
+	clk.Advance(back) // the backoff, started over
+	cli.WaitUp(2)
+	w.RoundTrip(harness.PublicAddrAt(0, port))
+}

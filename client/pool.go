@@ -92,7 +92,7 @@ type remote struct {
 	verdict  error              // the last answer, when fatal
 	served   bool               // a session was up once: reconnect soon (backoff capped low)
 	draining bool               // the server said it drains, until a new session is up
-	back     time.Duration      // when the draining server said to come back (0: not said)
+	back     []time.Duration    // by slot: when the draining server said to come back, until used (0: not said)
 	sess     []*session.Session // by slot: the session up, nil while down
 	lastErr  error              // why the last session or attempt ended
 	dialled  string             // the address dialled last
@@ -112,7 +112,7 @@ func (p *pool) notify() {
 // add makes r known (rule 1).
 func (p *pool) add(r *remote) {
 	p.mu.Lock()
-	r.sess = make([]*session.Session, p.conns)
+	r.sess, r.back = make([]*session.Session, p.conns), make([]time.Duration, p.conns)
 	p.known = append(p.known, r)
 	p.mu.Unlock()
 }
@@ -137,7 +137,7 @@ func (p *pool) sync(ep *endpoint, addrs []string, mk func(addr string) *remote) 
 	for _, a := range addrs {
 		if !slices.ContainsFunc(p.known, func(r *remote) bool { return r.ep == ep && r.addr == a }) {
 			r := mk(a)
-			r.sess = make([]*session.Session, p.conns)
+			r.sess, r.back = make([]*session.Session, p.conns), make([]time.Duration, p.conns)
 			p.known = append(p.known, r)
 		}
 	}
@@ -274,7 +274,7 @@ func (p *pool) up(r *remote, slot int, sess *session.Session) bool {
 	if held {
 		r.sess[slot] = sess
 		r.fails, r.verdict, r.lastErr = 0, nil, nil
-		r.served, r.benched, r.draining, r.back = true, false, false, 0
+		r.served, r.benched, r.draining, r.back[slot] = true, false, false, 0
 		r.upOnce.Do(func() { close(r.firstUp) })
 	}
 	p.mu.Unlock()
@@ -391,26 +391,27 @@ func (e *refusedError) Error() string {
 
 func (e *refusedError) Unwrap() []error { return e.errs }
 
-// drains records that r's server drains, coming back after back (0: it
-// did not say), and replaces it when it may (rule 3).
-func (p *pool) drains(r *remote, back time.Duration) {
+// drains records that r's server drains, and that the session of slot
+// should come back after back (0: it did not say), and replaces r when it
+// may (rule 3).
+func (p *pool) drains(r *remote, slot int, back time.Duration) {
 	p.mu.Lock()
-	r.draining, r.back = true, back
+	r.draining, r.back[slot] = true, back
 	p.replaceLocked(r)
 	p.mu.Unlock()
 	p.notify()
 	p.fill()
 }
 
-// comeBack returns when r's draining server said to come back, once:
-// the slot that asks first gets it (0: not said).
-func (p *pool) comeBack(r *remote) time.Duration {
+// comeBack returns when r's draining server told the session of slot to
+// come back after its goodbye (0: not said), once: the attempts after
+// that one, refused while the server restarts, wait with backoff.
+func (p *pool) comeBack(r *remote, slot int) time.Duration {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if !r.draining {
-		return 0
-	}
-	return r.back
+	back := r.back[slot]
+	r.back[slot] = 0
+	return back
 }
 
 // served reports whether r had a session up once.

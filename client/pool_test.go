@@ -89,7 +89,7 @@ func TestPoolReplaces(t *testing.T) {
 		{"refused", func(p *pool, r *remote) { p.ended(r, 0, false, errRefused) }},
 		{"drains", func(p *pool, r *remote) {
 			p.up(r, 0, &session.Session{})
-			p.drains(r, 0)
+			p.drains(r, 0, 0)
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -184,7 +184,7 @@ func TestPoolReady(t *testing.T) {
 	if ok, why := p.ready(); !ok {
 		t.Fatalf("not ready with two up: %q", why)
 	}
-	p.drains(rs[2], 0)
+	p.drains(rs[2], 0, 0)
 	if ok, why := p.ready(); ok || !strings.Contains(why, "s2:7000: draining") {
 		t.Fatalf("ready = %v, %q with one of two draining", ok, why)
 	}

@@ -109,9 +109,28 @@ func (c *Clock) WaitPending(ctx context.Context, n int) error {
 // AfterFunc or Reset) is pending, or ctx ends: a test waits for the very
 // timer it means to fire, whatever else is pending.
 func (c *Clock) WaitTimer(ctx context.Context, d time.Duration) error {
+	return c.WaitTimerIn(ctx, d, d)
+}
+
+// WaitTimerIn is WaitTimer for a timer set for lo to hi: one whose
+// duration is jittered.
+func (c *Clock) WaitTimerIn(ctx context.Context, lo, hi time.Duration) error {
 	return c.wait(ctx, func() bool {
-		return slices.ContainsFunc(c.timers, func(t *timer) bool { return t.d == d })
+		return slices.ContainsFunc(c.timers, func(t *timer) bool { return lo <= t.d && t.d <= hi })
 	})
+}
+
+// Durations returns what each pending timer was set for (by NewTimer,
+// AfterFunc or Reset), shortest first.
+func (c *Clock) Durations() []time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ds := make([]time.Duration, len(c.timers))
+	for i, t := range c.timers {
+		ds[i] = t.d
+	}
+	slices.Sort(ds)
+	return ds
 }
 
 // wait blocks until ok, called with c.mu held, or ctx ends.

@@ -2,6 +2,7 @@ package clocktest
 
 import (
 	"context"
+	"slices"
 	"testing"
 	"time"
 )
@@ -106,5 +107,22 @@ func TestWaitTimer(t *testing.T) {
 	f.Reset(2 * time.Second)
 	if err := <-done; err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestWaitTimerIn(t *testing.T) {
+	c := New()
+	c.NewTimer(time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
+	defer cancel()
+	if err := c.WaitTimerIn(ctx, 1500*time.Millisecond, 2*time.Second); err == nil {
+		t.Fatal("WaitTimerIn found a timer of 1.5-2 s with only one of 1 s pending")
+	}
+	c.NewTimer(1750 * time.Millisecond)
+	if err := c.WaitTimerIn(context.Background(), 1500*time.Millisecond, 2*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if got := c.Durations(); !slices.Equal(got, []time.Duration{time.Second, 1750 * time.Millisecond}) {
+		t.Fatalf("Durations = %v", got)
 	}
 }

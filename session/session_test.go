@@ -876,36 +876,47 @@ func TestLaneWithOlderPeers(t *testing.T) {
 
 // TestDrainNoticeReachesClient: both sides announce the drain notice; the
 // server's Draining reaches the client's handler with when to come back,
-// and the session carries on.
+// on the control lane or the control stream, and the session carries on.
 func TestDrainNoticeReachesClient(t *testing.T) {
 	leaktest.Check(t)
-	cli, r := connected(t)
-	if !cli.Info().DrainNotice || !r.sess.Info().DrainNotice || !r.req.DrainNotice {
-		t.Fatalf("drain notice not negotiated: client %v, server %v", cli.Info().DrainNotice, r.sess.Info().DrainNotice)
+	// On the control lane, and on the control stream with a peer that
+	// does not speak the lane.
+	for _, lane := range []bool{true, false} {
+		t.Run(fmt.Sprintf("lane=%v", lane), func(t *testing.T) {
+			defer func(v bool) { offerLane = v }(offerLane)
+			offerLane = lane
+			cli, r := connected(t)
+			if !cli.Info().DrainNotice || !r.sess.Info().DrainNotice || !r.req.DrainNotice {
+				t.Fatalf("drain notice not negotiated: client %v, server %v", cli.Info().DrainNotice, r.sess.Info().DrainNotice)
+			}
+			if cli.lane != lane || r.sess.lane != lane {
+				t.Fatalf("lane: client %v, server %v; want %v", cli.lane, r.sess.lane, lane)
+			}
+			back := make(chan time.Duration, 1)
+			srvDone := run(r.sess, nil)
+			cliDone := make(chan error, 1)
+			go func() {
+				cliDone <- cli.Run(context.Background(), Handlers{Draining: func(d time.Duration) { back <- d }})
+			}()
+			if err := r.sess.Draining(1500 * time.Millisecond); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case d := <-back:
+				if d != 1500*time.Millisecond {
+					t.Errorf("client heard return after %v, want 1.5s", d)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("client never heard the drain notice")
+			}
+			if r.sess.Err() != nil || cli.Err() != nil {
+				t.Fatal("the notice ended the session")
+			}
+			r.sess.Close(CodeShuttingDown, "done")
+			<-cliDone
+			<-srvDone
+		})
 	}
-	back := make(chan time.Duration, 1)
-	srvDone := run(r.sess, nil)
-	cliDone := make(chan error, 1)
-	go func() {
-		cliDone <- cli.Run(context.Background(), Handlers{Draining: func(d time.Duration) { back <- d }})
-	}()
-	if err := r.sess.Draining(1500 * time.Millisecond); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case d := <-back:
-		if d != 1500*time.Millisecond {
-			t.Errorf("client heard return after %v, want 1.5s", d)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("client never heard the drain notice")
-	}
-	if r.sess.Err() != nil || cli.Err() != nil {
-		t.Fatal("the notice ended the session")
-	}
-	r.sess.Close(CodeShuttingDown, "done")
-	<-cliDone
-	<-srvDone
 }
 
 // TestDrainNoticeNotToOldClient: a client that does not announce the

@@ -317,11 +317,11 @@ func TestServersReload(t *testing.T) {
 	}
 }
 
-// TestServerRestartedServedSoon: a server that was serving and comes back
-// is reconnected to within the capped backoff (2 s), not the up to 30 s
-// toward a server never seen.
-func TestServerRestartedServedSoon(t *testing.T) {
-	leaktest.Check(t)
+// oneOfTwoStopped starts two servers and a client of both on a manual
+// clock, then stops server 0 (it drains), and returns once the client
+// has only the session to server 1.
+func oneOfTwoStopped(t *testing.T) (*harness.World, []*harness.Server, int, *clocktest.Clock, *harness.Client) {
+	t.Helper()
 	w := harness.NewWorld(t)
 	srvs, port, cfg := echoGroup(w, 2)
 	clk := clocktest.New()
@@ -329,6 +329,15 @@ func TestServerRestartedServedSoon(t *testing.T) {
 	cli.WaitUp(2)
 	srvs[0].Stop()
 	cli.WaitUp(1)
+	return w, srvs, port, clk, cli
+}
+
+// TestServerRestartedServedSoon: a server that was serving and comes back
+// is reconnected to within the capped backoff (2 s), not the up to 30 s
+// toward a server never seen.
+func TestServerRestartedServedSoon(t *testing.T) {
+	leaktest.Check(t)
+	w, srvs, port, clk, cli := oneOfTwoStopped(t)
 	// Pending: the RTT watch of the session left, and the backoff.
 	const waits = 2
 	// Ten attempts fail: uncapped, the backoff would reach 30 s by now.
@@ -477,13 +486,7 @@ func TestServerDraining(t *testing.T) {
 // with its backoff, started over.
 func TestDrainedServerReturnAfter(t *testing.T) {
 	leaktest.Check(t)
-	w := harness.NewWorld(t)
-	srvs, port, cfg := echoGroup(w, 2)
-	clk := clocktest.New()
-	cli := w.StartClient(cfg, client.WithClock(clk))
-	cli.WaitUp(2)
-	srvs[0].Stop() // says it drains, then goodbye
-	cli.WaitUp(1)
+	w, srvs, port, clk, cli := oneOfTwoStopped(t) // server 0 said it drains, then goodbye
 	ctx, cancel := context.WithTimeout(context.Background(), harness.WaitTimeout)
 	defer cancel()
 	const back, jitter = 500 * time.Millisecond, 250 * time.Millisecond

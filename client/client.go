@@ -32,6 +32,7 @@ type Client struct {
 	eps      []*endpoint // the server list (servers.go)
 	pool     *pool       // the servers and their sessions (pool.go)
 	sessCfg  session.Config
+	policy   dialPolicy // [client.dial]
 	token    []byte
 	instance string
 	// table is the services, swapped whole by Reload.
@@ -55,6 +56,8 @@ type Client struct {
 	status  Status
 	changed chan struct{}
 	running bool
+	// visitorAddrs: where each visitor listens, once Run bound them.
+	visitorAddrs map[string]net.Addr
 }
 
 // Status is the client's connection state.
@@ -110,6 +113,7 @@ func New(cfg Config, log *slog.Logger, opts ...Option) (*Client, error) {
 	}
 	c.pool.changed = func() { c.setStatus(func(*Status) {}) }
 	c.pool.forgot = func(label string) { c.metrics.ForgetServer(label) }
+	c.policy, _ = parseDialPolicy(cfg.Dial.Allow) // Validate checked it
 	c.table.Store(newServiceTable(cfg.Services, nil))
 	return c, nil
 }
@@ -204,6 +208,12 @@ func (c *Client) Run(ctx context.Context) error {
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	waitVisitors, err := c.runVisitors(ctx)
+	if err != nil {
+		return err
+	}
+	defer waitVisitors()
+	defer cancel() // before the wait: the visitors stop with Run
 	var (
 		wg       sync.WaitGroup
 		once     sync.Once
@@ -420,7 +430,13 @@ func (c *Client) connect(ctx context.Context, r *remote, slot int) (upFor time.D
 		instance, group = c.instance+"/"+strconv.Itoa(slot), c.instance
 	}
 	claims, sticky := c.withSticky(claimed)
-	sess, err := session.ConnectBy(deadline, conn, c.sessCfg, c.log, c.token, instance, group, claims)
+	var visitors []session.Visitor
+	for _, v := range c.cfg.Visitors {
+		visitors = append(visitors, session.Visitor{Name: v.Name, Service: v.Service})
+	}
+	sess, err := session.ConnectWith(deadline, conn, c.sessCfg, c.log, c.token, instance, group, session.Claims{
+		Services: claims, Private: claimed.private, Visitors: visitors, Dial: len(c.cfg.Dial.Allow) > 0,
+	})
 	if err != nil {
 		return 0, false, sticky, err
 	}
@@ -457,6 +473,14 @@ func (c *Client) connect(ctx context.Context, r *remote, slot int) (upFor time.D
 	}
 	for _, svc := range info.Services {
 		log.Info("serving", "service", svc.Name, "target", tab.services[svc.Name].Target, "remote_port", svc.RemotePort, "domains", svc.Domains)
+	}
+	for _, svc := range info.PrivateServices {
+		log.Info("serving privately, to visitors", "service", svc.Name, "target", tab.services[svc.Name].Target)
+	}
+	for _, v := range info.Visitors {
+		if v.Error != "" {
+			log.Warn("visitor refused by the server; its connections are refused until the service is available to it", "visitor", v.Name, "service", v.Service, "reason", v.Error)
+		}
 	}
 	log.Info("session up")
 	c.rec.Event(admin.Event{Kind: admin.EventSessionUp, Client: info.Client, Remote: r.label, Reason: r.t.String() + ", session " + info.ID})
@@ -640,6 +664,10 @@ func (c *Client) dropSticky(err error) bool {
 // serveStream dials the target of the stream's service and relays.
 func (c *Client) serveStream(log *slog.Logger, sess *session.Session, st *session.Stream) {
 	h := st.Header()
+	if h.Dial() {
+		c.serveDial(log, sess, st)
+		return
+	}
 	log = log.With("service", h.Service, "peer", h.Peer)
 	tab := c.table.Load()
 	svc, ok := tab.services[h.Service]

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/warren-tunnel/warren/internal/domain"
@@ -74,6 +75,11 @@ type Config struct {
 	StallTimeout time.Duration `toml:"stall_timeout"`
 	// Services are what the client serves through the server.
 	Services []Service `toml:"services"`
+	// Visitors reach other clients' private services through the server.
+	Visitors []Visitor `toml:"visitors"`
+	// Dial is what the server may have this client dial (nothing by
+	// default).
+	Dial DialConfig `toml:"dial"`
 }
 
 // Service is one [[client.services]] entry.
@@ -102,6 +108,9 @@ type Service struct {
 	// connection, naming the public peer and the public address it
 	// connected to. "" (the default) writes none.
 	ProxyProtocol string `toml:"proxy_protocol"`
+	// Private makes the service reachable only by visitors the server
+	// allows ([[server.clients]] visit): no public port, no domain.
+	Private bool `toml:"private"`
 	// AccessLog logs the end of each of the service's connections (public
 	// peer, target, bytes each way, duration, why it ended) at info
 	// level; otherwise a clean end is logged at debug.
@@ -201,11 +210,47 @@ func (c Config) Validate() error {
 	return c.validateServices(severalServers(eps))
 }
 
-// validateServices checks the services; several says the client may
-// serve them through more than one server.
+// validateServices checks the services, visitors and dial policy;
+// several says the client may serve them through more than one server.
 func (c Config) validateServices(several bool) error {
-	if len(c.Services) == 0 {
-		return errors.New("client.services: nothing to serve; add a [[client.services]] entry")
+	if len(c.Services) == 0 && len(c.Visitors) == 0 && len(c.Dial.Allow) == 0 {
+		return errors.New("client.services: nothing to serve; add a [[client.services]] entry (or a [[client.visitors]] entry, or client.dial.allow)")
+	}
+	if _, err := parseDialPolicy(c.Dial.Allow); err != nil {
+		return err
+	}
+	vnames := make(map[string]int)
+	binds := make(map[string]int)
+	for i, v := range c.Visitors {
+		key := fmt.Sprintf("client.visitors[%d]", i)
+		if !name.Valid(v.Name) {
+			return fmt.Errorf("%s.name: %s: want "+name.Rule, key, quote.Short(v.Name))
+		}
+		key = fmt.Sprintf("%s (%s)", key, v.Name)
+		if j, dup := vnames[v.Name]; dup {
+			return fmt.Errorf("%s.name: also the name of client.visitors[%d]", key, j)
+		}
+		vnames[v.Name] = i
+		owner, svc, ok := strings.Cut(v.Service, "/")
+		if !ok || !name.Valid(owner) || !name.Valid(svc) {
+			return fmt.Errorf("%s.service: %s: want \"client/service\": the serving client's name on the server, and its private service", key, quote.Short(v.Service))
+		}
+		if err := checkHostPort(v.Bind); err != nil {
+			if _, p, e := net.SplitHostPort(v.Bind); e != nil || p != "0" {
+				return fmt.Errorf("%s.bind: %w", key, err)
+			}
+		}
+		if j, dup := binds[v.Bind]; dup && !strings.HasSuffix(v.Bind, ":0") {
+			return fmt.Errorf("%s.bind: also the bind address of client.visitors[%d]", key, j)
+		}
+		binds[v.Bind] = i
+		switch v.Protocol {
+		case "", session.ProtoTCP:
+		case session.ProtoUDP:
+			return fmt.Errorf("%s.protocol: udp visitors are not supported yet; only \"tcp\"", key)
+		default:
+			return fmt.Errorf("%s.protocol: %s: want \"tcp\"", key, quote.Short(v.Protocol))
+		}
 	}
 	names := make(map[string]int)
 	ports := make(map[[2]int]int) // by protocol (0 tcp, 1 udp) and port
@@ -232,7 +277,7 @@ func (c Config) validateServices(several bool) error {
 		if j, dup := ports[pk]; dup && s.RemotePort > 0 {
 			return fmt.Errorf("%s.remote_port: %d is also claimed by client.services[%d]", key, s.RemotePort, j)
 		}
-		if several && s.RemotePort == 0 && len(s.Domains) == 0 {
+		if several && s.RemotePort == 0 && len(s.Domains) == 0 && !s.Private {
 			return fmt.Errorf("%s.remote_port: 0 (any free port) with several servers: each server would pick a port of its own, "+
 				"so the service would have no one public address to put behind DNS or a balancer; set a fixed remote_port (or domains)", key)
 		}
@@ -250,6 +295,12 @@ func (c Config) validateServices(several bool) error {
 			return fmt.Errorf("%s.entry: %s: want \"http\" or \"https\"", key, quote.Short(s.Entry))
 		case s.Entry != "" && len(s.Domains) == 0:
 			return fmt.Errorf("%s.entry: %s without domains: an entry point routes by domain", key, quote.Short(s.Entry))
+		}
+		if s.Private && (s.RemotePort != 0 || len(s.Domains) > 0 || s.Entry != "" || s.Shared) {
+			return fmt.Errorf("%s.private: a private service has no remote_port, domains, entry or shared: only visitors reach it", key)
+		}
+		if s.Private && s.IsUDP() {
+			return fmt.Errorf("%s.private: private UDP services are not supported yet (udp visitors are not supported yet); only TCP", key)
 		}
 		if _, err := proxyproto.ParseVersion(s.ProxyProtocol); err != nil {
 			return fmt.Errorf("%s.proxy_protocol: %s is not one of v1, v2 (or \"\" for none)", key, quote.Short(s.ProxyProtocol))

@@ -236,6 +236,12 @@ func TestConfigValidate(t *testing.T) {
 			wantErr: `client.services[0] (ssh).proxy_protocol: "V1" is not one of v1, v2`},
 		{name: "proxy_protocol number", mod: func(c *Config) { c.Services[1].ProxyProtocol = "2" },
 			wantErr: `client.services[1] (web).proxy_protocol: "2" is not one of v1, v2`},
+		{name: "udp visitor", mod: func(c *Config) {
+			c.Visitors = []Visitor{{Name: "dns", Service: "office/dns", Bind: "127.0.0.1:5353", Protocol: "udp"}}
+		}, wantErr: `client.visitors[0] (dns).protocol: udp visitors are not supported yet`},
+		{name: "private udp service", mod: func(c *Config) {
+			c.Services = append(c.Services, Service{Name: "dns", Target: "h:53", Protocol: "udp", Private: true})
+		}, wantErr: `client.services[2] (dns).private: private UDP services are not supported yet`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -2,8 +2,10 @@ package client
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/netip"
+	"strconv"
 	"time"
 )
 
@@ -41,6 +43,10 @@ func (c *Client) dialAddrs(ctx context.Context, target string) (net.Conn, error)
 	if err != nil {
 		return nil, &net.OpError{Op: "dial", Net: "tcp", Err: err}
 	}
+	p, err := strconv.Atoi(port)
+	if err != nil || p < 0 || p > 65535 {
+		return nil, &net.OpError{Op: "dial", Net: "tcp", Err: fmt.Errorf("bad port %q", port)}
+	}
 	var addrs []netip.Addr
 	if ip, err := netip.ParseAddr(host); err == nil {
 		addrs = []netip.Addr{ip}
@@ -49,14 +55,24 @@ func (c *Client) dialAddrs(ctx context.Context, target string) (net.Conn, error)
 	} else if len(addrs) == 0 {
 		return nil, &net.OpError{Op: "dial", Net: "tcp", Err: &net.DNSError{Err: "no addresses", Name: host, IsNotFound: true}}
 	}
-	var first error // as net.Dialer, report the first address's error
+	aps := make([]netip.AddrPort, len(addrs))
 	for i, ip := range addrs {
+		aps[i] = netip.AddrPortFrom(ip.Unmap(), uint16(p))
+	}
+	return c.dialEach(ctx, aps)
+}
+
+// dialEach dials the addresses in order, each with an equal share of the
+// time ctx leaves (at least minDialShare), the first to connect winning.
+func (c *Client) dialEach(ctx context.Context, addrs []netip.AddrPort) (net.Conn, error) {
+	var first error // as net.Dialer, report the first address's error
+	for i, ap := range addrs {
 		actx, cancel := ctx, context.CancelFunc(func() {})
 		if dl, ok := ctx.Deadline(); ok && i < len(addrs)-1 {
 			share := time.Until(dl) / time.Duration(len(addrs)-i)
 			actx, cancel = context.WithTimeout(ctx, max(share, minDialShare))
 		}
-		conn, err := c.edges.dial(actx, "tcp", net.JoinHostPort(ip.Unmap().String(), port))
+		conn, err := c.edges.dial(actx, "tcp", ap.String())
 		cancel()
 		if err == nil {
 			return conn, nil

@@ -19,7 +19,14 @@ type edges struct {
 	dial       DialFunc
 	dialPacket DialFunc
 	resolver   Resolver
+	listen     func(network, address string) (net.Listener, error)
 	clock      clock.Clock
+}
+
+// WithListen makes the client open its visitors' listeners with listen
+// instead of net.Listen.
+func WithListen(listen func(network, address string) (net.Listener, error)) Option {
+	return func(e *edges) { e.listen = listen }
 }
 
 // DialFunc connects to a service's target, as net.Dialer.DialContext
@@ -75,7 +82,7 @@ func WithClock(c clock.Clock) Option {
 
 func newEdges(opts []Option) edges {
 	var d net.Dialer
-	e := edges{dial: d.DialContext, dialPacket: d.DialContext, resolver: net.DefaultResolver, clock: clock.Real{}}
+	e := edges{dial: d.DialContext, dialPacket: d.DialContext, resolver: net.DefaultResolver, listen: net.Listen, clock: clock.Real{}}
 	for _, o := range opts {
 		o(&e)
 	}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 
 	"github.com/warren-tunnel/warren/admin"
 	"github.com/warren-tunnel/warren/internal/cfgdiff"
@@ -14,7 +15,8 @@ import (
 // a reload changes them, so that streams read it without a lock.
 type serviceTable struct {
 	services map[string]Service
-	claims   []session.Service
+	claims   []session.Service // public ones
+	private  []session.Service
 	// stats counts each service's connections and bytes for the status
 	// API; a service kept across a reload keeps its counters.
 	stats map[string]*admin.ServiceCounters
@@ -32,6 +34,10 @@ func newServiceTable(svcs []Service, old *serviceTable) *serviceTable {
 		entry := s.Entry
 		if entry == "" && len(s.Domains) > 0 {
 			entry = session.EntryHTTP
+		}
+		if s.Private {
+			t.private = append(t.private, session.Service{Name: s.Name})
+			continue
 		}
 		cl := session.Service{Name: s.Name, RemotePort: s.RemotePort, Domains: s.Domains, Entry: entry, Shared: s.Shared}
 		if s.IsUDP() {
@@ -74,6 +80,9 @@ func (c *Client) Reload(cfg Config) error {
 	defer c.reloadMu.Unlock()
 	old := c.table.Load()
 	next := newServiceTable(cfg.Services, old)
+	if !slices.EqualFunc(old.private, next.private, func(a, b session.Service) bool { return a.Name == b.Name }) {
+		return errors.New("client.services: the private services changed: they take effect only at a restart; nothing was reloaded")
+	}
 	c.stickyMu.Lock()
 	for name := range c.sticky { // only any-port services keep a port
 		if svc, ok := next.services[name]; !ok || svc.RemotePort != 0 || len(svc.Domains) > 0 {

@@ -186,6 +186,8 @@ type Registry struct {
 	sessionUp         *prometheus.GaugeVec // server (client)
 	streamsOpen       *prometheus.GaugeVec // client
 	publicConns       *prometheus.CounterVec
+	visitorConns      *prometheus.CounterVec
+	dials             *prometheus.CounterVec
 	serviceBytes      *prometheus.CounterVec
 	handshakeFailures *prometheus.CounterVec
 	relaysAborted     *prometheus.CounterVec
@@ -230,6 +232,14 @@ func New(cfg Config) (*Registry, error) {
 			Name: "warren_public_connections_total",
 			Help: "Public connections, by service and outcome.",
 		}, []string{"service", "outcome"}),
+		visitorConns: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "warren_visitor_connections_total",
+			Help: "Visitor connections to private services, by service (client/service) and outcome.",
+		}, []string{"service", "outcome"}),
+		dials: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "warren_dials_total",
+			Help: "Dials through a client (server: Server.Dial; client: dial streams served), by client name and outcome (ok, refused, failed, unavailable).",
+		}, []string{"client", "outcome"}),
 		serviceBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "warren_service_bytes_total",
 			Help: "Bytes relayed, by service and direction (in: from the public peer; out: to it).",
@@ -272,7 +282,7 @@ func New(cfg Config) (*Registry, error) {
 	})
 	info.Set(1)
 	cs := []prometheus.Collector{
-		info, r.streamsOpen, r.publicConns, r.serviceBytes,
+		info, r.streamsOpen, r.publicConns, r.visitorConns, r.dials, r.serviceBytes,
 		r.handshakeFailures, r.relaysAborted, r.rtt, kcpCollector{},
 		r.udpFlows, r.udpDatagrams, r.udpDrops,
 		collectors.NewGoCollector(),
@@ -431,6 +441,34 @@ func (r *Registry) PublicConn(service string, o Outcome) {
 	r.publicConns.WithLabelValues(r.serviceLabel(service), string(o)).Inc()
 }
 
+// VisitorConn counts one visitor connection to the private service full
+// ("client/service") with outcome o (the server's count; the serving
+// client counts it as a public connection of its service, and the bytes
+// as the service's).
+func (r *Registry) VisitorConn(full string, o Outcome) {
+	if r == nil {
+		return
+	}
+	o = oneOf(o, outcomes, OutcomeOther)
+	r.visitorConns.WithLabelValues(r.serviceLabel(full), string(o)).Inc()
+}
+
+// Dial outcomes.
+const (
+	DialOK          = "ok"
+	DialRefused     = "refused"
+	DialFailed      = "failed"
+	DialUnavailable = "unavailable"
+)
+
+// Dial counts one dial through client with outcome (DialOK...).
+func (r *Registry) Dial(client, outcome string) {
+	if r == nil {
+		return
+	}
+	r.dials.WithLabelValues(r.clientLabel(client), outcome).Inc()
+}
+
 // AddBytes counts bytes relayed for service: in came from the public peer,
 // out went to it. Call it as data moves, or once when a connection ends
 // (then the counter moves in steps). Negative values are ignored.
@@ -547,6 +585,7 @@ func (r *Registry) ForgetClient(client string) {
 	r.sessions.DeletePartialMatch(l)
 	r.streamsOpen.DeletePartialMatch(l)
 	r.rtt.DeletePartialMatch(l)
+	r.dials.DeletePartialMatch(l)
 }
 
 // ForgetService removes every series of service and frees its place under
@@ -563,6 +602,7 @@ func (r *Registry) ForgetService(service string) {
 	delete(r.services.set, service)
 	l := prometheus.Labels{"service": service}
 	r.publicConns.DeletePartialMatch(l)
+	r.visitorConns.DeletePartialMatch(l)
 	r.serviceBytes.DeletePartialMatch(l)
 	r.udpFlows.DeletePartialMatch(l)
 	r.udpDatagrams.DeletePartialMatch(l)

@@ -33,6 +33,7 @@ type service struct {
 	shared  bool
 	udp     bool              // a UDP port (never with domains)
 	limits  session.UDPLimits // udp: those granted
+	private bool              // reachable by visitors only: a route with no listener
 }
 
 // key is the route key of the service's port.
@@ -205,7 +206,7 @@ func (t *table) planLocked(cs *clientSession, reqs []session.Service, op *claimO
 	if _, ok := t.sessions[cs]; p.updating && !ok {
 		return refuse(session.Rejectf(session.CodeClosed, "this session was replaced or closed"))
 	}
-	svcs, rej := t.checkServices(cs.client, reqs)
+	svcs, rej := t.checkServices(cs.client, reqs, cs.private, cs.claimsOther)
 	if rej != nil {
 		return refuse(rej)
 	}
@@ -225,6 +226,10 @@ func (t *table) planLocked(cs *clientSession, reqs []session.Service, op *claimO
 		return refuse(session.Rejectf(session.CodeBadRequest, "client %q already has %d parallel sessions (connections is at most %d)", cs.client.name, inGroup, session.MaxConnections))
 	}
 	for _, svc := range svcs {
+		if svc.private {
+			p.wants = append(p.wants, &want{svc: svc, key: privateKey(cs.client.name + "/" + svc.name)})
+			continue
+		}
 		if svc.port > 0 {
 			p.named[svc.key()] = true
 			p.wants = append(p.wants, &want{svc: svc, key: svc.key(), port: svc.port})
@@ -260,7 +265,7 @@ func (t *table) planLocked(cs *clientSession, reqs []session.Service, op *claimO
 	// service on already, unless the request names it for another
 	// service; else the listener bound for it; else one to bind.
 	for _, svc := range svcs {
-		if svc.port != 0 || len(svc.domains) > 0 {
+		if svc.port != 0 || len(svc.domains) > 0 || svc.private {
 			continue
 		}
 		if r := t.anyPortRouteLocked(cs, svc); r != nil && !p.named[r.key] {
@@ -373,6 +378,7 @@ func (t *table) commitLocked(cs *clientSession, p *plan, b *bound) (granted []se
 		}
 		w.r = newRoute(w.key, w.svc.shared, cs.client)
 		w.r.service = w.svc.name
+		w.r.private = w.svc.private
 		w.r.port, w.r.entry, w.r.name = w.port, w.entry, w.name
 		if w.port > 0 {
 			sock := b.ls[w.key]
@@ -430,6 +436,9 @@ func (t *table) commitLocked(cs *clientSession, p *plan, b *bound) (granted []se
 		victims = append(victims, v)
 	}
 	for _, svc := range p.svcs {
+		if svc.private {
+			continue // cs.private, as claimed
+		}
 		g := session.Service{Name: svc.name, RemotePort: svc.port, Domains: svc.domains, Entry: svc.entry, Shared: svc.shared}
 		if svc.udp {
 			lim := svc.limits
@@ -469,7 +478,7 @@ func (t *table) anyPortRouteLocked(cs *clientSession, svc *service) *route {
 func (t *table) mayJoinLocked(cs *clientSession, svc *service, r *route, isVictim map[*clientSession]bool) *session.RejectError {
 	what := fmt.Sprintf("%s (service %q)", describeRoute(r), svc.name)
 	code := session.CodePortInUse
-	if r.port == 0 {
+	if r.port == 0 && !r.private {
 		code = session.CodeDomainInUse
 	}
 	switch {
@@ -497,18 +506,33 @@ func (t *table) mayJoinLocked(cs *clientSession, svc *service, r *route, isVicti
 	return nil
 }
 
-// checkServices validates a client's requested services against its token.
-func (t *table) checkServices(c *clientEntry, reqs []session.Service) ([]*service, *session.RejectError) {
-	if len(reqs) == 0 {
+// checkServices validates a client's requested services against its token,
+// and its private services (names only). A session that claims nothing
+// else (visitors, dial) may claim no service.
+func (t *table) checkServices(c *clientEntry, reqs, private []session.Service, other bool) ([]*service, *session.RejectError) {
+	if len(reqs) == 0 && len(private) == 0 && !other {
 		return nil, session.Rejectf(session.CodeBadRequest, "no services claimed")
 	}
-	if len(reqs) > t.cfg.maxServices {
-		return nil, session.Rejectf(session.CodeBadRequest, "%d services claimed; the server allows %d per client (limits.max_services)", len(reqs), t.cfg.maxServices)
+	if len(reqs)+len(private) > t.cfg.maxServices {
+		return nil, session.Rejectf(session.CodeBadRequest, "%d services claimed; the server allows %d per client (limits.max_services)", len(reqs)+len(private), t.cfg.maxServices)
 	}
 	names := make(map[string]bool)
+	var svcs []*service
+	for _, r := range private {
+		if !name.Valid(r.Name) {
+			return nil, session.Rejectf(session.CodeBadRequest, "private service name %q: want "+name.Rule, r.Name)
+		}
+		if names[r.Name] {
+			return nil, session.Rejectf(session.CodeBadRequest, "service %q is claimed twice", r.Name)
+		}
+		if r.RemotePort != 0 || len(r.Domains) > 0 || r.Entry != "" || r.Shared {
+			return nil, session.Rejectf(session.CodeBadRequest, "private service %q: a private service has no port, domains, entry or shared", r.Name)
+		}
+		names[r.Name] = true
+		svcs = append(svcs, &service{name: r.Name, private: true})
+	}
 	ports := make(map[string]bool)   // route keys
 	domains := make(map[string]bool) // entry:name
-	var svcs []*service
 	for _, r := range reqs {
 		if !name.Valid(r.Name) {
 			return nil, session.Rejectf(session.CodeBadRequest, "service name %q: want "+name.Rule, r.Name)

@@ -161,6 +161,14 @@ type Client struct {
 	UDPPorts []PortRange `toml:"udp_ports"`
 	// Domains the client may claim: names or "*.suffix" wildcards.
 	Domains []string `toml:"domains"`
+	// Dial lets code beside the server dial through this client
+	// (Server.Dial); the client's own [client.dial] allow list decides
+	// what. Off by default.
+	Dial bool `toml:"dial"`
+	// Visit lists the private services this client may reach as a
+	// visitor: "client/service" patterns, where * matches any name
+	// ("office/db", "office/*"). None by default.
+	Visit []string `toml:"visit"`
 }
 
 // DefaultConfig returns the defaults documented in config.example.toml,
@@ -382,8 +390,10 @@ func (c Config) validateClients() error {
 			return fmt.Errorf("%s.token: same token as server.clients[%d]; each client needs its own", key, j)
 		}
 		tokens[cl.Token] = i
-		if len(cl.Ports) == 0 && len(cl.Domains) == 0 && len(cl.UDPPorts) == 0 {
-			return fmt.Errorf("%s: allows no ports, udp_ports or domains, so it could claim nothing", key)
+		for j, v := range cl.Visit {
+			if err := checkVisitPattern(v); err != nil {
+				return fmt.Errorf("%s.visit[%d]: %s: %w", key, j, quote.Short(v), err)
+			}
 		}
 		for j, r := range cl.Ports {
 			if r.Lo < 1 || r.Hi > 65535 || r.Lo > r.Hi {

@@ -125,8 +125,10 @@ func TestConfigValidate(t *testing.T) {
 			wantErr: "server.clients[0] (a).token: "},
 		{name: "token shared", mod: func(c *Config) { c.Clients[1].Token = cfgTestTokenA },
 			wantErr: "server.clients[1] (b).token: same token as server.clients[0]"},
-		{name: "no ports no domains", mod: func(c *Config) { c.Clients[0].Ports = nil },
-			wantErr: "server.clients[0] (a): allows no ports, udp_ports or domains"},
+		{name: "visit without a service", mod: func(c *Config) { c.Clients[0].Visit = []string{"office"} },
+			wantErr: `server.clients[0] (a).visit[0]: "office": want "client/service"`},
+		{name: "visit bad pattern", mod: func(c *Config) { c.Clients[0].Visit = []string{"office/[db"} },
+			wantErr: `server.clients[0] (a).visit[0]: "office/[db": syntax error in pattern`},
 		{name: "port range zero", mod: func(c *Config) { c.Clients[0].Ports[1] = PortRange{0, 10} },
 			wantErr: "server.clients[0] (a).ports[1]: "},
 		{name: "port range too high", mod: func(c *Config) { c.Clients[0].Ports[0] = PortRange{65000, 70000} },
@@ -539,7 +541,7 @@ func TestCheckServices(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			svcs, rej := s.table.checkServices(s.table.clients[tt.client], tt.reqs)
+			svcs, rej := s.table.checkServices(s.table.clients[tt.client], tt.reqs, nil, false)
 			if tt.wantCode != "" {
 				if rej == nil {
 					t.Fatalf("checkServices accepted %+v, want reject %s", tt.reqs, tt.wantCode)

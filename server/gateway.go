@@ -77,8 +77,12 @@ func endGateway(c net.Conn, res session.Result) {
 }
 
 // refuseRoute ends a public connection no session took: a 503 on the HTTP
-// entry point, a close elsewhere.
-func refuseRoute(r *route, c net.Conn) {
+// entry point, an abort with the reason to a visitor, a close elsewhere.
+func refuseRoute(r *route, c net.Conn, reason string) {
+	if sc, ok := c.(*session.Conn); ok {
+		sc.Abort(describeRoute(r) + " is not available: " + reason)
+		return
+	}
 	if r.entry == session.EntryHTTP {
 		refuseHTTP(c, 503, unavailableText)
 		return

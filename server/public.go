@@ -42,7 +42,7 @@ func (s *Server) serveConn(r *route, c net.Conn, prefix []byte) {
 			}
 			s.log.Info("public connection refused", "route", r.key, "peer", peer, "reason", reason)
 			s.rec.Event(admin.Event{Kind: admin.EventConnRefused, Client: r.client.name, Remote: peer, Route: describeRoute(r), Reason: reason})
-			refuseRoute(r, c)
+			refuseRoute(r, c, reason)
 			s.metrics.PublicConn(service, refusedOutcome(err, failed, s.stopping))
 			return
 		}

@@ -65,6 +65,7 @@ func (t *table) reload(cfg []Client) (clients []*clientEntry, closing []*clientS
 		}
 		e.ports = c.Ports
 		e.udpPorts = c.UDPPorts
+		e.dial, e.visit = c.Dial, c.Visit
 		e.domains = nil
 		for _, d := range c.Domains {
 			n, _ := domain.Normalize(d) // Validate checked it
@@ -84,7 +85,7 @@ func (t *table) reload(cfg []Client) (clients []*clientEntry, closing []*clientS
 	for cs := range t.sessions {
 		why, ok := gone[cs.client]
 		if !ok {
-			if _, rej := t.checkServices(cs.client, cs.granted); rej != nil {
+			if _, rej := t.checkServices(cs.client, cs.granted, cs.private, true); rej != nil {
 				why, ok = "its claims are no longer allowed: "+rej.Reason, true
 			}
 		}

@@ -26,6 +26,9 @@ type route struct {
 	entry  string // domain routes: "http" or "https"
 	name   string // domain routes: the normalized name or wildcard
 	shared bool
+	// private: a private service's route, which visitors reach; no
+	// listener, no domain.
+	private bool
 	// service is the service name of the session that created the
 	// route: the metrics label of connections no session takes.
 	service string
@@ -268,6 +271,9 @@ func (t *table) lookupDomain(entry, host string) *route {
 // describeRoute names a route for messages: "port 2222", "udp port 53",
 // "domain x (http)".
 func describeRoute(r *route) string {
+	if r.private {
+		return "private service " + strings.TrimPrefix(r.key, "private:")
+	}
 	if r.port > 0 && r.udp {
 		return "udp port " + strconv.Itoa(r.port)
 	}

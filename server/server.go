@@ -80,6 +80,8 @@ type clientEntry struct {
 	ports    []PortRange
 	udpPorts []PortRange
 	domains  []string
+	dial     bool     // [[server.clients]] dial
+	visit    []string // [[server.clients]] visit patterns
 }
 
 // portsOf is the client's ports of a protocol.
@@ -131,7 +133,7 @@ func New(cfg Config, log *slog.Logger, opts ...Option) (*Server, error) {
 	var clients []*clientEntry
 	var tokens [][]byte
 	for _, c := range cfg.Clients {
-		e := &clientEntry{name: c.Name, ports: c.Ports, udpPorts: c.UDPPorts}
+		e := &clientEntry{name: c.Name, ports: c.Ports, udpPorts: c.UDPPorts, dial: c.Dial, visit: c.Visit}
 		for _, d := range c.Domains {
 			n, _ := domain.Normalize(d) // Validate checked it
 			e.domains = append(e.domains, n)

@@ -27,11 +27,16 @@ type clientSession struct {
 	remote    string
 	sess      *session.Session
 	log       *slog.Logger
-	routes    []*route                          // guarded by the table's lock
-	draining  bool                              // the client said Drain; guarded by the table's lock
-	released  bool                              // a reload closes it: its routes are not held; guarded by the table's lock
-	granted   []session.Service                 // set before up, then guarded by the table's lock
-	stats     map[string]*admin.ServiceCounters // by service name, during the session; fixed once sess is set
+	routes    []*route          // guarded by the table's lock
+	draining  bool              // the client said Drain; guarded by the table's lock
+	released  bool              // a reload closes it: its routes are not held; guarded by the table's lock
+	granted   []session.Service // set before up, then guarded by the table's lock
+	private   []session.Service // private services claimed (Auth.Private); fixed
+	// claimsOther: the session claims visitors or takes dial streams,
+	// so it may claim no service at all.
+	claimsOther bool
+	visitors    []session.Visitor                 // as answered in Welcome; fixed
+	stats       map[string]*admin.ServiceCounters // by service name, during the session; fixed once sess is set
 
 	streamsMu sync.Mutex
 	streams   map[string]int // streams open by service, for limits.max_streams_per_service
@@ -65,9 +70,24 @@ func (s *Server) serveTunnel(c net.Conn, transportName string) {
 		s.recordFailed(remote, "", rej)
 		return
 	}
-	cs := &clientSession{client: clients[idx], id: session.NewID(), instance: p.Request.Instance, group: p.Request.Group, transport: transportName, remote: remote}
+	cs := &clientSession{client: clients[idx], id: session.NewID(), instance: p.Request.Instance, group: p.Request.Group, transport: transportName, remote: remote,
+		private: p.Request.Private, claimsOther: len(p.Request.Visitors) > 0 || p.Request.Dial}
 	log = log.With("client", cs.client.name, "session", cs.id)
 	cs.log = log
+	visitors, rej := s.table.checkVisitors(cs.client, p.Request.Visitors)
+	if rej != nil {
+		log.Warn("session rejected", "code", rej.Code, "reason", rej.Reason)
+		p.Reject(rej)
+		s.metrics.HandshakeFailed(rej.Code)
+		s.recordFailed(remote, cs.client.name, rej)
+		return
+	}
+	cs.visitors = visitors
+	for _, v := range visitors {
+		if v.Error != "" {
+			log.Warn("visitor refused; its connections are refused until the service is available to it", "visitor", v.Name, "service", v.Service, "reason", v.Error)
+		}
+	}
 	granted, victims, rej := s.table.claim(cs, p.Request.Services)
 	for _, v := range victims {
 		log.Warn("new session replaces an older one of the same client", "old_session", v.id, "old_remote", v.remote)
@@ -81,11 +101,15 @@ func (s *Server) serveTunnel(c net.Conn, transportName string) {
 		return
 	}
 	cs.granted = granted
-	cs.stats = make(map[string]*admin.ServiceCounters, len(granted))
+	cs.stats = make(map[string]*admin.ServiceCounters, len(granted)+len(cs.private))
 	for _, g := range granted {
 		cs.stats[g.Name] = new(admin.ServiceCounters)
 	}
-	sess, err := p.Welcome(session.Welcome{Client: cs.client.name, Session: cs.id, Services: granted, Groups: true})
+	for _, g := range cs.private {
+		cs.stats[g.Name] = new(admin.ServiceCounters)
+	}
+	sess, err := p.Welcome(session.Welcome{Client: cs.client.name, Session: cs.id, Services: granted, Groups: true,
+		Private: true, PrivateServices: cs.private, Visitors: visitors})
 	if err != nil {
 		s.table.down(cs, true) // routes it adopted from a hold go back on hold
 		log.Warn("handshake failed after auth", "err", err)
@@ -103,7 +127,7 @@ func (s *Server) serveTunnel(c net.Conn, transportName string) {
 	if closing { // shutdown began while we were answering
 		sess.Close(session.CodeShuttingDown, "shutting down")
 	}
-	log.Info("session up", "services", describe(granted))
+	log.Info("session up", "services", describe(granted), "private", describe(cs.private), "visitors", len(visitors), "dial", p.Request.Dial)
 	s.rec.Event(admin.Event{Kind: admin.EventSessionUp, Client: cs.client.name, Remote: remote, Reason: transportName + ", session " + cs.id + ": " + describe(granted)})
 	s.metrics.SessionUp(cs.client.name, transportName)
 	if s.metrics != nil {
@@ -111,6 +135,11 @@ func (s *Server) serveTunnel(c net.Conn, transportName string) {
 	}
 
 	err = sess.Run(context.Background(), session.Handlers{
+		Stream: func(st *session.Stream) {
+			s.active.Add(1)
+			defer s.active.Add(-1)
+			s.serveVisitor(cs, st)
+		},
 		Drain: func() {
 			s.table.drain(cs)
 			log.Info("client draining: no new connections for it")

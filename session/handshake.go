@@ -163,14 +163,18 @@ func (p *Pending) Welcome(w Welcome) (*Session, error) {
 	p.mux.SetDeadline(time.Time{})
 	p.ctrl.SetDeadline(time.Time{})
 	info := Info{
-		Client:      w.Client,
-		ID:          w.Session,
-		Instance:    p.Request.Instance,
-		Remote:      p.conn.RemoteAddr(),
-		Services:    w.Services,
-		Groups:      w.Groups,
-		DrainNotice: w.DrainNotice,
-		Started:     time.Now(),
+		Client:          w.Client,
+		ID:              w.Session,
+		Instance:        p.Request.Instance,
+		Remote:          p.conn.RemoteAddr(),
+		Services:        w.Services,
+		Groups:          w.Groups,
+		DrainNotice:     w.DrainNotice,
+		Started:         time.Now(),
+		Private:         w.Private,
+		PrivateServices: w.PrivateServices,
+		Visitors:        w.Visitors,
+		Dial:            p.Request.Dial,
 	}
 	return newSession(p.cfg, p.log, p.budget, p.lc, w.Lane, p.mux, p.ctrl, "client", info), nil
 }
@@ -189,6 +193,28 @@ func Connect(conn net.Conn, cfg Config, log *slog.Logger, token []byte, instance
 // headers, updates), and with group naming the set of parallel sessions
 // this one belongs to ("" for none; see Auth.Group).
 func ConnectBy(hsDeadline time.Time, conn net.Conn, cfg Config, log *slog.Logger, token []byte, instance, group string, services []Service) (*Session, error) {
+	return ConnectWith(hsDeadline, conn, cfg, log, token, instance, group, Claims{Services: services})
+}
+
+// Claims is what a client asks of the server in its Auth.
+type Claims struct {
+	Services []Service
+	// Private and Visitors need a server that answers Welcome.Private:
+	// with one that does not, ConnectWith closes the session and fails
+	// with ErrNoPrivate.
+	Private  []Service
+	Visitors []Visitor
+	// Dial: the client takes dial streams.
+	Dial bool
+}
+
+// ErrNoPrivate: the server does not know private services and visitors
+// (it did not answer Welcome.Private), so it ignored them.
+var ErrNoPrivate = errors.New("the server does not support private services and visitors: upgrade the server")
+
+// ConnectWith is ConnectBy with every kind of claim.
+func ConnectWith(hsDeadline time.Time, conn net.Conn, cfg Config, log *slog.Logger, token []byte, instance, group string, claims Claims) (*Session, error) {
+	services := claims.Services
 	if err := cfg.Validate(); err != nil {
 		conn.Close()
 		return nil, err
@@ -249,6 +275,9 @@ func ConnectBy(hsDeadline time.Time, conn net.Conn, cfg Config, log *slog.Logger
 		DrainNotice: true, // Run's Handlers.Draining gets it, or it is ignored
 		Software:    version.Software(),
 		Services:    services,
+		Private:     claims.Private,
+		Visitors:    claims.Visitors,
+		Dial:        claims.Dial,
 	}
 	if err := writeFrame(ctrl, typeAuth, auth); err != nil {
 		return fail(fmt.Errorf("sending auth: %w", err))
@@ -261,17 +290,27 @@ func ConnectBy(hsDeadline time.Time, conn net.Conn, cfg Config, log *slog.Logger
 	conn.SetDeadline(time.Time{})
 	ctrl.SetDeadline(time.Time{})
 	info := Info{
-		Client:      w.Client,
-		ID:          w.Session,
-		Instance:    instance,
-		Remote:      conn.RemoteAddr(),
-		Services:    w.Services,
-		Groups:      w.Groups,
-		UDP:         c.UDP,
-		DrainNotice: w.DrainNotice && auth.DrainNotice,
-		Started:     time.Now(),
+		Client:          w.Client,
+		ID:              w.Session,
+		Instance:        instance,
+		Remote:          conn.RemoteAddr(),
+		Services:        w.Services,
+		Groups:          w.Groups,
+		UDP:             c.UDP,
+		DrainNotice:     w.DrainNotice && auth.DrainNotice,
+		Started:         time.Now(),
+		Private:         w.Private,
+		PrivateServices: w.PrivateServices,
+		Visitors:        w.Visitors,
 	}
-	return newSession(cfg, log, budget, lc, w.Lane, mux, ctrl, "server", info), nil
+	sess := newSession(cfg, log, budget, lc, w.Lane, mux, ctrl, "server", info)
+	if !w.Private && (len(claims.Private) > 0 || len(claims.Visitors) > 0) {
+		// An older server ignored them: nothing private was made public,
+		// but nothing the client asked for works either.
+		sess.Close(CodeClosed, "this server does not support private services and visitors")
+		return nil, ErrNoPrivate
+	}
+	return sess, nil
 }
 
 // answerErr says what failed while waiting for the server's answer. A

@@ -152,6 +152,28 @@ type Auth struct {
 	DrainNotice bool      `json:"drain_notice,omitempty"`
 	Software    string    `json:"software,omitempty"`
 	Services    []Service `json:"services"`
+	// Private are services reachable only by visitors (Service.Name only):
+	// no public port, no domain. They travel apart from Services so that
+	// an older server, which ignores the field, can never make one public;
+	// the client sees Welcome.Private unset and stops.
+	Private []Service `json:"private,omitempty"`
+	// Visitors are the other clients' private services this client
+	// reaches through the server; apart from Services for the same reason.
+	Visitors []Visitor `json:"visitors,omitempty"`
+	// Dial says the client takes dial streams (Header.Target): the server
+	// may ask it to dial an address, which its own policy checks.
+	Dial bool `json:"dial,omitempty"`
+}
+
+// Visitor is a client's claim to reach another client's private service
+// ("client/service") through the server.
+type Visitor struct {
+	Name    string `json:"name"`
+	Service string `json:"service"`
+	// Error, in Welcome only, says why the server refuses the visitor
+	// now: its connections are refused while it is set (each is checked
+	// again as it comes, so a service that appears later is reached).
+	Error string `json:"error,omitempty"`
 }
 
 // Service is a client's claim on the server: a public port and/or domains,
@@ -219,6 +241,15 @@ type Welcome struct {
 	// DrainNotice: this server sends Drain when it shuts down. Only in
 	// answer to an Auth.DrainNotice.
 	DrainNotice bool `json:"drain_notice,omitempty"`
+	// Private says the server knows private services, visitors and the
+	// streams a client opens for them (Header.Service "client/service"),
+	// and read Auth.Private and Auth.Visitors. A client that claimed
+	// either and does not see it closes the session and stops.
+	Private bool `json:"private,omitempty"`
+	// PrivateServices are the private claims as granted.
+	PrivateServices []Service `json:"private_services,omitempty"`
+	// Visitors are the visitor claims, each with Error set if refused.
+	Visitors []Visitor `json:"visitors,omitempty"`
 }
 
 // Reject refuses a client; the server closes the session after it.

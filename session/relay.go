@@ -39,7 +39,7 @@ func Relay(c net.Conn, st *Stream) Result {
 		}
 		errOnce.Do(func() { res.Err = err })
 	}
-	st.own(func() { reset(c) }, func() bool { return connReset(c) })
+	st.own(func() { reset(c, st.killed()) }, func() bool { return connReset(c) })
 
 	up := startPump(c, st, func(n int64, err error) { // c -> stream
 		defer close(upDone)
@@ -56,7 +56,7 @@ func Relay(c net.Conn, st *Stream) Result {
 		// c's peer must see an abrupt end, never a clean one.
 		fail(err)
 		st.Abort(reason(st, err))
-		reset(c)
+		reset(c, err)
 	})
 
 	n, err := st.WriteTo(c) // stream -> c
@@ -71,7 +71,7 @@ func Relay(c net.Conn, st *Stream) Result {
 		fail(err)
 		up.stop()
 		if abrupt(err) {
-			reset(c)
+			reset(c, err)
 		}
 		st.Abort(reason(st, err))
 		c.Close()
@@ -108,8 +108,17 @@ func closeWrite(c net.Conn) error {
 }
 
 // reset closes a TCP connection with RST, so its peer sees the abrupt end
-// that happened on the far side of the tunnel rather than a clean EOF.
-func reset(c net.Conn) {
+// that happened on the far side of the tunnel rather than a clean EOF; a
+// Conn (a stream relayed into another) is aborted with why.
+func reset(c net.Conn, why error) {
+	if sc, ok := c.(*Conn); ok {
+		reason := "the other end of the tunnel reset the connection"
+		if why != nil {
+			reason = why.Error()
+		}
+		sc.Abort(reason)
+		return
+	}
 	if tc, ok := c.(*net.TCPConn); ok {
 		tc.SetLinger(0)
 	}

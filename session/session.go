@@ -84,6 +84,13 @@ type Info struct {
 	// DrainNotice: the server sends Drain when it shuts down (both sides
 	// said so: Auth.DrainNotice, Welcome.DrainNotice).
 	DrainNotice bool
+	// Private: the server knows private services and visitors
+	// (Welcome.Private); PrivateServices and Visitors are those granted.
+	Private         bool
+	PrivateServices []Service
+	Visitors        []Visitor
+	// Dial: the client takes dial streams (Auth.Dial; server side).
+	Dial bool
 	// Started is when authentication completed.
 	Started time.Time
 }

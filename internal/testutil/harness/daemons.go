@@ -334,7 +334,7 @@ func (w *World) StartClient(cfg client.Config, opts ...client.Option) *Client {
 	w.t.Helper()
 	var all []client.Option
 	if w.InMemory() {
-		all = append(all, client.WithTransport(w.tunnel), client.WithDial(w.Private.Dial), client.WithResolver(w.Private), client.WithDialPacket(w.Private.DialPacket))
+		all = append(all, client.WithTransport(w.tunnel), client.WithDial(w.Private.Dial), client.WithResolver(w.Private), client.WithDialPacket(w.Private.DialPacket), client.WithListen(w.Public.Listen))
 	}
 	all = append(all, opts...)
 	logs := &Logs{}

@@ -1,0 +1,66 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"time"
+
+	"github.com/warren-tunnel/warren/admin"
+	"github.com/warren-tunnel/warren/metrics"
+	"github.com/warren-tunnel/warren/session"
+)
+
+// serveDial answers a dial stream: the server asks this client to dial
+// an address. The policy ([client.dial] allow, policy.go) is checked here,
+// before anything is dialed, and the client dials exactly the addresses
+// it checked.
+func (c *Client) serveDial(log *slog.Logger, sess *session.Session, st *session.Stream) {
+	h := st.Header()
+	log = log.With("dial", h.Target, "network", h.Network())
+	client := sess.Info().Client
+	refuse := func(status byte, outcome, msg string) {
+		log.Warn("dial for the server refused", "reason", msg)
+		c.rec.Event(admin.Event{Kind: admin.EventTargetFailed, Client: client, Route: "dial " + h.Target, Reason: msg})
+		c.metrics.Dial(client, outcome)
+		st.ReplyDial(status, msg)
+	}
+	if h.Network() != "tcp" {
+		refuse(session.DialRefused, metrics.DialRefused, "network "+h.Network()+" is not supported (want tcp)")
+		return
+	}
+	ctx, cancel := context.WithTimeout(sess.Context(), c.cfg.DialTimeout)
+	defer cancel()
+	addrs, err := c.policy.resolve(ctx, c.edges.resolver.LookupNetIP, h.Target)
+	switch {
+	case errors.Is(err, errPolicy):
+		refuse(session.DialRefused, metrics.DialRefused, err.Error())
+		return
+	case err != nil:
+		refuse(session.DialFailed, metrics.DialFailed, "resolving "+h.Target+": "+err.Error())
+		return
+	}
+	conn, err := c.dialEach(ctx, addrs)
+	if err != nil {
+		refuse(session.DialFailed, metrics.DialFailed, err.Error())
+		return
+	}
+	cancel()
+	if err := st.ReplyDial(session.DialOK, conn.RemoteAddr().String()); err != nil {
+		conn.Close()
+		st.Close()
+		return
+	}
+	c.metrics.Dial(client, metrics.DialOK)
+	c.metrics.StreamUp(client)
+	start := c.edges.clock.Now()
+	res := session.Relay(conn, st)
+	c.metrics.StreamDown(client)
+	if k := session.KillReason(res.Err); k != "" {
+		c.metrics.RelayAborted(k)
+	}
+	level, reason := session.EndReason(res.Err, sess)
+	log.Log(context.Background(), level, "dialed connection closed", "address", conn.RemoteAddr().String(),
+		"bytes_from_server", res.Received, "bytes_to_server", res.Sent,
+		"duration", c.edges.clock.Now().Sub(start).Round(time.Millisecond).String(), "reason", reason)
+}

@@ -45,6 +45,10 @@ func TestExampleIsValidAndShowsDefaults(t *testing.T) {
 		t.Fatal("the example should show the client's server, token and services")
 	}
 	c.Services, c.Server, c.Token = nil, "", ""
+	c.Visitors = nil // an example entry
+	if len(c.Dial.Allow) == 0 {
+		c.Dial.Allow = nil // shown as []
+	}
 	c.TLS = transport.ClientTLS{}
 	if c.Resolve == client.ResolveFirst { // what the default, "", means with server
 		c.Resolve = ""

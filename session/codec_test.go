@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"testing"
 )
 
@@ -212,6 +213,12 @@ func FuzzHeader(f *testing.F) {
 	f.Add([]byte{1, 0xff, 0xff})
 	b, _ = Header{Service: "dns", Peer: "1.2.3.4:5", Local: "6.7.8.9:53", Kind: KindDatagram}.encode()
 	f.Add(b)
+	b, _ = Header{Target: "db.internal:5432"}.encode()
+	f.Add(b)
+	b, _ = Header{Kind: KindDatagram, Target: "10.0.0.53:53"}.encode()
+	f.Add(b)
+	f.Add([]byte("\x01\x00\x05\x01x\x00\x00\x00"))
+	f.Add([]byte("\x01\x00\x06\x01x\x00\x00\x00\x00"))
 	f.Fuzz(func(t *testing.T, in []byte) {
 		r := bytes.NewReader(in)
 		h, err := readHeader(r)
@@ -244,6 +251,66 @@ func FuzzHeader(f *testing.F) {
 			t.Fatalf("re-encoding differs: %x vs %x", enc, consumed)
 		}
 	})
+}
+
+// FuzzDialReply checks that whatever readDialReply accepts encodes back to
+// the very bytes it read.
+func FuzzDialReply(f *testing.F) {
+	f.Add(encodeDialReply(DialOK, "10.0.0.5:5432"))
+	f.Add(encodeDialReply(DialRefused, "not allowed"))
+	f.Add(encodeDialReply(DialFailed, ""))
+	f.Add([]byte{1, 3, 0, 0})
+	f.Add([]byte{2, 0, 0, 0})
+	f.Add([]byte{1, 1, 0xff, 0xff})
+	f.Fuzz(func(t *testing.T, in []byte) {
+		r := bytes.NewReader(in)
+		status, msg, err := readDialReply(r)
+		if err != nil {
+			return
+		}
+		consumed := in[:len(in)-r.Len()]
+		if enc := encodeDialReply(status, msg); !bytes.Equal(enc, consumed) {
+			t.Fatalf("re-encoding differs: %x vs %x", enc, consumed)
+		}
+	})
+}
+
+// TestDialHeader: a dial stream's header carries its kind (field 4, as a
+// UDP flow's does) and target (field 5), and the forms that mix a service
+// with a target, or leave the target out, are refused.
+func TestDialHeader(t *testing.T) {
+	for _, h := range []Header{
+		{Target: "[fd00::1]:5432"},
+		{Kind: KindStream, Target: "db.internal:5432"},
+		{Kind: KindDatagram, Target: "10.0.0.53:53"},
+	} {
+		b, err := h.encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := readHeader(bytes.NewReader(b))
+		if err != nil || got != h || !got.Dial() {
+			t.Fatalf("dial header %+v read back as %+v, %v", h, got, err)
+		}
+		if want := map[bool]string{true: "udp", false: "tcp"}[h.Kind == KindDatagram]; got.Network() != want {
+			t.Errorf("%+v: Network() = %q, want %q", h, got.Network(), want)
+		}
+	}
+	for _, bad := range []Header{{Service: "x", Target: "a:1"}, {Kind: KindStream}, {}} {
+		if _, err := bad.encode(); err == nil {
+			t.Errorf("%+v encoded", bad)
+		}
+	}
+	for name, in := range map[string]string{
+		"kind alone":       "\x01\x00\x08\x00\x00\x00\x03tcp\x00",
+		"empty target":     "\x01\x00\x06\x01x\x00\x00\x00\x00",
+		"service and dial": "\x01\x00\x0c\x01x\x00\x00\x03tcp\x03a:1",
+		"unknown kind":     "\x01\x00\x0b\x00\x00\x00\x03sct\x03a:1",
+	} {
+		if h, err := readHeader(strings.NewReader(in)); !errors.Is(err, ErrProtocol) {
+			t.Errorf("%s: %+v, %v; want ErrProtocol", name, h, err)
+		}
+	}
 }
 
 // chunks builds a data-stream direction from parts: []byte is a data chunk,

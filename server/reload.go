@@ -85,7 +85,7 @@ func (t *table) reload(cfg []Client) (clients []*clientEntry, closing []*clientS
 	for cs := range t.sessions {
 		why, ok := gone[cs.client]
 		if !ok {
-			if _, rej := t.checkServices(cs.client, cs.granted, cs.private, true); rej != nil {
+			if _, rej := t.checkServices(cs.client, cs.granted, cs.private, cs.claimsOther); rej != nil {
 				why, ok = "its claims are no longer allowed: "+rej.Reason, true
 			}
 		}

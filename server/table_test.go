@@ -85,6 +85,9 @@ func (f *fixture) claim(cs *clientSession, reqs ...session.Service) ([]session.S
 	if rej != nil {
 		f.t.Fatalf("%s: claim rejected: %v", cs.instance, rej)
 	}
+	if cs.sess == nil {
+		cs.granted = granted // as serveTunnel does
+	}
 	return granted, victims
 }
 

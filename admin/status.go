@@ -52,6 +52,9 @@ type Status struct {
 	LastError   string `json:"last_error,omitempty"`
 	// Client: every server it knows, with its sessions up.
 	Servers []ServerStatus `json:"servers,omitempty"`
+	// Client: its visitors ([[client.visitors]]), as configured, with
+	// their connections and bytes since the client started.
+	Visitors []VisitorStatus `json:"visitors,omitempty"`
 
 	// Events are the recent events, oldest first (the admin Server
 	// fills them in from its Recorder).
@@ -161,6 +164,9 @@ type ServiceStatus struct {
 	Target string `json:"target,omitempty"`
 	// Protocol is "udp" for a UDP service, empty for TCP.
 	Protocol string `json:"protocol,omitempty"`
+	// Private: a private service, reached by visitors only (no port or
+	// domain); its connections are visitor connections.
+	Private bool `json:"private,omitempty"`
 	// Connections is the number of public connections open now; for a
 	// UDP service, its flows (public source addresses).
 	Connections int `json:"connections"`
@@ -170,6 +176,27 @@ type ServiceStatus struct {
 	// in from the public peers, out to them.
 	BytesIn  int64 `json:"bytes_in"`
 	BytesOut int64 `json:"bytes_out"`
+}
+
+// VisitorStatus is one visitor of a client: a local listener whose
+// connections go through the server to another client's private service.
+type VisitorStatus struct {
+	// Name is the visitor's name; Service the private service it reaches,
+	// "client/service".
+	Name    string `json:"name"`
+	Service string `json:"service"`
+	// Bind is the address it listens on (as bound, once the client runs).
+	Bind string `json:"bind"`
+	// Refused is why the server refused the visitor when the session came
+	// up (it then refuses each connection too), empty when allowed or
+	// without a session.
+	Refused string `json:"refused,omitempty"`
+	// Connections is the number open now; BytesIn counts bytes from the
+	// local peers towards the service, BytesOut bytes back to them, since
+	// the client started.
+	Connections int   `json:"connections"`
+	BytesIn     int64 `json:"bytes_in"`
+	BytesOut    int64 `json:"bytes_out"`
 }
 
 // RouteStatus is one route of a server: a public port or a domain on an

@@ -40,6 +40,16 @@ func (a adminSource) Status() admin.Status {
 		Transport: c.eps[0].t.String(),
 	}
 	c.mu.Lock()
+	for _, v := range c.cfg.Visitors {
+		vs := admin.VisitorStatus{Name: v.Name, Service: v.Service, Bind: v.Bind}
+		if a := c.visitorAddrs[v.Name]; a != nil {
+			vs.Bind = a.String()
+		}
+		var counts admin.ServiceStatus
+		c.visitorStats[v.Name].Fill(&counts)
+		vs.Connections, vs.BytesIn, vs.BytesOut = counts.Connections, counts.BytesIn, counts.BytesOut
+		st.Visitors = append(st.Visitors, vs)
+	}
 	if c.status.LastError != nil {
 		st.LastError = c.status.LastError.Error()
 	}
@@ -55,6 +65,13 @@ func (a adminSource) Status() admin.Status {
 			if st.Session == nil { // the first, with the client's counters
 				first := sessionStatus(sess, s.Transport, tab, true)
 				st.Session = &first
+				// What the server said of each visitor, as the first
+				// session's server answered.
+				for _, v := range sess.Info().Visitors {
+					if i := slices.IndexFunc(st.Visitors, func(s admin.VisitorStatus) bool { return s.Name == v.Name }); i >= 0 {
+						st.Visitors[i].Refused = v.Error
+					}
+				}
 			}
 			srv.Sessions = append(srv.Sessions, sessionStatus(sess, s.Transport, tab, false))
 			live++
@@ -90,6 +107,13 @@ func sessionStatus(sess *session.Session, transport string, tab *serviceTable, c
 		}
 		if g.IsUDP() {
 			svc.Protocol, svc.Flows = session.ProtoUDP, svc.Connections
+		}
+		ss.Services = append(ss.Services, svc)
+	}
+	for _, g := range info.PrivateServices {
+		svc := admin.ServiceStatus{Name: g.Name, Private: true, Target: tab.services[g.Name].Target}
+		if s := tab.stats[g.Name]; s != nil && counts {
+			s.Fill(&svc)
 		}
 		ss.Services = append(ss.Services, svc)
 	}

@@ -58,6 +58,9 @@ type Client struct {
 	running bool
 	// visitorAddrs: where each visitor listens, once Run bound them.
 	visitorAddrs map[string]net.Addr
+	// visitorStats counts each visitor's connections and bytes, by name;
+	// fixed from New on (visitors change only at a restart).
+	visitorStats map[string]*admin.ServiceCounters
 }
 
 // Status is the client's connection state.
@@ -115,6 +118,10 @@ func New(cfg Config, log *slog.Logger, opts ...Option) (*Client, error) {
 	c.pool.forgot = func(label string) { c.metrics.ForgetServer(label) }
 	c.policy, _ = parseDialPolicy(cfg.Dial.Allow) // Validate checked it
 	c.table.Store(newServiceTable(cfg.Services, nil))
+	c.visitorStats = make(map[string]*admin.ServiceCounters, len(cfg.Visitors))
+	for _, v := range cfg.Visitors {
+		c.visitorStats[v.Name] = new(admin.ServiceCounters)
+	}
 	return c, nil
 }
 

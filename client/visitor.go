@@ -147,9 +147,16 @@ func (c *Client) visit(ctx context.Context, log *slog.Logger, v Visitor, conn ne
 		return
 	}
 	client := sess.Info().Client
+	stats := c.visitorStats[v.Name]
+	st.SetMeter(func(sent, received int64) { // sent is from the local peer
+		c.metrics.AddBytes(v.Service, sent, received)
+		stats.Add(sent, received)
+	})
+	stats.Opened()
 	c.metrics.StreamUp(client)
 	start := c.edges.clock.Now()
 	res := session.Relay(conn, st)
+	stats.Closed()
 	c.metrics.StreamDown(client)
 	if k := session.KillReason(res.Err); k != "" {
 		c.metrics.RelayAborted(k)
@@ -160,7 +167,6 @@ func (c *Client) visit(ctx context.Context, log *slog.Logger, v Visitor, conn ne
 		outcome = metrics.OutcomeAborted // refused by the server or the serving client
 	}
 	c.metrics.VisitorConn(v.Service, outcome)
-	c.metrics.AddBytes(v.Service, res.Sent, res.Received)
 	level, reason := session.EndReason(res.Err, sess)
 	if outcome != metrics.OutcomeOK {
 		level = max(level, slog.LevelWarn)

@@ -97,6 +97,13 @@ func (cs *clientSession) statusLocked() admin.SessionStatus {
 		}
 		ss.Services = append(ss.Services, svc)
 	}
+	for _, g := range cs.private {
+		svc := admin.ServiceStatus{Name: g.Name, Private: true}
+		if st := cs.stats[g.Name]; st != nil {
+			st.Fill(&svc)
+		}
+		ss.Services = append(ss.Services, svc)
+	}
 	slices.SortFunc(ss.Services, func(a, b admin.ServiceStatus) int { return cmp.Compare(a.Name, b.Name) })
 	return ss
 }

@@ -20,6 +20,7 @@ import (
 
 	"golang.org/x/net/nettest"
 
+	"github.com/warren-tunnel/warren/admin"
 	"github.com/warren-tunnel/warren/client"
 	"github.com/warren-tunnel/warren/internal/testutil/harness"
 	"github.com/warren-tunnel/warren/internal/testutil/leaktest"
@@ -328,6 +329,68 @@ func TestVisitor(t *testing.T) {
 				t.Error(err)
 			}
 		})
+	}
+}
+
+// TestVisitorCounters: the visiting client's status counts each visitor's
+// connections and bytes as they move (the stream's meter), the serving
+// client's and the server's show the private service's, and all come
+// back to no open connection when it ends.
+func TestVisitorCounters(t *testing.T) {
+	leaktest.Check(t)
+	w, srv, office, laptop, addr := visitWorld(t, harness.TCP)
+	c := w.Dial(addr)
+	c.SetDeadline(time.Now().Add(harness.WaitTimeout))
+	msg := bytes.Repeat([]byte("v"), 5000)
+	if _, err := c.Write(msg); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(c, make([]byte, len(msg))); err != nil {
+		t.Fatal(err)
+	}
+	n := int64(len(msg))
+	visitor := func() admin.VisitorStatus { return laptop.AdminSource().Status().Visitors[0] }
+	private := func(st admin.Status) admin.ServiceStatus {
+		if st.Session != nil && len(st.Session.Services) == 1 {
+			return st.Session.Services[0]
+		}
+		for _, cl := range st.Clients {
+			for _, ss := range cl.Sessions {
+				if cl.Name == "office" && len(ss.Services) == 1 {
+					return ss.Services[0]
+				}
+			}
+		}
+		return admin.ServiceStatus{}
+	}
+	counted := func(what string, get func() (conns int, in, out int64, ok bool), wantConns int) {
+		t.Helper()
+		deadline := time.Now().Add(harness.WaitTimeout)
+		for {
+			conns, in, out, ok := get()
+			if ok && conns == wantConns && in == n && out == n {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: %d connections, %d bytes in, %d out; want %d, %d, %d", what, conns, in, out, wantConns, n, n)
+			}
+			time.Sleep(10 * time.Millisecond) // counters have no change signal: poll
+		}
+	}
+	for _, open := range []int{1, 0} {
+		counted("laptop's visitor", func() (int, int64, int64, bool) {
+			v := visitor()
+			return v.Connections, v.BytesIn, v.BytesOut, v.Name == "db" && v.Service == "office/db" && v.Bind == addr && v.Refused == ""
+		}, open)
+		counted("office's private service", func() (int, int64, int64, bool) {
+			s := private(office.AdminSource().Status())
+			return s.Connections, s.BytesIn, s.BytesOut, s.Name == "db" && s.Private
+		}, open)
+		counted("the server's view of office's private service", func() (int, int64, int64, bool) {
+			s := private(srv.AdminSource().Status())
+			return s.Connections, s.BytesIn, s.BytesOut, s.Name == "db" && s.Private
+		}, open)
+		c.Close()
 	}
 }
 

@@ -302,7 +302,8 @@ func printStatus(w io.Writer, st admin.Status) error {
 			if st.LastError != "" {
 				fmt.Fprintf(w, "last error: %s\n", st.LastError)
 			}
-			return nil
+			printVisitors(w, tw, st.Visitors)
+			return tw.Flush()
 		}
 		in, out := s.Bytes()
 		fmt.Fprintf(w, "session: as %q to %s over %s, up %s, RTT %s, %d streams, in %s, out %s\n",
@@ -313,6 +314,7 @@ func printStatus(w io.Writer, st admin.Status) error {
 		}
 		fmt.Fprintln(w)
 		printServices(tw, s.Services)
+		printVisitors(w, tw, st.Visitors)
 	default:
 		return fmt.Errorf("status: unknown role %q", st.Role)
 	}
@@ -351,10 +353,12 @@ func printClientServers(w io.Writer, tw *tabwriter.Writer, st admin.Status) erro
 		if st.LastError != "" {
 			fmt.Fprintf(w, "\nlast error: %s\n", st.LastError)
 		}
-		return nil
+		printVisitors(w, tw, st.Visitors)
+		return tw.Flush()
 	}
 	fmt.Fprintln(w)
 	printServices(tw, st.Session.Services)
+	printVisitors(w, tw, st.Visitors)
 	return tw.Flush()
 }
 
@@ -373,9 +377,31 @@ func oneLine(s string) string {
 	return line
 }
 
+// printVisitors adds a client's visitors to its status, a table of their
+// own after the services (flushing tw first, so the two do not align).
+func printVisitors(w io.Writer, tw *tabwriter.Writer, vs []admin.VisitorStatus) {
+	if len(vs) == 0 {
+		return
+	}
+	tw.Flush()
+	fmt.Fprintln(w)
+	fmt.Fprintln(tw, "VISITOR\tSERVICE\tBIND\tSTATE\tCONNS\tIN\tOUT")
+	for _, v := range vs {
+		state := "ok"
+		if v.Refused != "" {
+			state = "refused: " + v.Refused
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", v.Name, v.Service, v.Bind, state,
+			v.Connections, fmtBytes(v.BytesIn), fmtBytes(v.BytesOut))
+	}
+}
+
 // public says where a service is reachable: ":PORT" (":PORT/udp" for a
-// UDP service) and its domains.
+// UDP service) and its domains; "private" for a private service.
 func public(s admin.ServiceStatus) string {
+	if s.Private {
+		return "private"
+	}
 	var parts []string
 	if s.RemotePort != 0 && s.Protocol != "" {
 		parts = append(parts, ":"+strconv.Itoa(s.RemotePort)+"/"+s.Protocol)

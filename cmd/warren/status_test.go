@@ -80,7 +80,12 @@ func testClientStatus() admin.Status {
 			Services: []admin.ServiceStatus{
 				{Name: "ssh", RemotePort: 2222, Target: "127.0.0.1:22", BytesIn: 100, BytesOut: 200},
 				{Name: "game", RemotePort: 27015, Protocol: "udp", Target: "127.0.0.1:27015", Connections: 1, Flows: 1},
+				{Name: "notes", Private: true, Target: "127.0.0.1:8000"},
 			},
+		},
+		Visitors: []admin.VisitorStatus{
+			{Name: "db", Service: "office/db", Bind: "127.0.0.1:15432", Connections: 2, BytesIn: 3 << 20, BytesOut: 1024},
+			{Name: "wiki", Service: "home/wiki", Bind: "127.0.0.1:18080", Refused: `client "laptop" may not visit home/wiki`},
 		},
 	}
 }
@@ -224,7 +229,8 @@ address = %q
 		"warren client 9.9.9, up 5m0s, ready",
 		"server: tunnel.example.com:7000 (kcp)",
 		`session: as "laptop" to 203.0.113.5:7000 over kcp+tls, up 4m0s, RTT 800µs, 0 streams, in 100 B, out 200 B`,
-		"SERVICE", "127.0.0.1:22", "game", ":27015/udp", "1 flow",
+		"SERVICE", "127.0.0.1:22", "game", ":27015/udp", "1 flow", "notes", "private",
+		"VISITOR", "office/db", "127.0.0.1:15432", "3.0 MiB", `refused: client "laptop" may not visit home/wiki`,
 	}
 
 	tests := []struct {

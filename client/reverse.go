@@ -3,7 +3,9 @@ package client
 import (
 	"context"
 	"errors"
+	"io"
 	"log/slog"
+	"net/netip"
 	"time"
 
 	"github.com/warren-tunnel/warren/admin"
@@ -25,10 +27,6 @@ func (c *Client) serveDial(log *slog.Logger, sess *session.Session, st *session.
 		c.metrics.Dial(client, outcome)
 		st.ReplyDial(status, msg)
 	}
-	if h.Network() != "tcp" {
-		refuse(session.DialRefused, metrics.DialRefused, "network "+h.Network()+" is not supported (want tcp)")
-		return
-	}
 	ctx, cancel := context.WithTimeout(sess.Context(), c.cfg.DialTimeout)
 	defer cancel()
 	addrs, err := c.policy.resolve(ctx, c.edges.resolver.LookupNetIP, h.Target)
@@ -38,6 +36,10 @@ func (c *Client) serveDial(log *slog.Logger, sess *session.Session, st *session.
 		return
 	case err != nil:
 		refuse(session.DialFailed, metrics.DialFailed, "resolving "+h.Target+": "+err.Error())
+		return
+	}
+	if h.Network() == "udp" {
+		c.serveDialFlow(ctx, cancel, log, sess, st, addrs, refuse)
 		return
 	}
 	conn, err := c.dialEach(ctx, addrs)
@@ -62,5 +64,42 @@ func (c *Client) serveDial(log *slog.Logger, sess *session.Session, st *session.
 	level, reason := session.EndReason(res.Err, sess)
 	log.Log(context.Background(), level, "dialed connection closed", "address", conn.RemoteAddr().String(),
 		"bytes_from_server", res.Received, "bytes_to_server", res.Sent,
+		"duration", c.edges.clock.Now().Sub(start).Round(time.Millisecond).String(), "reason", reason)
+}
+
+// serveDialFlow answers a dial stream of kind "udp": a socket connected to
+// the first address the policy allowed (a UDP dial sends nothing, so there
+// is nothing to fall back on), then a flow as a UDP service's (udp.go)
+// whose datagrams count in no service: the dial's own metric counts it.
+func (c *Client) serveDialFlow(ctx context.Context, cancel context.CancelFunc, log *slog.Logger, sess *session.Session, st *session.Stream,
+	addrs []netip.AddrPort, refuse func(status byte, outcome, msg string)) {
+	conn, err := c.edges.dialPacket(ctx, "udp", addrs[0].String())
+	if err != nil {
+		refuse(session.DialFailed, metrics.DialFailed, err.Error())
+		return
+	}
+	cancel()
+	if err := st.ReplyDial(session.DialOK, conn.RemoteAddr().String()); err != nil {
+		conn.Close()
+		st.Close()
+		return
+	}
+	client := sess.Info().Client
+	c.metrics.Dial(client, metrics.DialOK)
+	c.metrics.StreamUp(client)
+	start := c.edges.clock.Now()
+	f := &clientFlow{st: st, conn: conn, max: session.MaxUDPPayload}
+	downErr, upErr := f.run()
+	c.metrics.StreamDown(client)
+	reason := "closed"
+	switch {
+	case f.unreachable:
+		reason = downErr.Error()
+	case upErr != nil && upErr != io.EOF:
+		_, reason = session.EndReason(upErr, sess)
+	}
+	log.Debug("dialed udp flow closed", "address", conn.RemoteAddr().String(),
+		"datagrams_from_server", f.count.inTotal, "datagrams_to_server", f.count.outTotal,
+		"bytes_from_server", f.bytesIn, "bytes_to_server", f.bytesOut,
 		"duration", c.edges.clock.Now().Sub(start).Round(time.Millisecond).String(), "reason", reason)
 }

@@ -49,17 +49,7 @@ func (c *Client) serveFlow(log *slog.Logger, sess *session.Session, st *session.
 	stats.Opened()
 	c.metrics.UDPFlows(h.Service, 1)
 	f := &clientFlow{st: st, conn: conn, max: maxDg, count: flowCounts{reg: c.metrics, svc: h.Service}}
-
-	upDone := make(chan error, 1)
-	go func() { upDone <- f.up() }()
-	downErr := f.down()
-	conn.Close() // up's writes fail from now on
-	if downErr != nil {
-		st.Abort(downErr.Error())
-	}
-	upErr := <-upDone
-	st.Close()
-	f.count.flush()
+	downErr, upErr := f.run()
 	stats.Add(f.bytesIn, f.bytesOut) // a flow's bytes show when it ends
 	stats.Closed()
 	c.metrics.UDPFlows(h.Service, -1)
@@ -91,6 +81,22 @@ type clientFlow struct {
 	bytesIn     int64 // up's
 	bytesOut    int64 // down's
 	unreachable bool  // down's: the flow ended on an ICMP error
+}
+
+// run carries the flow both ways until it ends, closes the socket and the
+// stream, and returns why each direction stopped.
+func (f *clientFlow) run() (downErr, upErr error) {
+	upDone := make(chan error, 1)
+	go func() { upDone <- f.up() }()
+	downErr = f.down()
+	f.conn.Close() // up's writes fail from now on
+	if downErr != nil {
+		f.st.Abort(downErr.Error())
+	}
+	upErr = <-upDone
+	f.st.Close()
+	f.count.flush()
+	return downErr, upErr
 }
 
 // up sends the server's datagrams to the target until the stream ends,

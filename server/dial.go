@@ -34,7 +34,8 @@ var (
 	// ErrUnreachable: the client tried and could not connect;
 	// DialError.Reason is the client's dial error.
 	ErrUnreachable = errors.New("target unreachable from the client")
-	// ErrUnsupportedNetwork: network is not "tcp" (or tcp4, tcp6).
+	// ErrUnsupportedNetwork: network is not "tcp" or "udp" (or tcp4,
+	// tcp6, udp4, udp6).
 	ErrUnsupportedNetwork = errors.New("unsupported network")
 )
 
@@ -64,8 +65,8 @@ func (a dialAddr) Network() string { return "warren" }
 func (a dialAddr) String() string  { return "client " + string(a) }
 
 // Dial opens a connection to address, dialed by the client named client
-// on its side, over network "tcp" (or "tcp4", "tcp6": the client's
-// policy and resolver decide the address family). With several sessions
+// on its side, over network "tcp" or "udp" (or "tcp4", "tcp6", "udp4",
+// "udp6": the client's policy and resolver decide the address family). With several sessions
 // of the client up, the one with the fewest open streams serves. ctx
 // bounds the wait for the client's answer (30 s without a deadline); the
 // returned conn is not bound by ctx.
@@ -73,16 +74,23 @@ func (a dialAddr) String() string  { return "client " + string(a) }
 // The conn behaves as a TCP connection: CloseWrite sends end-of-stream
 // (the target reads EOF), Close sends it too after what was written,
 // deadlines work, and its RemoteAddr is the address the client dialed.
+// Over "udp" the conn is a connected UDP socket's (session.DatagramConn):
+// each Write one datagram, each Read one, its RemoteAddr a *net.UDPAddr;
+// the client's socket to the target stays open until Close.
 // Errors are *DialError, matching ErrNoSuchClient, ErrNotConnected,
 // ErrDialNotAllowed, ErrDialRefused, ErrUnreachable with errors.Is.
 func (s *Server) Dial(ctx context.Context, client, network, address string) (net.Conn, error) {
 	fail := func(err error, reason string) (net.Conn, error) {
 		return nil, &DialError{Client: client, Network: network, Address: address, Err: err, Reason: reason}
 	}
+	var kind string
 	switch network {
 	case "tcp", "tcp4", "tcp6":
+		kind = "tcp"
+	case "udp", "udp4", "udp6":
+		kind = "udp"
 	default:
-		return fail(ErrUnsupportedNetwork, `want "tcp"`)
+		return fail(ErrUnsupportedNetwork, `want "tcp" or "udp"`)
 	}
 	if _, _, err := net.SplitHostPort(address); err != nil {
 		return fail(ErrDialRefused, "not host:port: "+err.Error())
@@ -92,7 +100,7 @@ func (s *Server) Dial(ctx context.Context, client, network, address string) (net
 		s.metrics.Dial(client, metrics.DialUnavailable)
 		return fail(err, "")
 	}
-	st, dialed, err := cs.sess.Dial(ctx, "tcp", address)
+	st, dialed, err := cs.sess.Dial(ctx, kind, address)
 	var de *session.DialError
 	switch {
 	case errors.As(err, &de) && de.Status == session.DialRefused:
@@ -110,7 +118,14 @@ func (s *Server) Dial(ctx context.Context, client, network, address string) (net
 	s.metrics.Dial(client, metrics.DialOK)
 	cs.log.Debug("dialed through the client", "network", network, "address", address, "dialed", dialed)
 	var remote net.Addr = dialAddr(dialed)
-	if ap, err := netip.ParseAddrPort(dialed); err == nil {
+	ap, perr := netip.ParseAddrPort(dialed)
+	if kind == "udp" {
+		if perr == nil {
+			remote = net.UDPAddrFromAddrPort(ap)
+		}
+		return session.NewDatagramConn(st, dialAddr(client), remote), nil
+	}
+	if perr == nil {
 		remote = net.TCPAddrFromAddrPort(ap)
 	}
 	return session.NewConn(st, dialAddr(client), remote), nil

@@ -11,10 +11,12 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -25,6 +27,7 @@ import (
 	"github.com/warren-tunnel/warren/internal/testutil/harness"
 	"github.com/warren-tunnel/warren/internal/testutil/leaktest"
 	"github.com/warren-tunnel/warren/server"
+	"github.com/warren-tunnel/warren/session"
 )
 
 var realKinds = []string{harness.TCP, harness.KCP}
@@ -102,6 +105,69 @@ func TestDial(t *testing.T) {
 			got, n, err := harness.SumAll(c)
 			if err != nil || n != size-0 || got != <-sent {
 				t.Fatalf("bulk through the dialed conn: %d of %d bytes back, %v", n, size, err)
+			}
+		})
+	}
+}
+
+// TestDialUDP: Dial over "udp" returns a connected-UDP-like conn through
+// the client: datagrams keep their boundaries both ways (0, 1, 1200 and
+// 65507 bytes), a longer one is refused with nothing sent, a read
+// deadline times out and the conn reads again after it, a target outside
+// allow is refused on the client, and Close ends the client's flow.
+func TestDialUDP(t *testing.T) {
+	leaktest.Check(t)
+	for _, kind := range realKinds {
+		t.Run(kind, func(t *testing.T) {
+			w, srv, cli := dialWorld(t, kind, "127.0.0.1:*")
+			target := w.UDPEcho()
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			c, err := srv.Dial(ctx, "office", "udp", target)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ua, ok := c.RemoteAddr().(*net.UDPAddr); !ok || ua.String() != target {
+				t.Errorf("RemoteAddr %T %v, want the *net.UDPAddr the client dialed, %s", c.RemoteAddr(), c.RemoteAddr(), target)
+			}
+			c.SetDeadline(time.Now().Add(harness.WaitTimeout))
+			buf := make([]byte, 1<<16)
+			for _, size := range []int{1, 0, 1200, session.MaxUDPPayload} {
+				msg := bytes.Repeat([]byte{byte(size)}, size)
+				if _, err := c.Write(msg); err != nil {
+					t.Fatalf("write %d bytes: %v", size, err)
+				}
+				n, err := c.Read(buf)
+				if err != nil || !bytes.Equal(buf[:n], msg) {
+					t.Fatalf("datagram of %d bytes came back as %d bytes, %v", size, n, err)
+				}
+			}
+			if _, err := c.Write(make([]byte, session.MaxUDPPayload+1)); !errors.Is(err, syscall.EMSGSIZE) {
+				t.Fatalf("a datagram over 65507 bytes: %v, want EMSGSIZE", err)
+			}
+			c.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+			if _, err := c.Read(buf); !errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Fatalf("read past its deadline: %v", err)
+			}
+			c.SetReadDeadline(time.Time{})
+			c.Write([]byte("after the timeout"))
+			if n, err := c.Read(buf); err != nil || string(buf[:n]) != "after the timeout" {
+				t.Fatalf("read after a timeout: %q, %v", buf[:n], err)
+			}
+			c.Close()
+			if _, err := c.Read(buf); !errors.Is(err, net.ErrClosed) {
+				t.Fatalf("read after Close: %v", err)
+			}
+			// The client's end of the flow goes with it (no change signal
+			// for a stream count: poll).
+			for deadline := time.Now().Add(harness.WaitTimeout); cli.AdminSource().Status().Session.Streams != 0; time.Sleep(10 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatal("the client's flow outlived the conn's Close")
+				}
+			}
+
+			if _, err := srv.Dial(ctx, "office", "udp", "10.1.2.3:53"); !errors.Is(err, server.ErrDialRefused) {
+				t.Fatalf("udp dial outside allow: %v, want ErrDialRefused", err)
 			}
 		})
 	}

@@ -5,7 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
-	"net/netip"
+	"net"
 	"time"
 
 	"github.com/warren-tunnel/warren/admin"
@@ -38,11 +38,14 @@ func (c *Client) serveDial(log *slog.Logger, sess *session.Session, st *session.
 		refuse(session.DialFailed, metrics.DialFailed, "resolving "+h.Target+": "+err.Error())
 		return
 	}
+	var conn net.Conn
 	if h.Network() == "udp" {
-		c.serveDialFlow(ctx, cancel, log, sess, st, addrs, refuse)
-		return
+		// The first address the policy allowed: a UDP dial sends
+		// nothing, so there is nothing to fall back on.
+		conn, err = c.edges.dialPacket(ctx, "udp", addrs[0].String())
+	} else {
+		conn, err = c.dialEach(ctx, addrs)
 	}
-	conn, err := c.dialEach(ctx, addrs)
 	if err != nil {
 		refuse(session.DialFailed, metrics.DialFailed, err.Error())
 		return
@@ -55,9 +58,13 @@ func (c *Client) serveDial(log *slog.Logger, sess *session.Session, st *session.
 	}
 	c.metrics.Dial(client, metrics.DialOK)
 	c.metrics.StreamUp(client)
+	defer c.metrics.StreamDown(client)
 	start := c.edges.clock.Now()
+	if h.Network() == "udp" {
+		c.relayDialFlow(log, sess, st, conn, start)
+		return
+	}
 	res := session.Relay(conn, st)
-	c.metrics.StreamDown(client)
 	if k := session.KillReason(res.Err); k != "" {
 		c.metrics.RelayAborted(k)
 	}
@@ -67,30 +74,12 @@ func (c *Client) serveDial(log *slog.Logger, sess *session.Session, st *session.
 		"duration", c.edges.clock.Now().Sub(start).Round(time.Millisecond).String(), "reason", reason)
 }
 
-// serveDialFlow answers a dial stream of kind "udp": a socket connected to
-// the first address the policy allowed (a UDP dial sends nothing, so there
-// is nothing to fall back on), then a flow as a UDP service's (udp.go)
-// whose datagrams count in no service: the dial's own metric counts it.
-func (c *Client) serveDialFlow(ctx context.Context, cancel context.CancelFunc, log *slog.Logger, sess *session.Session, st *session.Stream,
-	addrs []netip.AddrPort, refuse func(status byte, outcome, msg string)) {
-	conn, err := c.edges.dialPacket(ctx, "udp", addrs[0].String())
-	if err != nil {
-		refuse(session.DialFailed, metrics.DialFailed, err.Error())
-		return
-	}
-	cancel()
-	if err := st.ReplyDial(session.DialOK, conn.RemoteAddr().String()); err != nil {
-		conn.Close()
-		st.Close()
-		return
-	}
-	client := sess.Info().Client
-	c.metrics.Dial(client, metrics.DialOK)
-	c.metrics.StreamUp(client)
-	start := c.edges.clock.Now()
+// relayDialFlow carries a UDP dial's datagrams between its stream and the
+// socket conn, as a UDP service's flow (udp.go) whose datagrams count in
+// no service: the dial's own metric counts it.
+func (c *Client) relayDialFlow(log *slog.Logger, sess *session.Session, st *session.Stream, conn net.Conn, start time.Time) {
 	f := &clientFlow{st: st, conn: conn, max: session.MaxUDPPayload}
 	downErr, upErr := f.run()
-	c.metrics.StreamDown(client)
 	reason := "closed"
 	switch {
 	case f.unreachable:

@@ -1,6 +1,7 @@
 package session
 
 import (
+	"context"
 	"errors"
 	"io"
 	"net"
@@ -16,7 +17,14 @@ import (
 // tcpPair returns both ends of a loopback TCP connection.
 func tcpPair(t testing.TB) (a, b *net.TCPConn) {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	return tcpPairOf(t, net.Dialer{}, net.ListenConfig{})
+}
+
+// tcpPairOf is tcpPair with a dialed by d and b accepted on a listener of
+// lc (their Control sets socket options before the connection exists).
+func tcpPairOf(t testing.TB, d net.Dialer, lc net.ListenConfig) (a, b *net.TCPConn) {
+	t.Helper()
+	l, err := lc.Listen(context.Background(), "tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -26,7 +34,7 @@ func tcpPair(t testing.TB) (a, b *net.TCPConn) {
 		c, _ := l.Accept()
 		done <- c
 	}()
-	c, err := net.Dial("tcp", l.Addr().String())
+	c, err := d.Dial("tcp", l.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -44,10 +52,13 @@ func tcpPair(t testing.TB) (a, b *net.TCPConn) {
 // relay's result.
 type miniTunnel struct {
 	public, backend *net.TCPConn
-	srv, cli        *Session
-	srvRelay        chan Result
-	cliRelay        chan Result
-	cliDone         <-chan error
+	// The relays' connections: the server's to public, the client's to
+	// backend.
+	srvConn, cliConn *net.TCPConn
+	srv, cli         *Session
+	srvRelay         chan Result
+	cliRelay         chan Result
+	cliDone          <-chan error
 }
 
 func newMiniTunnel(t testing.TB) *miniTunnel {
@@ -58,21 +69,26 @@ func newMiniTunnel(t testing.TB) *miniTunnel {
 // newMiniTunnelOver is newMiniTunnel over the transports trs with cfg.
 func newMiniTunnelOver(t testing.TB, trs [2]transport.Transport, cfg Config) *miniTunnel {
 	t.Helper()
-	m := &miniTunnel{srvRelay: make(chan Result, 1), cliRelay: make(chan Result, 1)}
-	var backendSide *net.TCPConn
-	m.backend, backendSide = tcpPair(t)
+	m := &miniTunnel{}
+	m.public, m.srvConn = tcpPair(t)
+	m.backend, m.cliConn = tcpPair(t)
+	return m.start(t, trs, cfg)
+}
+
+// start runs the sessions and the relays of m, whose connections are set.
+func (m *miniTunnel) start(t testing.TB, trs [2]transport.Transport, cfg Config) *miniTunnel {
+	t.Helper()
+	m.srvRelay, m.cliRelay = make(chan Result, 1), make(chan Result, 1)
 	var cliDone <-chan error
 	m.srv, m.cli, _, cliDone = pair(t, trs, cfg, func(st *Stream) {
-		m.cliRelay <- Relay(backendSide, st)
+		m.cliRelay <- Relay(m.cliConn, st)
 	})
 	m.cliDone = cliDone
-	var serverSide *net.TCPConn
-	m.public, serverSide = tcpPair(t)
 	st, err := m.srv.Open(Header{Service: "web", Peer: m.public.LocalAddr().String()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	go func() { m.srvRelay <- Relay(serverSide, st) }()
+	go func() { m.srvRelay <- Relay(m.srvConn, st) }()
 	return m
 }
 

@@ -85,15 +85,39 @@ func TestUDPUnreachableTarget(t *testing.T) {
 	cli.WaitSession(1)
 	key := "udp:" + strconv.Itoa(cli.Port("gone"))
 	c := w.DialUDP(cli.UDPPublicAddr("gone"))
-	c.Write([]byte("anyone?"))
+	stop := resend(c, "anyone?")
 	harness.WaitMetric(t, cli.Metrics, 1, "warren_udp_drops_total", "service", "gone", "reason", metrics.DropUnreachable)
+	stop()
 	srv.WaitFlows(key, 0)
 	// The session is unharmed: the next datagram makes a new flow.
-	c.Write([]byte("anyone now?"))
+	stop = resend(c, "anyone now?")
 	harness.WaitMetric(t, cli.Metrics, 2, "warren_udp_drops_total", "service", "gone", "reason", metrics.DropUnreachable)
+	stop()
 	if st := cli.Status(); st.Sessions != 1 || !st.Connected {
 		t.Fatalf("client status %+v", st)
 	}
+}
+
+// resend sends msg on c now and every 200 ms until stop: a datagram may be
+// lost (a loaded machine, a queue full), and the test waits on what its
+// arrival causes, not on the datagram.
+func resend(c net.Conn, msg string) (stop func()) {
+	done := make(chan struct{})
+	ended := make(chan struct{})
+	go func() {
+		defer close(ended)
+		tick := time.NewTicker(200 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			c.Write([]byte(msg))
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	return func() { close(done); <-ended }
 }
 
 // Rule 5: a flow with no datagram either way for idle_timeout ends (on

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"math"
 	"time"
+
+	"github.com/warren-tunnel/warren/transport"
 )
 
 // Roles of Status.Role.
@@ -139,6 +141,42 @@ type SessionStatus struct {
 	Streams int `json:"streams"`
 	// Services are the services granted to the session, sorted by name.
 	Services []ServiceStatus `json:"services"`
+	// Pacing is how the session paces what this side sends, for KCP
+	// sessions; nil for TCP.
+	Pacing *PacingStatus `json:"pacing,omitempty"`
+}
+
+// PacingStatus is the rate controller's state of a KCP session's sending
+// direction (docs/benchmarks.md, "What the controller does"). Rates are
+// of the session's data, bits a second; resends, headers and FEC parity
+// come on top. Fields after mode are 0 unless rate_mbit is "auto" (only
+// pacing_rate_bps is set for a fixed rate).
+type PacingStatus struct {
+	// RateMbit is the setting: "auto", a number, or "0" (unpaced).
+	RateMbit string `json:"rate_mbit"`
+	// Mode is "startup", "drain", "probe_bw", "probe_rtt" ("auto"), or
+	// "fixed" or "unpaced".
+	Mode string `json:"mode"`
+	// Bandwidth is the estimated bottleneck bandwidth.
+	Bandwidth float64 `json:"bandwidth_bps"`
+	// MinRTT is the smallest round trip seen lately, RTT the smallest of
+	// the last round trip: RTT - MinRTT is the queue on the path.
+	MinRTT Duration `json:"min_rtt_seconds"`
+	RTT    Duration `json:"rtt_seconds"`
+	// PacingRate is the rate new data may enter at now.
+	PacingRate float64 `json:"pacing_rate_bps"`
+	// InFlight is data sent and not yet acknowledged; InFlightCap the
+	// most the controller allows.
+	InFlight    int64 `json:"inflight_bytes"`
+	InFlightCap int64 `json:"inflight_cap_bytes"`
+	// Delivered counts data bytes acknowledged, and Resent segments sent
+	// again, since the session began.
+	Delivered int64 `json:"delivered_bytes"`
+	Resent    int64 `json:"resent_segments"`
+	// QueueCuts counts the times a standing queue cut the estimate, and
+	// ProbeUps the times a probe found more bandwidth.
+	QueueCuts int64 `json:"queue_cuts"`
+	ProbeUps  int64 `json:"probe_ups"`
 }
 
 // Bytes sums the byte counts of the session's services.
@@ -258,4 +296,13 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 	}
 	*d = Duration(math.Round(s * 1e9))
 	return nil
+}
+
+// PacingOf describes a KCP session's pacing state.
+func PacingOf(ps transport.PaceState) *PacingStatus {
+	return &PacingStatus{
+		RateMbit: ps.Rate, Mode: ps.Mode, Bandwidth: ps.Bandwidth, MinRTT: Duration(ps.MinRTT), RTT: Duration(ps.RTT),
+		PacingRate: ps.PacingRate, InFlight: ps.InFlight, InFlightCap: ps.InFlightCap,
+		Delivered: ps.Delivered, Resent: ps.Resent, QueueCuts: ps.QueueCuts, ProbeUps: ps.ProbeUps,
+	}
 }

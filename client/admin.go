@@ -3,6 +3,7 @@ package client
 import (
 	"cmp"
 	"fmt"
+	"net"
 	"slices"
 	"time"
 
@@ -10,11 +11,29 @@ import (
 	"github.com/warren-tunnel/warren/internal/version"
 	"github.com/warren-tunnel/warren/metrics"
 	"github.com/warren-tunnel/warren/session"
+	"github.com/warren-tunnel/warren/transport"
 )
 
 // SetMetrics makes the client record its metrics in reg; nil records
 // none. Call it before Run.
-func (c *Client) SetMetrics(reg *metrics.Registry) { c.metrics = reg }
+func (c *Client) SetMetrics(reg *metrics.Registry) {
+	c.metrics = reg
+	reg.SetPacingSource(c.pacing)
+}
+
+// pacing lists the pacing state of the KCP sessions up, to every server,
+// for the metrics.
+func (c *Client) pacing() []metrics.Pacing {
+	var out []metrics.Pacing
+	for _, s := range c.pool.states() {
+		for i, sess := range s.sessions {
+			if ps, ok := transport.KCPPaceState(s.conns[i]); ok {
+				out = append(out, metrics.PacingOf(sess.Info().Client, s.conns[i].LocalAddr().String(), ps))
+			}
+		}
+	}
+	return out
+}
 
 // AdminSource returns the client as the admin listener sees it: its
 // session to show. It disconnects nothing; reloading is the business of
@@ -61,9 +80,9 @@ func (a adminSource) Status() admin.Status {
 		if s.LastError != nil {
 			srv.LastError = s.LastError.Error()
 		}
-		for _, sess := range s.sessions {
+		for i, sess := range s.sessions {
 			if st.Session == nil { // the first, with the client's counters
-				first := sessionStatus(sess, s.Transport, tab, true)
+				first := sessionStatus(sess, s.conns[i], s.Transport, tab, true)
 				st.Session = &first
 				// What the server said of each visitor, as the first
 				// session's server answered.
@@ -73,7 +92,7 @@ func (a adminSource) Status() admin.Status {
 					}
 				}
 			}
-			srv.Sessions = append(srv.Sessions, sessionStatus(sess, s.Transport, tab, false))
+			srv.Sessions = append(srv.Sessions, sessionStatus(sess, s.conns[i], s.Transport, tab, false))
 			live++
 		}
 		st.Servers = append(st.Servers, srv)
@@ -84,18 +103,22 @@ func (a adminSource) Status() admin.Status {
 	return st
 }
 
-// sessionStatus describes sess; with counts, its services carry the
-// client's counters (every session of the client serves them together).
-func sessionStatus(sess *session.Session, transport string, tab *serviceTable, counts bool) admin.SessionStatus {
+// sessionStatus describes sess, over its tunnel connection conn; with
+// counts, its services carry the client's counters (every session of the
+// client serves them together).
+func sessionStatus(sess *session.Session, conn net.Conn, kind string, tab *serviceTable, counts bool) admin.SessionStatus {
 	info := sess.Info()
 	ss := admin.SessionStatus{
 		Client:    info.Client,
 		ID:        info.ID,
-		Transport: transport,
+		Transport: kind,
 		Uptime:    admin.Duration(time.Since(info.Started)),
 		RTT:       admin.Duration(sess.RTT()),
 		Streams:   sess.NumStreams(),
 		Services:  []admin.ServiceStatus{},
+	}
+	if ps, ok := transport.KCPPaceState(conn); ok {
+		ss.Pacing = admin.PacingOf(ps)
 	}
 	if info.Remote != nil {
 		ss.Remote = info.Remote.String()

@@ -93,7 +93,7 @@ func New(cfg Config, log *slog.Logger, opts ...Option) (*Client, error) {
 	}
 	e := newEdges(opts)
 	eps, _ := cfg.endpoints() // Validate checked them
-	ts, err := transports(cfg, eps, e.transport)
+	ts, err := transports(cfg, eps, e.transport, log)
 	if err != nil {
 		return nil, err
 	}
@@ -127,8 +127,9 @@ func New(cfg Config, log *slog.Logger, opts ...Option) (*Client, error) {
 
 // transports returns the transport to each endpoint: t for all when it
 // is set (WithTransport), else the kind of each with TLS verifying its
-// host name (or server_name), also when it is dialled at an address.
-func transports(cfg Config, eps []*endpoint, t transport.Transport) ([]transport.Transport, error) {
+// host name (or server_name), also when it is dialled at an address, and
+// logging to log.
+func transports(cfg Config, eps []*endpoint, t transport.Transport, log *slog.Logger) ([]transport.Transport, error) {
 	out := make([]transport.Transport, len(eps))
 	if t != nil {
 		for i := range out {
@@ -157,7 +158,7 @@ func transports(cfg Config, eps []*endpoint, t transport.Transport) ([]transport
 		}
 		key := ep.kind + " " + name
 		if made[key] == nil {
-			t, err := transport.New(ep.kind, transport.Config{KCP: cfg.KCP, TCP: cfg.TCP, TLS: tlsCfg})
+			t, err := transport.New(ep.kind, transport.Config{KCP: cfg.KCP, TCP: cfg.TCP, TLS: tlsCfg, Log: log})
 			if err != nil {
 				return nil, fmt.Errorf("client.transport: %w", err)
 			}
@@ -452,7 +453,7 @@ func (c *Client) connect(ctx context.Context, r *remote, slot int) (upFor time.D
 		sess.Close(session.CodeClosed, "this server does not support parallel sessions")
 		return 0, false, sticky, errNoGroups
 	}
-	if !c.pool.up(r, slot, sess) {
+	if !c.pool.up(r, slot, sess, conn) {
 		sess.Close(session.CodeShuttingDown, "the client serves through other servers now")
 		return 0, false, sticky, errReleased
 	}

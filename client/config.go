@@ -137,6 +137,7 @@ func DefaultConfig() Config {
 	return Config{
 		Transport:         transport.KindKCP,
 		KCP:               transport.DefaultKCPConfig(),
+		TCP:               transport.DefaultTCPConfig(),
 		Mux:               sc.Mux,
 		HeartbeatInterval: sc.HeartbeatInterval,
 		HeartbeatMisses:   sc.HeartbeatMisses,

@@ -3,6 +3,7 @@ package client
 import (
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"slices"
 	"strconv"
 	"strings"
@@ -94,6 +95,7 @@ type remote struct {
 	draining bool               // the server said it drains, until a new session is up
 	back     []time.Duration    // by slot: when the draining server said to come back, until used (0: not said)
 	sess     []*session.Session // by slot: the session up, nil while down
+	conns    []net.Conn         // by slot: the tunnel connection of sess, for its transport's state
 	lastErr  error              // why the last session or attempt ended
 	dialled  string             // the address dialled last
 }
@@ -112,9 +114,14 @@ func (p *pool) notify() {
 // add makes r known (rule 1).
 func (p *pool) add(r *remote) {
 	p.mu.Lock()
-	r.sess, r.back = make([]*session.Session, p.conns), make([]time.Duration, p.conns)
+	p.slotsLocked(r)
 	p.known = append(p.known, r)
 	p.mu.Unlock()
+}
+
+// slotsLocked gives r its per-slot state, none up.
+func (p *pool) slotsLocked(r *remote) {
+	r.sess, r.conns, r.back = make([]*session.Session, p.conns), make([]net.Conn, p.conns), make([]time.Duration, p.conns)
 }
 
 // sync makes the servers of ep (resolve = "all") those at addrs (rule 1):
@@ -137,7 +144,7 @@ func (p *pool) sync(ep *endpoint, addrs []string, mk func(addr string) *remote) 
 	for _, a := range addrs {
 		if !slices.ContainsFunc(p.known, func(r *remote) bool { return r.ep == ep && r.addr == a }) {
 			r := mk(a)
-			r.sess, r.back = make([]*session.Session, p.conns), make([]time.Duration, p.conns)
+			p.slotsLocked(r)
 			p.known = append(p.known, r)
 		}
 	}
@@ -266,13 +273,14 @@ func (p *pool) replaceLocked(r *remote) bool {
 	return true
 }
 
-// up records the session of r's slot welcomed, and reports whether r is
-// still held (a released server's late session is not wanted).
-func (p *pool) up(r *remote, slot int, sess *session.Session) bool {
+// up records the session of r's slot welcomed, over conn, and reports
+// whether r is still held (a released server's late session is not
+// wanted).
+func (p *pool) up(r *remote, slot int, sess *session.Session, conn net.Conn) bool {
 	p.mu.Lock()
 	held := r.held
 	if held {
-		r.sess[slot] = sess
+		r.sess[slot], r.conns[slot] = sess, conn
 		r.fails, r.verdict, r.lastErr = 0, nil, nil
 		r.served, r.benched, r.draining, r.back[slot] = true, false, false, 0
 		r.upOnce.Do(func() { close(r.firstUp) })
@@ -307,7 +315,7 @@ func (p *pool) resolved(ep *endpoint, err error) {
 // down records that the session of r's slot ended.
 func (p *pool) down(r *remote, slot int) {
 	p.mu.Lock()
-	r.sess[slot] = nil
+	r.sess[slot], r.conns[slot] = nil, nil
 	p.mu.Unlock()
 	p.notify()
 }
@@ -325,7 +333,7 @@ func (p *pool) dialling(r *remote, addr string) {
 // carry on.
 func (p *pool) ended(r *remote, slot int, welcomed bool, err error) error {
 	p.mu.Lock()
-	r.sess[slot] = nil
+	r.sess[slot], r.conns[slot] = nil, nil
 	r.lastErr = err
 	if welcomed {
 		r.fails = 0
@@ -523,6 +531,7 @@ type ServerState struct {
 	LastError error
 
 	sessions []*session.Session // up now
+	conns    []net.Conn         // the tunnel connection of each of sessions
 }
 
 // states describes every known server, then every entry whose name does
@@ -533,9 +542,9 @@ func (p *pool) states() []ServerState {
 	out := make([]ServerState, 0, len(p.known)+len(p.unresolved))
 	for _, r := range p.known {
 		st := ServerState{Server: r.label, Address: r.dialled, Transport: r.t.String(), Held: r.held, Draining: r.draining, LastError: r.lastErr}
-		for _, s := range r.sess {
+		for i, s := range r.sess {
 			if s != nil {
-				st.sessions = append(st.sessions, s)
+				st.sessions, st.conns = append(st.sessions, s), append(st.conns, r.conns[i])
 			}
 		}
 		st.Up = len(st.sessions)

@@ -88,7 +88,7 @@ func TestPoolReplaces(t *testing.T) {
 		}},
 		{"refused", func(p *pool, r *remote) { p.ended(r, 0, false, errRefused) }},
 		{"drains", func(p *pool, r *remote) {
-			p.up(r, 0, &session.Session{})
+			p.up(r, 0, &session.Session{}, nil)
 			p.drains(r, 0, 0)
 		}},
 	} {
@@ -158,7 +158,7 @@ func TestPoolStops(t *testing.T) {
 			t.Fatalf("stopped before every server refused: %v", err)
 		}
 	}
-	p.up(rs[2], 0, &session.Session{})
+	p.up(rs[2], 0, &session.Session{}, nil)
 	if err := p.ended(rs[2], 0, true, errDown); err != nil {
 		t.Fatalf("stopped though the third accepted: %v", err)
 	}
@@ -174,13 +174,13 @@ func TestPoolStops(t *testing.T) {
 func TestPoolReady(t *testing.T) {
 	p, rs, _ := testPool(3, 0, 2, 1)
 	p.fill()
-	p.up(rs[0], 0, &session.Session{})
+	p.up(rs[0], 0, &session.Session{}, nil)
 	p.ended(rs[1], 0, false, errRefused)
 	ok, why := p.ready()
 	if ok || why != "1 of min_servers = 2 servers serving: s1:7000: auth rejected: unknown token; s2:7000: connecting" {
 		t.Fatalf("ready = %v, %q", ok, why)
 	}
-	p.up(rs[2], 0, &session.Session{})
+	p.up(rs[2], 0, &session.Session{}, nil)
 	if ok, why := p.ready(); !ok {
 		t.Fatalf("not ready with two up: %q", why)
 	}

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/warren-tunnel/warren/transport"
 )
 
 const goodToken = "0123456789abcdef0123"
@@ -155,6 +157,11 @@ func TestErrors(t *testing.T) {
 		{"wrong type", server + "[server.kcp]\nmtu = \"big\"\n", []string{"server.kcp.mtu", "incompatible types"}},
 		{"mtu out of range", server + "[server.kcp]\nmtu = 9000\n", []string{"server.kcp.mtu: 9000 is out of range"}},
 		{"bad mode", server + "[server.kcp]\nmode = \"turbo\"\n", []string{"server.kcp.mode", "turbo"}},
+		{"rate not auto", server + "[server.kcp]\nrate_mbit = \"fast\"\n", []string{"w.toml", "server.kcp.rate_mbit", `"fast" is not "auto" or a number`}},
+		{"rate negative", client + "remote_port = 1\n[client.kcp]\nrate_mbit = -1\n", []string{"client.kcp.rate_mbit", "-1 is out of range"}},
+		{"rate fraction", server + "[server.kcp]\nrate_mbit = 2.5\n", []string{"server.kcp.rate_mbit", "2.5 is not"}},
+		{"rate too high", server + "[server.kcp]\nrate_mbit = 100000\n", []string{"server.kcp.rate_mbit", "100000 is out of range"}},
+		{"bad congestion", server + "[server.tcp]\ncongestion = \"BBR\"\n", []string{"server.tcp.congestion", "BBR"}},
 		{"port out of range", "[server]\n[[server.clients]]\nname = \"a\"\ntoken = \"" + goodToken + "\"\nports = [70000]\n", []string{"server.clients.ports", "70000"}},
 		{"short token", "[server]\n[[server.clients]]\nname = \"a\"\ntoken = \"short\"\nports = [1]\n", []string{"server.clients[0] (a).token", "too short"}},
 		{"empty token", "[server]\n[[server.clients]]\nname = \"a\"\nports = [1]\n", []string{"server.clients[0] (a).token: missing"}},
@@ -267,4 +274,30 @@ func FuzzParse(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		Parse("fuzz.toml", data, lookup)
 	})
+}
+
+// TestRateMbit: [kcp] rate_mbit takes "auto" (the default), a number of
+// Mbit/s, or 0 for unpaced; [tcp] congestion defaults to "auto".
+func TestRateMbit(t *testing.T) {
+	server := "[server]\n[[server.clients]]\nname = \"a\"\ntoken = \"" + goodToken + "\"\nports = [1]\n"
+	for _, tc := range []struct {
+		kcp  string
+		want transport.Rate
+	}{
+		{"", transport.RateAuto},
+		{"rate_mbit = \"auto\"\n", transport.RateAuto},
+		{"rate_mbit = 90\n", 90},
+		{"rate_mbit = 0\n", 0},
+	} {
+		f, err := Parse("w.toml", []byte(server+"[server.kcp]\n"+tc.kcp), func(string) (string, bool) { return "", false })
+		if err != nil {
+			t.Fatalf("%q: %v", tc.kcp, err)
+		}
+		if got := f.Server.KCP.RateMbit; got != tc.want {
+			t.Errorf("%q: rate_mbit = %v, want %v", tc.kcp, got, tc.want)
+		}
+		if got := f.Server.TCP.Congestion; got != transport.CongestionAuto {
+			t.Errorf("tcp congestion = %q, want auto", got)
+		}
+	}
 }

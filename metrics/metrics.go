@@ -196,6 +196,7 @@ type Registry struct {
 	udpFlows          *prometheus.GaugeVec // service
 	udpDatagrams      *prometheus.CounterVec
 	udpDrops          *prometheus.CounterVec
+	pacing            *pacingCollector
 
 	mu       sync.Mutex
 	clients  names
@@ -281,9 +282,10 @@ func New(cfg Config) (*Registry, error) {
 		ConstLabels: prometheus.Labels{"version": version.Version, "goversion": runtime.Version(), "role": cfg.Role},
 	})
 	info.Set(1)
+	r.pacing = &pacingCollector{r: r}
 	cs := []prometheus.Collector{
 		info, r.streamsOpen, r.publicConns, r.visitorConns, r.dials, r.serviceBytes,
-		r.handshakeFailures, r.relaysAborted, r.rtt, kcpCollector{},
+		r.handshakeFailures, r.relaysAborted, r.rtt, kcpCollector{}, r.pacing,
 		r.udpFlows, r.udpDatagrams, r.udpDrops,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),

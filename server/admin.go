@@ -13,6 +13,7 @@ import (
 	"github.com/warren-tunnel/warren/internal/version"
 	"github.com/warren-tunnel/warren/metrics"
 	"github.com/warren-tunnel/warren/session"
+	"github.com/warren-tunnel/warren/transport"
 )
 
 // AdminSource returns the server as the admin listener sees it: its
@@ -26,7 +27,21 @@ type adminSource struct{ s *Server }
 
 // SetMetrics makes the server record its metrics in reg; nil records
 // none. Call it before Run.
-func (s *Server) SetMetrics(reg *metrics.Registry) { s.metrics = reg }
+func (s *Server) SetMetrics(reg *metrics.Registry) {
+	s.metrics = reg
+	reg.SetPacingSource(s.pacing)
+}
+
+// pacing lists the pacing state of the KCP sessions up, for the metrics.
+func (s *Server) pacing() []metrics.Pacing {
+	var out []metrics.Pacing
+	for _, cs := range s.table.list() {
+		if ps, ok := transport.KCPPaceState(cs.conn); ok {
+			out = append(out, metrics.PacingOf(cs.client.name, cs.remote, ps))
+		}
+	}
+	return out
+}
 
 // Ready reports whether the tunnel listeners and entry points are bound
 // and the server is not shutting down.
@@ -86,6 +101,9 @@ func (cs *clientSession) statusLocked() admin.SessionStatus {
 		Uptime:    admin.Duration(time.Since(cs.sess.Info().Started)),
 		RTT:       admin.Duration(cs.sess.RTT()),
 		Streams:   cs.sess.NumStreams(),
+	}
+	if ps, ok := transport.KCPPaceState(cs.conn); ok {
+		ss.Pacing = admin.PacingOf(ps)
 	}
 	for _, g := range cs.granted {
 		svc := admin.ServiceStatus{Name: g.Name, RemotePort: g.RemotePort, Domains: g.Domains}

@@ -182,6 +182,7 @@ func DefaultConfig() Config {
 			{Transport: transport.KindTCP, Address: "0.0.0.0:7000"},
 		},
 		KCP:               transport.DefaultKCPConfig(),
+		TCP:               transport.DefaultTCPConfig(),
 		Mux:               sc.Mux,
 		HeartbeatInterval: sc.HeartbeatInterval,
 		HeartbeatMisses:   sc.HeartbeatMisses,

@@ -233,7 +233,7 @@ func (s *Server) listen() ([]listener, error) {
 	for i, lc := range s.cfg.Listen {
 		t, err := s.edges.transports[lc.Transport], error(nil)
 		if t == nil {
-			t, err = transport.New(lc.Transport, transport.Config{KCP: s.cfg.KCP, TCP: s.cfg.TCP, TLS: s.tls})
+			t, err = transport.New(lc.Transport, transport.Config{KCP: s.cfg.KCP, TCP: s.cfg.TCP, TLS: s.tls, Log: s.log})
 		}
 		if err == nil {
 			var l transport.Listener

@@ -25,6 +25,7 @@ type clientSession struct {
 	group     string // the client process's parallel sessions share it; "" for none
 	transport string
 	remote    string
+	conn      net.Conn // the tunnel connection, for its transport's state
 	sess      *session.Session
 	log       *slog.Logger
 	routes    []*route          // guarded by the table's lock
@@ -70,7 +71,7 @@ func (s *Server) serveTunnel(c net.Conn, transportName string) {
 		s.recordFailed(remote, "", rej)
 		return
 	}
-	cs := &clientSession{client: clients[idx], id: session.NewID(), instance: p.Request.Instance, group: p.Request.Group, transport: transportName, remote: remote,
+	cs := &clientSession{client: clients[idx], id: session.NewID(), instance: p.Request.Instance, group: p.Request.Group, transport: transportName, remote: remote, conn: c,
 		private: p.Request.Private, claimsOther: len(p.Request.Visitors) > 0 || p.Request.Dial}
 	log = log.With("client", cs.client.name, "session", cs.id)
 	cs.log = log

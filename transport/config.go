@@ -3,6 +3,7 @@ package transport
 import (
 	"crypto/tls"
 	"fmt"
+	"log/slog"
 
 	"github.com/warren-tunnel/warren/internal/quote"
 )
@@ -16,6 +17,10 @@ type Config struct {
 	// TLS secures connections. nil means plaintext, which callers allow
 	// only when the user asked for it explicitly.
 	TLS *tls.Config
+	// Log gets what the transport has to say: which TCP congestion
+	// control "auto" chose, and the KCP rate controllers' debug lines.
+	// nil discards it.
+	Log *slog.Logger
 }
 
 // KCPConfig is the [server.kcp] / [client.kcp] table.
@@ -46,14 +51,17 @@ type KCPConfig struct {
 	// net.core.rmem_max / wmem_max.
 	ReadBuffer  int `toml:"read_buffer"`
 	WriteBuffer int `toml:"write_buffer"`
-	// RateMbit paces the data a session sends, with its FEC parity, at
-	// this many Mbit/s; 0 sends unpaced. KCP has no congestion control: unpaced, it sends its whole
-	// window at once and overflows the queue of a slower bottleneck, which
-	// then drops a share of every window. Resends and ACKs are not paced
-	// (they go out as soon as KCP decides to send them), so set it a
-	// little below the path's bottleneck rate. It is per session: a client
-	// with connections = N sends up to N times this.
-	RateMbit int `toml:"rate_mbit"`
+	// RateMbit paces the data a session sends. RateAuto ("auto", the
+	// default) lets a controller find the path's rate as it goes (a
+	// delivery-rate estimate in the spirit of BBR: ratectl.go, bbr.go). A
+	// number paces the data, with its FEC parity, at that many Mbit/s; 0
+	// sends unpaced. KCP has no congestion control of its own: unpaced,
+	// it sends its whole window at once and overflows the queue of a
+	// slower bottleneck, which then drops a share of every window. Resends
+	// and ACKs are never paced (they go out as soon as KCP decides to send
+	// them). It is per session: a client with connections = N sends up to
+	// N times a fixed rate.
+	RateMbit Rate `toml:"rate_mbit"`
 }
 
 // KCP modes and the KCP nodelay parameters they stand for, as kcptun
@@ -80,7 +88,7 @@ const (
 // DefaultConfig returns a plaintext configuration with default KCP tuning;
 // callers set TLS.
 func DefaultConfig() Config {
-	return Config{KCP: DefaultKCPConfig()}
+	return Config{KCP: DefaultKCPConfig(), TCP: DefaultTCPConfig()}
 }
 
 // DefaultKCPConfig returns KCP settings sized so that one session can carry
@@ -95,6 +103,7 @@ func DefaultKCPConfig() KCPConfig {
 		RecvWindow:  2048,
 		ReadBuffer:  4 << 20,
 		WriteBuffer: 4 << 20,
+		RateMbit:    RateAuto,
 	}
 }
 
@@ -141,8 +150,8 @@ func (c KCPConfig) Validate() error {
 	if c.WriteBuffer < 0 {
 		return fmt.Errorf("write_buffer: %d is negative", c.WriteBuffer)
 	}
-	if c.RateMbit < 0 || c.RateMbit > maxRateMbit {
-		return fmt.Errorf("rate_mbit: %d is out of range 0-%d (0 sends unpaced)", c.RateMbit, maxRateMbit)
+	if c.RateMbit < RateAuto || c.RateMbit > maxRateMbit {
+		return fmt.Errorf("rate_mbit: %d is out of range 0-%d, or \"auto\" (0 sends unpaced)", c.RateMbit, maxRateMbit)
 	}
 	return nil
 }

@@ -1,6 +1,8 @@
 package transport
 
 import (
+	"bytes"
+	"log/slog"
 	"net"
 	"strings"
 	"syscall"
@@ -94,5 +96,58 @@ func TestTCPConfigValidate(t *testing.T) {
 				t.Errorf("error %q does not name the key", err)
 			}
 		})
+	}
+}
+
+// TestTCPCongestionAuto: "auto" is bbr where the kernel offers it, and the
+// system's default otherwise, with one info line saying so; "" and names
+// stay as they are.
+func TestTCPCongestionAuto(t *testing.T) {
+	var logged bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&logged, nil))
+	def, bbrErr := probeCongestion("bbr")
+	got := TCPConfig{Congestion: CongestionAuto}.resolve(log)
+	switch {
+	case bbrErr == nil && got != "bbr":
+		t.Errorf("auto resolved to %q where bbr is available", got)
+	case bbrErr != nil && got != "":
+		t.Errorf("auto resolved to %q where bbr is not available (%v)", got, bbrErr)
+	}
+	lines := strings.Count(logged.String(), "\n")
+	if bbrErr == nil && lines != 0 || bbrErr != nil && (lines != 1 || !strings.Contains(logged.String(), "level=INFO")) {
+		t.Errorf("log after auto: %q", logged.String())
+	}
+	for _, name := range []string{"", "reno"} {
+		if got := (TCPConfig{Congestion: name}).resolve(log); got != name {
+			t.Errorf("%q resolved to %q", name, got)
+		}
+	}
+
+	// The connections of an "auto" transport use what it resolved to.
+	tr, err := New(KindTCP, DefaultConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := tr.Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		if c, err := l.Accept(); err == nil {
+			c.Close()
+		}
+	}()
+	c, err := tr.Dial(t.Context(), l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	want := "bbr"
+	if bbrErr != nil {
+		want = def
+	}
+	if got := congestionOf(t, c); got != want {
+		t.Errorf("an auto connection uses %q, want %q", got, want)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
@@ -45,6 +46,9 @@ type KCP struct {
 	// WrapPacketConn, when set, wraps every UDP socket Dial and Listen open,
 	// after tuning. Tests use it to lose, reorder or blackhole datagrams.
 	WrapPacketConn func(net.PacketConn) net.PacketConn
+	// Log gets the rate controllers' debug lines (rate_mbit = "auto");
+	// nil discards them.
+	Log *slog.Logger
 }
 
 var _ Transport = (*KCP)(nil)
@@ -76,14 +80,23 @@ func (k *KCP) Dial(ctx context.Context, addr string) (net.Conn, error) {
 		pc.Close()
 		return nil, err
 	}
+	var watch *dialWatch
+	kpc := pc
+	if k.Config.RateMbit == RateAuto {
+		watch = newDialWatch(pc)
+		kpc = watch
+	}
 	// Not ownConn: kcp-go would close the socket right after its last
 	// flush, racing its own sender; kcpConn.Close lingers first.
-	s, err := kcp.NewConn4(conv, raddr, nil, k.Config.DataShards, k.Config.ParityShards, false, pc)
+	s, err := kcp.NewConn4(conv, raddr, nil, k.Config.DataShards, k.Config.ParityShards, false, kpc)
 	if err != nil {
 		pc.Close()
 		return nil, err
 	}
-	c := newKCPConn(s, k.Config, func() { lingerClose(pc) })
+	c := newKCPConn(s, k.Config, k.Log, func() { lingerClose(pc) })
+	if watch != nil {
+		watch.ctl.Store(c.ctl)
+	}
 	if k.TLS == nil {
 		return c, nil
 	}
@@ -103,12 +116,20 @@ func (k *KCP) Listen(addr string) (Listener, error) {
 		return nil, err
 	}
 	pc := k.wrap(lpc)
-	l, err := kcp.ServeConn(nil, k.Config.DataShards, k.Config.ParityShards, pc)
+	var watch *listenWatch
+	kpc := pc
+	if k.Config.RateMbit == RateAuto {
+		watch = newListenWatch(pc)
+		kpc = watch
+	}
+	l, err := kcp.ServeConn(nil, k.Config.DataShards, k.Config.ParityShards, kpc)
 	if err != nil {
 		pc.Close()
 		return nil, err
 	}
-	return newKCPListener(l, pc, k.Config, k.TLS), nil
+	kl := newKCPListener(l, pc, k.Config, k.TLS)
+	kl.watch, kl.log = watch, k.Log
+	return kl, nil
 }
 
 func (k *KCP) wrap(pc net.PacketConn) net.PacketConn {
@@ -131,6 +152,10 @@ type kcpListener struct {
 	pc  net.PacketConn
 	cfg KCPConfig
 	tls *tls.Config
+	// watch shows each session's datagrams to its rate controller
+	// (rate_mbit = "auto"); nil otherwise.
+	watch *listenWatch
+	log   *slog.Logger
 
 	accepted chan *kcp.UDPSession
 	die      chan struct{} // closed by Close
@@ -198,7 +223,18 @@ func (l *kcpListener) Accept() (net.Conn, error) {
 	}
 	l.live++
 	l.mu.Unlock()
-	c := newKCPConn(s, l.cfg, l.release)
+	release := l.release
+	var c *kcpConn
+	if l.watch != nil {
+		release = func() {
+			l.watch.remove(s.RemoteAddr(), c.ctl)
+			l.release()
+		}
+	}
+	c = newKCPConn(s, l.cfg, l.log, release)
+	if l.watch != nil {
+		l.watch.add(s.RemoteAddr(), c.ctl)
+	}
 	if l.tls == nil {
 		return c, nil
 	}
@@ -255,7 +291,10 @@ func (l *kcpListener) Addr() net.Addr { return l.pc.LocalAddr() }
 // one first.
 type kcpConn struct {
 	*kcp.UDPSession
-	pace      *pacer // nil: unpaced
+	rate      Rate
+	fixed     float64  // with a fixed rate: bytes a second
+	ctl       *rateCtl // with rate_mbit = "auto"
+	pace      *pacer   // nil: unpaced
 	closeOnce sync.Once
 	onClose   func()
 	rd, wd    atomic.Int64 // deadlines in Unix nanoseconds, 0 for none
@@ -265,19 +304,50 @@ type kcpConn struct {
 // pass, near enough for a timer.
 var noDeadline = time.Now().Add(100 * 365 * 24 * time.Hour)
 
-func newKCPConn(s *kcp.UDPSession, cfg KCPConfig, onClose func()) *kcpConn {
+func newKCPConn(s *kcp.UDPSession, cfg KCPConfig, log *slog.Logger, onClose func()) *kcpConn {
 	cfg.tuneSession(s)
-	c := &kcpConn{UDPSession: s, onClose: onClose}
-	if cfg.RateMbit > 0 {
-		c.pace = newPacer(cfg.dataRate())
+	c := &kcpConn{UDPSession: s, onClose: onClose, rate: cfg.RateMbit}
+	switch {
+	case cfg.RateMbit == RateAuto:
+		var l *slog.Logger
+		if log != nil && log.Enabled(context.Background(), slog.LevelDebug) {
+			l = log.With("kcp_conv", s.GetConv(), "remote", s.RemoteAddr().String())
+		}
+		c.ctl = newRateCtl(s.GetConv(), cfg.mss(), cfg.SendWindow, nil, l)
+		c.pace = newPacer(c.ctl, &c.wd)
+	case cfg.RateMbit > 0:
+		c.fixed = cfg.dataRate()
+		c.pace = newPacer(newFixedGate(c.fixed), &c.wd)
 	}
 	s.SetDeadline(noDeadline)
 	return c
 }
 
+// mss is the data a KCP segment carries: the MTU less KCP's header and
+// FEC's.
+func (c KCPConfig) mss() int {
+	m := c.MTU - kcpHeaderLen
+	if c.DataShards > 0 && c.ParityShards > 0 {
+		m -= fecHeaderLen
+	}
+	return m
+}
+
+// paceState describes the session's pacing.
+func (c *kcpConn) paceState() PaceState {
+	switch {
+	case c.ctl != nil:
+		return c.ctl.state()
+	case c.pace != nil:
+		return PaceState{Rate: c.rate.String(), Mode: "fixed", PacingRate: c.fixed * 8}
+	}
+	return PaceState{Rate: c.rate.String(), Mode: "unpaced"}
+}
+
 func (c *kcpConn) SetDeadline(t time.Time) error {
 	c.rd.Store(unixNano(t))
 	c.wd.Store(unixNano(t))
+	c.paceDeadlineSet()
 	return c.UDPSession.SetDeadline(orNoDeadline(t))
 }
 
@@ -288,7 +358,15 @@ func (c *kcpConn) SetReadDeadline(t time.Time) error {
 
 func (c *kcpConn) SetWriteDeadline(t time.Time) error {
 	c.wd.Store(unixNano(t))
+	c.paceDeadlineSet()
 	return c.UDPSession.SetWriteDeadline(orNoDeadline(t))
+}
+
+// paceDeadlineSet tells a paced write that waits of a new deadline.
+func (c *kcpConn) paceDeadlineSet() {
+	if c.pace != nil {
+		c.pace.deadlineSet()
+	}
 }
 
 func unixNano(t time.Time) int64 {

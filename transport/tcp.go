@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"log/slog"
 	"net"
 	"syscall"
 )
@@ -15,6 +16,7 @@ type TCP struct {
 	TLS *tls.Config
 	// Congestion is the TCP congestion control of the tunnel connections
 	// ("bbr", "cubic", ...; Linux only); "" leaves the system's default.
+	// New resolves the setting "auto" to one of these.
 	Congestion string
 }
 
@@ -64,10 +66,19 @@ func (t *TCP) String() string { return kindName(KindTCP, t.TLS != nil) }
 // TCPConfig is the [server.tcp] / [client.tcp] table.
 type TCPConfig struct {
 	// Congestion is the congestion control of the tunnel's TCP
-	// connections; "" is the system's default. "bbr" keeps a lossy path
-	// busy where loss-based "cubic" collapses.
+	// connections. CongestionAuto ("auto", the default) is "bbr" where the
+	// kernel offers it and the system's default otherwise; "" is the
+	// system's default; any other name must be available, or listening
+	// and dialing fail. "bbr" keeps a lossy path busy where loss-based
+	// "cubic" collapses.
 	Congestion string `toml:"congestion"`
 }
+
+// CongestionAuto is congestion = "auto".
+const CongestionAuto = "auto"
+
+// DefaultTCPConfig returns congestion = "auto".
+func DefaultTCPConfig() TCPConfig { return TCPConfig{Congestion: CongestionAuto} }
 
 // Validate reports an invalid setting, naming its key.
 func (c TCPConfig) Validate() error {
@@ -76,7 +87,7 @@ func (c TCPConfig) Validate() error {
 	}
 	for _, r := range c.Congestion {
 		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '_') {
-			return fmt.Errorf("congestion: %q is not a congestion control name (e.g. \"bbr\", \"cubic\")", c.Congestion)
+			return fmt.Errorf("congestion: %q is not a congestion control name (e.g. \"auto\", \"bbr\", \"cubic\")", c.Congestion)
 		}
 	}
 	return nil
@@ -97,4 +108,19 @@ func (l lowatListener) Accept() (net.Conn, error) {
 		}
 	}
 	return c, nil
+}
+
+// resolve turns "auto" into "bbr" when this kernel lets a socket use it,
+// and into "" (the system's default) with one info line otherwise; other
+// settings stay as they are.
+func (c TCPConfig) resolve(log *slog.Logger) string {
+	if c.Congestion != CongestionAuto {
+		return c.Congestion
+	}
+	def, err := probeCongestion("bbr")
+	if err == nil {
+		return "bbr"
+	}
+	log.Info(`tcp congestion = "auto": bbr is not available here; using the system's default`, "default", def, "reason", err)
+	return ""
 }

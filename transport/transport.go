@@ -89,9 +89,9 @@ func New(kind string, cfg Config) (Transport, error) {
 	}
 	switch kind {
 	case KindTCP:
-		return &TCP{TLS: cfg.TLS, Congestion: cfg.TCP.Congestion}, nil
+		return &TCP{TLS: cfg.TLS, Congestion: cfg.TCP.resolve(logger(cfg.Log))}, nil
 	case KindKCP:
-		return &KCP{Config: cfg.KCP, TLS: cfg.TLS}, nil
+		return &KCP{Config: cfg.KCP, TLS: cfg.TLS, Log: cfg.Log}, nil
 	}
 	return nil, fmt.Errorf("%q: %w", kind, ErrUnknownKind)
 }

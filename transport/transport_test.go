@@ -220,28 +220,53 @@ func TestVerifyByCA(t *testing.T) {
 }
 
 // TestKCPLossyLink: KCP over a socket that drops 5% and reorders 5% of the
-// datagrams each way still delivers every byte intact.
+// datagrams each way still delivers every byte intact, paced by the rate
+// controller (rate_mbit = "auto", the default), unpaced, and at a fixed
+// rate. With "auto", both ends' controllers saw the transfer: what they
+// count delivered covers it, and they saw the resends.
 func TestKCPLossyLink(t *testing.T) {
-	leaktest.Check(t)
-	srvTLS, fp, _, err := transport.ServerTLS{}.Config(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
+	for _, rate := range []transport.Rate{transport.RateAuto, 0, 400} {
+		t.Run("rate_mbit="+rate.String(), func(t *testing.T) {
+			leaktest.Check(t)
+			srvTLS, fp, _, err := transport.ServerTLS{}.Config(t.TempDir())
+			if err != nil {
+				t.Fatal(err)
+			}
+			cliTLS, _ := transport.ClientTLS{Fingerprint: fp}.Config()
+			lossy := func(pc net.PacketConn) net.PacketConn {
+				return impair.Wrap(pc, impair.Config{Loss: 0.05, Reorder: 0.05})
+			}
+			cfg := transport.DefaultKCPConfig()
+			cfg.RateMbit = rate
+			srvT := &transport.KCP{Config: cfg, TLS: srvTLS, WrapPacketConn: lossy}
+			cliT := &transport.KCP{Config: cfg, TLS: cliTLS, WrapPacketConn: lossy}
+			const size = 8 << 20
+			srv, cli := transferOver(t, transporttest.Pair{Name: "lossy kcp+tls", Server: srvT, Client: cliT, Addr: "127.0.0.1:0"}, size)
+			for side, c := range map[string]net.Conn{"server": srv, "client": cli} {
+				st, ok := transport.KCPPaceState(c)
+				if !ok {
+					t.Fatalf("%s: no pacing state on a KCP session", side)
+				}
+				if st.Rate != rate.String() {
+					t.Errorf("%s: rate %q, want %q", side, st.Rate, rate)
+				}
+				if rate != transport.RateAuto {
+					continue
+				}
+				// The last ACKs may still be on their way.
+				if st.Delivered < size*9/10 || st.Resent == 0 || st.Bandwidth <= 0 || st.MinRTT <= 0 || st.PacingRate <= 0 {
+					t.Errorf("%s: the controller did not follow the transfer: %+v", side, st)
+				}
+			}
+		})
 	}
-	cliTLS, _ := transport.ClientTLS{Fingerprint: fp}.Config()
-	lossy := func(pc net.PacketConn) net.PacketConn {
-		return impair.Wrap(pc, impair.Config{Loss: 0.05, Reorder: 0.05})
-	}
-	cfg := transport.DefaultKCPConfig()
-	srvT := &transport.KCP{Config: cfg, TLS: srvTLS, WrapPacketConn: lossy}
-	cliT := &transport.KCP{Config: cfg, TLS: cliTLS, WrapPacketConn: lossy}
-	transferOver(t, transporttest.Pair{Name: "lossy kcp+tls", Server: srvT, Client: cliT, Addr: "127.0.0.1:0"}, 8<<20)
 }
 
 // transferOver sends size random bytes each way through p and compares
-// their SHA-256.
-func transferOver(t *testing.T, p transporttest.Pair, size int) {
+// their SHA-256. It returns the connections, still open.
+func transferOver(t *testing.T, p transporttest.Pair, size int) (srv, cli net.Conn) {
 	t.Helper()
-	srv, cli, _ := transporttest.Connect(t, p)
+	srv, cli, _ = transporttest.Connect(t, p)
 	deadline := time.Now().Add(2 * time.Minute)
 	srv.SetDeadline(deadline)
 	cli.SetDeadline(deadline)
@@ -285,6 +310,7 @@ func transferOver(t *testing.T, p transporttest.Pair, size int) {
 	if got := <-atCli; got != <-sentBySrv {
 		t.Error("server to client: data differs")
 	}
+	return srv, cli
 }
 
 // TestALPNRequired: a TLS server that does not speak warren's protocol is

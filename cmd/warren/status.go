@@ -322,7 +322,8 @@ func printStatus(w io.Writer, st admin.Status) error {
 }
 
 // printClientServers writes a client's status: a row per session of each
-// server (one for a server without any), then its services.
+// server (one for a server without any), the pacing of each KCP session,
+// then its services.
 func printClientServers(w io.Writer, tw *tabwriter.Writer, st admin.Status) error {
 	serving := 0
 	for _, srv := range st.Servers {
@@ -348,6 +349,13 @@ func printClientServers(w io.Writer, tw *tabwriter.Writer, st admin.Status) erro
 	}
 	if err := tw.Flush(); err != nil {
 		return err
+	}
+	for _, srv := range st.Servers {
+		for _, s := range srv.Sessions {
+			if s.Pacing != nil {
+				fmt.Fprintf(w, "pacing of %s to %s: %s\n", orDash(s.ID), srv.Server, fmtPacing(s.Pacing))
+			}
+		}
 	}
 	if st.Session == nil {
 		if st.LastError != "" {
@@ -448,6 +456,18 @@ func fmtRTT(d time.Duration) string {
 		return d.Round(time.Microsecond).String()
 	}
 	return d.Round(100 * time.Microsecond).String()
+}
+
+// fmtPacing describes a KCP session's pacing in one line.
+func fmtPacing(p *admin.PacingStatus) string {
+	switch p.Mode {
+	case "unpaced":
+		return "unpaced (rate_mbit = 0)"
+	case "fixed":
+		return fmt.Sprintf("fixed at %.1f Mbit/s of data (rate_mbit = %s)", p.PacingRate/1e6, p.RateMbit)
+	}
+	return fmt.Sprintf("auto, %s: bandwidth %.1f Mbit/s, min RTT %s, pacing %.1f Mbit/s, in flight %s of %s",
+		p.Mode, p.Bandwidth/1e6, fmtRTT(p.MinRTT.D()), p.PacingRate/1e6, fmtBytes(p.InFlight), fmtBytes(p.InFlightCap))
 }
 
 // fmtBytes writes a byte count with a binary unit.

@@ -1,0 +1,553 @@
+package transport
+
+import (
+	"math"
+	"time"
+)
+
+// bbr is the rate model of rate_mbit = "auto", in the spirit of BBR
+// (Cardwell et al., "BBR: Congestion-Based Congestion Control", 2016):
+// it estimates the path's bottleneck bandwidth and its round-trip
+// propagation time from rate samples (delivery.go), and from them sets
+// how fast new data may enter the session and how much may be in flight.
+// It is pure arithmetic on the samples it is given, with time passed in,
+// so that tests run it on a simulated path with a fake clock.
+//
+// The rules, in one place:
+//
+//   - Bandwidth is the largest delivery rate of the last bwRounds round
+//     trips ("rounds": a round ends when a segment sent after it began is
+//     acknowledged). Samples taken while the application had nothing to
+//     send count only if they raise it.
+//   - The minimum RTT is the smallest round trip of the last minRTTWindow.
+//   - Startup: pace at startupGain x bandwidth (doubling per round trip)
+//     until three rounds in a row raise the bandwidth by less than 25%,
+//     or a round's RTT stays above the minimum (see the queue below; on
+//     a long path the first startupRTTs samples of a round suffice).
+//     Drain: pace at drainGain and cap what is in flight at one BDP
+//     (bandwidth x min RTT) until the queue startup built is gone.
+//   - ProbeBW: pace at bandwidth x a gain that cycles per round through
+//     cycleGains: one round at 1.25 to find more bandwidth, one at 0.75
+//     to drain what that queued, six at 1. When a probe raised the
+//     bandwidth by probeGrowth (1.15) or more, the path had room for
+//     nearly all of the probe (a rate step up, a competitor gone: on a
+//     full path a probe gains only its share of the queue): probe again
+//     at once, for a growth of a quarter per two rounds, instead of every
+//     eight.
+//   - In flight is capped at cwndGain x BDP (2) plus what ACKs that come
+//     in bunches need (updateAckAggregation), never below initCapSegs
+//     (minCapSegs in ProbeRTT); the pacing rate is never below floorRate.
+//   - Only rounds in which the session had more to send than the pacer
+//     let through count for leaving Startup or for a standing queue: a
+//     session that sends little cannot be the cause of a queue (which
+//     may be on the path its ACKs take back, behind the other
+//     direction's data).
+//   - Loss is not a signal: random loss does not mean the path is full.
+//     Resends count against the pacing budget (new data waits for them),
+//     and the rate makes room for them: bandwidth / (1 - the share of
+//     resends in what was sent, at most maxLossShare). A queue is
+//     the signal: when, in a round pacing at gain 1 after another such
+//     round, even the smallest RTT stays above the minimum by
+//     queueSlack or more, the queue is not the probe's: the path
+//     delivers less than the estimate (a rate step down, a competitor
+//     arrived). The bandwidth estimate drops to what the last two rounds
+//     delivered (a quarter of the estimate at the least), and Drain
+//     empties the queue.
+//   - ProbeRTT: when the minimum RTT has not been seen again for
+//     minRTTWindow, cap what is in flight at half a BDP for
+//     probeRTTTime and a round, so that a queue that has been there all
+//     along drains and the true minimum shows.
+type bbr struct {
+	mss int64
+
+	mode  bbrMode
+	round int64
+	// nextRound is the delivered count that ends the current round.
+	nextRound  int64
+	roundStart bool
+
+	// bwRound holds the largest sample of each of the last bwRounds
+	// rounds; bwRound[round%bwRounds] is the current one's.
+	bwRound [bwRounds]float64
+	bw      float64 // max of bwRound: the bottleneck bandwidth, bytes/s
+
+	// roundRate and prevRate: what the round that just ended, and the
+	// one before, delivered on average (bytes/s; 0: unknown).
+	roundStartTime      time.Duration
+	roundStartDelivered int64
+	roundRate, prevRate float64
+	// lossShare is the share of resends in what was sent, smoothed over
+	// rounds; roundSent and roundResent are the totals at the round's
+	// start.
+	lossShare              float64
+	roundLoss, prevLoss    float64 // the share in the last round, and the one before
+	roundSent, roundResent int64
+
+	minRTT      time.Duration // 0: no sample yet
+	minRTTStamp time.Duration
+	// roundMinRTT is the smallest RTT of the current round (0: none);
+	// pastMinRTT the smallest of each of the rounds before it, the latest
+	// at pastMinRTT[(round-1)%len].
+	roundMinRTT time.Duration
+	pastMinRTT  [8]time.Duration
+	// roundBusy and prevBusy: the current round, and the one before, had
+	// samples that were not app-limited.
+	roundBusy, prevBusy bool
+
+	// Startup's plateau detection.
+	fullBw      float64
+	fullBwCount int
+	filled      bool
+
+	cycle   int     // index into cycleGains
+	cycleBw float64 // the bandwidth estimate when the probe began
+
+	// recent holds the RTT samples of the last queueWindow, as a
+	// monotonic queue: its first entry is their minimum.
+	recent []rttAt
+	// queueFrom is when the current stretch began over which a standing
+	// queue counts (Startup, a cruise at gain 1, Drain).
+	queueFrom time.Duration
+
+	// Ack aggregation: the current epoch of ACKs arriving faster than
+	// the bandwidth, and the largest excess of two spans of 5 rounds.
+	ackEpochStart time.Duration
+	ackEpochAcked int64
+	extraAcked    [2]int64
+	extraIdx      int
+	extraRounds   int
+
+	drainFrom int64 // the round Drain began
+
+	probeRTTDone  time.Duration // 0: cap not reached yet
+	probeRTTRound bool          // a round has ended since the cap was reached
+
+	pacingRate float64 // bytes/s
+	cap        int64   // bytes in flight allowed
+
+	// counters, for the state shown to users
+	queueCuts int64 // times a standing queue cut the estimate
+	probeUps  int64 // times a probe found more and Startup resumed
+}
+
+type rttAt struct {
+	at, rtt time.Duration
+}
+
+// bbrMode is the model's state.
+type bbrMode uint8
+
+const (
+	modeStartup bbrMode = iota
+	modeDrain
+	modeProbeBW
+	modeProbeRTT
+)
+
+func (m bbrMode) String() string {
+	switch m {
+	case modeStartup:
+		return "startup"
+	case modeDrain:
+		return "drain"
+	case modeProbeBW:
+		return "probe_bw"
+	case modeProbeRTT:
+		return "probe_rtt"
+	}
+	return "unknown"
+}
+
+// Parameters. The gains are BBR's (2/ln 2 doubles the rate per round
+// trip); the rest are discussed in docs/benchmarks.md, "What the
+// controller does".
+const (
+	bwRounds     = 10
+	minRTTWindow = 10 * time.Second
+	probeRTTTime = 200 * time.Millisecond
+	startupGain  = 2.885
+	drainGain    = 0.5
+	cwndGain     = 2.0
+	// startupCapGain bounds what Startup keeps in flight: with a queue of
+	// one BDP (linkem's default, and a common buffer size), 2 would
+	// overflow it in Startup's last round, and the burst of losses that
+	// KCP resends keeps a queue for seconds on a long path.
+	startupCapGain = 1.5
+	probeRTTGain   = 0.5 // of a BDP, the cap during ProbeRTT
+	probeGrowth    = 1.15
+	// maxLossShare bounds the room made for resends.
+	maxLossShare = 0.1
+	initCapSegs  = 16
+	minCapSegs   = 4
+	fullBwGrowth = 1.25
+	fullBwRounds = 3
+	// queueSpan is the least time a standing queue must last to count.
+	queueSpan = 40 * time.Millisecond
+	// maxDrainRounds bounds Drain once what is in flight fits a BDP.
+	maxDrainRounds = 4
+	// assumedRTT stands in for the RTT until the first sample, for the
+	// initial pacing rate.
+	assumedRTT = 100 * time.Millisecond
+	// minRate is the lowest pacing rate (bytes/s) before the first RTT
+	// sample; after it, floorRate applies.
+	minRate = 8 * 1350
+)
+
+// cycleGains is ProbeBW's pacing gain per round.
+var cycleGains = [...]float64{1.25, 0.75, 1, 1, 1, 1, 1, 1}
+
+func newBBR(mss int) *bbr {
+	b := &bbr{mss: int64(mss)}
+	b.cap = initCapSegs * b.mss
+	b.pacingRate = startupGain * float64(b.cap) / assumedRTT.Seconds()
+	return b
+}
+
+// bdp is bandwidth x min RTT in bytes, 0 before both are known.
+func (b *bbr) bdp() float64 {
+	if b.minRTT == 0 {
+		return 0
+	}
+	return b.bw * b.minRTT.Seconds()
+}
+
+// queueSlack is how far above the minimum RTT the smallest RTT of a round
+// may be before a queue counts: a quarter of the minimum (the queue one
+// probe at 1.25 builds), and at least 4 ms (KCP sends ACKs in bunches,
+// and the sender's own scheduling adds some).
+func (b *bbr) queueSlack() time.Duration {
+	return max(b.minRTT/4, 4*time.Millisecond)
+}
+
+// onSample takes in one rate sample at now.
+func (b *bbr) onSample(now time.Duration, rs rateSample) {
+	if rs.rtt > 0 {
+		if b.minRTT == 0 || rs.rtt <= b.minRTT || now-b.minRTTStamp > minRTTWindow {
+			b.minRTT, b.minRTTStamp = rs.rtt, now
+		}
+		if b.roundMinRTT == 0 || rs.rtt < b.roundMinRTT {
+			b.roundMinRTT = rs.rtt
+		}
+		for len(b.recent) > 0 && b.recent[len(b.recent)-1].rtt >= rs.rtt {
+			b.recent = b.recent[:len(b.recent)-1]
+		}
+		b.recent = append(b.recent, rttAt{now, rs.rtt})
+	}
+	if rs.newly == 0 {
+		b.setRateAndCap(rs)
+		return
+	}
+	b.roundStart = false
+	if rs.priorDelivered >= b.nextRound {
+		b.nextRound = rs.totalDelivered
+		b.prevRate, b.roundRate = b.roundRate, 0
+		if d := now - b.roundStartTime; b.roundStartTime > 0 && d > 0 {
+			b.roundRate = float64(rs.totalDelivered-b.roundStartDelivered) / d.Seconds()
+		}
+		b.roundStartTime, b.roundStartDelivered = now, rs.totalDelivered
+		if sent, resent := rs.sentTotal-b.roundSent, rs.resentTotal-b.roundResent; sent+resent > 0 {
+			b.prevLoss, b.roundLoss = b.roundLoss, float64(resent)/float64(sent+resent)
+			b.lossShare += (b.roundLoss - b.lossShare) / 4
+		}
+		b.roundSent, b.roundResent = rs.sentTotal, rs.resentTotal
+		b.round++
+		b.roundStart = true
+		b.pastMinRTT[(b.round)%int64(len(b.pastMinRTT))] = b.roundMinRTT
+		b.roundMinRTT = 0
+		b.prevBusy, b.roundBusy = b.roundBusy, false
+		b.bwRound[b.round%bwRounds] = 0
+	}
+	if !rs.appLimited {
+		b.roundBusy = true
+	}
+	if rs.delivered > 0 && rs.interval > 0 && (b.minRTT == 0 || rs.interval >= b.minRTT*3/4) {
+		sample := float64(rs.delivered) / rs.interval.Seconds()
+		if !rs.appLimited || sample >= b.bw {
+			i := b.round % bwRounds
+			b.bwRound[i] = max(b.bwRound[i], sample)
+		}
+	}
+	bw := 0.0
+	for _, v := range b.bwRound {
+		bw = max(bw, v)
+	}
+	if bw > 0 { // else no sample counted for bwRounds rounds: keep what we had
+		b.bw = bw
+	}
+	b.updateAckAggregation(now, rs.newly)
+	if b.roundStart {
+		b.endRound(now, rs)
+	}
+	b.checkQueue(now, rs)
+	b.checkDrain(now, rs)
+	b.checkProbeRTT(now, rs)
+	b.setRateAndCap(rs)
+}
+
+// endRound runs the per-round rules, at the start of a new round.
+func (b *bbr) endRound(now time.Duration, rs rateSample) {
+	switch b.mode {
+	case modeStartup:
+		if rs.appLimited || !b.prevBusy {
+			return
+		}
+		if b.bw >= b.fullBw*fullBwGrowth {
+			b.fullBw, b.fullBwCount = b.bw, 0
+			return
+		}
+		if b.fullBwCount++; b.fullBwCount >= fullBwRounds {
+			b.filled = true
+			b.enterDrain(now)
+		}
+	case modeProbeBW:
+		b.cycle = (b.cycle + 1) % len(cycleGains)
+		if b.cycle == 2 {
+			b.queueFrom = now // a cruise begins
+		}
+		// The samples of the probe round come back during the round
+		// after it: judge the probe at the end of that one.
+		if b.cycle == 2 && b.cycleBw > 0 && b.bw >= b.cycleBw*probeGrowth && !rs.appLimited {
+			// The path had room: probe again at once (a rate grows by
+			// a quarter per two rounds so, without the overshoot of
+			// Startup).
+			b.probeUps++
+			b.cycle = 0
+		}
+		if b.cycle == 0 {
+			b.cycleBw = b.bw
+		}
+	case modeProbeRTT:
+		if b.probeRTTDone != 0 {
+			b.probeRTTRound = true
+		}
+	}
+}
+
+// cutToRecent drops the bandwidth estimate to what the last two rounds
+// delivered (the larger samples of the filter are from before the path
+// gave less), at most to a quarter of it at once, and drains the queue.
+func (b *bbr) cutToRecent(now time.Duration) {
+	recent := max(b.roundRate, b.prevRate)
+	if recent == 0 {
+		return // nothing to go by
+	}
+	b.queueCuts++
+	bw := min(max(recent, b.bw/4), b.bw)
+	b.bwRound = [bwRounds]float64{}
+	b.bwRound[b.round%bwRounds] = bw
+	b.bw = bw
+	b.enterDrain(now)
+}
+
+// lastRoundRTT is the smallest RTT of the round that ended last.
+func (b *bbr) lastRoundRTT() time.Duration {
+	if b.round == 0 {
+		return b.roundMinRTT
+	}
+	return b.pastMinRTT[(b.round-1)%int64(len(b.pastMinRTT))]
+}
+
+// windowMin is the smallest RTT of the last queueWindow (0: none).
+func (b *bbr) windowMin(now time.Duration) time.Duration {
+	w := b.queueWindow()
+	i := 0
+	for i < len(b.recent) && b.recent[i].at < now-w {
+		i++
+	}
+	if i > 0 {
+		b.recent = append(b.recent[:0], b.recent[i:]...)
+	}
+	if len(b.recent) == 0 {
+		return 0
+	}
+	return b.recent[0].rtt
+}
+
+// queueWindow is how long every RTT must stay above the minimum by
+// queueSlack for a queue to count: a minimum RTT, and at least queueSpan
+// (KCP acknowledges every interval, 20 ms in mode fast2, so a short
+// path's RTT samples carry that wait; over queueSpan some ACK went out
+// at once).
+func (b *bbr) queueWindow() time.Duration { return max(b.minRTT, queueSpan) }
+
+// standingQueue reports whether the RTT stayed above the minimum by
+// queueSlack or more for the whole queueWindow, within the current
+// stretch (queueFrom).
+func (b *bbr) standingQueue(now time.Duration) bool {
+	if b.minRTT == 0 || now-b.queueFrom < b.queueWindow() {
+		return false
+	}
+	m := b.windowMin(now)
+	return m > 0 && m > b.minRTT+b.queueSlack()
+}
+
+// checkQueue acts on a standing queue: Startup ends (the pipe is full),
+// and in a cruise of ProbeBW the estimate is cut (cutToRecent). Only when
+// the session had more to send than the pacer let through: a session that
+// sends little cannot be the cause of a queue (which may be on the path
+// its ACKs take back, behind the other direction's data).
+func (b *bbr) checkQueue(now time.Duration, rs rateSample) {
+	if rs.appLimited || !(b.roundBusy || b.prevBusy) {
+		return
+	}
+	switch {
+	case b.mode == modeStartup && b.standingQueue(now):
+		b.filled = true
+		b.enterDrain(now)
+	case b.mode == modeProbeBW && cycleGains[b.cycle] == 1 && b.standingQueue(now):
+		b.cutToRecent(now)
+	}
+}
+
+func (b *bbr) enterStartup(now time.Duration) {
+	b.mode = modeStartup
+	b.fullBw, b.fullBwCount, b.filled = 0, 0, false
+	b.queueFrom = now
+}
+
+func (b *bbr) enterDrain(now time.Duration) {
+	b.mode = modeDrain
+	b.drainFrom = b.round
+	b.queueFrom = now
+}
+
+// checkDrain leaves Drain once what is in flight fits one BDP.
+func (b *bbr) checkDrain(now time.Duration, rs rateSample) {
+	if b.mode != modeDrain || float64(rs.inflight) > b.bdp() {
+		return
+	}
+	// What KCP resends is not in flight as counted here but queues all
+	// the same: drain until the RTT shows the queue gone, for up to
+	// maxDrainRounds (a queue that is not ours does not go away).
+	if b.standingQueue(now) && b.round-b.drainFrom < maxDrainRounds {
+		return
+	}
+	b.enterCruise(now)
+}
+
+// enterCruise goes to ProbeBW at a round of gain 1 (after the 0.75 one).
+func (b *bbr) enterCruise(now time.Duration) {
+	b.mode = modeProbeBW
+	b.cycle, b.cycleBw = 2, 0
+	b.queueFrom = now
+}
+
+// checkProbeRTT enters and leaves ProbeRTT.
+func (b *bbr) checkProbeRTT(now time.Duration, rs rateSample) {
+	if b.mode != modeProbeRTT {
+		if b.minRTT > 0 && now-b.minRTTStamp > minRTTWindow && b.mode != modeStartup {
+			b.mode = modeProbeRTT
+			b.probeRTTDone, b.probeRTTRound = 0, false
+		}
+		return
+	}
+	if b.probeRTTDone == 0 {
+		if float64(rs.inflight) <= b.probeRTTCap() {
+			b.probeRTTDone = now + probeRTTTime
+			b.nextRound = rs.totalDelivered // a full round from here
+		}
+		return
+	}
+	if b.probeRTTRound && now >= b.probeRTTDone {
+		b.minRTTStamp = now
+		if b.filled {
+			b.enterCruise(now)
+		} else {
+			b.enterStartup(now)
+		}
+	}
+}
+
+func (b *bbr) probeRTTCap() float64 {
+	return max(probeRTTGain*b.bdp(), float64(minCapSegs*b.mss))
+}
+
+// floorRate is the lowest pacing rate: initCapSegs segments per minimum
+// RTT at the startup gain (7 Mbit/s at 50 ms), what a session may always
+// send. A session that sent little (the reverse direction of a transfer:
+// window updates, replies) has a small estimate, and pacing its few bytes
+// any slower would hold up the other direction.
+func (b *bbr) floorRate() float64 {
+	if b.minRTT == 0 {
+		return minRate
+	}
+	return startupGain * float64(initCapSegs*b.mss) / b.minRTT.Seconds()
+}
+
+// gain is the pacing gain of the current mode.
+func (b *bbr) gain() float64 {
+	switch b.mode {
+	case modeStartup:
+		return startupGain
+	case modeDrain:
+		return drainGain
+	case modeProbeBW:
+		return cycleGains[b.cycle]
+	}
+	return 1
+}
+
+// setRateAndCap sets the pacing rate and the in-flight cap.
+func (b *bbr) setRateAndCap(rs rateSample) {
+	// The pacing budget covers resends too (ratectl.go), and what random
+	// loss takes used the path without being delivered: make room for
+	// the resends, up to maxLossShare of the rate.
+	rate := b.gain() * b.bw
+	if b.mode == modeStartup && !b.filled {
+		// Startup never slows down: the first samples come from the
+		// handshake and say little about the path.
+		if b.minRTT > 0 {
+			rate = max(rate, startupGain*float64(initCapSegs*b.mss)/b.minRTT.Seconds())
+		}
+		rate = max(rate, b.pacingRate)
+	}
+	b.pacingRate = math.Max(rate, b.floorRate())
+
+	bdp := b.bdp()
+	extra := float64(max(b.extraAcked[0], b.extraAcked[1]))
+	var c float64
+	switch b.mode {
+	case modeStartup:
+		// Grow by what was delivered (doubling per round, as slow start
+		// does) up to the target.
+		c = float64(b.cap)
+		if target := startupCapGain*bdp + extra; c < target || bdp == 0 {
+			c += float64(rs.newly)
+		}
+		c = max(c, initCapSegs*float64(b.mss))
+	case modeDrain:
+		c = bdp + extra
+	case modeProbeRTT:
+		c = b.probeRTTCap()
+	default:
+		c = cwndGain*bdp + extra
+	}
+	floor := int64(initCapSegs) * b.mss
+	if b.mode == modeProbeRTT {
+		floor = minCapSegs * b.mss
+	}
+	b.cap = max(int64(c), floor)
+}
+
+// updateAckAggregation estimates how much more than bandwidth x time
+// arrives acknowledged in a burst (BBR's extra_acked): KCP sends its ACKs
+// once per interval (20 ms in mode fast2) unless 56 are waiting, so on a
+// slow or short path the data in flight must cover the RTT and that wait.
+// The estimate is the largest excess of the last 10 rounds, at most 100 ms
+// of data.
+func (b *bbr) updateAckAggregation(now time.Duration, newly int64) {
+	if b.roundStart {
+		if b.extraRounds++; b.extraRounds >= bwRounds/2 {
+			b.extraRounds = 0
+			b.extraIdx ^= 1
+			b.extraAcked[b.extraIdx] = 0
+		}
+	}
+	expected := int64(b.bw * (now - b.ackEpochStart).Seconds())
+	if b.ackEpochStart == 0 || b.ackEpochAcked <= expected {
+		b.ackEpochStart, b.ackEpochAcked, expected = now, 0, 0
+	}
+	b.ackEpochAcked += newly
+	extra := min(b.ackEpochAcked-expected, int64(b.bw*0.1))
+	b.extraAcked[b.extraIdx] = max(b.extraAcked[b.extraIdx], extra)
+}

@@ -1,0 +1,142 @@
+package transport
+
+import (
+	"testing"
+	"time"
+)
+
+// The rate controller on the simulated path of pathsim_test.go. Rates are
+// of segment data, as the controller counts them: the bottleneck's rate
+// less KCP's, UDP's and IP's headers (payloadRate).
+
+// bwAt runs p to at and returns f's bandwidth estimate in bytes a second.
+func bwAt(p *pathSim, f *simFlow, at time.Duration) float64 {
+	p.run(at)
+	return f.ctl.state().Bandwidth / 8
+}
+
+// within reports whether got is within frac of want.
+func within(got, want, frac float64) bool { return got >= want*(1-frac) && got <= want*(1+frac) }
+
+// TestRateCtlConverges: from a cold start the estimate is within 10% of the
+// bottleneck in under 2 s, and the path is kept busy afterwards, on
+// short, long, slow and fast paths (1% random loss, a queue of one BDP).
+func TestRateCtlConverges(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		mbit float64
+		rtt  time.Duration
+		by   time.Duration
+		// busy is the share of the bottleneck the session must deliver
+		// in the 4 s after.
+		busy float64
+	}{
+		{"100 Mbit/s 50 ms", 100, 50 * time.Millisecond, 2 * time.Second, 0.85},
+		{"20 Mbit/s 20 ms", 20, 20 * time.Millisecond, 2 * time.Second, 0.85},
+		{"300 Mbit/s 10 ms", 300, 10 * time.Millisecond, 2 * time.Second, 0.85},
+		// Ten round trips in 2 s, most of them Startup's.
+		{"10 Mbit/s 200 ms", 10, 200 * time.Millisecond, 2 * time.Second, 0.8},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := newPathSim(tc.mbit, tc.rtt, 1, 0.01)
+			f := p.addFlow(-1)
+			want := p.payloadRate()
+			if bw := bwAt(p, f, tc.by); !within(bw, want, 0.1) {
+				t.Fatalf("estimate %.1f Mbit/s after %v, bottleneck %.1f", bw*8/1e6, tc.by, want*8/1e6)
+			}
+			if got := p.goodput(f, tc.by, tc.by+4*time.Second) / 8; got < tc.busy*want {
+				t.Fatalf("goodput %.1f Mbit/s after convergence, bottleneck %.1f", got*8/1e6, want*8/1e6)
+			}
+		})
+	}
+}
+
+// TestRateCtlRandomLoss: 5% random loss after the queue does not cut the
+// rate: the estimate stays near the bottleneck and the path stays busy.
+func TestRateCtlRandomLoss(t *testing.T) {
+	p := newPathSim(100, 50*time.Millisecond, 1, 0.05)
+	f := p.addFlow(-1)
+	want := p.payloadRate()
+	for at := 2 * time.Second; at <= 8*time.Second; at += 100 * time.Millisecond {
+		if bw := bwAt(p, f, at); bw < 0.85*want {
+			t.Fatalf("estimate %.1f Mbit/s at %v with 5%% random loss, bottleneck %.1f", bw*8/1e6, at, want*8/1e6)
+		}
+	}
+	// What is lost is resent on top, and takes the path's capacity.
+	if got := p.goodput(f, 8*time.Second, 12*time.Second) / 8; got < 0.85*want {
+		t.Fatalf("goodput %.1f Mbit/s with 5%% random loss, bottleneck %.1f", got*8/1e6, want*8/1e6)
+	}
+}
+
+// TestRateCtlQueueBackoff: when a queue builds up without loss (a buffer
+// of 5 or 10 BDPs), the controller backs off: after the bottleneck halves,
+// and when unresponsive cross traffic takes half of it. It keeps the queue
+// under 3/4 of an RTT on average (a quarter of an RTT before it counts,
+// and the probes), where not backing off would fill the buffer.
+func TestRateCtlQueueBackoff(t *testing.T) {
+	t.Run("rate halves", func(t *testing.T) {
+		p := newPathSim(100, 50*time.Millisecond, 10, 0)
+		f := p.addFlow(-1)
+		p.run(3 * time.Second)
+		p.setRate(50)
+		want := p.payloadRate()
+		if bw := bwAt(p, f, 5*time.Second); bw > 1.15*want {
+			t.Fatalf("estimate %.1f Mbit/s 2 s after the bottleneck fell to %.1f", bw*8/1e6, want*8/1e6)
+		}
+		checkQueue(t, p, 5*time.Second, 8*time.Second, 0.75)
+	})
+	t.Run("cross traffic", func(t *testing.T) {
+		p := newPathSim(100, 50*time.Millisecond, 5, 0)
+		f := p.addFlow(-1)
+		p.run(3 * time.Second)
+		p.startCross(50)
+		share := p.payloadRate() / 2
+		if bw := bwAt(p, f, 6*time.Second); bw > 1.2*share {
+			t.Fatalf("estimate %.1f Mbit/s 3 s after cross traffic took half the path (%.1f left)", bw*8/1e6, share*8/1e6)
+		}
+		checkQueue(t, p, 6*time.Second, 9*time.Second, 0.75)
+		if got := p.goodput(f, 9*time.Second, 12*time.Second) / 8; got < 0.8*share {
+			t.Fatalf("goodput %.1f Mbit/s beside the cross traffic, %.1f left to it", got*8/1e6, share*8/1e6)
+		}
+	})
+}
+
+// checkQueue fails unless the bottleneck's queue, sampled every 10 ms
+// over [from, to], holds less than frac x RTT of data on average.
+func checkQueue(t *testing.T, p *pathSim, from, to time.Duration, frac float64) {
+	t.Helper()
+	sum, n := 0.0, 0
+	for at := from; at < to; at += 10 * time.Millisecond {
+		p.run(at)
+		sum += float64(p.queued)
+		n++
+	}
+	wait := time.Duration(sum / float64(n) / p.rate * 1e9)
+	if limit := time.Duration(frac * float64(2*p.delay)); wait > limit {
+		t.Fatalf("the queue held %v of data on average over [%v, %v]; allowed %v", wait.Round(time.Millisecond), from, to, limit)
+	}
+}
+
+// TestRateCtlFollowsStep: the estimate follows the bottleneck from 100 to
+// 20 Mbit/s and back within 2 s each way (1% loss, a queue of one BDP, as
+// linkem sets it).
+func TestRateCtlFollowsStep(t *testing.T) {
+	p := newPathSim(100, 50*time.Millisecond, 1, 0.01)
+	f := p.addFlow(-1)
+	setRate := func(mbit float64) {
+		p.setRate(mbit)
+		p.queueCap = max(int(p.rate*2*p.delay.Seconds()), 32*(simMTU+simIPUDP))
+	}
+	p.run(3 * time.Second)
+	setRate(20)
+	low := p.payloadRate()
+	if bw := bwAt(p, f, 5*time.Second); !within(bw, low, 0.2) {
+		t.Fatalf("estimate %.1f Mbit/s 2 s after a step down to %.1f", bw*8/1e6, low*8/1e6)
+	}
+	p.run(7 * time.Second)
+	setRate(100)
+	high := p.payloadRate()
+	if bw := bwAt(p, f, 9*time.Second); !within(bw, high, 0.1) {
+		t.Fatalf("estimate %.1f Mbit/s 2 s after a step up to %.1f", bw*8/1e6, high*8/1e6)
+	}
+}

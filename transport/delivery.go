@@ -1,0 +1,234 @@
+package transport
+
+import "time"
+
+// sampler estimates the delivery rate of one direction of a KCP session
+// from the segments it sends and the acknowledgements it gets back, as
+// TCP's delivery rate estimation does (draft-cheng-iccrg-delivery-rate-
+// estimation): every transmission remembers how much had been delivered
+// when it left, and when it is acknowledged, the bytes delivered since
+// over the time they took are one rate sample.
+//
+// It sees KCP only on the wire (kcpwire.go): a data segment's sequence
+// number, size and timestamp going out; a peer's cumulative una and
+// selective ACKs (which echo the timestamp of the transmission they
+// acknowledge) coming in. Times are durations since an arbitrary epoch,
+// so that tests drive it with a fake clock. It is not safe for concurrent
+// use; rateCtl locks it.
+type sampler struct {
+	recs []segRecord // by sequence number modulo len(recs), a power of two
+	mask uint32
+
+	started bool
+	una     uint32 // oldest sequence number not known delivered
+	nxt     uint32 // one past the highest sequence number sent
+
+	delivered     int64         // bytes delivered in all
+	deliveredTime time.Duration // when delivered last grew
+	firstSent     time.Duration // send time of the latest segment delivered
+	inflight      int64         // bytes sent and not yet delivered
+	sentBytes     int64         // bytes sent for the first time, in all
+	resent        int64         // retransmissions seen, in all
+	resentBytes   int64         // and their bytes
+	// appLimitedUntil marks segments sent while the sender had nothing
+	// to send as app-limited until delivered passes it; 0: none.
+	appLimitedUntil int64
+
+	ev ackEvent // the incoming datagram being taken in
+}
+
+// segRecord is what the sampler remembers of one segment in flight: the
+// delivery state at its first transmission and at its latest.
+type segRecord struct {
+	first, last txState
+	size        int32
+	ts0, ts     uint32 // KCP's timestamps of the first and the latest transmission
+	state       uint8
+}
+
+// txState is the delivery state when a transmission left.
+type txState struct {
+	sent          time.Duration
+	delivered     int64
+	deliveredTime time.Duration
+	firstSent     time.Duration
+	appLimited    bool
+}
+
+const (
+	segFree = iota
+	segOut
+	segDelivered
+)
+
+// ackEvent gathers what one incoming datagram acknowledged.
+type ackEvent struct {
+	newly int64 // bytes newly delivered
+	// latest is the most recently sent transmission among those known
+	// delivered: an ACK names its transmission by its timestamp; a
+	// segment covered by una alone counts by its first transmission
+	// (which copy arrived is unknown, and taking a resend that was not
+	// needed would make the sample look fast).
+	latest txState
+	rtt    time.Duration
+	any    bool // latest is set
+}
+
+// rateSample is what one incoming datagram taught: see rateCtl.onSample.
+type rateSample struct {
+	// delivered is the bytes delivered during interval, ending now;
+	// 0 when the datagram acknowledged nothing new.
+	delivered int64
+	interval  time.Duration
+	// priorDelivered is the sampler's delivered count when the latest
+	// acknowledged segment was sent: rounds are counted with it.
+	priorDelivered int64
+	// totalDelivered is the sampler's delivered count now.
+	totalDelivered int64
+	newly          int64
+	// rtt is the smallest round trip measured by an ACK in the
+	// datagram; 0 for none.
+	rtt        time.Duration
+	appLimited bool
+	inflight   int64
+	// sentTotal and resentTotal are the bytes sent for the first time
+	// and again, in all.
+	sentTotal, resentTotal int64
+}
+
+// newSampler keeps records for window segments in flight (rounded up to a
+// power of two).
+func newSampler(window int) *sampler {
+	n := 64
+	for n < window {
+		n <<= 1
+	}
+	return &sampler{recs: make([]segRecord, n), mask: uint32(n - 1)}
+}
+
+// before reports whether sequence number a comes before b (modulo 2^32).
+func before(a, b uint32) bool { return int32(a-b) < 0 }
+
+// onSend records a data segment leaving: sn, its size and KCP's
+// timestamp. A sequence number seen before is a retransmission.
+func (s *sampler) onSend(now time.Duration, sn, ts uint32, size int) {
+	if !s.started {
+		s.started, s.una, s.nxt = true, sn, sn
+	}
+	if before(sn, s.una) || sn-s.una > s.mask {
+		return // delivered already, or beyond what the records hold
+	}
+	r := &s.recs[sn&s.mask]
+	first := !before(sn, s.nxt)
+	if first {
+		for ; before(s.nxt, sn); s.nxt++ { // never sent: nothing to wait for
+			s.recs[s.nxt&s.mask].state = segFree
+		}
+		s.nxt = sn + 1
+		if s.inflight == 0 {
+			// Nothing in flight: the delivery clock restarts, so that
+			// the idle time is not counted as sending time.
+			s.firstSent, s.deliveredTime = now, now
+		}
+		r.size, r.state = int32(size), segOut
+		s.inflight += int64(size)
+		s.sentBytes += int64(size)
+	} else {
+		if r.state != segOut {
+			return
+		}
+		s.resent++
+		s.resentBytes += int64(r.size)
+	}
+	r.last = txState{sent: now, delivered: s.delivered, deliveredTime: s.deliveredTime, firstSent: s.firstSent,
+		appLimited: s.appLimitedUntil > s.delivered}
+	r.ts = ts
+	if first {
+		r.first, r.ts0 = r.last, ts
+	}
+}
+
+// markAppLimited says the sender has nothing more to send now: what it
+// sends until what is in flight now (and queued) is delivered measures
+// the application, not the path.
+func (s *sampler) markAppLimited(queued int64) {
+	s.appLimitedUntil = max(s.delivered+s.inflight+queued, 1)
+}
+
+// onAck takes in a selective ACK of sn, which echoes the timestamp of the
+// transmission that arrived.
+func (s *sampler) onAck(now time.Duration, sn, ts uint32) {
+	if !s.started || before(sn, s.una) || !before(sn, s.nxt) {
+		return
+	}
+	r := &s.recs[sn&s.mask]
+	if r.state != segOut {
+		return
+	}
+	var tx *txState
+	switch ts {
+	case r.ts:
+		tx = &r.last
+	case r.ts0:
+		tx = &r.first // a resend that was not needed
+	}
+	if tx != nil {
+		if rtt := now - tx.sent; rtt > 0 && (s.ev.rtt == 0 || rtt < s.ev.rtt) {
+			s.ev.rtt = rtt
+		}
+	} else {
+		tx = &r.first
+	}
+	s.deliver(now, r, tx)
+}
+
+// onUna takes in the peer's cumulative acknowledgement: everything before
+// una has arrived.
+func (s *sampler) onUna(now time.Duration, una uint32) {
+	if !s.started || !before(s.una, una) || before(s.nxt, una) {
+		return
+	}
+	for ; before(s.una, una); s.una++ {
+		r := &s.recs[s.una&s.mask]
+		if r.state == segOut {
+			s.deliver(now, r, &r.first)
+		}
+		r.state = segFree
+	}
+}
+
+func (s *sampler) deliver(now time.Duration, r *segRecord, tx *txState) {
+	r.state = segDelivered
+	s.delivered += int64(r.size)
+	s.inflight -= int64(r.size)
+	s.deliveredTime = now
+	s.ev.newly += int64(r.size)
+	if !s.ev.any || tx.sent > s.ev.latest.sent {
+		s.ev.latest, s.ev.any = *tx, true
+	}
+}
+
+// endEvent closes the incoming datagram's acknowledgements into a rate
+// sample.
+func (s *sampler) endEvent(now time.Duration) rateSample {
+	ev := s.ev
+	s.ev = ackEvent{}
+	rs := rateSample{rtt: ev.rtt, newly: ev.newly, inflight: s.inflight, totalDelivered: s.delivered,
+		sentTotal: s.sentBytes, resentTotal: s.resentBytes}
+	if s.appLimitedUntil != 0 && s.delivered >= s.appLimitedUntil {
+		s.appLimitedUntil = 0
+	}
+	if !ev.any {
+		return rs
+	}
+	p := ev.latest
+	s.firstSent = p.sent
+	rs.delivered = s.delivered - p.delivered
+	rs.priorDelivered = p.delivered
+	rs.appLimited = p.appLimited
+	// The longer of the sending and the acknowledging spans: ACKs that
+	// arrive bunched (KCP sends them every interval) would otherwise
+	// make the rate look higher than the path's.
+	rs.interval = max(p.sent-p.firstSent, now-p.deliveredTime)
+	return rs
+}

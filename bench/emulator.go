@@ -39,6 +39,9 @@ type emulator interface {
 	// start makes the link for spec, replacing any link of this name
 	// (also one left by a run killed hard).
 	start(spec LinkSpec) error
+	// setRate changes the running link's rate each way, keeping its
+	// delay and loss; the queue stays one BDP at the new rate.
+	setRate(mbit float64) error
 	// stats returns the counters so far, per direction a->b, b->a.
 	stats() []linkDir
 	// down removes the link and returns its final counters.

@@ -60,6 +60,11 @@ func (l *linkem) start(spec LinkSpec) error {
 	return nil
 }
 
+func (l *linkem) setRate(mbit float64) error {
+	_, err := run(l.bin, "set", "--name", l.name, "--rate", fmt.Sprintf("%gmbit", mbit))
+	return err
+}
+
 func (l *linkem) down() []linkDir {
 	out, _ := exec.Command(l.bin, "down", "--name", l.name).CombinedOutput()
 	l.up = false

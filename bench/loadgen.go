@@ -40,6 +40,11 @@ type lgRequest struct {
 	Window   int           `json:"window,omitempty"`    // udp: datagrams in flight per flow (closed loop)
 	RateMbit float64       `json:"rate_mbit,omitempty"` // udp: send at this rate instead (open loop)
 	Ack      bool          `json:"ack,omitempty"`       // udp: ask for 16-byte answers, not echoes
+	// series (pacing.go): one download from each of Addrs, and an echo
+	// on EchoAddr, reported every Interval.
+	Addrs    []string      `json:"addrs,omitempty"`
+	EchoAddr string        `json:"echo_addr,omitempty"`
+	Interval time.Duration `json:"interval,omitempty"`
 }
 
 type lgResponse struct {
@@ -62,6 +67,7 @@ type lgResult struct {
 	Sent       int64    `json:"sent,omitempty"` // udp: datagrams sent in the window
 	Lost       int64    `json:"lost,omitempty"` // udp: of those, not answered
 	CC         []string `json:"cc,omitempty"`   // congestion control of the load generator's sockets
+	Series     *series  `json:"series,omitempty"`
 }
 
 type loadgen struct {
@@ -117,6 +123,8 @@ func (lg *loadgen) do(req lgRequest) (*lgResult, error) {
 		return lg.attack(req)
 	case "udp":
 		return lg.udpLoad(req)
+	case "series":
+		return lg.series(req)
 	case "connect":
 		return lg.connect(req)
 	case "open":

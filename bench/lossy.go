@@ -30,7 +30,7 @@ type lossyOpts struct {
 	links    []LinkSpec
 	paths    []string // kcp, kcp-fec, tcp, direct, tcpbench
 	ccs      []string // for tcp, direct and tcpbench
-	kcpRate  int      // [kcp] rate_mbit of the warren kcp paths; 0 unpaced
+	kcpRate  int      // [kcp] rate_mbit of the kcp-fixed path
 	d        durations
 }
 
@@ -153,7 +153,7 @@ func (rn *runner) lossyLink(lk emulator, o lossyOpts, spec LinkSpec, li int, por
 						ts := &tunnelSpec{Path: ps, Dir: filepath.Join(dir, fmt.Sprintf("%s-%s-%d", name, cc, p)), UDP: b.name == "" && rn.tests["udp"],
 							TunnelAddr: fmt.Sprintf("%s:%d", addrB, p), PublicAddr: addrB, PublicPort: p + 1000,
 							Target: backAddr, Cert: rn.cert, Key: rn.key, Fingerprint: rn.fp, Token: rn.token,
-							ExtraServer: rn.extraServer, ExtraClient: rn.extraClient, Env: rn.env, KCPRate: o.kcpRate}
+							ExtraServer: rn.extraServer, ExtraClient: rn.extraClient, Env: rn.env, KCPRate: kcpRateOf(ps, o.kcpRate), CC: cc}
 						tn, err := startTunnel(b.bin, ts, lk.nsB(), lk.nsA(), lg)
 						if err != nil {
 							return target{}, nil, err
@@ -173,4 +173,13 @@ func (rn *runner) lossyLink(lk emulator, o lossyOpts, spec LinkSpec, li int, por
 		}
 	}
 	return errs.err
+}
+
+// kcpRateOf is [kcp] rate_mbit for path ps: fixed is the kcp-fixed path's
+// rate.
+func kcpRateOf(ps pathSpec, fixed int) string {
+	if ps.KCPRate == "fixed" {
+		return fmt.Sprint(fixed)
+	}
+	return ps.KCPRate
 }

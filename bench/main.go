@@ -81,6 +81,9 @@ func main() {
 		case "_loadgen":
 			loadgenMain()
 			return
+		case "_poll":
+			pollMain(os.Args[2:])
+			return
 		}
 	}
 	os.Exit(orchestrate())
@@ -92,6 +95,8 @@ func orchestrate() int {
 		all       = flag.Bool("all", false, "loopback suite, then the lossy suite (skipped unless root, with netem or -linkem)")
 		lossyOnly = flag.Bool("lossy", false, "the lossy suite only (root; netem or -linkem)")
 		haOnly    = flag.Bool("ha", false, "the high-availability scenario only: three servers, a failover and a rolling restart under load (about a minute a round)")
+		pacingF   = flag.Bool("pacing", false, "the pacing suite (root; netem or -linkem): the KCP rate controller over time, a rate step, sharing, other links")
+		pLinks    = flag.String("pacing-links", "10/200,20/20,300/10", "pacing: other links, RATE_MBIT/RTT_MS, one stream each way at 1% loss")
 		report    = flag.Bool("report", false, "only redo the markdown report and plots from the JSON lines in -out")
 		outDir    = flag.String("out", "results", "directory for the JSON lines and the markdown report")
 		plotDir   = flag.String("plots", "../docs/bench", "directory for the plots (PNG); empty for none")
@@ -114,11 +119,11 @@ func orchestrate() int {
 		lkName    = flag.String("linkem-name", "wbench", "lossy: the link's name (namespaces NAME-a, NAME-b)")
 		rtt       = flag.Float64("rtt", 50, "lossy: round-trip time, ms")
 		rate      = flag.Float64("rate", 100, "lossy: link rate each way, Mbit/s")
-		kcpRate   = flag.Int("kcp-rate", -1, "lossy: [kcp] rate_mbit of warren's kcp paths; -1 is 90% of -rate, 0 unpaced")
+		kcpRate   = flag.Int("kcp-rate", -1, "lossy: [kcp] rate_mbit of the kcp-fixed path; -1 is 90% of -rate (the kcp path runs the default, \"auto\")")
 		losses    = flag.String("loss", "0,1,2,5", "lossy: random loss rates, %")
 		bursts    = flag.String("burst-loss", "1,2,5", "lossy: loss rates with burst loss, %")
 		burstLen  = flag.Float64("burst-len", 4, "lossy: mean burst length, packets")
-		lPaths    = flag.String("lossy-paths", "kcp,kcp-fec,tcp,direct,tcpbench", "lossy paths: kcp,kcp-fec,tcp,tcp-plain,kcp-plain,direct,tcpbench")
+		lPaths    = flag.String("lossy-paths", "kcp,kcp-fixed,kcp-unpaced,kcp-fec,tcp,direct,tcpbench", "lossy paths: kcp,kcp-fixed,kcp-unpaced,kcp-fec,tcp,tcp-plain,kcp-plain,direct,tcpbench")
 		ccs       = flag.String("cc", "cubic,bbr", "lossy: TCP congestion controls for tcp, direct and tcpbench")
 		lDur      = flag.Duration("lossy-dur", 4*time.Second, "lossy: throughput window")
 		lWarm     = flag.Duration("lossy-warmup", 2*time.Second, "lossy: throughput warm-up")
@@ -147,9 +152,10 @@ func orchestrate() int {
 		return 0
 	}
 
-	doLoopback := !*lossyOnly && !*haOnly
+	doLoopback := !*lossyOnly && !*haOnly && !*pacingF
 	doLossy := *lossyOnly || *all
 	doHA := *haOnly || *all
+	doPacing := *pacingF
 	if *quick {
 		doLossy = *lossyOnly
 		*dur, *warm, *lat, *settle = 2*time.Second, 500*time.Millisecond, 2*time.Second, 2*time.Second
@@ -166,8 +172,8 @@ func orchestrate() int {
 			*lDur, *lWarm, *lLat = 3*time.Second, time.Second, 5*time.Second
 		}
 	}
-	var lk emulator // the lossy suite's link
-	if doLossy {
+	var lk emulator // the lossy and pacing suites' link
+	if doLossy || doPacing {
 		why := lossyUnavailable()
 		if why == "" {
 			var err error
@@ -176,8 +182,8 @@ func orchestrate() int {
 			}
 		}
 		if why != "" {
-			if *lossyOnly {
-				fmt.Fprintln(os.Stderr, "bench: lossy suite unavailable:", why)
+			if *lossyOnly || doPacing {
+				fmt.Fprintln(os.Stderr, "bench: lossy and pacing suites unavailable:", why)
 				return 2
 			}
 			fmt.Fprintln(os.Stderr, "bench: skipping the lossy suite:", why)
@@ -332,6 +338,31 @@ func orchestrate() int {
 			}
 			rn.rec.emit(Record{Kind: "machine", Suite: "ha", Machine: &m})
 			if err := rn.ha(*rounds); err != nil && firstErr == nil {
+				firstErr = err
+			}
+			rn.rec.close()
+		}
+		if doPacing {
+			d := durations{Warmup: *lWarm, Dur: *lDur, Drain: 5 * time.Second, Inflight: 4 << 20}
+			o := pacingOpts{base: LinkSpec{RTTms: *rtt, RateMbit: *rate},
+				stepTo: *rate / 5, d: d, loaded: 12 * time.Second, step: 24 * time.Second, share: 20 * time.Second}
+			for _, f := range strings.Split(*pLinks, ",") {
+				var l LinkSpec
+				if _, err := fmt.Sscanf(strings.TrimSpace(f), "%g/%g", &l.RateMbit, &l.RTTms); err != nil {
+					return fmt.Errorf("-pacing-links: %q: want RATE_MBIT/RTT_MS", f)
+				}
+				l.LossPct = 1
+				o.links = append(o.links, l)
+			}
+			m := mach
+			m.Durations = fmt.Sprintf("loaded %v, step %v, share %v; other links: %s", o.loaded, o.step, o.share, d)
+			m.Emulator = lk.kind()
+			var err error
+			if rn.rec, err = newRecorder(filepath.Join(*outDir, "pacing.jsonl")); err != nil {
+				return err
+			}
+			rn.rec.emit(Record{Kind: "machine", Suite: "pacing", Machine: &m})
+			if err := rn.pacing(o, lk); err != nil && firstErr == nil {
 				firstErr = err
 			}
 			rn.rec.close()

@@ -21,6 +21,7 @@ import (
 
 type netem struct {
 	netnsPair
+	spec LinkSpec // of the running link, for setRate
 }
 
 func (n *netem) kind() string { return "netem" }
@@ -102,6 +103,19 @@ func (n *netem) start(spec LinkSpec) error {
 			return err
 		}
 	}
+	n.spec = spec
+	return nil
+}
+
+func (n *netem) setRate(mbit float64) error {
+	spec := n.spec
+	spec.RateMbit = mbit
+	for _, ns := range []string{n.nsA(), n.nsB()} {
+		if _, err := run(append([]string{"tc", "-n", ns, "qdisc", "change", "dev", n.dev(), "root"}, netemArgs(spec)...)...); err != nil {
+			return err
+		}
+	}
+	n.spec = spec
 	return nil
 }
 

@@ -31,6 +31,11 @@ func (rs *results) plots(dir string) error {
 			return err
 		}
 	}
+	if r := rs.pacingRecord("step"); r != nil {
+		if err := plotPacingStep(filepath.Join(dir, "pacing-step.png"), r); err != nil {
+			return err
+		}
+	}
 	if rs.machine("loopback") != nil {
 		if len(rs.memCounts()) > 0 {
 			if err := rs.plotMemory(filepath.Join(dir, "memory.png")); err != nil {
@@ -46,7 +51,8 @@ func (rs *results) plots(dir string) error {
 
 // style gives each path a fixed colour and each congestion control a dash.
 func style(path, cc string) (color.Color, []vg.Length) {
-	idx := map[string]int{"kcp": 0, "kcp-fec": 1, "tcp": 2, "direct": 3, "tcpbench": 4, "tcp-plain": 5, "kcp-plain": 6, "tcp-x4": 7}[path]
+	idx := map[string]int{"kcp": 0, "kcp-fec": 1, "tcp": 2, "direct": 3, "tcpbench": 4, "tcp-plain": 5, "kcp-plain": 6, "tcp-x4": 7,
+		"kcp-fixed": 8, "kcp-unpaced": 9}[path]
 	var dash []vg.Length
 	if cc == "cubic" {
 		dash = []vg.Length{vg.Points(5), vg.Points(3)}

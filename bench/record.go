@@ -68,6 +68,8 @@ type Record struct {
 	Rounds int       `json:"rounds,omitempty"`
 	Range  []float64 `json:"range,omitempty"`
 
+	Pacing *PacingRun `json:"pacing,omitempty"` // pacing suite: time series
+
 	Machine *Machine  `json:"machine,omitempty"`
 	LinkDir []linkDir `json:"link_counters,omitempty"`
 	Note    string    `json:"note,omitempty"`
@@ -120,8 +122,8 @@ type Machine struct {
 	Quick     bool   `json:"quick,omitempty"`
 	LoadAvg   string `json:"loadavg_at_start"`
 	Durations string `json:"durations"`
-	// KCPRate is the lossy suite's [kcp] rate_mbit on warren's kcp paths;
-	// 0 unpaced.
+	// KCPRate is the lossy suite's [kcp] rate_mbit on the kcp-fixed path
+	// (before issue 18: on every kcp path; 0 unpaced).
 	KCPRate int `json:"kcp_rate_mbit,omitempty"`
 	// Emulator made the lossy suite's link: "netem" or "linkem" (the
 	// only one before this field).

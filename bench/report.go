@@ -69,7 +69,7 @@ func (rs *results) paths(suite string) [][2]string {
 
 func loadResults(dir string) (*results, error) {
 	rs := &results{}
-	for _, f := range []string{"loopback.jsonl", "lossy.jsonl"} {
+	for _, f := range []string{"loopback.jsonl", "lossy.jsonl", "pacing.jsonl"} {
 		recs, err := readRecords(filepath.Join(dir, f))
 		if os.IsNotExist(err) {
 			continue
@@ -356,7 +356,11 @@ func (rs *results) markdown() string {
 	}
 	b.WriteString(rs.udpMarkdown())
 	b.WriteString(rs.haMarkdown())
+	if m := rs.machine("pacing"); m != nil {
+		b.WriteString(rs.pacingMarkdown(m))
+	}
 	b.WriteString(rs.baselineMarkdown())
+	b.WriteString(rs.pacingTargetsMarkdown())
 	b.WriteString(rs.targetsMarkdown())
 	return b.String()
 }
@@ -678,9 +682,7 @@ func (rs *results) lossyMarkdown(m *Machine) string {
 		fmt.Fprintf(&b, "Emulated path ("+emu+"): RTT %g ms, %g Mbit/s each way, loss as listed (applied each way; bursts: Gilbert-Elliott with that mean loss and mean burst length). Server and load generator in one namespace, client and backend in the other.\n\n", links[0].RTTms, links[0].RateMbit)
 	}
 	if m.KCPRate > 0 {
-		fmt.Fprintf(&b, "warren's kcp paths run with `rate_mbit = %d` in `[server.kcp]` and `[client.kcp]` (pacing a little below the link's rate, as config.example.toml advises for a link of known rate; `-kcp-rate 0` runs them unpaced, the default of the key).\n\n", m.KCPRate)
-	} else {
-		b.WriteString("warren's kcp paths run unpaced (`rate_mbit = 0`, the key's default).\n\n")
+		fmt.Fprintf(&b, "`kcp` runs `[kcp] rate_mbit` at its default, `\"auto\"` (the rate controller); `kcp-fixed` with `rate_mbit = %d` in `[server.kcp]` and `[client.kcp]` (a little below the link's rate, for a link of known rate); `kcp-unpaced` with `rate_mbit = 0`. `kcp-fec` runs the default, with FEC.\n\n", m.KCPRate)
 	}
 	var labels []string
 	pcs := rs.paths("lossy")

@@ -34,16 +34,23 @@ type pathSpec struct {
 	// Connections is the client's connections (parallel sessions); 0
 	// leaves the default.
 	Connections int
+	// KCPRate is [kcp] rate_mbit: "" leaves the default ("auto"),
+	// "fixed" is the lossy suite's -kcp-rate, else the value as written.
+	KCPRate string
 }
 
 var allPaths = map[string]pathSpec{
-	"direct":    {Name: "direct"},
-	"tcp":       {Name: "tcp", Transport: "tcp", TLS: true},
-	"tcp-x4":    {Name: "tcp-x4", Transport: "tcp", TLS: true, Connections: 4},
-	"kcp":       {Name: "kcp", Transport: "kcp", TLS: true},
-	"kcp-fec":   {Name: "kcp-fec", Transport: "kcp", TLS: true, FEC: true},
-	"tcp-plain": {Name: "tcp-plain", Transport: "tcp"},
-	"kcp-plain": {Name: "kcp-plain", Transport: "kcp"},
+	"direct": {Name: "direct"},
+	"tcp":    {Name: "tcp", Transport: "tcp", TLS: true},
+	"tcp-x4": {Name: "tcp-x4", Transport: "tcp", TLS: true, Connections: 4},
+	"kcp":    {Name: "kcp", Transport: "kcp", TLS: true},
+	// kcp with a fixed rate (-kcp-rate) and unpaced, beside the default
+	// "auto" of kcp.
+	"kcp-fixed":   {Name: "kcp-fixed", Transport: "kcp", TLS: true, KCPRate: "fixed"},
+	"kcp-unpaced": {Name: "kcp-unpaced", Transport: "kcp", TLS: true, KCPRate: "0"},
+	"kcp-fec":     {Name: "kcp-fec", Transport: "kcp", TLS: true, FEC: true},
+	"tcp-plain":   {Name: "tcp-plain", Transport: "tcp"},
+	"kcp-plain":   {Name: "kcp-plain", Transport: "kcp"},
 }
 
 // FEC settings of the kcp-fec path (the same on both sides, as they must be).
@@ -137,9 +144,17 @@ type tunnelSpec struct {
 	Token       string
 	DataShards  int
 	Parity      int
-	// KCPRate is [kcp] rate_mbit on both sides of kcp paths; 0 leaves the
-	// default (unpaced).
-	KCPRate int
+	// KCPRate is [kcp] rate_mbit on both sides of kcp paths, as
+	// written in TOML; "" leaves the default ("auto").
+	KCPRate string
+	// CC is [tcp] congestion on both sides of tcp paths; "" leaves the
+	// default. Warren's default, "auto", would pick bbr over the route's
+	// congctl, which the lossy suite sets for the path's cc.
+	CC string
+	// ServerAdmin and ClientAdmin, when set, are the address of the
+	// admin API ([server.admin], [client.admin]) in the process's
+	// namespace: the pacing suite reads the KCP controller's state there.
+	ServerAdmin, ClientAdmin string
 	// Raw TOML written right after the [server] / [client] keys: more keys
 	// of that table, and any sub-table the template does not write
 	// (e.g. [server.mux], or [server.kcp] on paths without FEC).
@@ -173,10 +188,16 @@ key = "{{.Key}}"
 {{if .DataShards}}data_shards = {{.DataShards}}
 parity_shards = {{.Parity}}
 {{end}}{{if .KCPRate}}rate_mbit = {{.KCPRate}}
-{{end}}{{end}}
+{{end}}{{end}}{{if .CC}}
+[server.tcp]
+congestion = "{{.CC}}"
+{{end}}
 [server.log]
 level = "warn"
-
+{{if .ServerAdmin}}
+[server.admin]
+address = "{{.ServerAdmin}}"
+{{end}}
 [[server.clients]]
 name = "bench"
 token = "{{.Token}}"
@@ -202,10 +223,16 @@ server_name = "warren-bench"
 {{if .DataShards}}data_shards = {{.DataShards}}
 parity_shards = {{.Parity}}
 {{end}}{{if .KCPRate}}rate_mbit = {{.KCPRate}}
-{{end}}{{end}}
+{{end}}{{end}}{{if .CC}}
+[client.tcp]
+congestion = "{{.CC}}"
+{{end}}
 [client.log]
 level = "warn"
-
+{{if .ClientAdmin}}
+[client.admin]
+address = "{{.ClientAdmin}}"
+{{end}}
 [[client.services]]
 name = "bench"
 target = "{{.Target}}"
@@ -223,7 +250,10 @@ func writeConfigs(t *tunnelSpec) (serverFile, clientFile string, err error) {
 		t.DataShards, t.Parity = fecData, fecParity
 	}
 	if t.Path.Transport != "kcp" {
-		t.KCPRate = 0
+		t.KCPRate = ""
+	}
+	if t.Path.Transport != "tcp" {
+		t.CC = ""
 	}
 	if err := os.MkdirAll(filepath.Join(t.Dir, "state"), 0o700); err != nil {
 		return "", "", err

@@ -20,39 +20,36 @@ import (
 //     acknowledged). Samples taken while the application had nothing to
 //     send count only if they raise it.
 //   - The minimum RTT is the smallest round trip of the last minRTTWindow.
-//   - Startup: pace at startupGain x bandwidth (doubling per round trip)
-//     until three rounds in a row raise the bandwidth by less than 25%,
-//     or a round's RTT stays above the minimum (see the queue below; on
-//     a long path the first startupRTTs samples of a round suffice).
-//     Drain: pace at drainGain and cap what is in flight at one BDP
-//     (bandwidth x min RTT) until the queue startup built is gone.
+//   - Startup: pace at startupGain x bandwidth, in flight growing by what
+//     is delivered (doubling per round trip) up to startupCapGain x BDP
+//     (bandwidth x min RTT), until three rounds in a row raise the
+//     bandwidth by less than 25% or a standing queue shows (below).
+//     Drain: pace at drainGain and cap what is in flight at one BDP until
+//     it fits and the queue is gone (maxDrainRounds at the most).
 //   - ProbeBW: pace at bandwidth x a gain that cycles per round through
-//     cycleGains: one round at 1.25 to find more bandwidth, one at 0.75
-//     to drain what that queued, six at 1. When a probe raised the
-//     bandwidth by probeGrowth (1.15) or more, the path had room for
-//     nearly all of the probe (a rate step up, a competitor gone: on a
-//     full path a probe gains only its share of the queue): probe again
-//     at once, for a growth of a quarter per two rounds, instead of every
-//     eight.
+//     cycleGains: one round at 1.25 (plus initCapSegs segments per RTT,
+//     the same for every session: see setRateAndCap) to find more, one
+//     at 0.75 to drain what that queued, six at 1. When a probe raised
+//     the bandwidth by probeGrowth (1.15) or more, the path had room for
+//     nearly all of it (a rate step up, a competitor gone: on a full path
+//     a probe gains only its share of the queue): probe again at once,
+//     instead of eight rounds later.
 //   - In flight is capped at cwndGain x BDP (2) plus what ACKs that come
 //     in bunches need (updateAckAggregation), never below initCapSegs
 //     (minCapSegs in ProbeRTT); the pacing rate is never below floorRate.
-//   - Only rounds in which the session had more to send than the pacer
-//     let through count for leaving Startup or for a standing queue: a
-//     session that sends little cannot be the cause of a queue (which
-//     may be on the path its ACKs take back, behind the other
-//     direction's data).
-//   - Loss is not a signal: random loss does not mean the path is full.
-//     Resends count against the pacing budget (new data waits for them),
-//     and the rate makes room for them: bandwidth / (1 - the share of
-//     resends in what was sent, at most maxLossShare). A queue is
-//     the signal: when, in a round pacing at gain 1 after another such
-//     round, even the smallest RTT stays above the minimum by
-//     queueSlack or more, the queue is not the probe's: the path
+//   - Loss is not a signal: random loss does not mean the path is full
+//     (resends count against the pacing budget: ratectl.go). A queue is:
+//     when every RTT of the last queueWindow is above the minimum by
+//     queueSlack or more, during Startup or a stretch of gain 1, the path
 //     delivers less than the estimate (a rate step down, a competitor
-//     arrived). The bandwidth estimate drops to what the last two rounds
-//     delivered (a quarter of the estimate at the least), and Drain
-//     empties the queue.
+//     arrived, or the estimate was high). The estimate drops to cutFactor
+//     of itself, or, when the last two rounds delivered less than deepCut
+//     of it, to what they delivered (a quarter of it at the least); then
+//     Drain.
+//   - Only a session that had more to send than the pacer let through
+//     acts on a queue: one that sends little cannot be its cause (it may
+//     be on the path its ACKs take back, behind the other direction's
+//     data).
 //   - ProbeRTT: when the minimum RTT has not been seen again for
 //     minRTTWindow, cap what is in flight at half a BDP for
 //     probeRTTTime and a round, so that a queue that has been there all
@@ -76,12 +73,6 @@ type bbr struct {
 	roundStartTime      time.Duration
 	roundStartDelivered int64
 	roundRate, prevRate float64
-	// lossShare is the share of resends in what was sent, smoothed over
-	// rounds; roundSent and roundResent are the totals at the round's
-	// start.
-	lossShare              float64
-	roundLoss, prevLoss    float64 // the share in the last round, and the one before
-	roundSent, roundResent int64
 
 	minRTT      time.Duration // 0: no sample yet
 	minRTTStamp time.Duration
@@ -175,14 +166,17 @@ const (
 	startupCapGain = 1.5
 	probeRTTGain   = 0.5 // of a BDP, the cap during ProbeRTT
 	probeGrowth    = 1.15
-	// maxLossShare bounds the room made for resends.
-	maxLossShare = 0.1
-	initCapSegs  = 16
-	minCapSegs   = 4
-	fullBwGrowth = 1.25
-	fullBwRounds = 3
+	initCapSegs    = 16
+	minCapSegs     = 4
+	fullBwGrowth   = 1.25
+	fullBwRounds   = 3
 	// queueSpan is the least time a standing queue must last to count.
 	queueSpan = 40 * time.Millisecond
+	// cutFactor is what a standing queue leaves of the estimate, unless
+	// the last rounds delivered less than deepCut of it (the path's rate
+	// fell): then it drops to what they delivered.
+	cutFactor = 0.85
+	deepCut   = 0.6
 	// maxDrainRounds bounds Drain once what is in flight fits a BDP.
 	maxDrainRounds = 4
 	// assumedRTT stands in for the RTT until the first sample, for the
@@ -245,11 +239,6 @@ func (b *bbr) onSample(now time.Duration, rs rateSample) {
 			b.roundRate = float64(rs.totalDelivered-b.roundStartDelivered) / d.Seconds()
 		}
 		b.roundStartTime, b.roundStartDelivered = now, rs.totalDelivered
-		if sent, resent := rs.sentTotal-b.roundSent, rs.resentTotal-b.roundResent; sent+resent > 0 {
-			b.prevLoss, b.roundLoss = b.roundLoss, float64(resent)/float64(sent+resent)
-			b.lossShare += (b.roundLoss - b.lossShare) / 4
-		}
-		b.roundSent, b.roundResent = rs.sentTotal, rs.resentTotal
 		b.round++
 		b.roundStart = true
 		b.pastMinRTT[(b.round)%int64(len(b.pastMinRTT))] = b.roundMinRTT
@@ -332,7 +321,10 @@ func (b *bbr) cutToRecent(now time.Duration) {
 		return // nothing to go by
 	}
 	b.queueCuts++
-	bw := min(max(recent, b.bw/4), b.bw)
+	bw := b.bw * cutFactor
+	if recent < deepCut*b.bw {
+		bw = max(recent, b.bw/4)
+	}
 	b.bwRound = [bwRounds]float64{}
 	b.bwRound[b.round%bwRounds] = bw
 	b.bw = bw
@@ -489,10 +481,14 @@ func (b *bbr) gain() float64 {
 
 // setRateAndCap sets the pacing rate and the in-flight cap.
 func (b *bbr) setRateAndCap(rs rateSample) {
-	// The pacing budget covers resends too (ratectl.go), and what random
-	// loss takes used the path without being delivered: make room for
-	// the resends, up to maxLossShare of the rate.
 	rate := b.gain() * b.bw
+	if b.mode == modeProbeBW && b.cycle == 0 && b.minRTT > 0 {
+		// A probe also adds initCapSegs segments per RTT, the same for
+		// every session: of two sessions on one path, the smaller gains
+		// the larger share by probing, and they converge (the cuts of a
+		// standing queue take the same share of both).
+		rate += float64(initCapSegs*b.mss) / b.minRTT.Seconds()
+	}
 	if b.mode == modeStartup && !b.filled {
 		// Startup never slows down: the first samples come from the
 		// handshake and say little about the path.

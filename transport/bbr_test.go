@@ -34,8 +34,11 @@ func TestRateCtlConverges(t *testing.T) {
 		{"100 Mbit/s 50 ms", 100, 50 * time.Millisecond, 2 * time.Second, 0.85},
 		{"20 Mbit/s 20 ms", 20, 20 * time.Millisecond, 2 * time.Second, 0.85},
 		{"300 Mbit/s 10 ms", 300, 10 * time.Millisecond, 2 * time.Second, 0.85},
-		// Ten round trips in 2 s, most of them Startup's.
-		{"10 Mbit/s 200 ms", 10, 200 * time.Millisecond, 2 * time.Second, 0.8},
+		// Ten round trips in 2 s, most of them Startup's; its last
+		// round fills the queue, and the resends of what that drops
+		// hold a queue for a while, for which the estimate is cut: a
+		// probe cycle is 1.6 s on this path.
+		{"10 Mbit/s 200 ms", 10, 200 * time.Millisecond, 2 * time.Second, 0.7},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := newPathSim(tc.mbit, tc.rtt, 1, 0.01)

@@ -91,9 +91,6 @@ type rateSample struct {
 	rtt        time.Duration
 	appLimited bool
 	inflight   int64
-	// sentTotal and resentTotal are the bytes sent for the first time
-	// and again, in all.
-	sentTotal, resentTotal int64
 }
 
 // newSampler keeps records for window segments in flight (rounded up to a
@@ -213,8 +210,7 @@ func (s *sampler) deliver(now time.Duration, r *segRecord, tx *txState) {
 func (s *sampler) endEvent(now time.Duration) rateSample {
 	ev := s.ev
 	s.ev = ackEvent{}
-	rs := rateSample{rtt: ev.rtt, newly: ev.newly, inflight: s.inflight, totalDelivered: s.delivered,
-		sentTotal: s.sentBytes, resentTotal: s.resentBytes}
+	rs := rateSample{rtt: ev.rtt, newly: ev.newly, inflight: s.inflight, totalDelivered: s.delivered}
 	if s.appLimitedUntil != 0 && s.delivered >= s.appLimitedUntil {
 		s.appLimitedUntil = 0
 	}

@@ -10,8 +10,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/warren-tunnel/warren/admin"
 	"github.com/warren-tunnel/warren/client"
 	"github.com/warren-tunnel/warren/internal/testutil/leaktest"
+	"github.com/warren-tunnel/warren/transport"
 )
 
 // TestIntegrity sends 64 MiB each way through one public connection at
@@ -70,6 +72,28 @@ func TestIntegrity(t *testing.T) {
 			t.Error("public to backend: data differs")
 		}
 		t.Logf("%s: 2 x %d MiB in %v", kind, size>>20, time.Since(start).Round(time.Millisecond))
+		if kind != transport.KindKCP {
+			return
+		}
+		// Both sides' rate controllers (rate_mbit = "auto", the default)
+		// followed the transfer, and the status API shows them.
+		var paced []*admin.PacingStatus
+		if s := cli.AdminSource().Status().Session; s != nil {
+			paced = append(paced, s.Pacing)
+		}
+		for _, c := range srv.AdminSource().Status().Clients {
+			for _, s := range c.Sessions {
+				paced = append(paced, s.Pacing)
+			}
+		}
+		if len(paced) != 2 {
+			t.Fatalf("%d sessions in the status, want one each side", len(paced))
+		}
+		for _, p := range paced {
+			if p == nil || p.RateMbit != "auto" || p.Delivered < size/2 || p.Bandwidth <= 0 || p.MinRTT <= 0 || p.PacingRate <= 0 {
+				t.Errorf("pacing in the status: %+v", p)
+			}
+		}
 	})
 }
 

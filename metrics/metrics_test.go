@@ -18,6 +18,7 @@ import (
 	"github.com/warren-tunnel/warren/internal/testutil/leaktest"
 	"github.com/warren-tunnel/warren/metrics"
 	"github.com/warren-tunnel/warren/session"
+	"github.com/warren-tunnel/warren/transport"
 )
 
 // scrape fetches the registry's page over a real loopback HTTP server and
@@ -410,5 +411,47 @@ func TestKCPCountersMove(t *testing.T) {
 	}
 	if d := after["warren_kcp_fec_recovered_packets_total"] - before["warren_kcp_fec_recovered_packets_total"]; d < 3 {
 		t.Errorf("warren_kcp_fec_recovered_packets_total grew by %v, want >= 3", d)
+	}
+}
+
+// TestPacing: the warren_kcp_pacing_* series list what the source returns
+// at each scrape, one set per session, and go when the session does.
+func TestPacing(t *testing.T) {
+	r, err := metrics.New(metrics.DefaultConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := scrape(t, r); m[`warren_kcp_pacing_bandwidth_bits_per_second{addr="a:1",client="c"}`] != 0 {
+		t.Fatal("pacing series without a source")
+	}
+	var sessions []metrics.Pacing
+	r.SetPacingSource(func() []metrics.Pacing { return sessions })
+	sessions = []metrics.Pacing{
+		metrics.PacingOf("c", "10.0.0.1:5000", transport.PaceState{Mode: "probe_bw", Bandwidth: 95e6, PacingRate: 96e6,
+			MinRTT: 50 * time.Millisecond, InFlight: 600e3, InFlightCap: 1.2e6}),
+		{Client: "d", Addr: "10.0.0.2:5000", Mode: "fixed", PacingRate: 90e6},
+	}
+	m := scrape(t, r)
+	want := map[string]float64{
+		`warren_kcp_pacing_bandwidth_bits_per_second{addr="10.0.0.1:5000",client="c"}`: 95e6,
+		`warren_kcp_pacing_rate_bits_per_second{addr="10.0.0.1:5000",client="c"}`:      96e6,
+		`warren_kcp_pacing_min_rtt_seconds{addr="10.0.0.1:5000",client="c"}`:           0.05,
+		`warren_kcp_pacing_inflight_bytes{addr="10.0.0.1:5000",client="c"}`:            600e3,
+		`warren_kcp_pacing_inflight_cap_bytes{addr="10.0.0.1:5000",client="c"}`:        1.2e6,
+		`warren_kcp_pacing_mode{addr="10.0.0.1:5000",client="c",mode="probe_bw"}`:      1,
+		`warren_kcp_pacing_mode{addr="10.0.0.1:5000",client="c",mode="startup"}`:       0,
+		`warren_kcp_pacing_rate_bits_per_second{addr="10.0.0.2:5000",client="d"}`:      90e6,
+		`warren_kcp_pacing_mode{addr="10.0.0.2:5000",client="d",mode="fixed"}`:         1,
+	}
+	for k, v := range want {
+		if got, ok := m[k]; !ok || got != v {
+			t.Errorf("%s = %v (present %v), want %v", k, got, ok, v)
+		}
+	}
+	sessions = nil
+	for k := range scrape(t, r) {
+		if strings.HasPrefix(k, "warren_kcp_pacing_") {
+			t.Errorf("%s after the sessions went", k)
+		}
 	}
 }

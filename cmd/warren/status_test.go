@@ -82,6 +82,8 @@ func testClientStatus() admin.Status {
 				{Name: "game", RemotePort: 27015, Protocol: "udp", Target: "127.0.0.1:27015", Connections: 1, Flows: 1},
 				{Name: "notes", Private: true, Target: "127.0.0.1:8000"},
 			},
+			Pacing: &admin.PacingStatus{RateMbit: "auto", Mode: "probe_bw", Bandwidth: 95.4e6, MinRTT: admin.Duration(50300 * time.Microsecond),
+				RTT: admin.Duration(51 * time.Millisecond), PacingRate: 96e6, InFlight: 640 << 10, InFlightCap: 1300 << 10},
 		},
 		Visitors: []admin.VisitorStatus{
 			{Name: "db", Service: "office/db", Bind: "127.0.0.1:15432", Connections: 2, BytesIn: 3 << 20, BytesOut: 1024},
@@ -305,6 +307,14 @@ func TestStatusJSONIsTheAPIsJSON(t *testing.T) {
 	if got.Role != admin.RoleClient || got.Session == nil || got.Session.Services[0].Target != "127.0.0.1:22" || !got.Ready {
 		t.Fatalf("--json round trip: %+v", got)
 	}
+	if p := got.Session.Pacing; p == nil || *p != *testClientStatus().Session.Pacing {
+		t.Fatalf("--json pacing: %+v", p)
+	}
+	for _, key := range []string{`"pacing": {`, `"rate_mbit": "auto"`, `"bandwidth_bps": 95400000`, `"min_rtt_seconds": 0.0503`, `"inflight_cap_bytes": 1331200`} {
+		if !bytes.Contains(stdout.Bytes(), []byte(key)) {
+			t.Errorf("--json lacks %s:\n%s", key, &stdout)
+		}
+	}
 }
 
 // TestHealthCommand: health means ready (GET /readyz, with the admin
@@ -417,7 +427,7 @@ func TestFormatting(t *testing.T) {
 
 // TestPrintClientServers: a client of several servers shows a row per
 // session of each server, one for a server without a session (with why),
-// then its services.
+// the pacing of each KCP session, then its services.
 func TestPrintClientServers(t *testing.T) {
 	st := testClientStatus()
 	sess := *st.Session
@@ -439,6 +449,7 @@ func TestPrintClientServers(t *testing.T) {
 		"a.example.com:7000  up          kcp+tls    203.0.113.5:7000  5e55     800µs  4m0s    3        -\n",
 		"b.example.com:7000  refused     kcp+tls    203.0.113.6:7000  -        -      -       -        auth rejected: unknown token\n",
 		"c.example.com:7000  unresolved  tcp+tls    -                 -        -      -       -        resolving c.example.com: no such host\n",
+		"pacing of 5e55 to a.example.com:7000: auto, probe_bw: bandwidth 95.4 Mbit/s, min RTT 50.3ms, pacing 96.0 Mbit/s, in flight 640.0 KiB of 1.3 MiB\n",
 		"ssh      :2222       127.0.0.1:22",
 	} {
 		if !strings.Contains(out, want) {

@@ -1,0 +1,73 @@
+package transport
+
+import (
+	"encoding/binary"
+	"testing"
+	"time"
+)
+
+// FuzzRateCtl: whatever a peer sends (and whatever KCP hands the socket),
+// the controller reads it without panicking, and its state stays sane.
+func FuzzRateCtl(f *testing.F) {
+	seg := func(cmd byte, ts, sn, una, ln uint32, data int) []byte {
+		b := make([]byte, kcpHeaderLen+data)
+		putSeg(b, 7, cmd, ts, sn, una, ln)
+		return b
+	}
+	f.Add(seg(kcpCmdPush, 1, 0, 0, 100, 100), seg(kcpCmdAck, 1, 0, 1, 0, 0))
+	f.Add(seg(kcpCmdPush, 1, 5, 0, 10, 10), seg(kcpCmdAck, 1, 5, 0, 0, 0))
+	fec := make([]byte, fecHeaderLen)
+	binary.LittleEndian.PutUint16(fec[4:], fecTypeData)
+	f.Add(append(fec, seg(kcpCmdPush, 2, 0, 0, 5, 5)...), append(fec, seg(kcpCmdAck, 2, 0, 1, 0, 0)...))
+	f.Add([]byte{}, []byte{0xf2, 0, 0, 0, 0xf2, 0})
+	f.Fuzz(func(t *testing.T, out, in []byte) {
+		now := time.Duration(0)
+		c := newRateCtl(7, 1326, 128, func() time.Duration { now += time.Millisecond; return now }, nil)
+		for range 3 {
+			c.sent(out)
+			c.received(in)
+		}
+		st := c.state()
+		if st.InFlight < 0 || st.Delivered < 0 || st.PacingRate <= 0 || st.InFlightCap <= 0 {
+			t.Fatalf("state after %x / %x: %+v", out, in, st)
+		}
+		if c.quantum() <= 0 {
+			t.Fatal("quantum <= 0")
+		}
+		if wait, ackWait := c.admit(c.quantum(), true); wait < 0 || wait > time.Minute && !ackWait {
+			t.Fatalf("admit: wait %v", wait)
+		}
+	})
+}
+
+// TestKCPSegments reads the segments of a datagram, with and without an
+// FEC header, and stops at one that does not fit.
+func TestKCPSegments(t *testing.T) {
+	b := make([]byte, 2*kcpHeaderLen+3)
+	putSeg(b, 9, kcpCmdPush, 100, 5, 4, 3)
+	putSeg(b[kcpHeaderLen+3:], 9, kcpCmdAck, 101, 6, 4, 0)
+	var got []kcpSeg
+	for s := range kcpSegments(b) {
+		got = append(got, s)
+	}
+	if len(got) != 2 || got[0] != (kcpSeg{conv: 9, cmd: kcpCmdPush, ts: 100, sn: 5, una: 4, ln: 3}) ||
+		got[1] != (kcpSeg{conv: 9, cmd: kcpCmdAck, ts: 101, sn: 6, una: 4}) {
+		t.Fatalf("segments: %+v", got)
+	}
+	fec := make([]byte, fecHeaderLen, fecHeaderLen+len(b))
+	binary.LittleEndian.PutUint16(fec[4:], fecTypeData)
+	n := 0
+	for range kcpSegments(append(fec, b...)) {
+		n++
+	}
+	if n != 2 {
+		t.Fatalf("%d segments behind an FEC data header, want 2", n)
+	}
+	binary.LittleEndian.PutUint16(fec[4:], fecTypeParity)
+	for range kcpSegments(append(fec, b...)) {
+		t.Fatal("a segment in a parity shard")
+	}
+	for range kcpSegments(b[:kcpHeaderLen+2]) { // the data is cut short
+		t.Fatal("a segment that does not fit")
+	}
+}

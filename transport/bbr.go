@@ -383,7 +383,10 @@ func (b *bbr) checkQueue(now time.Duration, rs rateSample) {
 		return
 	}
 	switch {
-	case b.mode == modeStartup && b.standingQueue(now):
+	case b.mode == modeStartup && b.fullBwCount > 0 && b.standingQueue(now):
+		// Only once a round did not raise the estimate by a quarter: a
+		// busy host delays the first packets too, and Startup must not
+		// end before it has found more than the handshake's trickle.
 		b.filled = true
 		b.enterDrain(now)
 	case b.mode == modeProbeBW && cycleGains[b.cycle] == 1 && b.standingQueue(now):

@@ -361,25 +361,7 @@ func (lg *loadgen) throughputDown(req lgRequest) (*lgResult, error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			c.SetReadDeadline(t1)
-			buf := make([]byte, 256<<10)
-			var chk checker
-			for {
-				n, err := c.Read(buf)
-				if n > 0 {
-					if !chk.check(buf[:n]) {
-						errs[i] = chk.Err()
-						return
-					}
-					recv[i].Add(int64(n))
-				}
-				if err != nil {
-					if !errors.Is(err, os.ErrDeadlineExceeded) {
-						errs[i] = fmt.Errorf("stream ended early: %w", err)
-					}
-					return
-				}
-			}
+			errs[i] = readChecked(c, t1, &recv[i])
 		}()
 	}
 	sum := func() int64 {
@@ -660,4 +642,28 @@ func (lg *loadgen) attack(req lgRequest) (*lgResult, error) {
 		})
 	}
 	return lg.latency(req)
+}
+
+// readChecked reads the pattern stream from c until deadline, checking
+// every byte and counting them in n; it returns what broke the stream
+// before the deadline, or nil.
+func readChecked(c net.Conn, deadline time.Time, n *atomic.Int64) error {
+	c.SetReadDeadline(deadline)
+	buf := make([]byte, 256<<10)
+	var chk checker
+	for {
+		m, err := c.Read(buf)
+		if m > 0 {
+			if !chk.check(buf[:m]) {
+				return chk.Err()
+			}
+			n.Add(int64(m))
+		}
+		if err != nil {
+			if !errors.Is(err, os.ErrDeadlineExceeded) {
+				return fmt.Errorf("stream ended early: %w", err)
+			}
+			return nil
+		}
+	}
 }

@@ -20,7 +20,6 @@ package main
 import (
 	"bufio"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"image/color"
 	"io"
@@ -110,27 +109,7 @@ func (lg *loadgen) series(req lgRequest) (*lgResult, error) {
 	errs := make([]error, len(cs)+1)
 	var wg sync.WaitGroup
 	for i, c := range cs {
-		wg.Go(func() {
-			c.SetReadDeadline(end)
-			buf := make([]byte, 256<<10)
-			var chk checker
-			for {
-				n, err := c.Read(buf)
-				if n > 0 {
-					if !chk.check(buf[:n]) {
-						errs[i] = chk.Err()
-						return
-					}
-					recv[i].Add(int64(n))
-				}
-				if err != nil {
-					if !errors.Is(err, os.ErrDeadlineExceeded) {
-						errs[i] = fmt.Errorf("stream ended early: %w", err)
-					}
-					return
-				}
-			}
-		})
+		wg.Go(func() { errs[i] = readChecked(c, end, &recv[i]) })
 	}
 	var echoes [][2]float64
 	if echo != nil {
@@ -834,12 +813,5 @@ func (rs *results) pacingTargetsMarkdown() string {
 		x, y := meanAfter(r.Pacing.Series[0], r.Pacing.Interval, 5), meanAfter(r.Pacing.Series[1], r.Pacing.Interval, 5)
 		vs = append(vs, verdict{"warren beside one TCP BBR flow: ≤ 70% of the link", fmt.Sprintf("warren %s, BBR %s Mbit/s: %.0f%%", f1(x), f1(y), 100*x/(x+y)), status(x <= 0.7*(x+y), true)})
 	}
-	if len(vs) == 0 {
-		return ""
-	}
-	t := &table{head: []string{"target (issue 18)", "measured", ""}}
-	for _, v := range vs {
-		t.add(v.target, v.measured, v.status)
-	}
-	return "## Targets of issue 18 (rate_mbit = \"auto\")\n\n" + t.String() + "\n"
+	return verdictTable("## Targets of issue 18 (rate_mbit = \"auto\")", "target (issue 18)", vs)
 }

@@ -1003,13 +1003,18 @@ func first(xs []float64) float64 {
 }
 
 func (rs *results) targetsMarkdown() string {
-	vs := rs.targets()
+	return verdictTable("## Targets", "target", rs.targets())
+}
+
+// verdictTable is a section of the report with title, listing vs; "" for
+// none.
+func verdictTable(title, head string, vs []verdict) string {
 	if len(vs) == 0 {
 		return ""
 	}
-	t := &table{head: []string{"target", "measured", ""}}
+	t := &table{head: []string{head, "measured", ""}}
 	for _, v := range vs {
 		t.add(v.target, v.measured, v.status)
 	}
-	return "## Targets\n\n" + t.String() + "\n"
+	return title + "\n\n" + t.String() + "\n"
 }

@@ -619,15 +619,9 @@ func (rs *results) pacingMarkdown(m *Machine) string {
 	}
 	if r := rs.pacingRecord("step"); r != nil {
 		if a, ok := analyseStep(r); ok {
-			sec := func(v float64) string {
-				if v < 0 {
-					return "never"
-				}
-				return fmt.Sprintf("%.1f s", v)
-			}
 			fmt.Fprintf(&b, "**Rate step** (%g → %g → %g Mbit/s at %.0f s and %.0f s, 0%% loss): the estimate came within 20%% of the new rate %s after the step down and %s after the step up; echo p99 in the low phase %s ms (%.1f × RTT) from 2 s after the step, %s ms over the whole phase. Plot: `docs/bench/pacing-step.png`.%s\n\n",
 				r.Pacing.Steps[0][1], r.Pacing.Steps[1][1], r.Pacing.Steps[2][1], r.Pacing.Steps[1][0], r.Pacing.Steps[2][0],
-				sec(a.follow[0]), sec(a.follow[1]), f1(a.p99Low), a.p99Low/a.rtt, f1(a.p99All), errMark(r))
+				followed(a.follow[0]), followed(a.follow[1]), f1(a.p99Low), a.p99Low/a.rtt, f1(a.p99All), errMark(r))
 		}
 	}
 	for _, test := range []string{"share", "share-bbr"} {
@@ -640,7 +634,7 @@ func (rs *results) pacingMarkdown(m *Machine) string {
 			r.Link, r.Pacing.Labels[0], f1(x), r.Pacing.Labels[1], f1(y), 100*x/(x+y), 100*y/(x+y), 100*min(x, y)/max(x, y), errMark(r))
 	}
 	t := &table{head: []string{"link (1% loss)", "kcp up", "kcp down", "TCP BBR up", "TCP BBR down", "kcp / BBR"}}
-	for _, l := range rs.links() {
+	for _, l := range rs.links("pacing") {
 		ku, kd := rs.find(&l, "kcp", "", "throughput", "up", 1), rs.find(&l, "kcp", "", "throughput", "down", 1)
 		bu, bd := rs.find(&l, "direct", "bbr", "throughput", "up", 1), rs.find(&l, "direct", "bbr", "throughput", "down", 1)
 		if ku == nil && kd == nil || ku != nil && ku.Suite != "pacing" {
@@ -756,7 +750,7 @@ func (rs *results) pacingTargetsMarkdown() string {
 		return "missed"
 	}
 	// The loss sweep: kcp (auto) each way, against plain TCP BBR.
-	for _, l := range rs.links() {
+	for _, l := range rs.links("lossy") {
 		if l.RTTms != 50 || l.RateMbit != 100 {
 			continue
 		}
@@ -796,7 +790,7 @@ func (rs *results) pacingTargetsMarkdown() string {
 	if r := rs.pacingRecord("step"); r != nil {
 		if a, ok := analyseStep(r); ok {
 			vs = append(vs, verdict{"rate step 100 → 20 → 100: the estimate follows within 2 s each way",
-				fmt.Sprintf("%.1f s down, %.1f s up", a.follow[0], a.follow[1]), status(a.follow[0] >= 0 && a.follow[0] <= 2 && a.follow[1] >= 0 && a.follow[1] <= 2, true)})
+				fmt.Sprintf("%s down, %s up", followed(a.follow[0]), followed(a.follow[1])), status(a.follow[0] >= 0 && a.follow[0] <= 2 && a.follow[1] >= 0 && a.follow[1] <= 2, true)})
 			vs = append(vs, verdict{"rate step: echo p99 in the 20 Mbit/s phase < 3 × RTT",
 				fmt.Sprintf("%s ms from 2 s after the step (%s ms over the whole phase)", f1(a.p99Low), f1(a.p99All)), status(a.p99Low < 3*a.rtt, true)})
 		}
@@ -814,4 +808,13 @@ func (rs *results) pacingTargetsMarkdown() string {
 		vs = append(vs, verdict{"warren beside one TCP BBR flow: ≤ 70% of the link", fmt.Sprintf("warren %s, BBR %s Mbit/s: %.0f%%", f1(x), f1(y), 100*x/(x+y)), status(x <= 0.7*(x+y), true)})
 	}
 	return verdictTable("## Targets of issue 18 (rate_mbit = \"auto\")", "target (issue 18)", vs)
+}
+
+// followed is how long the estimate took to follow a step; "never" for a
+// negative time (it did not).
+func followed(v float64) string {
+	if v < 0 {
+		return "never"
+	}
+	return fmt.Sprintf("%.1f s", v)
 }

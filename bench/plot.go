@@ -21,7 +21,7 @@ import (
 )
 
 func (rs *results) plots(dir string) error {
-	if rs.machine("lossy") != nil && len(rs.links()) > 0 {
+	if rs.machine("lossy") != nil && len(rs.links("lossy")) > 0 {
 		for _, conns := range []int{1, 8} {
 			if err := rs.plotLossyThroughput(filepath.Join(dir, fmt.Sprintf("lossy-throughput-%d.png", conns)), conns); err != nil {
 				return err
@@ -89,7 +89,7 @@ func addLine(p *plot.Plot, label string, xys plotter.XYs, c color.Color, dash []
 // without) burst loss, skipping missing points.
 func (rs *results) lossSeries(burst bool, path, cc string, value func(l *LinkSpec) (float64, bool)) plotter.XYs {
 	var xys plotter.XYs
-	for _, l := range rs.links() {
+	for _, l := range rs.links("lossy") {
 		if (l.Burst > 0) != burst {
 			continue
 		}
@@ -100,7 +100,7 @@ func (rs *results) lossSeries(burst bool, path, cc string, value func(l *LinkSpe
 		}
 	}
 	if burst { // the loss-free point belongs on both
-		for _, l := range rs.links() {
+		for _, l := range rs.links("lossy") {
 			if l.LossPct == 0 {
 				if v, ok := value(&l); ok {
 					xys = append(plotter.XYs{{X: 0, Y: v}}, xys...)
@@ -149,7 +149,7 @@ func msTicks() []plot.Tick {
 func (rs *results) lossAxis(p *plot.Plot) {
 	hi := 0.0
 	var ts []plot.Tick
-	for _, l := range rs.links() {
+	for _, l := range rs.links("lossy") {
 		hi = max(hi, l.LossPct)
 		if !slices.ContainsFunc(ts, func(t plot.Tick) bool { return t.Value == l.LossPct }) {
 			ts = append(ts, plot.Tick{Value: l.LossPct, Label: fmt.Sprint(l.LossPct)})
@@ -165,7 +165,7 @@ func (rs *results) lossAxis(p *plot.Plot) {
 // lossKinds is [false] (random loss only) or [false, true] when some links
 // had burst loss.
 func (rs *results) lossKinds() []bool {
-	for _, l := range rs.links() {
+	for _, l := range rs.links("lossy") {
 		if l.Burst > 0 {
 			return []bool{false, true}
 		}
@@ -174,7 +174,7 @@ func (rs *results) lossKinds() []bool {
 }
 
 func (rs *results) rttRate() (float64, float64) {
-	for _, l := range rs.links() {
+	for _, l := range rs.links("lossy") {
 		return l.RTTms, l.RateMbit
 	}
 	return 0, 0

@@ -42,11 +42,12 @@ func (rs *results) machine(suite string) *Machine {
 	return nil
 }
 
-// links returns the lossy link settings in the order measured.
-func (rs *results) links() []LinkSpec {
+// links returns the link settings of suite ("lossy", "pacing") in the
+// order measured.
+func (rs *results) links(suite string) []LinkSpec {
 	var out []LinkSpec
 	for _, r := range rs.recs {
-		if r.Link != nil && !slices.Contains(out, *r.Link) {
+		if r.Link != nil && r.Suite == suite && !slices.Contains(out, *r.Link) {
 			out = append(out, *r.Link)
 		}
 	}
@@ -673,7 +674,7 @@ func (rs *results) lossyMarkdown(m *Machine) string {
 	var b strings.Builder
 	b.WriteString("## Lossy link\n\n")
 	b.WriteString(machineLine(m))
-	links := rs.links()
+	links := rs.links("lossy")
 	emu := m.Emulator
 	if emu == "" {
 		emu = "linkem"
@@ -910,7 +911,7 @@ func (rs *results) targets() []verdict {
 		for _, c := range []struct{ loss, min float64 }{{1, 80}, {2, 75}, {5, 60}} {
 			for _, path := range []string{"kcp", "kcp-fec"} {
 				var l *LinkSpec
-				for _, x := range rs.links() {
+				for _, x := range rs.links("lossy") {
 					if x.LossPct == c.loss && x.Burst == 0 {
 						l = &x
 					}
@@ -924,7 +925,7 @@ func (rs *results) targets() []verdict {
 					fmt.Sprintf("%s up, %s down", f1(mbit(u)), f1(mbit(d))), status(known && u.Mbitps >= c.min && d.Mbitps >= c.min, known)})
 			}
 		}
-		for _, l := range rs.links() {
+		for _, l := range rs.links("lossy") {
 			if l.LossPct != 2 {
 				continue
 			}

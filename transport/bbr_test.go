@@ -71,6 +71,28 @@ func TestRateCtlRandomLoss(t *testing.T) {
 	}
 }
 
+// TestRateCtlBurstLoss: 2% loss in bursts (Gilbert's model, mean burst 4
+// datagrams, as the benchmark's linkem) does not cut the rate either: on
+// the simulated path the estimate stays near the bottleneck, no standing
+// queue is seen, and the path stays busy.
+func TestRateCtlBurstLoss(t *testing.T) {
+	p := newPathSim(100, 50*time.Millisecond, 1, 0.02)
+	p.burst = 4
+	f := p.addFlow(-1)
+	want := p.payloadRate()
+	for at := 2 * time.Second; at <= 8*time.Second; at += 100 * time.Millisecond {
+		if bw := bwAt(p, f, at); bw < 0.85*want {
+			t.Fatalf("estimate %.1f Mbit/s at %v with 2%% burst loss, bottleneck %.1f", bw*8/1e6, at, want*8/1e6)
+		}
+	}
+	if got := p.goodput(f, 8*time.Second, 12*time.Second) / 8; got < 0.85*want {
+		t.Fatalf("goodput %.1f Mbit/s with 2%% burst loss, bottleneck %.1f", got*8/1e6, want*8/1e6)
+	}
+	if st := f.ctl.state(); st.QueueCuts != 0 {
+		t.Fatalf("%d queue cuts on a path with no queue: %+v", st.QueueCuts, st)
+	}
+}
+
 // TestRateCtlQueueBackoff: when a queue builds up without loss (a buffer
 // of 5 or 10 BDPs), the controller backs off: after the bottleneck halves,
 // and when unresponsive cross traffic takes half of it. It keeps the queue

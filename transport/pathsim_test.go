@@ -11,7 +11,8 @@ import (
 // clock, senders that behave as kcp-go does (segments, fast resend after
 // two later ACKs, a retransmission timeout), a bottleneck with a rate and
 // a tail-drop queue shared by all senders and by optional cross traffic,
-// random loss after the queue (lost packets used the link, as in linkem),
+// random or burst loss after the queue (lost packets used the link, as in
+// linkem),
 // a one-way delay each way, and receivers that acknowledge as kcp-go's
 // do: a datagram of ACKs every interval, or at once when 56 are pending,
 // each ACK datagram carrying the cumulative una.
@@ -31,6 +32,8 @@ type pathSim struct {
 	queued   int     // bytes waiting
 	busy     time.Duration
 	loss     float64
+	burst    float64 // mean burst length of Gilbert-Elliott loss; 0 random
+	bad      bool
 	delay    time.Duration // one way
 	// Cross traffic: unresponsive packets of crossSize at crossRate
 	// bytes a second into the same queue while crossRate > 0.
@@ -113,7 +116,7 @@ func (p *pathSim) enqueue(size int, deliver func()) {
 	p.busy = start + time.Duration(float64(size)/p.rate*1e9)
 	p.at(p.busy, func() {
 		p.queued -= size
-		if p.rng.Float64() < p.loss {
+		if p.lost() {
 			p.losses++
 			return
 		}
@@ -393,4 +396,21 @@ func (p *pathSim) goodput(f *simFlow, from, to time.Duration) float64 {
 	d0 := f.delivered
 	p.run(to)
 	return float64(f.delivered-d0) * 8 / (to - from).Seconds()
+}
+
+// lost decides a datagram's loss: random, or with burst > 0 Gilbert's
+// model with mean loss p.loss and mean burst p.burst (as linkem's).
+func (p *pathSim) lost() bool {
+	if p.burst <= 0 {
+		return p.rng.Float64() < p.loss
+	}
+	r := 1 / p.burst
+	if p.bad {
+		if p.rng.Float64() < r {
+			p.bad = false
+		}
+	} else if p.rng.Float64() < p.loss*r/(1-p.loss) {
+		p.bad = true
+	}
+	return p.bad
 }

@@ -153,7 +153,7 @@ func (rn *runner) lossyLink(lk emulator, o lossyOpts, spec LinkSpec, li int, por
 						ts := &tunnelSpec{Path: ps, Dir: filepath.Join(dir, fmt.Sprintf("%s-%s-%d", name, cc, p)), UDP: b.name == "" && rn.tests["udp"],
 							TunnelAddr: fmt.Sprintf("%s:%d", addrB, p), PublicAddr: addrB, PublicPort: p + 1000,
 							Target: backAddr, Cert: rn.cert, Key: rn.key, Fingerprint: rn.fp, Token: rn.token,
-							ExtraServer: rn.extraServer, ExtraClient: rn.extraClient, Env: rn.env, KCPRate: kcpRateOf(ps, o.kcpRate), CC: cc}
+							ExtraServer: rn.extraServer, ExtraClient: rn.extraClient, Env: rn.env, KCPRate: kcpRateOf(ps, o.kcpRate, b.name == ""), CC: cc}
 						tn, err := startTunnel(b.bin, ts, lk.nsB(), lk.nsA(), lg)
 						if err != nil {
 							return target{}, nil, err
@@ -176,10 +176,16 @@ func (rn *runner) lossyLink(lk emulator, o lossyOpts, spec LinkSpec, li int, por
 }
 
 // kcpRateOf is [kcp] rate_mbit for path ps: fixed is the kcp-fixed path's
-// rate.
-func kcpRateOf(ps pathSpec, fixed int) string {
-	if ps.KCPRate == "fixed" {
+// rate. The build under test (head) runs kcp, kcp-fec and kcp-plain with
+// the rate controller, "auto" (opt-in: the default is 0, unpaced, which
+// kcp-unpaced runs); a baseline build runs them at its own default, since
+// a build older than "auto" would refuse it.
+func kcpRateOf(ps pathSpec, fixed int, head bool) string {
+	switch {
+	case ps.KCPRate == "fixed":
 		return fmt.Sprint(fixed)
+	case ps.KCPRate == "" && head:
+		return `"auto"`
 	}
 	return ps.KCPRate
 }

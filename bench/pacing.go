@@ -360,7 +360,7 @@ func (e *pacingEnv) down() {
 	e.back.stop(5 * time.Second)
 }
 
-// tunnel starts a kcp tunnel (rate_mbit at its default, "auto") with the
+// tunnel starts a kcp tunnel with rate_mbit = "auto" (opt-in) with the
 // client's admin API on clientAdminPort.
 func (rn *runner) pacingTunnel(e *pacingEnv, port *int, tag string) (*tunnel, string, error) {
 	*port++
@@ -369,7 +369,7 @@ func (rn *runner) pacingTunnel(e *pacingEnv, port *int, tag string) (*tunnel, st
 	ts := &tunnelSpec{Path: allPaths["kcp"], Dir: filepath.Join(e.dir, fmt.Sprintf("%s-%d", tag, p)),
 		TunnelAddr: fmt.Sprintf("%s:%d", addrB, p), PublicAddr: addrB, PublicPort: p + 1000,
 		Target: e.backAddr, Cert: rn.cert, Key: rn.key, Fingerprint: rn.fp, Token: rn.token,
-		ExtraServer: rn.extraServer, ExtraClient: rn.extraClient, Env: rn.env, ClientAdmin: admin}
+		ExtraServer: rn.extraServer, ExtraClient: rn.extraClient, Env: rn.env, ClientAdmin: admin, KCPRate: `"auto"`}
 	tn, err := startTunnel(rn.warren, ts, e.lk.nsB(), e.lk.nsA(), e.lg)
 	if err != nil {
 		return nil, "", err

@@ -34,8 +34,9 @@ type pathSpec struct {
 	// Connections is the client's connections (parallel sessions); 0
 	// leaves the default.
 	Connections int
-	// KCPRate is [kcp] rate_mbit: "" leaves the default ("auto"),
-	// "fixed" is the lossy suite's -kcp-rate, else the value as written.
+	// KCPRate is [kcp] rate_mbit: "" leaves the default (0, unpaced;
+	// the lossy suite runs "auto" there, kcpRateOf), "fixed" is the lossy
+	// suite's -kcp-rate, else the value as written.
 	KCPRate string
 }
 
@@ -44,8 +45,8 @@ var allPaths = map[string]pathSpec{
 	"tcp":    {Name: "tcp", Transport: "tcp", TLS: true},
 	"tcp-x4": {Name: "tcp-x4", Transport: "tcp", TLS: true, Connections: 4},
 	"kcp":    {Name: "kcp", Transport: "kcp", TLS: true},
-	// kcp with a fixed rate (-kcp-rate) and unpaced, beside the default
-	// "auto" of kcp.
+	// kcp with a fixed rate (-kcp-rate) and unpaced, beside kcp (which
+	// the lossy suite runs with "auto").
 	"kcp-fixed":   {Name: "kcp-fixed", Transport: "kcp", TLS: true, KCPRate: "fixed"},
 	"kcp-unpaced": {Name: "kcp-unpaced", Transport: "kcp", TLS: true, KCPRate: "0"},
 	"kcp-fec":     {Name: "kcp-fec", Transport: "kcp", TLS: true, FEC: true},
@@ -145,7 +146,7 @@ type tunnelSpec struct {
 	DataShards  int
 	Parity      int
 	// KCPRate is [kcp] rate_mbit on both sides of kcp paths, as
-	// written in TOML; "" leaves the default ("auto").
+	// written in TOML; "" leaves the default (0, unpaced).
 	KCPRate string
 	// CC is [tcp] congestion on both sides of tcp paths; "" leaves the
 	// default. Warren's default, "auto", would pick bbr over the route's

@@ -41,8 +41,14 @@ func TestIntegrity(t *testing.T) {
 			atBackend <- result{sum, n, err}
 			<-wrote // closing c before would cut the other direction short
 		})
-		srv := startServer(t, serverConfig(t, kind))
-		cli := startClient(t, clientConfig(srv, tokenOffice, client.Service{Name: "bulk", Target: target}))
+		// KCP runs the opt-in rate controller (rate_mbit = "auto") on both
+		// sides, so that it carries this transfer end to end too.
+		scfg := serverConfig(t, kind)
+		scfg.KCP.RateMbit = transport.RateAuto
+		srv := startServer(t, scfg)
+		ccfg := clientConfig(srv, tokenOffice, client.Service{Name: "bulk", Target: target})
+		ccfg.KCP.RateMbit = transport.RateAuto
+		cli := startClient(t, ccfg)
 		cli.waitSession(t, 1)
 
 		start := time.Now()
@@ -75,8 +81,7 @@ func TestIntegrity(t *testing.T) {
 		if kind != transport.KindKCP {
 			return
 		}
-		// Both sides' rate controllers (rate_mbit = "auto", the default)
-		// followed the transfer, and the status API shows them.
+		// Both sides' rate controllers followed the transfer, and the status API shows them.
 		var paced []*admin.PacingStatus
 		if s := cli.AdminSource().Status().Session; s != nil {
 			paced = append(paced, s.Pacing)

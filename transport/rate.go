@@ -5,10 +5,10 @@ import (
 	"strconv"
 )
 
-// Rate is the [kcp] rate_mbit setting: RateAuto (written "auto", the
-// default) lets the session's controller find the path's rate, 0 sends
-// unpaced, and a positive number paces the data, with its FEC parity, at
-// that many Mbit/s.
+// Rate is the [kcp] rate_mbit setting: 0 (the default) sends unpaced, a
+// positive number paces the data, with its FEC parity, at that many
+// Mbit/s, and RateAuto (written "auto", experimental and opt-in) lets the
+// session's controller find the path's rate.
 type Rate int
 
 // RateAuto is rate_mbit = "auto".

@@ -82,9 +82,17 @@ func TestIntegrity(t *testing.T) {
 			return
 		}
 		// Both sides' rate controllers followed the transfer, and the status API shows them.
+		// The client shows it in its server's session row (and in the
+		// session it sums the services of, the same one here).
 		var paced []*admin.PacingStatus
-		if s := cli.AdminSource().Status().Session; s != nil {
-			paced = append(paced, s.Pacing)
+		cst := cli.AdminSource().Status()
+		for _, srv := range cst.Servers {
+			for _, s := range srv.Sessions {
+				paced = append(paced, s.Pacing)
+			}
+		}
+		if cst.Session == nil || cst.Session.Pacing == nil {
+			t.Errorf("the client's session in the status has no pacing: %+v", cst.Session)
 		}
 		for _, c := range srv.AdminSource().Status().Clients {
 			for _, s := range c.Sessions {

@@ -2,6 +2,7 @@ package server
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"strconv"
 	"strings"
@@ -310,6 +311,18 @@ func (t *table) bindAll(c *clientEntry, ranges portRanges, p *plan, op *claimOp,
 	return nil
 }
 
+// portAt is the i-th port of ranges, counted across them in order.
+func portAt(ranges []PortRange, i int) int {
+	for _, r := range ranges {
+		if n := r.Hi - r.Lo + 1; i >= n {
+			i -= n
+			continue
+		}
+		return r.Lo + i
+	}
+	return 0
+}
+
 // protoNote marks UDP in messages about ports: " (udp)".
 func protoNote(udp bool) string {
 	if udp {
@@ -352,18 +365,25 @@ func (t *table) bindAny(c *clientEntry, ranges []PortRange, svc *service, skip m
 		}
 		l.Close()
 	}
-	probes := 0
+	// From a random place in the ranges, not their first port: after a
+	// server restart, the clients that come back first and ask for any
+	// port would otherwise take the lowest ports, which other clients,
+	// not back yet, held and will ask for again.
+	total := 0
 	for _, r := range ranges {
-		for p := r.Lo; p <= r.Hi && probes < maxPortProbes; p++ {
-			if !take(p) {
-				continue
-			}
-			probes++
-			if l, err := t.bind(svc.udp, p); err == nil {
-				return l, p, nil
-			}
-			drop(p)
+		total += r.Hi - r.Lo + 1
+	}
+	probes := 0
+	for i, start := 0, rand.N(max(total, 1)); i < total && probes < maxPortProbes; i++ {
+		p := portAt(ranges, (start+i)%total)
+		if !take(p) {
+			continue
 		}
+		probes++
+		if l, err := t.bind(svc.udp, p); err == nil {
+			return l, p, nil
+		}
+		drop(p)
 	}
 	return socket{}, 0, session.Rejectf(session.CodePortInUse, "port in use: service %q asks for any free port, and none of client %q's %s (%s) is free", svc.name, c.name, portsKey(svc.udp), portList(ranges))
 }

@@ -52,8 +52,10 @@ func TestBackendNotReading(t *testing.T) {
 		d := dialPublic(t, cli.publicAddr(t, "deaf"))
 		blocked := make(chan int64, 1)
 		go func() {
-			// Writes until every buffer on the way is full, then blocks.
-			d.SetWriteDeadline(time.Now().Add(waitTimeout))
+			// Writes until every buffer on the way is full, then blocks:
+			// past the transfer below, which took 30 s over KCP under
+			// -race on a loaded machine.
+			d.SetWriteDeadline(time.Now().Add(4 * waitTimeout))
 			n, _ := io.Copy(d, io.LimitReader(zeros{}, 1<<30))
 			blocked <- n
 		}()

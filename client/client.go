@@ -20,6 +20,7 @@ import (
 	"github.com/warren-tunnel/warren/admin"
 	"github.com/warren-tunnel/warren/clock"
 	"github.com/warren-tunnel/warren/metrics"
+	"github.com/warren-tunnel/warren/relay"
 	"github.com/warren-tunnel/warren/session"
 	"github.com/warren-tunnel/warren/transport"
 )
@@ -32,7 +33,8 @@ type Client struct {
 	eps      []*endpoint // the server list (servers.go)
 	pool     *pool       // the servers and their sessions (pool.go)
 	sessCfg  session.Config
-	policy   dialPolicy // [client.dial]
+	policy   dialPolicy    // [client.dial]
+	poll     *relay.Poller // the process's, set by Run (nil: none)
 	token    []byte
 	instance string
 	// table is the services, swapped whole by Reload.
@@ -213,6 +215,10 @@ func (c *Client) Run(ctx context.Context) error {
 	c.running = true
 	c.mu.Unlock()
 	c.logStart()
+	// The process's one relay poller, for as long as relays may run.
+	poll, release := relay.Acquire()
+	defer release()
+	c.poll = poll
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -719,7 +725,7 @@ func (c *Client) serveStream(log *slog.Logger, sess *session.Session, st *sessio
 	})
 	stats.Opened()
 	c.metrics.StreamUp(sess.Info().Client)
-	res := session.Relay(conn, st)
+	res := relay.Relay(conn, st, c.poll)
 	c.metrics.StreamDown(sess.Info().Client)
 	if k := session.KillReason(res.Err); k != "" {
 		c.metrics.RelayAborted(k)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/warren-tunnel/warren/admin"
 	"github.com/warren-tunnel/warren/metrics"
+	"github.com/warren-tunnel/warren/relay"
 	"github.com/warren-tunnel/warren/session"
 )
 
@@ -64,7 +65,7 @@ func (c *Client) serveDial(log *slog.Logger, sess *session.Session, st *session.
 		c.relayDialFlow(log, sess, st, conn, start)
 		return
 	}
-	res := session.Relay(conn, st)
+	res := relay.Relay(conn, st, c.poll)
 	if k := session.KillReason(res.Err); k != "" {
 		c.metrics.RelayAborted(k)
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/warren-tunnel/warren/admin"
 	"github.com/warren-tunnel/warren/internal/dgram"
 	"github.com/warren-tunnel/warren/metrics"
+	"github.com/warren-tunnel/warren/relay"
 	"github.com/warren-tunnel/warren/session"
 )
 
@@ -134,7 +135,7 @@ const burstBytes = 16 << 10
 // datagrams are waiting after the first, it sends them together, in one
 // write, as long as they fit burstBytes.
 func (f *clientFlow) down() error {
-	wait := session.ReadWaiter(f.conn)
+	wait := relay.ReadWaiter(f.conn)
 	poll := pollRead(f.conn)
 	for {
 		if wait != nil {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/warren-tunnel/warren/metrics"
+	"github.com/warren-tunnel/warren/relay"
 	"github.com/warren-tunnel/warren/session"
 )
 
@@ -155,7 +156,7 @@ func (c *Client) visit(ctx context.Context, log *slog.Logger, v Visitor, conn ne
 	stats.Opened()
 	c.metrics.StreamUp(client)
 	start := c.edges.clock.Now()
-	res := session.Relay(conn, st)
+	res := relay.Relay(conn, st, c.poll)
 	stats.Closed()
 	c.metrics.StreamDown(client)
 	if k := session.KillReason(res.Err); k != "" {

@@ -5,6 +5,7 @@ import (
 	"net"
 	"time"
 
+	"github.com/warren-tunnel/warren/relay"
 	"github.com/warren-tunnel/warren/session"
 )
 
@@ -61,7 +62,7 @@ func gatewayConn(r *route, c net.Conn) (net.Conn, bool) {
 // endGateway closes a held connection after its relay: with a 502 when
 // the stream broke before any byte reached the public peer, with a reset
 // when it broke later (as Relay would have), else plainly.
-func endGateway(c net.Conn, res session.Result) {
+func endGateway(c net.Conn, res relay.Result) {
 	tc := c.(heldConn).tcpConn
 	var ab *session.AbortError
 	broke := errors.As(res.Err, &ab) || errors.Is(res.Err, session.ErrTruncated)

@@ -8,6 +8,7 @@ import (
 
 	"github.com/warren-tunnel/warren/admin"
 	"github.com/warren-tunnel/warren/metrics"
+	"github.com/warren-tunnel/warren/relay"
 	"github.com/warren-tunnel/warren/session"
 )
 
@@ -90,7 +91,7 @@ func (s *Server) serveConn(r *route, c net.Conn, prefix []byte) {
 		s.metrics.StreamUp(client)
 		start := s.edges.clock.Now()
 		rc, held := gatewayConn(r, c)
-		res := session.Relay(rc, st)
+		res := relay.Relay(rc, st, s.poll)
 		if held {
 			endGateway(rc, res)
 		}

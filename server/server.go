@@ -21,6 +21,7 @@ import (
 	"github.com/warren-tunnel/warren/admin"
 	"github.com/warren-tunnel/warren/internal/domain"
 	"github.com/warren-tunnel/warren/metrics"
+	"github.com/warren-tunnel/warren/relay"
 	"github.com/warren-tunnel/warren/session"
 	"github.com/warren-tunnel/warren/transport"
 )
@@ -38,6 +39,7 @@ type Server struct {
 	fingerprint string
 	certCreated bool
 	sessCfg     session.Config
+	poll        *relay.Poller     // the process's, set by Run (nil: none)
 	table       *table            // the routes and the sessions serving them (table.go)
 	metrics     *metrics.Registry // nil: none (SetMetrics)
 	rec         *admin.Recorder   // nil: none (SetRecorder)
@@ -197,6 +199,10 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	s.running = true
 	s.mu.Unlock()
+	// The process's one relay poller, for as long as relays may run.
+	poll, release := relay.Acquire()
+	defer release()
+	s.poll = poll
 
 	ls, err := s.listen()
 	if err != nil {

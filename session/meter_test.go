@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/warren-tunnel/warren/internal/testutil/leaktest"
+	"github.com/warren-tunnel/warren/relay"
 	"github.com/warren-tunnel/warren/transport"
 )
 
@@ -71,10 +72,10 @@ func TestMeterWhileRelaying(t *testing.T) {
 func meterWhileRelaying(t *testing.T, trs [2]transport.Transport) {
 	backend, backendSide := tcpPair(t)
 	cliMeter, srvMeter := newTally(), newTally()
-	cliRes, srvRes := make(chan Result, 1), make(chan Result, 1)
+	cliRes, srvRes := make(chan relay.Result, 1), make(chan relay.Result, 1)
 	srv, _, _, _ := pair(t, trs, testConfig(), func(st *Stream) {
 		st.SetMeter(cliMeter.add)
-		cliRes <- Relay(backendSide, st)
+		cliRes <- runRelay(backendSide, st)
 	})
 	public, serverSide := tcpPair(t)
 	st, err := srv.Open(Header{Service: "web"})
@@ -82,7 +83,7 @@ func meterWhileRelaying(t *testing.T, trs [2]transport.Transport) {
 		t.Fatal(err)
 	}
 	st.SetMeter(srvMeter.add)
-	go func() { srvRes <- Relay(serverSide, st) }()
+	go func() { srvRes <- runRelay(serverSide, st) }()
 
 	up, down := bytes.Repeat([]byte("u"), 300<<10), bytes.Repeat([]byte("d"), 200<<10)
 	public.SetDeadline(time.Now().Add(10 * time.Second))
@@ -107,7 +108,7 @@ func meterWhileRelaying(t *testing.T, trs [2]transport.Transport) {
 	public.CloseWrite()
 	backend.CloseWrite()
 	for _, c := range []struct {
-		res  chan Result
+		res  chan relay.Result
 		m    *tally
 		what string
 	}{{srvRes, srvMeter, "server"}, {cliRes, cliMeter, "client"}} {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/warren-tunnel/warren/internal/testutil/leaktest"
+	"github.com/warren-tunnel/warren/relay"
 )
 
 // backends are the TCP servers a pressure test's client relays to: "echo"
@@ -69,14 +70,14 @@ func startBackends(t *testing.T) *backends {
 
 // relayTo is a client stream handler that relays each stream to the
 // backends.
-func (b *backends) relayTo(results chan<- Result) func(*Stream) {
+func (b *backends) relayTo(results chan<- relay.Result) func(*Stream) {
 	return func(st *Stream) {
 		c, err := net.Dial("tcp", b.l.Addr().String())
 		if err != nil {
 			st.Abort(err.Error())
 			return
 		}
-		results <- Relay(c, st)
+		results <- runRelay(c, st)
 	}
 }
 
@@ -102,18 +103,18 @@ func TestPressure(t *testing.T) {
 			cfg.HeartbeatInterval, cfg.HeartbeatMisses = 200*time.Millisecond, 5
 			cfg.Mux = Mux{StreamWindow: 256 << 10, SessionWindow: 4 << 20, FrameSize: 32 << 10} // the defaults' ratio, smaller
 			b := startBackends(t)
-			cliResults := make(chan Result, 256)
+			cliResults := make(chan relay.Result, 256)
 			srv, cli, _, _ := pair(t, trs, cfg, b.relayTo(cliResults))
 
 			var wg sync.WaitGroup
-			srvResults := make(chan Result, 256)
+			srvResults := make(chan relay.Result, 256)
 			open := func(kind byte) *net.TCPConn {
 				public, serverSide := tcpPair(t)
 				st, err := srv.Open(Header{Service: string(kind)})
 				if err != nil {
 					t.Fatal(err)
 				}
-				wg.Go(func() { srvResults <- Relay(serverSide, st) })
+				wg.Go(func() { srvResults <- runRelay(serverSide, st) })
 				public.Write([]byte{kind})
 				return public
 			}

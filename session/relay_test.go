@@ -5,14 +5,33 @@ import (
 	"errors"
 	"io"
 	"net"
+	"os"
+	"runtime"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/warren-tunnel/warren/internal/testutil/leaktest"
+	"github.com/warren-tunnel/warren/relay"
 	"github.com/warren-tunnel/warren/transport"
 	"github.com/warren-tunnel/warren/transport/transporttest"
 )
+
+// testPoller is the process's relay poller, held for the whole test
+// binary as a daemon holds it for its Run.
+var testPoller *relay.Poller
+
+func TestMain(m *testing.M) {
+	p, release := relay.Acquire()
+	testPoller = p
+	code := m.Run()
+	release()
+	os.Exit(code)
+}
+
+// runRelay relays c and st as the daemons do.
+func runRelay(c net.Conn, st *Stream) relay.Result { return relay.Relay(c, st, testPoller) }
 
 // tcpPair returns both ends of a loopback TCP connection.
 func tcpPair(t testing.TB) (a, b *net.TCPConn) {
@@ -56,8 +75,8 @@ type miniTunnel struct {
 	// backend.
 	srvConn, cliConn *net.TCPConn
 	srv, cli         *Session
-	srvRelay         chan Result
-	cliRelay         chan Result
+	srvRelay         chan relay.Result
+	cliRelay         chan relay.Result
 	cliDone          <-chan error
 }
 
@@ -78,28 +97,28 @@ func newMiniTunnelOver(t testing.TB, trs [2]transport.Transport, cfg Config) *mi
 // start runs the sessions and the relays of m, whose connections are set.
 func (m *miniTunnel) start(t testing.TB, trs [2]transport.Transport, cfg Config) *miniTunnel {
 	t.Helper()
-	m.srvRelay, m.cliRelay = make(chan Result, 1), make(chan Result, 1)
+	m.srvRelay, m.cliRelay = make(chan relay.Result, 1), make(chan relay.Result, 1)
 	var cliDone <-chan error
 	m.srv, m.cli, _, cliDone = pair(t, trs, cfg, func(st *Stream) {
-		m.cliRelay <- Relay(m.cliConn, st)
+		m.cliRelay <- runRelay(m.cliConn, st)
 	})
 	m.cliDone = cliDone
 	st, err := m.srv.Open(Header{Service: "web", Peer: m.public.LocalAddr().String()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	go func() { m.srvRelay <- Relay(m.srvConn, st) }()
+	go func() { m.srvRelay <- runRelay(m.srvConn, st) }()
 	return m
 }
 
-func waitResult(t testing.TB, ch chan Result, what string) Result {
+func waitResult(t testing.TB, ch chan relay.Result, what string) relay.Result {
 	t.Helper()
 	select {
 	case r := <-ch:
 		return r
 	case <-time.After(10 * time.Second):
 		t.Fatalf("%s relay still running", what)
-		return Result{}
+		return relay.Result{}
 	}
 }
 
@@ -393,5 +412,49 @@ func TestStallTimeout(t *testing.T) {
 				t.Fatalf("the session died: %v / %v", m.cli.Err(), m.srv.Err())
 			}
 		})
+	}
+}
+
+// pumpGoroutines counts goroutines running a pump's serve loop.
+func pumpGoroutines() int {
+	buf := make([]byte, 1<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	return strings.Count(string(buf), "(*pump).serve")
+}
+
+// TestIdleRelayHoldsNoPump: a relay direction that has been quiet for
+// the relay's idle spell (relay.idleAfter) leaves its goroutine for the poller, and data arriving later
+// still goes through.
+func TestIdleRelayHoldsNoPump(t *testing.T) {
+	leaktest.Check(t)
+	m := newMiniTunnel(t)
+	roundTrip := func(msg string) {
+		t.Helper()
+		m.public.Write([]byte(msg))
+		got := make([]byte, len(msg))
+		m.backend.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := io.ReadFull(m.backend, got); err != nil || string(got) != msg {
+			t.Fatalf("backend got %q, %v", got, err)
+		}
+		m.backend.Write([]byte(msg))
+		m.public.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := io.ReadFull(m.public, got); err != nil || string(got) != msg {
+			t.Fatalf("public got %q, %v", got, err)
+		}
+	}
+	roundTrip("first")
+	deadline := time.Now().Add(5 * time.Second)
+	for pumpGoroutines() > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d pump goroutines still running on an idle relay", pumpGoroutines())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	roundTrip("after a quiet spell")
+	m.public.CloseWrite()
+	m.backend.CloseWrite()
+	waitResult(t, m.srvRelay, "server")
+	if r := waitResult(t, m.cliRelay, "client"); r.Err != nil {
+		t.Fatalf("client relay: %v", r.Err)
 	}
 }

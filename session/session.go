@@ -35,7 +35,6 @@ type Session struct {
 	ctrl *smux.Stream
 	peer string // "server" or "client": the other side, for errors
 	bufs sync.Pool
-	poll *poller // nil where there is none (not Linux)
 	led  *ledger
 	info Info
 
@@ -114,9 +113,6 @@ func newSession(cfg Config, log *slog.Logger, conn *budgetConn, lc *laneConn, la
 		readerDone: make(chan struct{}),
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
-	if p, err := newPoller(); err == nil {
-		s.poll = p
-	}
 	s.bufs.New = func() any {
 		b := make([]byte, chunkBufSize(cfg.Mux.FrameSize))
 		return &b
@@ -295,7 +291,7 @@ func (s *Session) Open(hdr Header) (*Stream, error) {
 
 // newStream makes st, entered in the ledger already, a data stream.
 func (s *Session) newStream(st *smux.Stream, hdr Header) *Stream {
-	ds := &Stream{st: st, hdr: hdr, bufs: &s.bufs, poll: s.poll, led: s.led, endDone: make(chan struct{})}
+	ds := &Stream{st: st, hdr: hdr, bufs: &s.bufs, led: s.led, endDone: make(chan struct{})}
 	if s.lane {
 		ds.lane = s.lc
 	}
@@ -355,9 +351,6 @@ func (s *Session) fail(err error) {
 		// Every relay's connection is reset now, whatever its peer does:
 		// nothing waits for a relay to drain.
 		s.led.end(fmt.Errorf("%w: the session ended", ErrTruncated))
-		if s.poll != nil {
-			s.poll.close() // relays still running go on without it
-		}
 	})
 }
 

@@ -11,6 +11,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/warren-tunnel/warren/relay"
 	"github.com/xtaci/smux"
 )
 
@@ -29,7 +30,6 @@ type Stream struct {
 	st   *smux.Stream
 	hdr  Header
 	bufs *sync.Pool // chunk buffers of the session's frame size
-	poll *poller    // the session's, for idle relay directions; may be nil
 	led  *ledger    // the session's account of its streams
 	lane *laneConn  // the session's, when the peer speaks the lane; else nil
 
@@ -61,7 +61,7 @@ type Stream struct {
 	endSent atomic.Bool   // the end chunk went out (read without wmu)
 	ending  atomic.Bool   // the end chunk's write began
 	endDone chan struct{} // closed when it returned
-	// awaiting: awaitClose is watching the stream, and CloseWrite wakes
+	// awaiting: AwaitClose is watching the stream, and CloseWrite wakes
 	// it when the end goes out.
 	awaiting atomic.Bool
 
@@ -161,7 +161,7 @@ func (p *payloadWriter) Write(b []byte) (int, error) {
 	// the meter hears of what moved now, not at the next burst.
 	defer func() {
 		if p.st.led.read(p.st.ID(), total) {
-			p.st.idle()
+			p.st.Idle()
 		}
 	}()
 	for len(b) > 0 {
@@ -223,16 +223,16 @@ func (s *Stream) Write(p []byte) (int, error) {
 // between bursts ReadFrom waits for a socket to become readable without
 // holding a buffer, so an idle connection costs no buffer memory.
 func (s *Stream) ReadFrom(r io.Reader) (int64, error) {
-	wait := ReadWaiter(r)
+	wait := relay.ReadWaiter(r)
 	var total int64
 	for {
 		if wait != nil {
-			s.idle() // r is drained: the meter hears of what moved
+			s.Idle() // r is drained: the meter hears of what moved
 			if err := wait(); err != nil {
 				return total, err
 			}
 		}
-		n, eof, err := s.readBurst(r)
+		n, eof, err := s.ReadBurst(r)
 		total += n
 		if eof {
 			return total, nil
@@ -243,10 +243,10 @@ func (s *Stream) ReadFrom(r io.Reader) (int64, error) {
 	}
 }
 
-// readBurst sends what r has to give now as data chunks: it reads until a
+// ReadBurst sends what r has to give now as data chunks: it reads until a
 // read comes back short (r is drained, for a socket) or r ends. eof reports
 // that r returned io.EOF.
-func (s *Stream) readBurst(r io.Reader) (n int64, eof bool, err error) {
+func (s *Stream) ReadBurst(r io.Reader) (n int64, eof bool, err error) {
 	for {
 		bp := s.bufs.Get().(*[]byte)
 		buf := *bp
@@ -316,26 +316,26 @@ func (s *Stream) CloseWrite() error {
 		return s.cutOff(err)
 	}
 	if s.awaiting.Load() {
-		// awaitClose may be reading already, having seen no end yet: a
+		// AwaitClose may be reading already, having seen no end yet: a
 		// past read deadline wakes it to see it now.
 		s.st.SetReadDeadline(time.Now())
 	}
 	return nil
 }
 
-// endGrace bounds how long awaitClose, seeing the peer close the stream
+// endGrace bounds how long AwaitClose, seeing the peer close the stream
 // while this side's end is being written, waits for that write: the peer
 // closes once it has the end, often before the writer has returned; but a
 // peer gone without it leaves the write blocked for good on its window.
 const endGrace = time.Second
 
-// awaitClose is for after the peer's end chunk. When this side's end has
+// AwaitClose is for after the peer's end chunk. When this side's end has
 // gone out too, both directions are done and it returns nil at once.
 // Otherwise it waits until the peer closes the stream (which the peer does
 // once it has this side's end) or the stream or its session dies: nil if
 // this side's end went out meanwhile, ErrTruncated if the peer went away
 // first, since then nobody reads what this side still sends.
-func (s *Stream) awaitClose() error {
+func (s *Stream) AwaitClose() error {
 	s.awaiting.Store(true) // before ended(): see CloseWrite
 	var b [1]byte
 	for {
@@ -349,8 +349,8 @@ func (s *Stream) awaitClose() error {
 		// A timeout is CloseWrite's wake-up (ended now) or a kill's.
 		switch {
 		case err == nil, s.ended():
-		case s.killed() != nil:
-			return s.killed()
+		case s.Killed() != nil:
+			return s.Killed()
 		case s.ending.Load() && s.waitEnd():
 		default:
 			return s.cutOff(err)
@@ -444,8 +444,9 @@ func (s *Stream) count(c *atomic.Int64, n int) {
 	}
 }
 
-// idle calls the meter for what moved, as a direction goes idle.
-func (s *Stream) idle() {
+// Idle calls the meter for what moved, as a direction goes idle (its
+// relay's connection is drained).
+func (s *Stream) Idle() {
 	if s.meter != nil {
 		s.metered.Store(time.Now().UnixNano())
 		s.flushMeter()
@@ -459,12 +460,12 @@ func (s *Stream) flushMeter() {
 	}
 }
 
-// own installs cut, which the stream calls (once) when it is killed, to
+// Own installs cut, which the stream calls (once) when it is killed, to
 // cut off the connection its relay carries, and gone, which reports that
 // connection reset by its peer (the ledger asks while the relay is stuck
 // writing into the stream, and not reading it); if the stream was killed
 // already, cut runs at once.
-func (s *Stream) own(cut func(), gone func() bool) {
+func (s *Stream) Own(cut func(), gone func() bool) {
 	s.kmu.Lock()
 	s.cut, s.gone = cut, gone
 	killed := s.killErr != nil
@@ -496,7 +497,7 @@ func (s *Stream) peerReset(reason string) {
 	var check func()
 	check = func() {
 		switch {
-		case s.closed.Load() || s.killed() != nil:
+		case s.closed.Load() || s.Killed() != nil:
 		case s.busy.Load() > 0 && s.moved.Load() == mark:
 			s.kill(err)
 		default:
@@ -507,8 +508,8 @@ func (s *Stream) peerReset(reason string) {
 	time.AfterFunc(abortGrace, check)
 }
 
-// killed says why the stream was killed, nil while it lives.
-func (s *Stream) killed() error {
+// Killed says why the stream was killed, nil while it lives.
+func (s *Stream) Killed() error {
 	s.kmu.Lock()
 	defer s.kmu.Unlock()
 	return s.killErr
@@ -560,6 +561,14 @@ func (s *Stream) SetReadDeadline(t time.Time) error { return s.st.SetReadDeadlin
 
 // SetWriteDeadline sets the deadline for Write and ReadFrom.
 func (s *Stream) SetWriteDeadline(t time.Time) error { return s.st.SetWriteDeadline(t) }
+
+// Abrupt reports whether err, from WriteTo or AwaitClose, ended the far
+// side without a clean close: the peer aborted, or the stream was cut off.
+// (The relay then resets its connection: relay.Stream.)
+func (s *Stream) Abrupt(err error) bool {
+	var ab *AbortError
+	return errors.As(err, &ab) || errors.Is(err, ErrTruncated)
+}
 
 // cutOff maps the error that ended smux's stream early to Read's error.
 // smux reports a FIN, its session's end and our own Close alike (io.EOF or

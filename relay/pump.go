@@ -1,8 +1,9 @@
-package session
+package relay
 
 import (
 	"errors"
 	"net"
+	"os"
 	"sync"
 	"syscall"
 	"time"
@@ -12,7 +13,7 @@ import (
 var errStopped = errors.New("relay stopped")
 
 // pump carries one relay's connection-to-stream direction. With the
-// session's poller it holds no goroutine while the connection is idle: it
+// poller it holds no goroutine while the connection is idle: it
 // waits in the poller, and a fresh goroutine runs each burst of reads. That
 // goroutine keeps waiting for more data for up to idleAfter; only when the
 // connection has been quiet that long does it arm the poller and exit, so
@@ -25,10 +26,10 @@ var errStopped = errors.New("relay stopped")
 // and nil at the connection's EOF, errStopped after stop, or the error.
 type pump struct {
 	c    net.Conn
-	st   *Stream
-	p    *poller
+	st   Stream
+	p    *Poller
 	rc   syscall.RawConn
-	wait func() error // blocks until c is readable, or its read deadline
+	wait func() error // blocks until c is readable, or its read deadline; nil if c is no socket
 	done func(n int64, err error)
 
 	mu      sync.Mutex
@@ -39,13 +40,13 @@ type pump struct {
 	over    bool
 }
 
-func startPump(c net.Conn, st *Stream, done func(int64, error)) *pump {
-	u := &pump{c: c, st: st, p: st.poll, done: done}
-	if sc, ok := c.(syscall.Conn); ok && u.p != nil {
+func startPump(c net.Conn, st Stream, p *Poller, done func(int64, error)) *pump {
+	u := &pump{c: c, st: st, p: p, done: done, wait: ReadWaiter(c)}
+	if sc, ok := c.(syscall.Conn); ok && p != nil && u.wait != nil {
 		if rc, err := sc.SyscallConn(); err == nil {
 			// A new connection's first bytes are usually on their way:
 			// start in a goroutine, not in the poller.
-			u.rc, u.wait = rc, ReadWaiter(c)
+			u.rc = rc
 			go u.serve()
 			return u
 		}
@@ -54,10 +55,28 @@ func startPump(c net.Conn, st *Stream, done func(int64, error)) *pump {
 	return u
 }
 
-// plain runs the direction in the calling goroutine, without the poller.
+// plain runs the direction in the calling goroutine, without the poller:
+// it waits for each burst without holding a buffer when c is a socket.
 func (u *pump) plain() {
-	n, err := u.st.ReadFrom(u.c)
-	u.finish(n, err)
+	for {
+		if u.wait != nil {
+			u.st.Idle() // c is drained: the meter hears of what moved
+			if err := u.wait(); err != nil {
+				u.finish(0, err)
+				return
+			}
+		}
+		n, eof, err := u.st.ReadBurst(u.c)
+		u.add(n)
+		if eof {
+			u.finish(0, nil)
+			return
+		}
+		if err != nil {
+			u.finish(0, err)
+			return
+		}
+	}
 }
 
 // arm waits in the poller for the next burst.
@@ -92,7 +111,7 @@ func (u *pump) serve() {
 	u.id = 0
 	u.mu.Unlock()
 	for {
-		u.st.idle() // c is drained: the meter hears of what moved
+		u.st.Idle() // c is drained: the meter hears of what moved
 		u.c.SetReadDeadline(time.Now().Add(idleAfter))
 		if err := u.wait(); err != nil {
 			if isTimeout(err) {
@@ -102,7 +121,7 @@ func (u *pump) serve() {
 			return
 		}
 		// Readable, closed or failed: readBurst finds out which.
-		n, eof, err := u.st.readBurst(u.c)
+		n, eof, err := u.st.ReadBurst(u.c)
 		u.add(n)
 		if eof || (err != nil && !isTimeout(err)) {
 			u.finish(0, err)
@@ -113,7 +132,7 @@ func (u *pump) serve() {
 	switch err := u.arm(); {
 	case errors.Is(err, errStopped):
 		u.finish(0, err)
-	case err != nil: // the poller closed with its session: go on plainly
+	case err != nil: // the poller closed: go on plainly
 		u.plain()
 	}
 }
@@ -148,4 +167,9 @@ func (u *pump) finish(n int64, err error) {
 	total := u.n
 	u.mu.Unlock()
 	u.done(total, err)
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout() || errors.Is(err, os.ErrDeadlineExceeded)
 }

@@ -1,18 +1,40 @@
 //go:build linux
 
-package session
+package relay
 
 import (
-	"io"
 	"net"
-	"runtime"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/warren-tunnel/warren/internal/testutil/leaktest"
 )
+
+// tcpPair returns both ends of a loopback TCP connection.
+func tcpPair(t testing.TB) (a, b *net.TCPConn) {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	done := make(chan net.Conn, 1)
+	go func() {
+		c, _ := l.Accept()
+		done <- c
+	}()
+	c, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := <-done
+	if s == nil {
+		t.Fatal("accept failed")
+	}
+	t.Cleanup(func() { c.Close(); s.Close() })
+	return c.(*net.TCPConn), s.(*net.TCPConn)
+}
 
 func rawConn(t *testing.T, c *net.TCPConn) syscall.RawConn {
 	t.Helper()
@@ -97,50 +119,4 @@ func TestPollerDisarmAndClose(t *testing.T) {
 		t.Fatal("arm after close succeeded")
 	}
 	p.close() // again: nothing
-}
-
-// pumpGoroutines counts goroutines running a pump's serve loop.
-func pumpGoroutines() int {
-	buf := make([]byte, 1<<20)
-	buf = buf[:runtime.Stack(buf, true)]
-	return strings.Count(string(buf), "(*pump).serve")
-}
-
-// TestIdleRelayHoldsNoPump: a relay direction that has been quiet for
-// idleAfter leaves its goroutine for the poller, and data arriving later
-// still goes through.
-func TestIdleRelayHoldsNoPump(t *testing.T) {
-	leaktest.Check(t)
-	defer func(d time.Duration) { idleAfter = d }(idleAfter)
-	idleAfter = 20 * time.Millisecond
-	m := newMiniTunnel(t)
-	roundTrip := func(msg string) {
-		t.Helper()
-		m.public.Write([]byte(msg))
-		got := make([]byte, len(msg))
-		m.backend.SetReadDeadline(time.Now().Add(5 * time.Second))
-		if _, err := io.ReadFull(m.backend, got); err != nil || string(got) != msg {
-			t.Fatalf("backend got %q, %v", got, err)
-		}
-		m.backend.Write([]byte(msg))
-		m.public.SetReadDeadline(time.Now().Add(5 * time.Second))
-		if _, err := io.ReadFull(m.public, got); err != nil || string(got) != msg {
-			t.Fatalf("public got %q, %v", got, err)
-		}
-	}
-	roundTrip("first")
-	deadline := time.Now().Add(5 * time.Second)
-	for pumpGoroutines() > 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d pump goroutines still running on an idle relay", pumpGoroutines())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	roundTrip("after a quiet spell")
-	m.public.CloseWrite()
-	m.backend.CloseWrite()
-	waitResult(t, m.srvRelay, "server")
-	if r := waitResult(t, m.cliRelay, "client"); r.Err != nil {
-		t.Fatalf("client relay: %v", r.Err)
-	}
 }

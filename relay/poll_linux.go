@@ -1,6 +1,6 @@
 //go:build linux
 
-package session
+package relay
 
 import (
 	"errors"
@@ -10,16 +10,20 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// poller waits, with one goroutine and one epoll instance, for many sockets
-// to become readable. A relay direction with nothing to send then holds no
-// goroutine (and no stack) of its own: an idle public connection costs
-// memory only for what the kernel and smux keep.
+// Poller waits, with one goroutine (so one OS thread, blocked in
+// epoll_wait) and one epoll instance, for many sockets to become readable.
+// A relay direction with nothing to send then holds no goroutine (and no
+// stack) of its own: an idle public connection costs memory only for what
+// the kernel and smux keep. There is one per process (Acquire), shared by
+// the relays of every session of every daemon in it: a poller per session
+// held an OS thread each, and threads grew with the sessions (issue 21:
+// 945 threads for 935 sessions).
 //
 // arm registers a one-shot wait; when the socket becomes readable (data,
 // EOF or an error) its function runs in a new goroutine, once. disarm
 // cancels a wait that has not fired. After close every wait still armed
 // fires, so that its owner finds out; arm then fails.
-type poller struct {
+type Poller struct {
 	epfd, wakefd int
 	done         chan struct{} // closed when run returns
 	closeOnce    sync.Once
@@ -35,7 +39,7 @@ const wakeID = 0
 
 var errPollerClosed = errors.New("poller closed")
 
-func newPoller() (*poller, error) {
+func newPoller() (*Poller, error) {
 	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
 		return nil, err
@@ -52,7 +56,7 @@ func newPoller() (*poller, error) {
 		unix.Close(wakefd)
 		return nil, err
 	}
-	p := &poller{epfd: epfd, wakefd: wakefd, done: make(chan struct{}), waiters: make(map[uint64]func()), next: wakeID + 1}
+	p := &Poller{epfd: epfd, wakefd: wakefd, done: make(chan struct{}), waiters: make(map[uint64]func()), next: wakeID + 1}
 	go p.run()
 	return p, nil
 }
@@ -66,7 +70,7 @@ func getID(ev *unix.EpollEvent) uint64 {
 	return uint64(uint32(ev.Fd)) | uint64(uint32(ev.Pad))<<32
 }
 
-func (p *poller) run() {
+func (p *Poller) run() {
 	defer close(p.done)
 	events := make([]unix.EpollEvent, 128)
 	for {
@@ -96,7 +100,7 @@ func (p *poller) run() {
 }
 
 // shutdown fires every armed wait and refuses new ones.
-func (p *poller) shutdown() {
+func (p *Poller) shutdown() {
 	p.mu.Lock()
 	p.closed = true
 	fns := make([]func(), 0, len(p.waiters))
@@ -115,7 +119,7 @@ func (p *poller) shutdown() {
 // (from an earlier arm): one-shot waits stay registered, disabled, after
 // they fire. The registration is level-triggered, so data that arrived
 // before arm fires it at once.
-func (p *poller) arm(rc syscall.RawConn, added bool, fn func()) (uint64, error) {
+func (p *Poller) arm(rc syscall.RawConn, added bool, fn func()) (uint64, error) {
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
@@ -149,7 +153,7 @@ func (p *poller) arm(rc syscall.RawConn, added bool, fn func()) (uint64, error) 
 // disarm cancels wait id on rc's socket and removes the socket from the
 // epoll set. It reports whether it removed the wait before it fired: false
 // means fn has run or is about to.
-func (p *poller) disarm(rc syscall.RawConn, id uint64) bool {
+func (p *Poller) disarm(rc syscall.RawConn, id uint64) bool {
 	p.mu.Lock()
 	_, armed := p.waiters[id]
 	delete(p.waiters, id)
@@ -163,7 +167,7 @@ func (p *poller) disarm(rc syscall.RawConn, id uint64) bool {
 
 // close stops the poller: every armed wait fires, run returns, and the
 // descriptors are released. Calling it again does nothing.
-func (p *poller) close() {
+func (p *Poller) close() {
 	p.closeOnce.Do(func() {
 		one := [8]byte{1}
 		unix.Write(p.wakefd, one[:]) // harmless if run has returned already
@@ -171,4 +175,45 @@ func (p *poller) close() {
 		unix.Close(p.epfd)
 		unix.Close(p.wakefd)
 	})
+}
+
+// shared is the process's poller and how many hold it.
+var shared struct {
+	mu   sync.Mutex
+	p    *Poller
+	refs int
+}
+
+// Acquire returns the process's poller, starting it when nobody holds it,
+// and the function that gives it back; the last release stops it (its
+// armed waits fire, and their relays go on with a goroutine each). Daemons
+// hold it for the length of their Run. p is nil when epoll is not
+// available: relays then hold a goroutine per direction.
+func Acquire() (p *Poller, release func()) {
+	shared.mu.Lock()
+	defer shared.mu.Unlock()
+	if shared.p == nil {
+		np, err := newPoller()
+		if err != nil {
+			return nil, func() {}
+		}
+		shared.p = np
+	}
+	shared.refs++
+	p = shared.p
+	var once sync.Once
+	return p, func() {
+		once.Do(func() {
+			shared.mu.Lock()
+			shared.refs--
+			last := shared.refs == 0
+			if last {
+				shared.p = nil
+			}
+			shared.mu.Unlock()
+			if last {
+				p.close()
+			}
+		})
+	}
 }

@@ -5,6 +5,8 @@ import (
 	"net"
 	"sync/atomic"
 	"time"
+
+	"github.com/warren-tunnel/warren/clock"
 )
 
 // errBudget ends a connection whose peer sent more before authentication
@@ -20,6 +22,7 @@ var errBudget = errors.New("peer sent more than a handshake needs before authent
 // uses: a link busy with data is alive even if a ping waits behind it.
 type budgetConn struct {
 	net.Conn
+	clk  clock.Clock
 	left atomic.Int64 // bytes still allowed; < 0 once lifted
 	last atomic.Int64 // unix ns of the last read that returned data
 }
@@ -30,10 +33,10 @@ func preAuthBudget(cfg Config) int64 {
 	return int64(cfg.MaxControlFrame) + 16<<10
 }
 
-func newBudgetConn(c net.Conn, budget int64) *budgetConn {
-	b := &budgetConn{Conn: c}
+func newBudgetConn(c net.Conn, budget int64, clk clock.Clock) *budgetConn {
+	b := &budgetConn{Conn: c, clk: clk}
 	b.left.Store(budget)
-	b.last.Store(time.Now().UnixNano())
+	b.last.Store(clk.Now().UnixNano())
 	return b
 }
 
@@ -42,7 +45,7 @@ func (b *budgetConn) Read(p []byte) (int, error) {
 	if left < 0 {
 		n, err := b.Conn.Read(p)
 		if n > 0 {
-			b.last.Store(time.Now().UnixNano())
+			b.last.Store(b.clk.Now().UnixNano())
 		}
 		return n, err
 	}
@@ -64,5 +67,5 @@ func (b *budgetConn) lift() { b.left.Store(-1) }
 
 // idle is how long the peer has sent nothing.
 func (b *budgetConn) idle() time.Duration {
-	return time.Duration(time.Now().UnixNano() - b.last.Load())
+	return time.Duration(b.clk.Now().UnixNano() - b.last.Load())
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/warren-tunnel/warren/clock"
 	"github.com/xtaci/smux"
 )
 
@@ -24,6 +25,10 @@ type Config struct {
 	// this long while it had data to write (its peer kept data queued);
 	// 0 never does.
 	StallTimeout time.Duration
+	// Clock drives the session's timers: heartbeats, the Goodbye wait and
+	// the ledger's checks (nil: the system clock). Deadlines set on
+	// connections stay on real time.
+	Clock clock.Clock
 }
 
 // Mux is the [server.mux] / [client.mux] table: smux's windows and frame

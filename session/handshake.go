@@ -12,6 +12,7 @@ import (
 
 	"github.com/xtaci/smux"
 
+	"github.com/warren-tunnel/warren/clock"
 	"github.com/warren-tunnel/warren/internal/version"
 	"github.com/warren-tunnel/warren/transport"
 )
@@ -50,7 +51,7 @@ func Accept(conn net.Conn, cfg Config, log *slog.Logger) (*Pending, error) {
 		conn.Close()
 		return nil, err
 	}
-	budget := newBudgetConn(conn, preAuthBudget(cfg))
+	budget := newBudgetConn(conn, preAuthBudget(cfg), clock.Or(cfg.Clock))
 	lc := newLaneConn(budget, cfg)
 	mux, err := smux.Server(lc, cfg.smux())
 	if err != nil {
@@ -170,7 +171,7 @@ func (p *Pending) Welcome(w Welcome) (*Session, error) {
 		Services:        w.Services,
 		Groups:          w.Groups,
 		DrainNotice:     w.DrainNotice,
-		Started:         time.Now(),
+		Started:         clock.Or(p.cfg.Clock).Now(),
 		Private:         w.Private,
 		PrivateServices: w.PrivateServices,
 		Visitors:        w.Visitors,
@@ -229,7 +230,7 @@ func ConnectWith(hsDeadline time.Time, conn net.Conn, cfg Config, log *slog.Logg
 		conn.Close()
 		return nil, fmt.Errorf("TLS with the server: %w", err)
 	}
-	budget := newBudgetConn(conn, preAuthBudget(cfg)) // the server is not trusted yet either
+	budget := newBudgetConn(conn, preAuthBudget(cfg), clock.Or(cfg.Clock)) // the server is not trusted yet either
 	lc := newLaneConn(budget, cfg)
 	lc.accept.Store(offerLane) // offered in the ClientHello
 	mux, err := smux.Client(lc, cfg.smux())
@@ -298,7 +299,7 @@ func ConnectWith(hsDeadline time.Time, conn net.Conn, cfg Config, log *slog.Logg
 		Groups:          w.Groups,
 		UDP:             c.UDP,
 		DrainNotice:     w.DrainNotice && auth.DrainNotice,
-		Started:         time.Now(),
+		Started:         clock.Or(cfg.Clock).Now(),
 		Private:         w.Private,
 		PrivateServices: w.PrivateServices,
 		Visitors:        w.Visitors,

@@ -54,38 +54,64 @@ func (s *Session) fastDeadline() (time.Duration, bool) {
 	return d, d < slow
 }
 
-// heartbeat pings every interval (every fastDeadline/4 while the fast
-// deadline applies) and ends the session when a deadline passes.
-func (s *Session) heartbeat() {
-	t := time.NewTimer(s.cfg.HeartbeatInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-s.die:
-			return
-		case <-t.C:
-		}
-		n, idle := int(s.missed.Load()), s.conn.idle()
-		if n >= s.cfg.HeartbeatMisses && idle >= time.Duration(s.cfg.HeartbeatMisses)*s.cfg.HeartbeatInterval {
-			s.fail(fmt.Errorf("%w after %d missed (last RTT %s)", ErrHeartbeat, n, fmtRTT(s.RTT())))
-			return
-		}
-		fast, ok := s.fastDeadline()
-		if ok && n > 0 && idle >= fast {
-			s.fail(fmt.Errorf("%w: nothing from the %s for %v, with data streams open (%d; last RTT %s)",
-				ErrHeartbeat, s.peer, idle.Round(time.Millisecond), s.NumStreams(), fmtRTT(s.RTT())))
-			return
-		}
-		next := s.cfg.HeartbeatInterval
-		if ok {
-			next = min(next, fast/4)
-		}
-		s.missed.Add(1)
-		seq := s.pingSeq.Load() + 1 // only this goroutine sends pings
-		s.pingSent[seq%pingsKept].Store(time.Now().UnixNano())
-		s.pingSeq.Store(seq)
-		// A ping that cannot leave before the next is due counts as missed.
-		s.writeControl(typePing, Ping{Seq: seq}, time.Now().Add(next))
-		t.Reset(next)
+// The heartbeat runs on a clock timer, not in a goroutine of its own: an
+// idle session then holds no goroutine (and no stack) for it, and with
+// thousands of sessions the runtime's timer heap does the waiting. beat
+// runs in the timer's goroutine; hbRun is held while it runs, so that
+// stopHeartbeat can wait for it.
+
+// startHeartbeat sets the first beat, an interval from now.
+func (s *Session) startHeartbeat() {
+	s.hbRun.Lock()
+	defer s.hbRun.Unlock()
+	s.hb = s.clk.AfterFunc(s.cfg.HeartbeatInterval, s.beat)
+}
+
+// stopHeartbeat cancels the next beat and waits for one under way.
+func (s *Session) stopHeartbeat() {
+	s.hbRun.Lock()
+	defer s.hbRun.Unlock()
+	s.hbStopped = true
+	if s.hb != nil {
+		s.hb.Stop()
 	}
+}
+
+// beat pings, and sets the next beat an interval later (fastDeadline/4
+// while the fast deadline applies); it ends the session when a deadline
+// passed.
+func (s *Session) beat() {
+	s.hbRun.Lock()
+	defer s.hbRun.Unlock()
+	if s.hbStopped {
+		return
+	}
+	select {
+	case <-s.die:
+		return
+	default:
+	}
+	n, idle := int(s.missed.Load()), s.conn.idle()
+	if n >= s.cfg.HeartbeatMisses && idle >= time.Duration(s.cfg.HeartbeatMisses)*s.cfg.HeartbeatInterval {
+		s.fail(fmt.Errorf("%w after %d missed (last RTT %s)", ErrHeartbeat, n, fmtRTT(s.RTT())))
+		return
+	}
+	fast, ok := s.fastDeadline()
+	if ok && n > 0 && idle >= fast {
+		s.fail(fmt.Errorf("%w: nothing from the %s for %v, with data streams open (%d; last RTT %s)",
+			ErrHeartbeat, s.peer, idle.Round(time.Millisecond), s.NumStreams(), fmtRTT(s.RTT())))
+		return
+	}
+	next := s.cfg.HeartbeatInterval
+	if ok {
+		next = min(next, fast/4)
+	}
+	s.missed.Add(1)
+	seq := s.pingSeq.Load() + 1 // only beat sends pings, one at a time
+	s.pingSent[seq%pingsKept].Store(s.clk.Now().UnixNano())
+	s.pingSeq.Store(seq)
+	// A ping that cannot leave before the next is due counts as missed.
+	// (A connection's deadline is on real time.)
+	s.writeControl(typePing, Ping{Seq: seq}, time.Now().Add(next))
+	s.hb.Reset(next)
 }

@@ -6,6 +6,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/warren-tunnel/warren/clock"
 )
 
 // Errors a stream is killed with (Result.Err of its relay); match them with
@@ -67,8 +69,21 @@ func KillReason(err error) string {
 type ledger struct {
 	stall     time.Duration // 0: no stall rule
 	highWater int64         // unread bytes allowed across the session's streams
-	relieve   chan struct{} // has a value when the pressure rule killed streams
+	clk       clock.Clock   // the session's
 	pressed   atomic.Int64  // streams it killed since the guard last logged
+
+	// The guard is a clock timer that applies the stall rule (check) and
+	// logs what the pressure rule did, every tick while streams are
+	// entered; an idle session has no timer pending (with thousands of
+	// sessions, a ticker each cost a wake-up per second per session).
+	// gRun is held while a tick runs, so that stopGuard can wait for it;
+	// the other guard fields are under mu.
+	gRun     sync.Mutex
+	guard    clock.Timer
+	relieved func(n int64) // logs n streams killed by the pressure rule
+	gStarted bool
+	gArmed   bool
+	gStopped bool
 
 	mu     sync.Mutex
 	accts  map[uint32]*account // entered streams, by smux stream id
@@ -98,7 +113,7 @@ func newLedger(cfg Config) *ledger {
 	return &ledger{
 		stall:     cfg.StallTimeout,
 		highWater: highWater(cfg.Mux),
-		relieve:   make(chan struct{}, 1),
+		clk:       clock.Or(cfg.Clock),
 		accts:     make(map[uint32]*account),
 	}
 }
@@ -109,8 +124,71 @@ func (l *ledger) opened(id uint32) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.ended == nil && l.accts[id] == nil {
-		l.accts[id] = &account{id: id, lastRead: time.Now()}
+		l.accts[id] = &account{id: id, lastRead: l.clk.Now()}
+		l.armLocked()
 	}
+}
+
+// now is the session's time.
+func (l *ledger) now() time.Time { return l.clk.Now() }
+
+// startGuard starts the guard, which logs with relieved.
+func (l *ledger) startGuard(relieved func(n int64)) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.gStarted, l.relieved = true, relieved
+	if len(l.accts) > 0 {
+		l.armLocked()
+	}
+}
+
+// armLocked sets the guard's next tick, unless one is set already, the
+// guard has not started or it has stopped.
+func (l *ledger) armLocked() {
+	if !l.gStarted || l.gStopped || l.gArmed {
+		return
+	}
+	l.gArmed = true
+	if l.guard == nil {
+		l.guard = l.clk.AfterFunc(l.tick(), l.guardTick)
+	} else {
+		l.guard.Reset(l.tick())
+	}
+}
+
+// guardTick runs in the timer's goroutine: the stall rule, the log of the
+// pressure rule's kills, and the next tick while streams are entered.
+func (l *ledger) guardTick() {
+	l.gRun.Lock()
+	defer l.gRun.Unlock()
+	l.mu.Lock()
+	if l.gStopped {
+		l.mu.Unlock()
+		return
+	}
+	l.gArmed = false
+	l.mu.Unlock()
+	l.check(l.clk.Now())
+	if n := l.pressed.Swap(0); n > 0 {
+		l.relieved(n)
+	}
+	l.mu.Lock()
+	if len(l.accts) > 0 || l.pressed.Load() > 0 {
+		l.armLocked()
+	}
+	l.mu.Unlock()
+}
+
+// stopGuard cancels the next tick and waits for one under way.
+func (l *ledger) stopGuard() {
+	l.mu.Lock()
+	l.gStopped = true
+	if l.guard != nil {
+		l.guard.Stop()
+	}
+	l.mu.Unlock()
+	l.gRun.Lock()
+	l.gRun.Unlock()
 }
 
 // attach gives the entered stream its Stream; after the session ended, or
@@ -159,12 +237,11 @@ func (l *ledger) arrived(id uint32, n int) {
 	over := l.unread > l.highWater
 	l.mu.Unlock()
 	if over {
-		if k := l.relieveOnce(time.Now()); k > 0 {
+		if k := l.relieveOnce(l.clk.Now()); k > 0 {
 			l.pressed.Add(int64(k))
-			select { // the guard logs it
-			case l.relieve <- struct{}{}:
-			default:
-			}
+			l.mu.Lock()
+			l.armLocked() // the guard logs it
+			l.mu.Unlock()
 		}
 	}
 }
@@ -174,7 +251,7 @@ func (l *ledger) read(id uint32, n int) (drained bool) {
 	if n <= 0 {
 		return false
 	}
-	now := time.Now()
+	now := l.clk.Now()
 	l.mu.Lock()
 	if a := l.accts[id]; a != nil {
 		a.unread -= int64(n)

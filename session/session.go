@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/warren-tunnel/warren/clock"
 	"github.com/xtaci/smux"
 )
 
@@ -37,6 +38,11 @@ type Session struct {
 	bufs sync.Pool
 	led  *ledger
 	info Info
+	clk  clock.Clock // cfg.Clock or the system clock
+
+	hbRun     sync.Mutex  // held while a heartbeat beat runs (heartbeat.go)
+	hb        clock.Timer // the next beat
+	hbStopped bool
 
 	wmu sync.Mutex // one control frame at a time
 
@@ -106,6 +112,7 @@ func newSession(cfg Config, log *slog.Logger, conn *budgetConn, lc *laneConn, la
 		peer: peer,
 		info: info,
 		led:  lc.led,
+		clk:  clock.Or(cfg.Clock),
 		die:  make(chan struct{}),
 
 		updated: make(chan Updated, 1),
@@ -147,7 +154,7 @@ func (s *Session) Update(services []Service) ([]Service, error) {
 	if err := s.writeControl(typeUpdate, Update{Seq: seq, Services: services}, deadline); err != nil {
 		return nil, s.orErr(fmt.Errorf("sending the update: %w", err))
 	}
-	t := time.NewTimer(time.Until(deadline))
+	t := s.clk.NewTimer(s.cfg.HandshakeTimeout)
 	defer t.Stop()
 	for {
 		select {
@@ -164,7 +171,7 @@ func (s *Session) Update(services []Service) ([]Service, error) {
 			return u.Services, nil
 		case <-s.die:
 			return nil, s.Err()
-		case <-t.C:
+		case <-t.C():
 			return nil, fmt.Errorf("no answer to the update within %v", s.cfg.HandshakeTimeout)
 		}
 	}
@@ -256,14 +263,17 @@ func (s *Session) Run(ctx context.Context, h Handlers) error {
 	s.mu.Unlock()
 	var wg sync.WaitGroup
 	wg.Go(func() { s.readControl(h) })
-	wg.Go(s.heartbeat)
 	wg.Go(func() { s.acceptStreams(h.Stream) })
-	wg.Go(s.guard)
+	// The heartbeat and the ledger's guard wait on timers, not goroutines.
+	s.startHeartbeat()
+	s.led.startGuard(s.relieved)
 	select {
 	case <-ctx.Done():
 		s.Close(CodeShuttingDown, "shutting down")
 	case <-s.die:
 	}
+	s.stopHeartbeat()
+	s.led.stopGuard()
 	wg.Wait()
 	return s.err
 }
@@ -295,7 +305,7 @@ func (s *Session) newStream(st *smux.Stream, hdr Header) *Stream {
 	if s.lane {
 		ds.lane = s.lc
 	}
-	ds.moved.Store(time.Now().UnixNano())
+	ds.moved.Store(s.led.now().UnixNano())
 	s.led.attach(ds)
 	return ds
 }
@@ -314,16 +324,16 @@ func (s *Session) Close(code, reason string) {
 		s.closing = true
 		running := s.running
 		s.mu.Unlock()
-		deadline := time.Now().Add(goodbyeTimeout)
+		deadline := time.Now().Add(goodbyeTimeout) // the connection's, on real time
+		t := s.clk.NewTimer(goodbyeTimeout)
+		defer t.Stop()
 		if s.writeControl(typeGoodbye, Goodbye{Code: code, Reason: reason}, deadline) == nil {
 			if running { // readControl is the reader; it returns at the hang-up
-				t := time.NewTimer(time.Until(deadline))
 				select {
 				case <-s.readerDone:
 				case <-s.die:
-				case <-t.C:
+				case <-t.C():
 				}
-				t.Stop()
 			} else if s.lane {
 				s.lc.in.waitEnd(deadline)
 			} else {
@@ -354,23 +364,10 @@ func (s *Session) fail(err error) {
 	})
 }
 
-// guard applies the ledger's stall and pressure rules until the session
-// ends.
-func (s *Session) guard() {
-	t := time.NewTicker(s.led.tick())
-	defer t.Stop()
-	for {
-		select {
-		case <-s.die:
-			return
-		case now := <-t.C:
-			s.led.check(now)
-		case <-s.led.relieve:
-			if n := s.led.pressed.Swap(0); n > 0 {
-				s.log.Warn("session receive buffer nearly full: reset the connections holding the most unread data the longest", "reset", n, "session", s.info.ID)
-			}
-		}
-	}
+// relieved logs the streams the pressure rule killed since it last did
+// (the ledger's guard calls it: not from smux's receive loop).
+func (s *Session) relieved(n int64) {
+	s.log.Warn("session receive buffer nearly full: reset the connections holding the most unread data the longest", "reset", n, "session", s.info.ID)
 }
 
 // orErr prefers the session's end reason to the error of an operation that
@@ -442,7 +439,7 @@ func (s *Session) readControl(h Handlers) {
 			// A pong for any recent ping measures: on a slow or busy
 			// link the RTT may exceed the interval.
 			if last := s.pingSeq.Load(); p.Seq <= last && last-p.Seq < pingsKept {
-				s.measured(time.Duration(time.Now().UnixNano() - s.pingSent[p.Seq%pingsKept].Load()))
+				s.measured(time.Duration(s.clk.Now().UnixNano() - s.pingSent[p.Seq%pingsKept].Load()))
 			}
 		case typeDrain:
 			var d Drain

@@ -15,6 +15,7 @@ import (
 
 	"github.com/xtaci/smux"
 
+	"github.com/warren-tunnel/warren/clock/clocktest"
 	"github.com/warren-tunnel/warren/internal/testutil/impair"
 	"github.com/warren-tunnel/warren/internal/testutil/leaktest"
 	"github.com/warren-tunnel/warren/transport"
@@ -751,8 +752,13 @@ func TestHeartbeatFastDeadline(t *testing.T) {
 	for name, link := range links {
 		for _, streams := range []bool{true, false} {
 			t.Run(fmt.Sprintf("%s/streams=%v", name, streams), func(t *testing.T) {
+				// The server's heartbeat runs on a clock the test moves,
+				// so the deadlines are measured exactly, in clock time.
+				clk := clocktest.New()
+				srvCfg := cfg
+				srvCfg.Clock = clk
 				l := listen(t, servers[name])
-				res := testServer(t, l, cfg)
+				res := testServer(t, l, srvCfg)
 				tr, addr, silence := link(t, l)
 				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 				c, err := tr.Dial(ctx, addr)
@@ -760,11 +766,20 @@ func TestHeartbeatFastDeadline(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				srv, cli := connectOn(t, c, cfg, res)
+				// The client's clock too: its Goodbye wait, on a silent
+				// link, ends when the test moves it.
+				cliClk := clocktest.New()
+				cliCfg := cfg
+				cliCfg.Clock = cliClk
+				srv, cli := connectOn(t, c, cliCfg, res)
 				srvDone, cliDone := run(srv, nil), run(cli, func(st *Stream) { io.Copy(io.Discard, st) })
 				defer func() {
-					cli.Close(CodeClosed, "done")
-					srv.Close(CodeClosed, "done")
+					go cli.Close(CodeClosed, "done")
+					ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+					defer cancel()
+					if err := cliClk.WaitTimer(ctx, goodbyeTimeout); err == nil {
+						cliClk.Advance(goodbyeTimeout)
+					}
 					<-cliDone
 					<-srvDone
 				}()
@@ -775,13 +790,27 @@ func TestHeartbeatFastDeadline(t *testing.T) {
 					}
 					defer st.Close()
 				}
-				for srv.nrtt.Load() < minRTTs {
-					time.Sleep(10 * time.Millisecond) // no signal for a pong
+				ctx, cancel = context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				for i := uint64(1); srv.nrtt.Load() < minRTTs; i++ {
+					if err := clk.WaitPending(ctx, 1); err != nil {
+						t.Fatal("no heartbeat timer set")
+					}
+					clk.Advance(cfg.HeartbeatInterval) // ping i goes out
+					for srv.nrtt.Load() < i {
+						time.Sleep(time.Millisecond) // no signal for a pong
+					}
 				}
 				silence()
-				start := time.Now()
+				// Beats every 100 ms of clock time (the interval, shorter
+				// than fast/4) until the server gives up; 10 s is far
+				// beyond either deadline.
+				var took time.Duration
+				for took < 10*time.Second && srv.Err() == nil {
+					clk.Advance(cfg.HeartbeatInterval)
+					took += cfg.HeartbeatInterval
+				}
 				err = <-srvDone
-				took := time.Since(start)
 				if !errors.Is(err, ErrHeartbeat) {
 					t.Fatalf("server session ended with %v, want a heartbeat timeout", err)
 				}
@@ -790,7 +819,7 @@ func TestHeartbeatFastDeadline(t *testing.T) {
 				// up to one interval before the silence began.
 				early := cfg.HeartbeatInterval
 				switch {
-				case streams && (took < fastFloor-early || took > fastFloor*5/4+time.Second):
+				case streams && (took < fastFloor-early || took > fastFloor*5/4+cfg.HeartbeatInterval):
 					t.Errorf("with a stream open, the silent peer was declared dead after %v; want the fast deadline, %v to %v", took, fastFloor, fastFloor*5/4)
 				case !streams && took < 4*time.Second-early:
 					t.Errorf("with no stream open, the silent peer was declared dead after %v, before the long deadline (4 s)", took)

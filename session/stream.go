@@ -193,7 +193,7 @@ func (s *Stream) writeTo(w io.Writer, data []byte) (int, error) {
 	n, err := w.Write(data)
 	s.busy.Add(-1)
 	if n > 0 {
-		s.moved.Store(time.Now().UnixNano())
+		s.moved.Store(s.led.now().UnixNano())
 	}
 	return n, err
 }
@@ -291,7 +291,7 @@ func (s *Stream) writeChunk(b []byte) error {
 		s.wclosed = true
 		return s.cutOff(err)
 	}
-	s.moved.Store(time.Now().UnixNano())
+	s.moved.Store(s.led.now().UnixNano())
 	return nil
 }
 
@@ -361,12 +361,12 @@ func (s *Stream) AwaitClose() error {
 // waitEnd waits up to endGrace for the end chunk's write under way and
 // reports whether it went out.
 func (s *Stream) waitEnd() bool {
-	t := time.NewTimer(endGrace)
+	t := s.led.clk.NewTimer(endGrace)
 	defer t.Stop()
 	select {
 	case <-s.endDone:
 		return s.ended()
-	case <-t.C:
+	case <-t.C():
 		return false
 	}
 }
@@ -502,10 +502,10 @@ func (s *Stream) peerReset(reason string) {
 			s.kill(err)
 		default:
 			mark = s.moved.Load()
-			time.AfterFunc(abortGrace, check)
+			s.led.clk.AfterFunc(abortGrace, check)
 		}
 	}
-	time.AfterFunc(abortGrace, check)
+	s.led.clk.AfterFunc(abortGrace, check)
 }
 
 // Killed says why the stream was killed, nil while it lives.

@@ -22,8 +22,8 @@ import (
 //	0x80 | layout (1) | type (1) | length (4, BE) | JSON payload
 //
 // and stands between two smux frames, whose first byte is smux's version
-// (2). Writing, smux's sendLoop hands laneConn one whole frame per Write
-// (laneConn has no WriteBuffers), and lane frames queued meanwhile go out
+// (2). Writing, smux's sendLoop hands laneConn one whole frame per call
+// (WriteBuffers, header and payload), and lane frames queued meanwhile go out
 // before the next smux frame: a control frame waits at most for the smux
 // frame being written and what the transport has queued below (bounded for
 // TCP by TCP_NOTSENT_LOWAT, see transport). Reading, laneConn follows
@@ -162,6 +162,30 @@ func (l *laneConn) Write(b []byte) (int, error) {
 	defer l.unlock()
 	l.flushLane()
 	return l.Conn.Write(b)
+}
+
+// framePool holds the buffers WriteBuffers puts smux frames together in,
+// shared by every session of the process. Without WriteBuffers smux's
+// sendLoop keeps a 64 KiB frame buffer per session for its whole life
+// (smux v1.5.57 session.go); with it an idle session holds none.
+var framePool = sync.Pool{New: func() any {
+	b := make([]byte, 0, smuxHeaderLen+maxFrameSize)
+	return &b
+}}
+
+// WriteBuffers is smux's sendLoop's: one smux frame, as its header and its
+// payload. It goes to the transport in one Write (one TLS record, as
+// before), put together in a buffer borrowed for the length of the write.
+func (l *laneConn) WriteBuffers(v [][]byte) (int, error) {
+	bp := framePool.Get().(*[]byte)
+	b := (*bp)[:0]
+	for _, p := range v {
+		b = append(b, p...)
+	}
+	n, err := l.Write(b)
+	*bp = b[:0]
+	framePool.Put(bp)
+	return n, err
 }
 
 // writeLane sends one control frame on the lane, ahead of smux's data. It

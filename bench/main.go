@@ -49,6 +49,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -109,7 +110,13 @@ func orchestrate() int {
 		warm      = flag.Duration("warmup", time.Second, "loopback throughput warm-up")
 		lat       = flag.Duration("lat", 3*time.Second, "loopback latency and connect windows")
 		settle    = flag.Duration("settle", 3*time.Second, "memory: wait this long before reading RSS")
-		tests     = flag.String("tests", "throughput,latency,connect,memory,udp,isolation", "which tests to run (udp: UDP services, and iperf3 -u when installed)")
+		tests     = flag.String("tests", "throughput,latency,connect,memory,udp,isolation", "which tests to run (udp: UDP services, and iperf3 -u when installed; sessions, not run unless named: one server with many client sessions)")
+		sessN     = flag.String("sessions", "1000,2000,5000,10000", "sessions: client session counts (one swarm process opens them)")
+		sessPaths = flag.String("session-paths", "tcp,kcp", "sessions: transports (tcp, kcp: with TLS)")
+		sessIdle  = flag.Duration("session-idle", 10*time.Second, "sessions: the window over which the idle server's CPU is read")
+		sessStorm = flag.Duration("storm-timeout", 120*time.Second, "sessions: how long all sessions may take to come up, and to come back after the restart")
+		sessEcho  = flag.Duration("storm-echo", 10*time.Second, "sessions: the echo window during the reconnect storm")
+		sessPort  = flag.Int("session-port", 20000, "sessions: the first public port of the swarm's clients (N ports from here, below the ephemeral range; the echo client gets the one before)")
 		attack    = flag.Duration("attack", 10*time.Second, "loopback isolation: echo window while stuck connections press on the tunnel")
 		rounds    = flag.Int("rounds", 3, "loopback: rounds of every test (the report shows the median)")
 
@@ -201,6 +208,9 @@ func orchestrate() int {
 	if !rn.tests["memory"] {
 		*memFlag = ""
 	}
+	if !slices.ContainsFunc([]string{"throughput", "latency", "connect", "memory", "udp", "isolation"}, func(t string) bool { return rn.tests[t] }) {
+		doLoopback = false // the sessions scenario alone
+	}
 	code := 0
 	var cleanupOnce sync.Once
 	cleanup := func() {
@@ -289,6 +299,26 @@ func orchestrate() int {
 				}
 			}
 			if err := rn.loopback(ps, d, counts, *rounds); err != nil && firstErr == nil {
+				firstErr = err
+			}
+			rn.rec.close()
+		}
+		if rn.tests["sessions"] {
+			counts, err := intList(*sessN)
+			if err != nil {
+				return fmt.Errorf("-sessions: %w", err)
+			}
+			lo, hi := ephemeralRange()
+			if *sessPort-1 <= hi && *sessPort+slices.Max(counts) > lo {
+				return fmt.Errorf("-session-port: ports %d-%d overlap the ephemeral range %d-%d, where outbound connections take their local ports", *sessPort-1, *sessPort+slices.Max(counts)-1, lo, hi)
+			}
+			m := mach
+			if rn.rec, err = newRecorder(filepath.Join(*outDir, "sessions.jsonl")); err != nil {
+				return err
+			}
+			rn.rec.emit(Record{Kind: "machine", Suite: "sessions", Machine: &m})
+			o := sessionsOpts{counts: counts, paths: strings.Split(*sessPaths, ","), idle: *sessIdle, storm: *sessStorm, echo: *sessEcho, base: *sessPort}
+			if err := rn.sessions(o); err != nil && firstErr == nil {
 				firstErr = err
 			}
 			rn.rec.close()
@@ -409,6 +439,19 @@ func lossyUnavailable() string {
 // allows) for us and the processes we start: 10 000 idle connections need
 // that many descriptors in the server, the client, the backend and the
 // load generator each.
+// ephemeralRange is the kernel's range of local ports for outbound
+// connections.
+func ephemeralRange() (lo, hi int) {
+	lo, hi = 32768, 60999
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			lo, _ = strconv.Atoi(f[0])
+			hi, _ = strconv.Atoi(f[1])
+		}
+	}
+	return lo, hi
+}
+
 func raiseNoFile() {
 	var lim syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {

@@ -56,6 +56,9 @@ type Record struct {
 	Skipped     int       `json:"front_skipped,omitempty"`
 	Retried     int       `json:"front_retried,omitempty"`
 
+	// Sessions scenario: one server, Conns idle client sessions.
+	Sess *SessionUse `json:"sessions,omitempty"`
+
 	// Machine load during the measurement window, % of all CPUs.
 	BusyPct   float64 `json:"machine_busy_pct,omitempty"`
 	StealPct  float64 `json:"machine_steal_pct,omitempty"`

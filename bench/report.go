@@ -208,11 +208,19 @@ func cpuField(r *Record, i int) float64 {
 }
 
 func writeReport(outDir, plotDir string) error {
-	rs, err := loadResults(outDir)
-	if err != nil {
+	sess, err := readRecords(filepath.Join(outDir, "sessions.jsonl"))
+	if err != nil && !os.IsNotExist(err) {
 		return err
 	}
-	md := rs.markdown()
+	rs, err := loadResults(outDir)
+	if err != nil && len(sess) == 0 {
+		return err
+	}
+	md := sessionsMarkdown(sess)
+	if rs == nil {
+		return os.WriteFile(filepath.Join(outDir, "report.md"), []byte(md), 0o644)
+	}
+	md = rs.markdown() + md
 	if err := os.WriteFile(filepath.Join(outDir, "report.md"), []byte(md), 0o644); err != nil {
 		return err
 	}

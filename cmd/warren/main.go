@@ -49,6 +49,7 @@ Usage:
   warren fingerprint               print the server certificate's fingerprint, as clients pin it
   warren token                     print a new random token
   warren version                   print the version, commit and commit date (also --version)
+  warren swarm -c FILE -n N        run N clients in one process (load tests, benchmarks)
 
 Run "warren COMMAND --help" for a command's flags.
 `
@@ -69,6 +70,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		"check":       runCheck,
 		"fingerprint": runFingerprint,
 		"status":      runStatus,
+		"swarm":       runSwarm,
 		"health":      runHealth,
 		"token":       runToken,
 		"version":     runVersion,

@@ -1,0 +1,134 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/warren-tunnel/warren/client"
+	"github.com/warren-tunnel/warren/config"
+)
+
+const swarmUsage = `Usage:
+  warren swarm -c FILE -n N [--every 100ms]
+
+Runs N clients in this one process, for load tests and benchmarks (the
+bench suite's sessions scenario): thousands of client sessions do not fit
+a machine as thousands of processes. Client i (0 to N-1) is the [client]
+table of FILE with its token suffixed "-i" and each service's remote_port
+raised by i (a port of 0 stays 0); the server's config must list those
+tokens and allow those ports. Each client keeps its own session, with the
+reconnect backoff and jitter of a lone client.
+
+Every --every, it prints one JSON line to stdout: the time since start,
+how many clients are up, and the connect times (ms, from start or from
+the session's loss) of the clients that came up since the line before.
+It stops on SIGINT or SIGTERM.
+
+Flags:
+`
+
+// swarmLine is what swarm prints at each tick.
+type swarmLine struct {
+	MS      int64   `json:"ms"`      // since start
+	Up      int     `json:"up"`      // clients with a session up
+	Connect []int64 `json:"connect"` // ms each, of the clients that came up since the last line
+}
+
+func runSwarm(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("swarm", swarmUsage, stdout, stderr)
+	path := fs.configFlag("config file with a [client] table")
+	n := fs.Int("n", 0, "how many clients")
+	every := fs.Duration("every", 100*time.Millisecond, "how often to print a line")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *path == "" || *n < 1 {
+		return usagef("swarm needs -c FILE and -n N (at least 1)")
+	}
+	if *every <= 0 {
+		return usagef("--every: %v is not positive", *every)
+	}
+	f, err := config.LoadTable(*path, config.TableClient, os.LookupEnv)
+	if err != nil {
+		return usageError{err}
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	var (
+		mu       sync.Mutex
+		up       int
+		connects []int64
+		wg       sync.WaitGroup
+	)
+	start := time.Now()
+	for i := range *n {
+		cfg := f.Client.Config
+		cfg.Token = cfg.Token + "-" + strconv.Itoa(i)
+		cfg.Services = append([]client.Service(nil), cfg.Services...)
+		for j := range cfg.Services {
+			if cfg.Services[j].RemotePort > 0 {
+				cfg.Services[j].RemotePort += i
+			}
+		}
+		c, err := client.New(cfg, nil)
+		if err != nil {
+			stop()
+			wg.Wait()
+			return fmt.Errorf("client %d: %w", i, err)
+		}
+		wg.Go(func() { c.Run(ctx) })
+		wg.Go(func() { // notes each session's coming up and going
+			down, since := true, start
+			for {
+				ch := c.Changed()
+				st := c.Status()
+				now := time.Now()
+				mu.Lock()
+				switch {
+				case down && st.Up > 0:
+					down = false
+					up++
+					connects = append(connects, now.Sub(since).Milliseconds())
+				case !down && st.Up == 0:
+					down, since = true, now
+					up--
+				}
+				mu.Unlock()
+				select {
+				case <-ch:
+				case <-ctx.Done():
+					return
+				}
+			}
+		})
+	}
+	enc := json.NewEncoder(stdout)
+	t := time.NewTicker(*every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			wg.Wait()
+			return nil
+		case now := <-t.C:
+			mu.Lock()
+			line := swarmLine{MS: now.Sub(start).Milliseconds(), Up: up, Connect: connects}
+			connects = nil
+			mu.Unlock()
+			if err := enc.Encode(line); err != nil {
+				stop()
+				wg.Wait()
+				return err
+			}
+		}
+	}
+}

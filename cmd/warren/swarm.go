@@ -22,9 +22,10 @@ const swarmUsage = `Usage:
 Runs N clients in this one process, for load tests and benchmarks (the
 bench suite's sessions scenario): thousands of client sessions do not fit
 a machine as thousands of processes. Client i (0 to N-1) is the [client]
-table of FILE with its token suffixed "-i" and each service's remote_port
-raised by i (a port of 0 stays 0); the server's config must list those
-tokens and allow those ports. Each client keeps its own session, with the
+table of FILE with its token suffixed "-i", each service's remote_port
+raised by i (a port of 0 stays 0) and its domains prefixed "ci." (web.test
+becomes c7.web.test for client 7); the server's config must list those
+tokens and allow those ports and domains. Each client keeps its own session, with the
 reconnect backoff and jitter of a lone client.
 
 Every --every, it prints one JSON line to stdout: the time since start,
@@ -75,9 +76,15 @@ func runSwarm(args []string, stdout, stderr io.Writer) error {
 		cfg.Token = cfg.Token + "-" + strconv.Itoa(i)
 		cfg.Services = append([]client.Service(nil), cfg.Services...)
 		for j := range cfg.Services {
-			if cfg.Services[j].RemotePort > 0 {
-				cfg.Services[j].RemotePort += i
+			s := &cfg.Services[j]
+			if s.RemotePort > 0 {
+				s.RemotePort += i
 			}
+			ds := make([]string, len(s.Domains))
+			for k, d := range s.Domains {
+				ds[k] = "c" + strconv.Itoa(i) + "." + d
+			}
+			s.Domains = ds
 		}
 		c, err := client.New(cfg, nil)
 		if err != nil {

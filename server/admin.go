@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"net"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/warren-tunnel/warren/admin"
+	"github.com/warren-tunnel/warren/clock"
 	"github.com/warren-tunnel/warren/internal/version"
 	"github.com/warren-tunnel/warren/metrics"
 	"github.com/warren-tunnel/warren/session"
@@ -173,19 +175,33 @@ func handshakeReason(err error) string {
 }
 
 // watchRTT records cs's heartbeat round trip every heartbeat interval
-// until its session ends.
-func (s *Server) watchRTT(cs *clientSession) {
-	t := s.edges.clock.NewTimer(s.sessCfg.HeartbeatInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-cs.sess.Done():
+// until stop is called, on a clock timer rather than in a goroutine of its
+// own: with thousands of idle sessions, a goroutine each is a stack each.
+// stop waits for a record under way.
+func (s *Server) watchRTT(cs *clientSession) (stop func()) {
+	var (
+		mu      sync.Mutex
+		stopped bool
+		t       clock.Timer
+	)
+	tick := func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if stopped {
 			return
-		case <-t.C():
-			t.Reset(s.sessCfg.HeartbeatInterval)
-			if rtt := cs.sess.RTT(); rtt > 0 {
-				s.metrics.SetRTT(cs.client.name, rtt)
-			}
 		}
+		if rtt := cs.sess.RTT(); rtt > 0 {
+			s.metrics.SetRTT(cs.client.name, rtt)
+		}
+		t.Reset(s.sessCfg.HeartbeatInterval)
+	}
+	mu.Lock()
+	t = s.edges.clock.AfterFunc(s.sessCfg.HeartbeatInterval, tick)
+	mu.Unlock()
+	return func() {
+		mu.Lock()
+		defer mu.Unlock()
+		stopped = true
+		t.Stop()
 	}
 }

@@ -132,7 +132,8 @@ func (s *Server) serveTunnel(c net.Conn, transportName string) {
 	s.rec.Event(admin.Event{Kind: admin.EventSessionUp, Client: cs.client.name, Remote: remote, Reason: transportName + ", session " + cs.id + ": " + describe(granted)})
 	s.metrics.SessionUp(cs.client.name, transportName)
 	if s.metrics != nil {
-		go s.watchRTT(cs)
+		stop := s.watchRTT(cs)
+		defer stop()
 	}
 
 	err = sess.Run(context.Background(), session.Handlers{

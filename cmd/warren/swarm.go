@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"strconv"
@@ -31,7 +32,7 @@ reconnect backoff and jitter of a lone client.
 Every --every, it prints one JSON line to stdout: the time since start,
 how many clients are up, and the connect times (ms, from start or from
 the session's loss) of the clients that came up since the line before.
-It stops on SIGINT or SIGTERM.
+Errors (a client giving up) go to stderr. It stops on SIGINT or SIGTERM.
 
 Flags:
 `
@@ -86,13 +87,18 @@ func runSwarm(args []string, stdout, stderr io.Writer) error {
 			}
 			s.Domains = ds
 		}
-		c, err := client.New(cfg, nil)
+		log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelError})).With("swarm", i)
+		c, err := client.New(cfg, log)
 		if err != nil {
 			stop()
 			wg.Wait()
 			return fmt.Errorf("client %d: %w", i, err)
 		}
-		wg.Go(func() { c.Run(ctx) })
+		wg.Go(func() {
+			if err := c.Run(ctx); err != nil {
+				log.Error("client stopped", "err", err)
+			}
+		})
 		wg.Go(func() { // notes each session's coming up and going
 			down, since := true, start
 			for {

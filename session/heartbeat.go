@@ -32,6 +32,18 @@ const (
 	minRTTs   = 3
 )
 
+// An idle session (no data stream open) skips its ping at a beat when a
+// control frame came from the peer since the last beat (the peer pinged,
+// or answered): the peer is alive, and the other side's pings already keep
+// both sides hearing from each other every interval or two. It still pings
+// at least every rttEvery intervals, and at every beat until minRTTs RTTs
+// are measured, so that its RTT stays fresh and the fast deadline can
+// apply once streams open. With thousands of idle sessions on a server
+// this halves the heartbeat records it reads and writes (the sessions
+// scenario of docs/benchmarks.md). The dead-peer bound is unchanged: the
+// long deadline wants one ping unanswered and misses intervals of silence.
+const rttEvery = 4
+
 // measured records an RTT.
 func (s *Session) measured(rtt time.Duration) {
 	s.rtt.Store(int64(rtt))
@@ -92,8 +104,10 @@ func (s *Session) beat() {
 	default:
 	}
 	n, idle := int(s.missed.Load()), s.conn.idle()
-	if n >= s.cfg.HeartbeatMisses && idle >= time.Duration(s.cfg.HeartbeatMisses)*s.cfg.HeartbeatInterval {
-		s.fail(fmt.Errorf("%w after %d missed (last RTT %s)", ErrHeartbeat, n, fmtRTT(s.RTT())))
+	heard := s.heard.Swap(false)
+	if n >= 1 && idle >= time.Duration(s.cfg.HeartbeatMisses)*s.cfg.HeartbeatInterval {
+		s.fail(fmt.Errorf("%w: nothing from the %s for %v, %d pings unanswered (last RTT %s)",
+			ErrHeartbeat, s.peer, idle.Round(time.Millisecond), n, fmtRTT(s.RTT())))
 		return
 	}
 	fast, ok := s.fastDeadline()
@@ -106,6 +120,12 @@ func (s *Session) beat() {
 	if ok {
 		next = min(next, fast/4)
 	}
+	if heard && s.NumStreams() == 0 && s.nrtt.Load() >= minRTTs && s.skipped < rttEvery-1 {
+		s.skipped++
+		s.hb.Reset(next)
+		return
+	}
+	s.skipped = 0
 	s.missed.Add(1)
 	seq := s.pingSeq.Load() + 1 // only beat sends pings, one at a time
 	s.pingSent[seq%pingsKept].Store(s.clk.Now().UnixNano())

@@ -43,6 +43,8 @@ type Session struct {
 	hbRun     sync.Mutex  // held while a heartbeat beat runs (heartbeat.go)
 	hb        clock.Timer // the next beat
 	hbStopped bool
+	skipped   int         // beats in a row without a ping (heartbeat.go), under hbRun
+	heard     atomic.Bool // a control frame came since the last beat
 
 	wmu sync.Mutex // one control frame at a time
 
@@ -421,6 +423,7 @@ func (s *Session) readControl(h Handlers) {
 			return
 		}
 		s.missed.Store(0)
+		s.heard.Store(true)
 		switch typ {
 		case typePing:
 			var p Ping

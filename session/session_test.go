@@ -548,7 +548,7 @@ func TestHeartbeatTimeout(t *testing.T) {
 	close(frozen) // the client's packets stop reaching the server
 	select {
 	case err := <-srvDone:
-		if !errors.Is(err, ErrHeartbeat) || !strings.Contains(err.Error(), "after 4 missed") {
+		if !errors.Is(err, ErrHeartbeat) || !strings.Contains(err.Error(), "pings unanswered") {
 			t.Fatalf("server session ended with %v, want heartbeat timeout", err)
 		}
 	case <-time.After(10 * time.Second):
@@ -1012,4 +1012,61 @@ func TestUnannouncedDrainNotice(t *testing.T) {
 		t.Fatalf("Run = %v (heard %v), want a protocol error", err, heard)
 	}
 	<-srvDone
+}
+
+// TestIdleHeartbeatSkipsPings: on an idle session whose peer is heard
+// from every interval, a side pings only every rttEvery-th beat, once its
+// first RTTs are measured; the session lives on.
+func TestIdleHeartbeatSkipsPings(t *testing.T) {
+	leaktest.Check(t)
+	cfg := testConfig()
+	clk := clocktest.New()
+	srvCfg := cfg
+	srvCfg.Clock = clk
+	mem := &transporttest.Network{}
+	l := listen(t, mem)
+	res := testServer(t, l, srvCfg)
+	srv, cli := connectOn(t, dial(t, mem, l), cfg, res)
+	srvDone, cliDone := run(srv, nil), run(cli, nil)
+	defer func() {
+		srv.Close(CodeClosed, "done") // the client hangs up at once
+		<-srvDone
+		<-cliDone
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	beat := func() {
+		t.Helper()
+		if err := clk.WaitTimer(ctx, cfg.HeartbeatInterval); err != nil {
+			t.Fatal("no heartbeat timer set")
+		}
+		clk.Advance(cfg.HeartbeatInterval)
+	}
+	waitFor := func(what string, ok func() bool) {
+		t.Helper()
+		for !ok() {
+			if ctx.Err() != nil {
+				t.Fatalf("waiting for %s: %v", what, ctx.Err())
+			}
+			time.Sleep(time.Millisecond) // no signal for a frame read
+		}
+	}
+	for i := uint64(1); srv.nrtt.Load() < minRTTs; i++ {
+		beat()
+		waitFor("a pong", func() bool { return srv.nrtt.Load() >= i })
+	}
+	seq0 := srv.pingSeq.Load()
+	const beats = 2 * rttEvery
+	for range beats {
+		// The client pings on real time (every other beat of its own,
+		// since it hears our pongs): wait until the server heard it.
+		waitFor("the client's ping", srv.heard.Load)
+		beat()
+	}
+	if got, want := srv.pingSeq.Load()-seq0, uint64(beats/rttEvery); got != want {
+		t.Errorf("the server sent %d pings in %d beats of an idle session whose peer it heard each time, want %d", got, beats, want)
+	}
+	if err := srv.Err(); err != nil {
+		t.Fatalf("session ended: %v", err)
+	}
 }

@@ -218,6 +218,12 @@ func (t *table) planLocked(cs *clientSession, reqs []session.Service, op *claimO
 	inGroup := 0
 	for other := range t.sessions {
 		if !p.updating && other.client == cs.client && other.instance == cs.instance {
+			if other.accepted > cs.accepted {
+				// This handshake is the stale one: the client gave it up
+				// (its handshake timed out on a busy server) and came back
+				// on a later connection, which is up or claiming now.
+				return refuse(session.Rejectf(session.CodeClosed, "superseded: a later session of this client instance is up"))
+			}
 			p.victims[other] = true // our own stale session
 		} else if cs.group != "" && other.client == cs.client && other.group == cs.group {
 			inGroup++
@@ -519,6 +525,11 @@ func (t *table) mayJoinLocked(cs *clientSession, svc *service, r *route, isVicti
 			continue // a parallel session of the same process: serve together
 		}
 		if m.cs.sess == nil { // still in its handshake
+			if m.cs.instance == cs.instance {
+				// The client's own earlier attempt, which it gave up: a
+				// retry replaces it once it is up (or gone).
+				return session.Rejectf(session.CodeLimit, "%s is being claimed by an earlier attempt of this client instance, still in its handshake; retry", what)
+			}
 			return session.Rejectf(code, "%s is being claimed by another session of client %q", what, r.client.name)
 		}
 		isVictim[m.cs] = true

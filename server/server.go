@@ -40,6 +40,7 @@ type Server struct {
 	certCreated bool
 	sessCfg     session.Config
 	poll        *relay.Poller     // the process's, set by Run (nil: none)
+	acceptSeq   atomic.Uint64     // tunnel connections accepted (clientSession.accepted)
 	table       *table            // the routes and the sessions serving them (table.go)
 	metrics     *metrics.Registry // nil: none (SetMetrics)
 	rec         *admin.Recorder   // nil: none (SetRecorder)

@@ -35,7 +35,12 @@ import (
 //     replaces the sessions serving it, and a new session of the same
 //     client instance replaces the old one. The victims come back from the
 //     claim already out of the table, for the caller to close. A session
-//     still in its handshake is not replaced: the claim is refused.
+//     still in its handshake is not replaced: the claim is refused (with
+//     the temporary code limit when it is the same instance's earlier
+//     attempt, which its client gave up: the retry replaces it once up).
+//     Of two sessions of one instance, only the later accepted may
+//     replace the earlier: a handshake that completes after its client
+//     gave it up and came back is refused, not let replace the live one.
 //  5. Join before leave: the claiming session joins its routes before the
 //     victims leave them, so a route taken over never empties: it is never
 //     held or released in between.

@@ -306,6 +306,38 @@ func TestTableReplacing(t *testing.T) {
 	}
 }
 
+// Rule 4, in a reconnect storm: a client whose handshake timed out on a
+// busy server comes back on a new connection. Its earlier attempt, still
+// in its handshake, makes the retry wait (a temporary refusal, not a
+// fatal one); once the retry is up, the earlier attempt completing late
+// is refused and does not replace it.
+func TestTableStaleAttempt(t *testing.T) {
+	f := newFixture(t)
+	first := f.session(f.office, "storm", "")
+	first.accepted = 1
+	f.claim(first, svc("web", 20001)) // its client gave up meanwhile
+	retry := f.session(f.office, "storm", "")
+	retry.accepted = 2
+	f.refused(retry, session.CodeLimit, "earlier attempt of this client instance", svc("web", 20001))
+	if !(&session.RejectError{Code: session.CodeLimit}).Temporary() {
+		t.Fatal("the refusal must be temporary: the client retries")
+	}
+
+	// The retry of the retry is up, then the first attempt's handshake
+	// completes: it is refused and the live session keeps its route.
+	f.tb.down(first, false)
+	third := f.session(f.office, "storm", "")
+	third.accepted = 3
+	f.claim(third, svc("web", 20001))
+	f.up(third)
+	late := f.session(f.office, "storm", "")
+	late.accepted = 1
+	f.refused(late, session.CodeClosed, "superseded", svc("web", 20001))
+	if got := f.members("port:20001"); len(got) != 1 || f.route("port:20001").members[0].cs != third {
+		t.Fatalf("members %v, want the live session alone", got)
+	}
+}
+
 // Rule 6: the sessions of a group serve together, at most
 // session.MaxConnections of them; another group is not counted.
 func TestTableGroups(t *testing.T) {

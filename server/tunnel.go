@@ -19,9 +19,13 @@ import (
 // the table's lock, once Welcome is sent: until then routes hold it as a
 // member that pick skips.
 type clientSession struct {
-	client    *clientEntry
-	id        string
-	instance  string
+	client   *clientEntry
+	id       string
+	instance string
+	// accepted orders the sessions' connections by when the server
+	// accepted them (from 1; 0 for none): of two of one client instance,
+	// the later is the client's current attempt (table.go, rule 4).
+	accepted  uint64
 	group     string // the client process's parallel sessions share it; "" for none
 	transport string
 	remote    string
@@ -48,6 +52,7 @@ type clientSession struct {
 // session.
 func (s *Server) serveTunnel(c net.Conn, transportName string) {
 	remote := c.RemoteAddr().String()
+	accepted := s.acceptSeq.Add(1)
 	log := s.log.With("remote", remote, "transport", transportName)
 	if !s.addPending(c) {
 		c.Close()
@@ -71,7 +76,7 @@ func (s *Server) serveTunnel(c net.Conn, transportName string) {
 		s.recordFailed(remote, "", rej)
 		return
 	}
-	cs := &clientSession{client: clients[idx], id: session.NewID(), instance: p.Request.Instance, group: p.Request.Group, transport: transportName, remote: remote, conn: c,
+	cs := &clientSession{client: clients[idx], id: session.NewID(), instance: p.Request.Instance, accepted: accepted, group: p.Request.Group, transport: transportName, remote: remote, conn: c,
 		private: p.Request.Private, claimsOther: len(p.Request.Visitors) > 0 || p.Request.Dial}
 	log = log.With("client", cs.client.name, "session", cs.id)
 	cs.log = log

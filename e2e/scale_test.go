@@ -100,7 +100,7 @@ func TestIdleSessionHeap(t *testing.T) {
 		pprof.StopCPUProfile()
 		syscall.Getrusage(syscall.RUSAGE_SELF, &ru1)
 		f.Close()
-		cpu := time.Duration(ru1.Utime.Nano()+ru1.Stime.Nano()-ru0.Utime.Nano()-ru0.Stime.Nano())
+		cpu := time.Duration(ru1.Utime.Nano() + ru1.Stime.Nano() - ru0.Utime.Nano() - ru0.Stime.Nano())
 		t.Logf("idle: %.1f%% of a core over 10 s; CPU profile in %s", float64(cpu)/float64(10*time.Second)*100, cpuOut)
 	}
 	swarm.stop(syscall.SIGTERM)

@@ -9,32 +9,11 @@ import (
 	"time"
 
 	"github.com/warren-tunnel/warren/internal/testutil/leaktest"
+	"github.com/warren-tunnel/warren/internal/testutil/tcppair"
 )
 
 // tcpPair returns both ends of a loopback TCP connection.
-func tcpPair(t testing.TB) (a, b *net.TCPConn) {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	done := make(chan net.Conn, 1)
-	go func() {
-		c, _ := l.Accept()
-		done <- c
-	}()
-	c, err := net.Dial("tcp", l.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := <-done
-	if s == nil {
-		t.Fatal("accept failed")
-	}
-	t.Cleanup(func() { c.Close(); s.Close() })
-	return c.(*net.TCPConn), s.(*net.TCPConn)
-}
+func tcpPair(t testing.TB) (a, b *net.TCPConn) { return tcppair.New(t) }
 
 func rawConn(t *testing.T, c *net.TCPConn) syscall.RawConn {
 	t.Helper()

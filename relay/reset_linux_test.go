@@ -8,25 +8,12 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/warren-tunnel/warren/internal/testutil/tcppair"
 )
 
 // tcpState is c's TCP state (unix.BPF_TCP_*).
-func tcpState(t testing.TB, c *net.TCPConn) uint8 {
-	t.Helper()
-	rc, err := c.SyscallConn()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var info *unix.TCPInfo
-	var ierr error
-	if err := rc.Control(func(fd uintptr) { info, ierr = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO) }); err != nil {
-		t.Fatal(err)
-	}
-	if ierr != nil {
-		t.Fatal(ierr)
-	}
-	return info.State
-}
+func tcpState(t testing.TB, c *net.TCPConn) uint8 { return tcppair.State(t, c) }
 
 // waitFor polls cond, a kernel state no event announces, for up to 10 s.
 func waitFor(t testing.TB, what string, cond func() bool) {

@@ -1,7 +1,6 @@
 package session
 
 import (
-	"context"
 	"errors"
 	"io"
 	"net"
@@ -13,6 +12,7 @@ import (
 	"time"
 
 	"github.com/warren-tunnel/warren/internal/testutil/leaktest"
+	"github.com/warren-tunnel/warren/internal/testutil/tcppair"
 	"github.com/warren-tunnel/warren/relay"
 	"github.com/warren-tunnel/warren/transport"
 	"github.com/warren-tunnel/warren/transport/transporttest"
@@ -34,35 +34,12 @@ func TestMain(m *testing.M) {
 func runRelay(c net.Conn, st *Stream) relay.Result { return relay.Relay(c, st, testPoller) }
 
 // tcpPair returns both ends of a loopback TCP connection.
-func tcpPair(t testing.TB) (a, b *net.TCPConn) {
-	t.Helper()
-	return tcpPairOf(t, net.Dialer{}, net.ListenConfig{})
-}
+func tcpPair(t testing.TB) (a, b *net.TCPConn) { return tcppair.New(t) }
 
 // tcpPairOf is tcpPair with a dialed by d and b accepted on a listener of
 // lc (their Control sets socket options before the connection exists).
 func tcpPairOf(t testing.TB, d net.Dialer, lc net.ListenConfig) (a, b *net.TCPConn) {
-	t.Helper()
-	l, err := lc.Listen(context.Background(), "tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	done := make(chan net.Conn, 1)
-	go func() {
-		c, _ := l.Accept()
-		done <- c
-	}()
-	c, err := d.Dial("tcp", l.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := <-done
-	if s == nil {
-		t.Fatal("accept failed")
-	}
-	t.Cleanup(func() { c.Close(); s.Close() })
-	return c.(*net.TCPConn), s.(*net.TCPConn)
+	return tcppair.Of(t, d, lc)
 }
 
 // relayPair runs a tunnel in miniature: public <-> Relay (server) <->

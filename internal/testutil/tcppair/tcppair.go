@@ -2,6 +2,7 @@
 package tcppair
 
 import (
+	"context"
 	"net"
 	"testing"
 )
@@ -10,7 +11,14 @@ import (
 // ends.
 func New(t testing.TB) (a, b *net.TCPConn) {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	return Of(t, net.Dialer{}, net.ListenConfig{})
+}
+
+// Of is New with a dialed by d and b accepted on a listener of lc (their
+// Control sets socket options before the connection exists).
+func Of(t testing.TB, d net.Dialer, lc net.ListenConfig) (a, b *net.TCPConn) {
+	t.Helper()
+	l, err := lc.Listen(context.Background(), "tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -20,7 +28,7 @@ func New(t testing.TB) (a, b *net.TCPConn) {
 		c, _ := l.Accept()
 		done <- c
 	}()
-	c, err := net.Dial("tcp", l.Addr().String())
+	c, err := d.Dial("tcp", l.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -552,12 +552,6 @@ func (s *Session) acceptStreams(handle func(*Stream)) {
 			s.lc.in.fail(err)
 			return
 		}
-		if handle == nil {
-			s.log.Warn("peer opened a stream it may not; closed it", "stream", st.ID())
-			s.led.leave(st.ID())
-			st.Close()
-			continue
-		}
 		handlers.Go(func() {
 			// The header follows the stream's opening at once; a peer that
 			// does not send it does not get to hold the goroutine.
@@ -565,6 +559,17 @@ func (s *Session) acceptStreams(handle func(*Stream)) {
 			hdr, err := readHeader(countedReader{st, s.led})
 			if err != nil {
 				s.log.Warn("bad stream header; closed the stream", "stream", st.ID(), "err", err)
+				s.led.leave(st.ID())
+				st.Close()
+				return
+			}
+			if handle == nil {
+				// Refused only once its header is in: smux v1.5.57's
+				// OpenStream enters a stream in its table after its SYN
+				// is written, and drops a FIN that arrives before; the
+				// peer writes the header after OpenStream returned, so
+				// a FIN sent after it reaches the stream.
+				s.log.Warn("peer opened a stream it may not; closed it", "stream", st.ID())
 				s.led.leave(st.ID())
 				st.Close()
 				return

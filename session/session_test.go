@@ -10,6 +10,8 @@ import (
 	"log/slog"
 	"net"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -579,21 +581,106 @@ func TestGoodbye(t *testing.T) {
 	}
 }
 
+// TestClientOpenedStreamIsRefused: the server, which takes no streams,
+// closes one the client opens, and the client sees it closed at once. The
+// client's connection holds the SYN's write until the client has read what
+// the server sent next (or 200 ms): smux enters an opened stream in its
+// table only after that write, and drops a FIN that comes before, so a
+// server that closed at the SYN left the client's read waiting.
 func TestClientOpenedStreamIsRefused(t *testing.T) {
 	leaktest.Check(t)
 	mem := &transporttest.Network{}
-	srv, cli, _, _ := pair(t, [2]transport.Transport{mem, mem}, testConfig(), nil)
+	l := listen(t, mem)
+	res := testServer(t, l, testConfig())
+	hc := &synHoldConn{Conn: dial(t, mem, l)}
+	cli, err := Connect(hc, testConfig(), quiet, testToken, "instance-1", nil)
+	r := <-res
+	if err != nil || r.err != nil {
+		t.Fatalf("client: %v; server: %v", err, r.err)
+	}
+	srv := r.sess
+	srvRun, cliRun := run(srv, nil), run(cli, nil)
+	t.Cleanup(func() {
+		srv.Close(CodeClosed, "test over")
+		cli.Close(CodeClosed, "test over")
+		<-srvRun
+		<-cliRun
+	})
+	hc.arm()
 	st, err := cli.mux.OpenStream()
 	if err != nil {
 		t.Fatal(err)
 	}
+	b, err := Header{Service: "web", Peer: "192.0.2.1:1"}.encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Write(b); err != nil {
+		t.Fatal(err)
+	}
 	st.SetReadDeadline(time.Now().Add(5 * time.Second))
-	if _, err := st.Read(make([]byte, 1)); err == nil {
-		t.Fatal("server kept a stream the client opened")
+	if _, err := st.Read(make([]byte, 1)); err == nil || isTimeout(err) {
+		t.Fatalf("server kept a stream the client opened (read: %v); want it closed at once", err)
 	}
 	if srv.Err() != nil {
 		t.Fatalf("the stray stream ended the session: %v", srv.Err())
 	}
+}
+
+// synHoldConn, once armed, holds the write of the next smux SYN frame
+// until the connection has returned what follows it from the peer and
+// smux has asked for more (so it has handled it), or 200 ms passed.
+type synHoldConn struct {
+	net.Conn
+	armed   atomic.Bool
+	mu      sync.Mutex
+	held    bool
+	got     bool          // a read returned data while held
+	release chan struct{} // closed at the read after that
+}
+
+func (c *synHoldConn) arm() {
+	c.mu.Lock()
+	c.release = make(chan struct{})
+	c.mu.Unlock()
+	c.armed.Store(true)
+}
+
+func (c *synHoldConn) Write(b []byte) (int, error) {
+	n, err := c.Conn.Write(b)
+	if len(b) >= 8 && b[0] == 2 && b[1] == 0 && c.armed.CompareAndSwap(true, false) {
+		c.mu.Lock()
+		c.held = true
+		rel := c.release
+		c.mu.Unlock()
+		t := time.NewTimer(200 * time.Millisecond)
+		defer t.Stop()
+		select {
+		case <-rel:
+		case <-t.C:
+		}
+		c.mu.Lock()
+		c.held = false
+		c.mu.Unlock()
+	}
+	return n, err
+}
+
+func (c *synHoldConn) Read(p []byte) (int, error) {
+	c.mu.Lock()
+	if c.held && c.got {
+		c.got = false
+		close(c.release)
+		c.held = false
+	}
+	c.mu.Unlock()
+	n, err := c.Conn.Read(p)
+	c.mu.Lock()
+	if c.held && n > 0 {
+		c.got = true
+	}
+	c.mu.Unlock()
+	return n, err
 }
 
 // TestStreamHalfClose: each side half-closes after its message and still

@@ -190,7 +190,9 @@ func (c *Client) setStatus(f func(*Status)) {
 	c.mu.Lock()
 	f(&c.status)
 	c.status.Up = len(c.pool.live())
-	c.status.Connected = c.status.Up > 0
+	// Connected once a welcomed session's info is in the status too: the
+	// pool counts a session up a moment before its info is set.
+	c.status.Connected = c.status.Up > 0 && c.status.Session.ID != ""
 	c.status.Servers = c.pool.states()
 	close(c.changed)
 	c.changed = make(chan struct{})

@@ -119,7 +119,7 @@ func runDemo(args []string, stdout, stderr io.Writer) error {
 	links.set(srvAdmin, cliAdmin)
 	changed := cli.Changed()
 	wg.Go(func() { errs <- cli.Run(runCtx) })
-	for !cli.Status().Connected {
+	for st := cli.Status(); !st.Connected || len(st.Session.Services) == 0; st = cli.Status() {
 		select {
 		case <-changed:
 			changed = cli.Changed()

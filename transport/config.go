@@ -56,8 +56,9 @@ type KCPConfig struct {
 	// Mbit/s. RateAuto ("auto", experimental, opt-in) lets a controller
 	// find the path's rate as it goes (a delivery-rate estimate in the
 	// spirit of BBR: ratectl.go, bbr.go); it is not the default because
-	// under burst loss it carries less than unpaced, and as the default
-	// three end-to-end KCP tests failed with it (docs/benchmarks.md, "KCP
+	// it collapses under CPU starvation (a quiet machine measured 1.14-1.49
+	// times unpaced, burst loss included), and as the default three
+	// end-to-end KCP tests failed with it (docs/benchmarks.md, "KCP
 	// pacing"). KCP has no congestion control of its own: unpaced, it
 	// sends its whole window at once and overflows the queue of a slower
 	// bottleneck, which then drops a share of every window. Resends and

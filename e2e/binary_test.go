@@ -304,6 +304,16 @@ func writeFile(t *testing.T, dir, name, content string) string {
 	return path
 }
 
+// startReadyServer starts "warren server -c cfg", whose admin API is at
+// adminAddr, and waits until its status says ready; it returns the process
+// and that status.
+func startReadyServer(t *testing.T, cfg, adminAddr string) (*proc, admin.Status) {
+	t.Helper()
+	p := startProc(t, nil, "server", "-c", cfg)
+	p.admin = admin.Client{Addr: adminAddr}
+	return p, p.waitStatus("ready", func(st admin.Status) bool { return st.Ready })
+}
+
 // binServer starts "warren server" on both transports, with its admin API
 // on a free loopback port, and waits until it is ready; it returns the
 // process, the tunnel address of each transport and the fingerprint, as
@@ -334,9 +344,7 @@ format = "json"
 [server.admin]
 address = %q
 `, filepath.Join(dir, "state"), tcpAddr, kcpAddr, writeFile(t, dir, "token", tokenOffice+"\n"), adminAddr))
-	p = startProc(t, nil, "server", "-c", cfg)
-	p.admin = admin.Client{Addr: adminAddr}
-	st := p.waitStatus("ready", func(st admin.Status) bool { return st.Ready })
+	p, st := startReadyServer(t, cfg, adminAddr)
 	addrs = map[string]string{}
 	for _, l := range st.Listeners {
 		addrs[strings.TrimSuffix(l.Transport, "+tls")] = l.Address

@@ -83,9 +83,7 @@ address = %q
 // ready; its certificate is the same each time.
 func (g *haGroup) start(i int) {
 	g.t.Helper()
-	p := startProc(g.t, nil, "server", "-c", g.cfgs[i])
-	p.admin = admin.Client{Addr: g.admins[i]}
-	st := p.waitStatus("ready", func(st admin.Status) bool { return st.Ready })
+	p, st := startReadyServer(g.t, g.cfgs[i], g.admins[i])
 	if g.fps[i] != "" && st.Fingerprint != g.fps[i] {
 		g.t.Fatalf("server %d came back with fingerprint %s, was %s", i, st.Fingerprint, g.fps[i])
 	}

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -81,22 +80,7 @@ func startProberBound(addr string, bound time.Duration) *prober {
 
 // echo sends a message to the echo service at addr and checks the answer,
 // within the prober's bound and a little more.
-func (p *prober) echo(addr string) error {
-	c, err := net.DialTimeout("tcp", addr, p.bound)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(p.bound + 5*time.Second))
-	msg := []byte("hello through the tunnel")
-	c.Write(msg)
-	c.(*net.TCPConn).CloseWrite()
-	got, err := io.ReadAll(c)
-	if err != nil || !bytes.Equal(got, msg) {
-		return fmt.Errorf("echo via %s: %q, %v", addr, got, err)
-	}
-	return nil
-}
+func (p *prober) echo(addr string) error { return echoWithin(addr, p.bound, p.bound+5*time.Second) }
 
 // while runs f between two exchanges: for a session ended on purpose,
 // which resets the exchanges under way. Exchanges begun after f must still

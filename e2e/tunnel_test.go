@@ -220,13 +220,17 @@ func roundTrip(t *testing.T, addr string) {
 }
 
 // echoOnce sends a message to an echo service at addr and checks the answer.
-func echoOnce(addr string) error {
-	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+func echoOnce(addr string) error { return echoWithin(addr, 5*time.Second, 10*time.Second) }
+
+// echoWithin sends a message to an echo service at addr and checks the
+// answer: the dial within dial, the whole exchange within total.
+func echoWithin(addr string, dial, total time.Duration) error {
+	c, err := net.DialTimeout("tcp", addr, dial)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	c.SetDeadline(time.Now().Add(10 * time.Second))
+	c.SetDeadline(time.Now().Add(total))
 	msg := []byte("hello through the tunnel")
 	c.Write(msg)
 	c.(*net.TCPConn).CloseWrite()

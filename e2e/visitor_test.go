@@ -54,9 +54,7 @@ format = "json"
 [server.admin]
 address = %q
 `, filepath.Join(dir, "state"), tokenOffice, tokenOther, srvAdmin))
-	srv := startProc(t, nil, "server", "-c", cfg)
-	srv.admin = admin.Client{Addr: srvAdmin}
-	st := srv.waitStatus("ready", func(st admin.Status) bool { return st.Ready })
+	srv, st := startReadyServer(t, cfg, srvAdmin)
 	addrs := map[string]string{}
 	for _, l := range st.Listeners {
 		addrs[l.Transport] = l.Address

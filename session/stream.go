@@ -170,7 +170,7 @@ func (p *payloadWriter) Write(b []byte) (int, error) {
 		if len(data) > 0 {
 			m, werr := p.st.writeTo(p.dst, data)
 			p.n += int64(m)
-			p.st.count(&p.st.unreceived, m)
+			p.st.count(&p.st.unreceived, m, p.st.moved.Load())
 			if werr != nil {
 				p.werr = werr
 				return total, errStop
@@ -210,7 +210,7 @@ func (s *Stream) Write(p []byte) (int, error) {
 			return n, err // buf may still be queued in smux: not reused
 		}
 		n += k
-		s.count(&s.unsent, k)
+		s.count(&s.unsent, k, s.moved.Load())
 		p = p[k:]
 	}
 	s.bufs.Put(bp)
@@ -260,7 +260,7 @@ func (s *Stream) ReadBurst(r io.Reader) (n int64, eof bool, err error) {
 				return n, false, err
 			}
 			n += int64(m)
-			s.count(&s.unsent, m)
+			s.count(&s.unsent, m, s.moved.Load())
 		}
 		s.bufs.Put(bp)
 		switch {
@@ -428,17 +428,19 @@ const meterInterval = time.Second
 // concurrent use. A datagram stream's chunks are not metered (its flow
 // counts its datagrams).
 func (s *Stream) SetMeter(f func(sent, received int64)) {
-	s.metered.Store(time.Now().UnixNano())
+	s.metered.Store(s.led.now().UnixNano())
 	s.meter = f
 }
 
-// count adds n moved bytes to c, and calls the meter when it is due.
-func (s *Stream) count(c *atomic.Int64, n int) {
+// count adds n moved bytes to c, and calls the meter when it is due. now
+// (unix ns, the session's clock) is when they moved: the stamp the write
+// just left in moved, so a chunk reads the clock once, not twice.
+func (s *Stream) count(c *atomic.Int64, n int, now int64) {
 	if s.meter == nil || n == 0 {
 		return
 	}
 	c.Add(int64(n))
-	now, last := time.Now().UnixNano(), s.metered.Load()
+	last := s.metered.Load()
 	if now-last >= int64(meterInterval) && s.metered.CompareAndSwap(last, now) {
 		s.flushMeter()
 	}
@@ -448,7 +450,7 @@ func (s *Stream) count(c *atomic.Int64, n int) {
 // relay's connection is drained).
 func (s *Stream) Idle() {
 	if s.meter != nil {
-		s.metered.Store(time.Now().UnixNano())
+		s.metered.Store(s.led.now().UnixNano())
 		s.flushMeter()
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/warren-tunnel/warren/internal/domain"
 	"github.com/warren-tunnel/warren/internal/name"
 	"github.com/warren-tunnel/warren/internal/quote"
+	"github.com/warren-tunnel/warren/cluster"
 	"github.com/warren-tunnel/warren/internal/token"
 	"github.com/warren-tunnel/warren/session"
 	"github.com/warren-tunnel/warren/transport"
@@ -53,6 +54,9 @@ type Config struct {
 	UDP UDP `toml:"udp"`
 	// Clients are the tokens that may connect and what each may claim.
 	Clients []Client `toml:"clients"`
+	// Cluster joins this server to a cluster of servers sharing a route
+	// registry in etcd (docs/cluster.md); off while its etcd list is empty.
+	Cluster cluster.Config `toml:"cluster"`
 }
 
 // Listen is one [[server.listen]] entry.
@@ -208,6 +212,7 @@ func DefaultConfig() Config {
 			MaxDatagram:     MaxUDPDatagram,
 			MaxSessionFlows: 16384,
 		},
+		Cluster: cluster.DefaultConfig(),
 	}
 }
 
@@ -225,6 +230,13 @@ func (c *Config) ResolveTokens(lookupEnv func(string) (string, bool)) error {
 			return fmt.Errorf("server.clients[%d] (%s).%w", i, cl.Name, err)
 		}
 		cl.Token, cl.TokenFile, cl.TokenEnv = tok, "", ""
+	}
+	if cc := &c.Cluster; cc.PeerTokenFile != "" || cc.PeerTokenEnv != "" {
+		tok, err := token.Resolve(cc.PeerToken, cc.PeerTokenFile, cc.PeerTokenEnv, lookupEnv)
+		if err != nil {
+			return fmt.Errorf("server.cluster.peer_%w", err)
+		}
+		cc.PeerToken, cc.PeerTokenFile, cc.PeerTokenEnv = tok, "", ""
 	}
 	return nil
 }
@@ -297,6 +309,9 @@ func (c Config) Validate() error {
 			return fmt.Errorf("server.%s: %w", serverKey(fe.Key), fe.Err)
 		}
 		return fmt.Errorf("server: %w", err)
+	}
+	if err := c.Cluster.Validate(); err != nil {
+		return err
 	}
 	return c.validateClients()
 }

@@ -9,10 +9,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/warren-tunnel/warren/cluster"
 	"github.com/warren-tunnel/warren/internal/domain"
 	"github.com/warren-tunnel/warren/internal/name"
 	"github.com/warren-tunnel/warren/internal/quote"
-	"github.com/warren-tunnel/warren/cluster"
 	"github.com/warren-tunnel/warren/internal/token"
 	"github.com/warren-tunnel/warren/session"
 	"github.com/warren-tunnel/warren/transport"

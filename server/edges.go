@@ -5,6 +5,7 @@ import (
 	"net/netip"
 
 	"github.com/warren-tunnel/warren/clock"
+	"github.com/warren-tunnel/warren/cluster"
 	"github.com/warren-tunnel/warren/transport"
 )
 
@@ -18,6 +19,8 @@ type edges struct {
 	listen       ListenFunc
 	listenPacket ListenPacketFunc
 	clock        clock.Clock
+	// registry is the cluster's route registry; nil outside a cluster.
+	registry cluster.Registry
 }
 
 // ListenFunc binds a public port or an entry point, as net.Listen does:
@@ -74,6 +77,13 @@ func WithListenPacket(listen ListenPacketFunc) Option {
 // clock.
 func WithClock(c clock.Clock) Option {
 	return func(e *edges) { e.clock = c }
+}
+
+// WithRegistry makes the server a member of a cluster whose routes r
+// records ([server.cluster], docs/cluster.md). The caller runs r (its Run)
+// for as long as the server runs. Without it the server is alone.
+func WithRegistry(r cluster.Registry) Option {
+	return func(e *edges) { e.registry = r }
 }
 
 func newEdges(opts []Option) edges {

@@ -18,7 +18,7 @@
 #
 # For a client: docker run ... warren client -c /etc/warren/warren.toml
 
-FROM golang:1.25-bookworm AS build
+FROM golang:1.26-bookworm AS build
 WORKDIR /src
 # Module downloads are their own layer: cached until go.mod/go.sum change.
 COPY go.mod go.sum ./

@@ -197,6 +197,7 @@ type Registry struct {
 	udpDatagrams      *prometheus.CounterVec
 	udpDrops          *prometheus.CounterVec
 	pacing            *pacingCollector
+	cluster           clusterMetrics
 
 	mu       sync.Mutex
 	clients  names
@@ -291,7 +292,9 @@ func New(cfg Config) (*Registry, error) {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	}
 	if cfg.Role == RoleServer {
+		r.cluster = newClusterMetrics()
 		cs = append(cs, r.sessions, r.streamOpen)
+		cs = append(cs, r.cluster.collectors()...)
 	} else {
 		cs = append(cs, r.sessionUp)
 	}

@@ -27,6 +27,7 @@ type Store struct {
 	members  map[string]*registry // running members by ID
 	holdings map[string][]cluster.Holding
 	reserved map[string]*reservation
+	forged   int
 	changed  chan struct{}
 }
 
@@ -79,12 +80,22 @@ func (s *Store) Expire(id string) {
 	}
 }
 
-// Keys returns how many keys the store holds: holdings, reservations and
-// members.
+// Forge writes a holding as someone with write access to the store
+// could, not through a member's registry. Registries ignore it, as the
+// etcd registry ignores an entry that is not under its server's lease.
+func (s *Store) Forge(h cluster.Holding) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.forged++
+	s.notifyLocked()
+}
+
+// Keys returns how many keys the store holds: holdings, reservations,
+// members and forged entries.
 func (s *Store) Keys() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	n := len(s.members) + len(s.reserved)
+	n := len(s.members) + len(s.reserved) + s.forged
 	for _, hs := range s.holdings {
 		n += len(hs)
 	}

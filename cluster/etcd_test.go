@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -15,6 +16,7 @@ import (
 	"github.com/warren-tunnel/warren/cluster"
 	"github.com/warren-tunnel/warren/cluster/clustertest"
 	"github.com/warren-tunnel/warren/internal/etcdtest"
+	"github.com/warren-tunnel/warren/internal/testutil/leaktest"
 )
 
 // etcdCluster is the behaviour suite's Cluster over a real etcd; each one
@@ -111,6 +113,104 @@ func (c *etcdCluster) Patience() time.Duration { return 20 * time.Second }
 func (c *etcdCluster) Grace() time.Duration    { return 3 * time.Second }
 
 func TestEtcdRegistry(t *testing.T) {
+	leaktest.Check(t)
 	e := etcdtest.Start(t, nil)
 	clustertest.TestRegistryOf(t, func(t *testing.T) clustertest.Cluster { return newEtcdCluster(t, e) })
 }
+
+// TestEtcdLeaseLost: when this server's lease is gone from etcd while it
+// runs (revoked by hand here; a partition longer than lease_ttl does the
+// same), it registers again with its holdings.
+func TestEtcdLeaseLost(t *testing.T) {
+	leaktest.Check(t)
+	e := etcdtest.Start(t, nil)
+	c := newEtcdCluster(t, e)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	a, b := clustertest.Start(t, c, "a", time.Minute), clustertest.Start(t, c, "b", time.Minute)
+	h := cluster.Holding{Key: "port:2222", Client: "c1", Server: "a"}
+	if err := a.Claim(ctx, h); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := c.client.Get(ctx, c.prefix+"members/a")
+	if err != nil || len(resp.Kvs) != 1 {
+		t.Fatalf("member key: %v %v", resp, err)
+	}
+	old := resp.Kvs[0].Lease
+	if _, err := c.client.Revoke(ctx, clientv3.LeaseID(old)); err != nil {
+		t.Fatal(err)
+	}
+	clustertest.Eventually(t, b, c.Patience(), func() error {
+		resp, err := c.client.Get(ctx, c.prefix+"members/a")
+		if err != nil {
+			return err
+		}
+		if len(resp.Kvs) != 1 || resp.Kvs[0].Lease == old {
+			return fmt.Errorf("a not registered again: %v", resp.Kvs)
+		}
+		if got := b.Holders("port:2222"); len(got) != 1 || got[0] != h {
+			return fmt.Errorf("b's holders: %v", got)
+		}
+		return a.Err()
+	})
+	if err := a.Claim(ctx, cluster.Holding{Key: "port:1", Client: "c1", Server: "a"}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestEtcdTLS: etcd_tls verifies etcd with its CA and presents the client
+// certificate etcd requires; without them the registry never registers
+// and says why.
+func TestEtcdTLS(t *testing.T) {
+	srv, files := etcdtest.NewTLS(t)
+	e := etcdtest.Start(t, srv)
+	c := newEtcdCluster(t, e) // plain client: unused with TLS
+	cfg := c.config("a")
+	cfg.EtcdTLS = cluster.EtcdTLS{CA: files.CA, Cert: files.Cert, Key: files.Key}
+	m := cluster.Member{ID: "a", PeerAddress: "a:7000"}
+	r, err := cluster.NewEtcd(cfg, m, time.Minute, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tlsCluster := &fixedCluster{etcdCluster: c, r: r}
+	a := clustertest.Start(t, tlsCluster, "a", time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := a.Claim(ctx, cluster.Holding{Key: "port:1", Client: "c1", Server: "a"}); err != nil {
+		t.Fatal(err)
+	}
+
+	// No client certificate: etcd refuses; Run goes on, Err says why.
+	cfg.ID, m.ID = "b", "b"
+	cfg.EtcdTLS.Cert, cfg.EtcdTLS.Key = "", ""
+	nocert, err := cluster.NewEtcd(cfg, m, time.Minute, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- nocert.Run(ctx) }()
+	short, cancelShort := context.WithTimeout(ctx, 3*time.Second)
+	defer cancelShort()
+	<-short.Done()
+	if err := nocert.Err(); err == nil {
+		t.Fatal("registered without the client certificate etcd requires")
+	}
+	nocert.Close()
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+
+	// Bad TLS files fail at once, naming the key.
+	cfg.EtcdTLS.CA = files.Key
+	if _, err := cluster.NewEtcd(cfg, m, time.Minute, nil); err == nil || !strings.Contains(err.Error(), "etcd_tls.ca") {
+		t.Fatalf("a key as the CA: %v", err)
+	}
+}
+
+// fixedCluster hands out one prepared registry.
+type fixedCluster struct {
+	*etcdCluster
+	r cluster.Registry
+}
+
+func (c *fixedCluster) Registry(cluster.Member, time.Duration) cluster.Registry { return c.r }

@@ -143,7 +143,8 @@ func conflict(err error, client string, reserved, sharing bool) error {
 }
 
 func holders(r cluster.Registry, key string, want ...cluster.Holding) error {
-	got := r.Holders(key)
+	got := r.Holders(key) // in no particular order
+	sortLike(got)
 	sortLike(want)
 	if !slices.Equal(got, want) {
 		return fmt.Errorf("holders of %s: %v, want %v", key, got, want)

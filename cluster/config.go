@@ -77,9 +77,8 @@ func (c *Config) Validate() error {
 	bad := func(key, format string, a ...any) error {
 		return fmt.Errorf("%w: server.cluster.%s: %s", ErrConfig, key, fmt.Sprintf(format, a...))
 	}
-	if c.ID == "" {
-		return bad("id", "missing")
-	}
+	// An empty ID is valid here: the daemon's command fills in the host
+	// name after loading the file (NewEtcd refuses an empty one).
 	if strings.ContainsAny(c.ID, "/ \t\n") {
 		return bad("id", "%q: no '/' or white space", c.ID)
 	}

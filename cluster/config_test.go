@@ -20,7 +20,7 @@ func TestValidate(t *testing.T) {
 		{"off", "", func(c *Config) { *c = DefaultConfig() }},
 		{"good", "", func(c *Config) {}},
 		{"fingerprints", "", func(c *Config) { c.CA, c.Cert, c.Key, c.PeerFingerprints = "", "", "", []string{"sha256:00"} }},
-		{"no id", "server.cluster.id: missing", func(c *Config) { c.ID = "" }},
+		{"no id: the command fills it", "", func(c *Config) { c.ID = "" }},
 		{"slash id", "server.cluster.id", func(c *Config) { c.ID = "a/b" }},
 		{"etcd scheme", "server.cluster.etcd[0]", func(c *Config) { c.Etcd = []string{"etcd:2379"} }},
 		{"prefix", "server.cluster.prefix", func(c *Config) { c.Prefix = "warren" }},

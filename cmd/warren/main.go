@@ -50,6 +50,7 @@ Usage:
   warren token                     print a new random token
   warren version                   print the version, commit and commit date (also --version)
   warren swarm -c FILE -n N        run N clients in one process (load tests, benchmarks)
+  warren cluster client add|remove|list -c FILE   manage the clients a cluster keeps in etcd
 
 Run "warren COMMAND --help" for a command's flags.
 `
@@ -68,6 +69,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		"client":      runClient,
 		"demo":        runDemo,
 		"check":       runCheck,
+		"cluster":     runCluster,
 		"fingerprint": runFingerprint,
 		"status":      runStatus,
 		"swarm":       runSwarm,

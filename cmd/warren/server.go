@@ -77,7 +77,15 @@ func runServer(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	srv, err := server.New(cfg, log)
+	var member *clusterMember
+	var opts []server.Option
+	if cfg.Cluster.Enabled() {
+		if member, err = newClusterMember(&cfg, log); err != nil {
+			return err
+		}
+		opts = member.options()
+	}
+	srv, err := server.New(cfg, log, opts...)
 	if err != nil {
 		return usageError{err}
 	}
@@ -102,9 +110,14 @@ func runServer(args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 	}
-	return d.serve(stderr, config.TableServer, table, log, srv, run, func(f *config.File) error {
-		return srv.Reload(f.Server.Config)
-	})
+	var target adminDaemon = srv
+	apply := func(f *config.File) error { return srv.Reload(f.Server.Config) }
+	if member != nil {
+		run = member.wrap(srv, run)
+		target = clusterDaemon{srv, member.reg}
+		apply = func(f *config.File) error { return member.reloadFile(f.Server.Config) }
+	}
+	return d.serve(stderr, config.TableServer, table, log, target, run, apply)
 }
 
 // clientCommand is what quick mode prints once the server is up: the

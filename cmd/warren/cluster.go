@@ -13,7 +13,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/warren-tunnel/warren/admin"
 	"github.com/warren-tunnel/warren/cluster"
 	"github.com/warren-tunnel/warren/config"
 	"github.com/warren-tunnel/warren/internal/quote"
@@ -248,8 +247,8 @@ func portRanges(key string, ss []string) ([]server.PortRange, error) {
 }
 
 // clusterDaemon is the server as the admin API sees it in a cluster: its
-// metrics include the registry's, and /readyz says why when the registry
-// cannot reach etcd.
+// metrics registry is the registry's too. (Readiness is the server's:
+// with etcd unreachable it stays ready and says why.)
 type clusterDaemon struct {
 	*server.Server
 	reg *cluster.Etcd
@@ -258,25 +257,6 @@ type clusterDaemon struct {
 func (d clusterDaemon) SetMetrics(m *metrics.Registry) {
 	d.Server.SetMetrics(m)
 	d.reg.SetMetrics(m)
-}
-
-func (d clusterDaemon) AdminSource() admin.Daemon {
-	return clusterSource{d.Server.AdminSource(), d.reg}
-}
-
-type clusterSource struct {
-	admin.Daemon
-	reg cluster.Registry
-}
-
-func (s clusterSource) Ready() (bool, string) {
-	if ok, why := s.Daemon.Ready(); !ok {
-		return ok, why
-	}
-	if err := s.reg.Err(); err != nil {
-		return false, "cluster: " + err.Error()
-	}
-	return true, ""
 }
 
 // The command "warren cluster".

@@ -101,8 +101,8 @@ func TestClusterClientCommand(t *testing.T) {
 
 // TestClusterDaemon: a server of a cluster runs its registry for its
 // life; the registry's clients are applied as a reload applies the file's
-// (the same name in both: the registry entry is not applied); /readyz
-// says why while etcd is unreachable.
+// (the same name in both: the registry entry is not applied); the
+// registry's errors while etcd is unreachable are counted.
 func TestClusterDaemon(t *testing.T) {
 	e := etcdtest.Start(t, nil)
 	file := clusterFile(t, e)
@@ -168,12 +168,17 @@ func TestClusterDaemon(t *testing.T) {
 	}
 	waitUntil(t, "last applied", func() bool { return slices.Equal(names(), []string{"filec", "last", "late"}) })
 
-	// etcd unreachable: /readyz says why; back: ready again.
+	// etcd unreachable: the registry says why (the server's /readyz
+	// reports it); back: current again. The metrics count the errors.
 	e.Stop()
-	waitUntil(t, "not ready", func() bool {
-		code, body := httpGet(t, addr, "/readyz")
-		return code == 503 && strings.Contains(body, "cluster")
-	})
+	waitUntil(t, "registry error", func() bool { return member.reg.Err() != nil })
 	e.Start()
-	waitUntil(t, "ready again", func() bool { code, _ := httpGet(t, addr, "/readyz"); return code == 200 })
+	waitUntil(t, "registry current", func() bool { return member.reg.Err() == nil })
+	_, body := httpGet(t, addr, "/metrics")
+	if v, ok := metricValue(body, "warren_cluster_registry_errors_total", `op="lease"`); !ok || v < 1 {
+		t.Fatalf("registry errors: %v %v", v, ok)
+	}
+	if _, ok := metricValue(body, "warren_cluster_routes"); !ok {
+		t.Fatal("no warren_cluster_routes")
+	}
 }

@@ -76,6 +76,7 @@ type Etcd struct {
 	abandoned atomic.Bool // tests: die as a killed process does
 
 	mu       sync.Mutex
+	running  bool             // Run started: it closes the client
 	lease    clientv3.LeaseID // L; 0: not registered
 	gLease   clientv3.LeaseID // G
 	down     error            // the lease loop's last error (nil: etcd answered)
@@ -706,8 +707,18 @@ func (r *Etcd) setWatchErr(err error) {
 
 // Run, Close.
 
+// Close ends Run; a registry whose Run never started closes its etcd
+// client here. Idempotent.
 func (r *Etcd) Close() error {
-	r.once.Do(func() { close(r.die) })
+	r.once.Do(func() {
+		close(r.die)
+		r.mu.Lock()
+		running := r.running
+		r.mu.Unlock()
+		if !running {
+			r.client.Close()
+		}
+	})
 	return nil
 }
 
@@ -719,6 +730,15 @@ func (r *Etcd) abandon() {
 }
 
 func (r *Etcd) Run(ctx context.Context) error {
+	r.mu.Lock()
+	select {
+	case <-r.die:
+		r.mu.Unlock()
+		return nil // closed before it ran
+	default:
+	}
+	r.running = true
+	r.mu.Unlock()
 	defer r.client.Close()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()

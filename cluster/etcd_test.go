@@ -162,7 +162,7 @@ func TestEtcdLeaseLost(t *testing.T) {
 // certificate etcd requires; without them the registry never registers
 // and says why.
 func TestEtcdTLS(t *testing.T) {
-	srv, files := etcdtest.NewTLS(t)
+	srv, files, _ := etcdtest.NewTLS(t)
 	e := etcdtest.Start(t, srv)
 	c := newEtcdCluster(t, e) // plain client: unused with TLS
 	cfg := c.config("a")
@@ -214,3 +214,133 @@ type fixedCluster struct {
 }
 
 func (c *fixedCluster) Registry(cluster.Member, time.Duration) cluster.Registry { return c.r }
+
+// TestEtcdRoles: the etcd roles docs/cluster.md shows are enough for a
+// server (registry and registry clients) and for the tenant command, and
+// keep the tokens from an observer. Users are the client certificates'
+// common names.
+func TestEtcdRoles(t *testing.T) {
+	srv, rootFiles, ca := etcdtest.NewTLS(t)
+	e := etcdtest.Start(t, srv)
+	c := newEtcdCluster(t, e)
+	p := c.prefix
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	connect := func(f etcdtest.Files) *clientv3.Client {
+		cfg := c.config("x")
+		cfg.EtcdTLS = cluster.EtcdTLS{CA: f.CA, Cert: f.Cert, Key: f.Key}
+		tc, err := cluster.EtcdTLSConfig(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cl, err := clientv3.New(clientv3.Config{Endpoints: e.Endpoints(), TLS: tc, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cl.Close() })
+		return cl
+	}
+	root := connect(rootFiles)
+	must := func(_ any, err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	grant := func(role, key string, perm clientv3.PermissionType) {
+		must(root.RoleGrantPermission(ctx, role, key, clientv3.GetPrefixRangeEnd(key), perm))
+	}
+	noPassword := &clientv3.UserAddOptions{NoPassword: true}
+	for _, role := range []string{"warren-server", "warren-tenants", "warren-observer"} {
+		must(root.RoleAdd(ctx, role))
+	}
+	grant("warren-server", p, clientv3.PermissionType(clientv3.PermRead))
+	grant("warren-server", p+"members/", clientv3.PermissionType(clientv3.PermReadWrite))
+	grant("warren-server", p+"routes/", clientv3.PermissionType(clientv3.PermReadWrite))
+	grant("warren-tenants", p+"clients/", clientv3.PermissionType(clientv3.PermReadWrite))
+	grant("warren-observer", p+"members/", clientv3.PermissionType(clientv3.PermRead))
+	grant("warren-observer", p+"routes/", clientv3.PermissionType(clientv3.PermRead))
+	for user, role := range map[string]string{"root": "root", "s1": "warren-server", "ops": "warren-tenants", "obs": "warren-observer"} {
+		must(root.UserAddWithOptions(ctx, user, "", noPassword))
+		must(root.UserGrantRole(ctx, user, role))
+	}
+	must(root.AuthEnable(ctx))
+
+	// The tenant command's user writes a client; the observer cannot
+	// read it, nor write routes.
+	opsCfg := c.config("x")
+	ops := ca.Client("ops")
+	opsCfg.EtcdTLS = cluster.EtcdTLS{CA: ops.CA, Cert: ops.Cert, Key: ops.Key}
+	tenants, err := cluster.NewTenants(opsCfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tenants.Close()
+	if err := tenants.Put(ctx, cluster.Tenant{Name: "lab", Token: "tok-lab-0123456789", Ports: []string{"3000"}}); err != nil {
+		t.Fatalf("tenants role: %v", err)
+	}
+	obs := connect(ca.Client("obs"))
+	if _, err := obs.Get(ctx, p+"clients/", clientv3.WithPrefix()); err == nil {
+		t.Fatal("the observer read the clients (the tokens)")
+	}
+	if _, err := obs.Put(ctx, p+"routes/x", "y"); err == nil {
+		t.Fatal("the observer wrote a route")
+	}
+
+	// A server: registers, claims, watches, reads the clients.
+	s1 := ca.Client("s1")
+	cfg := c.config("s1")
+	cfg.EtcdTLS = cluster.EtcdTLS{CA: s1.CA, Cert: s1.Cert, Key: s1.Key}
+	r, err := cluster.NewEtcd(cfg, cluster.Member{ID: "s1", PeerAddress: "s1:7000"}, time.Minute, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := clustertest.Start(t, &fixedCluster{etcdCluster: c, r: r}, "s1", time.Minute)
+	if err := reg.Claim(ctx, cluster.Holding{Key: "port:3000", Client: "lab", Server: "s1"}); err != nil {
+		t.Fatalf("server role: claim: %v", err)
+	}
+	st, err := cluster.NewTenants(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if list, _, err := st.List(ctx); err != nil || len(list) != 1 || list[0].Name != "lab" {
+		t.Fatalf("server role: clients: %v %v", list, err)
+	}
+	if resp, err := obs.Get(ctx, p+"routes/", clientv3.WithPrefix()); err != nil || len(resp.Kvs) == 0 {
+		t.Fatalf("the observer reads the routes: %v %v", resp, err)
+	}
+}
+
+// TestEtcdCloseBeforeRun: a registry and a Tenants closed without running
+// leave nothing behind, and Run after Close returns at once.
+func TestEtcdCloseBeforeRun(t *testing.T) {
+	leaktest.Check(t)
+	cfg := cluster.DefaultConfig()
+	cfg.ID, cfg.Etcd = "a", []string{"http://127.0.0.1:1"}
+	r, err := cluster.NewEtcd(cfg, cluster.Member{ID: "a"}, time.Second, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Close()
+	if err := r.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	tn, err := cluster.NewTenants(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tn.Close()
+	if err := tn.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	// Bad settings fail at once, naming the key.
+	cfg.Etcd = []string{"http://127.0.0.1:1"}
+	cfg.EtcdTLS.CA = "/nonexistent/ca.pem"
+	if _, err := cluster.NewEtcd(cfg, cluster.Member{ID: "a"}, time.Second, nil); err == nil || !strings.Contains(err.Error(), "etcd_tls") {
+		t.Fatalf("etcd_tls on http endpoints: %v", err)
+	}
+	if _, err := cluster.NewEtcd(cfg, cluster.Member{ID: "b"}, time.Second, nil); err == nil {
+		t.Fatal("a member whose id is not the config's")
+	}
+}

@@ -62,6 +62,7 @@ type Tenants struct {
 	die  chan struct{}
 
 	mu      sync.Mutex
+	running bool // Run started: it closes the client
 	list    map[string]Tenant
 	bad     map[string]error // entries that are not Tenants, by key
 	loaded  bool
@@ -184,21 +185,34 @@ func (t *Tenants) notifyLocked() {
 	t.changed = make(chan struct{})
 }
 
-// Close ends Run and closes the etcd client once Run returned (or at
-// once when Run never ran: call Close in any case). Idempotent.
+// Close ends Run, which closes the etcd client as it returns; when Run
+// never started, Close closes it. Idempotent.
 func (t *Tenants) Close() error {
-	t.once.Do(func() { close(t.die) })
+	t.once.Do(func() {
+		close(t.die)
+		t.mu.Lock()
+		running := t.running
+		t.mu.Unlock()
+		if !running {
+			t.client.Close()
+		}
+	})
 	return nil
 }
-
-// CloseClient closes the etcd client of a Tenants used without Run (the
-// command line).
-func (t *Tenants) CloseClient() error { return t.client.Close() }
 
 // Run keeps Current: a snapshot of the prefix, then a watch from its
 // revision; again from a snapshot after a watch error. It returns nil
 // when ctx ends or Close is called, with its goroutines ended.
 func (t *Tenants) Run(ctx context.Context) error {
+	t.mu.Lock()
+	select {
+	case <-t.die:
+		t.mu.Unlock()
+		return nil
+	default:
+	}
+	t.running = true
+	t.mu.Unlock()
 	defer t.client.Close()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()

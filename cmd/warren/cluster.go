@@ -85,6 +85,15 @@ func newClusterMember(cfg *server.Config, log *slog.Logger) (*clusterMember, err
 	return cm, nil
 }
 
+// close closes the registry and the clients' watch when they will not
+// run (the server could not be made).
+func (cm *clusterMember) close() {
+	cm.reg.Close()
+	if cm.tenants != nil {
+		cm.tenants.Close()
+	}
+}
+
 // options are the server options that make it a member.
 func (cm *clusterMember) options() []server.Option {
 	return []server.Option{server.WithRegistry(cm.reg)}
@@ -320,7 +329,7 @@ func runCluster(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return usageError{err}
 	}
-	defer tenants.CloseClient()
+	defer tenants.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*cfg.Cluster.LeaseTTL+5*time.Second)
 	defer cancel()
 	switch verb {

@@ -168,6 +168,30 @@ func TestClusterDaemon(t *testing.T) {
 	}
 	waitUntil(t, "last applied", func() bool { return slices.Equal(names(), []string{"filec", "last", "late"}) })
 
+	// A reload of the file keeps the registry's clients; a file client
+	// that takes a registry client's name wins over it.
+	f, err = config.LoadTable(file, config.TableServer, os.LookupEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := member.reloadFile(f.Server.Config); err != nil {
+		t.Fatal(err)
+	}
+	if got := names(); !slices.Equal(got, []string{"filec", "last", "late"}) {
+		t.Fatalf("after a file reload: %v", got)
+	}
+	reloaded := f.Server.Config
+	reloaded.Clients = append(reloaded.Clients, server.Client{Name: "last", Token: "tok-file-last-0123456789", Ports: []server.PortRange{{Lo: 6000, Hi: 6000}}})
+	if err := member.reloadFile(reloaded); err != nil {
+		t.Fatal(err)
+	}
+	if got := names(); !slices.Equal(got, []string{"filec", "last", "late"}) {
+		t.Fatalf("after a file reload with last: %v", got)
+	}
+	if err := member.reloadFile(f.Server.Config); err != nil {
+		t.Fatal(err)
+	}
+
 	// etcd unreachable: the registry says why (the server's /readyz
 	// reports it); back: current again. The metrics count the errors.
 	e.Stop()

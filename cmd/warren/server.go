@@ -87,6 +87,9 @@ func runServer(args []string, stdout, stderr io.Writer) error {
 	}
 	srv, err := server.New(cfg, log, opts...)
 	if err != nil {
+		if member != nil {
+			member.close()
+		}
 		return usageError{err}
 	}
 	if fresh {

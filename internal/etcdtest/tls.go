@@ -21,14 +21,25 @@ type Files struct {
 	CA, Cert, Key string
 }
 
+// CA issues certificates for a test's etcd and its clients.
+type CA struct {
+	t    testing.TB
+	dir  string
+	file string
+	cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+	n    int64
+}
+
 // NewTLS writes, in the test's temp dir, a CA and a server certificate for
 // 127.0.0.1 (the etcd side: Start's serverTLS requires client
-// certificates from the same CA), and a client certificate from that CA.
-func NewTLS(t testing.TB) (server *TLS, client Files) {
+// certificates from the same CA), and a client certificate from that CA
+// whose common name is "root" (with etcd's auth on, the common name is
+// the etcd user).
+func NewTLS(t testing.TB) (server *TLS, client Files, ca *CA) {
 	t.Helper()
-	dir := t.TempDir()
-	caKey := newKey(t)
-	caTmpl := &x509.Certificate{
+	ca = &CA{t: t, dir: t.TempDir(), key: newKey(t), n: 1}
+	tmpl := &x509.Certificate{
 		SerialNumber:          big.NewInt(1),
 		Subject:               pkix.Name{CommonName: "etcdtest CA"},
 		NotBefore:             time.Now().Add(-time.Hour),
@@ -37,41 +48,48 @@ func NewTLS(t testing.TB) (server *TLS, client Files) {
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
 		BasicConstraintsValid: true,
 	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &ca.key.PublicKey, ca.key)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ca, err := x509.ParseCertificate(caDER)
+	if ca.cert, err = x509.ParseCertificate(der); err != nil {
+		t.Fatal(err)
+	}
+	ca.file = write(t, ca.dir, "ca.pem", "CERTIFICATE", der)
+	sc, sk := ca.leaf("server", x509.ExtKeyUsageServerAuth)
+	client = ca.Client("root")
+	return &TLS{CertFile: sc, KeyFile: sk, ClientCA: ca.file, client: &client}, client, ca
+}
+
+// Client issues a client certificate whose common name is cn.
+func (ca *CA) Client(cn string) Files {
+	cert, key := ca.leaf(cn, x509.ExtKeyUsageClientAuth)
+	return Files{CA: ca.file, Cert: cert, Key: key}
+}
+
+func (ca *CA) leaf(cn string, usage x509.ExtKeyUsage) (cert, key string) {
+	t := ca.t
+	ca.n++
+	k := newKey(t)
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(ca.n),
+		Subject:      pkix.Name{CommonName: cn},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{usage},
+		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
+		DNSNames:     []string{"localhost"},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &k.PublicKey, ca.key)
 	if err != nil {
 		t.Fatal(err)
 	}
-	caFile := write(t, dir, "ca.pem", "CERTIFICATE", caDER)
-	leaf := func(name string, serial int64, usage x509.ExtKeyUsage) (cert, key string) {
-		k := newKey(t)
-		tmpl := &x509.Certificate{
-			SerialNumber: big.NewInt(serial),
-			Subject:      pkix.Name{CommonName: name},
-			NotBefore:    time.Now().Add(-time.Hour),
-			NotAfter:     time.Now().Add(24 * time.Hour),
-			KeyUsage:     x509.KeyUsageDigitalSignature,
-			ExtKeyUsage:  []x509.ExtKeyUsage{usage},
-			IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
-			DNSNames:     []string{"localhost"},
-		}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &k.PublicKey, caKey)
-		if err != nil {
-			t.Fatal(err)
-		}
-		kder, err := x509.MarshalECPrivateKey(k)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return write(t, dir, name+".pem", "CERTIFICATE", der), write(t, dir, name+"-key.pem", "EC PRIVATE KEY", kder)
+	kder, err := x509.MarshalECPrivateKey(k)
+	if err != nil {
+		t.Fatal(err)
 	}
-	sc, sk := leaf("server", 2, x509.ExtKeyUsageServerAuth)
-	cc, ck := leaf("client", 3, x509.ExtKeyUsageClientAuth)
-	client = Files{CA: caFile, Cert: cc, Key: ck}
-	return &TLS{CertFile: sc, KeyFile: sk, ClientCA: caFile, client: &client}, client
+	return write(t, ca.dir, cn+".pem", "CERTIFICATE", der), write(t, ca.dir, cn+"-key.pem", "EC PRIVATE KEY", kder)
 }
 
 func newKey(t testing.TB) *ecdsa.PrivateKey {

@@ -9,7 +9,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -53,16 +52,12 @@ func parseTenant(p, k string, v []byte) (Tenant, error) {
 // Tenants reads and writes the tenants of a cluster in etcd, and (Run)
 // keeps a current list of them.
 type Tenants struct {
-	cfg    Config
-	client *clientv3.Client
+	cfg Config
+	etcdOwner
 	prefix string
 	log    *slog.Logger
 
-	once sync.Once
-	die  chan struct{}
-
 	mu      sync.Mutex
-	running bool // Run started: it closes the client
 	list    map[string]Tenant
 	bad     map[string]error // entries that are not Tenants, by key
 	loaded  bool
@@ -84,8 +79,8 @@ func NewTenants(cfg Config, log *slog.Logger) (*Tenants, error) {
 		return nil, err
 	}
 	return &Tenants{
-		cfg: cfg, client: c, prefix: TenantsPrefix(cfg), log: log,
-		die: make(chan struct{}), list: make(map[string]Tenant), bad: make(map[string]error),
+		cfg: cfg, etcdOwner: newEtcdOwner(c), prefix: TenantsPrefix(cfg), log: log,
+		list: make(map[string]Tenant), bad: make(map[string]error),
 		changed: make(chan struct{}),
 	}, nil
 }
@@ -188,15 +183,7 @@ func (t *Tenants) notifyLocked() {
 // Close ends Run, which closes the etcd client as it returns; when Run
 // never started, Close closes it. Idempotent.
 func (t *Tenants) Close() error {
-	t.once.Do(func() {
-		close(t.die)
-		t.mu.Lock()
-		running := t.running
-		t.mu.Unlock()
-		if !running {
-			t.client.Close()
-		}
-	})
+	t.end()
 	return nil
 }
 
@@ -204,54 +191,14 @@ func (t *Tenants) Close() error {
 // revision; again from a snapshot after a watch error. It returns nil
 // when ctx ends or Close is called, with its goroutines ended.
 func (t *Tenants) Run(ctx context.Context) error {
-	t.mu.Lock()
-	select {
-	case <-t.die:
-		t.mu.Unlock()
+	ctx, done, ok := t.start(ctx)
+	if !ok {
 		return nil
-	default:
 	}
-	t.running = true
-	t.mu.Unlock()
-	defer t.client.Close()
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	go func() {
-		select {
-		case <-t.die:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
-	backoff := time.NewTimer(0)
-	defer backoff.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-backoff.C:
-		}
-		backoff.Reset(time.Second)
-		rev, err := t.snapshot(ctx)
-		if err != nil {
-			if ctx.Err() == nil {
-				t.setErr(unavailable(err))
-			}
-			continue
-		}
-		t.setErr(nil)
-		for wr := range t.client.Watch(clientv3.WithRequireLeader(ctx), t.prefix, clientv3.WithPrefix(), clientv3.WithRev(rev+1)) {
-			if err := wr.Err(); err != nil {
-				if ctx.Err() == nil {
-					t.setErr(unavailable(err))
-				}
-				break
-			}
-			t.apply(wr.Events)
-		}
-	}
+	defer done()
+	watchPrefix(ctx, t.client, t.prefix, t.snapshot, t.apply, func(err error) { t.setErr(unavailable(err)) })
+	return nil
 }
-
 func (t *Tenants) setErr(err error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()

@@ -36,13 +36,8 @@ const testLeaseTTL = 2 * time.Second // etcd's shortest
 var prefixes atomic.Int64
 
 func newEtcdCluster(t *testing.T, e *etcdtest.Etcd) *etcdCluster {
-	c, err := clientv3.New(clientv3.Config{Endpoints: e.Endpoints(), DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
 	return &etcdCluster{
-		t: t, etcd: e, client: c,
+		t: t, etcd: e, client: e.Client(t),
 		prefix: fmt.Sprintf("/test%d/", prefixes.Add(1)),
 		regs:   make(map[string]cluster.Registry),
 	}

@@ -12,9 +12,6 @@ import (
 	"testing"
 	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
-
 	"github.com/warren-tunnel/warren/config"
 	"github.com/warren-tunnel/warren/internal/etcdtest"
 	"github.com/warren-tunnel/warren/metrics"
@@ -149,11 +146,7 @@ func TestClusterDaemon(t *testing.T) {
 
 	// A registry entry with a file client's name is not applied; nor is
 	// one that is not valid; the others stay.
-	c, err := clientv3.New(clientv3.Config{Endpoints: e.Endpoints(), DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := e.Client(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	for k, v := range map[string]string{

@@ -4,20 +4,13 @@ import (
 	"context"
 	"testing"
 	"time"
-
-	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
 )
 
 // TestStopStart: what was written survives a Stop and Start, and etcd is
 // unreachable in between.
 func TestStopStart(t *testing.T) {
 	e := Start(t, nil)
-	c, err := clientv3.New(clientv3.Config{Endpoints: e.Endpoints(), DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := e.Client(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if _, err := c.Put(ctx, "k", "v"); err != nil {
@@ -25,7 +18,7 @@ func TestStopStart(t *testing.T) {
 	}
 	e.Stop()
 	short, cancelShort := context.WithTimeout(ctx, 300*time.Millisecond)
-	_, err = c.Get(short, "k")
+	_, err := c.Get(short, "k")
 	cancelShort()
 	if err == nil {
 		t.Fatal("Get succeeded while etcd was stopped")

@@ -339,3 +339,33 @@ func TestEtcdCloseBeforeRun(t *testing.T) {
 		t.Fatal("a member whose id is not the config's")
 	}
 }
+
+// TestEtcdRestartSameID: a server killed and started again at once with
+// the same id is not taken for a duplicate: it waits for its previous
+// lease to expire (within lease_ttl), then registers.
+func TestEtcdRestartSameID(t *testing.T) {
+	e := etcdtest.Start(t, nil)
+	c := newEtcdCluster(t, e)
+	a := clustertest.Start(t, c, "a", time.Minute)
+	c.Kill("a")
+	again := c.Registry(cluster.Member{ID: "a", PeerAddress: "a:7000"}, time.Minute)
+	done := make(chan error, 1)
+	start := time.Now()
+	go func() { done <- again.Run(context.Background()) }()
+	defer func() {
+		again.Close()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+	clustertest.Eventually(t, again, c.Patience(), again.Err)
+	if d := time.Since(start); d > testLeaseTTL+2*time.Second {
+		t.Fatalf("registered after %v; lease_ttl is %v", d, testLeaseTTL)
+	}
+	if err := a.Claim(context.Background(), cluster.Holding{Key: "port:1", Client: "c", Server: "a"}); err == nil {
+		t.Fatal("the killed registry claimed")
+	}
+	if err := again.Claim(context.Background(), cluster.Holding{Key: "port:1", Client: "c", Server: "a"}); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -9,8 +9,11 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/warren-tunnel/warren/metrics"
 )
 
 // Tenant is a [[server.clients]] entry kept in the registry, under
@@ -54,8 +57,9 @@ func parseTenant(p, k string, v []byte) (Tenant, error) {
 type Tenants struct {
 	cfg Config
 	etcdOwner
-	prefix string
-	log    *slog.Logger
+	prefix  string
+	log     *slog.Logger
+	metrics atomic.Pointer[metrics.Registry]
 
 	mu      sync.Mutex
 	list    map[string]Tenant
@@ -199,7 +203,14 @@ func (t *Tenants) Run(ctx context.Context) error {
 	watchPrefix(ctx, t.client, t.prefix, t.snapshot, t.apply, func(err error) { t.setErr(unavailable(err)) })
 	return nil
 }
+
+// SetMetrics makes Run count its errors in m (op "clients").
+func (t *Tenants) SetMetrics(m *metrics.Registry) { t.metrics.Store(m) }
+
 func (t *Tenants) setErr(err error) {
+	if err != nil {
+		t.metrics.Load().ClusterRegistryError("clients")
+	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if (t.err == nil) != (err == nil) {

@@ -260,12 +260,15 @@ func portRanges(key string, ss []string) ([]server.PortRange, error) {
 // with etcd unreachable it stays ready and says why.)
 type clusterDaemon struct {
 	*server.Server
-	reg *cluster.Etcd
+	member *clusterMember
 }
 
 func (d clusterDaemon) SetMetrics(m *metrics.Registry) {
 	d.Server.SetMetrics(m)
-	d.reg.SetMetrics(m)
+	d.member.reg.SetMetrics(m)
+	if d.member.tenants != nil {
+		d.member.tenants.SetMetrics(m)
+	}
 }
 
 // The command "warren cluster".

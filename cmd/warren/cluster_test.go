@@ -120,7 +120,7 @@ func TestClusterDaemon(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := startDaemon(t, metrics.RoleServer, clusterDaemon{srv, member.reg}, member.wrap(srv, srv.Run))
+	addr := startDaemon(t, metrics.RoleServer, clusterDaemon{srv, member}, member.wrap(srv, srv.Run))
 	names := func() []string {
 		var out []string
 		for _, c := range srv.AdminSource().Status().Clients {
@@ -194,6 +194,9 @@ func TestClusterDaemon(t *testing.T) {
 	_, body := httpGet(t, addr, "/metrics")
 	if v, ok := metricValue(body, "warren_cluster_registry_errors_total", `op="lease"`); !ok || v < 1 {
 		t.Fatalf("registry errors: %v %v", v, ok)
+	}
+	if _, ok := metricValue(body, "warren_cluster_registry_errors_total", `op="clients"`); !ok {
+		t.Fatal("no registry clients' errors")
 	}
 	if _, ok := metricValue(body, "warren_cluster_routes"); !ok {
 		t.Fatal("no warren_cluster_routes")

@@ -117,7 +117,7 @@ func runServer(args []string, stdout, stderr io.Writer) error {
 	apply := func(f *config.File) error { return srv.Reload(f.Server.Config) }
 	if member != nil {
 		run = member.wrap(srv, run)
-		target = clusterDaemon{srv, member.reg}
+		target = clusterDaemon{srv, member}
 		apply = func(f *config.File) error { return member.reloadFile(f.Server.Config) }
 	}
 	return d.serve(stderr, config.TableServer, table, log, target, run, apply)

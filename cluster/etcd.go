@@ -313,7 +313,7 @@ func (r *Etcd) leave() {
 	defer cancel()
 	all := true
 	for _, h := range mine {
-		if err := r.release(ctx, h, r.grace); err != nil {
+		if err := r.release(ctx, h, r.grace, g); err != nil {
 			r.log.Warn("cluster: leaving: a holding stays until its lease ends", "key", h.Key, "client", h.Client, "err", err)
 			all = false
 		}

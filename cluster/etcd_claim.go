@@ -220,10 +220,11 @@ func (r *Etcd) remember(hk string, h Holding, lease, rev int64) {
 
 func (r *Etcd) Release(ctx context.Context, h Holding, grace time.Duration) error {
 	h.Server = r.member.ID
-	if _, _, err := r.leases(); err != nil {
+	_, g, err := r.leases()
+	if err != nil {
 		return err
 	}
-	err := r.release(ctx, h, grace)
+	err = r.release(ctx, h, grace, g)
 	if err != nil {
 		r.countError("release")
 		return unavailable(err)
@@ -231,7 +232,9 @@ func (r *Etcd) Release(ctx context.Context, h Holding, grace time.Duration) erro
 	return nil
 }
 
-func (r *Etcd) release(ctx context.Context, h Holding, grace time.Duration) error {
+// release removes h (of this server, whose lease G is g); its rules are
+// those of clustertest.Store.Release.
+func (r *Etcd) release(ctx context.Context, h Holding, grace time.Duration, g clientv3.LeaseID) error {
 	hk, rk := r.holdKey(h), r.resKey(h)
 	var graceLease clientv3.LeaseID
 	defer func() {
@@ -245,6 +248,14 @@ func (r *Etcd) release(ctx context.Context, h Holding, grace time.Duration) erro
 			return err
 		}
 		if !slices.ContainsFunc(s.holdings, func(e stored[Holding]) bool { return e.key == hk }) {
+			// Not held. A reservation under G without its holding (not
+			// one a release put under a grace lease) would last as long
+			// as this server: end it.
+			if g != 0 && slices.ContainsFunc(s.reserves, func(e stored[reservation]) bool { return e.key == rk && e.lease == int64(g) }) {
+				if _, err := r.client.Txn(ctx).If(r.unchanged(h.Key, s.rev)).Then(clientv3.OpDelete(rk)).Commit(); err != nil {
+					return err
+				}
+			}
 			r.forget(hk, s.rev)
 			return nil
 		}

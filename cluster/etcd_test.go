@@ -369,3 +369,31 @@ func TestEtcdRestartSameID(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestEtcdHoldingDeletedByHand: a holding deleted from etcd by hand
+// leaves its reservation, which would hold the key for as long as its
+// server lives; a release of it ends that too.
+func TestEtcdHoldingDeletedByHand(t *testing.T) {
+	e := etcdtest.Start(t, nil)
+	c := newEtcdCluster(t, e)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	a, b := clustertest.Start(t, c, "a", time.Minute), clustertest.Start(t, c, "b", time.Minute)
+	h := cluster.Holding{Key: "port:2222", Client: "c1", Server: "a"}
+	if err := a.Claim(ctx, h); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.client.Delete(ctx, cluster.HoldKey(c.prefix, h)); err != nil {
+		t.Fatal(err)
+	}
+	other := cluster.Holding{Key: "port:2222", Client: "c2", Server: "b"}
+	if err := b.Claim(ctx, other); err == nil {
+		t.Fatal("claimed while the reservation stood")
+	}
+	if err := a.Release(ctx, h, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Claim(ctx, other); err != nil {
+		t.Fatalf("after the release: %v", err)
+	}
+}

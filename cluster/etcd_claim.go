@@ -23,6 +23,8 @@ func (r *Etcd) Claim(ctx context.Context, h Holding) error {
 	if err != nil {
 		return err
 	}
+	ctx, cancel := bounded(ctx, r.cfg.LeaseTTL)
+	defer cancel()
 	err = r.claim(ctx, h, l, g)
 	var ce *ConflictError
 	if err != nil && !errors.As(err, &ce) {
@@ -224,6 +226,8 @@ func (r *Etcd) Release(ctx context.Context, h Holding, grace time.Duration) erro
 	if err != nil {
 		return err
 	}
+	ctx, cancel := bounded(ctx, r.cfg.LeaseTTL)
+	defer cancel()
 	err = r.release(ctx, h, grace, g)
 	if err != nil {
 		r.countError("release")

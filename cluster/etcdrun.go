@@ -64,6 +64,15 @@ func (o *etcdOwner) start(ctx context.Context) (runCtx context.Context, done fun
 	}, true
 }
 
+// bounded gives ctx a deadline d from now when it has none: every call
+// to etcd has one.
+func bounded(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(ctx, d)
+}
+
 // watchPrefix keeps a view of the keys under prefix current until ctx
 // ends: snapshot reads them and returns the revision it read at, apply
 // gets every change after it, from a watch. After a watch error (etcd

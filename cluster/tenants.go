@@ -101,6 +101,8 @@ func validTenantName(name string) error {
 // Put writes tenant c (replacing one of the same name). The caller
 // validated it as a [[server.clients]] entry.
 func (t *Tenants) Put(ctx context.Context, c Tenant) error {
+	ctx, cancel := bounded(ctx, t.cfg.LeaseTTL)
+	defer cancel()
 	if err := validTenantName(c.Name); err != nil {
 		return err
 	}
@@ -116,6 +118,8 @@ func (t *Tenants) Put(ctx context.Context, c Tenant) error {
 
 // Delete removes tenant name; it reports whether there was one.
 func (t *Tenants) Delete(ctx context.Context, name string) (bool, error) {
+	ctx, cancel := bounded(ctx, t.cfg.LeaseTTL)
+	defer cancel()
 	if err := validTenantName(name); err != nil {
 		return false, err
 	}
@@ -129,6 +133,8 @@ func (t *Tenants) Delete(ctx context.Context, name string) (bool, error) {
 // List reads the tenants from etcd, sorted by name, with the errors of
 // entries that are not tenants.
 func (t *Tenants) List(ctx context.Context) ([]Tenant, []error, error) {
+	ctx, cancel := bounded(ctx, t.cfg.LeaseTTL)
+	defer cancel()
 	resp, err := t.client.Get(ctx, t.prefix, clientv3.WithPrefix())
 	if err != nil {
 		return nil, nil, unavailable(err)

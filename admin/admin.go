@@ -7,7 +7,7 @@
 //	GET  /assets/{file}                     its script and style sheet (never need a token)
 //	GET  /metrics                           Prometheus metrics
 //	GET  /healthz                           200 "ok" while the process runs (never needs a token)
-//	GET  /readyz                            200 "ready", or 503 and the reason
+//	GET  /readyz                            200 "ready" (and why it is degraded), or 503 and the reason
 //	GET  /api/v1/status                     Status as JSON
 //	GET  /api/v1/history                    History as JSON (?after=SEQ: newer samples only)
 //	POST /api/v1/clients/{name}/disconnect  close a client's sessions (server)
@@ -280,11 +280,16 @@ func (s *Server) authorized(r *http.Request) bool {
 }
 
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
-	if ok, reason := s.src.Ready(); !ok {
+	ok, reason := s.src.Ready()
+	if !ok {
 		if reason == "" {
 			reason = "not ready"
 		}
 		text(w, http.StatusServiceUnavailable, reason)
+		return
+	}
+	if reason != "" { // ready, but degraded: say why
+		text(w, http.StatusOK, "ready; "+reason)
 		return
 	}
 	text(w, http.StatusOK, "ready")

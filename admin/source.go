@@ -9,7 +9,9 @@ import "fmt"
 type Daemon interface {
 	// Ready reports whether the daemon is ready (server: its tunnel
 	// listeners are bound; client: its session is authenticated), and
-	// if not, why, in a few words for /readyz.
+	// if not, why, in a few words for /readyz. A ready daemon may give a
+	// reason too: it is degraded (a server whose cluster registry is
+	// unreachable), and /readyz says so with its 200.
 	Ready() (ready bool, reason string)
 	// Status returns a snapshot of the daemon's state. The admin server
 	// sends it as is, only setting Ready and NotReady from Ready.

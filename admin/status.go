@@ -40,6 +40,8 @@ type Status struct {
 	// Server: the routes public connections arrive on (ports, then
 	// domains), with the sessions serving them or their hold.
 	Routes []RouteStatus `json:"routes,omitempty"`
+	// Server in a cluster: its members and the routes each holds.
+	Cluster *ClusterStatus `json:"cluster,omitempty"`
 
 	// Client: the server it connects to and over what (with several,
 	// the first), the current session (nil while disconnected), and why
@@ -305,4 +307,44 @@ func PacingOf(ps transport.PaceState) *PacingStatus {
 		PacingRate: ps.PacingRate, InFlight: ps.InFlight, InFlightCap: ps.InFlightCap,
 		Delivered: ps.Delivered, Resent: ps.Resent, QueueCuts: ps.QueueCuts, ProbeUps: ps.ProbeUps,
 	}
+}
+
+// ClusterStatus is a cluster member's view of its cluster.
+type ClusterStatus struct {
+	// ID is this server's; PeerAddress where the others reach it.
+	ID          string `json:"id"`
+	PeerAddress string `json:"peer_address"`
+	// Error says why the registry is not current (unreachable): the view
+	// is the last one known.
+	Error   string         `json:"error,omitempty"`
+	Members []MemberStatus `json:"members"`
+	// Routes are every holding in the cluster, by key, then server.
+	Routes []ClusterRoute `json:"routes"`
+}
+
+// MemberStatus is one live member, and this server's link to it.
+type MemberStatus struct {
+	ID          string `json:"id"`
+	PeerAddress string `json:"peer_address"`
+	Self        bool   `json:"self,omitempty"`
+	// Link: a peer link to it is up; Forwarding counts the connections
+	// open over it.
+	Link       bool `json:"link,omitempty"`
+	Forwarding int  `json:"forwarding,omitempty"`
+	// ForwardedOut and ForwardedIn count the connections forwarded to it
+	// and from it; BytesSent and BytesReceived their payload, both ways.
+	ForwardedOut  int64 `json:"forwarded_out,omitempty"`
+	ForwardedIn   int64 `json:"forwarded_in,omitempty"`
+	BytesSent     int64 `json:"bytes_sent,omitempty"`
+	BytesReceived int64 `json:"bytes_received,omitempty"`
+}
+
+// ClusterRoute is one server's holding of a route for a client.
+type ClusterRoute struct {
+	Key    string `json:"key"`
+	Client string `json:"client"`
+	Server string `json:"server"`
+	Shared bool   `json:"shared,omitempty"`
+	// Local: this server holds it (a session here serves it).
+	Local bool `json:"local,omitempty"`
 }

@@ -186,12 +186,44 @@ type Conn struct {
 	closed bool // CloseWrite sent
 
 	once sync.Once
+	peer string // the member at the other end of the link
+
+	cutMu sync.Mutex
+	cut   func()
+	isCut bool
 	// counted by the link: payload bytes read and written.
 	in, out *atomic.Int64
 }
 
 // Header is the stream's header.
 func (c *Conn) Header() Header { return c.hdr }
+
+// Peer is the ID of the member at the other end.
+func (c *Conn) Peer() string { return c.peer }
+
+// OnCut installs f, which runs once if the peer link dies (or Peers
+// closes) while c is open: what c relays must end then too.
+func (c *Conn) OnCut(f func()) {
+	c.cutMu.Lock()
+	c.cut = f
+	isCut := c.isCut
+	c.cutMu.Unlock()
+	if isCut {
+		f()
+	}
+}
+
+// kill is the link's end of c: the stream closes and the cut hook runs.
+func (c *Conn) kill() {
+	c.st.Close()
+	c.cutMu.Lock()
+	f := c.cut
+	c.isCut, c.cut = true, nil
+	c.cutMu.Unlock()
+	if f != nil {
+		f()
+	}
+}
 
 func (c *Conn) Read(p []byte) (int, error) {
 	c.rmu.Lock()

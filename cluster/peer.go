@@ -415,7 +415,7 @@ func (p *Peers) serveLink(l *link) {
 	}
 	l.mu.Unlock()
 	for _, c := range conns {
-		c.st.Close() // its relay sees ErrForwardReset and resets
+		c.kill() // its relay sees ErrForwardReset, or its cut, and resets
 	}
 	p.mu.Lock()
 	p.links[l.id] = slices.DeleteFunc(p.links[l.id], func(o *link) bool { return o == l })
@@ -448,7 +448,7 @@ func (p *Peers) serveStream(l *link, st *smux.Stream) {
 }
 
 func (l *link) newConn(st *smux.Stream, h Header) *Conn {
-	c := &Conn{st: st, hdr: h, in: &l.stats.Received, out: &l.stats.Sent}
+	c := &Conn{st: st, hdr: h, peer: l.id, in: &l.stats.Received, out: &l.stats.Sent}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.dead {

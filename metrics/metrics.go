@@ -78,7 +78,7 @@ const (
 
 var reasons = []string{session.CodeUnknownToken, session.CodePortNotAllowed, session.CodePortInUse,
 	session.CodeDomainNotAllowed, session.CodeDomainInUse, session.CodeBadRequest, session.CodeVersion,
-	session.CodeProtocol, session.CodeShuttingDown, session.CodeLimit, ReasonTimeout, ReasonTLS, ReasonOther}
+	session.CodeProtocol, session.CodeShuttingDown, session.CodeLimit, session.CodeUnavailable, ReasonTimeout, ReasonTLS, ReasonOther}
 
 // Reasons of warren_relays_aborted_total: why the daemon itself reset a
 // relayed connection that was still open. RelayAborted counts any other
@@ -196,6 +196,8 @@ type Registry struct {
 	udpFlows          *prometheus.GaugeVec // service
 	udpDatagrams      *prometheus.CounterVec
 	udpDrops          *prometheus.CounterVec
+	forwarded         *prometheus.CounterVec // peer, direction (server in a cluster)
+	forwardedBytes    *prometheus.CounterVec // peer, direction
 	pacing            *pacingCollector
 	cluster           clusterMetrics
 
@@ -271,6 +273,14 @@ func New(cfg Config) (*Registry, error) {
 			Name: "warren_udp_drops_total",
 			Help: "UDP datagrams dropped, and flows ended early, by service and reason.",
 		}, []string{"service", "reason"}),
+		forwarded: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "warren_cluster_forwarded_connections_total",
+			Help: "Public connections forwarded over a peer link, by peer server and direction (out: to the peer; in: from it).",
+		}, []string{"peer", "direction"}),
+		forwardedBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "warren_cluster_forwarded_bytes_total",
+			Help: "Bytes of the public connections this server forwarded, by peer server and direction (in: from the public peer; out: to it).",
+		}, []string{"peer", "direction"}),
 	}
 	rttLabels, rttHelp := []string{"client"}, "Last heartbeat round trip, by client name."
 	if cfg.Role == RoleClient {
@@ -293,7 +303,7 @@ func New(cfg Config) (*Registry, error) {
 	}
 	if cfg.Role == RoleServer {
 		r.cluster = newClusterMetrics()
-		cs = append(cs, r.sessions, r.streamOpen)
+		cs = append(cs, r.sessions, r.streamOpen, r.forwarded, r.forwardedBytes)
 		cs = append(cs, r.cluster.collectors()...)
 	} else {
 		cs = append(cs, r.sessionUp)
@@ -487,6 +497,29 @@ func (r *Registry) AddBytes(service string, in, out int64) {
 	}
 	if out > 0 {
 		r.serviceBytes.WithLabelValues(s, "out").Add(float64(out))
+	}
+}
+
+// Forwarded counts a public connection forwarded to peer (direction
+// "out") or from it ("in"). Peers are the cluster's servers: few.
+func (r *Registry) Forwarded(peer, direction string) {
+	if r == nil {
+		return
+	}
+	r.forwarded.WithLabelValues(peer, direction).Inc()
+}
+
+// AddForwardedBytes counts the bytes of a connection this server forwarded
+// to peer: in from the public peer, out to it.
+func (r *Registry) AddForwardedBytes(peer string, in, out int64) {
+	if r == nil {
+		return
+	}
+	if in > 0 {
+		r.forwardedBytes.WithLabelValues(peer, "in").Add(float64(in))
+	}
+	if out > 0 {
+		r.forwardedBytes.WithLabelValues(peer, "out").Add(float64(out))
 	}
 }
 

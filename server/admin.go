@@ -59,6 +59,13 @@ func (a adminSource) Ready() (bool, string) {
 	if s.closing {
 		return false, "shutting down"
 	}
+	if s.node != nil {
+		// Ready still: local routes and the last known remote ones are
+		// served; only new claims wait for the registry.
+		if err := s.node.reg.Err(); err != nil {
+			return true, "cluster registry unavailable, new claims are refused for now: " + err.Error()
+		}
+	}
 	return true, ""
 }
 
@@ -90,6 +97,7 @@ func (a adminSource) Status() admin.Status {
 	})
 	slices.SortFunc(st.Clients, func(a, b admin.ClientStatus) int { return cmp.Compare(a.Name, b.Name) })
 	st.Routes = s.table.routeStatus()
+	st.Cluster = s.clusterStatus()
 	return st
 }
 

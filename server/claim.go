@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/warren-tunnel/warren/cluster"
 	"github.com/warren-tunnel/warren/internal/domain"
 	"github.com/warren-tunnel/warren/internal/name"
 	"github.com/warren-tunnel/warren/session"
@@ -50,6 +51,9 @@ type claimOp struct {
 type bound struct {
 	ls  map[string]socket // by route key
 	any map[string]int    // any-port service name -> its port in ls
+	// claimed are the holdings recorded in the cluster's registry, by
+	// route key (cluster.go).
+	claimed map[string]cluster.Holding
 }
 
 func (b *bound) close() {
@@ -77,17 +81,23 @@ func (b *bound) close() {
 // what it held, and starts over.
 func (t *table) claim(cs *clientSession, reqs []session.Service) (granted []session.Service, victims []*clientSession, rej *session.RejectError) {
 	op := &claimOp{done: make(chan struct{})}
-	b := &bound{ls: make(map[string]socket), any: make(map[string]int)}
+	b := &bound{ls: make(map[string]socket), any: make(map[string]int), claimed: make(map[string]cluster.Holding)}
 	defer b.close() // what was not committed
 	for rounds, waits := 0, 0; ; rounds++ {
 		t.mu.Lock()
 		p := t.planLocked(cs, reqs, op, b)
+		var regClaims []*want // cluster: what the registry must record first
+		if p.rej == nil && p.wait == nil && len(p.bindPorts) == 0 && len(p.bindAny) == 0 {
+			regClaims = t.claimKeysLocked(cs, p, b)
+		}
 		switch {
 		case p.rej != nil:
+			t.rollbackClaimedLocked(b)
 			t.releaseLocked(op)
 			t.mu.Unlock()
 			return nil, nil, p.rej
 		case p.wait != nil && waits < maxClaimWaits:
+			t.rollbackClaimedLocked(b)
 			t.releaseLocked(op)
 			t.mu.Unlock()
 			b.close()
@@ -95,15 +105,32 @@ func (t *table) claim(cs *clientSession, reqs []session.Service) (granted []sess
 			waits++
 			rounds = -1
 			continue
-		case p.wait == nil && len(p.bindPorts) == 0 && len(p.bindAny) == 0:
+		case p.wait == nil && len(p.bindPorts) == 0 && len(p.bindAny) == 0 && len(regClaims) == 0:
 			granted, victims = t.commitLocked(cs, p, b)
 			t.releaseLocked(op)
 			t.mu.Unlock()
 			return granted, victims, nil
 		case p.wait != nil || rounds == maxClaimRounds:
+			t.rollbackClaimedLocked(b)
 			t.releaseLocked(op)
 			t.mu.Unlock()
 			return nil, nil, session.Rejectf(session.CodeLimit, "the claim of client %q kept changing under other claims; try again", cs.client.name)
+		}
+		if len(regClaims) > 0 {
+			// Cluster (rule 15): record the routes in the registry with no
+			// lock held, their keys reserved, then plan again.
+			for _, w := range regClaims {
+				t.reserved[w.key] = op
+			}
+			t.mu.Unlock()
+			if rej := t.claimRegistry(cs, regClaims, b); rej != nil {
+				t.mu.Lock()
+				t.rollbackClaimedLocked(b)
+				t.releaseLocked(op)
+				t.mu.Unlock()
+				return nil, nil, rej
+			}
+			continue
 		}
 		for _, svc := range p.bindPorts {
 			t.reserved[svc.key()] = op
@@ -117,6 +144,7 @@ func (t *table) claim(cs *clientSession, reqs []session.Service) (granted []sess
 		t.mu.Unlock()
 		if rej := t.bindAll(cs.client, ranges, p, op, b); rej != nil {
 			t.mu.Lock()
+			t.rollbackClaimedLocked(b)
 			t.releaseLocked(op)
 			t.mu.Unlock()
 			return nil, nil, rej
@@ -258,7 +286,7 @@ func (t *table) planLocked(cs *clientSession, reqs []session.Service, op *claimO
 			continue
 		}
 		w.r = r
-		if p.mine[r] {
+		if p.mine[r] || r.remoteOnlyLocked() { // remote only: the registry's Claim decides
 			continue
 		}
 		if rej := t.mayJoinLocked(cs, w.svc, r, p.victims); rej != nil {
@@ -445,8 +473,12 @@ func (t *table) commitLocked(cs *clientSession, p *plan, b *bound) (granted []se
 			}
 			continue
 		}
+		if w.r.remoteOnlyLocked() {
+			w.r.adoptLocked(cs, w.svc)
+		}
 		t.addMemberLocked(w.r, &member{cs: cs, service: w.svc.name})
 	}
+	clear(b.claimed) // committed: the routes hold them now
 	for _, r := range cs.routes {
 		if !kept[r] {
 			t.leaveRouteLocked(cs, r)

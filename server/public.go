@@ -24,15 +24,34 @@ func (s *Server) servePort(r *route) {
 // first. It waits for a member while the route is held, and tries another
 // member when opening a stream fails.
 func (s *Server) serveConn(r *route, c net.Conn, prefix []byte) {
+	s.serveConnFrom(r, c, prefix, false)
+}
+
+// serveConnFrom is serveConn; in a cluster, a connection with no live
+// session here goes to a server that holds r (forward), unless it was
+// forwarded here (forwarded: no second hop).
+func (s *Server) serveConnFrom(r *route, c net.Conn, prefix []byte, forwarded bool) {
 	s.active.Add(1)
 	defer s.active.Add(-1)
 	accepted := s.edges.clock.Now()
 	peer := c.RemoteAddr().String()
 	tried := make(map[*member]bool)
-	service := r.service       // the metrics label until a member takes it
-	var failed metrics.Outcome // why the last member tried did not take it
+	service, owner := s.table.owner(r) // service: the metrics label until a member takes it
+	var failed metrics.Outcome         // why the last member tried did not take it
+	var skip map[string]bool           // servers that failed to take it
+	if s.node != nil && !forwarded {
+		skip = make(map[string]bool)
+	}
 	for {
-		m, err := s.table.pick(r, tried, s.stopping)
+		m, h, err := s.table.pickFor(r, tried, skip, s.stopping)
+		if h != nil {
+			if s.forward(r, c, prefix, *h) {
+				return
+			}
+			skip[h.Server] = true
+			failed = metrics.OutcomeAborted
+			continue
+		}
 		if err != nil {
 			reason := err.Error()
 			if errors.Is(err, errRouteGone) && len(tried) > 0 {
@@ -42,7 +61,7 @@ func (s *Server) serveConn(r *route, c net.Conn, prefix []byte) {
 				}
 			}
 			s.log.Info("public connection refused", "route", r.key, "peer", peer, "reason", reason)
-			s.rec.Event(admin.Event{Kind: admin.EventConnRefused, Client: r.client.name, Remote: peer, Route: describeRoute(r), Reason: reason})
+			s.rec.Event(admin.Event{Kind: admin.EventConnRefused, Client: owner, Remote: peer, Route: describeRoute(r), Reason: reason})
 			refuseRoute(r, c, reason)
 			s.metrics.PublicConn(service, refusedOutcome(err, failed, s.stopping))
 			return

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/warren-tunnel/warren/clock"
+	"github.com/warren-tunnel/warren/cluster"
 	"github.com/warren-tunnel/warren/internal/domain"
 	"github.com/warren-tunnel/warren/session"
 )
@@ -48,6 +49,13 @@ type route struct {
 	hold      clock.Timer   // ends the hold
 	wake      chan struct{} // closed and replaced when members change
 	waiting   int           // connections waiting for a member
+	// In a cluster (cluster.go): the route's holdings on other servers,
+	// as the registry's view has them, and the round-robin cursor among
+	// them. remoteHeld: the route is held (heldUntil) for a client that
+	// held it only elsewhere and went, as its registry reservation is.
+	remote     []cluster.Holding
+	remoteNext int
+	remoteHeld bool
 }
 
 // member is one session serving a route, as one of its services.
@@ -138,6 +146,15 @@ func (r *route) removeMemberLocked(cs *clientSession) {
 // waits until the route has one, or its hold ends, or give is closed.
 // tried lists members that already failed this connection.
 func (t *table) pick(r *route, tried map[*member]bool, give <-chan struct{}) (*member, error) {
+	m, _, err := t.pickFor(r, tried, nil, give)
+	return m, err
+}
+
+// pickFor is pick in a cluster: with no live member here, a connection
+// that may be forwarded (skip non-nil; a forwarded one may not) goes to
+// a holding on another server, round robin, skipping the servers in
+// skip, which already failed it. It returns the member or the holding.
+func (t *table) pickFor(r *route, tried map[*member]bool, skip map[string]bool, give <-chan struct{}) (*member, *cluster.Holding, error) {
 	t.mu.Lock()
 	counted := false
 	defer func() {
@@ -150,24 +167,29 @@ func (t *table) pick(r *route, tried map[*member]bool, give <-chan struct{}) (*m
 	for {
 		select {
 		case <-r.done:
-			return nil, errRouteGone
+			return nil, nil, errRouteGone
 		default:
 		}
 		if m := r.pickLocked(tried); m != nil {
-			return m, nil
+			return m, nil, nil
+		}
+		if skip != nil {
+			if h := r.pickRemoteLocked(skip); h != nil {
+				return nil, h, nil
+			}
 		}
 		// Wait while the route is held, or a member is still in its
 		// handshake (a client coming back adopts its held route so).
 		wait := r.heldUntil.Sub(t.clock.Now())
 		if r.heldUntil.IsZero() {
 			if !r.joiningLocked() {
-				return nil, errRouteGone // members, but all failed
+				return nil, nil, errRouteGone // members, but all failed
 			}
 			wait = t.cfg.handshakeTimeout
 		}
 		if !counted {
 			if r.waiting >= t.cfg.maxWaiting {
-				return nil, errTooManyWaiting
+				return nil, nil, errTooManyWaiting
 			}
 			r.waiting++
 			counted = true
@@ -185,11 +207,11 @@ func (t *table) pick(r *route, tried map[*member]bool, give <-chan struct{}) (*m
 		t.mu.Lock()
 		select {
 		case <-give:
-			return nil, errRouteGone
+			return nil, nil, errRouteGone
 		default:
 		}
-		if len(r.members) == 0 && !r.heldUntil.IsZero() && t.clock.Now().After(r.heldUntil) {
-			return nil, errGraceOver
+		if len(r.members) == 0 && len(r.remote) == 0 && !r.heldUntil.IsZero() && t.clock.Now().After(r.heldUntil) {
+			return nil, nil, errGraceOver
 		}
 	}
 }
@@ -236,6 +258,20 @@ func (r *route) pickLocked(tried map[*member]bool) *member {
 		r.next = (r.next + 1) % n
 	}
 	return best
+}
+
+// pickRemoteLocked is the next holding of r on another server, round
+// robin, that is not in skip; nil if none.
+func (r *route) pickRemoteLocked(skip map[string]bool) *cluster.Holding {
+	n := len(r.remote)
+	for i := range n {
+		h := r.remote[(r.remoteNext+i)%n]
+		if !skip[h.Server] {
+			r.remoteNext = (r.remoteNext + i + 1) % n
+			return &h
+		}
+	}
+	return nil
 }
 
 // joiningLocked reports whether a member is still in its handshake, or

@@ -46,6 +46,7 @@ type Server struct {
 	rec         *admin.Recorder   // nil: none (SetRecorder)
 	started     time.Time
 	changed     signal // sessions, routes or handshakes changed (Changed)
+	node        *node  // in a cluster (WithRegistry): forward.go
 
 	ready chan struct{}
 
@@ -145,6 +146,11 @@ func New(cfg Config, log *slog.Logger, opts ...Option) (*Server, error) {
 		tokens = append(tokens, []byte(c.Token))
 	}
 	s.table.setClientsLocked(clients, tokens) // nothing else has the table yet
+	if e.registry != nil {
+		if err := s.newNode(); err != nil {
+			return nil, err
+		}
+	}
 	return s, nil
 }
 
@@ -205,14 +211,28 @@ func (s *Server) Run(ctx context.Context) error {
 	defer release()
 	s.poll = poll
 
+	var peerL net.Listener
+	if s.node != nil {
+		l, err := s.edges.listen("tcp", s.node.addr)
+		if err != nil {
+			return fmt.Errorf("server.cluster.peer_listen: %w", err)
+		}
+		peerL = l
+	}
 	ls, err := s.listen()
 	if err != nil {
+		if peerL != nil {
+			peerL.Close()
+		}
 		return err
 	}
 	eps, err := s.listenEntries()
 	if err != nil {
 		for _, l := range ls {
 			l.l.Close()
+		}
+		if peerL != nil {
+			peerL.Close()
 		}
 		return err
 	}
@@ -227,8 +247,15 @@ func (s *Server) Run(ctx context.Context) error {
 	for _, l := range ls {
 		wg.Go(func() { s.acceptTunnel(l, &wg) })
 	}
+	nodeStop := make(chan struct{})
+	var nodeWG sync.WaitGroup
+	if s.node != nil {
+		nodeWG.Go(func() { s.runNode(peerL, nodeStop) })
+	}
 	<-ctx.Done()
 	s.shutdown()
+	close(nodeStop)
+	nodeWG.Wait()
 	wg.Wait()
 	s.log.Info("server stopped")
 	return nil
@@ -450,6 +477,10 @@ func (s *Server) shutdown() {
 		wg.Go(func() { cs.sess.Close(session.CodeShuttingDown, "shutting down") })
 	}
 	wg.Wait()
+	if s.node != nil {
+		// Forwarded connections, both ways, end with the peer links.
+		s.node.peers.Close()
+	}
 	<-drained // the sessions' streams are gone, so their relays are
 
 	s.mu.Lock()

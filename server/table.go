@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/warren-tunnel/warren/clock"
+	"github.com/warren-tunnel/warren/cluster"
 	"github.com/warren-tunnel/warren/session"
 )
 
@@ -84,6 +85,40 @@ import (
 //     sessions whose claims the client may no longer make, are released
 //     (closed by the caller; their routes are not held), and held routes
 //     of removed clients go at once.
+//
+// In a cluster (WithRegistry; cluster.go, forward.go), beside the rules
+// above, which hold among this server's sessions:
+//
+//  15. Registry claims: before it commits, a claim records in the registry
+//     every route its client does not serve here yet (Registry.Claim),
+//     with no lock held and the keys reserved as for binding (rule 12).
+//     The registry decides between this server and the others: a
+//     *ConflictError refuses the claim (port_in_use, domain_in_use, naming
+//     the holder and its server); an unreachable registry refuses it as
+//     temporary (registry_unavailable to a client that said
+//     Auth.Unavailable, limit to others). What a claim recorded and did
+//     not commit is released.
+//  16. Registry releases: when a route's last session of a client leaves,
+//     this server's holding goes from the registry, reserved for the
+//     client for reconnect_grace when the route is held (rule 9), else
+//     at once. Releases are queued under the lock and made by one
+//     goroutine with the key reserved; one whose client serves the route
+//     here again by then is dropped. Nothing is released once the table
+//     is closing: the registry releases a leaving member's holdings with
+//     the grace.
+//  17. Remote routes: every TCP port and domain another server holds has
+//     a route here (a listener, an entry), with those holdings (remote);
+//     UDP ports are not forwarded. Such a route with no session here is
+//     remote-only: a claim on it is the registry's to decide, and the
+//     claiming session adopts it (its listener, with no gap). A route
+//     whose last holding elsewhere went is held for reconnect_grace, as
+//     the registry keeps the key for its client, then removed.
+//  18. Picking in a cluster: live sessions here first (rule 11), then the
+//     holdings elsewhere, round robin, skipping servers that failed the
+//     connection. A connection forwarded here is served by a session here
+//     or refused: never forwarded again.
+//  19. A route's owner (client, service, shared) changes only under the
+//     lock, when a session adopts a remote-only route: read it with owner.
 type table struct {
 	cfg     tableConfig
 	clock   clock.Clock
@@ -102,6 +137,13 @@ type table struct {
 	sessions map[*clientSession]struct{}
 	routes   map[string]*route
 	reserved map[string]*claimOp // keys a claim in flight is binding
+
+	// In a cluster (cluster.go): the registry, this server's ID, and the
+	// releases of holdings waiting for releaser.
+	reg      cluster.Registry
+	self     string
+	releases []release
+	relWake  chan struct{} // closed and replaced when releases grows
 }
 
 // tableConfig is what the table takes from the server's config; a reload
@@ -120,6 +162,7 @@ func newTable(cfg tableConfig, clk clock.Clock, log *slog.Logger, changed *signa
 		sessions: make(map[*clientSession]struct{}),
 		routes:   make(map[string]*route),
 		reserved: make(map[string]*claimOp),
+		relWake:  make(chan struct{}),
 	}
 }
 
@@ -226,12 +269,17 @@ func (t *table) close() []io.Closer {
 func (t *table) leaveLocked(cs *clientSession, hold bool) {
 	for _, r := range cs.routes {
 		r.removeMemberLocked(cs)
+		held := len(r.members) == 0 && hold && t.cfg.grace > 0 && !t.closing
+		t.leftLocked(r, cs.client, held)
 		if len(r.members) > 0 {
 			continue
 		}
-		if hold && t.cfg.grace > 0 && !t.closing {
+		switch {
+		case held:
 			t.holdLocked(r)
-		} else {
+		case len(r.remote) > 0:
+			// Served elsewhere in the cluster: keep its listener.
+		default:
 			t.removeRouteLocked(r)
 		}
 	}
@@ -245,8 +293,9 @@ func (t *table) leaveLocked(cs *clientSession, hold bool) {
 // is left empty (cs stopped claiming it on purpose).
 func (t *table) leaveRouteLocked(cs *clientSession, r *route) {
 	r.removeMemberLocked(cs)
+	t.leftLocked(r, cs.client, false)
 	t.changed.Notify()
-	if len(r.members) == 0 {
+	if len(r.members) == 0 && len(r.remote) == 0 {
 		t.removeRouteLocked(r)
 	}
 }
@@ -255,6 +304,7 @@ func (t *table) leaveRouteLocked(cs *clientSession, r *route) {
 func (t *table) addMemberLocked(r *route, m *member) {
 	r.members = append(r.members, m)
 	r.heldUntil = time.Time{}
+	r.remoteHeld = false
 	if r.hold != nil {
 		r.hold.Stop()
 		r.hold = nil
@@ -272,6 +322,12 @@ func (t *table) holdLocked(r *route) {
 		defer t.mu.Unlock()
 		if len(r.members) == 0 && t.routes[r.key] == r {
 			t.log.Info("reconnect grace over; released", "route", r.key, "client", r.client.name)
+			if len(r.remote) > 0 { // served elsewhere in the cluster now
+				r.heldUntil, r.hold, r.remoteHeld = time.Time{}, nil, false
+				r.wakeLocked()
+				t.changed.Notify()
+				return
+			}
 			t.removeRouteLocked(r)
 		}
 	})

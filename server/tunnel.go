@@ -40,6 +40,9 @@ type clientSession struct {
 	// claimsOther: the session claims visitors or takes dial streams,
 	// so it may claim no service at all.
 	claimsOther bool
+	// unavailable: the client retries on registry_unavailable
+	// (Auth.Unavailable).
+	unavailable bool
 	visitors    []session.Visitor                 // as answered in Welcome; fixed
 	stats       map[string]*admin.ServiceCounters // by service name, during the session; fixed once sess is set
 
@@ -77,7 +80,7 @@ func (s *Server) serveTunnel(c net.Conn, transportName string) {
 		return
 	}
 	cs := &clientSession{client: clients[idx], id: session.NewID(), instance: p.Request.Instance, accepted: accepted, group: p.Request.Group, transport: transportName, remote: remote, conn: c,
-		private: p.Request.Private, claimsOther: len(p.Request.Visitors) > 0 || p.Request.Dial}
+		private: p.Request.Private, claimsOther: len(p.Request.Visitors) > 0 || p.Request.Dial, unavailable: p.Request.Unavailable}
 	log = log.With("client", cs.client.name, "session", cs.id)
 	cs.log = log
 	visitors, rej := s.table.checkVisitors(cs.client, p.Request.Visitors)

@@ -42,6 +42,10 @@ const (
 	CodeReplaced         = "replaced"
 	CodeProtocol         = "protocol"
 	CodeClosed           = "closed"
+	// CodeUnavailable: a claim needs the cluster's registry, which the
+	// server cannot reach now. Temporary; sent only to a client that said
+	// Auth.Unavailable (others get CodeLimit, which they already retry).
+	CodeUnavailable = "registry_unavailable"
 )
 
 // RejectError is the server's refusal of a client, as both sides report it.
@@ -58,10 +62,11 @@ func (e *RejectError) Error() string {
 }
 
 // Temporary reports whether the same request may succeed later: the
-// server was shutting down or at a limit. Every other rejection needs a
+// server was shutting down, at a limit, or could not reach its cluster's
+// registry. Every other rejection needs a
 // change of configuration on one side.
 func (e *RejectError) Temporary() bool {
-	return e.Code == CodeShuttingDown || e.Code == CodeLimit
+	return e.Code == CodeShuttingDown || e.Code == CodeLimit || e.Code == CodeUnavailable
 }
 
 // Rejectf returns a *RejectError with a formatted reason.

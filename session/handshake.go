@@ -279,6 +279,7 @@ func ConnectWith(hsDeadline time.Time, conn net.Conn, cfg Config, log *slog.Logg
 		Private:     claims.Private,
 		Visitors:    claims.Visitors,
 		Dial:        claims.Dial,
+		Unavailable: true, // RejectError.Temporary knows registry_unavailable
 	}
 	if err := writeFrame(ctrl, typeAuth, auth); err != nil {
 		return fail(fmt.Errorf("sending auth: %w", err))

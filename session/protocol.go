@@ -163,6 +163,11 @@ type Auth struct {
 	// Dial says the client takes dial streams (Header.Target): the server
 	// may ask it to dial an address, which its own policy checks.
 	Dial bool `json:"dial,omitempty"`
+	// Unavailable says the client treats the reject code
+	// registry_unavailable as temporary (it retries). A server in a
+	// cluster sends that code only to such a client, and limit to others:
+	// an older client would give up on an unknown code.
+	Unavailable bool `json:"unavailable,omitempty"`
 }
 
 // Visitor is a client's claim to reach another client's private service

@@ -254,6 +254,9 @@ func (t *table) syncRemote(view []cluster.Holding) {
 		if len(r.members) > 0 {
 			continue
 		}
+		if len(hs) > 0 && r.remoteOnlyLocked() { // the owner is the registry's
+			r.client, r.shared = t.clientNamedLocked(hs[0].Client), hs[0].Shared
+		}
 		switch {
 		case len(hs) > 0 && r.remoteHeld: // its client is back, elsewhere
 			r.hold.Stop()
@@ -310,16 +313,22 @@ func (t *table) syncRemote(view []cluster.Holding) {
 
 // remoteRouteLocked is a new route for the holdings hs of other servers.
 func (t *table) remoteRouteLocked(key string, hs []cluster.Holding) *route {
-	c := &clientEntry{name: hs[0].Client}
-	for _, e := range t.clients {
-		if e.name == hs[0].Client {
-			c = e
-		}
-	}
-	r := newRoute(key, hs[0].Shared, c)
+	r := newRoute(key, hs[0].Shared, t.clientNamedLocked(hs[0].Client))
 	r.service = "cluster"
 	r.remote = hs
 	return r
+}
+
+// clientNamedLocked is the configured client name, or a stand-in for a
+// client this server does not know (another server's tenant): routes
+// name their client in messages.
+func (t *table) clientNamedLocked(name string) *clientEntry {
+	for _, e := range t.clients {
+		if e.name == name {
+			return e
+		}
+	}
+	return &clientEntry{name: name}
 }
 
 // holdRemoteLocked keeps a route whose last holding elsewhere went for

@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"io"
 	"math/big"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -380,4 +381,58 @@ func TestClusterWrongPeerToken(t *testing.T) {
 		t.Fatalf("s1's link to s0: %+v", m)
 	}
 	w.RoundTrip(harness.PublicAddrAt(0, pa))
+}
+
+// TestClusterShared: a shared port served by two clients on two servers:
+// a server with a session of its own serves it locally; one without
+// balances over both, round robin.
+func TestClusterShared(t *testing.T) {
+	leaktest.Check(t)
+	c := newCluster(t, harness.TCP, 3, time.Minute)
+	c.startAll()
+	w := c.w
+	say := func(who string) string {
+		return w.Backend(func(conn net.Conn) {
+			io.WriteString(conn, who)
+			conn.Close()
+		})
+	}
+	port := w.PublicPort(3)
+	a := w.StartClient(w.ClientConfig(c.srvs[0], harness.TokenOffice, client.Service{Name: "s", Target: say("office"), RemotePort: port, Shared: true}))
+	b := w.StartClient(w.ClientConfig(c.srvs[1], harness.TokenOther, client.Service{Name: "s", Target: say("other"), RemotePort: port, Shared: true}))
+	a.WaitSession(1)
+	b.WaitSession(1)
+	key := "port:" + strconv.Itoa(port)
+	c.srvs[2].WaitFor("both holders in s2's view", func() (bool, string) {
+		n := 0
+		for _, h := range c.regs[2].Holders(key) {
+			if h.Server != "s2" {
+				n++
+			}
+		}
+		return n == 2, strconv.Itoa(n)
+	})
+	c.waitRoutes(key)
+	read := func(i int) string {
+		conn := w.Dial(harness.PublicAddrAt(i, port))
+		defer conn.Close()
+		conn.SetDeadline(time.Now().Add(harness.WaitTimeout))
+		b, err := io.ReadAll(conn)
+		if err != nil {
+			t.Fatalf("s%d: %v", i, err)
+		}
+		return string(b)
+	}
+	seen := map[string]int{}
+	for range 6 {
+		seen[read(2)]++
+	}
+	if seen["office"] != 3 || seen["other"] != 3 {
+		t.Fatalf("through s2: %v, want 3 each (round robin)", seen)
+	}
+	for range 3 {
+		if got := read(0); got != "office" {
+			t.Fatalf("through s0: %q, want its own session's", got)
+		}
+	}
 }

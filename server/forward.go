@@ -242,7 +242,7 @@ func (s *Server) clusterStatus() *admin.ClusterStatus {
 	if n == nil {
 		return nil
 	}
-	st := &admin.ClusterStatus{ID: n.id, PeerAddress: s.cfg.Cluster.PeerAddress}
+	st := &admin.ClusterStatus{ID: n.id, PeerAddress: s.cfg.Cluster.PeerAddress, Members: []admin.MemberStatus{}, Routes: []admin.ClusterRoute{}}
 	if err := n.reg.Err(); err != nil {
 		st.Error = err.Error()
 	}

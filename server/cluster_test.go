@@ -194,7 +194,7 @@ func TestClusterForwarding(t *testing.T) {
 			w := c.w
 			echo := w.Backend(harness.Echo)
 			web := w.HTTPBackend(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
-				io.WriteString(rw, "web of office from "+r.Header.Get("X-Forwarded-For"))
+				io.WriteString(rw, "web of office")
 			}))
 			pa, pb := w.PublicPort(3), w.PublicPort(3)
 			a := w.StartClient(w.ClientConfig(c.srvs[0], harness.TokenOffice,
@@ -436,3 +436,42 @@ func TestClusterShared(t *testing.T) {
 		}
 	}
 }
+
+// TestClusterProxyProtocol: a forwarded connection reaches the backend
+// with the real public peer in its PROXY header, not the peer link's.
+func TestClusterProxyProtocol(t *testing.T) {
+	leaktest.Check(t)
+	c := newCluster(t, harness.TCP, 2, time.Minute)
+	c.startAll()
+	w := c.w
+	line := w.Backend(func(conn net.Conn) { // answers with the PROXY line it got
+		conn.SetDeadline(time.Now().Add(harness.WaitTimeout))
+		b := make([]byte, 0, 108)
+		one := make([]byte, 1)
+		for len(b) < 107 && !strings.HasSuffix(string(b), "\r\n") {
+			if _, err := conn.Read(one); err != nil {
+				break
+			}
+			b = append(b, one[0])
+		}
+		conn.Write(b)
+		conn.Close()
+	})
+	port := w.PublicPort(2)
+	a := w.StartClient(w.ClientConfig(c.srvs[0], harness.TokenOffice, client.Service{Name: "p", Target: line, RemotePort: port, ProxyProtocol: "v1"}))
+	a.WaitSession(1)
+	c.waitRoutes("port:" + strconv.Itoa(port))
+	conn := w.Dial(harness.PublicAddrAt(1, port))
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(harness.WaitTimeout))
+	got, err := io.ReadAll(conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := conn.LocalAddr().(*net.TCPAddr)
+	want := fmt.Sprintf("PROXY TCP4 %s %s %d %d\r\n", src.IP, harness.ServerIP(1), src.Port, port)
+	if string(got) != want {
+		t.Fatalf("PROXY header through s1: %q, want %q", got, want)
+	}
+}
+

@@ -474,4 +474,3 @@ func TestClusterProxyProtocol(t *testing.T) {
 		t.Fatalf("PROXY header through s1: %q, want %q", got, want)
 	}
 }
-

@@ -96,6 +96,9 @@ type Peers struct {
 	dialing   map[string]*dialOp
 	listeners []net.Listener
 	stats     map[string]*PeerStats
+	failed    map[string]dialFailure // the last failed dial per member, for dialBackoff
+
+	handshakes chan struct{} // one token per link in its handshake (maxHandshakes)
 
 	wg   sync.WaitGroup
 	die  chan struct{}
@@ -109,6 +112,20 @@ type PeerStats struct {
 	Out, In atomic.Int64
 	// Sent and Received count the payload bytes to and from the peer.
 	Sent, Received atomic.Int64
+}
+
+// maxHandshakes caps the accepted links in their TLS and auth at once:
+// what an unauthenticated stranger can make this server hold.
+const maxHandshakes = 64
+
+// dialBackoff: after a failed dial, the connections to forward to that
+// member fail at once for this long instead of each dialing again (a
+// dead member, or one with another token, until the registry drops it).
+const dialBackoff = time.Second
+
+type dialFailure struct {
+	at  time.Time
+	err error
 }
 
 type dialOp struct {
@@ -147,7 +164,8 @@ func NewPeers(cfg PeerConfig, handle func(*Conn)) *Peers {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Peers{cfg: cfg, handle: handle, log: log, links: make(map[string][]*link), dialing: make(map[string]*dialOp), stats: make(map[string]*PeerStats), die: make(chan struct{})}
+	return &Peers{cfg: cfg, handle: handle, log: log, links: make(map[string][]*link), dialing: make(map[string]*dialOp),
+		stats: make(map[string]*PeerStats), failed: make(map[string]dialFailure), handshakes: make(chan struct{}, maxHandshakes), die: make(chan struct{})}
 }
 
 // Serve accepts links on l until l fails or Peers is closed (it closes
@@ -178,7 +196,15 @@ func (p *Peers) Serve(l net.Listener) error {
 			l.Close()
 			return err
 		}
+		select {
+		case p.handshakes <- struct{}{}:
+		default:
+			p.log.Warn("peer link refused: too many in their handshake", "remote", c.RemoteAddr().String(), "max", maxHandshakes)
+			c.Close()
+			continue
+		}
 		if !p.goWG(func() { p.accept(c) }) {
+			<-p.handshakes
 			c.Close()
 		}
 	}
@@ -199,6 +225,7 @@ func (p *Peers) accept(raw net.Conn) {
 	raw.SetDeadline(time.Now().Add(p.cfg.HandshakeTimeout))
 	c := tls.Server(raw, p.cfg.TLS)
 	id, err := p.authAccept(c)
+	<-p.handshakes
 	if err != nil {
 		p.log.Warn("peer link refused", "remote", raw.RemoteAddr().String(), "err", err)
 		raw.Close()
@@ -537,6 +564,10 @@ func (p *Peers) link(ctx context.Context, m Member) (*link, error) {
 				return l, nil
 			}
 		}
+		if f, ok := p.failed[m.ID]; ok && time.Since(f.at) < dialBackoff {
+			p.mu.Unlock()
+			return nil, f.err
+		}
 		if op := p.dialing[m.ID]; op != nil {
 			p.mu.Unlock()
 			select {
@@ -555,6 +586,11 @@ func (p *Peers) link(ctx context.Context, m Member) (*link, error) {
 		op.l, op.err = p.dial(ctx, m.ID, m.PeerAddress)
 		p.mu.Lock()
 		delete(p.dialing, m.ID)
+		if op.err != nil && ctx.Err() == nil {
+			p.failed[m.ID] = dialFailure{at: time.Now(), err: op.err}
+		} else {
+			delete(p.failed, m.ID)
+		}
 		p.mu.Unlock()
 		close(op.done)
 		if op.err != nil {
@@ -569,6 +605,7 @@ func (p *Peers) link(ctx context.Context, m Member) (*link, error) {
 // connections forwarded over them are reset.
 func (p *Peers) Drop(id string) {
 	p.mu.Lock()
+	delete(p.failed, id)
 	ls := slices.Clone(p.links[id])
 	p.mu.Unlock()
 	for _, l := range ls {

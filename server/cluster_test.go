@@ -47,6 +47,7 @@ type testCluster struct {
 	srvs     []*harness.Server
 	regs     []cluster.Registry
 	httpPort int
+	certs    string // the CA and certificates: ca.pem, <id>.pem, <id>.key; "tester" for a test's own peer
 }
 
 // writeCA writes a cluster CA and a certificate for each of ids into dir;
@@ -96,7 +97,8 @@ func newCluster(t *testing.T, kind string, n int, grace time.Duration) *testClus
 	for i := range ids {
 		ids[i] = "s" + strconv.Itoa(i)
 	}
-	ca := writeCA(t, dir, ids...)
+	ca := writeCA(t, dir, append(ids, "tester")...)
+	c.certs = dir
 	for i := range c.cfgs {
 		cfg := &c.cfgs[i]
 		cfg.ReconnectGrace = grace
@@ -472,5 +474,49 @@ func TestClusterProxyProtocol(t *testing.T) {
 	want := fmt.Sprintf("PROXY TCP4 %s %s %d %d\r\n", src.IP, harness.ServerIP(1), src.Port, port)
 	if string(got) != want {
 		t.Fatalf("PROXY header through s1: %q, want %q", got, want)
+	}
+}
+
+// TestClusterForwardedRefused: a forwarded connection for a route with no
+// session on the server it reaches is refused (no second hop), as is one
+// for a route nobody holds; one for a local session is served.
+func TestClusterForwardedRefused(t *testing.T) {
+	leaktest.Check(t)
+	c := newCluster(t, harness.TCP, 2, time.Minute)
+	c.startAll()
+	w := c.w
+	port := w.PublicPort(2)
+	a := w.StartClient(w.ClientConfig(c.srvs[0], harness.TokenOffice, client.Service{Name: "a", Target: w.Backend(harness.Echo), RemotePort: port}))
+	a.WaitSession(1)
+	key := "port:" + strconv.Itoa(port)
+	c.waitRoutes(key)
+	cc := cluster.Config{CA: filepath.Join(c.certs, "ca.pem"), Cert: filepath.Join(c.certs, "tester.pem"), Key: filepath.Join(c.certs, "tester.key")}
+	tc, err := cc.PeerTLS(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := cluster.NewPeers(cluster.PeerConfig{ID: "tester", Token: []byte(peerToken), TLS: tc}, func(c *cluster.Conn) { c.Refuse("not here") })
+	defer p.Close()
+	at := func(i int) cluster.Member {
+		return cluster.Member{ID: c.cfgs[i].Cluster.ID, PeerAddress: c.cfgs[i].Cluster.PeerAddress}
+	}
+	ctx := context.Background()
+	hdr := cluster.Header{Key: key, Peer: "192.0.2.9:4000", Local: harness.PublicAddrAt(1, port)}
+	if _, err := p.Open(ctx, at(1), hdr); !errors.Is(err, cluster.ErrRefused) || !strings.Contains(err.Error(), "no session serves "+key+" on server s1") {
+		t.Fatalf("forwarded to a server without a session: %v", err)
+	}
+	if _, err := p.Open(ctx, at(0), cluster.Header{Key: "port:1"}); !errors.Is(err, cluster.ErrRefused) {
+		t.Fatalf("forwarded for a route nobody holds: %v", err)
+	}
+	fc, err := p.Open(ctx, at(0), hdr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fc.Close()
+	fc.Write([]byte("hop"))
+	fc.CloseWrite()
+	fc.SetDeadline(time.Now().Add(harness.WaitTimeout))
+	if got, err := io.ReadAll(fc); err != nil || string(got) != "hop" {
+		t.Fatalf("forwarded to the holder: %q %v", got, err)
 	}
 }

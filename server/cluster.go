@@ -352,19 +352,15 @@ func (t *table) holdRemoteLocked(r *route) {
 	t.changed.Notify()
 }
 
-// liveFor reports whether a session here may take a connection on the
-// route key now: what a forwarded connection needs (no second hop).
-func (t *table) liveFor(key string) *route {
+// servedHere returns the route of key when a session here serves it,
+// live or still in its handshake (its claim is in the registry before
+// the session is up; pick waits for it then): what a forwarded
+// connection needs, for there is no second hop. Nil otherwise.
+func (t *table) servedHere(key string) *route {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	r := t.routes[key]
-	if r == nil {
-		return nil
-	}
-	for _, m := range r.members {
-		if m.cs.sess != nil && m.cs.sess.Err() == nil {
-			return r
-		}
+	if r := t.routes[key]; r != nil && len(r.members) > 0 {
+		return r
 	}
 	return nil
 }

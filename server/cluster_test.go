@@ -288,10 +288,12 @@ func TestClusterServerStops(t *testing.T) {
 	cl := w.StartClient(cfg)
 	cl.WaitSession(1)
 	c.waitRoutes("port:"+strconv.Itoa(pd), "port:"+strconv.Itoa(pe))
-	holder := 0
-	if len(c.srvs[1].Sessions()) == 1 {
-		holder = 1
+	// The holder, as the registry says (its claim precedes the Welcome).
+	hs := c.regs[2].Holders("port:" + strconv.Itoa(pd))
+	if len(hs) != 1 {
+		t.Fatalf("holders: %v", hs)
 	}
+	holder, _ := strconv.Atoi(strings.TrimPrefix(hs[0].Server, "s"))
 	// A download through s2, forwarded to the holder.
 	conn := w.Dial(harness.PublicAddrAt(2, pd))
 	conn.SetDeadline(time.Now().Add(harness.WaitTimeout))

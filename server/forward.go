@@ -220,10 +220,10 @@ func resetConn(c net.Conn) {
 }
 
 // serveForwarded serves a connection another server forwarded here: by a
-// live session of its route, else refused (no second hop).
+// session of its route here, else refused (no second hop).
 func (s *Server) serveForwarded(c *cluster.Conn) {
 	key := c.Header().Key
-	r := s.table.liveFor(key)
+	r := s.table.servedHere(key)
 	if r == nil || s.isStopping() {
 		c.Refuse(fmt.Sprintf("no session serves %s on server %s", key, s.node.id))
 		return

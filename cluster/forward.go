@@ -55,7 +55,7 @@ var ErrHeader = errors.New("bad forwarded-connection header")
 var ErrForwardReset = errors.New("forwarded connection reset")
 
 // ErrRefused is wrapped by the error of a forwarded connection the other
-// server refused (it has no live session for the route).
+// server refused (no session there serves the route).
 var ErrRefused = errors.New("forwarded connection refused")
 
 // Encode returns h's wire form.

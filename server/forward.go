@@ -23,7 +23,7 @@ import (
 // session here can take, one hop over a peer link (cluster.Peers), to a
 // server that holds its route. A connection forwarded to this server is
 // served by a session here as if it had arrived here, from the original
-// public peer; one whose route has no live session here is refused, never
+// public peer; one whose route no session here serves is refused, never
 // forwarded again.
 
 // forwardTimeout bounds opening a forwarded connection: the link's dial

@@ -286,7 +286,7 @@ func (t *table) planLocked(cs *clientSession, reqs []session.Service, op *claimO
 			continue
 		}
 		w.r = r
-		if p.mine[r] || r.remoteOnlyLocked() { // remote only: the registry's Claim decides
+		if p.mine[r] || t.reg != nil && r.remoteOnlyLocked() { // remote only: the registry's Claim decides
 			continue
 		}
 		if rej := t.mayJoinLocked(cs, w.svc, r, p.victims); rej != nil {
@@ -473,8 +473,8 @@ func (t *table) commitLocked(cs *clientSession, p *plan, b *bound) (granted []se
 			}
 			continue
 		}
-		if w.r.remoteOnlyLocked() {
-			w.r.adoptLocked(cs, w.svc)
+		if t.reg != nil && !slices.Contains(fresh, w.r) && w.r.remoteOnlyLocked() {
+			w.r.adoptLocked(cs, w.svc) // (a fresh route is cs's already, and may be served)
 		}
 		t.addMemberLocked(w.r, &member{cs: cs, service: w.svc.name})
 	}

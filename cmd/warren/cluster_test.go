@@ -38,8 +38,9 @@ id = "s1"
 etcd = [%q]
 prefix = "/cmdtest/"
 peer_address = "127.0.0.1:7443"
+peer_listen = "127.0.0.1:0"
 peer_token = "peer-0123456789abcdef"
-peer_fingerprints = ["sha256:00"]
+peer_fingerprints = ["sha256:0000000000000000000000000000000000000000000000000000000000000000"]
 lease_ttl = "2s"
 clients_from_registry = true
 `, dir, e.Endpoints()[0]), 0o600)

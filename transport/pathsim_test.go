@@ -24,6 +24,7 @@ type pathSim struct {
 	ev    eventHeap
 	seq   int64
 	rng   *rand.Rand
+	seed  uint64 // of the flows' controllers
 	flows []*simFlow
 
 	// Bottleneck (forward direction).
@@ -76,10 +77,15 @@ func (h *eventHeap) Pop() any {
 }
 
 func newPathSim(rateMbit float64, rtt time.Duration, queueBDPs float64, loss float64) *pathSim {
-	p := &pathSim{rng: rand.New(rand.NewPCG(1, 2)), loss: loss, delay: rtt / 2}
+	p := &pathSim{rng: rand.New(rand.NewPCG(1, 2)), seed: 1, loss: loss, delay: rtt / 2}
 	p.setRate(rateMbit)
 	p.queueCap = max(int(queueBDPs*p.rate*rtt.Seconds()), 32*(simMTU+simIPUDP))
 	return p
+}
+
+// reseed makes the loss and the controllers draw from seed.
+func (p *pathSim) reseed(seed uint64) {
+	p.rng, p.seed = rand.New(rand.NewPCG(seed, 2)), seed
 }
 
 func (p *pathSim) setRate(mbit float64) { p.rate = mbit * 1e6 / 8 }
@@ -183,6 +189,9 @@ type simAck struct{ sn, ts uint32 }
 func (p *pathSim) addFlow(app int64) *simFlow {
 	f := &simFlow{p: p, app: app, snd: map[uint32]*simSeg{}, rcvd: map[uint32]int{}, buf: make([]byte, simMTU)}
 	f.ctl = newRateCtl(7, simMSS, 4096, func() time.Duration { return p.now }, nil)
+	// The controller's own randomness, from the path's seed: a run is
+	// deterministic, and each flow draws differently.
+	f.ctl.m.rng = rand.New(rand.NewPCG(p.seed, uint64(len(p.flows))))
 	p.flows = append(p.flows, f)
 	p.at(p.now, f.write)
 	p.at(p.now+10*time.Millisecond, f.tick)

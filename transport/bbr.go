@@ -66,6 +66,8 @@ import (
 //     took 93 of 96 Mbit/s.)
 type bbr struct {
 	mss int64
+	// ackDelay is how long the peer may hold an ACK (its KCP interval).
+	ackDelay time.Duration
 	// rng picks the round of the cycle a cruise starts at.
 	rng *rand.Rand
 
@@ -104,6 +106,9 @@ type bbr struct {
 
 	cycle   int     // index into cycleGains
 	cycleBw float64 // the bandwidth estimate when the probe began
+
+	// lateAt is when the process was last seen starved of CPU (0: never).
+	lateAt time.Duration
 
 	// recent holds the RTT samples of the last queueWindow, as a
 	// monotonic queue: its first entry is their minimum.
@@ -207,8 +212,8 @@ const (
 // cycleGains is ProbeBW's pacing gain per round.
 var cycleGains = [...]float64{1.25, 0.75, 1, 1, 1, 1, 1, 1}
 
-func newBBR(mss int) *bbr {
-	b := &bbr{mss: int64(mss), rng: rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))}
+func newBBR(mss int, ackDelay time.Duration) *bbr {
+	b := &bbr{mss: int64(mss), ackDelay: ackDelay, rng: rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))}
 	b.cap = initCapSegs * b.mss
 	b.pacingRate = startupGain * float64(b.cap) / assumedRTT.Seconds()
 	return b
@@ -220,6 +225,21 @@ func (b *bbr) bdp() float64 {
 		return 0
 	}
 	return b.bw * b.minRTT.Seconds()
+}
+
+// ackBDP is what is in flight at the bandwidth over a round trip whose
+// ACK the peer held for its whole interval (bandwidth x (min RTT + ACK
+// delay)). KCP sends its ACKs once per interval unless 56 are waiting, so
+// a session that sends less than 56 segments per interval sees every ACK
+// that late: on a short path (loopback, 1 ms) a cap of twice the BDP by
+// the min RTT alone let 2 x 1 ms of data go per 20 ms, the delivery
+// rate fell with it, and the cap with the rate (500 Mbit/s carried 13 on
+// the simulator; the KCP suites on loopback stalled echoes for seconds).
+func (b *bbr) ackBDP() float64 {
+	if b.minRTT == 0 {
+		return 0
+	}
+	return b.bw * (b.minRTT + b.ackDelay).Seconds()
 }
 
 // queueSlack is how far above the minimum RTT the smallest RTT of a round
@@ -275,7 +295,7 @@ func (b *bbr) onSample(now time.Duration, rs rateSample) {
 	}
 	if rs.delivered > 0 && rs.interval > 0 && (b.minRTT == 0 || rs.interval >= b.minRTT*3/4) {
 		sample := float64(rs.delivered) / rs.interval.Seconds()
-		if !rs.appLimited || sample >= b.bw {
+		if (!rs.appLimited && !rs.late) || sample >= b.bw {
 			i := b.round % bwRounds
 			b.bwRound[i] = max(b.bwRound[i], sample)
 		}
@@ -301,7 +321,7 @@ func (b *bbr) onSample(now time.Duration, rs rateSample) {
 func (b *bbr) endRound(now time.Duration, rs rateSample) {
 	switch b.mode {
 	case modeStartup:
-		if rs.appLimited || !b.prevBusy {
+		if rs.appLimited || rs.late || !b.prevBusy {
 			return
 		}
 		if b.bw >= b.fullBw*fullBwGrowth {
@@ -379,6 +399,11 @@ func (b *bbr) windowMin(now time.Duration) time.Duration {
 	return b.recent[0].rtt
 }
 
+// lateHold is how long after the process was starved its samples are
+// suspect: those of data it sent late come back a round trip later, and a
+// queue must then be seen for a whole queueWindow after it.
+func (b *bbr) lateHold() time.Duration { return b.minRTT + b.queueWindow() }
+
 // queueWindow is how long every RTT must stay above the minimum by
 // queueSlack for a queue to count: two minimum RTTs (a queue another
 // session's probe built lasts about that, its probe round and the drain
@@ -394,7 +419,7 @@ func (b *bbr) queueWindow() time.Duration { return max(2*b.minRTT, queueSpan) }
 // queueSlack or more for the whole queueWindow, within the current
 // stretch (queueFrom).
 func (b *bbr) standingQueue(now time.Duration) bool {
-	if b.minRTT == 0 || now-b.queueFrom < b.queueWindow() {
+	if b.minRTT == 0 || now-max(b.queueFrom, b.lateAt) < b.queueWindow() {
 		return false
 	}
 	m := b.windowMin(now)
@@ -550,11 +575,11 @@ func (b *bbr) setRateAndCap(rs rateSample) {
 		}
 		c = max(c, initCapSegs*float64(b.mss))
 	case modeDrain:
-		c = bdp + extra
+		c = bdp + max(extra, b.ackBDP()-bdp)
 	case modeProbeRTT:
 		c = b.probeRTTCap()
 	default:
-		c = cwndGain*bdp + extra
+		c = cwndGain*bdp + max(extra, b.ackBDP()-bdp)
 	}
 	floor := int64(initCapSegs) * b.mss
 	if b.mode == modeProbeRTT {

@@ -313,7 +313,7 @@ func newKCPConn(s *kcp.UDPSession, cfg KCPConfig, log *slog.Logger, onClose func
 		if log != nil && log.Enabled(context.Background(), slog.LevelDebug) {
 			l = log.With("kcp_conv", s.GetConv(), "remote", s.RemoteAddr().String())
 		}
-		c.ctl = newRateCtl(s.GetConv(), cfg.mss(), cfg.SendWindow, nil, l)
+		c.ctl = newRateCtl(s.GetConv(), cfg.mss(), cfg.SendWindow, cfg.interval(), nil, l)
 		c.pace = newPacer(c.ctl, &c.wd)
 	case cfg.RateMbit > 0:
 		c.fixed = cfg.dataRate()
@@ -321,6 +321,12 @@ func newKCPConn(s *kcp.UDPSession, cfg KCPConfig, log *slog.Logger, onClose func
 	}
 	s.SetDeadline(noDeadline)
 	return c
+}
+
+// interval is KCP's update interval in the configured mode: how long a
+// peer may hold an ACK before it sends it.
+func (c KCPConfig) interval() time.Duration {
+	return time.Duration(kcpModes[c.Mode][1]) * time.Millisecond
 }
 
 // mss is the data a KCP segment carries: the MTU less KCP's header and

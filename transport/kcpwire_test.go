@@ -22,7 +22,7 @@ func FuzzRateCtl(f *testing.F) {
 	f.Add([]byte{}, []byte{0xf2, 0, 0, 0, 0xf2, 0})
 	f.Fuzz(func(t *testing.T, out, in []byte) {
 		now := time.Duration(0)
-		c := newRateCtl(7, 1326, 128, func() time.Duration { now += time.Millisecond; return now }, nil)
+		c := newRateCtl(7, 1326, 128, 20*time.Millisecond, func() time.Duration { now += time.Millisecond; return now }, nil)
 		for range 3 {
 			c.sent(out)
 			c.received(in)

@@ -40,6 +40,11 @@ type pathSim struct {
 	// bytes a second into the same queue while crossRate > 0.
 	crossRate float64
 
+	// CPU starvation of the sending process: while starved, what it
+	// would do (take in ACKs, write, its timers) waits until it runs
+	// again. The process gets the first period-starved of every period.
+	period, starved time.Duration
+
 	drops, losses int
 }
 
@@ -108,6 +113,22 @@ func (p *pathSim) run(end time.Duration) {
 		e.f()
 	}
 	p.now = end
+}
+
+// atProc runs f at t in the sending process: later, if it is starved
+// then.
+func (p *pathSim) atProc(t time.Duration, f func()) {
+	p.at(t, func() {
+		if p.period == 0 {
+			f()
+			return
+		}
+		if ph := p.now % p.period; ph >= p.period-p.starved {
+			p.at(p.now+p.period-ph, f)
+			return
+		}
+		f()
+	})
 }
 
 // enqueue puts a datagram of size wire bytes into the bottleneck; deliver
@@ -188,13 +209,13 @@ type simAck struct{ sn, ts uint32 }
 
 func (p *pathSim) addFlow(app int64) *simFlow {
 	f := &simFlow{p: p, app: app, snd: map[uint32]*simSeg{}, rcvd: map[uint32]int{}, buf: make([]byte, simMTU)}
-	f.ctl = newRateCtl(7, simMSS, 4096, func() time.Duration { return p.now }, nil)
+	f.ctl = newRateCtl(7, simMSS, 4096, simAckEvery, func() time.Duration { return p.now }, nil)
 	// The controller's own randomness, from the path's seed: a run is
 	// deterministic, and each flow draws differently.
 	f.ctl.m.rng = rand.New(rand.NewPCG(p.seed, uint64(len(p.flows))))
 	p.flows = append(p.flows, f)
-	p.at(p.now, f.write)
-	p.at(p.now+10*time.Millisecond, f.tick)
+	p.atProc(p.now, f.write)
+	p.atProc(p.now+10*time.Millisecond, f.tick)
 	return f
 }
 
@@ -218,7 +239,7 @@ func (f *simFlow) write() {
 		return
 	}
 	if wait > 0 {
-		f.p.at(f.p.now+wait, f.write)
+		f.p.atProc(f.p.now+wait, f.write)
 		return
 	}
 	f.tried = false
@@ -234,14 +255,14 @@ func (f *simFlow) write() {
 		f.order = append(f.order, s.sn)
 		f.transmit(s)
 	}
-	f.p.at(f.p.now, f.write)
+	f.p.atProc(f.p.now, f.write)
 }
 
 // resume lets a writer parked on ACKs try again.
 func (f *simFlow) resume() {
 	if f.parked {
 		f.parked = false
-		f.p.at(f.p.now, f.write)
+		f.p.atProc(f.p.now, f.write)
 	}
 }
 
@@ -250,7 +271,7 @@ func (f *simFlow) more(n int64) {
 	idle := f.app == 0
 	f.app += n
 	if idle {
-		f.p.at(f.p.now, f.write)
+		f.p.atProc(f.p.now, f.write)
 	}
 }
 
@@ -312,7 +333,7 @@ func (f *simFlow) tick() {
 		}
 	}
 	f.resume()
-	f.p.at(f.p.now+simAckEvery, f.tick)
+	f.p.atProc(f.p.now+simAckEvery, f.tick)
 }
 
 // arrive is a data segment reaching the receiver.
@@ -351,7 +372,7 @@ func (f *simFlow) flushAcks() {
 	}
 	f.acks = f.acks[:0]
 	// ACKs go back uncongested, after the one-way delay.
-	f.p.at(f.p.now+f.p.delay, func() { f.ackArrive(b) })
+	f.p.atProc(f.p.now+f.p.delay, func() { f.ackArrive(b) })
 }
 
 // ackArrive is an ACK datagram reaching the sender.

@@ -32,9 +32,18 @@ type rateCtl struct {
 	admitted int64         // bytes let in, in all
 	lastMode bbrMode
 	lastLog  time.Duration
+	// wakeAt is when the writer that was told to wait should be back
+	// (0: none); lateUntil is until when the rate samples are suspect
+	// because the process was not scheduled (see admit).
+	wakeAt, lateUntil time.Duration
 
 	acked chan struct{} // a token when something was delivered
 }
+
+// lateBy is how much later than its timer the writer may come back before
+// the process counts as starved: more than a Go timer's usual lateness,
+// and what the smallest queue slack (queueSlack) would take for a queue.
+const lateBy = 4 * time.Millisecond
 
 // resendDebt is how far resends may push the pacer's clock ahead of now.
 const resendDebt = 10 * time.Millisecond
@@ -48,14 +57,15 @@ var epoch = time.Now()
 func monoClock() time.Duration { return time.Since(epoch) }
 
 // newRateCtl controls a session of KCP conversation conv whose segments
-// carry up to mss bytes and whose send window is window segments.
-func newRateCtl(conv uint32, mss, window int, clock func() time.Duration, log *slog.Logger) *rateCtl {
+// carry up to mss bytes and whose send window is window segments; the
+// peer holds an ACK for up to ackDelay (its KCP interval).
+func newRateCtl(conv uint32, mss, window int, ackDelay time.Duration, clock func() time.Duration, log *slog.Logger) *rateCtl {
 	if clock == nil {
 		clock = monoClock
 	}
 	return &rateCtl{
 		clock: clock, log: log,
-		s: newSampler(window), m: newBBR(mss), mss: mss, conv: conv,
+		s: newSampler(window), m: newBBR(mss, ackDelay), mss: mss, conv: conv,
 		acked: make(chan struct{}, 1),
 	}
 }
@@ -98,6 +108,16 @@ func (c *rateCtl) admit(n int, first bool) (wait time.Duration, ackWait bool) {
 	now := c.clock()
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.wakeAt != 0 {
+		// A writer back later than its timer asked: the process was
+		// starved of CPU. For a while, what the samples show (RTTs up,
+		// delivery down) is our lateness, not the path's.
+		if now-c.wakeAt > lateBy {
+			c.lateUntil = now + c.m.lateHold()
+			c.m.lateAt = now
+		}
+		c.wakeAt = 0
+	}
 	queued := max(c.admitted-c.s.sentBytes, 0) // in KCP's queue, not yet sent
 	if busy := c.s.inflight + queued; busy > 0 && busy+int64(n) > c.m.cap {
 		return 0, true
@@ -110,6 +130,7 @@ func (c *rateCtl) admit(n int, first bool) (wait time.Duration, ackWait bool) {
 	rate := c.m.pacingRate
 	burst := max(quantumFor(rate, c.mss), int(rate*catchUp.Seconds()))
 	if wait := spend(&c.next, now, n, rate, burst); wait > 0 {
+		c.wakeAt = now + wait
 		return wait, false
 	}
 	c.admitted += int64(n)
@@ -184,6 +205,7 @@ func (c *rateCtl) received(b []byte) {
 	}
 	c.s.onUna(now, una)
 	rs := c.s.endEvent(now)
+	rs.late = now < c.lateUntil
 	c.m.onSample(now, rs)
 	var logNow bool
 	if c.log != nil && (c.m.mode != c.lastMode || now-c.lastLog >= logEvery) {

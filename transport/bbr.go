@@ -80,7 +80,13 @@ type bbr struct {
 	// bwRound holds the largest sample of each of the last bwRounds
 	// rounds; bwRound[round%bwRounds] is the current one's.
 	bwRound [bwRounds]float64
-	bw      float64 // max of bwRound: the bottleneck bandwidth, bytes/s
+	// bwSpan holds the largest sample of the last bwSpanTime at least,
+	// whatever the number of rounds: on a short path ten rounds are a few
+	// milliseconds, and a process starved of CPU for longer (ACKs read
+	// late, in bunches) saw every sample of them low; the estimate fell,
+	// the in-flight cap with it, and delivery with the cap.
+	bwSpan spanMax
+	bw     float64 // max of bwRound and bwSpan: the bottleneck bandwidth, bytes/s
 
 	// roundRate and prevRate: what the round that just ended, and the
 	// one before, delivered on average (bytes/s; 0: unknown).
@@ -139,6 +145,33 @@ type bbr struct {
 	probeUps  int64 // times a probe found more and Startup resumed
 }
 
+// spanMax is the largest value added over the last bwSpanTime at least
+// (up to twice that): two buckets of bwSpanTime, the current and the one
+// before.
+type spanMax struct {
+	start    time.Duration // of the current bucket
+	cur, old float64
+}
+
+func (m *spanMax) roll(now time.Duration) {
+	switch d := now - m.start; {
+	case d >= 2*bwSpanTime:
+		m.start, m.cur, m.old = now, 0, 0
+	case d >= bwSpanTime:
+		m.start, m.cur, m.old = now, 0, m.cur
+	}
+}
+
+func (m *spanMax) add(now time.Duration, v float64) {
+	m.roll(now)
+	m.cur = max(m.cur, v)
+}
+
+func (m *spanMax) max(now time.Duration) float64 {
+	m.roll(now)
+	return max(m.cur, m.old)
+}
+
 type rttAt struct {
 	at, rtt time.Duration
 }
@@ -172,6 +205,7 @@ func (m bbrMode) String() string {
 // controller does".
 const (
 	bwRounds     = 10
+	bwSpanTime   = 250 * time.Millisecond
 	minRTTWindow = 10 * time.Second
 	probeRTTTime = 200 * time.Millisecond
 	startupGain  = 2.885
@@ -298,9 +332,10 @@ func (b *bbr) onSample(now time.Duration, rs rateSample) {
 		if (!rs.appLimited && !rs.late) || sample >= b.bw {
 			i := b.round % bwRounds
 			b.bwRound[i] = max(b.bwRound[i], sample)
+			b.bwSpan.add(now, sample)
 		}
 	}
-	bw := 0.0
+	bw := b.bwSpan.max(now)
 	for _, v := range b.bwRound {
 		bw = max(bw, v)
 	}
@@ -321,7 +356,7 @@ func (b *bbr) onSample(now time.Duration, rs rateSample) {
 func (b *bbr) endRound(now time.Duration, rs rateSample) {
 	switch b.mode {
 	case modeStartup:
-		if rs.appLimited || rs.late || !b.prevBusy {
+		if rs.appLimited || !b.prevBusy {
 			return
 		}
 		if b.bw >= b.fullBw*fullBwGrowth {
@@ -371,6 +406,7 @@ func (b *bbr) cutToRecent(now time.Duration) {
 	}
 	b.bwRound = [bwRounds]float64{}
 	b.bwRound[b.round%bwRounds] = bw
+	b.bwSpan = spanMax{}
 	b.bw = bw
 	b.enterDrain(now)
 }

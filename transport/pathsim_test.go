@@ -235,7 +235,9 @@ func (f *simFlow) write() {
 	wait, ackWait := f.ctl.admit(q, !f.tried)
 	f.tried = true
 	if ackWait {
-		f.parked = true // an ACK (or the tick) wakes the writer
+		// An ACK wakes the writer, or the pacer's poll (pace.go).
+		f.parked = true
+		f.p.atProc(f.p.now+ackPoll, f.resume)
 		return
 	}
 	if wait > 0 {

@@ -120,6 +120,9 @@ func (c *rateCtl) admit(n int, first bool) (wait time.Duration, ackWait bool) {
 	}
 	queued := max(c.admitted-c.s.sentBytes, 0) // in KCP's queue, not yet sent
 	if busy := c.s.inflight + queued; busy > 0 && busy+int64(n) > c.m.cap {
+		// The pacer polls again by ackPoll at the latest (an ACK wakes
+		// it sooner).
+		c.wakeAt = now + ackPoll
 		return 0, true
 	}
 	if first && c.next < now-catchUp {

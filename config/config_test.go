@@ -276,16 +276,16 @@ func FuzzParse(f *testing.F) {
 	})
 }
 
-// TestRateMbit: [kcp] rate_mbit takes 0 for unpaced (the default), a
-// number of Mbit/s, or "auto" (the experimental rate controller); [tcp]
-// congestion defaults to "auto".
+// TestRateMbit: [kcp] rate_mbit takes "auto" (the rate controller, the
+// default), a number of Mbit/s, or 0 for unpaced; [tcp] congestion
+// defaults to "auto".
 func TestRateMbit(t *testing.T) {
 	server := "[server]\n[[server.clients]]\nname = \"a\"\ntoken = \"" + goodToken + "\"\nports = [1]\n"
 	for _, tc := range []struct {
 		kcp  string
 		want transport.Rate
 	}{
-		{"", 0},
+		{"", transport.RateAuto},
 		{"rate_mbit = \"auto\"\n", transport.RateAuto},
 		{"rate_mbit = 90\n", 90},
 		{"rate_mbit = 0\n", 0},

@@ -12,7 +12,9 @@ import (
 
 	"github.com/warren-tunnel/warren/admin"
 	"github.com/warren-tunnel/warren/client"
+	"github.com/warren-tunnel/warren/internal/testutil/impair"
 	"github.com/warren-tunnel/warren/internal/testutil/leaktest"
+	"github.com/warren-tunnel/warren/server"
 	"github.com/warren-tunnel/warren/transport"
 )
 
@@ -41,14 +43,10 @@ func TestIntegrity(t *testing.T) {
 			atBackend <- result{sum, n, err}
 			<-wrote // closing c before would cut the other direction short
 		})
-		// KCP runs the opt-in rate controller (rate_mbit = "auto") on both
-		// sides, so that it carries this transfer end to end too.
-		scfg := serverConfig(t, kind)
-		scfg.KCP.RateMbit = transport.RateAuto
-		srv := startServer(t, scfg)
-		ccfg := clientConfig(srv, tokenOffice, client.Service{Name: "bulk", Target: target})
-		ccfg.KCP.RateMbit = transport.RateAuto
-		cli := startClient(t, ccfg)
+		// KCP runs the rate controller (rate_mbit = "auto", the
+		// default) on both sides.
+		srv := startServer(t, serverConfig(t, kind))
+		cli := startClient(t, clientConfig(srv, tokenOffice, client.Service{Name: "bulk", Target: target}))
 		cli.waitSession(t, 1)
 
 		start := time.Now()
@@ -108,6 +106,104 @@ func TestIntegrity(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestLossyKCPAuto: over KCP on a link that loses 5% of the datagrams each
+// way, with the default config (rate_mbit = "auto" on both sides), one
+// public connection carries 8 MiB each way intact, and both sides'
+// controllers followed it: what they count delivered covers it, and they
+// saw the resends.
+func TestLossyKCPAuto(t *testing.T) {
+	leaktest.Check(t)
+	const size = 8 << 20
+	cfg := serverConfig(t, transport.KindKCP)
+	if cfg.KCP.RateMbit != transport.RateAuto {
+		t.Fatalf("the server's default rate_mbit is %v, want auto", cfg.KCP.RateMbit)
+	}
+	srvTLS, fp, _, err := transport.ServerTLS{}.Config(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cliTLS, err := transport.ClientTLS{Fingerprint: fp}.Config()
+	if err != nil {
+		t.Fatal(err)
+	}
+	lossy := func(pc net.PacketConn) net.PacketConn { return impair.Wrap(pc, impair.Config{Loss: 0.05}) }
+	srv := startServerWith(t, cfg, nil, server.WithTransport(transport.KindKCP, &transport.KCP{Config: cfg.KCP, TLS: srvTLS, WrapPacketConn: lossy}))
+
+	type result struct {
+		sum [32]byte
+		n   int64
+		err error
+	}
+	atBackend := make(chan result, 1)
+	sentByBackend := make(chan [32]byte, 1)
+	target := backend(t, func(c net.Conn) {
+		wrote := make(chan struct{})
+		go func() {
+			defer close(wrote)
+			sum, _ := randomStream(c, 2, size)
+			c.(*net.TCPConn).CloseWrite()
+			sentByBackend <- sum
+		}()
+		sum, n, err := sumAll(c)
+		atBackend <- result{sum, n, err}
+		<-wrote
+	})
+	ccfg := clientConfig(srv, tokenOffice, client.Service{Name: "bulk", Target: target})
+	if ccfg.KCP.RateMbit != transport.RateAuto {
+		t.Fatalf("the client's default rate_mbit is %v, want auto", ccfg.KCP.RateMbit)
+	}
+	cli := startClientWith(t, ccfg, nil, client.WithTransport(&transport.KCP{Config: ccfg.KCP, TLS: cliTLS, WrapPacketConn: lossy}))
+	cli.waitSession(t, 1)
+
+	start := time.Now()
+	c := dialPublic(t, cli.publicAddr(t, "bulk"))
+	c.SetDeadline(time.Now().Add(3 * time.Minute))
+	sent := make(chan [32]byte, 1)
+	go func() {
+		sum, err := randomStream(c, 1, size)
+		if err != nil {
+			t.Error(err)
+		}
+		c.CloseWrite()
+		sent <- sum
+	}()
+	got, n, err := sumAll(c)
+	if err != nil || n != size {
+		t.Fatalf("public side read %d bytes, err %v", n, err)
+	}
+	if got != <-sentByBackend {
+		t.Error("backend to public: data differs")
+	}
+	r := <-atBackend
+	if r.err != nil || r.n != size {
+		t.Fatalf("backend read %d bytes, err %v", r.n, r.err)
+	}
+	if r.sum != <-sent {
+		t.Error("public to backend: data differs")
+	}
+	t.Logf("2 x %d MiB at 5%% loss in %v", size>>20, time.Since(start).Round(time.Millisecond))
+	var paced []*admin.PacingStatus
+	for _, s := range cli.AdminSource().Status().Servers {
+		for _, s := range s.Sessions {
+			paced = append(paced, s.Pacing)
+		}
+	}
+	for _, c := range srv.AdminSource().Status().Clients {
+		for _, s := range c.Sessions {
+			paced = append(paced, s.Pacing)
+		}
+	}
+	if len(paced) != 2 {
+		t.Fatalf("%d sessions in the status, want one each side", len(paced))
+	}
+	for _, p := range paced {
+		// The last ACKs may still be on their way.
+		if p == nil || p.RateMbit != "auto" || p.Delivered < size*9/10 || p.Resent == 0 || p.Bandwidth <= 0 || p.MinRTT <= 0 {
+			t.Errorf("pacing in the status: %+v", p)
+		}
+	}
 }
 
 // TestConcurrentConnections opens 200 public connections at once; each

@@ -5,10 +5,10 @@ import (
 	"strconv"
 )
 
-// Rate is the [kcp] rate_mbit setting: 0 (the default) sends unpaced, a
-// positive number paces the data, with its FEC parity, at that many
-// Mbit/s, and RateAuto (written "auto", experimental and opt-in) lets the
-// session's controller find the path's rate.
+// Rate is the [kcp] rate_mbit setting: RateAuto (written "auto", the
+// default) lets the session's controller find the path's rate, a positive
+// number paces the data, with its FEC parity, at that many Mbit/s, and 0
+// sends unpaced.
 type Rate int
 
 // RateAuto is rate_mbit = "auto".

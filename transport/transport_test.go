@@ -221,8 +221,8 @@ func TestVerifyByCA(t *testing.T) {
 
 // TestKCPLossyLink: KCP over a socket that drops 5% and reorders 5% of the
 // datagrams each way still delivers every byte intact, paced by the rate
-// controller (rate_mbit = "auto", opt-in), unpaced (the default), and at
-// a fixed rate. With "auto", both ends' controllers saw the transfer: what they
+// controller (rate_mbit = "auto", the default), unpaced (0), and at a
+// fixed rate. With "auto", both ends' controllers saw the transfer: what they
 // count delivered covers it, and they saw the resends.
 func TestKCPLossyLink(t *testing.T) {
 	for _, rate := range []transport.Rate{transport.RateAuto, 0, 400} {

@@ -177,9 +177,9 @@ func (rn *runner) lossyLink(lk emulator, o lossyOpts, spec LinkSpec, li int, por
 
 // kcpRateOf is [kcp] rate_mbit for path ps: fixed is the kcp-fixed path's
 // rate. The build under test (head) runs kcp, kcp-fec and kcp-plain with
-// the rate controller, "auto" (opt-in: the default is 0, unpaced, which
-// kcp-unpaced runs); a baseline build runs them at its own default, since
-// a build older than "auto" would refuse it.
+// the rate controller, "auto" (the default now; kcp-unpaced runs 0); a
+// baseline build runs them at its own default, since a build older than
+// "auto" would refuse it.
 func kcpRateOf(ps pathSpec, fixed int, head bool) string {
 	switch {
 	case ps.KCPRate == "fixed":

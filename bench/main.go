@@ -127,7 +127,7 @@ func orchestrate() int {
 		lkName    = flag.String("linkem-name", "wbench", "lossy: the link's name (namespaces NAME-a, NAME-b)")
 		rtt       = flag.Float64("rtt", 50, "lossy: round-trip time, ms")
 		rate      = flag.Float64("rate", 100, "lossy: link rate each way, Mbit/s")
-		kcpRate   = flag.Int("kcp-rate", -1, "lossy: [kcp] rate_mbit of the kcp-fixed path; -1 is 90% of -rate (the kcp path runs \"auto\", kcp-unpaced the default, 0)")
+		kcpRate   = flag.Int("kcp-rate", -1, "lossy: [kcp] rate_mbit of the kcp-fixed path; -1 is 90% of -rate (the kcp path runs \"auto\", the default, kcp-unpaced 0)")
 		losses    = flag.String("loss", "0,1,2,5", "lossy: random loss rates, %")
 		bursts    = flag.String("burst-loss", "1,2,5", "lossy: loss rates with burst loss, %")
 		burstLen  = flag.Float64("burst-len", 4, "lossy: mean burst length, packets")

@@ -360,9 +360,9 @@ func (e *pacingEnv) down() {
 	e.back.stop(5 * time.Second)
 }
 
-// tunnel starts a kcp tunnel with rate_mbit = "auto" (opt-in) with the
-// client's admin API on clientAdminPort.
-func (rn *runner) pacingTunnel(e *pacingEnv, port *int, tag string) (*tunnel, string, error) {
+// tunnel starts a kcp tunnel of warren bin with rate_mbit = "auto" (the
+// default) with the client's admin API on clientAdminPort.
+func (rn *runner) pacingTunnel(e *pacingEnv, port *int, tag, bin string) (*tunnel, string, error) {
 	*port++
 	p := *port
 	admin := fmt.Sprintf("127.0.0.1:%d", p+2000)
@@ -370,7 +370,7 @@ func (rn *runner) pacingTunnel(e *pacingEnv, port *int, tag string) (*tunnel, st
 		TunnelAddr: fmt.Sprintf("%s:%d", addrB, p), PublicAddr: addrB, PublicPort: p + 1000,
 		Target: e.backAddr, Cert: rn.cert, Key: rn.key, Fingerprint: rn.fp, Token: rn.token,
 		ExtraServer: rn.extraServer, ExtraClient: rn.extraClient, Env: rn.env, ClientAdmin: admin, KCPRate: `"auto"`}
-	tn, err := startTunnel(rn.warren, ts, e.lk.nsB(), e.lk.nsA(), e.lg)
+	tn, err := startTunnel(bin, ts, e.lk.nsB(), e.lk.nsA(), e.lg)
 	if err != nil {
 		return nil, "", err
 	}
@@ -391,7 +391,7 @@ func (rn *runner) pacingBase(lk emulator, o pacingOpts, port *int) error {
 	// loaded and step: one tunnel each, traced.
 	for _, test := range []string{"loaded", "step"} {
 		errs.add(func() error {
-			tn, status, err := rn.pacingTunnel(e, port, test)
+			tn, status, err := rn.pacingTunnel(e, port, test, rn.warren)
 			if err != nil {
 				return err
 			}
@@ -450,26 +450,31 @@ func (rn *runner) pacingBase(lk emulator, o pacingOpts, port *int) error {
 		}())
 	}
 
-	// share: two warren sessions; then warren beside TCP BBR.
-	errs.add(func() error {
-		a, _, err := rn.pacingTunnel(e, port, "share-a")
-		if err != nil {
-			return err
-		}
-		defer a.stop()
-		b, _, err := rn.pacingTunnel(e, port, "share-b")
-		if err != nil {
-			return err
-		}
-		defer b.stop()
-		fmt.Fprintf(os.Stderr, "== pacing share: two warren sessions, %v\n", o.share)
-		return rn.pacingShare(e, base, "share", []string{"warren A", "warren B"}, []string{a.public, b.public}, o.share)
-	}())
+	// share: two warren sessions, of each build (a -baseline one
+	// beside); then warren beside TCP BBR.
+	for _, bd := range rn.builds {
+		errs.add(func() error {
+			a, _, err := rn.pacingTunnel(e, port, "share-a", bd.bin)
+			if err != nil {
+				return err
+			}
+			defer a.stop()
+			b, _, err := rn.pacingTunnel(e, port, "share-b", bd.bin)
+			if err != nil {
+				return err
+			}
+			defer b.stop()
+			fmt.Fprintf(os.Stderr, "== pacing share: two warren sessions %s, %v\n", bd.name, o.share)
+			r := base
+			r.Build = bd.name
+			return rn.pacingShare(e, r, "share", []string{"warren A", "warren B"}, []string{a.public, b.public}, o.share)
+		}())
+	}
 	errs.add(func() error {
 		if err := lk.setCC("bbr"); err != nil {
 			return err
 		}
-		tn, _, err := rn.pacingTunnel(e, port, "share-bbr")
+		tn, _, err := rn.pacingTunnel(e, port, "share-bbr", rn.warren)
 		if err != nil {
 			return err
 		}
@@ -512,15 +517,17 @@ func (rn *runner) pacingLink(lk emulator, o pacingOpts, l LinkSpec, port *int) e
 	d := o.d
 	d.Warmup = max(d.Warmup, time.Duration(20*l.RTTms)*time.Millisecond)
 	for _, dir := range []string{"down", "up"} {
-		errs.add(func() error {
-			tn, _, err := rn.pacingTunnel(e, port, "link-"+dir)
-			if err != nil {
-				return err
-			}
-			defer tn.stop()
-			return rn.throughput(e.lg, target{addr: tn.public, pids: []int{tn.server.pid(), tn.client.pid()}},
-				Record{Suite: "pacing", Link: &link, Path: "kcp"}, d, dir, 1)
-		}())
+		for _, bd := range rn.builds { // a -baseline build beside, at its own default
+			errs.add(func() error {
+				tn, _, err := rn.pacingTunnel(e, port, "link-"+dir, bd.bin)
+				if err != nil {
+					return err
+				}
+				defer tn.stop()
+				return rn.throughput(e.lg, target{addr: tn.public, pids: []int{tn.server.pid(), tn.client.pid()}},
+					Record{Suite: "pacing", Link: &link, Path: "kcp", Build: bd.name}, d, dir, 1)
+			}())
+		}
 		errs.add(rn.throughput(e.lg, target{addr: e.backAddr}, Record{Suite: "pacing", Link: &link, Path: "direct", CC: "bbr"}, d, dir, 1))
 	}
 	return errs.err
@@ -632,6 +639,19 @@ func (rs *results) pacingMarkdown(m *Machine) string {
 		x, y := meanAfter(r.Pacing.Series[0], r.Pacing.Interval, 5), meanAfter(r.Pacing.Series[1], r.Pacing.Interval, 5)
 		fmt.Fprintf(&b, "**Sharing** (%s): %s %s Mbit/s, %s %s Mbit/s: %.0f%% / %.0f%% of what they carried together, the smaller %.0f%% of the larger.%s\n\n",
 			r.Link, r.Pacing.Labels[0], f1(x), r.Pacing.Labels[1], f1(y), 100*x/(x+y), 100*y/(x+y), 100*min(x, y)/max(x, y), errMark(r))
+		baseline := "baseline"
+		if m != nil && m.Baseline != "" {
+			baseline = m.Baseline
+		}
+		for i := range rs.base {
+			r := &rs.base[i]
+			if r.Kind != "result" || r.Suite != "pacing" || r.Test != test || r.Pacing == nil || len(r.Pacing.Series) < 2 {
+				continue
+			}
+			x, y := meanAfter(r.Pacing.Series[0], r.Pacing.Interval, 5), meanAfter(r.Pacing.Series[1], r.Pacing.Interval, 5)
+			fmt.Fprintf(&b, "Baseline (%s), same link, same run: %s Mbit/s and %s Mbit/s, the smaller %.0f%% of the larger.%s\n\n",
+				baseline, f1(x), f1(y), 100*min(x, y)/max(x, y), errMark(r))
+		}
 	}
 	t := &table{head: []string{"link (1% loss)", "kcp up", "kcp down", "TCP BBR up", "TCP BBR down", "kcp / BBR"}}
 	for _, l := range rs.links("pacing") {

@@ -691,7 +691,7 @@ func (rs *results) lossyMarkdown(m *Machine) string {
 		fmt.Fprintf(&b, "Emulated path ("+emu+"): RTT %g ms, %g Mbit/s each way, loss as listed (applied each way; bursts: Gilbert-Elliott with that mean loss and mean burst length). Server and load generator in one namespace, client and backend in the other.\n\n", links[0].RTTms, links[0].RateMbit)
 	}
 	if m.KCPRate > 0 {
-		fmt.Fprintf(&b, "`kcp` runs `[kcp] rate_mbit = \"auto\"` (the rate controller, opt-in); `kcp-fixed` with `rate_mbit = %d` in `[server.kcp]` and `[client.kcp]` (a little below the link's rate, for a link of known rate); `kcp-unpaced` with `rate_mbit = 0`, the default. `kcp-fec` and `kcp-plain` run `\"auto\"` too (with FEC; without TLS). A baseline build runs `kcp` and `kcp-fec` at its own default.\n\n", m.KCPRate)
+		fmt.Fprintf(&b, "`kcp` runs `[kcp] rate_mbit = \"auto\"` (the rate controller, the default since issue 18); `kcp-fixed` with `rate_mbit = %d` in `[server.kcp]` and `[client.kcp]` (a little below the link's rate, for a link of known rate); `kcp-unpaced` with `rate_mbit = 0`, the default before it. `kcp-fec` and `kcp-plain` run `\"auto\"` too (with FEC; without TLS). A baseline build runs `kcp` and `kcp-fec` at its own default.\n\n", m.KCPRate)
 	}
 	var labels []string
 	pcs := rs.paths("lossy")

@@ -34,9 +34,10 @@ type pathSpec struct {
 	// Connections is the client's connections (parallel sessions); 0
 	// leaves the default.
 	Connections int
-	// KCPRate is [kcp] rate_mbit: "" leaves the default (0, unpaced;
-	// the lossy suite runs "auto" there, kcpRateOf), "fixed" is the lossy
-	// suite's -kcp-rate, else the value as written.
+	// KCPRate is [kcp] rate_mbit: "" leaves the default ("auto"; 0,
+	// unpaced, in builds before issue 18; the lossy suite runs "auto"
+	// there on HEAD, kcpRateOf), "fixed" is the lossy suite's -kcp-rate,
+	// else the value as written.
 	KCPRate string
 }
 

@@ -112,9 +112,9 @@ func (c *rateCtl) admit(n int, first bool) (wait time.Duration, ackWait bool) {
 		// A writer back later than its timer asked: the process was
 		// starved of CPU. For a while, what the samples show (RTTs up,
 		// delivery down) is our lateness, not the path's.
-		if now-c.wakeAt > lateBy {
+		if late := now - c.wakeAt; late > lateBy {
 			c.lateUntil = now + c.m.lateHold()
-			c.m.lateAt = now
+			c.m.noteLate(now, late)
 		}
 		c.wakeAt = 0
 	}

@@ -586,17 +586,23 @@ func (b *bbr) probeRTTCap() float64 {
 }
 
 // floorRate is the lowest pacing rate: initCapSegs segments per minimum
-// RTT (3.4 Mbit/s at 50 ms, 8.5 at 20 ms), what a session may always
-// send. (It was 2.885 times that, 24.5 Mbit/s at 20 ms: above a 20
-// Mbit/s link's rate, so sessions there were never paced, and two of them
-// on the simulated path shared it 30 / 70.) A session that sent little (the reverse direction of a transfer:
-// window updates, replies) has a small estimate, and pacing its few bytes
-// any slower would hold up the other direction.
+// RTT at the startup gain (9.8 Mbit/s at 50 ms), what a session may
+// always send. A session that sent little (the reverse direction of a
+// transfer: window updates, replies) has a small estimate, and pacing its
+// few bytes any slower would hold up the other direction.
+//
+// At 20 ms it is 24.5 Mbit/s, above a 20 Mbit/s link's rate: sessions
+// there are held by the in-flight cap, not paced, and two of them on the
+// simulated path share it 30 / 70 to 53 / 47. A floor without the gain
+// (3.4 Mbit/s at 50 ms) made them fair on the simulator, but on linkem
+// with the machine starved (80-88% of it other users' work) one stream
+// on the 20 Mbit/s link then carried 0.47-0.85 of main's and a session
+// beside another fell to the floor: docs/benchmarks.md, "Sharing".
 func (b *bbr) floorRate() float64 {
 	if b.minRTT == 0 {
 		return minRate
 	}
-	return float64(initCapSegs*b.mss) / b.minRTT.Seconds()
+	return startupGain * float64(initCapSegs*b.mss) / b.minRTT.Seconds()
 }
 
 // gain is the pacing gain of the current mode.

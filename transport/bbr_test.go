@@ -177,16 +177,16 @@ func TestRateCtlFollowsStep(t *testing.T) {
 	}
 }
 
-// TestRateCtlShare: two sessions that share a bottleneck (1% random loss,
-// a queue of one BDP, both starting at once) converge to within 20% of
-// each other: each carries at least 0.8 of what the other does over
-// [5 s, 20 s], the window the benchmark's sharing test measures, and
-// together they keep the path busy. Each seed is a different draw of the
-// loss and of the controllers' random cycle phases. On the 20 Mbit/s path
-// every draw is within 20%; on the 100 Mbit/s one a draw may drift
-// further for a while (a probe of one session makes the queue that cuts
-// the other: docs/benchmarks.md, "Sharing"), so there the mean over the
-// draws is held to it, and every draw to 0.6.
+// TestRateCtlShare: two sessions that share a bottleneck (100 Mbit/s,
+// 50 ms, 1% random loss, a queue of one BDP, both starting at once, as
+// the benchmark's sharing test) converge to within 20% of each other: on
+// average over 8 draws of the loss and of the controllers' random cycle
+// phases, the smaller carries at least 0.8 of what the larger does over
+// [5 s, 20 s], the window the benchmark measures, and every draw at least
+// 0.6 (a probe of one session makes the queue that cuts the other, and a
+// draw may drift for a while: docs/benchmarks.md, "Sharing"); together
+// they keep the path busy. (On a 20 Mbit/s, 20 ms path the pacing floor
+// is above the link's rate and sessions are not paced: floorRate.)
 func TestRateCtlShare(t *testing.T) {
 	for _, tc := range []struct {
 		name      string
@@ -194,7 +194,6 @@ func TestRateCtlShare(t *testing.T) {
 		rtt       time.Duration
 		each, avg float64
 	}{
-		{"20 Mbit/s 20 ms", 20, 20 * time.Millisecond, 0.8, 0.8},
 		{"100 Mbit/s 50 ms", 100, 50 * time.Millisecond, 0.6, 0.8},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -5,6 +5,7 @@ package e2e
 
 import (
 	"context"
+	"crypto/tls"
 	"io"
 	"net"
 	"strconv"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/warren-tunnel/warren/client"
 	"github.com/warren-tunnel/warren/internal/testutil/harness"
+	"github.com/warren-tunnel/warren/internal/testutil/impair"
 	"github.com/warren-tunnel/warren/metrics"
 	"github.com/warren-tunnel/warren/server"
 	"github.com/warren-tunnel/warren/transport"
@@ -335,4 +337,33 @@ func rawExchange(t *testing.T, addr string, msg []byte) []byte {
 		t.Fatalf("reading the answer: %v (read %q)", err, got)
 	}
 	return got
+}
+
+// lossyKCP makes KCP+TLS transports, a server's and its client's, over
+// sockets that lose a share of the datagrams each way (the test's
+// packet-loss layer, impair).
+type lossyKCP struct {
+	srvTLS, cliTLS *tls.Config
+	wrap           func(net.PacketConn) net.PacketConn
+}
+
+func newLossyKCP(t *testing.T, loss float64) *lossyKCP {
+	t.Helper()
+	srvTLS, fp, _, err := transport.ServerTLS{}.Config(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cliTLS, err := transport.ClientTLS{Fingerprint: fp}.Config()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &lossyKCP{srvTLS, cliTLS, func(pc net.PacketConn) net.PacketConn { return impair.Wrap(pc, impair.Config{Loss: loss}) }}
+}
+
+func (l *lossyKCP) server(cfg transport.KCPConfig) *transport.KCP {
+	return &transport.KCP{Config: cfg, TLS: l.srvTLS, WrapPacketConn: l.wrap}
+}
+
+func (l *lossyKCP) client(cfg transport.KCPConfig) *transport.KCP {
+	return &transport.KCP{Config: cfg, TLS: l.cliTLS, WrapPacketConn: l.wrap}
 }

@@ -22,7 +22,6 @@ import (
 
 	"github.com/warren-tunnel/warren/client"
 	"github.com/warren-tunnel/warren/internal/testutil/harness"
-	"github.com/warren-tunnel/warren/internal/testutil/impair"
 	"github.com/warren-tunnel/warren/internal/testutil/leaktest"
 	"github.com/warren-tunnel/warren/metrics"
 	"github.com/warren-tunnel/warren/server"
@@ -190,16 +189,8 @@ func TestUDPDNS(t *testing.T) {
 func TestUDPLossyKCP(t *testing.T) {
 	leaktest.Check(t)
 	cfg := serverConfig(t, transport.KindKCP)
-	srvTLS, fp, _, err := transport.ServerTLS{}.Config(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	cliTLS, err := transport.ClientTLS{Fingerprint: fp}.Config()
-	if err != nil {
-		t.Fatal(err)
-	}
-	lossy := func(pc net.PacketConn) net.PacketConn { return impair.Wrap(pc, impair.Config{Loss: 0.05}) }
-	srv := startServerWith(t, cfg, nil, server.WithTransport(transport.KindKCP, &transport.KCP{Config: cfg.KCP, TLS: srvTLS, WrapPacketConn: lossy}))
+	lossy := newLossyKCP(t, 0.05)
+	srv := startServerWith(t, cfg, nil, server.WithTransport(transport.KindKCP, lossy.server(cfg.KCP)))
 
 	const flows, each = 3, 1000
 	var mu sync.Mutex
@@ -216,7 +207,7 @@ func TestUDPLossyKCP(t *testing.T) {
 		return b
 	})
 	ccfg := clientConfig(srv, tokenOffice, harness.UDPService("stream", target))
-	cli := startClientWith(t, ccfg, nil, client.WithTransport(&transport.KCP{Config: ccfg.KCP, TLS: cliTLS, WrapPacketConn: lossy}))
+	cli := startClientWith(t, ccfg, nil, client.WithTransport(lossy.client(ccfg.KCP)))
 	cli.waitSession(t, 1)
 	addr := udpPublic(t, cli, "stream")
 

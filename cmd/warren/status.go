@@ -290,6 +290,12 @@ func printStatus(w io.Writer, st admin.Status) error {
 		if len(st.Clients) == 0 {
 			fmt.Fprintln(tw, "(no clients configured)")
 		}
+		if st.Cluster != nil {
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			printCluster(w, tw, st.Cluster)
+		}
 	case admin.RoleClient:
 		if len(st.Servers) > 0 {
 			return printClientServers(w, tw, st)
@@ -319,6 +325,44 @@ func printStatus(w io.Writer, st admin.Status) error {
 		return fmt.Errorf("status: unknown role %q", st.Role)
 	}
 	return tw.Flush()
+}
+
+// printCluster adds a cluster member's view to a server's status: its
+// members with this server's links to them, then every route in the
+// cluster, marked local where a session here serves it.
+func printCluster(w io.Writer, tw *tabwriter.Writer, c *admin.ClusterStatus) {
+	fmt.Fprintf(w, "\ncluster: this server is %s (peers reach it at %s)\n", c.ID, orDash(c.PeerAddress))
+	if c.Error != "" {
+		fmt.Fprintf(w, "registry: %s (the view below is the last one known)\n", oneLine(c.Error))
+	}
+	fmt.Fprintln(tw, "MEMBER\tPEER ADDRESS\tLINK\tFORWARDING\tTO IT\tFROM IT\tSENT\tRECEIVED")
+	for _, m := range c.Members {
+		link := "-"
+		switch {
+		case m.Self:
+			link = "self"
+		case m.Link:
+			link = "up"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%s\t%s\n", m.ID, m.PeerAddress, link, m.Forwarding,
+			m.ForwardedOut, m.ForwardedIn, fmtBytes(m.BytesSent), fmtBytes(m.BytesReceived))
+	}
+	tw.Flush()
+	fmt.Fprintln(w)
+	fmt.Fprintln(tw, "ROUTE\tCLIENT\tSERVER\tWHERE")
+	for _, r := range c.Routes {
+		where := "remote"
+		if r.Local {
+			where = "local"
+		}
+		if r.Shared {
+			where += ", shared"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", r.Key, r.Client, r.Server, where)
+	}
+	if len(c.Routes) == 0 {
+		fmt.Fprintln(tw, "(no routes in the cluster)")
+	}
 }
 
 // printClientServers writes a client's status: a row per session of each

@@ -457,3 +457,40 @@ func TestPrintClientServers(t *testing.T) {
 		}
 	}
 }
+
+// TestPrintCluster: a cluster member's status shows its members with its
+// links to them, and every route in the cluster marked local or remote.
+func TestPrintCluster(t *testing.T) {
+	st := admin.Status{Role: admin.RoleServer, Version: "test", Ready: true, Cluster: &admin.ClusterStatus{
+		ID: "s1", PeerAddress: "10.0.0.1:7443", Error: "cluster registry unavailable: etcd did not answer",
+		Members: []admin.MemberStatus{
+			{ID: "s1", PeerAddress: "10.0.0.1:7443", Self: true},
+			{ID: "s2", PeerAddress: "10.0.0.2:7443", Link: true, Forwarding: 2, ForwardedOut: 5, ForwardedIn: 1, BytesSent: 2048, BytesReceived: 100},
+			{ID: "s3", PeerAddress: "10.0.0.3:7443"},
+		},
+		Routes: []admin.ClusterRoute{
+			{Key: "http:www.example.com", Client: "office", Server: "s2"},
+			{Key: "port:2222", Client: "office", Server: "s1", Local: true},
+			{Key: "port:8080", Client: "lab", Server: "s3", Shared: true},
+		},
+	}}
+	var b strings.Builder
+	if err := printStatus(&b, st); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	for _, want := range []string{
+		"cluster: this server is s1 (peers reach it at 10.0.0.1:7443)\n",
+		"registry: cluster registry unavailable: etcd did not answer (the view below is the last one known)\n",
+		"s1      10.0.0.1:7443  self",
+		"s2      10.0.0.2:7443  up    2           5      1        2.0 KiB  100 B\n",
+		"s3      10.0.0.3:7443  -",
+		"http:www.example.com  office  s2      remote\n",
+		"port:2222             office  s1      local\n",
+		"port:8080             lab     s3      remote, shared\n",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("status lacks %q:\n%s", want, out)
+		}
+	}
+}

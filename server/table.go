@@ -133,7 +133,8 @@ type table struct {
 	mu       sync.Mutex
 	closing  bool
 	clients  []*clientEntry
-	tokens   [][]byte // tokens[i] belongs to clients[i]
+	tokens   [][]byte        // tokens[i] belongs to clients[i]
+	index    *session.Tokens // the same, indexed for auth
 	sessions map[*clientSession]struct{}
 	routes   map[string]*route
 	reserved map[string]*claimOp // keys a claim in flight is binding
@@ -168,15 +169,15 @@ func newTable(cfg tableConfig, clk clock.Clock, log *slog.Logger, changed *signa
 
 // setClientsLocked replaces the configured clients (New, reload).
 func (t *table) setClientsLocked(clients []*clientEntry, tokens [][]byte) {
-	t.clients, t.tokens = clients, tokens
+	t.clients, t.tokens, t.index = clients, tokens, session.NewTokens(tokens)
 }
 
 // credentials returns the clients and their tokens, for auth outside the
 // lock.
-func (t *table) credentials() ([]*clientEntry, [][]byte) {
+func (t *table) credentials() ([]*clientEntry, *session.Tokens) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return t.clients, t.tokens
+	return t.clients, t.index
 }
 
 // up records cs, whose Welcome is sent, as serving: pick may give it

@@ -271,6 +271,7 @@ func ConnectWith(hsDeadline time.Time, conn net.Conn, cfg Config, log *slog.Logg
 	}
 	auth := Auth{
 		MAC:         proof(token, c.Nonce, binding),
+		KeyID:       keyID(token),
 		Instance:    instance,
 		Group:       group,
 		DrainNotice: true, // Run's Handlers.Draining gets it, or it is ignored

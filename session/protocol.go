@@ -138,6 +138,11 @@ type Auth struct {
 	// MAC is HMAC-SHA256 keyed by the token over the auth label, the
 	// server's nonce and the TLS channel binding.
 	MAC []byte `json:"mac"`
+	// KeyID names the token the MAC is keyed by: the first 16 bytes of
+	// SHA-256 over "warren key id v1\x00" and the token. A server looks
+	// it up and checks that token's MAC alone; an older server ignores
+	// it and checks every token's, as it does for a client without it.
+	KeyID []byte `json:"key_id,omitempty"`
 	// Instance identifies one run of a client process, so that a client
 	// reconnecting replaces its own stale session at once.
 	Instance string `json:"instance"`

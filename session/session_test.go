@@ -90,7 +90,7 @@ func testServer(t testing.TB, l transport.Listener, cfg Config) <-chan accepted 
 			out <- accepted{err: err}
 			return
 		}
-		if p.Request.Match([][]byte{otherToken[:3], testToken}) != 1 {
+		if p.Request.Match(NewTokens([][]byte{otherToken[:3], testToken})) != 1 {
 			rej := Rejectf(CodeUnknownToken, "unknown token")
 			p.Reject(rej)
 			out <- accepted{req: p.Request, err: rej}

@@ -4,7 +4,6 @@
 package server
 
 import (
-	"container/list"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -50,18 +49,14 @@ type Server struct {
 
 	ready chan struct{}
 
-	mu           sync.Mutex
-	running      bool
-	closing      bool                       // shutdown began: new clients are refused
-	stopped      bool                       // listeners closed: new connections are dropped
-	listeners    []listener                 // tunnel listeners, set before ready closes
-	entries      entryState                 // the HTTP and HTTPS entry points (entry.go)
-	pending      map[net.Conn]*list.Element // connections not yet authenticated
-	pendingOrder *list.List                 // the same (*pendingConn), oldest first
-	pendingIP    map[string]int             // of those, per source IP
+	adm *admission // tunnel connections not yet authenticated (admission.go)
 
-	refused        int       // connections over a handshake limit since the last log
-	lastRefusedLog time.Time // when that was logged
+	mu        sync.Mutex
+	running   bool
+	closing   bool       // shutdown began: new clients are refused
+	stopped   bool       // listeners closed: new connections are dropped
+	listeners []listener // tunnel listeners, set before ready closes
+	entries   entryState // the HTTP and HTTPS entry points (entry.go)
 
 	reloadMu sync.Mutex // one Reload at a time; s.cfg changes only under it
 
@@ -109,16 +104,13 @@ func New(cfg Config, log *slog.Logger, opts ...Option) (*Server, error) {
 	}
 	e := newEdges(opts)
 	s := &Server{
-		cfg:          cfg,
-		log:          log,
-		edges:        e,
-		sessCfg:      cfg.session(),
-		ready:        make(chan struct{}),
-		stopping:     make(chan struct{}),
-		pending:      make(map[net.Conn]*list.Element),
-		pendingOrder: list.New(),
-		pendingIP:    make(map[string]int),
-		started:      e.clock.Now(),
+		cfg:      cfg,
+		log:      log,
+		edges:    e,
+		sessCfg:  cfg.session(),
+		ready:    make(chan struct{}),
+		stopping: make(chan struct{}),
+		started:  e.clock.Now(),
 	}
 	s.table = newTable(tableConfig{
 		grace:            cfg.ReconnectGrace,
@@ -127,12 +119,13 @@ func New(cfg Config, log *slog.Logger, opts ...Option) (*Server, error) {
 		maxServices:      cfg.Limits.MaxServices,
 		udp:              cfg.UDP,
 	}, e.clock, log, &s.changed, s.bindPublic, s.serveRoute)
+	s.adm = newAdmission(cfg.Limits.MaxHandshakes, cfg.Limits.MaxHandshakesPerIP, e.clock, log, &s.changed)
 	if !cfg.TLS.Disabled {
-		var err error
-		s.tls, s.fingerprint, s.certCreated, err = cfg.TLS.Config(cfg.StateDir)
+		tc, fingerprint, created, err := cfg.TLS.Config(cfg.StateDir)
 		if err != nil {
 			return nil, fmt.Errorf("server.%w", err)
 		}
+		s.tls, s.fingerprint, s.certCreated = s.adm.gate(tc), fingerprint, created
 	}
 	var clients []*clientEntry
 	var tokens [][]byte
@@ -485,10 +478,8 @@ func (s *Server) shutdown() {
 
 	s.mu.Lock()
 	s.stopped = true
-	for c := range s.pending {
-		c.Close()
-	}
 	s.mu.Unlock()
+	s.adm.close()
 	for _, l := range ls {
 		l.l.Close()
 	}
@@ -522,8 +513,4 @@ func (s *Server) Sessions() []SessionInfo {
 }
 
 // Pending is the number of tunnel connections still in their handshake.
-func (s *Server) Pending() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.pending)
-}
+func (s *Server) Pending() int { return s.adm.pending() }

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/warren-tunnel/warren/admin"
 	"github.com/warren-tunnel/warren/session"
+	"github.com/warren-tunnel/warren/transport"
 )
 
 // clientSession is one authenticated client session and the routes it
@@ -57,12 +59,22 @@ func (s *Server) serveTunnel(c net.Conn, transportName string) {
 	remote := c.RemoteAddr().String()
 	accepted := s.acceptSeq.Add(1)
 	log := s.log.With("remote", remote, "transport", transportName)
-	if !s.addPending(c) {
+	raw := c // admission's key: what the TLS hook sees (admission.go)
+	tc, _ := c.(*tls.Conn)
+	if tc != nil {
+		raw = tc.NetConn()
+	}
+	if !s.adm.admit(raw) {
 		c.Close()
 		return
 	}
-	defer s.removePending(c)
-	p, err := session.Accept(c, s.sessCfg, log)
+	defer s.adm.done(raw)
+	deadline := time.Now().Add(s.sessCfg.HandshakeTimeout)
+	err := s.handshakeTLS(tc, raw, deadline)
+	var p *session.Pending
+	if err == nil {
+		p, err = session.AcceptBy(deadline, c, s.sessCfg, log)
+	}
 	if err != nil {
 		log.Debug("handshake failed", "err", err)
 		s.metrics.HandshakeFailed(handshakeReason(err))
@@ -126,7 +138,7 @@ func (s *Server) serveTunnel(c net.Conn, transportName string) {
 		s.recordFailed(remote, cs.client.name, err)
 		return
 	}
-	s.removePending(c) // authenticated: shutdown says goodbye instead
+	s.adm.done(raw) // authenticated: shutdown says goodbye instead
 	ok, closing := s.table.up(cs, sess)
 	if !ok { // a reload revoked it meanwhile
 		log.Warn("client removed or its token changed by a reload during the handshake; closing")
@@ -180,109 +192,22 @@ func (s *Server) serveTunnel(c net.Conn, transportName string) {
 	s.rec.Event(admin.Event{Kind: admin.EventSessionDown, Client: cs.client.name, Remote: remote, Reason: downReason(err, held, s.cfg.ReconnectGrace)})
 }
 
-// evictAfter: at a table's limit, a new connection drops the oldest entry
-// only if that entry is at least this old. A silent connection is one by
-// then (a real handshake takes a few round trips, a real HTTP client sends
-// its request at once), while a burst of real connections from one address,
-// a reconnect storm from behind one NAT, is refused for the moment (its
-// clients retry) rather than churned into a livelock.
-const evictAfter = 3 * time.Second
-
-// pendingConn is a connection in its handshake, in Server.pendingOrder.
-type pendingConn struct {
-	c  net.Conn
-	ip string
-	at time.Time
-}
-
-// addPending admits a connection to its handshake, within the limits on
-// handshakes per source IP and in all, and records it so shutdown can drop
-// it. Over the per-IP limit it drops that IP's oldest handshake, when it is
-// older than evictAfter, and refuses the new one otherwise (the caller
-// closes it): 32 silent connections of a NAT neighbour must not lock a real
-// client out. At the limit in all it drops the oldest handshake, whatever
-// its age: forged sources (spoofed UDP above all) could otherwise hold
-// every slot for a handshake_timeout each, while a real handshake finishes
-// in a few round trips and so outlives max_handshakes newer arrivals. Once
-// shutdown has closed the listeners it refuses.
-func (s *Server) addPending(c net.Conn) bool {
-	ip := sourceIP(c)
-	now := s.edges.clock.Now()
-	s.mu.Lock()
-	if s.stopped {
-		s.mu.Unlock()
-		return false
+// handshakeTLS runs tc's TLS handshake (none for nil) by deadline; its
+// CPU waits for a slot of the admission's (through the hook of
+// admission.gate). Once it is done the peer is proven. On error tc is
+// closed.
+func (s *Server) handshakeTLS(tc *tls.Conn, raw net.Conn, deadline time.Time) error {
+	if tc == nil {
+		return nil
 	}
-	var evicted net.Conn
-	limit := ""
-	switch {
-	case s.pendingIP[ip] >= s.cfg.Limits.MaxHandshakesPerIP:
-		limit = "limits.max_handshakes_per_ip"
-		for e := s.pendingOrder.Front(); e != nil; e = e.Next() {
-			if p := e.Value.(*pendingConn); p.ip == ip {
-				if now.Sub(p.at) >= evictAfter {
-					evicted = p.c
-				}
-				break
-			}
-		}
-	case len(s.pending) >= s.cfg.Limits.MaxHandshakes:
-		limit = "limits.max_handshakes"
-		evicted = s.pendingOrder.Front().Value.(*pendingConn).c
-	}
-	if evicted != nil {
-		s.removePendingLocked(evicted)
-	}
-	if limit != "" {
-		s.refused++
-		if now.Sub(s.lastRefusedLog) >= time.Second {
-			what := "closing new ones"
-			if evicted != nil {
-				what = "dropping the oldest"
-			}
-			s.log.Warn("too many connections in their handshake; "+what, "limit", limit, "source", ip, "dropped", s.refused)
-			s.lastRefusedLog, s.refused = now, 0
-		}
-	}
-	admit := limit == "" || evicted != nil
-	if admit {
-		s.pending[c] = s.pendingOrder.PushBack(&pendingConn{c: c, ip: ip, at: now})
-		s.pendingIP[ip]++
-		s.changed.Notify()
-	}
-	s.mu.Unlock()
-	if evicted != nil {
-		evicted.Close()
-	}
-	return admit
-}
-
-// removePending forgets a connection once its handshake is over.
-func (s *Server) removePending(c net.Conn) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.removePendingLocked(c)
-}
-
-func (s *Server) removePendingLocked(c net.Conn) {
-	e, ok := s.pending[c]
-	if !ok {
-		return
-	}
-	s.pendingOrder.Remove(e)
-	delete(s.pending, c)
-	s.changed.Notify()
-	ip := e.Value.(*pendingConn).ip
-	if s.pendingIP[ip]--; s.pendingIP[ip] <= 0 {
-		delete(s.pendingIP, ip)
-	}
-}
-
-// sourceIP is the IP address a connection comes from.
-func sourceIP(c net.Conn) string {
-	host, _, err := net.SplitHostPort(c.RemoteAddr().String())
+	tc.SetDeadline(deadline)
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	err := tc.HandshakeContext(ctx)
+	cancel()
 	if err != nil {
-		return c.RemoteAddr().String()
+		tc.Close()
+		return fmt.Errorf("%w: %w", transport.ErrHandshake, err)
 	}
-	return host
+	s.adm.proven(raw)
+	return nil
 }

@@ -40,11 +40,17 @@ type Pending struct {
 // whole of it, TLS handshake included, must finish within
 // cfg.HandshakeTimeout. On error conn is closed.
 func Accept(conn net.Conn, cfg Config, log *slog.Logger) (*Pending, error) {
+	return AcceptBy(time.Now().Add(cfg.HandshakeTimeout), conn, cfg, log)
+}
+
+// AcceptBy is Accept with the handshake ending by deadline instead: the
+// server's one deadline for the TLS handshake, which it may have run
+// already, and the auth together.
+func AcceptBy(deadline time.Time, conn net.Conn, cfg Config, log *slog.Logger) (*Pending, error) {
 	if err := cfg.Validate(); err != nil {
 		conn.Close()
 		return nil, err
 	}
-	deadline := time.Now().Add(cfg.HandshakeTimeout)
 	conn.SetDeadline(deadline)
 	binding, err := transport.ExportBinding(conn)
 	if err != nil {

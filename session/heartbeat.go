@@ -130,8 +130,15 @@ func (s *Session) beat() {
 	seq := s.pingSeq.Load() + 1 // only beat sends pings, one at a time
 	s.pingSent[seq%pingsKept].Store(s.clk.Now().UnixNano())
 	s.pingSeq.Store(seq)
-	// A ping that cannot leave before the next is due counts as missed.
-	// (A connection's deadline is on real time.)
-	s.writeControl(typePing, Ping{Seq: seq}, time.Now().Add(next))
+	// The ping counts as missed until a control frame comes back, so
+	// nothing waits for it to be written: on the lane it is queued (no
+	// channel or timer to wait on, per beat of thousands of sessions);
+	// on the control stream a ping that cannot leave before the next is
+	// due is given up (a connection's deadline is on real time).
+	if s.lane {
+		s.lc.sendLane(typePing, Ping{Seq: seq})
+	} else {
+		s.writeControl(typePing, Ping{Seq: seq}, time.Now().Add(next))
+	}
 	s.hb.Reset(next)
 }

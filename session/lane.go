@@ -46,6 +46,11 @@ type laneConn struct {
 	track atomic.Bool
 	led   *ledger
 
+	// ping, once the session runs, answers a Ping in the reader itself
+	// (see answerPing); it reports false to leave the frame to
+	// readControl.
+	ping atomic.Pointer[func(payload []byte) (bool, error)]
+
 	// Reading: only smux's recvLoop reads.
 	hdr  [smuxHeaderLen]byte
 	pend []byte // header bytes not yet handed to smux
@@ -153,7 +158,19 @@ func (l *laneConn) readLane() error {
 	if _, err := io.ReadFull(l.Conn, payload[1:]); err != nil {
 		return err
 	}
+	if f := l.ping.Load(); f != nil && typ == typePing {
+		if done, err := (*f)(payload); done || err != nil {
+			return err
+		}
+	}
 	return l.in.push(typ, payload)
+}
+
+// pong queues the answer to a Ping for the lane without waiting for it
+// to be written: the reader must not wait on the transport's writes.
+func (l *laneConn) pong(p Ping) error {
+	_, err := l.sendLane(typePong, Pong(p))
+	return err
 }
 
 // Write is smux's: one whole smux frame. Lane frames waiting go first.

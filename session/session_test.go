@@ -1157,3 +1157,48 @@ func TestIdleHeartbeatSkipsPings(t *testing.T) {
 		t.Fatalf("session ended: %v", err)
 	}
 }
+
+// TestPingAnsweredByReader: an idle session's pings are answered by the
+// transport's reader, not by readControl: while the server's Update
+// handler holds readControl, the client's pings still come back and
+// measure RTTs.
+func TestPingAnsweredByReader(t *testing.T) {
+	leaktest.Check(t)
+	cfg := testConfig()
+	mem := &transporttest.Network{}
+	l := listen(t, mem)
+	res := testServer(t, l, cfg)
+	srv, cli := connectOn(t, dial(t, mem, l), cfg, res)
+	entered, release := make(chan struct{}), make(chan struct{})
+	srvDone := make(chan error, 1)
+	go func() {
+		srvDone <- srv.Run(context.Background(), Handlers{Update: func(reqs []Service) ([]Service, *RejectError) {
+			close(entered)
+			<-release
+			return reqs, nil
+		}})
+	}()
+	cliDone := run(cli, nil)
+	updated := make(chan error, 1)
+	go func() {
+		_, err := cli.Update([]Service{{Name: "web", RemotePort: 8080}})
+		updated <- err
+	}()
+	<-entered // readControl is held from here on
+	n0 := cli.nrtt.Load()
+	deadline := time.Now().Add(5 * time.Second)
+	for cli.nrtt.Load() < n0+2 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond) // no signal for a pong read
+	}
+	got := cli.nrtt.Load() - n0
+	close(release)
+	if err := <-updated; err != nil {
+		t.Errorf("update: %v", err)
+	}
+	if got < 2 {
+		t.Errorf("%d pongs came back while readControl was held, want 2 or more", got)
+	}
+	srv.Close(CodeClosed, "done")
+	<-srvDone
+	<-cliDone
+}

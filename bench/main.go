@@ -116,7 +116,7 @@ func orchestrate() int {
 		sessIdle  = flag.Duration("session-idle", 10*time.Second, "sessions: the window over which the idle server's CPU is read")
 		sessStorm = flag.Duration("storm-timeout", 120*time.Second, "sessions: how long all sessions may take to come up, and to come back after the restart")
 		sessEcho  = flag.Duration("storm-echo", 10*time.Second, "sessions: the echo window during the reconnect storm")
-		sessPerIP = flag.Int("session-handshakes", 64, "sessions: the server's max_handshakes_per_ip (every swarm client has the one source address)")
+		sessPerIP = flag.Int("session-handshakes", 1024, "sessions: the server's max_handshakes_per_ip (every swarm client has the one source address)")
 		sessPort  = flag.Int("session-port", 20000, "sessions: the first public port of the swarm's clients (N ports from here, below the ephemeral range; the echo client gets the one before)")
 		attack    = flag.Duration("attack", 10*time.Second, "loopback isolation: echo window while stuck connections press on the tunnel")
 		rounds    = flag.Int("rounds", 3, "loopback: rounds of every test (the report shows the median)")

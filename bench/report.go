@@ -217,6 +217,14 @@ func writeReport(outDir, plotDir string) error {
 		return err
 	}
 	md := sessionsMarkdown(sess)
+	if plotDir != "" && len(sess) > 0 {
+		if err := os.MkdirAll(plotDir, 0o755); err != nil {
+			return err
+		}
+		if err := plotSessions(filepath.Join(plotDir, "sessions.png"), sess); err != nil {
+			return fmt.Errorf("plots: %w", err)
+		}
+	}
 	if rs == nil {
 		return os.WriteFile(filepath.Join(outDir, "report.md"), []byte(md), 0o644)
 	}

@@ -10,8 +10,10 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"encoding/json"
 	"fmt"
+	"image/color"
 	"os"
 	"path/filepath"
 	"slices"
@@ -19,6 +21,10 @@ import (
 	"strings"
 	"text/template"
 	"time"
+
+	"gonum.org/v1/plot"
+	"gonum.org/v1/plot/plotter"
+	"gonum.org/v1/plot/vg"
 )
 
 // SessionUse is what the sessions scenario measured at one count.
@@ -456,4 +462,67 @@ func sessionsMarkdown(recs []Record) string {
 	b.WriteString(t.String())
 	b.WriteString("\n")
 	return b.String()
+}
+
+// plotSessions draws the server's RSS per session and its idle CPU
+// against the session count, a line per path and build, with the
+// targets (issue 21: 48 KiB a session, 10% of a core).
+func plotSessions(file string, recs []Record) error {
+	type key struct{ path, build string }
+	series := map[key]plotter.XYs{}
+	var keys []key
+	var last float64
+	for _, r := range recs {
+		if r.Kind != "result" || r.Test != "sessions" || r.Sess == nil || r.Sess.Up == 0 {
+			continue
+		}
+		k := key{r.Path, r.Build}
+		if _, ok := series[k]; !ok {
+			keys = append(keys, k)
+		}
+		u := r.Sess
+		series[k] = append(series[k], plotter.XY{X: float64(u.Up), Y: u.PerSession / 1024})
+		series[key{k.path, k.build + "/cpu"}] = append(series[key{k.path, k.build + "/cpu"}], plotter.XY{X: float64(u.Up), Y: u.IdleCPUPct})
+		last = max(last, float64(u.Up))
+	}
+	if len(keys) == 0 {
+		return nil
+	}
+	mem := newPlot("warren server RSS per idle session", "sessions", "RSS per session (KiB)")
+	cpu := newPlot("warren server CPU, all sessions idle", "sessions", "CPU (% of one core)")
+	mem.Y.Min, cpu.Y.Min = 0, 0
+	for _, k := range keys {
+		label, b := k.path, k.build
+		if b == "" {
+			b = "HEAD"
+		}
+		label += " " + b
+		c, d := style(k.path, "")
+		if k.build != "" {
+			d = []vg.Length{vg.Points(5), vg.Points(3)}
+		}
+		m, cp := series[k], series[key{k.path, k.build + "/cpu"}]
+		slices.SortFunc(m, func(a, b plotter.XY) int { return cmp.Compare(a.X, b.X) })
+		slices.SortFunc(cp, func(a, b plotter.XY) int { return cmp.Compare(a.X, b.X) })
+		if err := addLine(mem, label, m, c, d); err != nil {
+			return err
+		}
+		if err := addLine(cpu, label, cp, c, d); err != nil {
+			return err
+		}
+	}
+	for _, t := range []struct {
+		p     *plot.Plot
+		y     float64
+		label string
+	}{{mem, 48, "target: 48 KiB"}, {cpu, 10, "target: 10% (tcp, 10 000)"}} {
+		l, err := plotter.NewLine(plotter.XYs{{X: 0, Y: t.y}, {X: last, Y: t.y}})
+		if err != nil {
+			return err
+		}
+		l.Color, l.Dashes = color.Gray{Y: 100}, []vg.Length{vg.Points(2), vg.Points(2)}
+		t.p.Add(l)
+		t.p.Legend.Add(t.label, l)
+	}
+	return saveTiles(file, [][]*plot.Plot{{mem, cpu}}, 32*vg.Centimeter, 12*vg.Centimeter)
 }

@@ -72,11 +72,10 @@ reconnect_grace = "0s"
 [server.limits]
 # Every swarm client comes from 127.0.0.1, so the per-IP cap (32 by
 # default) stands for the global one (1024 by default): {{.PerIP}} in their
-# handshake at once, as many queued, the others refused and back with
-# their backoff's jitter. (Before issue 21's admission, at 1024 the
-# handshakes of a storm starved each other past the 3 s after which the
-# oldest was dropped, and few completed: 1438 of 5000 in 3 minutes; runs
-# before it used 64.)
+# handshake at once, the others refused and back with their backoff's
+# jitter. (Before issue 21's admission, at 1024 the handshakes of a storm
+# starved each other past the 3 s after which the oldest was dropped, and
+# few completed: 1438 of 5000 in 3 minutes; runs before it used 64.)
 max_handshakes_per_ip = {{.PerIP}}
 
 [[server.listen]]

@@ -63,7 +63,6 @@ func TestAdmission(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			clk := clocktest.New()
 			adm := newAdmission(tc.maxTotal, tc.maxIP, clk, slog.New(slog.DiscardHandler), new(signal))
-			adm.maxQueued = 0 // refused at once: TestAdmissionQueue has the queue
 			conns := map[int]*fakeConn{}
 			answered := map[int]func(){}
 			for n, st := range tc.steps {
@@ -100,72 +99,6 @@ func TestAdmission(t *testing.T) {
 				}
 			}
 		})
-	}
-}
-
-// TestAdmissionQueue: at a limit with no silent connection to drop, a
-// newcomer waits unread for a place, first come first served within its
-// IP's limit, up to queueWait; past the queue's bounds it is refused at
-// once; close refuses those waiting.
-func TestAdmissionQueue(t *testing.T) {
-	clk := clocktest.New()
-	adm := newAdmission(2, 1, clk, slog.New(slog.DiscardHandler), new(signal))
-	a1, b1 := conn("10.0.0.1"), conn("10.0.0.2")
-	if !adm.admit(a1) || !adm.admit(b1) {
-		t.Fatal("refused under the limits")
-	}
-	admit := func(c net.Conn) <-chan bool {
-		ch := make(chan bool, 1)
-		go func() { ch <- adm.admit(c) }()
-		return ch
-	}
-	queuedIs := func(n int) {
-		t.Helper()
-		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) { // the queue has no signal of its own
-			adm.mu.Lock()
-			got := adm.queue.Len()
-			adm.mu.Unlock()
-			if got == n {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%d queued, want %d", got, n)
-			}
-		}
-	}
-	a2c, b2c := conn("10.0.0.1"), conn("10.0.0.2")
-	a2 := admit(a2c)
-	queuedIs(1)
-	b2 := admit(b2c)
-	queuedIs(2)
-	if adm.admit(conn("10.0.0.1")) { // its IP has maxPerIP queued already
-		t.Fatal("admitted past the per-IP queue")
-	}
-	adm.done(b1) // 10.0.0.2's place: b2 gets it, though a2 queued first
-	if !<-b2 {
-		t.Fatal("b2 refused")
-	}
-	adm.done(a1)
-	if !<-a2 {
-		t.Fatal("a2 refused")
-	}
-	adm.proven(a2c) // neither may be dropped for a newcomer
-	adm.proven(b2c)
-	late := admit(conn("10.0.0.3"))
-	queuedIs(1)
-	if err := clk.WaitTimer(context.Background(), queueWait); err != nil {
-		t.Fatal(err)
-	}
-	clk.Advance(queueWait)
-	if <-late {
-		t.Fatal("admitted after queueWait with no place free")
-	}
-	queuedIs(0)
-	gone := admit(conn("10.0.0.4"))
-	queuedIs(1)
-	adm.close()
-	if <-gone {
-		t.Fatal("admitted after close")
 	}
 }
 
@@ -236,7 +169,6 @@ func TestAdmissionSlots(t *testing.T) {
 func TestAdmissionGate(t *testing.T) {
 	clk := clocktest.New()
 	adm := newAdmission(10, 1, clk, slog.New(slog.DiscardHandler), new(signal))
-	adm.maxQueued = 0 // a newcomer is refused at once, or takes the place
 	base, _, _, err := transport.ServerTLS{}.Config(t.TempDir())
 	if err != nil {
 		t.Fatal(err)

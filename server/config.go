@@ -83,8 +83,7 @@ type Limits struct {
 	MaxControlFrame int `toml:"max_control_frame"`
 	// MaxHandshakes caps connections still in their handshake, in all and
 	// from one IP address; past a cap a new one takes the place of the
-	// oldest silent one, or queues for a place, or is closed at once
-	// (admission.go).
+	// oldest silent one, or is closed at once (admission.go).
 	MaxHandshakes      int `toml:"max_handshakes"`
 	MaxHandshakesPerIP int `toml:"max_handshakes_per_ip"`
 	// MaxStreams caps the public connections open through one session.

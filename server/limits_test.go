@@ -129,7 +129,7 @@ func TestTablesFullOfSilentConnections(t *testing.T) {
 	ccfg := w.ClientConfig(srv, harness.TokenOffice, client.Service{Name: "web", Target: httpBackend(w, "A"), Domains: []string{"a.office.example.com"}})
 	ccfg.HandshakeTimeout = 2 * time.Second // a refused KCP handshake is noticed at its deadline
 	cli := w.StartClient(ccfg)
-	srv.Logs.WaitLine(t, "too many connections in their handshake; queueing new ones", "limits.max_handshakes_per_ip")
+	srv.Logs.WaitLine(t, "too many connections in their handshake; closing new ones", "limits.max_handshakes_per_ip")
 	hc := w.HTTPClient(srv.EntryAddr("http"))
 	if _, err := hc.Get("http://a.office.example.com/"); err == nil {
 		t.Fatal("a request got through a sniffing table full of young connections")

@@ -45,6 +45,7 @@ type Session struct {
 	hbStopped bool
 	skipped   int         // beats in a row without a ping (heartbeat.go), under hbRun
 	heard     atomic.Bool // a control frame came since the last beat
+	heardPrev bool        // one came between the two beats before, under hbRun
 
 	wmu sync.Mutex // one control frame at a time
 

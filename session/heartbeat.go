@@ -44,8 +44,10 @@ const (
 // sides together send about one ping per two intervals instead of one per
 // interval (the sessions scenario of docs/benchmarks.md). The dead-peer
 // bound is unchanged: the long deadline wants one ping unanswered and
-// misses intervals of silence (misses >= 2), and a side that hears
-// nothing pings within two intervals.
+// misses intervals of silence, and a side that hears nothing pings within
+// two intervals, so with misses >= 3 it still ends within misses + 1
+// intervals of silence; with fewer misses a side skips on one interval
+// only, as before.
 const rttEvery = 4
 
 // measured records an RTT.
@@ -109,7 +111,7 @@ func (s *Session) beat() {
 	}
 	n, idle := int(s.missed.Load()), s.conn.idle()
 	heardNow := s.heard.Swap(false)
-	heard := heardNow || s.heardPrev
+	heard := heardNow || s.heardPrev && s.cfg.HeartbeatMisses >= 3
 	s.heardPrev = heardNow
 	if n >= 1 && idle >= time.Duration(s.cfg.HeartbeatMisses)*s.cfg.HeartbeatInterval {
 		s.fail(fmt.Errorf("%w: nothing from the %s for %v, %d pings unanswered (last RTT %s)",

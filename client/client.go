@@ -448,7 +448,7 @@ func (c *Client) connect(ctx context.Context, r *remote, slot int) (upFor time.D
 	claims, sticky := c.withSticky(claimed)
 	var visitors []session.Visitor
 	for _, v := range c.cfg.Visitors {
-		visitors = append(visitors, session.Visitor{Name: v.Name, Service: v.Service})
+		visitors = append(visitors, session.Visitor{Name: v.Name, Service: v.Service, Protocol: v.Protocol})
 	}
 	sess, err := session.ConnectWith(deadline, conn, c.sessCfg, c.log, c.token, instance, group, session.Claims{
 		Services: claims, Private: claimed.private, Visitors: visitors, Dial: len(c.cfg.Dial.Allow) > 0,
@@ -759,6 +759,6 @@ func fatal(err error) bool {
 	var verr *tls.CertificateVerificationError
 	var uerr x509.UnknownAuthorityError
 	var herr x509.HostnameError
-	return errors.Is(err, transport.ErrFingerprintMismatch) || errors.Is(err, session.ErrVersion) || errors.Is(err, errNoGroups) || errors.Is(err, session.ErrNoUDP) ||
+	return errors.Is(err, transport.ErrFingerprintMismatch) || errors.Is(err, session.ErrVersion) || errors.Is(err, errNoGroups) || errors.Is(err, session.ErrNoUDP) || errors.Is(err, session.ErrNoPrivateUDP) ||
 		errors.As(err, &verr) || errors.As(err, &uerr) || errors.As(err, &herr)
 }

@@ -241,17 +241,16 @@ func (c Config) validateServices(several bool) error {
 				return fmt.Errorf("%s.bind: %w", key, err)
 			}
 		}
-		if j, dup := binds[v.Bind]; dup && !strings.HasSuffix(v.Bind, ":0") {
+		switch v.Protocol {
+		case "", session.ProtoTCP, session.ProtoUDP:
+		default:
+			return fmt.Errorf("%s.protocol: %s: want \"tcp\" or \"udp\"", key, quote.Short(v.Protocol))
+		}
+		bk := fmt.Sprint(v.IsUDP(), " ", v.Bind) // a TCP and a UDP visitor may share an address
+		if j, dup := binds[bk]; dup && !strings.HasSuffix(v.Bind, ":0") {
 			return fmt.Errorf("%s.bind: also the bind address of client.visitors[%d]", key, j)
 		}
-		binds[v.Bind] = i
-		switch v.Protocol {
-		case "", session.ProtoTCP:
-		case session.ProtoUDP:
-			return fmt.Errorf("%s.protocol: udp visitors are not supported yet; only \"tcp\"", key)
-		default:
-			return fmt.Errorf("%s.protocol: %s: want \"tcp\"", key, quote.Short(v.Protocol))
-		}
+		binds[bk] = i
 	}
 	names := make(map[string]int)
 	ports := make(map[[2]int]int) // by protocol (0 tcp, 1 udp) and port
@@ -299,9 +298,6 @@ func (c Config) validateServices(several bool) error {
 		}
 		if s.Private && (s.RemotePort != 0 || len(s.Domains) > 0 || s.Entry != "" || s.Shared) {
 			return fmt.Errorf("%s.private: a private service has no remote_port, domains, entry or shared: only visitors reach it", key)
-		}
-		if s.Private && s.IsUDP() {
-			return fmt.Errorf("%s.private: private UDP services are not supported yet (udp visitors are not supported yet); only TCP", key)
 		}
 		if _, err := proxyproto.ParseVersion(s.ProxyProtocol); err != nil {
 			return fmt.Errorf("%s.proxy_protocol: %s is not one of v1, v2 (or \"\" for none)", key, quote.Short(s.ProxyProtocol))

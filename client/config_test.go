@@ -238,10 +238,24 @@ func TestConfigValidate(t *testing.T) {
 			wantErr: `client.services[1] (web).proxy_protocol: "2" is not one of v1, v2`},
 		{name: "udp visitor", mod: func(c *Config) {
 			c.Visitors = []Visitor{{Name: "dns", Service: "office/dns", Bind: "127.0.0.1:5353", Protocol: "udp"}}
-		}, wantErr: `client.visitors[0] (dns).protocol: udp visitors are not supported yet`},
+		}},
+		{name: "udp and tcp visitors on one address", mod: func(c *Config) {
+			c.Visitors = []Visitor{{Name: "dns", Service: "office/dns", Bind: "127.0.0.1:5353", Protocol: "udp"},
+				{Name: "dnstcp", Service: "office/dnstcp", Bind: "127.0.0.1:5353"}}
+		}},
+		{name: "udp visitors on one address", mod: func(c *Config) {
+			c.Visitors = []Visitor{{Name: "dns", Service: "office/dns", Bind: "127.0.0.1:5353", Protocol: "udp"},
+				{Name: "dns2", Service: "office/dns2", Bind: "127.0.0.1:5353", Protocol: "udp"}}
+		}, wantErr: `client.visitors[1] (dns2).bind: also the bind address of client.visitors[0]`},
+		{name: "visitor protocol unknown", mod: func(c *Config) {
+			c.Visitors = []Visitor{{Name: "dns", Service: "office/dns", Bind: "127.0.0.1:5353", Protocol: "quic"}}
+		}, wantErr: `client.visitors[0] (dns).protocol: "quic": want "tcp" or "udp"`},
 		{name: "private udp service", mod: func(c *Config) {
-			c.Services = append(c.Services, Service{Name: "dns", Target: "h:53", Protocol: "udp", Private: true})
-		}, wantErr: `client.services[2] (dns).private: private UDP services are not supported yet`},
+			c.Services = append(c.Services, Service{Name: "dns", Target: "h:53", Protocol: "udp", Private: true, IdleTimeout: 2 * time.Second})
+		}},
+		{name: "private udp service with a port", mod: func(c *Config) {
+			c.Services = append(c.Services, Service{Name: "dns", Target: "h:53", Protocol: "udp", Private: true, RemotePort: 53})
+		}, wantErr: `client.services[2] (dns).private: a private service has no remote_port`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

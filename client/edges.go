@@ -20,13 +20,21 @@ type edges struct {
 	dialPacket DialFunc
 	resolver   Resolver
 	listen     func(network, address string) (net.Listener, error)
-	clock      clock.Clock
+	// listenPacket opens UDP visitors' sockets.
+	listenPacket func(network, address string) (net.PacketConn, error)
+	clock        clock.Clock
 }
 
 // WithListen makes the client open its visitors' listeners with listen
 // instead of net.Listen.
 func WithListen(listen func(network, address string) (net.Listener, error)) Option {
 	return func(e *edges) { e.listen = listen }
+}
+
+// WithListenPacket makes the client open its UDP visitors' sockets with
+// listen instead of net.ListenPacket (network "udp").
+func WithListenPacket(listen func(network, address string) (net.PacketConn, error)) Option {
+	return func(e *edges) { e.listenPacket = listen }
 }
 
 // DialFunc connects to a service's target, as net.Dialer.DialContext
@@ -82,7 +90,7 @@ func WithClock(c clock.Clock) Option {
 
 func newEdges(opts []Option) edges {
 	var d net.Dialer
-	e := edges{dial: d.DialContext, dialPacket: d.DialContext, resolver: net.DefaultResolver, listen: net.Listen, clock: clock.Real{}}
+	e := edges{dial: d.DialContext, dialPacket: d.DialContext, resolver: net.DefaultResolver, listen: net.Listen, listenPacket: net.ListenPacket, clock: clock.Real{}}
 	for _, o := range opts {
 		o(&e)
 	}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"reflect"
 	"slices"
 
 	"github.com/warren-tunnel/warren/admin"
@@ -35,16 +36,19 @@ func newServiceTable(svcs []Service, old *serviceTable) *serviceTable {
 		if entry == "" && len(s.Domains) > 0 {
 			entry = session.EntryHTTP
 		}
-		if s.Private {
-			t.private = append(t.private, session.Service{Name: s.Name})
-			continue
-		}
 		cl := session.Service{Name: s.Name, RemotePort: s.RemotePort, Domains: s.Domains, Entry: entry, Shared: s.Shared}
+		if s.Private {
+			cl = session.Service{Name: s.Name}
+		}
 		if s.IsUDP() {
 			cl.Protocol = session.ProtoUDP
 			if s.IdleTimeout > 0 || s.MaxFlows > 0 || s.MaxDatagram > 0 {
 				cl.UDP = &session.UDPLimits{IdleMillis: s.IdleTimeout.Milliseconds(), MaxFlows: s.MaxFlows, MaxDatagram: s.MaxDatagram}
 			}
+		}
+		if s.Private {
+			t.private = append(t.private, cl)
+			continue
 		}
 		t.claims = append(t.claims, cl)
 	}
@@ -80,7 +84,7 @@ func (c *Client) Reload(cfg Config) error {
 	defer c.reloadMu.Unlock()
 	old := c.table.Load()
 	next := newServiceTable(cfg.Services, old)
-	if !slices.EqualFunc(old.private, next.private, func(a, b session.Service) bool { return a.Name == b.Name }) {
+	if !slices.EqualFunc(old.private, next.private, func(a, b session.Service) bool { return reflect.DeepEqual(a, b) }) {
 		return errors.New("client.services: the private services changed: they take effect only at a restart; nothing was reloaded")
 	}
 	c.stickyMu.Lock()

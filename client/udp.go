@@ -296,7 +296,8 @@ func (c *Client) dialFlow(ctx context.Context, target string) (net.Conn, error) 
 
 // grantedMaxDatagram is the max_datagram the server granted service.
 func grantedMaxDatagram(sess *session.Session, service string) int {
-	for _, g := range sess.Info().Services {
+	info := sess.Info()
+	for _, g := range append(info.Services[:len(info.Services):len(info.Services)], info.PrivateServices...) {
 		if g.Name == service && g.UDP != nil && g.UDP.MaxDatagram > 0 {
 			return min(g.UDP.MaxDatagram, session.MaxDatagram)
 		}

@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"errors"
+	"io"
 	"log/slog"
 	"net"
 	"sync"
@@ -24,41 +25,63 @@ type Visitor struct {
 	Service string `toml:"service"`
 	// Bind is the local address to listen on, host:port.
 	Bind string `toml:"bind"`
-	// Protocol is "tcp" (the default).
+	// Protocol is "tcp" (the default) or "udp": a UDP socket at Bind,
+	// each local source address a flow to a private UDP service
+	// (visitudp.go).
 	Protocol string `toml:"protocol"`
 }
+
+// IsUDP reports whether v is a UDP visitor.
+func (v Visitor) IsUDP() bool { return v.Protocol == session.ProtoUDP }
 
 // runVisitors listens on every visitor's bind address until ctx ends; the
 // listeners stay up whatever the session does (a connection that finds no
 // session up waits up to dial_timeout for one). It returns once the
 // listeners are bound, with a function that waits for their goroutines.
 func (c *Client) runVisitors(ctx context.Context) (wait func(), err error) {
-	var ls []net.Listener
+	socks := make([]io.Closer, 0, len(c.cfg.Visitors))
+	addrs := make(map[string]net.Addr, len(c.cfg.Visitors))
 	for _, v := range c.cfg.Visitors {
-		l, err := c.edges.listen("tcp", v.Bind)
+		var sock io.Closer
+		if v.IsUDP() {
+			var pc net.PacketConn
+			pc, err = c.edges.listenPacket("udp", v.Bind)
+			if err == nil {
+				sock, addrs[v.Name] = pc, pc.LocalAddr()
+			}
+		} else {
+			var l net.Listener
+			l, err = c.edges.listen("tcp", v.Bind)
+			if err == nil {
+				sock, addrs[v.Name] = l, l.Addr()
+			}
+		}
 		if err != nil {
-			for _, l := range ls {
-				l.Close()
+			for _, s := range socks {
+				s.Close()
 			}
 			return nil, &VisitorError{Visitor: v.Name, Err: err}
 		}
-		ls = append(ls, l)
+		socks = append(socks, sock)
 	}
 	c.mu.Lock()
-	c.visitorAddrs = make(map[string]net.Addr, len(ls))
-	for i, l := range ls {
-		c.visitorAddrs[c.cfg.Visitors[i].Name] = l.Addr()
-	}
+	c.visitorAddrs = addrs
 	c.mu.Unlock()
 	var wg sync.WaitGroup
-	for i, l := range ls {
+	for i, sock := range socks {
 		v := c.cfg.Visitors[i]
-		log := c.log.With("visitor", v.Name, "service", v.Service, "bind", l.Addr().String())
-		log.Info("visitor listening")
+		log := c.log.With("visitor", v.Name, "service", v.Service, "bind", addrs[v.Name].String())
+		log.Info("visitor listening", "protocol", protoOf(v.IsUDP()))
 		wg.Go(func() {
 			<-ctx.Done()
-			l.Close()
+			sock.Close()
 		})
+		if pc, ok := sock.(net.PacketConn); ok {
+			u := &udpVisitor{c: c, v: v, pc: pc, log: log, stats: c.visitorStats[v.Name], flows: make(map[string]*visitorFlow)}
+			wg.Go(func() { u.run(ctx) })
+			continue
+		}
+		l := sock.(net.Listener)
 		wg.Go(func() {
 			var conns sync.WaitGroup
 			defer conns.Wait()
@@ -69,12 +92,9 @@ func (c *Client) runVisitors(ctx context.Context) (wait func(), err error) {
 						return
 					}
 					log.Warn("visitor accept failed", "err", err)
-					t := c.edges.clock.NewTimer(100 * time.Millisecond)
-					select {
-					case <-t.C():
-					case <-ctx.Done():
+					if !c.pause(ctx, acceptPause) {
+						return
 					}
-					t.Stop()
 					continue
 				}
 				conns.Go(func() { c.visit(ctx, log, v, conn) })
@@ -82,6 +102,31 @@ func (c *Client) runVisitors(ctx context.Context) (wait func(), err error) {
 		})
 	}
 	return wg.Wait, nil
+}
+
+// acceptPause is how long a visitor waits after a failed accept or read
+// (out of file descriptors, say) before the next.
+const acceptPause = 100 * time.Millisecond
+
+// pause waits d, or less if ctx ends first; it reports whether ctx is
+// still live.
+func (c *Client) pause(ctx context.Context, d time.Duration) bool {
+	t := c.edges.clock.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C():
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// protoOf names a protocol in logs.
+func protoOf(udp bool) string {
+	if udp {
+		return session.ProtoUDP
+	}
+	return session.ProtoTCP
 }
 
 // VisitorAddr is where visitor name listens, nil before Run bound it.
@@ -104,15 +149,16 @@ func (e *VisitorError) Error() string {
 func (e *VisitorError) Unwrap() error { return e.Err }
 
 // visitSession returns the live session with the fewest open streams on
-// a server that knows visitors, waiting up to timeout for one.
-func (c *Client) visitSession(ctx context.Context, timeout time.Duration) *session.Session {
+// a server that knows visitors (UDP ones when udp), waiting up to timeout
+// for one.
+func (c *Client) visitSession(ctx context.Context, timeout time.Duration, udp bool) *session.Session {
 	t := c.edges.clock.NewTimer(timeout)
 	defer t.Stop()
 	for {
 		changed := c.Changed() // before the look, so no change is missed
 		var best *session.Session
 		for _, s := range c.pool.live() {
-			if s.Err() == nil && s.Info().Private && (best == nil || s.NumStreams() < best.NumStreams()) {
+			if s.Err() == nil && s.Info().Private && (!udp || s.Info().PrivateUDP) && (best == nil || s.NumStreams() < best.NumStreams()) {
 				best = s
 			}
 		}
@@ -133,7 +179,7 @@ func (c *Client) visitSession(ctx context.Context, timeout time.Duration) *sessi
 func (c *Client) visit(ctx context.Context, log *slog.Logger, v Visitor, conn net.Conn) {
 	peer := conn.RemoteAddr().String()
 	log = log.With("peer", peer)
-	sess := c.visitSession(ctx, c.cfg.DialTimeout)
+	sess := c.visitSession(ctx, c.cfg.DialTimeout, false)
 	if sess == nil {
 		log.Warn("visitor connection refused: not connected to the server")
 		c.metrics.VisitorConn(v.Service, metrics.OutcomeNoSession)

@@ -262,7 +262,7 @@ func (t *table) planLocked(cs *clientSession, reqs []session.Service, op *claimO
 	}
 	for _, svc := range svcs {
 		if svc.private {
-			p.wants = append(p.wants, &want{svc: svc, key: privateKey(cs.client.name + "/" + svc.name)})
+			p.wants = append(p.wants, &want{svc: svc, key: privateKey(cs.client.name+"/"+svc.name, svc.udp)})
 			continue
 		}
 		if svc.port > 0 {
@@ -433,6 +433,7 @@ func (t *table) commitLocked(cs *clientSession, p *plan, b *bound) (granted []se
 		w.r = newRoute(w.key, w.svc.shared, cs.client)
 		w.r.service = w.svc.name
 		w.r.private = w.svc.private
+		w.r.udp = w.svc.udp // a private UDP service's route has no socket
 		w.r.port, w.r.entry, w.r.name = w.port, w.entry, w.name
 		if w.port > 0 {
 			sock := b.ls[w.key]
@@ -592,7 +593,19 @@ func (t *table) checkServices(c *clientEntry, reqs, private []session.Service, o
 			return nil, session.Rejectf(session.CodeBadRequest, "private service %q: a private service has no port, domains, entry or shared", r.Name)
 		}
 		names[r.Name] = true
-		svcs = append(svcs, &service{name: r.Name, private: true})
+		svc := &service{name: r.Name, private: true}
+		switch r.Protocol {
+		case "", session.ProtoTCP:
+			if r.UDP != nil {
+				return nil, session.Rejectf(session.CodeBadRequest, "private service %q: UDP limits on a TCP service", r.Name)
+			}
+		case session.ProtoUDP:
+			svc.udp = true
+			svc.limits = t.cfg.udp.lower(r.UDP)
+		default:
+			return nil, session.Rejectf(session.CodeBadRequest, "private service %q: protocol %q is not \"tcp\" or \"udp\"", r.Name, r.Protocol)
+		}
+		svcs = append(svcs, svc)
 	}
 	ports := make(map[string]bool)   // route keys
 	domains := make(map[string]bool) // entry:name

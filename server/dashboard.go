@@ -55,6 +55,7 @@ func (t *table) routeStatus() []admin.RouteStatus {
 		if ft := r.flows.Load(); ft != nil {
 			rs.Flows = ft.count()
 		}
+		rs.Flows += int(r.visitorFlows.Load())
 		if r.client != nil && !r.shared {
 			rs.Client = r.client.name
 		}

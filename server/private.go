@@ -16,14 +16,43 @@ import (
 
 // Private services and visitors. A private service is a route like a port
 // or a domain (table.go's rules all hold: owners, holds, picking), keyed
-// "private:client/service", with no listener: nothing public reaches it.
-// Its connections come from visitors, streams that other clients open
-// (Header.Service "client/service"), each checked as it comes against
-// the visiting client's visit patterns, then relayed as a public
-// connection would be (serveConn), waiting for the serving client in its
-// reconnect grace.
+// "private:client/service" ("private-udp:client/service" for a UDP one),
+// with no listener: nothing public reaches it. Its connections come from
+// visitors, streams that other clients open (Header.Service
+// "client/service"), each checked as it comes against the visiting
+// client's visit patterns, then relayed as a public connection would be
+// (serveConn), waiting for the serving client in its reconnect grace. A
+// UDP visitor's stream (Header.Kind "udp") is one flow, relayed to a
+// datagram stream of the serving client's (visitudp.go).
 
-func privateKey(full string) string { return "private:" + full }
+func privateKey(full string, udp bool) string {
+	if udp {
+		return "private-udp:" + full
+	}
+	return "private:" + full
+}
+
+// protoName names a protocol in messages.
+func protoName(udp bool) string {
+	if udp {
+		return session.ProtoUDP
+	}
+	return session.ProtoTCP
+}
+
+// grantPrivate returns the private claims as granted: a UDP one with the
+// limits in force.
+func (t *table) grantPrivate(private []session.Service) []session.Service {
+	out := make([]session.Service, len(private))
+	for i, p := range private {
+		out[i] = session.Service{Name: p.Name}
+		if p.IsUDP() {
+			lim := t.cfg.udp.lower(p.UDP)
+			out[i].Protocol, out[i].UDP = session.ProtoUDP, &lim
+		}
+	}
+	return out
+}
 
 // checkVisitPattern validates a [[server.clients]] visit pattern.
 func checkVisitPattern(p string) error {
@@ -57,12 +86,13 @@ func splitVisit(full string) (client, service string, err error) {
 	return c, s, nil
 }
 
-// checkVisitorLocked says why the visitor of client c to full is refused
-// now, "" when it is not: a name that is not a private service of a
-// configured client, a pattern that does not allow it, a service that is
-// public. A serving client that is offline is no refusal: its visitors'
-// connections wait or are refused until it is back.
-func (t *table) checkVisitorLocked(c *clientEntry, full string) string {
+// checkVisitorLocked says why the visitor of client c to full (a UDP
+// visitor when udp) is refused now, "" when it is not: a name that is not
+// a private service of a configured client, a pattern that does not allow
+// it, a service that is public or of the other protocol. A serving client
+// that is offline is no refusal: its visitors' connections wait or are
+// refused until it is back.
+func (t *table) checkVisitorLocked(c *clientEntry, full string, udp bool) string {
 	owner, svc, err := splitVisit(full)
 	if err != nil {
 		return err.Error()
@@ -79,8 +109,11 @@ func (t *table) checkVisitorLocked(c *clientEntry, full string) string {
 	if oc == nil {
 		return fmt.Sprintf("no client %q is configured on the server", owner)
 	}
-	if t.routes[privateKey(full)] != nil {
+	if t.routes[privateKey(full, udp)] != nil {
 		return ""
+	}
+	if t.routes[privateKey(full, !udp)] != nil {
+		return fmt.Sprintf("service %s is a private %s service; the visitor has protocol %q", full, protoName(!udp), protoName(udp))
 	}
 	online := false
 	for cs := range t.sessions {
@@ -117,20 +150,28 @@ func (t *table) checkVisitors(c *clientEntry, vs []session.Visitor) ([]session.V
 			return nil, session.Rejectf(session.CodeBadRequest, "visitor %q is claimed twice", v.Name)
 		}
 		names[v.Name] = true
-		out[i] = session.Visitor{Name: v.Name, Service: v.Service, Error: t.checkVisitorLocked(c, v.Service)}
+		var udp bool
+		switch v.Protocol {
+		case "", session.ProtoTCP:
+		case session.ProtoUDP:
+			udp = true
+		default:
+			return nil, session.Rejectf(session.CodeBadRequest, "visitor %q: protocol %q is not \"tcp\" or \"udp\"", v.Name, v.Protocol)
+		}
+		out[i] = session.Visitor{Name: v.Name, Service: v.Service, Protocol: v.Protocol, Error: t.checkVisitorLocked(c, v.Service, udp)}
 	}
 	return out, nil
 }
 
 // visitRoute returns the route of the private service a visitor stream
-// names, or why it is refused.
-func (t *table) visitRoute(c *clientEntry, full string) (*route, string) {
+// names (a UDP one for a UDP visitor's flow), or why it is refused.
+func (t *table) visitRoute(c *clientEntry, full string, udp bool) (*route, string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if why := t.checkVisitorLocked(c, full); why != "" {
+	if why := t.checkVisitorLocked(c, full, udp); why != "" {
 		return nil, why
 	}
-	r := t.routes[privateKey(full)]
+	r := t.routes[privateKey(full, udp)]
 	if r == nil {
 		owner, _, _ := splitVisit(full)
 		return nil, fmt.Sprintf("service %s is not available: client %q is not connected", full, owner)
@@ -155,23 +196,29 @@ func (s *Server) serveVisitor(cs *clientSession, st *session.Stream) {
 		st.Abort("a client may not open a dial stream")
 		return
 	}
-	if h.Kind == session.KindDatagram {
-		log.Warn("client opened a UDP visitor stream, which this server does not serve; closed it")
-		st.Abort("udp visitors are not supported yet")
+	udp := h.Kind == session.KindDatagram
+	if udp && cs.flows.Load() >= int64(s.cfg.UDP.MaxSessionFlows) {
+		log.Warn("session at udp.max_session_flows; UDP visitor flow refused", "max_session_flows", s.cfg.UDP.MaxSessionFlows)
+		st.Abort("the server's udp.max_session_flows is reached for this session")
+		s.metrics.VisitorConn(full, metrics.OutcomeRefusedLimit)
 		return
 	}
-	if cs.sess.NumStreams() > s.cfg.Limits.MaxStreams {
+	if !udp && cs.sess.NumStreams()-int(cs.flows.Load()) > s.cfg.Limits.MaxStreams {
 		log.Warn("session at limits.max_streams; visitor connection refused", "max_streams", s.cfg.Limits.MaxStreams)
 		st.Abort("the server's limits.max_streams is reached for this session")
 		s.metrics.VisitorConn(full, metrics.OutcomeRefusedLimit)
 		return
 	}
-	r, why := s.table.visitRoute(cs.client, full)
+	r, why := s.table.visitRoute(cs.client, full, udp)
 	if r == nil {
 		log.Info("visitor connection refused", "reason", why)
 		s.rec.Event(admin.Event{Kind: admin.EventConnRefused, Client: cs.client.name, Remote: h.Peer, Route: "visit " + full, Reason: why})
 		st.Abort(why)
 		s.metrics.VisitorConn(full, metrics.OutcomeNoSession)
+		return
+	}
+	if udp {
+		s.serveVisitorFlow(cs, r, st, log)
 		return
 	}
 	var remote net.Addr = visitorAddr(cs.client.name)

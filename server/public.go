@@ -53,13 +53,7 @@ func (s *Server) serveConnFrom(r *route, c net.Conn, prefix []byte, forwarded bo
 			continue
 		}
 		if err != nil {
-			reason := err.Error()
-			if errors.Is(err, errRouteGone) && len(tried) > 0 {
-				reason = "every session serving it failed: " + string(failed)
-				if failed == metrics.OutcomeRefusedLimit {
-					reason = "every session serving it is at limits.max_streams or limits.max_streams_per_service"
-				}
-			}
+			reason := refusedReason(err, len(tried), failed, "limits.max_streams or limits.max_streams_per_service")
 			s.log.Info("public connection refused", "route", r.key, "peer", peer, "reason", reason)
 			s.rec.Event(admin.Event{Kind: admin.EventConnRefused, Client: owner, Remote: peer, Route: describeRoute(r), Reason: reason})
 			refuseRoute(r, c, reason)
@@ -131,6 +125,19 @@ func (s *Server) serveConnFrom(r *route, c net.Conn, prefix []byte, forwarded bo
 			"reason", reason)
 		return
 	}
+}
+
+// refusedReason says why a connection that no session took was refused:
+// pick failed with err, after tried members failed for failed, the last
+// of them for being at the limits named by limits when failed says so.
+func refusedReason(err error, tried int, failed metrics.Outcome, limits string) string {
+	if !errors.Is(err, errRouteGone) || tried == 0 {
+		return err.Error()
+	}
+	if failed == metrics.OutcomeRefusedLimit {
+		return "every session serving it is at " + limits
+	}
+	return "every session serving it failed: " + string(failed)
 }
 
 // refusedOutcome is the metrics outcome of a public connection that no

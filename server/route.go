@@ -41,6 +41,8 @@ type route struct {
 	limits atomic.Pointer[session.UDPLimits]
 	// flows are a UDP route's flows, once it is served (udp.go).
 	flows atomic.Pointer[flowTable]
+	// visitorFlows counts a private UDP route's flows (visitudp.go).
+	visitorFlows atomic.Int64
 
 	// Guarded by the table's lock:
 	members   []*member
@@ -308,7 +310,11 @@ func (t *table) lookupDomain(entry, host string) *route {
 // "domain x (http)".
 func describeRoute(r *route) string {
 	if r.private {
-		return "private service " + strings.TrimPrefix(r.key, "private:")
+		_, full, _ := strings.Cut(r.key, ":")
+		if r.udp {
+			return "private udp service " + full
+		}
+		return "private service " + full
 	}
 	if r.port > 0 && r.udp {
 		return "udp port " + strconv.Itoa(r.port)
@@ -367,6 +373,7 @@ func (t *table) info() []RouteInfo {
 		if ft := r.flows.Load(); ft != nil {
 			ri.Flows = ft.count()
 		}
+		ri.Flows += int(r.visitorFlows.Load())
 		if !r.shared && r.client != nil {
 			ri.Client = r.client.name
 		}

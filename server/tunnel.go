@@ -130,7 +130,7 @@ func (s *Server) serveTunnel(c net.Conn, transportName string) {
 		cs.stats[g.Name] = new(admin.ServiceCounters)
 	}
 	sess, err := p.Welcome(session.Welcome{Client: cs.client.name, Session: cs.id, Services: granted, Groups: true,
-		Private: true, PrivateServices: cs.private, Visitors: visitors})
+		Private: true, PrivateServices: s.table.grantPrivate(cs.private), Visitors: visitors})
 	if err != nil {
 		s.table.down(cs, true) // routes it adopted from a hold go back on hold
 		log.Warn("handshake failed after auth", "err", err)

@@ -26,6 +26,11 @@ var (
 	// (Challenge.UDP), so the client claimed nothing: an older server
 	// would have bound a TCP port for a UDP claim.
 	ErrNoUDP = errors.New("the server does not serve UDP services (an older warren?): upgrade it, or remove the UDP services")
+	// ErrNoPrivateUDP means the server did not announce private UDP
+	// services and UDP visitors (Challenge.PrivateUDP), so the client
+	// claimed nothing: an older server would read a private UDP service
+	// as a TCP one.
+	ErrNoPrivateUDP = errors.New("the server does not serve private UDP services or UDP visitors (an older warren?): upgrade it, or remove them")
 )
 
 // Codes of Reject and Goodbye frames.

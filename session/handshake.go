@@ -92,7 +92,7 @@ func AcceptBy(deadline time.Time, conn net.Conn, cfg Config, log *slog.Logger) (
 		mux.Close()
 		return nil, err
 	}
-	if err := writeFrame(ctrl, typeChallenge, Challenge{Version: v, Nonce: nonce, UDP: true}); err != nil {
+	if err := writeFrame(ctrl, typeChallenge, Challenge{Version: v, Nonce: nonce, UDP: true, PrivateUDP: true}); err != nil {
 		mux.Close()
 		return nil, fmt.Errorf("sending challenge: %w", err)
 	}
@@ -275,6 +275,18 @@ func ConnectWith(hsDeadline time.Time, conn net.Conn, cfg Config, log *slog.Logg
 			return fail(fmt.Errorf("%w: service %q has protocol = \"udp\"", ErrNoUDP, svc.Name))
 		}
 	}
+	if !c.PrivateUDP {
+		for _, svc := range claims.Private {
+			if svc.IsUDP() {
+				return fail(fmt.Errorf("%w: private service %q has protocol = \"udp\"", ErrNoPrivateUDP, svc.Name))
+			}
+		}
+		for _, v := range claims.Visitors {
+			if v.Protocol == ProtoUDP {
+				return fail(fmt.Errorf("%w: visitor %q has protocol = \"udp\"", ErrNoPrivateUDP, v.Name))
+			}
+		}
+	}
 	auth := Auth{
 		MAC:         proof(token, c.Nonce, binding),
 		KeyID:       keyID(token),
@@ -306,6 +318,7 @@ func ConnectWith(hsDeadline time.Time, conn net.Conn, cfg Config, log *slog.Logg
 		Services:        w.Services,
 		Groups:          w.Groups,
 		UDP:             c.UDP,
+		PrivateUDP:      c.PrivateUDP,
 		DrainNotice:     w.DrainNotice && auth.DrainNotice,
 		Started:         clock.Or(cfg.Clock).Now(),
 		Private:         w.Private,

@@ -7,6 +7,9 @@ import (
 	"net"
 	"testing"
 	"time"
+
+	"github.com/warren-tunnel/warren/internal/testutil/leaktest"
+	"github.com/warren-tunnel/warren/transport/transporttest"
 )
 
 // TestOlderServerIgnoresPrivate plays a server from before private
@@ -67,5 +70,50 @@ func TestOlderServerIgnoresPrivate(t *testing.T) {
 	}
 	if len(got) != 1 {
 		t.Fatalf("an older server read claims %+v, want only web", got)
+	}
+}
+
+// TestPrivateUDPNeedsServerCapability plays a server that knows UDP and
+// private services but not private UDP ones (no private_udp in its
+// Challenge): a client with a private UDP service, or a UDP visitor,
+// sends it no Auth at all (such a server would read the private UDP
+// service as a TCP one) and fails with ErrNoPrivateUDP.
+func TestPrivateUDPNeedsServerCapability(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		claims Claims
+	}{
+		{"private udp service", Claims{Private: []Service{{Name: "dns", Protocol: ProtoUDP}}}},
+		{"udp visitor", Claims{Visitors: []Visitor{{Name: "v", Service: "office/dns", Protocol: ProtoUDP}}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			leaktest.Check(t)
+			mem := &transporttest.Network{}
+			l := listen(t, mem)
+			cfg := testConfig()
+			srvDone := make(chan error, 1)
+			go func() {
+				c, err := l.Accept()
+				if err != nil {
+					srvDone <- err
+					return
+				}
+				_, st := rawServer(t, c, cfg)
+				if _, _, err := readFrame(st, cfg.MaxControlFrame); err != nil { // hello
+					srvDone <- err
+					return
+				}
+				writeFrame(st, typeChallenge, Challenge{Version: 1, Nonce: make([]byte, nonceLen), UDP: true})
+				_, _, err = readFrame(st, cfg.MaxControlFrame) // no Auth may follow
+				srvDone <- err
+			}()
+			_, err := ConnectWith(time.Time{}, dial(t, mem, l), cfg, quiet, testToken, "i", "", tc.claims)
+			if !errors.Is(err, ErrNoPrivateUDP) {
+				t.Fatalf("ConnectWith: %v, want ErrNoPrivateUDP", err)
+			}
+			if err := <-srvDone; err == nil {
+				t.Fatal("the older server received a frame after its challenge")
+			}
+		})
 	}
 }

@@ -131,6 +131,15 @@ type Challenge struct {
 	// client sends no such claim to a server without it: an older server
 	// would ignore the protocol field and bind a TCP port instead.
 	UDP bool `json:"udp,omitempty"`
+	// PrivateUDP says the server serves private UDP services (an
+	// Auth.Private entry of Protocol "udp") and UDP visitors (an
+	// Auth.Visitors entry of Protocol "udp", and the visitor flows a
+	// client opens: Header.Kind "udp" with Service "client/service").
+	// A client sends neither to a server without it: a server that knows
+	// private services but not this would read a private UDP claim as a
+	// TCP one. It is in the Challenge, not the Welcome, because the
+	// claims go in the Auth.
+	PrivateUDP bool `json:"private_udp,omitempty"`
 }
 
 // Auth is the client's proof of its token and its claims.
@@ -180,6 +189,10 @@ type Auth struct {
 type Visitor struct {
 	Name    string `json:"name"`
 	Service string `json:"service"`
+	// Protocol is ProtoTCP ("", the default) or ProtoUDP: a UDP visitor,
+	// whose flows reach a private UDP service. Only to a server that
+	// announced Challenge.PrivateUDP.
+	Protocol string `json:"protocol,omitempty"`
 	// Error, in Welcome only, says why the server refuses the visitor
 	// now: its connections are refused while it is set (each is checked
 	// again as it comes, so a service that appears later is reached).

@@ -89,6 +89,9 @@ type Info struct {
 	Groups bool
 	// UDP: the server serves UDP claims (Challenge.UDP); client side.
 	UDP bool
+	// PrivateUDP: the server serves private UDP services and UDP
+	// visitors (Challenge.PrivateUDP); client side.
+	PrivateUDP bool
 	// DrainNotice: the server sends Drain when it shuts down (both sides
 	// said so: Auth.DrainNotice, Welcome.DrainNotice).
 	DrainNotice bool

@@ -334,7 +334,14 @@ func (w *World) StartClient(cfg client.Config, opts ...client.Option) *Client {
 	w.t.Helper()
 	var all []client.Option
 	if w.InMemory() {
-		all = append(all, client.WithTransport(w.tunnel), client.WithDial(w.Private.Dial), client.WithResolver(w.Private), client.WithDialPacket(w.Private.DialPacket), client.WithListen(w.Public.Listen))
+		all = append(all, client.WithTransport(w.tunnel), client.WithDial(w.Private.Dial), client.WithResolver(w.Private), client.WithDialPacket(w.Private.DialPacket), client.WithListen(w.Public.Listen),
+			client.WithListenPacket(func(network, address string) (net.PacketConn, error) {
+				pc, err := w.Public.ListenPacket(network, address)
+				if err != nil {
+					return nil, err
+				}
+				return pc.(net.PacketConn), nil // memnet's and *net.UDPConn both are
+			}))
 	}
 	all = append(all, opts...)
 	logs := &Logs{}

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -13,17 +14,21 @@ import (
 	"time"
 
 	"github.com/warren-tunnel/warren/admin"
+	"github.com/warren-tunnel/warren/internal/testutil/harness"
 )
 
 // TestBinaryVisitorServingClientKilled runs the real binary as a server and
-// two clients: office serves a private service, laptop visits it. Office is
-// killed (SIGKILL): the visitor connection open through it ends (it does not
-// hang), and a new one made while office is gone is refused cleanly, with
-// no byte, while laptop's listener stays up. Office started again: new
-// visitor connections succeed.
+// two clients: office serves a private TCP and a private UDP service,
+// laptop visits both. Office is killed (SIGKILL): the visitor connection
+// open through it ends (it does not hang), and a new one made while office
+// is gone is refused cleanly, with no byte, while laptop's listener stays
+// up; the UDP visitor's flow ends, and a datagram sent meanwhile is not
+// answered, its socket staying up. Office started again: new visitor
+// connections succeed, and the same UDP source is answered again.
 func TestBinaryVisitorServingClientKilled(t *testing.T) {
 	dir := t.TempDir()
 	target := backend(t, echo)
+	udpTarget := udpEcho(t)
 	srvAdmin := net.JoinHostPort("127.0.0.1", strconv.Itoa(freeTCPPort(t)))
 	// reconnect_grace 0: office's private route goes with its session, so
 	// a visitor connection while it is away is refused, not held.
@@ -85,9 +90,14 @@ format = "json"
 name = "db"
 target = %q
 private = true
+[[client.services]]
+name = "dns"
+target = %q
+protocol = "udp"
+private = true
 [client.admin]
 address = %q
-`, target, officeAdmin))
+`, target, udpTarget, officeAdmin))
 			startOffice := func() *proc {
 				p := startProc(t, nil, "client", "-c", officeCfg)
 				p.admin = admin.Client{Addr: officeAdmin}
@@ -102,12 +112,26 @@ address = %q
 name = "db"
 service = "office/db"
 bind = %q
+[[client.visitors]]
+name = "dns"
+service = "office/dns"
+bind = "127.0.0.1:0"
+protocol = "udp"
 [client.admin]
 address = %q
 `, bind, laptopAdmin)))
 			laptop.admin = admin.Client{Addr: laptopAdmin}
-			laptop.waitStatus("laptop's session", func(st admin.Status) bool { return st.Ready && st.Session != nil })
+			lst := laptop.waitStatus("laptop's session", func(st admin.Status) bool { return st.Ready && st.Session != nil })
 			roundTrip(t, bind)
+			udpFlows := func(what string, n int) {
+				t.Helper()
+				laptop.waitStatus(what, func(st admin.Status) bool {
+					return len(st.Visitors) == 2 && st.Visitors[1].Name == "dns" && st.Visitors[1].Connections == n
+				})
+			}
+			u := dialUDP(t, lst.Visitors[1].Bind)
+			udpEchoOn(t, u, "before the kill")
+			udpFlows("the UDP visitor's flow", 1)
 
 			// A visitor connection open while office is killed.
 			c := dialPublic(t, bind)
@@ -127,6 +151,10 @@ address = %q
 			}
 			t.Logf("visitor connection closed %v after the kill", time.Since(start).Round(time.Millisecond))
 			srv.waitStatus("office's session gone", func(st admin.Status) bool { return !sessionOn(st, "office", kind+"+tls") })
+			udpFlows("the UDP visitor's flow ended", 0)
+			if _, _, err := harness.Exchange(u, []byte("while office is gone"), 200*time.Millisecond, 2); err == nil {
+				t.Fatal("a datagram was answered while office was gone")
+			}
 
 			// A new one while office is gone: accepted by laptop's listener,
 			// refused by the server, closed with no byte, never hung.
@@ -143,6 +171,7 @@ address = %q
 
 			office = startOffice()
 			roundTrip(t, bind)
+			udpEchoOn(t, u, "after the restart")
 			c3 := dialPublic(t, bind)
 			c3.SetDeadline(time.Now().Add(waitTimeout))
 			const size = 4 << 20
@@ -162,6 +191,29 @@ address = %q
 		})
 	}
 	srv.stop(syscall.SIGTERM)
+}
+
+// dialUDP opens a UDP socket connected to addr, closed when the test ends.
+func dialUDP(t *testing.T, addr string) net.Conn {
+	t.Helper()
+	c, err := net.Dial("udp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// udpEchoOn checks that 20 datagrams labelled label, of 1 to 8 KiB, come
+// back byte-exact on c, in lockstep (resent after a quiet 500 ms).
+func udpEchoOn(t *testing.T, c net.Conn, label string) {
+	t.Helper()
+	for i := range 20 {
+		msg := append([]byte(fmt.Sprintf("%s %d|", label, i)), bytes.Repeat([]byte{byte(i)}, i*409)...)
+		if _, err := harness.ExchangeEcho(c, msg, 500*time.Millisecond, 20); err != nil {
+			t.Fatalf("%s: datagram %d (%d bytes) not echoed: %v", label, i, len(msg), err)
+		}
+	}
 }
 
 func isTimeout(err error) bool {

@@ -59,7 +59,7 @@ func (a adminSource) Status() admin.Status {
 		Transport: c.eps[0].t.String(),
 	}
 	c.mu.Lock()
-	for _, v := range c.cfg.Visitors {
+	for _, v := range c.visitors {
 		vs := admin.VisitorStatus{Name: v.Name, Service: v.Service, Bind: v.Bind}
 		if a := c.visitorAddrs[v.Name]; a != nil {
 			vs.Bind = a.String()

@@ -33,7 +33,7 @@ type Client struct {
 	eps      []*endpoint // the server list (servers.go)
 	pool     *pool       // the servers and their sessions (pool.go)
 	sessCfg  session.Config
-	policy   dialPolicy    // [client.dial]
+	policy   atomic.Pointer[dialPolicy] // [client.dial], swapped by Reload
 	poll     *relay.Poller // the process's, set by Run (nil: none)
 	token    []byte
 	instance string
@@ -58,11 +58,19 @@ type Client struct {
 	status  Status
 	changed chan struct{}
 	running bool
-	// visitorAddrs: where each visitor listens, once Run bound them.
+	// visitors are the [[client.visitors]] in force, in config order;
+	// Reload replaces them.
+	visitors []Visitor
+	// visitorAddrs: where each visitor listens, once Run bound it.
 	visitorAddrs map[string]net.Addr
 	// visitorStats counts each visitor's connections and bytes, by name;
-	// fixed from New on (visitors change only at a restart).
+	// a visitor kept across a reload keeps its counters.
 	visitorStats map[string]*admin.ServiceCounters
+
+	// The visitors running (visitor.go); guarded by reloadMu.
+	visitorRuns map[string]*visitorRun
+	visitorCtx  context.Context // Run's; nil when no visitor may start
+	visitorWG   sync.WaitGroup
 }
 
 // Status is the client's connection state.
@@ -118,12 +126,10 @@ func New(cfg Config, log *slog.Logger, opts ...Option) (*Client, error) {
 	}
 	c.pool.changed = func() { c.setStatus(func(*Status) {}) }
 	c.pool.forgot = func(label string) { c.metrics.ForgetServer(label) }
-	c.policy, _ = parseDialPolicy(cfg.Dial.Allow) // Validate checked it
+	policy, _ := parseDialPolicy(cfg.Dial.Allow) // Validate checked it
+	c.policy.Store(&policy)
 	c.table.Store(newServiceTable(cfg.Services, nil))
-	c.visitorStats = make(map[string]*admin.ServiceCounters, len(cfg.Visitors))
-	for _, v := range cfg.Visitors {
-		c.visitorStats[v.Name] = new(admin.ServiceCounters)
-	}
+	c.setVisitors(cfg.Visitors)
 	return c, nil
 }
 
@@ -447,11 +453,11 @@ func (c *Client) connect(ctx context.Context, r *remote, slot int) (upFor time.D
 	}
 	claims, sticky := c.withSticky(claimed)
 	var visitors []session.Visitor
-	for _, v := range c.cfg.Visitors {
+	for _, v := range c.visitorList() {
 		visitors = append(visitors, session.Visitor{Name: v.Name, Service: v.Service, Protocol: v.Protocol})
 	}
 	sess, err := session.ConnectWith(deadline, conn, c.sessCfg, c.log, c.token, instance, group, session.Claims{
-		Services: claims, Private: claimed.private, Visitors: visitors, Dial: len(c.cfg.Dial.Allow) > 0,
+		Services: claims, Private: claimed.private, Visitors: visitors, Dial: len(c.policy.Load().rules) > 0,
 	})
 	if err != nil {
 		return 0, false, sticky, err

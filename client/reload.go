@@ -68,25 +68,92 @@ func (c *Client) remember(granted []session.Service) {
 }
 
 // Reload applies a new configuration to the running client. Only
-// [[client.services]] may change: services are added, removed or changed
-// on the live session without ending it or its other streams (the server
-// checks the new claims; if it refuses them, the old ones stay and the
-// error says why). Any other change, or an invalid cfg, is refused with
-// the reason and the running configuration stays.
+// [[client.services]], [[client.visitors]] and [client.dial] may change.
+// Visitors that are new or changed start listening, those gone or
+// changed stop (a visitor that cannot bind leaves every visitor as it
+// was, and the error names it); a new dial allow list applies to the next
+// dial. Then services are added, removed or changed on the live session
+// without ending it or its other streams (the server checks the new
+// claims; if it refuses them, the old ones stay and the error says why).
+// Any other change, or an invalid cfg, is refused with the reason and the
+// running configuration stays.
 func (c *Client) Reload(cfg Config) error {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
-	if key := cfgdiff.Changed(c.cfg, cfg, "services"); key != "" {
+	if key := cfgdiff.Changed(c.cfg, cfg, "services", "visitors", "dial"); key != "" {
 		return fmt.Errorf("client.%s changed: it takes effect only at a restart; nothing was reloaded", key)
 	}
 	c.reloadMu.Lock()
 	defer c.reloadMu.Unlock()
-	old := c.table.Load()
-	next := newServiceTable(cfg.Services, old)
-	if !slices.EqualFunc(old.private, next.private, func(a, b session.Service) bool { return reflect.DeepEqual(a, b) }) {
+	next := newServiceTable(cfg.Services, c.table.Load())
+	if err := c.checkServicesLocked(next); err != nil {
+		return err
+	}
+	if err := c.checkVisitorsLocked(cfg.Visitors); err != nil {
+		return err
+	}
+	if err := c.reloadVisitorsLocked(cfg.Visitors); err != nil {
+		return err
+	}
+	c.reloadDial(cfg.Dial)
+	return c.reloadServicesLocked(next)
+}
+
+// checkServicesLocked refuses services that cannot be reloaded: changed
+// private services (their claims are made at connect time only), UDP
+// services on a server without UDP. reloadMu is held.
+func (c *Client) checkServicesLocked(next *serviceTable) error {
+	if !slices.EqualFunc(c.table.Load().private, next.private, func(a, b session.Service) bool { return reflect.DeepEqual(a, b) }) {
 		return errors.New("client.services: the private services changed: they take effect only at a restart; nothing was reloaded")
 	}
+	if live := c.pool.live(); len(live) > 0 {
+		for _, cl := range next.claims {
+			if cl.IsUDP() && !live[0].Info().UDP {
+				return fmt.Errorf("service %q: %w; nothing was reloaded", cl.Name, session.ErrNoUDP)
+			}
+		}
+	}
+	return nil
+}
+
+// checkVisitorsLocked refuses visitors the live sessions' server cannot
+// serve: any, on a server without private services; UDP ones, on one
+// without private UDP. reloadMu is held.
+func (c *Client) checkVisitorsLocked(vs []Visitor) error {
+	live := c.pool.live()
+	if len(live) == 0 || len(vs) == 0 {
+		return nil
+	}
+	info := live[0].Info()
+	for i, v := range vs {
+		switch {
+		case !info.Private:
+			return fmt.Errorf("client.visitors[%d] (%s): %w; nothing was reloaded", i, v.Name, session.ErrNoPrivate)
+		case v.IsUDP() && !info.PrivateUDP:
+			return fmt.Errorf("client.visitors[%d] (%s): %w; nothing was reloaded", i, v.Name, session.ErrNoPrivateUDP)
+		}
+	}
+	return nil
+}
+
+// reloadDial puts a new [client.dial] allow list in force for the next
+// dial. The server learns at connect time whether the client takes dial
+// streams at all (Auth.Dial): a list that was empty and is not applies
+// from the next connection; one emptied refuses every dial at once.
+func (c *Client) reloadDial(d DialConfig) {
+	policy, _ := parseDialPolicy(d.Allow) // Validate checked it
+	before := len(c.policy.Load().rules)
+	c.policy.Store(&policy)
+	if before == 0 && len(policy.rules) > 0 && len(c.pool.live()) > 0 {
+		c.log.Warn("client.dial.allow was empty: the server opens dial streams to this client from its next connection on")
+	}
+}
+
+// reloadServicesLocked claims cfg's services on the live sessions;
+// reloadMu is held.
+func (c *Client) reloadServicesLocked(next *serviceTable) error {
+	old := c.table.Load()
 	c.stickyMu.Lock()
 	for name := range c.sticky { // only any-port services keep a port
 		if svc, ok := next.services[name]; !ok || svc.RemotePort != 0 || len(svc.Domains) > 0 {
@@ -102,12 +169,6 @@ func (c *Client) Reload(cfg Config) error {
 	if len(live) == 0 {
 		c.log.Info("services reloaded; they are claimed at the next connection", "services", len(next.claims))
 		return nil
-	}
-	for _, cl := range next.claims {
-		if cl.IsUDP() && !live[0].Info().UDP {
-			c.table.Store(old)
-			return fmt.Errorf("service %q: %w; nothing was reloaded", cl.Name, session.ErrNoUDP)
-		}
 	}
 	// One session after the other: the first learns the ports the server
 	// picks for any-port services, the others claim the same. A refusal

@@ -30,7 +30,7 @@ func (c *Client) serveDial(log *slog.Logger, sess *session.Session, st *session.
 	}
 	ctx, cancel := context.WithTimeout(sess.Context(), c.cfg.DialTimeout)
 	defer cancel()
-	addrs, err := c.policy.resolve(ctx, c.edges.resolver.LookupNetIP, h.Target)
+	addrs, err := c.policy.Load().resolve(ctx, c.edges.resolver.LookupNetIP, h.Target)
 	switch {
 	case errors.Is(err, errPolicy):
 		refuse(session.DialRefused, metrics.DialRefused, err.Error())

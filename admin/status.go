@@ -227,13 +227,16 @@ type VisitorStatus struct {
 	Service string `json:"service"`
 	// Bind is the address it listens on (as bound, once the client runs).
 	Bind string `json:"bind"`
+	// Protocol is "udp" for a UDP visitor, empty for a TCP one.
+	Protocol string `json:"protocol,omitempty"`
 	// Refused is why the server refused the visitor when the session came
 	// up (it then refuses each connection too), empty when allowed or
 	// without a session.
 	Refused string `json:"refused,omitempty"`
-	// Connections is the number open now; BytesIn counts bytes from the
-	// local peers towards the service, BytesOut bytes back to them, since
-	// the client started.
+	// Connections is the number open now (a UDP visitor's flows);
+	// BytesIn counts bytes from the local peers towards the service,
+	// BytesOut bytes back to them, since the client started (a UDP flow's
+	// when it ends).
 	Connections int   `json:"connections"`
 	BytesIn     int64 `json:"bytes_in"`
 	BytesOut    int64 `json:"bytes_out"`

@@ -61,6 +61,9 @@ func (a adminSource) Status() admin.Status {
 	c.mu.Lock()
 	for _, v := range c.visitors {
 		vs := admin.VisitorStatus{Name: v.Name, Service: v.Service, Bind: v.Bind}
+		if v.IsUDP() {
+			vs.Protocol = session.ProtoUDP
+		}
 		if a := c.visitorAddrs[v.Name]; a != nil {
 			vs.Bind = a.String()
 		}

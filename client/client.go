@@ -34,7 +34,7 @@ type Client struct {
 	pool     *pool       // the servers and their sessions (pool.go)
 	sessCfg  session.Config
 	policy   atomic.Pointer[dialPolicy] // [client.dial], swapped by Reload
-	poll     *relay.Poller // the process's, set by Run (nil: none)
+	poll     *relay.Poller              // the process's, set by Run (nil: none)
 	token    []byte
 	instance string
 	// table is the services, swapped whole by Reload.

@@ -154,7 +154,7 @@ func TestUDPVisitor(t *testing.T) {
 				}
 			}
 			v := laptop.AdminSource().Status().Visitors
-			if len(v) != 1 || v[0].Connections != sources {
+			if len(v) != 1 || v[0].Connections != sources || v[0].Protocol != session.ProtoUDP {
 				t.Fatalf("laptop's visitor status: %+v, want %d open flows", v, sources)
 			}
 			laptop.Stop()

@@ -443,7 +443,11 @@ func printVisitors(w io.Writer, tw *tabwriter.Writer, vs []admin.VisitorStatus) 
 		if v.Refused != "" {
 			state = "refused: " + v.Refused
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", v.Name, v.Service, v.Bind, state,
+		bind := v.Bind
+		if v.Protocol != "" {
+			bind += "/" + v.Protocol
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", v.Name, v.Service, bind, state,
 			v.Connections, fmtBytes(v.BytesIn), fmtBytes(v.BytesOut))
 	}
 }

@@ -88,6 +88,7 @@ func testClientStatus() admin.Status {
 		Visitors: []admin.VisitorStatus{
 			{Name: "db", Service: "office/db", Bind: "127.0.0.1:15432", Connections: 2, BytesIn: 3 << 20, BytesOut: 1024},
 			{Name: "wiki", Service: "home/wiki", Bind: "127.0.0.1:18080", Refused: `client "laptop" may not visit home/wiki`},
+			{Name: "dns", Service: "office/dns", Bind: "127.0.0.1:5353", Protocol: "udp", Connections: 3},
 		},
 	}
 }
@@ -233,6 +234,7 @@ address = %q
 		`session: as "laptop" to 203.0.113.5:7000 over kcp+tls, up 4m0s, RTT 800µs, 0 streams, in 100 B, out 200 B`,
 		"SERVICE", "127.0.0.1:22", "game", ":27015/udp", "1 flow", "notes", "private",
 		"VISITOR", "office/db", "127.0.0.1:15432", "3.0 MiB", `refused: client "laptop" may not visit home/wiki`,
+		"127.0.0.1:5353/udp",
 	}
 
 	tests := []struct {

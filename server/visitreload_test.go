@@ -10,7 +10,6 @@ import (
 	"github.com/warren-tunnel/warren/internal/testutil/harness"
 	"github.com/warren-tunnel/warren/internal/testutil/leaktest"
 	"github.com/warren-tunnel/warren/server"
-	"github.com/warren-tunnel/warren/session"
 )
 
 // TestVisitorReload: a client reload starts new visitors, stops removed
@@ -23,14 +22,10 @@ func TestVisitorReload(t *testing.T) {
 	cfg := w.ServerConfig()
 	cfg.Clients[1].Visit = []string{"office/*"}
 	srv := w.StartServer(cfg)
-	dns := harness.UDPService("dns", w.UDPEcho())
-	dns.Private = true
-	office := w.StartClient(w.ClientConfig(srv, harness.TokenOffice, dns,
-		client.Service{Name: "db", Target: w.Backend(harness.Echo), Private: true}))
-	office.WaitSession(1)
+	startPrivateOffice(w, srv, nil)
 	vcfg := w.ClientConfig(srv, harness.TokenOther)
 	dbVisitor := client.Visitor{Name: "db", Service: "office/db", Bind: "127.0.0.1:0"}
-	dnsVisitor := client.Visitor{Name: "dns", Service: "office/dns", Bind: "127.0.0.1:0", Protocol: session.ProtoUDP}
+	dnsVisitor := udpVisitor
 	vcfg.Visitors = []client.Visitor{dbVisitor}
 	laptop := w.StartClient(vcfg)
 	laptop.WaitSession(1)

@@ -23,20 +23,34 @@ import (
 
 const udpVisitKey = "private-udp:office/dns"
 
-// udpVisitWorld is a server where office serves the private UDP echo
-// service "dns" and laptop (other) visits it with a UDP visitor; it
-// returns the visitor's local address.
-func udpVisitWorld(t *testing.T, kind string) (*harness.World, *harness.Server, *harness.Client, *harness.Client, string) {
+// udpVisitor is laptop's UDP visitor of office's private UDP service.
+var udpVisitor = client.Visitor{Name: "dns", Service: "office/dns", Bind: "127.0.0.1:0", Protocol: session.ProtoUDP}
+
+// startPrivateOffice starts office serving the private UDP echo "dns"
+// (with mod applied) and the private TCP echo "db".
+func startPrivateOffice(w *harness.World, srv *harness.Server, mod func(*client.Service)) *harness.Client {
+	dns := harness.UDPService("dns", w.UDPEcho())
+	dns.Private = true
+	if mod != nil {
+		mod(&dns)
+	}
+	office := w.StartClient(w.ClientConfig(srv, harness.TokenOffice, dns,
+		client.Service{Name: "db", Target: w.Backend(harness.Echo), Private: true}))
+	office.WaitSession(1)
+	return office
+}
+
+// udpVisitWorld is a world of kind where office serves its private
+// services (startPrivateOffice, mod) and laptop (other, visit = visit)
+// visits dns with a UDP visitor; it returns the visitor's local address.
+func udpVisitWorld(t *testing.T, kind string, visit string, mod func(*client.Service), opts ...server.Option) (*harness.World, *harness.Server, *harness.Client, *harness.Client, string) {
 	w := harness.NewWorldOf(t, kind)
 	cfg := w.ServerConfig()
-	cfg.Clients[1].Visit = []string{"office/*"}
-	srv := w.StartServer(cfg)
-	svc := harness.UDPService("dns", w.UDPEcho())
-	svc.Private = true
-	office := w.StartClient(w.ClientConfig(srv, harness.TokenOffice, svc))
-	office.WaitSession(1)
+	cfg.Clients[1].Visit = []string{visit}
+	srv := w.StartServer(cfg, opts...)
+	office := startPrivateOffice(w, srv, mod)
 	vcfg := w.ClientConfig(srv, harness.TokenOther)
-	vcfg.Visitors = []client.Visitor{{Name: "dns", Service: "office/dns", Bind: "127.0.0.1:0", Protocol: session.ProtoUDP}}
+	vcfg.Visitors = []client.Visitor{udpVisitor}
 	laptop := w.StartClient(vcfg)
 	laptop.WaitSession(1)
 	srv.WaitSessions(2)
@@ -95,7 +109,7 @@ func TestUDPVisitor(t *testing.T) {
 	leaktest.Check(t)
 	for _, kind := range realKinds {
 		t.Run(kind, func(t *testing.T) {
-			w, srv, office, laptop, addr := udpVisitWorld(t, kind)
+			w, srv, office, laptop, addr := udpVisitWorld(t, kind, "office/*", nil)
 			if v := laptop.Status().Session.Visitors; len(v) != 1 || v[0].Error != "" || v[0].Protocol != session.ProtoUDP {
 				t.Fatalf("visitors as granted: %+v", v)
 			}
@@ -103,12 +117,12 @@ func TestUDPVisitor(t *testing.T) {
 			if len(st.Services) != 0 {
 				t.Fatalf("a private UDP service was granted public claims: %+v", st.Services)
 			}
-			if p := st.PrivateServices; len(p) != 1 || !p[0].IsUDP() || p[0].UDP == nil || p[0].UDP.MaxDatagram == 0 {
+			if p := st.PrivateServices; len(p) != 2 || !p[0].IsUDP() || p[1].IsUDP() || p[1].UDP != nil || p[0].UDP == nil || p[0].UDP.MaxDatagram == 0 {
 				t.Fatalf("private services as granted: %+v", p)
 			}
 			for _, r := range srv.Routes() {
-				if r.Key != udpVisitKey {
-					t.Fatalf("route %s exists; only %s should", r.Key, udpVisitKey)
+				if r.Key != udpVisitKey && r.Key != "private:office/db" {
+					t.Fatalf("route %s exists; only office's private ones should", r.Key)
 				}
 			}
 			const sources = 4
@@ -171,18 +185,13 @@ func TestUDPVisitorRefused(t *testing.T) {
 	leaktest.Check(t)
 	w := harness.NewWorldOf(t, harness.TCP)
 	cfg := w.ServerConfig()
-	cfg.Clients = append(cfg.Clients[:1], cfg.Clients[1])
 	cfg.Clients[1].Visit = []string{"office/db"}
 	srv := w.StartServer(cfg)
-	dns := harness.UDPService("dns", w.UDPEcho())
-	dns.Private = true
-	office := w.StartClient(w.ClientConfig(srv, harness.TokenOffice, dns,
-		client.Service{Name: "db", Target: w.Backend(harness.Echo), Private: true}))
-	office.WaitSession(1)
+	startPrivateOffice(w, srv, nil)
 	vcfg := w.ClientConfig(srv, harness.TokenOther)
 	vcfg.Visitors = []client.Visitor{
-		{Name: "dns", Service: "office/dns", Bind: "127.0.0.1:0", Protocol: session.ProtoUDP}, // not in visit
-		{Name: "db", Service: "office/db", Bind: "127.0.0.1:0", Protocol: session.ProtoUDP},   // a TCP service
+		udpVisitor, // not in visit
+		{Name: "db", Service: "office/db", Bind: "127.0.0.1:0", Protocol: session.ProtoUDP}, // a TCP service
 	}
 	laptop := w.StartClient(vcfg)
 	st := laptop.WaitSession(1)
@@ -215,7 +224,7 @@ func TestUDPVisitorServingClientRestart(t *testing.T) {
 	leaktest.Check(t)
 	for _, kind := range realKinds {
 		t.Run(kind, func(t *testing.T) {
-			w, srv, office, laptop, addr := udpVisitWorld(t, kind)
+			w, srv, office, laptop, addr := udpVisitWorld(t, kind, "office/*", nil)
 			c := w.DialUDP(addr)
 			if err := echoFrom(c, "before", 5); err != nil {
 				t.Fatal(err)
@@ -270,33 +279,13 @@ func pollUntil(t *testing.T, what string, cond func() (bool, string)) {
 	}
 }
 
-// udpVisitMemWorld is udpVisitWorld in memory, with the private
-// service's limits lowered by mod and the server on opts.
-func udpVisitMemWorld(t *testing.T, mod func(*client.Service), opts ...server.Option) (*harness.World, *harness.Server, *harness.Client, string) {
-	w := harness.NewWorld(t)
-	cfg := w.ServerConfig()
-	cfg.Clients[1].Visit = []string{"office/dns"}
-	srv := w.StartServer(cfg, opts...)
-	svc := harness.UDPService("dns", w.UDPEcho())
-	svc.Private = true
-	mod(&svc)
-	office := w.StartClient(w.ClientConfig(srv, harness.TokenOffice, svc))
-	office.WaitSession(1)
-	vcfg := w.ClientConfig(srv, harness.TokenOther)
-	vcfg.Visitors = []client.Visitor{{Name: "dns", Service: "office/dns", Bind: "127.0.0.1:0", Protocol: session.ProtoUDP}}
-	laptop := w.StartClient(vcfg)
-	laptop.WaitSession(1)
-	srv.WaitSessions(2)
-	return w, srv, laptop, laptop.VisitorAddr("dns").String()
-}
-
 // TestUDPVisitorIdleTimeout: a visitor flow with no datagram either way
 // for the private service's idle_timeout ends, on both clients; a busy
 // one lives on; the idle source's next datagram is a new flow.
 func TestUDPVisitorIdleTimeout(t *testing.T) {
 	leaktest.Check(t)
 	clk := clocktest.New()
-	w, srv, laptop, addr := udpVisitMemWorld(t, func(s *client.Service) { s.IdleTimeout = 4 * time.Second }, server.WithClock(clk))
+	w, srv, _, laptop, addr := udpVisitWorld(t, harness.Memory, "office/dns", func(s *client.Service) { s.IdleTimeout = 4 * time.Second }, server.WithClock(clk))
 	idle, busy := w.DialUDP(addr), w.DialUDP(addr)
 	exchange(t, idle, []byte("once"))
 	exchange(t, busy, []byte("first"))
@@ -320,7 +309,7 @@ func TestUDPVisitorIdleTimeout(t *testing.T) {
 // keep working.
 func TestUDPVisitorMaxFlows(t *testing.T) {
 	leaktest.Check(t)
-	w, srv, _, addr := udpVisitMemWorld(t, func(s *client.Service) { s.MaxFlows = 2 })
+	w, srv, _, _, addr := udpVisitWorld(t, harness.Memory, "office/dns", func(s *client.Service) { s.MaxFlows = 2 })
 	a, b, c := w.DialUDP(addr), w.DialUDP(addr), w.DialUDP(addr)
 	exchange(t, a, []byte("a"))
 	exchange(t, b, []byte("b"))

@@ -261,8 +261,27 @@ func TestUDPClaimNeedsServerCapability(t *testing.T) {
 	mem := &transporttest.Network{}
 	l := listen(t, mem)
 	cfg := testConfig()
+	// An old server: its Challenge has no "udp".
+	srvDone := olderChallenge(t, l, cfg, struct {
+		Version int    `json:"version"`
+		Nonce   []byte `json:"nonce"`
+	}{1, make([]byte, nonceLen)})
+	_, err := Connect(dial(t, mem, l), cfg, quiet, testToken, "i", []Service{{Name: "dns", RemotePort: 53, Protocol: ProtoUDP}})
+	if !errors.Is(err, ErrNoUDP) {
+		t.Fatalf("Connect: %v, want ErrNoUDP", err)
+	}
+	if err := <-srvDone; err == nil {
+		t.Fatal("the old server received a frame after its challenge")
+	}
+}
+
+// olderChallenge plays, on the next connection l accepts, a server that
+// answers the hello with challenge; it sends on the channel the error
+// that ends its wait for the next frame: a client that refuses to go on
+// sends no Auth.
+func olderChallenge(t *testing.T, l net.Listener, cfg Config, challenge any) <-chan error {
 	srvDone := make(chan error, 1)
-	go func() { // an old server: its Challenge has no "udp"
+	go func() {
 		c, err := l.Accept()
 		if err != nil {
 			srvDone <- err
@@ -273,20 +292,11 @@ func TestUDPClaimNeedsServerCapability(t *testing.T) {
 			srvDone <- err
 			return
 		}
-		writeFrame(st, typeChallenge, struct {
-			Version int    `json:"version"`
-			Nonce   []byte `json:"nonce"`
-		}{1, make([]byte, nonceLen)})
+		writeFrame(st, typeChallenge, challenge)
 		_, _, err = readFrame(st, cfg.MaxControlFrame) // no Auth may follow
 		srvDone <- err
 	}()
-	_, err := Connect(dial(t, mem, l), cfg, quiet, testToken, "i", []Service{{Name: "dns", RemotePort: 53, Protocol: ProtoUDP}})
-	if !errors.Is(err, ErrNoUDP) {
-		t.Fatalf("Connect: %v, want ErrNoUDP", err)
-	}
-	if err := <-srvDone; err == nil {
-		t.Fatal("the old server received a frame after its challenge")
-	}
+	return srvDone
 }
 
 // rawServer is rawClient's server side: a smux session over c and the

@@ -91,22 +91,7 @@ func TestPrivateUDPNeedsServerCapability(t *testing.T) {
 			mem := &transporttest.Network{}
 			l := listen(t, mem)
 			cfg := testConfig()
-			srvDone := make(chan error, 1)
-			go func() {
-				c, err := l.Accept()
-				if err != nil {
-					srvDone <- err
-					return
-				}
-				_, st := rawServer(t, c, cfg)
-				if _, _, err := readFrame(st, cfg.MaxControlFrame); err != nil { // hello
-					srvDone <- err
-					return
-				}
-				writeFrame(st, typeChallenge, Challenge{Version: 1, Nonce: make([]byte, nonceLen), UDP: true})
-				_, _, err = readFrame(st, cfg.MaxControlFrame) // no Auth may follow
-				srvDone <- err
-			}()
+			srvDone := olderChallenge(t, l, cfg, Challenge{Version: 1, Nonce: make([]byte, nonceLen), UDP: true})
 			_, err := ConnectWith(time.Time{}, dial(t, mem, l), cfg, quiet, testToken, "i", "", tc.claims)
 			if !errors.Is(err, ErrNoPrivateUDP) {
 				t.Fatalf("ConnectWith: %v, want ErrNoPrivateUDP", err)

@@ -196,13 +196,7 @@ func (s *Server) serveVisitor(cs *clientSession, st *session.Stream) {
 		st.Abort("a client may not open a dial stream")
 		return
 	}
-	udp := h.Kind == session.KindDatagram
-	if udp && cs.flows.Load() >= int64(s.cfg.UDP.MaxSessionFlows) {
-		log.Warn("session at udp.max_session_flows; UDP visitor flow refused", "max_session_flows", s.cfg.UDP.MaxSessionFlows)
-		st.Abort("the server's udp.max_session_flows is reached for this session")
-		s.metrics.VisitorConn(full, metrics.OutcomeRefusedLimit)
-		return
-	}
+	udp := h.Kind == session.KindDatagram // its flows have their own cap (visitudp.go)
 	if !udp && cs.sess.NumStreams()-int(cs.flows.Load()) > s.cfg.Limits.MaxStreams {
 		log.Warn("session at limits.max_streams; visitor connection refused", "max_streams", s.cfg.Limits.MaxStreams)
 		st.Abort("the server's limits.max_streams is reached for this session")

@@ -69,13 +69,19 @@ func (s *Server) serveVisitorFlow(vcs *clientSession, r *route, vst *session.Str
 		vst.Abort(why)
 		s.metrics.VisitorConn(full, o)
 	}
+	if vcs.flows.Add(1) > int64(s.cfg.UDP.MaxSessionFlows) {
+		vcs.flows.Add(-1)
+		s.metrics.UDPDropped(r.service, metrics.DropSessionFlows, 1)
+		refuse("the server's udp.max_session_flows is reached for the visiting session", metrics.OutcomeRefusedLimit)
+		return
+	}
 	if r.visitorFlows.Add(1) > int64(lim.MaxFlows) {
 		r.visitorFlows.Add(-1)
+		vcs.flows.Add(-1)
 		s.metrics.UDPDropped(r.service, metrics.DropMaxFlows, 1)
 		refuse(fmt.Sprintf("%s has its max_flows (%d) flows open", describeRoute(r), lim.MaxFlows), metrics.OutcomeRefusedLimit)
 		return
 	}
-	vcs.flows.Add(1)
 	s.changed.Notify()
 	defer func() {
 		r.visitorFlows.Add(-1)

@@ -5,6 +5,7 @@ import (
 	"net"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/warren-tunnel/warren/client"
 	"github.com/warren-tunnel/warren/internal/testutil/harness"
@@ -60,17 +61,25 @@ func TestVisitorReload(t *testing.T) {
 	}
 	harness.EchoOn(t, open)
 
-	// Changed: dns moves to the address db had (a TCP and a UDP visitor
-	// may share one; here the port is free again).
+	// Changed: dns moves to another address; the old one is closed.
+	free, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	newAddr := free.LocalAddr().String()
+	free.Close()
 	moved := dnsVisitor
-	moved.Bind = dbAddr
+	moved.Bind = newAddr
 	if err := reload(moved); err != nil {
 		t.Fatal(err)
 	}
-	if got := laptop.VisitorAddr("dns").String(); got != dbAddr {
-		t.Fatalf("changed visitor listens on %s, want %s", got, dbAddr)
+	if got := laptop.VisitorAddr("dns").String(); got != newAddr {
+		t.Fatalf("changed visitor listens on %s, want %s", got, newAddr)
 	}
-	exchange(t, w.DialUDP(dbAddr), []byte("moved"))
+	exchange(t, w.DialUDP(newAddr), []byte("moved"))
+	if _, _, err := harness.Exchange(w.DialUDP(dnsAddr), []byte("old address"), 200*time.Millisecond, 2); err == nil {
+		t.Fatal("the changed visitor's old address still answers")
+	}
 
 	// A bind that fails: nothing changes, the error names the visitor.
 	busy, err := net.Listen("tcp", "127.0.0.1:0")
@@ -85,7 +94,7 @@ func TestVisitorReload(t *testing.T) {
 	if a := laptop.VisitorAddr("db"); a != nil {
 		t.Fatalf("a visitor that could not bind is listed on %v", a)
 	}
-	exchange(t, w.DialUDP(dbAddr), []byte("still moved"))
+	exchange(t, w.DialUDP(newAddr), []byte("still moved"))
 	if st := laptop.Status(); st.Sessions != 1 {
 		t.Fatalf("%d sessions: a visitor reload cut the session", st.Sessions)
 	}

@@ -196,6 +196,10 @@ func (f *visitorFlow) run() {
 	recvErr := make(chan error, 1)
 	go func() { recvErr <- f.receive(st) }()
 	f.send(st)
+	// send stops once the flow has ended, or when the visitor's context
+	// has (its parent): end, a no-op in the first case, wakes receive in
+	// the second and, returning after why is set, lets it be read.
+	f.end("the visitor stopped")
 	rerr := <-recvErr
 	mine := f.why // the flow's own end (the visitor stopped, a write failed), or the server's
 	if rerr == nil {

@@ -110,13 +110,15 @@ func orchestrate() int {
 		warm      = flag.Duration("warmup", time.Second, "loopback throughput warm-up")
 		lat       = flag.Duration("lat", 3*time.Second, "loopback latency and connect windows")
 		settle    = flag.Duration("settle", 3*time.Second, "memory: wait this long before reading RSS")
-		tests     = flag.String("tests", "throughput,latency,connect,memory,udp,isolation", "which tests to run (udp: UDP services, and iperf3 -u when installed; sessions, not run unless named: one server with many client sessions)")
+		tests     = flag.String("tests", "throughput,latency,connect,memory,udp,isolation", "which tests to run (udp: UDP services, and iperf3 -u when installed; sessions, not run unless named: one server with many client sessions; cluster, likewise: five servers over etcd, 500 clients)")
 		sessN     = flag.String("sessions", "1000,2000,5000,10000", "sessions: client session counts (one swarm process opens them)")
 		sessPaths = flag.String("session-paths", "tcp,kcp", "sessions: transports (tcp, kcp: with TLS)")
 		sessIdle  = flag.Duration("session-idle", 10*time.Second, "sessions: the window over which the idle server's CPU is read")
 		sessStorm = flag.Duration("storm-timeout", 120*time.Second, "sessions: how long all sessions may take to come up, and to come back after the restart")
 		sessEcho  = flag.Duration("storm-echo", 10*time.Second, "sessions: the echo window during the reconnect storm")
 		sessPerIP = flag.Int("session-handshakes", 1024, "sessions: the server's max_handshakes_per_ip (every swarm client has the one source address)")
+		clusterN  = flag.Int("cluster-clients", 500, "cluster: clients of the five servers, one route each (run with -tests cluster)")
+		clusterP  = flag.Int("cluster-port", 24000, "cluster: the first public port of its clients (N ports from here, below the ephemeral range)")
 		sessPort  = flag.Int("session-port", 20000, "sessions: the first public port of the swarm's clients (N ports from here, below the ephemeral range; the echo client gets the one before)")
 		attack    = flag.Duration("attack", 10*time.Second, "loopback isolation: echo window while stuck connections press on the tunnel")
 		rounds    = flag.Int("rounds", 3, "loopback: rounds of every test (the report shows the median)")
@@ -304,6 +306,12 @@ func orchestrate() int {
 			}
 			rn.rec.close()
 		}
+		if rn.tests["cluster"] {
+			// cluster.go: one JSON line in cluster.jsonl, the table on stderr.
+			if err := rn.cluster(clusterOpts{clients: *clusterN, base: *clusterP, timeout: 120 * time.Second, out: *outDir}); err != nil && firstErr == nil {
+				firstErr = err
+			}
+		}
 		if rn.tests["sessions"] {
 			counts, err := intList(*sessN)
 			if err != nil {
@@ -397,6 +405,9 @@ func orchestrate() int {
 				firstErr = err
 			}
 			rn.rec.close()
+		}
+		if len(rn.tests) == 1 && rn.tests["cluster"] {
+			return firstErr // its table is on stderr; no report of the other suites
 		}
 		if err := writeReport(*outDir, *plotDir); err != nil && firstErr == nil {
 			firstErr = err

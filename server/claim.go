@@ -158,6 +158,10 @@ func (t *table) releaseLocked(op *claimOp) {
 	for k, o := range t.reserved {
 		if o == op {
 			delete(t.reserved, k)
+			if t.skipped {
+				t.skipped = false
+				t.resync.Notify()
+			}
 		}
 	}
 	close(op.done)

@@ -267,7 +267,11 @@ func (t *table) syncRemote(view []cluster.Holding) {
 		}
 	}
 	for key, hs := range remote {
-		if t.routes[key] != nil || t.reserved[key] != nil {
+		if t.routes[key] == nil && t.reserved[key] != nil {
+			t.skipped = true // a local claim in flight: again once it is done (resync)
+			continue
+		}
+		if t.routes[key] != nil {
 			continue
 		}
 		kind, rest, _ := strings.Cut(key, ":")

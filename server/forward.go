@@ -88,7 +88,7 @@ func (s *Server) follow(stop <-chan struct{}) {
 	n := s.node
 	members := map[string]bool{}
 	for {
-		ch := n.reg.Changed()
+		ch, resync := n.reg.Changed(), s.table.resync.Wait()
 		s.table.syncRemote(n.reg.Routes())
 		now := map[string]bool{}
 		for _, m := range n.reg.Members() {
@@ -106,6 +106,7 @@ func (s *Server) follow(stop <-chan struct{}) {
 		case <-stop:
 			return
 		case <-ch:
+		case <-resync:
 		}
 	}
 }

@@ -138,6 +138,12 @@ type table struct {
 	sessions map[*clientSession]struct{}
 	routes   map[string]*route
 	reserved map[string]*claimOp // keys a claim in flight is binding
+	// resync is notified when a claim releases keys that syncRemote
+	// skipped while they were reserved (skipped set): the other servers'
+	// routes on them are then followed without waiting for the view to
+	// change again.
+	resync  signal
+	skipped bool
 
 	// In a cluster (cluster.go): the registry, this server's ID, and the
 	// releases of holdings waiting for releaser.

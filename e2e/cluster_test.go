@@ -124,6 +124,34 @@ lease_ttl = "3s"
 	g.procs[i], g.cfgs[i], g.admins[i], g.fps[i] = p, cfg, adminAddr, st.Fingerprint
 }
 
+// stopAll stops every server still running with SIGTERM: each exits 0,
+// and leaves the cluster (no member key is left in etcd).
+func (g *clusterGroup) stopAll() {
+	g.t.Helper()
+	for i, p := range g.procs {
+		if p == nil {
+			continue
+		}
+		select {
+		case <-p.done:
+			continue // killed by the test
+		default:
+		}
+		if code := p.stop(syscall.SIGTERM); code != exitOK {
+			g.t.Errorf("s%d exited %d on SIGTERM", i, code)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := g.etcd.Client(g.t).Get(ctx, clusterPrefix+"members/", clientv3.WithPrefix(), clientv3.WithCountOnly())
+	if err != nil {
+		g.t.Fatal(err)
+	}
+	if resp.Count != 0 {
+		g.t.Errorf("%d member keys left in etcd after every server stopped", resp.Count)
+	}
+}
+
 // waitMembers waits until server i sees n members.
 func (g *clusterGroup) waitMembers(i, n int) {
 	g.t.Helper()
@@ -208,7 +236,8 @@ func (g *clusterGroup) heldIndex(st admin.Status) int {
 }
 
 // waitRoute waits until every live server in live sees port held by client
-// on server holder only (-1: on any server, as long as it is live).
+// on server holder only (-1: on any server, as long as it is live), and
+// listens on it.
 func (g *clusterGroup) waitRoute(live []int, client string, port, holder int) {
 	g.t.Helper()
 	key := "port:" + strconv.Itoa(port)
@@ -228,7 +257,8 @@ func (g *clusterGroup) waitRoute(live []int, client string, port, holder int) {
 				}
 				n++
 			}
-			return n > 0
+			// and it listens on the port (its own routes).
+			return n > 0 && slices.ContainsFunc(st.Routes, func(r admin.RouteStatus) bool { return r.Port == port })
 		})
 	}
 }
@@ -275,6 +305,7 @@ func TestClusterEveryServerServesEveryRoute(t *testing.T) {
 		}
 		a.stop(syscall.SIGTERM)
 		b.stop(syscall.SIGTERM)
+		g.stopAll()
 	})
 }
 
@@ -416,6 +447,7 @@ func TestClusterServerKilled(t *testing.T) {
 		}
 		a.stop(syscall.SIGTERM)
 		b.stop(syscall.SIGTERM)
+		g.stopAll()
 	})
 }
 

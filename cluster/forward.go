@@ -17,8 +17,9 @@ import (
 // that holds the route answers with a reply; then both sides send framed
 // data until each sends its end:
 //
-//	header: version (1 byte, 1) | payload length (2 bytes, big endian) | payload
-//	payload: key length (1) | key | peer length (1) | peer | local length (1) | local
+//	header: version (1 byte) | payload length (2 bytes, big endian) | payload
+//	payload, version 1: key length (1) | key | peer length (1) | peer | local length (1) | local
+//	payload, version 2: kind (1) | then as version 1
 //	reply:  status (1 byte: 0 accepted, 1 refused) | reason length (1) | reason
 //	chunk:  length (2 bytes, big endian) | data; length 0 is the end of
 //	        this direction (a half-close)
@@ -28,8 +29,29 @@ import (
 // travels in this framing, not as smux's FIN: smux v1.5.57 drops data
 // that arrives with the FIN after our own half-close.
 
-// ForwardVersion is the version of the forwarded-connection header.
-const ForwardVersion = 1
+// A connection's header is version 1, the only one the first cluster
+// servers read; a UDP flow's is version 2, which carries its kind. A
+// server of that first release refuses a version 2 header ("version 2
+// (this server speaks 1)") and closes the stream, so it never takes a
+// flow's datagram chunks for a connection's bytes; Peers.Open says so.
+const (
+	// ForwardVersion is the version of a connection's header.
+	ForwardVersion = 1
+	// ForwardVersionKind is the version of a header with a kind.
+	ForwardVersionKind = 2
+)
+
+// Kind is what a forwarded stream carries.
+type Kind byte
+
+const (
+	// KindStream: a public TCP connection's bytes (version 1 header).
+	KindStream Kind = 0
+	// KindDatagram: a public UDP flow, as datagram chunks of the session
+	// protocol (docs/protocol.md §12), each direction ended by an end or
+	// abort chunk.
+	KindDatagram Kind = 1
+)
 
 // maxForwardField caps each header field; a route key or an address fits
 // in 255 bytes (a domain name is at most 253).
@@ -45,6 +67,8 @@ type Header struct {
 	Peer string
 	// Local is where the forwarding server accepted it, "ip:port".
 	Local string
+	// Kind is what the stream carries.
+	Kind Kind
 }
 
 // ErrHeader is wrapped by the errors of a malformed header or reply.
@@ -71,8 +95,18 @@ func (h Header) Encode() ([]byte, error) {
 	if h.Key == "" {
 		return nil, fmt.Errorf("%w: no route key", ErrHeader)
 	}
-	b := make([]byte, 3, 3+n)
-	b[0] = ForwardVersion
+	var b []byte
+	switch h.Kind {
+	case KindStream:
+		b = make([]byte, 3, 3+n)
+		b[0] = ForwardVersion
+	case KindDatagram:
+		n++
+		b = make([]byte, 4, 3+n)
+		b[0], b[3] = ForwardVersionKind, byte(h.Kind)
+	default:
+		return nil, fmt.Errorf("%w: kind %d", ErrHeader, h.Kind)
+	}
 	binary.BigEndian.PutUint16(b[1:], uint16(n))
 	for _, f := range fields {
 		b = append(b, byte(len(f)))
@@ -81,29 +115,43 @@ func (h Header) Encode() ([]byte, error) {
 	return b, nil
 }
 
-// ReadHeader reads a header from r: at most 3 + 3*256 bytes, whatever r
-// sends.
+// ReadHeader reads a header from r: at most 3 + 1 + 3*256 bytes,
+// whatever r sends.
 func ReadHeader(r io.Reader) (Header, error) {
 	var pre [3]byte
 	if _, err := io.ReadFull(r, pre[:]); err != nil {
 		return Header{}, fmt.Errorf("%w: %w", ErrHeader, err)
 	}
-	if pre[0] != ForwardVersion {
-		return Header{}, fmt.Errorf("%w: version %d (this server speaks %d)", ErrHeader, pre[0], ForwardVersion)
+	if pre[0] != ForwardVersion && pre[0] != ForwardVersionKind {
+		return Header{}, fmt.Errorf("%w: version %d (this server speaks %d and %d)", ErrHeader, pre[0], ForwardVersion, ForwardVersionKind)
 	}
 	n := int(binary.BigEndian.Uint16(pre[1:]))
-	if n > 3*(1+maxForwardField) {
+	if n > 1+3*(1+maxForwardField) {
 		return Header{}, fmt.Errorf("%w: payload of %d bytes", ErrHeader, n)
 	}
 	b := make([]byte, n)
 	if _, err := io.ReadFull(r, b); err != nil {
 		return Header{}, fmt.Errorf("%w: %w", ErrHeader, err)
 	}
-	return DecodeHeader(b)
+	return DecodeHeader(pre[0], b)
 }
 
-// DecodeHeader parses a header's payload.
-func DecodeHeader(b []byte) (Header, error) {
+// DecodeHeader parses the payload of a header of the given version.
+func DecodeHeader(version byte, b []byte) (Header, error) {
+	var kind Kind
+	switch version {
+	case ForwardVersion:
+	case ForwardVersionKind:
+		if len(b) < 1 {
+			return Header{}, fmt.Errorf("%w: no kind", ErrHeader)
+		}
+		kind, b = Kind(b[0]), b[1:]
+		if kind != KindDatagram {
+			return Header{}, fmt.Errorf("%w: kind %d (this server knows %d)", ErrHeader, kind, KindDatagram)
+		}
+	default:
+		return Header{}, fmt.Errorf("%w: version %d", ErrHeader, version)
+	}
 	var fields [3]string
 	for i := range fields {
 		if len(b) < 1 || len(b) < 1+int(b[0]) {
@@ -115,7 +163,7 @@ func DecodeHeader(b []byte) (Header, error) {
 	if len(b) > 0 {
 		return Header{}, fmt.Errorf("%w: %d bytes after the last field", ErrHeader, len(b))
 	}
-	h := Header{Key: fields[0], Peer: fields[1], Local: fields[2]}
+	h := Header{Key: fields[0], Peer: fields[1], Local: fields[2], Kind: kind}
 	if h.Key == "" {
 		return Header{}, fmt.Errorf("%w: no route key", ErrHeader)
 	}

@@ -543,6 +543,11 @@ func (p *Peers) Open(ctx context.Context, m Member, h Header) (*Conn, error) {
 	}
 	if err := readReply(st); err != nil {
 		c.Close()
+		if h.Kind != KindStream && !errors.Is(err, ErrRefused) && ctx.Err() == nil {
+			// A server of the first cluster release reads version 1
+			// headers only: it closes a flow's stream unanswered.
+			return nil, fmt.Errorf("peer %s does not take forwarded UDP flows (a warren from before they were forwarded?): %w", m.ID, err)
+		}
 		return nil, fmt.Errorf("peer %s: %w", m.ID, err)
 	}
 	st.SetDeadline(time.Time{})

@@ -223,14 +223,14 @@ func (r *route) adoptLocked(cs *clientSession, svc *service) {
 }
 
 // syncRemote makes the table follow the registry's view: every route
-// another server holds gets a route here (a listener for a port; UDP
-// ports are not forwarded), with its holdings; a route here only for
+// another server holds gets a route here (a listener for a port, a
+// socket for a UDP port), with its holdings; a route here only for
 // them goes when they do (after the reconnect grace, as the registry
 // keeps the key for its client meanwhile).
 func (t *table) syncRemote(view []cluster.Holding) {
 	remote := make(map[string][]cluster.Holding)
 	for _, h := range view {
-		if h.Server != t.self && !strings.HasPrefix(h.Key, "udp:") && !strings.HasPrefix(h.Key, "private:") {
+		if h.Server != t.self && !strings.HasPrefix(h.Key, "private:") {
 			remote[h.Key] = append(remote[h.Key], h)
 		}
 	}
@@ -242,7 +242,7 @@ func (t *table) syncRemote(view []cluster.Holding) {
 		return
 	}
 	for key, r := range t.routes {
-		if r.private || r.udp {
+		if r.private {
 			continue
 		}
 		hs := remote[key]
@@ -275,7 +275,7 @@ func (t *table) syncRemote(view []cluster.Holding) {
 			continue
 		}
 		kind, rest, _ := strings.Cut(key, ":")
-		if kind == "port" {
+		if kind == "port" || kind == "udp" {
 			t.reserved[key] = op
 			ports = append(ports, key)
 			continue
@@ -291,8 +291,9 @@ func (t *table) syncRemote(view []cluster.Holding) {
 	t.mu.Unlock()
 	bound := make(map[string]socket)
 	for _, key := range ports {
-		port, _ := strconv.Atoi(strings.TrimPrefix(key, "port:"))
-		sock, err := t.bind(false, port)
+		kind, rest, _ := strings.Cut(key, ":")
+		port, _ := strconv.Atoi(rest)
+		sock, err := t.bind(kind == "udp", port)
 		if err != nil {
 			t.log.Warn("cluster: cannot listen on a port another server holds; its connections do not reach this server", "route", key, "err", err)
 			continue
@@ -307,7 +308,10 @@ func (t *table) syncRemote(view []cluster.Holding) {
 			continue
 		}
 		r := t.remoteRouteLocked(key, remote[key])
-		r.port, r.l = sock.port(), sock.l
+		r.port, r.l, r.pc, r.udp = sock.port(), sock.l, sock.pc, sock.pc != nil
+		if r.udp { // the flows read here keep this server's [server.udp]
+			r.setLimits(t.cfg.udp.lower(nil))
+		}
 		t.routes[key] = r
 		t.serve(r)
 		t.changed.Notify()

@@ -170,6 +170,20 @@ func (c *testCluster) waitRoutes(keys ...string) {
 	}
 }
 
+// tester is a peer of the cluster's servers for a test's own forwarded
+// streams (it refuses those sent to it), closed when the test ends.
+func (c *testCluster) tester() *cluster.Peers {
+	c.t.Helper()
+	cc := cluster.Config{CA: filepath.Join(c.certs, "ca.pem"), Cert: filepath.Join(c.certs, "tester.pem"), Key: filepath.Join(c.certs, "tester.key")}
+	tc, err := cc.PeerTLS(nil)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	p := cluster.NewPeers(cluster.PeerConfig{ID: "tester", Token: []byte(peerToken), TLS: tc}, func(c *cluster.Conn) { c.Refuse("not here") })
+	c.t.Cleanup(func() { p.Close() })
+	return p
+}
+
 // member is the status of member id as server s sees it.
 func member(s *harness.Server, id string) admin.MemberStatus {
 	st := s.AdminSource().Status()
@@ -492,13 +506,7 @@ func TestClusterForwardedRefused(t *testing.T) {
 	a.WaitSession(1)
 	key := "port:" + strconv.Itoa(port)
 	c.waitRoutes(key)
-	cc := cluster.Config{CA: filepath.Join(c.certs, "ca.pem"), Cert: filepath.Join(c.certs, "tester.pem"), Key: filepath.Join(c.certs, "tester.key")}
-	tc, err := cc.PeerTLS(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := cluster.NewPeers(cluster.PeerConfig{ID: "tester", Token: []byte(peerToken), TLS: tc}, func(c *cluster.Conn) { c.Refuse("not here") })
-	defer p.Close()
+	p := c.tester()
 	at := func(i int) cluster.Member {
 		return cluster.Member{ID: c.cfgs[i].Cluster.ID, PeerAddress: c.cfgs[i].Cluster.PeerAddress}
 	}

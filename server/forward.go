@@ -223,6 +223,10 @@ func resetConn(c net.Conn) {
 // serveForwarded serves a connection another server forwarded here: by a
 // session of its route here, else refused (no second hop).
 func (s *Server) serveForwarded(c *cluster.Conn) {
+	if c.Header().Kind == cluster.KindDatagram {
+		s.serveForwardedFlow(c)
+		return
+	}
 	key := c.Header().Key
 	r := s.table.servedHere(key)
 	if r == nil || s.isStopping() {

@@ -227,6 +227,18 @@ func (t *table) pickNow(r *route) *member {
 	return r.pickLocked(nil)
 }
 
+// pickFlow is pickNow in a cluster (inCluster): with no live member
+// here, a new flow goes to a holding of r on another server, round robin;
+// nil, nil when there is neither.
+func (t *table) pickFlow(r *route, inCluster bool) (*member, *cluster.Holding) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if m := r.pickLocked(nil); m != nil || !inCluster {
+		return m, nil
+	}
+	return nil, r.pickRemoteLocked(nil)
+}
+
 // members returns the members serving r now: a UDP flow ends when its
 // member leaves the route (a drain, an update without the service).
 func (t *table) members(r *route) map[*member]bool {

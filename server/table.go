@@ -106,17 +106,18 @@ import (
 //     here again by then is dropped. Nothing is released once the table
 //     is closing: the registry releases a leaving member's holdings with
 //     the grace.
-//  17. Remote routes: every TCP port and domain another server holds has
-//     a route here (a listener, an entry), with those holdings (remote);
-//     UDP ports are not forwarded. Such a route with no session here is
+//  17. Remote routes: every port (TCP or UDP) and domain another server
+//     holds has a route here (a listener, a socket, an entry), with those
+//     holdings (remote). Such a route with no session here is
 //     remote-only: a claim on it is the registry's to decide, and the
 //     claiming session adopts it (its listener, with no gap). A route
 //     whose last holding elsewhere went is held for reconnect_grace, as
 //     the registry keeps the key for its client, then removed.
 //  18. Picking in a cluster: live sessions here first (rule 11), then the
 //     holdings elsewhere, round robin, skipping servers that failed the
-//     connection. A connection forwarded here is served by a session here
-//     or refused: never forwarded again.
+//     connection. A UDP flow likewise (pickFlow, at its first datagram;
+//     forwardudp.go). A connection or flow forwarded here is served by a
+//     session here or refused: never forwarded again.
 //  19. A route's owner (client, service, shared) changes only under the
 //     lock, when a session adopts a remote-only route: read it with owner.
 type table struct {

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/warren-tunnel/warren/cluster"
 	"github.com/warren-tunnel/warren/internal/dgram"
 	"github.com/warren-tunnel/warren/metrics"
 	"github.com/warren-tunnel/warren/session"
@@ -28,9 +29,12 @@ import (
 //
 //  1. Flows. The first datagram from a source makes its flow and picks
 //     its member at once (table.pickNow): the flow stays with that
-//     session for its life. No member (the route is held for its
-//     client's return, or its sessions are in their handshake): the
-//     datagram is dropped (no_session), never queued.
+//     session for its life. In a cluster, with no live member here, it
+//     picks a holding on another server and the flow's stream is a
+//     forwarded one to that server (forwardudp.go). No member nor
+//     holding (the route is held for its client's return, or its
+//     sessions are in their handshake): the datagram is dropped
+//     (no_session), never queued.
 //  2. Caps. At most max_flows flows per route: a new source beyond it
 //     ends the flow that had a datagram from its source least recently,
 //     among those not yet assured (fewer than two datagrams in, or none
@@ -191,11 +195,11 @@ func (ft *flowTable) openLocked(peer netip.AddrPort, lim *session.UDPLimits) (*f
 	if ft.closed {
 		return nil, -1
 	}
-	m := ft.s.table.pickNow(ft.r)
-	if m == nil {
+	m, remote := ft.s.table.pickFlow(ft.r, ft.s.node != nil)
+	if m == nil && remote == nil {
 		return nil, dropNoSession
 	}
-	if m.cs.flows.Load() >= int64(ft.s.cfg.UDP.MaxSessionFlows) {
+	if m != nil && m.cs.flows.Load() >= int64(ft.s.cfg.UDP.MaxSessionFlows) {
 		return nil, dropSessionFlows
 	}
 	if len(ft.flows) >= lim.MaxFlows && ft.all.Load()-int64(len(ft.flows)) >= int64(lim.MaxFlows) {
@@ -211,17 +215,19 @@ func (ft *flowTable) openLocked(peer netip.AddrPort, lim *session.UDPLimits) (*f
 		f.end("evicted for a new flow beyond max_flows")
 		ft.stats.drops[dropEvicted].Add(1)
 	}
-	f := &flow{ft: ft, peer: peer, m: m, ins: 1, maxDatagram: lim.MaxDatagram, q: make(chan queuedDatagram, flowQueueLen), die: make(chan struct{})}
+	f := &flow{ft: ft, peer: peer, m: m, remote: remote, ins: 1, maxDatagram: lim.MaxDatagram, q: make(chan queuedDatagram, flowQueueLen), die: make(chan struct{})}
 	f.getBuf = f.recvBuf
 	f.elem = ft.fresh.PushBack(f)
 	ft.flows[peer] = f
 	ft.n.Add(1)
 	ft.all.Add(1)
-	m.cs.flows.Add(1)
-	if st := m.cs.stats[m.service]; st != nil {
-		st.Opened()
+	if m != nil {
+		m.cs.flows.Add(1)
+		if st := m.cs.stats[m.service]; st != nil {
+			st.Opened()
+		}
 	}
-	ft.s.metrics.UDPFlows(m.service, 1)
+	ft.s.metrics.UDPFlows(f.service(), 1)
 	ft.s.changed.Notify()
 	ft.wg.Go(f.run)
 	return f, 0
@@ -289,7 +295,7 @@ func (ft *flowTable) sweep() {
 			switch {
 			case now-f.last.Load() >= int64(idle):
 				idled = append(idled, f)
-			case !members[f.m]:
+			case f.m != nil && !members[f.m]:
 				left = append(left, f)
 			}
 		}
@@ -353,11 +359,29 @@ type queuedDatagram struct {
 	n   int
 }
 
+// flowStream is what a flow's datagrams travel on: a stream of a session
+// here (*session.Stream), or of a peer link to the server of a member
+// (forwardedFlow, forwardudp.go). The methods are session.Stream's, with
+// its contract.
+type flowStream interface {
+	WriteDatagram(b []byte) error
+	WriteDatagrams(b []byte) error
+	ReadDatagram(max int, buf func(n int) []byte) ([]byte, error)
+	SetReadDeadline(t time.Time) error
+	SetWriteDeadline(t time.Time) error
+	Abort(reason string) error
+	Close() error
+}
+
+// streamRef holds a flow's stream for atomic.Pointer.
+type streamRef struct{ flowStream }
+
 // flow is one public source address of a UDP route.
 type flow struct {
 	ft          *flowTable
 	peer        netip.AddrPort
-	m           *member
+	m           *member          // the member here; nil for a forwarded flow
+	remote      *cluster.Holding // else the holding elsewhere it went to first
 	maxDatagram int
 	q           chan queuedDatagram
 	last        atomic.Int64 // unix ns of the last datagram either way
@@ -371,7 +395,7 @@ type flow struct {
 	// Counted for the status API and the log when the flow ends.
 	in, out, bytesIn, bytesOut atomic.Int64
 
-	st     atomic.Pointer[session.Stream]
+	st     atomic.Pointer[streamRef]
 	rbuf   *[]byte // the receiver's buffer under way
 	getBuf func(int) []byte
 
@@ -400,12 +424,18 @@ func (f *flow) end(why string) {
 func (f *flow) run() {
 	ft, m := f.ft, f.m
 	defer f.closed()
-	st, err := m.cs.sess.Open(session.Header{Service: m.service, Peer: f.peer.String(), Local: ft.local, Kind: session.KindDatagram})
+	var st flowStream
+	var err error
+	if m != nil {
+		st, err = m.cs.sess.Open(session.Header{Service: m.service, Peer: f.peer.String(), Local: ft.local, Kind: session.KindDatagram})
+	} else {
+		st, err = ft.s.forwardFlow(f)
+	}
 	if err != nil {
 		f.end("opening its stream failed: " + err.Error())
 		return
 	}
-	f.st.Store(st)
+	f.st.Store(&streamRef{st})
 	select {
 	case <-f.die: // ended while opening: end's deadlines missed st
 		st.Close()
@@ -428,7 +458,7 @@ const batchBytes = 16 << 10
 // write with no copy; a burst (more datagrams already queued) is copied
 // into one buffer and leaves in one write too, so that under load the
 // session pays one frame for many datagrams.
-func (f *flow) send(st *session.Stream) bool {
+func (f *flow) send(st flowStream) bool {
 	var d queuedDatagram
 	select {
 	case d = <-f.q:
@@ -496,7 +526,7 @@ func (f *flow) sent(d queuedDatagram) {
 
 // receive sends the client's datagrams to the public peer until the
 // stream ends.
-func (f *flow) receive(st *session.Stream) {
+func (f *flow) receive(st flowStream) {
 	ft := f.ft
 	for {
 		p, err := st.ReadDatagram(f.maxDatagram, f.getBuf)
@@ -528,6 +558,16 @@ func (f *flow) receive(st *session.Stream) {
 	}
 }
 
+// service is the flow's service name for metrics: its member's, or the
+// route's for a forwarded flow (a route here only for other servers'
+// holdings is service "cluster").
+func (f *flow) service() string {
+	if f.m != nil {
+		return f.m.service
+	}
+	return f.ft.r.service
+}
+
 // recvBuf is ReadDatagram's buffer source (f.getBuf, made once).
 func (f *flow) recvBuf(n int) []byte {
 	f.rbuf = dgram.Get(n)
@@ -552,15 +592,21 @@ func (f *flow) closed() {
 		break
 	}
 	ft.all.Add(-1)
-	m.cs.flows.Add(-1)
 	in, out := f.bytesIn.Load(), f.bytesOut.Load()
-	if st := m.cs.stats[m.service]; st != nil {
-		st.Add(in, out) // a flow's bytes show when it ends
-		st.Closed()
+	ft.s.metrics.UDPFlows(f.service(), -1)
+	log := ft.s.log
+	if m != nil {
+		m.cs.flows.Add(-1)
+		if st := m.cs.stats[m.service]; st != nil {
+			st.Add(in, out) // a flow's bytes show when it ends
+			st.Closed()
+		}
+		ft.s.rec.AddBytes(m.cs.client.name, m.service, in, out)
+		log = m.cs.log
+	} else {
+		log = log.With("forwarded_to", f.remote.Server)
 	}
-	ft.s.metrics.UDPFlows(m.service, -1)
-	ft.s.rec.AddBytes(m.cs.client.name, m.service, in, out)
-	m.cs.log.Debug("udp flow ended", "service", m.service, "route", ft.r.key, "peer", f.peer.String(),
+	log.Debug("udp flow ended", "service", f.service(), "route", ft.r.key, "peer", f.peer.String(),
 		"datagrams_from_public", f.in.Load(), "datagrams_to_public", f.out.Load(),
 		"bytes_from_public", in, "bytes_to_public", out, "reason", f.why)
 }

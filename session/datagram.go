@@ -128,3 +128,33 @@ func readDatagram(r io.Reader, hdr []byte, max int, buf func(n int) []byte) ([]b
 	}
 	return nil, fmt.Errorf("%w: bad chunk on a datagram stream (kind %d, length %d)", ErrProtocol, kind, n)
 }
+
+// Datagram chunks carried by something other than a session stream (a
+// cluster's forwarded UDP flow, docs/protocol.md §13) keep this layout;
+// these are its parts for such a carrier.
+
+// PutDatagramHeader writes the chunk header of the datagram
+// b[DatagramHeaderLen:] into b's first DatagramHeaderLen bytes.
+func PutDatagramHeader(b []byte) {
+	putChunkHeader(b, chunkDatagram, len(b)-DatagramHeaderLen)
+}
+
+// AppendDatagramEnd appends the end chunk to dst, or with abort the abort
+// chunk with reason (cut to 1024 bytes).
+func AppendDatagramEnd(dst []byte, abort bool, reason string) []byte {
+	var h [chunkHeaderLen]byte
+	if !abort {
+		putChunkHeader(h[:], chunkEnd, 0)
+		return append(dst, h[:]...)
+	}
+	reason = truncateUTF8(reason, maxAbortReason)
+	putChunkHeader(h[:], chunkAbort, len(reason))
+	return append(append(dst, h[:]...), reason...)
+}
+
+// ReadDatagramFrom is ReadDatagram on r: hdr is scratch of
+// DatagramHeaderLen bytes. io.EOF means the end chunk; r's own end before
+// one is io.ErrUnexpectedEOF.
+func ReadDatagramFrom(r io.Reader, hdr []byte, max int, buf func(n int) []byte) ([]byte, error) {
+	return readDatagram(r, hdr, max, buf)
+}

@@ -118,3 +118,63 @@ func meterWhileRelaying(t *testing.T, trs [2]transport.Transport) {
 		}
 	}
 }
+
+// TestMeterRelayingAStream: a relay whose connection is itself a stream
+// (a Conn: a visitor's, as the server relays it into the serving client's
+// stream) has no socket wait to tell it the connection drained; the bytes
+// it moves one way still reach the meter while it runs, with nothing
+// moving the other way to flush them.
+func TestMeterRelayingAStream(t *testing.T) {
+	leaktest.Check(t)
+	for name, trs := range transports(t) {
+		t.Run(name, func(t *testing.T) { meterRelayingAStream(t, trs) })
+	}
+}
+
+func meterRelayingAStream(t *testing.T, trs [2]transport.Transport) {
+	streams := make(chan *Stream, 2)
+	srv, _, _, _ := pair(t, trs, testConfig(), func(st *Stream) {
+		streams <- st
+	})
+	visitor, err := srv.Open(Header{Service: "visitor"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc, err := srv.Open(Header{Service: "web"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := newTally()
+	svc.SetMeter(m.add)
+	res := make(chan relay.Result, 1)
+	go func() { res <- runRelay(NewConn(visitor, nil, nil), svc) }()
+	var visitorPeer, svcPeer *Stream
+	for range 2 {
+		st := <-streams
+		if st.Header().Service == "visitor" {
+			visitorPeer = st
+		} else {
+			svcPeer = st
+		}
+	}
+
+	msg := bytes.Repeat([]byte("v"), 5000)
+	for i := 1; i <= 2; i++ {
+		if _, err := visitorPeer.Write(msg); err != nil {
+			t.Fatal(err)
+		}
+		svcPeer.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if _, err := io.ReadFull(svcPeer, make([]byte, len(msg))); err != nil {
+			t.Fatal(err)
+		}
+		m.await(t, "relay", int64(i*len(msg)), 0)
+	}
+	visitorPeer.CloseWrite()
+	svcPeer.CloseWrite()
+	r := waitResult(t, res, "relay")
+	visitorPeer.Close()
+	svcPeer.Close()
+	if s, rcv := m.get(); s != r.Sent || rcv != r.Received || r.Err != nil {
+		t.Errorf("meter says %d sent, %d received; the relay %+v", s, rcv, r)
+	}
+}

@@ -43,6 +43,11 @@ type Stream struct {
 	meter              func(sent, received int64)
 	unsent, unreceived atomic.Int64
 	metered            atomic.Int64
+	// drained: the last Read left nothing of this stream unread in smux
+	// (the ledger's count). A relay that reads this stream as its
+	// connection (a Conn: a visitor's, on the server) has no socket to
+	// wait on, so this is how it learns that the connection drained.
+	drained atomic.Bool
 
 	dead    atomic.Bool // killed: what it holds is being freed
 	kmu     sync.Mutex
@@ -244,8 +249,9 @@ func (s *Stream) ReadFrom(r io.Reader) (int64, error) {
 }
 
 // ReadBurst sends what r has to give now as data chunks: it reads until a
-// read comes back short (r is drained, for a socket) or r ends. eof reports
-// that r returned io.EOF.
+// read comes back short (r is drained, for a socket), r is a Conn whose
+// stream has nothing unread (the meter is then called: no socket wait
+// tells the relay), or r ends. eof reports that r returned io.EOF.
 func (s *Stream) ReadBurst(r io.Reader) (n int64, eof bool, err error) {
 	for {
 		bp := s.bufs.Get().(*[]byte)
@@ -268,6 +274,14 @@ func (s *Stream) ReadBurst(r io.Reader) (n int64, eof bool, err error) {
 			return n, true, nil
 		case rerr != nil:
 			return n, false, rerr
+		case drainedConn(r):
+			// r is a stream relayed into this one, which no socket wait
+			// reports drained: the meter hears of what moved now. Else a
+			// one-way transfer would show only at the next burst or
+			// Close, or when the other direction's drain happened to
+			// flush it.
+			s.Idle()
+			return n, false, nil
 		case m < len(buf)-chunkHeaderLen:
 			return n, false, nil
 		}
@@ -554,8 +568,15 @@ func (s *Stream) discard() {
 // read reads from smux, as the ledger counts it.
 func (s *Stream) read(p []byte) (int, error) {
 	n, err := s.st.Read(p)
-	s.led.read(s.ID(), n)
+	s.drained.Store(s.led.read(s.ID(), n))
 	return n, err
+}
+
+// drainedConn reports that r is a Conn whose last Read left nothing of
+// its stream unread.
+func drainedConn(r io.Reader) bool {
+	c, ok := r.(*Conn)
+	return ok && c.st.drained.Load()
 }
 
 // SetReadDeadline sets the deadline for Read and WriteTo.

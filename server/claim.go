@@ -334,7 +334,7 @@ func (t *table) bindAll(c *clientEntry, ranges portRanges, p *plan, op *claimOp,
 	for _, svc := range p.bindPorts {
 		l, err := t.bind(svc.udp, svc.port)
 		if err != nil {
-			return session.Rejectf(session.CodePortInUse, "port in use: service %q remote_port %d%s: %v", svc.name, svc.port, protoNote(svc.udp), err)
+			return t.bindRefusal(svc, svc.port, err)
 		}
 		b.ls[svc.key()] = l
 	}
@@ -347,6 +347,25 @@ func (t *table) bindAll(c *clientEntry, ranges portRanges, p *plan, op *claimOp,
 		b.any[svc.name] = port
 	}
 	return nil
+}
+
+// bindRefusal is the refusal of a claim whose bind of svc's port (0: any)
+// failed with err. Out of file descriptors it is temporary (limit), so the
+// client retries once connections have closed, where port_in_use would
+// stop it for good; anything else is the port being unavailable.
+func (t *table) bindRefusal(svc *service, port int, err error) *session.RejectError {
+	what := fmt.Sprintf("remote_port %d", port)
+	if port == 0 {
+		what = "any free port"
+	}
+	if outOfFDs(err) {
+		if t.fds != nil {
+			t.fds.fail("bind", err)
+		}
+		soft, _ := fdLimit()
+		return session.Rejectf(session.CodeLimit, "the server is out of file descriptors (open files limit %d): service %q %s%s: try again later", soft, svc.name, what, protoNote(svc.udp))
+	}
+	return session.Rejectf(session.CodePortInUse, "port in use: service %q %s%s: %v", svc.name, what, protoNote(svc.udp), err)
 }
 
 // portAt is the i-th port of ranges, counted across them in order.
@@ -395,6 +414,9 @@ func (t *table) bindAny(c *clientEntry, ranges []PortRange, svc *service, skip m
 	// range), then probe the ranges in order.
 	for range 3 {
 		l, err := t.bind(svc.udp, 0)
+		if outOfFDs(err) {
+			return socket{}, 0, t.bindRefusal(svc, 0, err)
+		}
 		if err != nil {
 			break
 		}
@@ -418,10 +440,14 @@ func (t *table) bindAny(c *clientEntry, ranges []PortRange, svc *service, skip m
 			continue
 		}
 		probes++
-		if l, err := t.bind(svc.udp, p); err == nil {
+		l, err := t.bind(svc.udp, p)
+		if err == nil {
 			return l, p, nil
 		}
 		drop(p)
+		if outOfFDs(err) {
+			return socket{}, 0, t.bindRefusal(svc, 0, err)
+		}
 	}
 	return socket{}, 0, session.Rejectf(session.CodePortInUse, "port in use: service %q asks for any free port, and none of client %q's %s (%s) is free", svc.name, c.name, portsKey(svc.udp), portList(ranges))
 }

@@ -29,6 +29,21 @@ import (
 // its listener closing (for example, out of file descriptors).
 const acceptBackoff = 100 * time.Millisecond
 
+// acceptBackoffMax caps the wait after accepts failing in a row for want
+// of file descriptors (acceptWait).
+const acceptBackoffMax = 2 * time.Second
+
+// acceptWait is the wait after an accept error, the fails-th in a row for
+// want of descriptors (0: another error): acceptBackoff, doubling with
+// fails up to acceptBackoffMax.
+func acceptWait(fails int) time.Duration {
+	d := acceptBackoff
+	for i := 1; i < fails && d < acceptBackoffMax; i++ {
+		d *= 2
+	}
+	return min(d, acceptBackoffMax)
+}
+
 // Server is a warren server. Create it with New and run it with Run.
 type Server struct {
 	cfg         Config
@@ -50,6 +65,7 @@ type Server struct {
 	ready chan struct{}
 
 	adm *admission // tunnel connections not yet authenticated (admission.go)
+	fds *fdWarner  // binds and accepts failing for want of descriptors (fdlimit.go)
 
 	mu        sync.Mutex
 	running   bool
@@ -119,6 +135,8 @@ func New(cfg Config, log *slog.Logger, opts ...Option) (*Server, error) {
 		maxServices:      cfg.Limits.MaxServices,
 		udp:              cfg.UDP,
 	}, e.clock, log, &s.changed, s.bindPublic, s.serveRoute)
+	s.fds = &fdWarner{clock: e.clock, log: log}
+	s.table.fds = s.fds
 	s.adm = newAdmission(cfg.Limits.MaxHandshakes, cfg.Limits.MaxHandshakesPerIP, e.clock, log, &s.changed)
 	if !cfg.TLS.Disabled {
 		tc, fingerprint, created, err := cfg.TLS.Config(cfg.StateDir)
@@ -313,11 +331,16 @@ func (s *Server) acceptTunnel(l listener, wg *sync.WaitGroup) {
 // deadline, it empties l's accept queue into serve and closes l
 // (emptyQueue). Other accept errors (out of file descriptors, say) are
 // logged as failed with attrs, and accepting resumes after acceptBackoff
-// unless stop (nil: never) is closed meanwhile.
+// unless stop (nil: never) is closed meanwhile. Running out of file
+// descriptors is logged once a while (fdWarner), and the wait doubles
+// while it lasts (acceptWait): the failed accept left the connection in
+// the queue, so retrying at once would only spin.
 func (s *Server) accept(l interface{ Accept() (net.Conn, error) }, stop <-chan struct{}, serve func(net.Conn), failed string, attrs ...any) error {
+	fails := 0 // in a row for want of descriptors
 	for {
 		c, err := l.Accept()
 		if err == nil {
+			fails = 0
 			serve(c)
 			continue
 		}
@@ -328,8 +351,13 @@ func (s *Server) accept(l interface{ Accept() (net.Conn, error) }, stop <-chan s
 			emptyQueue(dl, serve)
 			return net.ErrClosed
 		}
-		s.log.Warn(failed, append(attrs, "err", err)...)
-		t := s.edges.clock.NewTimer(acceptBackoff)
+		if outOfFDs(err) {
+			s.fds.fail("accept", err)
+			fails++
+		} else {
+			s.log.Warn(failed, append(attrs, "err", err)...)
+		}
+		t := s.edges.clock.NewTimer(acceptWait(fails))
 		select {
 		case <-stop:
 			t.Stop()

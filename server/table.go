@@ -130,6 +130,7 @@ type table struct {
 	// starts once close has returned).
 	bind  func(udp bool, port int) (socket, error)
 	serve func(*route)
+	fds   *fdWarner // nil: binds failing for want of descriptors are not logged
 
 	mu       sync.Mutex
 	closing  bool

@@ -112,7 +112,7 @@ func orchestrate() int {
 		settle    = flag.Duration("settle", 3*time.Second, "memory: wait this long before reading RSS")
 		tests     = flag.String("tests", "throughput,latency,connect,memory,udp,isolation", "which tests to run (udp: UDP services, and iperf3 -u when installed; sessions, not run unless named: one server with many client sessions; cluster, likewise: five servers over etcd, 500 clients)")
 		sessN     = flag.String("sessions", "1000,2000,5000,10000", "sessions: client session counts (one swarm process opens them)")
-		sessPaths = flag.String("session-paths", "tcp,kcp", "sessions: transports (tcp, kcp: with TLS)")
+		sessPaths = flag.String("session-paths", "tcp,kcp", "sessions: transports (tcp, kcp: with TLS; tcp-domains, kcp-domains: a domain per client on an HTTP entry point instead of a port, one file descriptor a session on the server, not two)")
 		sessIdle  = flag.Duration("session-idle", 10*time.Second, "sessions: the window over which the idle server's CPU is read")
 		sessStorm = flag.Duration("storm-timeout", 120*time.Second, "sessions: how long all sessions may take to come up, and to come back after the restart")
 		sessEcho  = flag.Duration("storm-echo", 10*time.Second, "sessions: the echo window during the reconnect storm")

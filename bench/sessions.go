@@ -87,8 +87,12 @@ cert = "{{.Cert}}"
 key = "{{.Key}}"
 
 [server.log]
-level = "error"
+level = "warn" # the admission and the descriptor warnings, each at most once a while
 
+{{if .Domains}}
+[server.http]
+address = "{{.HTTPAddr}}"
+{{end}}
 [[server.clients]]
 name = "echo"
 token = "{{.Token}}-echo"
@@ -97,7 +101,7 @@ ports = [{{.EchoPort}}]
 [[server.clients]]
 name = "s{{.}}"
 token = "{{$.Token}}-{{.}}"
-ports = [{{$.Port .}}]
+{{if $.Domains}}domains = ["*.swarm.test"]{{else}}ports = [{{$.Port .}}]{{end}}
 {{end}}`))
 
 var sessionsClientTmpl = template.Must(template.New("client").Parse(`# written by warren's bench tool (sessions)
@@ -117,13 +121,19 @@ level = "error"
 [[client.services]]
 name = "echo"
 target = "{{.Target}}"
-remote_port = {{.RemotePort}}
+{{if .Domains}}domains = ["swarm.test"]
+entry = "http"{{else}}remote_port = {{.RemotePort}}{{end}}
 `))
 
 type sessionsSpec struct {
 	Dir, Transport, TunnelAddr, Cert, Key, Fingerprint, Token, Target, Extra string
 	EchoPort, RemotePort, base, PerIP                                        int
 	Clients                                                                  []int
+	// Domains: the swarm's clients claim a domain each (ci.swarm.test) on
+	// an HTTP entry point at HTTPAddr instead of a port: one descriptor a
+	// session on the server, not two (a path "tcp-domains").
+	Domains  bool
+	HTTPAddr string
 }
 
 func (s *sessionsSpec) Port(i int) int { return s.base + i }
@@ -263,9 +273,17 @@ func (rn *runner) sessionsOne(lg *lgClient, b build, path string, n int, backAdd
 	if err != nil {
 		return nil, err
 	}
-	spec := &sessionsSpec{Dir: d, Transport: allPaths[path].Transport, TunnelAddr: fmt.Sprintf("127.0.0.1:%d", port),
+	base, domains := strings.CutSuffix(path, "-domains")
+	spec := &sessionsSpec{Dir: d, Transport: allPaths[base].Transport, TunnelAddr: fmt.Sprintf("127.0.0.1:%d", port),
 		Cert: rn.cert, Key: rn.key, Fingerprint: rn.fp, Token: rn.token, Target: backAddr,
-		EchoPort: o.base - 1, base: o.base, PerIP: o.perIP, Extra: rn.extraServer}
+		EchoPort: o.base - 1, base: o.base, PerIP: o.perIP, Extra: rn.extraServer, Domains: domains}
+	if domains {
+		hp, err := freePort()
+		if err != nil {
+			return nil, err
+		}
+		spec.HTTPAddr = fmt.Sprintf("127.0.0.1:%d", hp)
+	}
 	for i := range n {
 		spec.Clients = append(spec.Clients, i)
 	}
@@ -280,6 +298,7 @@ func (rn *runner) sessionsOne(lg *lgClient, b build, path string, n int, backAdd
 	}
 	echo := *spec
 	echo.Token += "-echo"
+	echo.Domains = false
 	echo.RemotePort = o.base - 1
 	if err := writeTmpl(echoF, sessionsClientTmpl, &echo); err != nil {
 		return nil, err

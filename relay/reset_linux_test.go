@@ -5,7 +5,6 @@ package relay
 import (
 	"net"
 	"testing"
-	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -14,16 +13,6 @@ import (
 
 // tcpState is c's TCP state (unix.BPF_TCP_*).
 func tcpState(t testing.TB, c *net.TCPConn) uint8 { return tcppair.State(t, c) }
-
-// waitFor polls cond, a kernel state no event announces, for up to 10 s.
-func waitFor(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("still not %s after 10 s", what)
-		}
-	}
-}
 
 // TestConnReset: only a reset (or a connection that died) reads as reset;
 // a half-close either way, a clean close with data still unread, and a
@@ -57,7 +46,7 @@ func TestConnReset(t *testing.T) {
 		{"the peer's FIN, then here, data unread", func(a, b *net.TCPConn) uint8 {
 			b.Write(unread)
 			b.CloseWrite()
-			waitFor(t, "CLOSE_WAIT", func() bool { return tcpState(t, a) == unix.BPF_TCP_CLOSE_WAIT })
+			tcppair.WaitFor(t, "CLOSE_WAIT", func() bool { return tcpState(t, a) == unix.BPF_TCP_CLOSE_WAIT })
 			a.CloseWrite()
 			return unix.BPF_TCP_CLOSE
 		}, false},
@@ -73,7 +62,7 @@ func TestConnReset(t *testing.T) {
 		{"peer reset after its FIN", func(a, b *net.TCPConn) uint8 {
 			b.Write(unread)
 			b.CloseWrite()
-			waitFor(t, "CLOSE_WAIT", func() bool { return tcpState(t, a) == unix.BPF_TCP_CLOSE_WAIT })
+			tcppair.WaitFor(t, "CLOSE_WAIT", func() bool { return tcpState(t, a) == unix.BPF_TCP_CLOSE_WAIT })
 			b.SetLinger(0)
 			b.Close()
 			return unix.BPF_TCP_CLOSE
@@ -89,7 +78,7 @@ func TestConnReset(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			a, b := tcpPair(t)
 			if st := tc.do(a, b); st != 0 {
-				waitFor(t, "in the state wanted", func() bool { return tcpState(t, a) == st })
+				tcppair.WaitFor(t, "in the state wanted", func() bool { return tcpState(t, a) == st })
 			}
 			if got := connReset(a); got != tc.reset {
 				t.Fatalf("connReset = %v, want %v", got, tc.reset)

@@ -19,16 +19,6 @@ import (
 // tcpState is c's TCP state (unix.BPF_TCP_*).
 func tcpState(t testing.TB, c *net.TCPConn) uint8 { return tcppair.State(t, c) }
 
-// waitFor polls cond, a kernel state no event announces, for up to 10 s.
-func waitFor(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("still not %s after 10 s", what)
-		}
-	}
-}
-
 // busyStream reports whether a stream of l has a write under way.
 func busyStream(l *ledger) bool {
 	l.mu.Lock()
@@ -136,8 +126,8 @@ func TestRelayCleanCloseWhileWriterBlocked(t *testing.T) {
 					m.backend.Write(reply)
 					m.backend.CloseWrite()
 				}
-				waitFor(t, "closed cleanly both ways", func() bool { return tcpState(t, conn) == unix.BPF_TCP_CLOSE })
-				waitFor(t, "blocked writing into the stream", func() bool { return busyStream((*blocked).led) })
+				tcppair.WaitFor(t, "closed cleanly both ways", func() bool { return tcpState(t, conn) == unix.BPF_TCP_CLOSE })
+				tcppair.WaitFor(t, "blocked writing into the stream", func() bool { return busyStream((*blocked).led) })
 				// What the ledger's tick does once the write has waited
 				// stuckAfter, on both sides.
 				for _, s := range []*Session{m.srv, m.cli} {
@@ -182,7 +172,7 @@ func TestRelayResetWhileWriterBlocked(t *testing.T) {
 			m.public.SetLinger(0)
 			m.public.Close()
 			<-publicErr
-			waitFor(t, "reset", func() bool { return tcpState(t, m.srvConn) == unix.BPF_TCP_CLOSE })
+			tcppair.WaitFor(t, "reset", func() bool { return tcpState(t, m.srvConn) == unix.BPF_TCP_CLOSE })
 			if !busyStream(m.srv.led) {
 				t.Fatal("the server's relay is not writing into the stream")
 			}

@@ -2,11 +2,14 @@ package transport
 
 import (
 	"encoding/binary"
+	"errors"
 	"iter"
 	"net"
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"syscall"
+	"time"
 )
 
 // KCP's datagram format, as far as the rate controller reads it (kcp-go
@@ -86,6 +89,12 @@ type dialWatch struct {
 	net.PacketConn
 	conn net.Conn // the same socket when connected (WriteTo is refused there)
 	ctl  atomic.Pointer[rateCtl]
+	// refused is the port-unreachable error a write on the connected
+	// socket took: the socket reports it once, to whichever call comes
+	// first, and kcp-go's reader (where a session learns of it) does not
+	// watch its writer's errors, so a dial to a dead server would wait out
+	// its deadline. The reader is woken to return it.
+	refused atomic.Pointer[error]
 }
 
 func newDialWatch(pc net.PacketConn) *dialWatch {
@@ -103,9 +112,9 @@ func (w *dialWatch) WriteTo(b []byte, addr net.Addr) (int, error) {
 	}
 	if w.conn != nil {
 		if twice {
-			w.conn.Write(b)
+			w.write(b)
 		}
-		return w.conn.Write(b)
+		return w.write(b)
 	}
 	if twice {
 		w.PacketConn.WriteTo(b, addr)
@@ -113,8 +122,19 @@ func (w *dialWatch) WriteTo(b []byte, addr net.Addr) (int, error) {
 	return w.PacketConn.WriteTo(b, addr)
 }
 
+func (w *dialWatch) write(b []byte) (int, error) {
+	n, err := w.conn.Write(b)
+	if errors.Is(err, syscall.ECONNREFUSED) && w.refused.CompareAndSwap(nil, &err) {
+		w.conn.SetReadDeadline(time.Unix(1, 0)) // wake ReadFrom
+	}
+	return n, err
+}
+
 func (w *dialWatch) ReadFrom(b []byte) (int, net.Addr, error) {
 	n, addr, err := w.PacketConn.ReadFrom(b)
+	if p := w.refused.Load(); p != nil {
+		return 0, nil, *p
+	}
 	if err == nil {
 		if c := w.ctl.Load(); c != nil {
 			c.received(b[:n])

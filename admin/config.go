@@ -40,7 +40,7 @@ func (c *Config) ResolveToken(lookupEnv func(string) (string, bool)) error {
 	if c.TokenFile == "" && c.TokenEnv == "" {
 		return nil
 	}
-	tok, err := token.Resolve(c.Token, c.TokenFile, c.TokenEnv, lookupEnv)
+	tok, err := token.Resolve("token", c.Token, c.TokenFile, c.TokenEnv, lookupEnv)
 	if err != nil {
 		return fmt.Errorf("admin.%w", err)
 	}

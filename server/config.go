@@ -226,16 +226,16 @@ func (c *Config) ResolveTokens(lookupEnv func(string) (string, bool)) error {
 		if cl.TokenFile == "" && cl.TokenEnv == "" {
 			continue
 		}
-		tok, err := token.Resolve(cl.Token, cl.TokenFile, cl.TokenEnv, lookupEnv)
+		tok, err := token.Resolve("token", cl.Token, cl.TokenFile, cl.TokenEnv, lookupEnv)
 		if err != nil {
 			return fmt.Errorf("server.clients[%d] (%s).%w", i, cl.Name, err)
 		}
 		cl.Token, cl.TokenFile, cl.TokenEnv = tok, "", ""
 	}
 	if cc := &c.Cluster; cc.PeerTokenFile != "" || cc.PeerTokenEnv != "" {
-		tok, err := token.Resolve(cc.PeerToken, cc.PeerTokenFile, cc.PeerTokenEnv, lookupEnv)
+		tok, err := token.Resolve("peer_token", cc.PeerToken, cc.PeerTokenFile, cc.PeerTokenEnv, lookupEnv)
 		if err != nil {
-			return fmt.Errorf("server.cluster.peer_%w", err)
+			return fmt.Errorf("server.cluster.%w", err)
 		}
 		cc.PeerToken, cc.PeerTokenFile, cc.PeerTokenEnv = tok, "", ""
 	}

@@ -32,10 +32,11 @@ func New() string {
 	return base64.RawURLEncoding.EncodeToString(b[:])
 }
 
-// Resolve returns the token given by exactly one of inline, file (read,
-// surrounding whitespace trimmed) and env (looked up with lookup). Errors
-// name the key that was wrong; they never contain the token.
-func Resolve(inline, file, env string, lookup func(string) (string, bool)) (string, error) {
+// Resolve returns the token given by exactly one of inline (the config key
+// named key), file (key_file: read, surrounding whitespace trimmed) and env
+// (key_env: looked up with lookup). Errors name the key that was wrong; they
+// never contain the token.
+func Resolve(key, inline, file, env string, lookup func(string) (string, bool)) (string, error) {
 	set := 0
 	for _, s := range []string{inline, file, env} {
 		if s != "" {
@@ -44,33 +45,33 @@ func Resolve(inline, file, env string, lookup func(string) (string, bool)) (stri
 	}
 	switch {
 	case set == 0:
-		return "", errors.New("token: missing; set token, token_file or token_env")
+		return "", fmt.Errorf("%[1]s: missing; set %[1]s, %[1]s_file or %[1]s_env", key)
 	case set > 1:
-		return "", errors.New("token, token_file, token_env: set only one")
+		return "", fmt.Errorf("%[1]s, %[1]s_file, %[1]s_env: set only one", key)
 	case file != "":
 		b, err := os.ReadFile(file)
 		if err != nil {
 			var pe *fs.PathError
 			if errors.As(err, &pe) { // without the path, which may be huge
-				return "", fmt.Errorf("token_file: %s: %w", quote.Bare(file), pe.Err)
+				return "", fmt.Errorf("%s_file: %s: %w", key, quote.Bare(file), pe.Err)
 			}
-			return "", fmt.Errorf("token_file: %w", err)
+			return "", fmt.Errorf("%s_file: %w", key, err)
 		}
 		tok := strings.TrimSpace(string(b))
 		if tok == "" {
-			return "", fmt.Errorf("token_file: %s is empty", quote.Bare(file))
+			return "", fmt.Errorf("%s_file: %s is empty", key, quote.Bare(file))
 		}
 		return tok, nil
 	case env != "":
 		if lookup == nil {
-			return "", fmt.Errorf("token_env: %s: environment not available here", quote.Bare(env))
+			return "", fmt.Errorf("%s_env: %s: environment not available here", key, quote.Bare(env))
 		}
 		tok, ok := lookup(env)
 		if !ok {
-			return "", fmt.Errorf("token_env: environment variable %s is not set", quote.Bare(env))
+			return "", fmt.Errorf("%s_env: environment variable %s is not set", key, quote.Bare(env))
 		}
 		if tok = strings.TrimSpace(tok); tok == "" {
-			return "", fmt.Errorf("token_env: environment variable %s is empty", quote.Bare(env))
+			return "", fmt.Errorf("%s_env: environment variable %s is empty", key, quote.Bare(env))
 		}
 		return tok, nil
 	}

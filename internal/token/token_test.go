@@ -87,7 +87,7 @@ func TestResolve(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := Resolve(tt.inline, tt.file, tt.env, tt.lookup)
+			got, err := Resolve("token", tt.inline, tt.file, tt.env, tt.lookup)
 			if tt.wantErr != "" {
 				if err == nil {
 					t.Fatalf("Resolve = %q, nil; want error containing %q", got, tt.wantErr)
@@ -111,6 +111,26 @@ func TestResolve(t *testing.T) {
 			}
 			if got != tt.want {
 				t.Fatalf("Resolve = %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+// Errors name the caller's key and its _file and _env siblings (the
+// cluster's peer_token used to read "peer_token, token_file, token_env").
+func TestResolveNamesKey(t *testing.T) {
+	tests := []struct {
+		name, inline, file, env, want string
+	}{
+		{"both", "x", "f", "", "peer_token, peer_token_file, peer_token_env: set only one"},
+		{"none", "", "", "", "peer_token: missing; set peer_token, peer_token_file or peer_token_env"},
+		{"env unset", "", "", "NOPE", "peer_token_env: environment variable NOPE is not set"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Resolve("peer_token", tt.inline, tt.file, tt.env, func(string) (string, bool) { return "", false })
+			if err == nil || err.Error() != tt.want {
+				t.Fatalf("Resolve error = %v, want %q", err, tt.want)
 			}
 		})
 	}

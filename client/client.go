@@ -9,12 +9,14 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net"
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/warren-tunnel/warren/admin"
@@ -395,7 +397,8 @@ func (c *Client) keep(ctx context.Context, r *remote, slot int, released, firstU
 // err: when r's server drained, the time it said to come back after
 // (jittered up to half as much again); 0 (at once) after the loss of a
 // stable session; otherwise backoff, capped low toward a server that was
-// serving (it is likely restarting), unless it refused the client.
+// serving (it is likely restarting), unless it refused the client or
+// turned the attempt away (turnedAway: it is up, and busy).
 func (c *Client) nextWait(r *remote, slot int, b *backoff, upFor time.Duration, err error) time.Duration {
 	if back := c.pool.comeBack(r, slot); back > 0 {
 		b.reset()
@@ -410,10 +413,29 @@ func (c *Client) nextWait(r *remote, slot int, b *backoff, upFor time.Duration, 
 		return 0
 	}
 	b.max = maxBackoff
-	if !fatal(err) && c.pool.served(r) {
+	if !fatal(err) && c.pool.served(r) && !(upFor == 0 && turnedAway(err)) {
 		b.max = servedBackoff
 	}
 	return b.next()
+}
+
+// turnedAway reports whether err says the server answered an attempt and
+// sent it away before a session came up: it hung up in the handshake
+// (its admission at a limit closes connections it has no room for), or
+// rejected it as over a limit. Such a server is up and busy,
+// so the attempt backs off in full instead of within servedBackoff, which
+// is for a server that does not answer (restarting). In a restart storm
+// of 10 000 sessions, 2 s retries toward the busy server made about 5 000
+// attempts a second against the 100-200 it completed: 150 000 refused in
+// 120 s, twice the server's CPU spent by the clients, and the storm did
+// not finish; the cold start, whose backoff grows, finished in 54 s
+// (docs/benchmarks.md, sessions).
+func turnedAway(err error) bool {
+	var rej *session.RejectError
+	if errors.As(err, &rej) {
+		return rej.Code == session.CodeLimit
+	}
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET)
 }
 
 // errReleased: the session came up after its server was released.

@@ -484,3 +484,67 @@ func TestFatal(t *testing.T) {
 		})
 	}
 }
+
+// TestTurnedAway: an attempt a server answered and sent away (it hung up
+// in the TLS handshake, as its admission does at a limit, or rejected it
+// as over a limit) backs off in full; one it did not answer (nothing
+// listens: restarting), a drain's rejection and a timeout keep the short
+// cap toward a server that was serving. The hang-up and the refusal are
+// real sockets and real TLS, as the transport reports them.
+func TestTurnedAway(t *testing.T) {
+	tcfg := transport.DefaultConfig()
+	tcfg.TLS = &tls.Config{InsecureSkipVerify: true}
+	tr, err := transport.New(transport.KindTCP, tcfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dial := func(addr string) error {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		c, err := tr.Dial(ctx, addr)
+		if err == nil {
+			c.Close()
+			t.Fatalf("dial %s succeeded", addr)
+		}
+		return err
+	}
+	// A server that hangs up on every connection.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	hungUp := dial(l.Addr().String())
+	l.Close()
+	<-done
+	// Nothing listens there now.
+	refused := dial(l.Addr().String())
+
+	tests := []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{"hung up in the handshake", hungUp, true},
+		{"over a limit", &session.RejectError{Code: session.CodeLimit}, true},
+		{"connection refused", refused, false},
+		{"shutting down", &session.RejectError{Code: session.CodeShuttingDown}, false},
+		{"registry unavailable", &session.RejectError{Code: session.CodeUnavailable}, false},
+		{"timeout", context.DeadlineExceeded, false},
+	}
+	for _, tt := range tests {
+		if got := turnedAway(tt.err); got != tt.want {
+			t.Errorf("%s: turnedAway(%v) = %v, want %v", tt.name, tt.err, got, tt.want)
+		}
+	}
+}

@@ -302,7 +302,7 @@ func (rn *runner) clusterRun(dir string, o clusterOpts, u *ClusterUse) error {
 	defer sw.stop(20 * time.Second)
 	sc := bufio.NewScanner(out)
 	sc.Buffer(make([]byte, 1<<20), 16<<20)
-	w := watchSwarm(sw, sc)
+	w := watchSwarm([]*bufio.Scanner{sc})
 	start := time.Now()
 	go func() {
 		if _, _, ok := w.until(o.clients, o.timeout); ok {

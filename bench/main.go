@@ -111,7 +111,7 @@ func orchestrate() int {
 		lat       = flag.Duration("lat", 3*time.Second, "loopback latency and connect windows")
 		settle    = flag.Duration("settle", 3*time.Second, "memory: wait this long before reading RSS")
 		tests     = flag.String("tests", "throughput,latency,connect,memory,udp,isolation", "which tests to run (udp: UDP services, and iperf3 -u when installed; sessions, not run unless named: one server with many client sessions; cluster, likewise: five servers over etcd, 500 clients)")
-		sessN     = flag.String("sessions", "1000,2000,5000,10000", "sessions: client session counts (one swarm process opens them)")
+		sessN     = flag.String("sessions", "1000,2000,5000,10000", "sessions: client session counts (-swarm-procs processes open them)")
 		sessPaths = flag.String("session-paths", "tcp,kcp", "sessions: transports (tcp, kcp: with TLS; tcp-domains, kcp-domains: a domain per client on an HTTP entry point instead of a port, one file descriptor a session on the server, not two)")
 		sessIdle  = flag.Duration("session-idle", 10*time.Second, "sessions: the window over which the idle server's CPU is read")
 		sessStorm = flag.Duration("storm-timeout", 120*time.Second, "sessions: how long all sessions may take to come up, and to come back after the restart")
@@ -119,6 +119,10 @@ func orchestrate() int {
 		sessPerIP = flag.Int("session-handshakes", 1024, "sessions: the server's max_handshakes_per_ip (every swarm client has the one source address)")
 		clusterN  = flag.Int("cluster-clients", 500, "cluster: clients of the five servers, one route each (run with -tests cluster)")
 		clusterP  = flag.Int("cluster-port", 24000, "cluster: the first public port of its clients (N ports from here, below the ephemeral range)")
+		sessProcs = flag.Int("swarm-procs", 0, "sessions: swarm processes sharing the N clients (0: one per 2 500 clients)")
+		sessNice  = flag.Int("swarm-nice", 5, "sessions: the swarm processes' niceness (the server's is the bench's own), so that the server gets the CPU first")
+		sessPerf  = flag.String("storm-perf", "", "sessions: directory for a system-wide perf record (perf record -a -g) of each storm's first -storm-perf-dur; empty for none")
+		sessPerfD = flag.Duration("storm-perf-dur", 30*time.Second, "sessions: how long -storm-perf records")
 		sessPort  = flag.Int("session-port", 20000, "sessions: the first public port of the swarm's clients (N ports from here, below the ephemeral range; the echo client gets the one before)")
 		attack    = flag.Duration("attack", 10*time.Second, "loopback isolation: echo window while stuck connections press on the tunnel")
 		rounds    = flag.Int("rounds", 3, "loopback: rounds of every test (the report shows the median)")
@@ -326,7 +330,16 @@ func orchestrate() int {
 				return err
 			}
 			rn.rec.emit(Record{Kind: "machine", Suite: "sessions", Machine: &m})
-			o := sessionsOpts{counts: counts, paths: strings.Split(*sessPaths, ","), idle: *sessIdle, storm: *sessStorm, echo: *sessEcho, base: *sessPort, perIP: *sessPerIP}
+			o := sessionsOpts{counts: counts, paths: strings.Split(*sessPaths, ","), idle: *sessIdle, storm: *sessStorm, echo: *sessEcho, base: *sessPort, perIP: *sessPerIP,
+				procs: *sessProcs, nice: *sessNice, perfD: *sessPerfD}
+			if *sessPerf != "" {
+				if o.perf, err = filepath.Abs(*sessPerf); err != nil {
+					return err
+				}
+				if err := os.MkdirAll(o.perf, 0o755); err != nil {
+					return err
+				}
+			}
 			if err := rn.sessions(o); err != nil && firstErr == nil {
 				firstErr = err
 			}

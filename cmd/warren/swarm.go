@@ -18,16 +18,18 @@ import (
 )
 
 const swarmUsage = `Usage:
-  warren swarm -c FILE -n N [--every 100ms]
+  warren swarm -c FILE -n N [--first I] [--every 100ms]
 
 Runs N clients in this one process, for load tests and benchmarks (the
 bench suite's sessions scenario): thousands of client sessions do not fit
-a machine as thousands of processes. Client i (0 to N-1) is the [client]
-table of FILE with its token suffixed "-i", each service's remote_port
-raised by i (a port of 0 stays 0) and its domains prefixed "ci." (web.test
-becomes c7.web.test for client 7); the server's config must list those
-tokens and allow those ports and domains. Each client keeps its own session, with the
-reconnect backoff and jitter of a lone client.
+a machine as thousands of processes. Client i (I to I+N-1, I from
+--first, 0 by default, so that several swarm processes can share one
+server's clients) is the [client] table of FILE with its token suffixed
+"-i", each service's remote_port raised by i (a port of 0 stays 0) and
+its domains prefixed "ci." (web.test becomes c7.web.test for client 7);
+the server's config must list those tokens and allow those ports and
+domains. Each client keeps its own session, with the reconnect backoff
+and jitter of a lone client.
 
 Every --every, it prints one JSON line to stdout: the time since start,
 how many clients are up, and the connect times (ms, from start or from
@@ -48,12 +50,16 @@ func runSwarm(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("swarm", swarmUsage, stdout, stderr)
 	path := fs.configFlag("config file with a [client] table")
 	n := fs.Int("n", 0, "how many clients")
+	first := fs.Int("first", 0, "the index of the first client (its token suffix and port offset)")
 	every := fs.Duration("every", 100*time.Millisecond, "how often to print a line")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if *path == "" || *n < 1 {
 		return usagef("swarm needs -c FILE and -n N (at least 1)")
+	}
+	if *first < 0 {
+		return usagef("--first: %d is negative", *first)
 	}
 	if *every <= 0 {
 		return usagef("--every: %v is not positive", *every)
@@ -72,7 +78,7 @@ func runSwarm(args []string, stdout, stderr io.Writer) error {
 		wg       sync.WaitGroup
 	)
 	start := time.Now()
-	for i := range *n {
+	for i := *first; i < *first+*n; i++ {
 		cfg := f.Client.Config
 		cfg.Token = cfg.Token + "-" + strconv.Itoa(i)
 		cfg.Services = append([]client.Service(nil), cfg.Services...)

@@ -233,7 +233,7 @@ func (t *table) planLocked(cs *clientSession, reqs []session.Service, op *claimO
 	if t.closing || cs.draining {
 		return refuse(session.Rejectf(session.CodeShuttingDown, "server is shutting down"))
 	}
-	if !slices.Contains(t.clients, cs.client) {
+	if !t.known[cs.client] {
 		return refuse(session.Rejectf(session.CodeUnknownToken, "unknown token")) // removed by a reload meanwhile
 	}
 	if _, ok := t.sessions[cs]; p.updating && !ok {
@@ -248,8 +248,8 @@ func (t *table) planLocked(cs *clientSession, reqs []session.Service, op *claimO
 		p.mine[r] = true
 	}
 	inGroup := 0
-	for other := range t.sessions {
-		if !p.updating && other.client == cs.client && other.instance == cs.instance {
+	for other := range t.byClient[cs.client] {
+		if !p.updating && other.instance == cs.instance {
 			if other.accepted > cs.accepted {
 				// This handshake is the stale one: the client gave it up
 				// (its handshake timed out on a busy server) and came back
@@ -257,7 +257,7 @@ func (t *table) planLocked(cs *clientSession, reqs []session.Service, op *claimO
 				return refuse(session.Rejectf(session.CodeClosed, "superseded: a later session of this client instance is up"))
 			}
 			p.victims[other] = true // our own stale session
-		} else if cs.group != "" && other.client == cs.client && other.group == cs.group {
+		} else if cs.group != "" && other.group == cs.group {
 			inGroup++
 		}
 	}
@@ -517,10 +517,7 @@ func (t *table) commitLocked(cs *clientSession, p *plan, b *bound) (granted []se
 	}
 	cs.routes = routes
 	for v := range p.victims {
-		if _, ok := t.sessions[v]; ok {
-			delete(t.sessions, v)
-			t.changed.Notify()
-		}
+		t.removeSessionLocked(v)
 		t.leaveLocked(v, false)
 		victims = append(victims, v)
 	}

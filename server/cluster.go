@@ -331,10 +331,8 @@ func (t *table) remoteRouteLocked(key string, hs []cluster.Holding) *route {
 // client this server does not know (another server's tenant): routes
 // name their client in messages.
 func (t *table) clientNamedLocked(name string) *clientEntry {
-	for _, e := range t.clients {
-		if e.name == name {
-			return e
-		}
+	if e := t.named[name]; e != nil {
+		return e
 	}
 	return &clientEntry{name: name}
 }

@@ -144,12 +144,7 @@ func (s *Server) Dialer(client string) func(ctx context.Context, network, addres
 func (t *table) dialSession(client string) (*clientSession, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	var ce *clientEntry
-	for _, c := range t.clients {
-		if c.name == client {
-			ce = c
-		}
-	}
+	ce := t.named[client]
 	if ce == nil {
 		return nil, ErrNoSuchClient
 	}
@@ -157,8 +152,8 @@ func (t *table) dialSession(client string) (*clientSession, error) {
 		return nil, ErrDialNotAllowed
 	}
 	var best *clientSession
-	for cs := range t.sessions {
-		if cs.client != ce || cs.sess == nil || cs.sess.Err() != nil || !cs.sess.Info().Dial || cs.draining {
+	for cs := range t.byClient[ce] {
+		if cs.sess == nil || cs.sess.Err() != nil || !cs.sess.Info().Dial || cs.draining {
 			continue
 		}
 		if best == nil || cs.sess.NumStreams() < best.sess.NumStreams() {

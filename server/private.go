@@ -100,12 +100,7 @@ func (t *table) checkVisitorLocked(c *clientEntry, full string, udp bool) string
 	if !mayVisit(c.visit, full) {
 		return fmt.Sprintf("client %q may not visit %s (server.clients visit = %v)", c.name, full, c.visit)
 	}
-	var oc *clientEntry
-	for _, e := range t.clients {
-		if e.name == owner {
-			oc = e
-		}
-	}
+	oc := t.named[owner]
 	if oc == nil {
 		return fmt.Sprintf("no client %q is configured on the server", owner)
 	}
@@ -116,10 +111,7 @@ func (t *table) checkVisitorLocked(c *clientEntry, full string, udp bool) string
 		return fmt.Sprintf("service %s is a private %s service; the visitor has protocol %q", full, protoName(!udp), protoName(udp))
 	}
 	online := false
-	for cs := range t.sessions {
-		if cs.client != oc {
-			continue
-		}
+	for cs := range t.byClient[oc] {
 		online = true
 		for _, g := range cs.granted {
 			if g.Name == svc {

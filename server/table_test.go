@@ -800,3 +800,67 @@ func TestTableReload(t *testing.T) {
 	f.tb.reload([]Client{{Name: "office", Token: "rotated", Ports: []PortRange{{20000, 20009}}}})
 	f.refused(f.session(f.tb.clients[0], "o3", ""), session.CodePortInUse, `held by client "office"`, svc("web", 20001))
 }
+
+// The sessions index (byClient): a claim looks only at its own client's
+// sessions, so another client's session of the same instance name is
+// neither replaced nor counted, and the index follows every way a
+// session leaves: down, replaced, released by a reload.
+func TestTableClientIndex(t *testing.T) {
+	f := newFixture(t)
+	checkIndex := func() {
+		t.Helper()
+		f.tb.mu.Lock()
+		defer f.tb.mu.Unlock()
+		n := 0
+		for c, m := range f.tb.byClient {
+			if len(m) == 0 {
+				t.Fatalf("client %q has an empty entry in the index", c.name)
+			}
+			for cs := range m {
+				if _, ok := f.tb.sessions[cs]; !ok || cs.client != c {
+					t.Fatalf("the index has session %s of %q, which is not up as that client's", cs.instance, c.name)
+				}
+				n++
+			}
+		}
+		if n != len(f.tb.sessions) {
+			t.Fatalf("the index has %d sessions, the table %d", n, len(f.tb.sessions))
+		}
+	}
+	a := f.session(f.office, "same", "")
+	f.claim(a, svc("web", 20001))
+	f.up(a)
+	b := f.session(f.other, "same", "")
+	if _, victims := f.claim(b, svc("web", 20101)); len(victims) != 0 {
+		t.Fatalf("a session of another client replaced %d sessions", len(victims))
+	}
+	f.up(b)
+	checkIndex()
+
+	// The same instance of office again replaces a, not b.
+	a2 := f.session(f.office, "same", "")
+	_, victims := f.claim(a2, svc("web", 20001))
+	if len(victims) != 1 || victims[0] != a {
+		t.Fatalf("victims %v, want office's old session", victims)
+	}
+	checkIndex()
+	f.up(a2)
+	checkIndex()
+
+	f.tb.down(b, true)
+	checkIndex()
+	f.tb.mu.Lock()
+	_, left := f.tb.byClient[f.other]
+	f.tb.mu.Unlock()
+	if left {
+		t.Fatal("a client with no session up is still in the index")
+	}
+
+	// A reload that removes office releases a2; its down empties the index.
+	f.tb.reload([]Client{{Name: "other", Token: "t", Ports: []PortRange{{20000, 20199}}}})
+	f.tb.down(a2, true)
+	checkIndex()
+	if f.tb.named["office"] != nil || f.tb.named["other"] == nil {
+		t.Fatal("the clients by name do not follow the reload")
+	}
+}

@@ -27,8 +27,8 @@ import (
 //     from its address, which a forged source cannot. Without TLS it
 //     waits on its peer until the handshake ends.
 //  3. At a limit (per IP first, then in all), a new connection takes the
-//     place of the oldest connection (of its IP, or of any) that has
-//     waited on its peer for evictAfter; otherwise it is refused at once,
+//     place of the connection (of its IP, or of any) that has waited on
+//     its peer longest, if for evictAfter; otherwise it is refused at once,
 //     before any TLS work, and its client retries with backoff. So a storm
 //     of real clients is served in order while silent connections (a NAT
 //     neighbour's, forged KCP sources) make room, and a handshake the
@@ -53,9 +53,15 @@ type admission struct {
 
 	mu      sync.Mutex
 	closed  bool
-	entries map[net.Conn]*list.Element // by the transport connection (under TLS)
-	order   *list.List                 // the same (*pendingConn), oldest first
+	entries map[net.Conn]*pendingConn // by the transport connection (under TLS)
 	perIP   map[string]int
+	// silent lists the connections waiting on their peer and not proven
+	// (*pendingConn), longest waiting first, and silentByIP the same by
+	// source IP: rule 3 takes the front, where a walk of every pending
+	// handshake for each newcomer at a limit was 7% of the server's CPU
+	// in a 10 000-session storm (perf, docs/benchmarks.md).
+	silent     *list.List
+	silentByIP map[string]*list.List
 
 	refused        int       // connections over a limit since the last log
 	lastRefusedLog time.Time // when that was logged
@@ -82,15 +88,18 @@ type pendingConn struct {
 	peerSince time.Time
 	proven    bool
 	release   func() // gives back its TLS slot; nil when it holds none
+	// its elements in silent and silentByIP, while it waits on its peer
+	silentEl, ipSilentEl *list.Element
 }
 
 func newAdmission(maxTotal, maxPerIP int, clk clock.Clock, log *slog.Logger, changed *signal) *admission {
 	return &admission{
 		maxTotal: maxTotal, maxPerIP: maxPerIP, clock: clk, log: log, changed: changed,
-		slots:   make(chan struct{}, max(4, tlsSlotsPerCPU*runtime.GOMAXPROCS(0))),
-		entries: make(map[net.Conn]*list.Element),
-		order:   list.New(),
-		perIP:   make(map[string]int),
+		slots:      make(chan struct{}, max(4, tlsSlotsPerCPU*runtime.GOMAXPROCS(0))),
+		entries:    make(map[net.Conn]*pendingConn),
+		perIP:      make(map[string]int),
+		silent:     list.New(),
+		silentByIP: make(map[string]*list.List),
 	}
 }
 
@@ -98,8 +107,8 @@ func newAdmission(maxTotal, maxPerIP int, clk clock.Clock, log *slog.Logger, cha
 // handshake, or refuses it (rules 1, 3, 5): the caller closes it then.
 func (a *admission) admit(c net.Conn) bool {
 	ip := sourceIP(c)
-	now := a.clock.Now()
 	a.mu.Lock()
+	now := a.clock.Now() // under the lock: the silent lists stay in order
 	if a.closed {
 		a.mu.Unlock()
 		return false
@@ -130,7 +139,9 @@ func (a *admission) admit(c net.Conn) bool {
 	}
 	ok := limit == "" || victim != nil
 	if ok {
-		a.entries[c] = a.order.PushBack(&pendingConn{c: c, ip: ip, peerSince: now})
+		p := &pendingConn{c: c, ip: ip}
+		a.entries[c] = p
+		a.quietLocked(p, now)
 		a.perIP[ip]++
 		a.changed.Notify()
 	}
@@ -141,16 +152,50 @@ func (a *admission) admit(c net.Conn) bool {
 	return ok
 }
 
-// oldestSilentLocked is the oldest connection, of ip or of any ("") that
-// has waited on its peer for evictAfter, or nil.
+// oldestSilentLocked is the connection, of ip or of any (""), that has
+// waited on its peer longest, if for evictAfter, or nil.
 func (a *admission) oldestSilentLocked(now time.Time, ip string) *pendingConn {
-	for e := a.order.Front(); e != nil; e = e.Next() {
-		p := e.Value.(*pendingConn)
-		if (ip == "" || p.ip == ip) && !p.proven && !p.peerSince.IsZero() && now.Sub(p.peerSince) >= evictAfter {
-			return p
-		}
+	l := a.silent
+	if ip != "" {
+		l = a.silentByIP[ip]
+	}
+	if l == nil || l.Len() == 0 {
+		return nil
+	}
+	if p := l.Front().Value.(*pendingConn); now.Sub(p.peerSince) >= evictAfter {
+		return p
 	}
 	return nil
+}
+
+// quietLocked records that p waits on its peer from now (rule 2). now
+// never goes back, so the lists stay in order.
+func (a *admission) quietLocked(p *pendingConn, now time.Time) {
+	a.heardLocked(p)
+	p.peerSince = now
+	p.silentEl = a.silent.PushBack(p)
+	l := a.silentByIP[p.ip]
+	if l == nil {
+		l = list.New()
+		a.silentByIP[p.ip] = l
+	}
+	p.ipSilentEl = l.PushBack(p)
+}
+
+// heardLocked records that p no longer waits on its peer: the server
+// works on it, or it is proven or gone.
+func (a *admission) heardLocked(p *pendingConn) {
+	p.peerSince = time.Time{}
+	if p.silentEl == nil {
+		return
+	}
+	a.silent.Remove(p.silentEl)
+	l := a.silentByIP[p.ip]
+	l.Remove(p.ipSilentEl)
+	if l.Len() == 0 {
+		delete(a.silentByIP, p.ip)
+	}
+	p.silentEl, p.ipSilentEl = nil, nil
 }
 
 // done forgets c once its handshake is over, whatever its outcome.
@@ -161,12 +206,11 @@ func (a *admission) done(c net.Conn) {
 }
 
 func (a *admission) removeLocked(c net.Conn) {
-	e, ok := a.entries[c]
+	p, ok := a.entries[c]
 	if !ok {
 		return
 	}
-	p := e.Value.(*pendingConn)
-	a.order.Remove(e)
+	a.heardLocked(p)
 	delete(a.entries, c)
 	if p.release != nil {
 		p.release()
@@ -182,9 +226,9 @@ func (a *admission) removeLocked(c net.Conn) {
 func (a *admission) proven(c net.Conn) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if e, ok := a.entries[c]; ok {
-		p := e.Value.(*pendingConn)
+	if p, ok := a.entries[c]; ok {
 		p.proven = true
+		a.heardLocked(p)
 		if p.release != nil {
 			p.release()
 			p.release = nil
@@ -198,9 +242,9 @@ func (a *admission) proven(c net.Conn) {
 // c is not admitted (any more) or ctx ended first.
 func (a *admission) hello(ctx context.Context, c net.Conn) (answered func(), err error) {
 	a.mu.Lock()
-	e, ok := a.entries[c]
+	p, ok := a.entries[c]
 	if ok {
-		e.Value.(*pendingConn).peerSince = time.Time{}
+		a.heardLocked(p)
 	}
 	a.mu.Unlock()
 	if !ok {
@@ -214,9 +258,9 @@ func (a *admission) hello(ctx context.Context, c net.Conn) (answered func(), err
 	var once sync.Once
 	release := func() { once.Do(func() { <-a.slots }) }
 	a.mu.Lock()
-	e, ok = a.entries[c]
+	p, ok = a.entries[c]
 	if ok {
-		e.Value.(*pendingConn).release = release
+		p.release = release
 	}
 	a.mu.Unlock()
 	if !ok { // dropped (shutdown) while it queued
@@ -224,11 +268,13 @@ func (a *admission) hello(ctx context.Context, c net.Conn) (answered func(), err
 		return nil, net.ErrClosed
 	}
 	return func() {
-		now := a.clock.Now()
 		a.mu.Lock()
-		if e, ok := a.entries[c]; ok {
-			p := e.Value.(*pendingConn)
-			p.peerSince, p.release = now, nil
+		now := a.clock.Now() // under the lock: the silent lists stay in order
+		if p, ok := a.entries[c]; ok {
+			p.release = nil
+			if !p.proven {
+				a.quietLocked(p, now)
+			}
 		}
 		a.mu.Unlock()
 		release()

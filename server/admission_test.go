@@ -56,6 +56,8 @@ func TestAdmission(t *testing.T) {
 		{"proven: never dropped", 8, 1, []step{a(0, "10.0.0.1", true, -1), step{do: "proven", i: 0}, adv(time.Minute), a(1, "10.0.0.1", false, -1)}},
 		{"after its answer it waits on its peer again", 8, 2, []step{a(0, "10.0.0.1", true, -1), a(1, "10.0.0.1", true, -1), step{do: "hello", i: 0}, step{do: "hello", i: 1}, adv(time.Minute),
 			step{do: "answered", i: 1}, adv(time.Second), step{do: "answered", i: 0}, adv(2 * time.Second), a(2, "10.0.0.1", true, 1), a(3, "10.0.0.1", false, -1)}},
+		{"the longest silent dropped, not the first admitted", 8, 2, []step{a(0, "10.0.0.1", true, -1), a(1, "10.0.0.1", true, -1), step{do: "hello", i: 0}, adv(time.Second),
+			step{do: "answered", i: 0}, adv(evictAfter), a(2, "10.0.0.1", true, 1), a(3, "10.0.0.1", true, 0), a(4, "10.0.0.1", false, -1)}},
 		{"in all, silent for evictAfter: the oldest of any IP dropped", 2, 8, []step{a(0, "10.0.0.1", true, -1), a(1, "10.0.0.2", true, -1), a(2, "10.0.0.3", false, -1), adv(evictAfter), a(3, "10.0.0.3", true, 0)}},
 		{"in all, skipping the served", 2, 8, []step{a(0, "10.0.0.1", true, -1), a(1, "10.0.0.2", true, -1), step{do: "hello", i: 0}, adv(evictAfter), a(2, "10.0.0.3", true, 1), a(3, "10.0.0.4", false, -1)}},
 		{"done frees its place", 1, 1, []step{a(0, "10.0.0.1", true, -1), step{do: "done", i: 0}, a(1, "10.0.0.1", true, -1)}},

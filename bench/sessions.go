@@ -379,7 +379,9 @@ func (rn *runner) sessionsOne(lg *lgClient, b build, path string, n int, backAdd
 	}
 	defer echoCli.stop(5 * time.Second)
 	echoAddr := fmt.Sprintf("127.0.0.1:%d", o.base-1)
-	if _, err := lg.do(lgRequest{Op: "probe", Addr: echoAddr, Duration: 20 * time.Second}, nil); err != nil {
+	// (60 s: after a 10 000 run the machine is still busy with its
+	// swarm's end for a while, and 20 s was once too short.)
+	if _, err := lg.do(lgRequest{Op: "probe", Addr: echoAddr, Duration: 60 * time.Second}, nil); err != nil {
 		return u, fmt.Errorf("echo client: %w", err)
 	}
 	// The swarm: K processes of about N/K clients each, niced below the
@@ -429,7 +431,7 @@ func (rn *runner) sessionsOne(lg *lgClient, b build, path string, n int, backAdd
 	u.Up, u.ConnectMs = up, msSummary(connects)
 	var short error // not all up: measured all the same, and reported
 	if !ok {
-		if up < n*9/10 {
+		if up < n/2 { // else the storm is measured for those up, and the shortfall reported
 			return u, fmt.Errorf("%d of %d sessions up after %v (swarm logs %s)", up, n, o.storm, swarmLogs)
 		}
 		short = fmt.Errorf("%d of %d sessions up after %v (swarm logs %s)", up, n, o.storm, swarmLogs)
@@ -612,7 +614,7 @@ func plotSessions(file string, recs []Record) error {
 	var keys []key
 	var last float64
 	for _, r := range recs {
-		if r.Kind != "result" || r.Test != "sessions" || r.Sess == nil || r.Sess.Up == 0 {
+		if r.Kind != "result" || r.Test != "sessions" || r.Sess == nil || r.Sess.Up == 0 || r.Sess.RSS == 0 { // (RSS 0: not measured, the run stopped before)
 			continue
 		}
 		k := key{r.Path, r.Build}

@@ -98,6 +98,8 @@ func orchestrate() int {
 		haOnly    = flag.Bool("ha", false, "the high-availability scenario only: three servers, a failover and a rolling restart under load (about a minute a round)")
 		pacingF   = flag.Bool("pacing", false, "the pacing suite (root; netem or -linkem): the KCP rate controller over time, a rate step, sharing, other links")
 		pLinks    = flag.String("pacing-links", "10/200,20/20,300/10", "pacing: other links, RATE_MBIT/RTT_MS, one stream each way at 1% loss")
+		pTests    = flag.String("pacing-tests", "", "pacing: the tests to run, of loaded,step,share,share-bbr,links (empty: all)")
+		pShare    = flag.Duration("pacing-share", 20*time.Second, "pacing: how long each share test runs")
 		report    = flag.Bool("report", false, "only redo the markdown report and plots from the JSON lines in -out")
 		outDir    = flag.String("out", "results", "directory for the JSON lines and the markdown report")
 		plotDir   = flag.String("plots", "../docs/bench", "directory for the plots (PNG); empty for none")
@@ -397,7 +399,18 @@ func orchestrate() int {
 		if doPacing {
 			d := durations{Warmup: *lWarm, Dur: *lDur, Drain: 5 * time.Second, Inflight: 4 << 20}
 			o := pacingOpts{base: LinkSpec{RTTms: *rtt, RateMbit: *rate},
-				stepTo: *rate / 5, d: d, loaded: 12 * time.Second, step: 24 * time.Second, share: 20 * time.Second}
+				stepTo: *rate / 5, d: d, loaded: 12 * time.Second, step: 24 * time.Second, share: *pShare}
+			if *pTests != "" {
+				o.tests = map[string]bool{}
+				for _, t := range strings.Split(*pTests, ",") {
+					switch t = strings.TrimSpace(t); t {
+					case "loaded", "step", "share", "share-bbr", "links":
+						o.tests[t] = true
+					default:
+						return fmt.Errorf("-pacing-tests: %q: want loaded, step, share, share-bbr or links", t)
+					}
+				}
+			}
 			for _, f := range strings.Split(*pLinks, ",") {
 				var l LinkSpec
 				if _, err := fmt.Sscanf(strings.TrimSpace(f), "%g/%g", &l.RateMbit, &l.RTTms); err != nil {

@@ -52,6 +52,9 @@ type PacingRun struct {
 	Echo [][2]float64 `json:"echo,omitempty"`
 	// Trace is the traced sender's controller state, every 100 ms.
 	Trace []PacePoint `json:"trace,omitempty"`
+	// Traces are, in the share tests, each warren session's controller
+	// state every 100 ms (by Labels; none for a plain TCP flow).
+	Traces [][]PacePoint `json:"traces,omitempty"`
 	// Steps are the link rate's changes: (time, Mbit/s), the first the
 	// rate at the start.
 	Steps [][2]float64 `json:"steps,omitempty"`
@@ -297,7 +300,12 @@ type pacingOpts struct {
 	d            durations
 	loaded, step time.Duration // lengths of the loaded and step tests
 	share        time.Duration
+	// tests are the tests to run (loaded, step, share, share-bbr, links);
+	// nil: all.
+	tests map[string]bool
 }
+
+func (o *pacingOpts) runs(test string) bool { return o.tests == nil || o.tests[test] }
 
 // pacing runs the pacing suite.
 func (rn *runner) pacing(o pacingOpts, lk emulator) error {
@@ -308,12 +316,17 @@ func (rn *runner) pacing(o pacingOpts, lk emulator) error {
 	})
 	var errs firstError
 	port := 7000
-	errs.add(rn.pacingBase(lk, o, &port))
-	counters := lk.down()
-	base := o.base
-	rn.rec.emit(Record{Kind: "link", Suite: "pacing", Link: &base, LinkDir: counters})
-	killAll()
+	if o.runs("loaded") || o.runs("step") || o.runs("share") || o.runs("share-bbr") {
+		errs.add(rn.pacingBase(lk, o, &port))
+		counters := lk.down()
+		base := o.base
+		rn.rec.emit(Record{Kind: "link", Suite: "pacing", Link: &base, LinkDir: counters})
+		killAll()
+	}
 	for _, l := range o.links {
+		if !o.runs("links") {
+			break
+		}
 		if isStopping() {
 			break
 		}
@@ -390,6 +403,9 @@ func (rn *runner) pacingBase(lk emulator, o pacingOpts, port *int) error {
 
 	// loaded and step: one tunnel each, traced.
 	for _, test := range []string{"loaded", "step"} {
+		if !o.runs(test) {
+			continue
+		}
 		errs.add(func() error {
 			tn, status, err := rn.pacingTunnel(e, port, test, rn.warren)
 			if err != nil {
@@ -453,13 +469,16 @@ func (rn *runner) pacingBase(lk emulator, o pacingOpts, port *int) error {
 	// share: two warren sessions, of each build (a -baseline one
 	// beside); then warren beside TCP BBR.
 	for _, bd := range rn.builds {
+		if !o.runs("share") {
+			break
+		}
 		errs.add(func() error {
-			a, _, err := rn.pacingTunnel(e, port, "share-a", bd.bin)
+			a, sa, err := rn.pacingTunnel(e, port, "share-a", bd.bin)
 			if err != nil {
 				return err
 			}
 			defer a.stop()
-			b, _, err := rn.pacingTunnel(e, port, "share-b", bd.bin)
+			b, sb, err := rn.pacingTunnel(e, port, "share-b", bd.bin)
 			if err != nil {
 				return err
 			}
@@ -467,34 +486,56 @@ func (rn *runner) pacingBase(lk emulator, o pacingOpts, port *int) error {
 			fmt.Fprintf(os.Stderr, "== pacing share: two warren sessions %s, %v\n", bd.name, o.share)
 			r := base
 			r.Build = bd.name
-			return rn.pacingShare(e, r, "share", []string{"warren A", "warren B"}, []string{a.public, b.public}, o.share)
+			return rn.pacingShare(e, r, "share", []string{"warren A", "warren B"}, []string{a.public, b.public}, []string{sa, sb}, o.share)
 		}())
+	}
+	if !o.runs("share-bbr") {
+		return errs.err
 	}
 	errs.add(func() error {
 		if err := lk.setCC("bbr"); err != nil {
 			return err
 		}
-		tn, _, err := rn.pacingTunnel(e, port, "share-bbr", rn.warren)
+		tn, st, err := rn.pacingTunnel(e, port, "share-bbr", rn.warren)
 		if err != nil {
 			return err
 		}
 		defer tn.stop()
 		fmt.Fprintf(os.Stderr, "== pacing share: warren beside TCP BBR, %v\n", o.share)
-		return rn.pacingShare(e, base, "share-bbr", []string{"warren", "TCP BBR"}, []string{tn.public, e.backAddr}, o.share)
+		return rn.pacingShare(e, base, "share-bbr", []string{"warren", "TCP BBR"}, []string{tn.public, e.backAddr}, []string{st}, o.share)
 	}())
 	return errs.err
 }
 
 // pacingShare downloads from each of addrs at once, one connection each,
-// and records their rates over time.
-func (rn *runner) pacingShare(e *pacingEnv, base Record, test string, labels, addrs []string, dur time.Duration) error {
+// and records their rates over time and, from the admin status URLs
+// statuses (the first downloads' clients, one each), their controllers'
+// state.
+func (rn *runner) pacingShare(e *pacingEnv, base Record, test string, labels, addrs, statuses []string, dur time.Duration) error {
+	var pls []*poller
+	for _, st := range statuses {
+		pl, err := startPoller(rn.self, e.lk.nsA(), e.dir, st)
+		if err != nil {
+			for _, pl := range pls {
+				pl.p.stop(time.Second)
+			}
+			return err
+		}
+		pls = append(pls, pl)
+	}
 	res, err := e.lg.do(lgRequest{Op: "series", Addrs: addrs, Duration: dur, Interval: 500 * time.Millisecond}, nil)
 	if err != nil {
+		for _, pl := range pls {
+			pl.p.stop(time.Second)
+		}
 		return fmt.Errorf("pacing %s: %w", test, err)
 	}
 	r := base
 	r.Test, r.Integrity, r.Errors, r.FirstError, r.Seconds = test, res.Integrity, res.Errors, res.FirstError, dur.Seconds()
 	r.Pacing = &PacingRun{Interval: res.Series.Interval, Labels: labels, Series: res.Series.Mbit}
+	for _, pl := range pls {
+		r.Pacing.Traces = append(r.Pacing.Traces, pl.stop(res.Series.Start, dur.Seconds()))
+	}
 	rn.rec.emit(r)
 	return nil
 }

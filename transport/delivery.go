@@ -31,7 +31,15 @@ type sampler struct {
 	resent        int64         // retransmissions seen, in all
 	resentBytes   int64         // and their bytes
 	// appLimitedUntil marks segments sent while the sender had nothing
-	// to send as app-limited until delivered passes it; 0: none.
+	// to send as app-limited until delivered passes it (as Linux's
+	// tp->app_limited); 0: none. A segment is marked when it is set at
+	// all, not when it is above delivered: with nothing in flight it
+	// equals delivered, and comparing it so left the first write after
+	// an idle spell unmarked, so that a tunnel's handshake and heartbeats
+	// counted as a full pipe and ended Startup at an estimate of a few
+	// hundred kbit/s (on linkem, the session set up first then took 4 s
+	// to climb from the pacing floor beside the other, and kept less than
+	// it for the whole run).
 	appLimitedUntil int64
 
 	ev ackEvent // the incoming datagram being taken in
@@ -155,7 +163,7 @@ func (s *sampler) onSend(now time.Duration, sn, ts uint32, size int) {
 		s.resentBytes += int64(r.size)
 	}
 	r.last = txState{sent: now, delivered: s.delivered, deliveredTime: s.deliveredTime, firstSent: s.firstSent,
-		appLimited: s.appLimitedUntil > s.delivered}
+		appLimited: s.appLimitedUntil != 0}
 	r.ts = ts
 	if first {
 		r.first, r.ts0 = r.last, ts
@@ -228,7 +236,7 @@ func (s *sampler) endEvent(now time.Duration) rateSample {
 	ev := s.ev
 	s.ev = ackEvent{}
 	rs := rateSample{rtt: ev.rtt, newly: ev.newly, inflight: s.inflight, totalDelivered: s.delivered}
-	if s.appLimitedUntil != 0 && s.delivered >= s.appLimitedUntil {
+	if s.appLimitedUntil != 0 && s.delivered > s.appLimitedUntil {
 		s.appLimitedUntil = 0
 	}
 	if !ev.any {

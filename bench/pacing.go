@@ -560,13 +560,28 @@ func (rn *runner) pacingLink(lk emulator, o pacingOpts, l LinkSpec, port *int) e
 	for _, dir := range []string{"down", "up"} {
 		for _, bd := range rn.builds { // a -baseline build beside, at its own default
 			errs.add(func() error {
-				tn, _, err := rn.pacingTunnel(e, port, "link-"+dir, bd.bin)
+				tn, status, err := rn.pacingTunnel(e, port, "link-"+dir, bd.bin)
 				if err != nil {
 					return err
 				}
 				defer tn.stop()
-				return rn.throughput(e.lg, target{addr: tn.public, pids: []int{tn.server.pid(), tn.client.pid()}},
+				// Downloads: the client is the sender, and its
+				// controller's state is kept beside the result.
+				var pl *poller
+				if dir == "down" {
+					if pl, err = startPoller(rn.self, lk.nsA(), e.dir, status); err != nil {
+						return err
+					}
+				}
+				t0 := float64(time.Now().UnixNano()) / 1e9
+				err = rn.throughput(e.lg, target{addr: tn.public, pids: []int{tn.server.pid(), tn.client.pid()}},
 					Record{Suite: "pacing", Link: &link, Path: "kcp", Build: bd.name}, d, dir, 1)
+				if pl != nil {
+					end := float64(time.Now().UnixNano())/1e9 - t0
+					rn.rec.emit(Record{Kind: "trace", Suite: "pacing", Test: "link-down", Link: &link, Path: "kcp", Build: bd.name,
+						Pacing: &PacingRun{Trace: pl.stop(t0, end)}})
+				}
+				return err
 			}())
 		}
 		errs.add(rn.throughput(e.lg, target{addr: e.backAddr}, Record{Suite: "pacing", Link: &link, Path: "direct", CC: "bbr"}, d, dir, 1))

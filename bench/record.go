@@ -15,7 +15,7 @@ import (
 
 // Record is one JSON line.
 type Record struct {
-	Kind  string `json:"kind"`            // machine, result, link
+	Kind  string `json:"kind"`            // machine, result, link, trace (pacing: a controller's state beside a result)
 	Suite string `json:"suite,omitempty"` // loopback, lossy or ha
 	Time  string `json:"time,omitempty"`
 

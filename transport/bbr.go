@@ -38,8 +38,9 @@ import (
 //     nearly all of it (a rate step up, a competitor gone: on a full path
 //     a probe gains only its share of the queue): probe again at once,
 //     instead of eight rounds later.
-//   - In flight is capped at cwndGain x BDP (2) plus what ACKs that come
-//     in bunches need (updateAckAggregation), never below initCapSegs
+//   - In flight is capped at cwndGain x BDP (2), or one BDP plus what
+//     ACKs that come in bunches need (updateAckAggregation, ackBDP) when
+//     that is more, never below initCapSegs
 //     (minCapSegs in ProbeRTT); the pacing rate is never below floorRate.
 //   - Loss is not a signal: random loss does not mean the path is full
 //     (resends count against the pacing budget: ratectl.go). A queue is:
@@ -655,7 +656,15 @@ func (b *bbr) setRateAndCap(rs rateSample) {
 	case modeProbeRTT:
 		c = b.probeRTTCap()
 	default:
-		c = cwndGain*bdp + max(extra, b.ackBDP()-bdp)
+		// The ACKs' wait is covered within the two BDPs, not on top of
+		// them: on a 20 Mbit/s, 20 ms path with a one-BDP queue, KCP's
+		// 20 ms ACK interval is another BDP, and a cap of 2 BDP plus it
+		// (3.4 BDP with the min RTT the ACK wait inflates) kept the queue
+		// full: 866 tail drops in 13 s beside 222 random losses at 1%,
+		// 17.8 of 19.25 Mbit/s on the simulator; now 185 drops, 18.5.
+		// On a long path two BDPs hold the wait (unchanged at 50 ms); on
+		// a short one the wait is the cap, as before.
+		c = max(cwndGain*bdp, bdp+max(extra, b.ackBDP()-bdp))
 	}
 	floor := int64(initCapSegs) * b.mss
 	if b.mode == modeProbeRTT {

@@ -225,6 +225,79 @@ func TestRateCtlShare(t *testing.T) {
 	}
 }
 
+// TestRateCtlShareAfterIdle: a session that was set up and then sat idle
+// (the tunnel's handshake, a heartbeat a second) is still in Startup when
+// a download begins, and takes its share beside a session that starts a
+// download at the same moment. Until 2026-12-05 the first write after an
+// idle spell was not marked app-limited (nothing was in flight, and the
+// mark was compared with what had been delivered), so the handshake's
+// rounds counted as a full pipe and ended Startup at an estimate of 0.2
+// Mbit/s: the idle session then climbed by probes from the pacing floor
+// while the fresh one's Startup filled the path. Here that gave it 21-36
+// of the 94 Mbit/s over [2 s, 5 s] (0.29-0.71 of the other, 0.49 on
+// average; now 0.57-0.99, 0.83). On linkem it stayed near 10 Mbit/s for
+// 4 s beside 55-70: the pacing suite's share test sets its two tunnels up
+// one after the other.
+func TestRateCtlShareAfterIdle(t *testing.T) {
+	const seeds = 8
+	sum := 0.0
+	for seed := uint64(1); seed <= seeds; seed++ {
+		p := newPathSim(100, 50*time.Millisecond, 1, 0)
+		p.reseed(seed)
+		a := p.addFlow(0)
+		for i := range 5 { // the handshake: a few exchanges
+			p.at(time.Duration(i)*60*time.Millisecond, func() { a.more(1500) })
+		}
+		for i := 1; i < 5; i++ { // heartbeats
+			p.at(time.Duration(i)*time.Second, func() { a.more(100) })
+		}
+		start := 5 * time.Second
+		p.run(start)
+		if st := a.ctl.state(); st.Mode != "startup" {
+			t.Errorf("seed %d: after the handshake and heartbeats: %+v, want Startup", seed, st)
+		}
+		b := p.addFlow(-1)
+		a.more(1 << 40)
+		p.run(start + 2*time.Second)
+		da, db := a.delivered, b.delivered
+		p.run(start + 5*time.Second)
+		ga, gb := float64(a.delivered-da), float64(b.delivered-db)
+		r := min(ga, gb) / max(ga, gb)
+		sum += r
+		if r < 0.5 {
+			t.Errorf("seed %d: over [2 s, 5 s] the idle one %.1f Mbit/s, the fresh one %.1f: the smaller %.0f%% of the larger",
+				seed, ga*8/3e6, gb*8/3e6, 100*r)
+		}
+	}
+	if avg := sum / seeds; avg < 0.7 {
+		t.Errorf("over [2 s, 5 s] the smaller %.0f%% of the larger on average", 100*avg)
+	}
+}
+
+// TestRateCtlAckWaitInCap: on a 20 Mbit/s, 20 ms path with a one-BDP
+// queue and 1% loss, KCP's 20 ms ACK interval is as long as the path, and
+// an in-flight cap of two BDPs plus that wait kept the queue overflowing:
+// 866 tail drops beside 222 random losses (4 draws, 13 s each), 17.8 of
+// 19.25 Mbit/s. With the wait covered within the two BDPs: 185 drops,
+// 18.5 Mbit/s.
+func TestRateCtlAckWaitInCap(t *testing.T) {
+	const seeds = 4
+	var got float64
+	var drops, losses int
+	for seed := uint64(1); seed <= seeds; seed++ {
+		p := newPathSim(20, 20*time.Millisecond, 1, 0.01)
+		p.reseed(seed)
+		f := p.addFlow(-1)
+		got += p.goodput(f, 3*time.Second, 13*time.Second) / seeds
+		drops += p.drops
+		losses += p.losses
+	}
+	want := newPathSim(20, 20*time.Millisecond, 1, 0.01).payloadRate() * 8
+	if got < 0.94*want || drops > 2*losses {
+		t.Errorf("%.2f of %.2f Mbit/s; %d tail drops beside %d random losses", got/1e6, want/1e6, drops, losses)
+	}
+}
+
 // TestRateCtlShortPath: on a 1 ms path (1 Gbit/s, 4 MB of buffers as
 // loopback's sockets have, 1% loss) the session keeps the path busy. KCP
 // holds ACKs for up to its interval (20 ms), so what is in flight must

@@ -1,0 +1,60 @@
+package transport
+
+import (
+	"testing"
+	"time"
+)
+
+// TestSamplerAppLimited: data sent after the sender found nothing to
+// send is app-limited until everything in flight at that moment is
+// delivered, including when nothing was (an idle session's first write:
+// until 2026-12-05 it went unmarked, and a tunnel's handshake ended
+// Startup); data sent after that is not.
+func TestSamplerAppLimited(t *testing.T) {
+	ms := time.Millisecond
+	for _, tc := range []struct {
+		name     string
+		inflight int // segments in flight when the sender goes idle
+	}{
+		{"nothing in flight", 0},
+		{"two segments in flight", 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newSampler(64)
+			now := time.Duration(0)
+			sn := uint32(0)
+			send := func() uint32 {
+				s.onSend(now, sn, uint32(now/ms), 1000)
+				sn++
+				return sn - 1
+			}
+			ack := func(n uint32) rateSample {
+				s.onAck(now, n, uint32(s.recs[n&s.mask].last.sent/ms))
+				return s.endEvent(now)
+			}
+			// Something was delivered before (the handshake).
+			ack(send())
+			now += 50 * ms
+			var early []uint32
+			for range tc.inflight {
+				early = append(early, send())
+			}
+			s.markAppLimited(0)
+			idle := send() // the first write after the idle spell
+			now += 50 * ms
+			for _, n := range early {
+				if rs := ack(n); rs.appLimited {
+					t.Errorf("segment %d, sent before the sender went idle: app-limited", n)
+				}
+			}
+			if rs := ack(idle); !rs.appLimited {
+				t.Errorf("the first write after the idle spell: not app-limited: %+v", rs)
+			}
+			busy := send() // sent once everything from before is delivered
+			now += 50 * ms
+			if rs := ack(busy); rs.appLimited {
+				t.Errorf("a write after the app-limited data was delivered: app-limited: %+v", rs)
+			}
+		})
+	}
+}

@@ -212,7 +212,17 @@ func (lg *lgClient) do(req lgRequest, onEvent func(string)) (*lgResult, error) {
 // startBackend starts a backend listening on addr and returns the address
 // it listens on.
 func startBackend(self, ns, logDir, addr string) (*proc, string, error) {
-	p, out, err := startProc("backend", ns, logDir, true, nil, self, "_backend", "-listen", addr)
+	return startListenerIn(ns, logDir, "backend", self, "_backend", "-listen", addr)
+}
+
+// startListener starts a process of this binary (argv after self) that
+// prints "LISTEN addr" once it listens, and returns that address.
+func startListener(self, logDir, name string, args ...string) (*proc, string, error) {
+	return startListenerIn("", logDir, name, append([]string{self}, args...)...)
+}
+
+func startListenerIn(ns, logDir, name string, argv ...string) (*proc, string, error) {
+	p, out, err := startProc(name, ns, logDir, true, nil, argv...)
 	if err != nil {
 		return nil, "", err
 	}
@@ -229,8 +239,8 @@ func startBackend(self, ns, logDir, addr string) (*proc, string, error) {
 	case a := <-line:
 		return p, a, nil
 	case <-p.done:
-		return nil, "", fmt.Errorf("backend exited: %s", p.tail())
+		return nil, "", fmt.Errorf("%s exited: %s", name, p.tail())
 	case <-time.After(10 * time.Second):
-		return nil, "", fmt.Errorf("backend did not start: %s", p.tail())
+		return nil, "", fmt.Errorf("%s did not start: %s", name, p.tail())
 	}
 }

@@ -432,9 +432,18 @@ func (rs *results) baselineMarkdown() string {
 		case "throughput":
 			row("MB/s", mbps)
 			row("CPU s/GB", func(r *Record) float64 { return cpuField(r, 2) })
+			// Issue 19's reference: two bare TLS relays, same run.
+			if ch := rs.find(r.Link, "tls-chain", r.CC, r.Test, r.Dir, r.Conns); ch != nil && r.Suite == "loopback" {
+				row("CPU s/GB over tls-chain's", func(r *Record) float64 { return cpuField(r, 2) / cpuField(ch, 2) })
+			}
 		case "latency":
 			row("p50 µs", func(r *Record) float64 { return latField(r, p50, 1) })
 			row("p99 µs", func(r *Record) float64 { return latField(r, p99, 1) })
+			// What the tunnel adds: the figure issue 19 halves.
+			if d := rs.find(r.Link, "direct", r.CC, r.Test, r.Dir, r.Conns); d != nil {
+				row("p50 µs added over direct", func(r *Record) float64 { return latField(r, p50, 1) - latField(d, p50, 1) })
+				row("p99 µs added over direct", func(r *Record) float64 { return latField(r, p99, 1) - latField(d, p99, 1) })
+			}
 		case "connect":
 			row("p50 µs", func(r *Record) float64 { return latField(r, p50, 1) })
 		case "memory":

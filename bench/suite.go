@@ -342,14 +342,14 @@ func (rn *runner) loopback(paths []string, d durations, memCounts []int, rounds 
 	var runs []run
 	for _, name := range paths {
 		for _, b := range rn.builds {
-			if name != "direct" || b.name == "" {
+			if !refPath(name) || b.name == "" {
 				runs = append(runs, run{name, b})
 			}
 		}
 	}
 	targets := map[run]target{{"direct", build{bin: rn.warren}}: {addr: backAddr}}
 	for _, r := range runs {
-		if r.path == "direct" || len(memCounts) == 0 {
+		if refPath(r.path) || len(memCounts) == 0 {
 			continue
 		}
 		fmt.Fprintf(os.Stderr, "== loopback memory: %s\n", buildLabel(r.path, r.build))
@@ -362,6 +362,16 @@ func (rn *runner) loopback(paths []string, d durations, memCounts []int, rounds 
 	}
 	for _, r := range runs {
 		if r.path == "direct" {
+			continue
+		}
+		if r.path == "tls-chain" {
+			exit, entry, addr, err := startTLSChain(rn.self, dir, backAddr, rn.cert, rn.key)
+			if err != nil {
+				return err
+			}
+			defer exit.stop(5 * time.Second)
+			defer entry.stop(5 * time.Second)
+			targets[r] = target{addr: addr, pids: []int{exit.pid(), entry.pid()}}
 			continue
 		}
 		tn, err := start(r.path, "perf", r.build)
@@ -386,6 +396,10 @@ func (rn *runner) loopback(paths []string, d durations, memCounts []int, rounds 
 	}
 	return errs.err
 }
+
+// refPath reports a reference path, measured once per run, not per
+// build: straight to the backend, or through the bare TLS relay chain.
+func refPath(path string) bool { return path == "direct" || path == "tls-chain" }
 
 // buildLabel names a path of a build in progress lines: "kcp",
 // "kcp (baseline)".

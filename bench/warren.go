@@ -43,6 +43,8 @@ type pathSpec struct {
 
 var allPaths = map[string]pathSpec{
 	"direct": {Name: "direct"},
+	// Two bare TLS relays back to back (tlschain.go), not warren.
+	"tls-chain": {Name: "tls-chain"},
 	"tcp":    {Name: "tcp", Transport: "tcp", TLS: true},
 	"tcp-x4": {Name: "tcp-x4", Transport: "tcp", TLS: true, Connections: 4},
 	"kcp":    {Name: "kcp", Transport: "kcp", TLS: true},

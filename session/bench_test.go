@@ -96,3 +96,50 @@ func BenchmarkRelay(b *testing.B) {
 		b.Fatalf("backend got %d bytes, want %d", n, int64(b.N)*int64(len(buf)))
 	}
 }
+
+// tlsTunnel is newMiniTunnel over real TCP+TLS on loopback: the transport
+// the daemons run by default.
+func tlsTunnel(b *testing.B) *miniTunnel {
+	srvTLS, cliTLS := testTLS(b)
+	return newMiniTunnelOver(b, [2]transport.Transport{&transport.TCP{TLS: srvTLS}, &transport.TCP{TLS: cliTLS}}, testConfig())
+}
+
+// BenchmarkRelayTLS: BenchmarkRelay over TCP+TLS, public to backend (the
+// bench suite's "up"); its CPU profile is the bulk path's.
+func BenchmarkRelayTLS(b *testing.B) {
+	m := tlsTunnel(b)
+	buf := make([]byte, 256<<10)
+	done := make(chan int64)
+	go func() {
+		n, _ := io.Copy(io.Discard, m.backend)
+		done <- n
+	}()
+	b.ReportAllocs()
+	b.SetBytes(int64(len(buf)))
+	for b.Loop() {
+		if _, err := m.public.Write(buf); err != nil {
+			b.Fatal(err)
+		}
+	}
+	m.public.CloseWrite()
+	if n := <-done; n != int64(b.N)*int64(len(buf)) {
+		b.Fatalf("backend got %d bytes, want %d", n, int64(b.N)*int64(len(buf)))
+	}
+}
+
+// BenchmarkEchoTLS: one 64-byte message public -> backend and its echo
+// back, over TCP+TLS: the latency path (ns/op is the round trip).
+func BenchmarkEchoTLS(b *testing.B) {
+	m := tlsTunnel(b)
+	go io.Copy(m.backend, m.backend)
+	msg := make([]byte, 64)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := m.public.Write(msg); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := io.ReadFull(m.public, msg); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

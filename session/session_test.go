@@ -42,7 +42,7 @@ func testConfig() Config {
 
 // testTLS returns a server TLS config with a fresh self-signed
 // certificate and a client config that pins it.
-func testTLS(t *testing.T) (srv, cli *tls.Config) {
+func testTLS(t testing.TB) (srv, cli *tls.Config) {
 	t.Helper()
 	srvTLS, fp, _, err := transport.ServerTLS{}.Config(t.TempDir())
 	if err != nil {

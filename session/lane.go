@@ -9,6 +9,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/warren-tunnel/warren/transport"
 )
 
 // The lane carries control frames beside smux, ahead of its data, so that
@@ -59,6 +61,7 @@ type laneConn struct {
 	// Writing: wmu is held across every write to the transport; lane
 	// frames wait in queue for whoever holds it to send them first.
 	wmu   sync.Mutex
+	batch func(write func() (int, error)) (int, error) // transport.Batcher's; nil: none
 	qmu   sync.Mutex
 	queue []*laneWrite
 	werr  error // the transport failed: no more lane writes
@@ -91,6 +94,9 @@ type laneWrite struct {
 // newLaneConn wraps c for a session of cfg, with the session's ledger.
 func newLaneConn(c net.Conn, cfg Config) *laneConn {
 	l := &laneConn{Conn: c, maxFrame: cfg.MaxControlFrame, led: newLedger(cfg)}
+	if b, ok := c.(*budgetConn); ok {
+		l.batch = transport.Batcher(b.Conn)
+	}
 	l.in.init(cfg.MaxControlFrame)
 	return l
 }
@@ -174,11 +180,19 @@ func (l *laneConn) pong(p Ping) error {
 }
 
 // Write is smux's: one whole smux frame. Lane frames waiting go first.
+// Over TLS, the frame's records and the lane frames before it leave in
+// one system call (transport.Batcher): a 64 KiB frame is four records.
 func (l *laneConn) Write(b []byte) (int, error) {
 	l.wmu.Lock()
 	defer l.unlock()
-	l.flushLane()
-	return l.Conn.Write(b)
+	if l.batch == nil {
+		l.flushLane()
+		return l.Conn.Write(b)
+	}
+	return l.batch(func() (int, error) {
+		l.flushLane()
+		return l.Conn.Write(b)
+	})
 }
 
 // framePool holds the buffers WriteBuffers puts smux frames together in,

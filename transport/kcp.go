@@ -238,7 +238,7 @@ func (l *kcpListener) Accept() (net.Conn, error) {
 	if l.tls == nil {
 		return c, nil
 	}
-	return tls.Server(c, l.tls), nil
+	return tlsServer(c, l.tls), nil
 }
 
 // release is called once per accepted session when it closes.

@@ -1,7 +1,6 @@
 package transport
 
 import (
-	"crypto/tls"
 	"net"
 	"syscall"
 	"testing"
@@ -25,10 +24,7 @@ func TestTCPNotSentLowat(t *testing.T) {
 
 func lowatOf(t *testing.T, c net.Conn) int {
 	t.Helper()
-	if tc, ok := c.(*tls.Conn); ok {
-		c = tc.NetConn()
-	}
-	rc, err := c.(syscall.Conn).SyscallConn()
+	rc, err := rawConn(c).(syscall.Conn).SyscallConn()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,7 +2,6 @@ package transport
 
 import (
 	"context"
-	"crypto/tls"
 	"log/slog"
 	"net"
 	"os"
@@ -204,10 +203,7 @@ func round2(v float64) float64 { return float64(int64(v*100+0.5)) / 100 }
 // KCPPaceState returns the pacing state of c when it is a KCP session
 // (also under TLS), and false for any other connection.
 func KCPPaceState(c net.Conn) (PaceState, bool) {
-	if tc, ok := c.(*tls.Conn); ok {
-		c = tc.NetConn()
-	}
-	kc, ok := c.(*kcpConn)
+	kc, ok := rawConn(c).(*kcpConn)
 	if !ok {
 		return PaceState{}, false
 	}

@@ -58,7 +58,7 @@ func (t *TCP) Listen(addr string) (Listener, error) {
 	if t.TLS == nil {
 		return l, nil
 	}
-	return tls.NewListener(l, t.TLS), nil
+	return tlsListener{l, t.TLS}, nil
 }
 
 func (t *TCP) String() string { return kindName(KindTCP, t.TLS != nil) }

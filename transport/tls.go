@@ -332,7 +332,7 @@ func clientHandshake(ctx context.Context, c net.Conn, cfg *tls.Config, addr stri
 		cfg = cfg.Clone()
 		cfg.ServerName = host
 	}
-	tc := tls.Client(c, cfg)
+	tc := tlsClient(c, cfg)
 	if err := tc.HandshakeContext(ctx); err != nil {
 		c.Close()
 		return nil, fmt.Errorf("%w with %s: %w", ErrHandshake, addr, err)

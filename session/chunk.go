@@ -113,9 +113,9 @@ func (d *decoder) feed(b []byte) (data []byte, n int, err error) {
 const smuxHeaderLen = 8
 
 // chunkBufSize is the buffer a relay reads into: the largest chunk whose
-// smux frame, header included, is exactly frameSize bytes. With the default
-// of 32 KiB that frame is two full TLS records; a full-size chunk would add
-// a third, 8-byte record, and a write syscall, per frame.
+// smux frame, header included, is exactly frameSize bytes (with the
+// default, four TLS records, the last one byte short, which leave in one
+// write: transport.Batcher).
 func chunkBufSize(frameSize int) int {
 	return frameSize - smuxHeaderLen
 }

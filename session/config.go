@@ -47,6 +47,10 @@ type Mux struct {
 	// are needed to stall the others. It is a cap, not an allocation.
 	SessionWindow int `toml:"session_window"`
 	// FrameSize is the largest smux frame, and so the largest relay chunk.
+	// The default, the largest smux allows, is four TLS records, written
+	// in one system call (transport.Batcher): each frame costs smux two
+	// goroutine hand-offs and the relay a read and a write, so fewer,
+	// larger frames cost less CPU per byte (issue 19, docs/benchmarks.md).
 	FrameSize int `toml:"frame_size"`
 }
 
@@ -55,7 +59,7 @@ func DefaultMux() Mux {
 	return Mux{
 		StreamWindow:  4 << 20,
 		SessionWindow: 64 << 20,
-		FrameSize:     32 << 10,
+		FrameSize:     maxFrameSize,
 	}
 }
 

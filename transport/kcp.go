@@ -100,7 +100,7 @@ func (k *KCP) Dial(ctx context.Context, addr string) (net.Conn, error) {
 	if k.TLS == nil {
 		return c, nil
 	}
-	return clientHandshake(ctx, c, k.TLS, addr)
+	return clientHandshake(ctx, c, k.TLS, addr, false) // no cork: see corkConn
 }
 
 // Listen binds a UDP socket on addr and accepts KCP sessions on it.
@@ -238,7 +238,7 @@ func (l *kcpListener) Accept() (net.Conn, error) {
 	if l.tls == nil {
 		return c, nil
 	}
-	return tlsServer(c, l.tls), nil
+	return tls.Server(c, l.tls), nil
 }
 
 // release is called once per accepted session when it closes.

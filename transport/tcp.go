@@ -39,7 +39,7 @@ func (t *TCP) Dial(ctx context.Context, addr string) (net.Conn, error) {
 	if t.TLS == nil {
 		return c, nil
 	}
-	return clientHandshake(ctx, c, t.TLS, addr)
+	return clientHandshake(ctx, c, t.TLS, addr, true)
 }
 
 // Listen binds a TCP listener on addr. Accepted connections are *tls.Conn

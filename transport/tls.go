@@ -321,8 +321,8 @@ func (p pins) set(key string, val any) error {
 }
 
 // clientHandshake runs the client side of TLS over c within ctx. It closes c
-// when the handshake fails.
-func clientHandshake(ctx context.Context, c net.Conn, cfg *tls.Config, addr string) (net.Conn, error) {
+// when the handshake fails. With cork, TLS runs over a corkConn.
+func clientHandshake(ctx context.Context, c net.Conn, cfg *tls.Config, addr string, cork bool) (net.Conn, error) {
 	if cfg.ServerName == "" && !cfg.InsecureSkipVerify {
 		host, _, err := net.SplitHostPort(addr)
 		if err != nil {
@@ -332,7 +332,10 @@ func clientHandshake(ctx context.Context, c net.Conn, cfg *tls.Config, addr stri
 		cfg = cfg.Clone()
 		cfg.ServerName = host
 	}
-	tc := tlsClient(c, cfg)
+	tc := tls.Client(c, cfg)
+	if cork {
+		tc = tlsClient(c, cfg)
+	}
 	if err := tc.HandshakeContext(ctx); err != nil {
 		c.Close()
 		return nil, fmt.Errorf("%w with %s: %w", ErrHandshake, addr, err)

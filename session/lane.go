@@ -179,9 +179,11 @@ func (l *laneConn) pong(p Ping) error {
 	return err
 }
 
-// Write is smux's: one whole smux frame. Lane frames waiting go first.
-// Over TLS, the frame's records and the lane frames before it leave in
-// one system call (transport.Batcher): a 64 KiB frame is four records.
+// Write is smux's: one whole smux frame. Lane frames waiting go first, in
+// writes of their own: gathered with the frame, they would wait for room
+// for all of it (TestPressure/tcp+tls saw its Resets and pings late and
+// too few streams killed). Over TLS the frame's records leave in one
+// system call (transport.Batcher): a 64 KiB frame is four records.
 func (l *laneConn) Write(b []byte) (int, error) {
 	l.wmu.Lock()
 	defer l.unlock()
@@ -189,10 +191,8 @@ func (l *laneConn) Write(b []byte) (int, error) {
 		l.flushLane()
 		return l.Conn.Write(b)
 	}
-	return l.batch(func() (int, error) {
-		l.flushLane()
-		return l.Conn.Write(b)
-	})
+	l.flushLane()
+	return l.batch(func() (int, error) { return l.Conn.Write(b) })
 }
 
 // framePool holds the buffers WriteBuffers puts smux frames together in,

@@ -293,7 +293,7 @@ func orchestrate() int {
 		var firstErr error
 		if doLoopback {
 			d := durations{Warmup: *warm, Dur: *dur, Drain: 10 * time.Second, Inflight: 8 << 20,
-				Lat1: *lat, LatN: *lat, Connect: *lat, Settle: *settle, Attack: *attack}
+				Lat1: *lat, LatN: *lat, Connect: *lat, Connect1: *lat, Settle: *settle, Attack: *attack}
 			m := mach
 			m.Quick, m.Durations = *quick, d.String()
 			if rn.rec, err = newRecorder(filepath.Join(*outDir, "loopback.jsonl")); err != nil {

@@ -446,6 +446,7 @@ func (rs *results) baselineMarkdown() string {
 			}
 		case "connect":
 			row("p50 µs", func(r *Record) float64 { return latField(r, p50, 1) })
+			row("connections/s", func(r *Record) float64 { return r.PerSecond })
 		case "memory":
 			row("KiB per connection", func(r *Record) float64 {
 				if r.Mem == nil {
@@ -587,7 +588,14 @@ func (rs *results) loopbackMarkdown(m *Machine) string {
 		}
 	}
 	t.add(row...)
-	b.WriteString("### New connections\n\n32 dialers at once, each in a loop: dial the public port, send one byte, wait for its echo from the backend, close.\n\n")
+	if rs.has("loopback", "connect") {
+		row = []string{"1 dialer: p50 (µs)"}
+		for _, p := range paths {
+			row = append(row, fs(latField(rs.find(nil, p, "", "connect", "", 1), p50, 1)))
+		}
+		t.add(row...)
+	}
+	b.WriteString("### New connections\n\n32 dialers at once, each in a loop: dial the public port, send one byte, wait for its echo from the backend, close (connections/s: of all 32); and the same with one dialer alone (the setup time of one connection on an otherwise idle tunnel).\n\n")
 	b.WriteString(t.String() + "\n")
 
 	// Isolation.

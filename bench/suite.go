@@ -19,7 +19,8 @@ type durations struct {
 	Inflight int64         // throughput up: unacknowledged bytes per connection
 	Lat1     time.Duration // latency window, 1 connection
 	LatN     time.Duration // latency window, 64 connections
-	Connect  time.Duration // new-connection window
+	Connect  time.Duration // new-connection window, 32 dialers
+	Connect1 time.Duration // new-connection window, 1 dialer (0: not run)
 	Settle   time.Duration // memory: wait before reading RSS
 	Attack   time.Duration // isolation: echo window while stuck connections press on
 }
@@ -225,7 +226,8 @@ type testCase struct {
 }
 
 // perfCases: throughput (1 and 8 connections, each way), latency (1 and 64
-// connections) and new-connection setup (32 dialers).
+// connections) and new-connection setup (1 dialer: the setup time; 32
+// dialers: connections per second).
 func (rn *runner) perfCases(d durations) []testCase {
 	var cs []testCase
 	for _, conns := range []int{1, 8} {
@@ -240,6 +242,9 @@ func (rn *runner) perfCases(d durations) []testCase {
 		testCase{"latency x64", func(lg *lgClient, t target, base Record) error { return rn.latency(lg, t, base, d.LatN, 64) }},
 		testCase{"connect x32", func(lg *lgClient, t target, base Record) error { return rn.connect(lg, t, base, d.Connect, 32) }},
 	)
+	if d.Connect1 > 0 {
+		cs = append(cs, testCase{"connect x1", func(lg *lgClient, t target, base Record) error { return rn.connect(lg, t, base, d.Connect1, 1) }})
+	}
 	if rn.tests == nil || rn.tests["udp"] {
 		cs = append(cs, rn.udpCases(d)...)
 	}

@@ -196,6 +196,11 @@ parity_shards = {{.Parity}}
 [server.tcp]
 congestion = "{{.CC}}"
 {{end}}
+[server.limits]
+# The memory test holds 10 000 idle connections of the one service
+# (the default cap is 4 096 a service).
+max_streams_per_service = 16384
+
 [server.log]
 level = "warn"
 {{if .ServerAdmin}}

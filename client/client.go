@@ -529,6 +529,7 @@ func (c *Client) connect(ctx context.Context, r *remote, slot int) (upFor time.D
 	log.Info("session up")
 	c.rec.Event(admin.Event{Kind: admin.EventSessionUp, Client: info.Client, Remote: r.label, Reason: r.t.String() + ", session " + info.ID})
 	var open streams
+	var relays sync.WaitGroup // relays outlive their stream handlers (relay.Start)
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		select {
@@ -542,8 +543,11 @@ func (c *Client) connect(ctx context.Context, r *remote, slot int) (upFor time.D
 	err = sess.Run(context.Background(), session.Handlers{
 		Stream: func(st *session.Stream) {
 			open.add(1)
-			defer open.add(-1)
-			c.serveStream(log, sess, st)
+			relays.Add(1)
+			c.serveStream(log, sess, st, func() {
+				open.add(-1)
+				relays.Done()
+			})
 		},
 		Draining: func(back time.Duration) {
 			log.Info("server draining: no new connections through it; coming back after its goodbye", "return_after", back.String())
@@ -551,6 +555,7 @@ func (c *Client) connect(ctx context.Context, r *remote, slot int) (upFor time.D
 		},
 	})
 	wg.Wait()
+	relays.Wait() // the session's end killed their streams: they end now
 	c.reloadMu.Lock()
 	delete(c.claimed, sess)
 	c.reloadMu.Unlock()
@@ -705,8 +710,15 @@ func (c *Client) dropSticky(err error) bool {
 	return true
 }
 
-// serveStream dials the target of the stream's service and relays.
-func (c *Client) serveStream(log *slog.Logger, sess *session.Session, st *session.Stream) {
+// serveStream dials the target of the stream's service and relays;
+// release is called once the stream is done with, which for a relayed
+// connection is after serveStream returned (relay.Start).
+func (c *Client) serveStream(log *slog.Logger, sess *session.Session, st *session.Stream, release func()) {
+	defer func() {
+		if release != nil {
+			release()
+		}
+	}()
 	h := st.Header()
 	if h.Dial() {
 		c.serveDial(log, sess, st)
@@ -754,21 +766,27 @@ func (c *Client) serveStream(log *slog.Logger, sess *session.Session, st *sessio
 		stats.Add(received, sent)
 	})
 	stats.Opened()
-	c.metrics.StreamUp(sess.Info().Client)
-	res := relay.Relay(conn, st, c.poll)
-	c.metrics.StreamDown(sess.Info().Client)
-	if k := session.KillReason(res.Err); k != "" {
-		c.metrics.RelayAborted(k)
-	}
-	c.metrics.PublicConn(h.Service, metrics.OutcomeOK)
-	stats.Closed()
-	level, reason := session.EndReason(res.Err, sess)
-	if svc.AccessLog {
-		level = max(level, slog.LevelInfo)
-	}
-	log.Log(context.Background(), level, "connection closed",
-		"target", svc.Target, "bytes_from_public", res.Received, "bytes_to_public", res.Sent,
-		"duration", c.edges.clock.Now().Sub(start).Round(time.Millisecond).String(), "reason", reason)
+	c.metrics.StreamUp(name)
+	// The relay holds no goroutine while the connection is idle; its end
+	// is counted and logged by done.
+	done := release
+	release = nil
+	relay.Start(conn, st, c.poll, func(res relay.Result) {
+		defer done()
+		c.metrics.StreamDown(name)
+		if k := session.KillReason(res.Err); k != "" {
+			c.metrics.RelayAborted(k)
+		}
+		c.metrics.PublicConn(h.Service, metrics.OutcomeOK)
+		stats.Closed()
+		level, reason := session.EndReason(res.Err, sess)
+		if svc.AccessLog {
+			level = max(level, slog.LevelInfo)
+		}
+		log.Log(context.Background(), level, "connection closed",
+			"target", svc.Target, "bytes_from_public", res.Received, "bytes_to_public", res.Sent,
+			"duration", c.edges.clock.Now().Sub(start).Round(time.Millisecond).String(), "reason", reason)
+	})
 }
 
 // errNoGroups: the server does not let parallel sessions serve together.

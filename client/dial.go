@@ -18,24 +18,13 @@ const minDialShare = 2 * time.Second
 // are tried in order, each with an equal share of the time left (at least
 // minDialShare), the first to connect winning.
 //
-// The dial runs in a goroutine of its own: dialing reaches deep into the
-// resolver and the socket code, and the caller's stack, which then idles
-// in the relay for as long as the connection lives, would keep that depth
-// (Go shrinks a parked stack only while it uses under a quarter of it).
+// It dials in the caller's goroutine: the stream handler, which returns
+// once the relay has started (relay.Start), so the depth the dial reached
+// is not kept for the connection's life.
 func (c *Client) dialTarget(ctx context.Context, target string, timeout time.Duration) (net.Conn, error) {
-	type result struct {
-		c   net.Conn
-		err error
-	}
-	ch := make(chan result, 1)
-	go func() {
-		ctx, cancel := context.WithTimeout(ctx, timeout)
-		defer cancel()
-		conn, err := c.dialAddrs(ctx, target)
-		ch <- result{conn, err}
-	}()
-	r := <-ch
-	return r.c, r.err
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	return c.dialAddrs(ctx, target)
 }
 
 func (c *Client) dialAddrs(ctx context.Context, target string) (net.Conn, error) {

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"time"
 )
 
 // Stream is the tunnel side of a relay: one data stream of a session
@@ -67,28 +68,48 @@ type Result struct {
 // reset at once and Relay returns with that reason, whatever c's peer
 // does.
 //
-// The stream-to-c direction runs in the calling goroutine. The c-to-stream
-// direction waits in p between bursts when c is a socket, holding no
-// goroutine while c is idle; with a nil p it holds one goroutine.
+// Relay waits for the end in the calling goroutine; Start is the same
+// without the wait.
 func Relay(c net.Conn, st Stream, p *Poller) Result {
-	var (
-		res     Result
-		errOnce sync.Once
-		upDone  = make(chan struct{})
-	)
-	fail := func(err error) {
-		if kerr := st.Killed(); kerr != nil {
-			err = kerr // what failed is the kill's doing
-		}
-		errOnce.Do(func() { res.Err = err })
+	ch := make(chan Result, 1)
+	Start(c, st, p, func(res Result) { ch <- res })
+	return <-ch
+}
+
+// Notifier is a Stream that says when it has something to read
+// (*session.Stream): with a poller, an idle relay of one holds no
+// goroutine in either direction. NotifyReadable calls f once, in a
+// goroutine of its own, when the stream may have data, its end or a
+// failure for a read, or was killed or closed (at once if it has
+// already); SetReadDeadline bounds WriteTo. A WriteTo that a deadline
+// ended may leave the peer without the window update its read owed:
+// NotifyReadable sends it.
+type Notifier interface {
+	NotifyReadable(f func())
+	SetReadDeadline(t time.Time) error
+}
+
+// Start relays c and st as Relay does, and returns at once; done gets the
+// Result once both directions are done and both are closed, in whichever
+// goroutine finished last.
+//
+// Each direction runs in a goroutine only while bytes move. The c-to-
+// stream direction waits in p between bursts when c is a socket; the
+// stream-to-c direction, when st is a Notifier and p is set, waits for
+// NotifyReadable. Each keeps its goroutine for idleAfter after a burst, so
+// that a busy connection does not pay for the hand-over. Without p, or
+// for a connection that is no socket, a direction holds its goroutine.
+func Start(c net.Conn, st Stream, p *Poller, done func(Result)) {
+	r := &run{c: c, st: st, done: done}
+	if n, ok := st.(Notifier); ok && p != nil {
+		r.notify = n
 	}
 	st.Own(func() { reset(c, st.Killed()) }, func() bool { return connReset(c) })
-
-	up := startPump(c, st, p, func(n int64, err error) { // c -> stream
-		defer close(upDone)
-		res.Sent = n
+	r.up = startPump(c, st, p, func(n int64, err error) { // c -> stream
+		defer r.half()
+		r.res.Sent = n
 		if errors.Is(err, errStopped) {
-			return // Relay gave up and is closing both
+			return // the other direction gave up and is closing both
 		}
 		if err == nil {
 			if err = st.CloseWrite(); err == nil {
@@ -97,13 +118,58 @@ func Relay(c net.Conn, st Stream, p *Poller) Result {
 		}
 		// The stream is broken, so what the peer still had for c is lost:
 		// c's peer must see an abrupt end, never a clean one.
-		fail(err)
+		r.fail(err)
 		st.Abort(reason(st, err))
 		reset(c, err)
 	})
+	go r.down()
+}
 
-	n, err := st.WriteTo(c) // stream -> c
-	res.Received = n
+// run is one relay under way.
+type run struct {
+	c      net.Conn
+	st     Stream
+	notify Notifier // st, when the stream-to-c direction idles without a goroutine
+	up     *pump
+	done   func(Result)
+
+	res     Result // Sent: the up direction's; Received: the down one's
+	errOnce sync.Once
+	mu      sync.Mutex
+	halves  int // directions done
+}
+
+// fail records the relay's first failure.
+func (r *run) fail(err error) {
+	if kerr := r.st.Killed(); kerr != nil {
+		err = kerr // what failed is the kill's doing
+	}
+	r.errOnce.Do(func() { r.res.Err = err })
+}
+
+// down carries the stream-to-c direction, from the goroutine that Start
+// or the stream's notice started: it writes what the stream has to c and,
+// once the stream has been quiet for idleAfter, asks to be called again
+// when it has more, and returns.
+func (r *run) down() {
+	st, c := r.st, r.c
+	if r.notify != nil && st.Killed() == nil {
+		r.notify.SetReadDeadline(time.Now().Add(idleAfter))
+	}
+	n, err := st.WriteTo(c)
+	r.res.Received += n
+	if r.notify != nil {
+		if isTimeout(err) && st.Killed() == nil {
+			r.notify.NotifyReadable(r.down)
+			return
+		}
+		// AwaitClose waits without a deadline of ours; a kill that came
+		// meanwhile keeps one in the past.
+		r.notify.SetReadDeadline(time.Time{})
+		if st.Killed() != nil {
+			r.notify.SetReadDeadline(time.Now())
+		}
+	}
 	if err == nil {
 		err = closeWrite(c)
 	}
@@ -111,19 +177,28 @@ func Relay(c net.Conn, st Stream, p *Poller) Result {
 		err = st.AwaitClose()
 	}
 	if err != nil {
-		fail(err)
-		up.stop()
+		r.fail(err)
+		r.up.stop()
 		if st.Abrupt(err) {
 			reset(c, err)
 		}
 		st.Abort(reason(st, err))
 		c.Close()
 	}
+	r.half()
+}
 
-	<-upDone
-	st.Close()
-	c.Close()
-	return res
+// half marks one direction done; the second closes both and reports.
+func (r *run) half() {
+	r.mu.Lock()
+	r.halves++
+	last := r.halves == 2
+	r.mu.Unlock()
+	if last {
+		r.st.Close()
+		r.c.Close()
+		r.done(r.res)
+	}
 }
 
 // reason is what an abort tells the peer: why the stream was killed, or

@@ -32,7 +32,12 @@ func (s *Server) serveConn(r *route, c net.Conn, prefix []byte) {
 // forwarded here (forwarded: no second hop).
 func (s *Server) serveConnFrom(r *route, c net.Conn, prefix []byte, forwarded bool) {
 	s.active.Add(1)
-	defer s.active.Add(-1)
+	relayed := false // the relay's end, not this return, counts it out
+	defer func() {
+		if !relayed {
+			s.active.Add(-1)
+		}
+	}()
 	accepted := s.edges.clock.Now()
 	peer := c.RemoteAddr().String()
 	tried := make(map[*member]bool)
@@ -104,25 +109,32 @@ func (s *Server) serveConnFrom(r *route, c net.Conn, prefix []byte, forwarded bo
 		s.metrics.StreamUp(client)
 		start := s.edges.clock.Now()
 		rc, held := gatewayConn(r, c)
-		res := relay.Relay(rc, st, s.poll)
-		if held {
-			endGateway(rc, res)
-		}
-		s.metrics.StreamDown(client)
-		if k := session.KillReason(res.Err); k != "" {
-			s.metrics.RelayAborted(k)
-		}
-		s.metrics.PublicConn(m.service, metrics.OutcomeOK)
-		if stats != nil {
-			stats.Closed()
-		}
-		m.cs.dropStream(m.service)
-		level, reason := session.EndReason(res.Err, m.cs.sess)
-		log.Log(context.Background(), level, "public connection closed",
-			"service", m.service, "route", r.key, "peer", peer,
-			"bytes_from_public", res.Sent+int64(len(prefix)), "bytes_to_public", res.Received,
-			"duration", s.edges.clock.Now().Sub(start).Round(time.Millisecond).String(),
-			"reason", reason)
+		// The relay holds no goroutine while the connection is idle, and
+		// this one returns now: its end is counted and logged by done.
+		relayed = true
+		s.relays.Add(1)
+		relay.Start(rc, st, s.poll, func(res relay.Result) {
+			defer s.relays.Done()
+			defer s.active.Add(-1)
+			if held {
+				endGateway(rc, res)
+			}
+			s.metrics.StreamDown(client)
+			if k := session.KillReason(res.Err); k != "" {
+				s.metrics.RelayAborted(k)
+			}
+			s.metrics.PublicConn(m.service, metrics.OutcomeOK)
+			if stats != nil {
+				stats.Closed()
+			}
+			m.cs.dropStream(m.service)
+			level, reason := session.EndReason(res.Err, m.cs.sess)
+			log.Log(context.Background(), level, "public connection closed",
+				"service", m.service, "route", r.key, "peer", peer,
+				"bytes_from_public", res.Sent+int64(len(prefix)), "bytes_to_public", res.Received,
+				"duration", s.edges.clock.Now().Sub(start).Round(time.Millisecond).String(),
+				"reason", reason)
+		})
 		return
 	}
 }

@@ -113,7 +113,9 @@ func (s *Session) Dial(ctx context.Context, network, address string) (*Stream, s
 		defer cancel()
 	}
 	stop := context.AfterFunc(ctx, func() { st.SetReadDeadline(time.Now()) })
-	status, msg, err := readDialReply(countedReader{st.st, s.led})
+	cr := &countedReader{st: st.st, led: s.led}
+	status, msg, err := readDialReply(cr)
+	st.taken.Add(uint32(cr.n))
 	if !stop() {
 		err = errors.Join(ctx.Err(), err)
 	}

@@ -81,7 +81,9 @@ const maxLaneQueue = 64
 // smux commands, as laneConn needs them (smux's frame.go).
 const (
 	smuxSYN = 0
+	smuxFIN = 1
 	smuxPSH = 2
+	smuxUPD = 4
 )
 
 var errLaneFull = errors.New("too many control frames waiting to be written")
@@ -137,6 +139,8 @@ func (l *laneConn) Read(p []byte) (int, error) {
 			switch l.hdr[1] {
 			case smuxSYN:
 				l.led.opened(sid)
+			case smuxFIN:
+				l.led.finned(sid)
 			case smuxPSH:
 				l.led.arrived(sid, length)
 			}
@@ -267,6 +271,30 @@ func (l *laneConn) sendLane(typ byte, msg any) (*laneWrite, error) {
 		l.unlock()
 	}
 	return w, nil
+}
+
+// updateWindow queues an smux window update for stream sid: consumed
+// bytes of it read, window its window (smux v2's UPD frame, which any
+// peer's smux reads). It goes out ahead of smux's queued frames, as lane
+// frames do; the caller sends it only once its reads stopped, so no later
+// update of smux's carries less.
+func (l *laneConn) updateWindow(sid, consumed, window uint32) {
+	b := make([]byte, smuxHeaderLen+8)
+	b[0], b[1] = 2, smuxUPD
+	binary.LittleEndian.PutUint16(b[2:], 8)
+	binary.LittleEndian.PutUint32(b[4:], sid)
+	binary.LittleEndian.PutUint32(b[8:], consumed)
+	binary.LittleEndian.PutUint32(b[12:], window)
+	w := &laneWrite{b: b, done: make(chan error, 1)}
+	l.qmu.Lock()
+	if l.werr == nil { // a full queue takes it too: it is small and rare
+		l.queue = append(l.queue, w)
+	}
+	l.qmu.Unlock()
+	if l.wmu.TryLock() { // else its holder sends it when done
+		l.flushLane()
+		l.unlock()
+	}
 }
 
 // flushLane writes the queued lane frames; wmu is held.

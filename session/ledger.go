@@ -97,6 +97,7 @@ type account struct {
 	st       *Stream // nil until the stream is accepted (its header read)
 	id       uint32
 	unread   int64 // bytes arrived and not read yet
+	fin      bool  // the peer's FIN arrived
 	lastRead time.Time
 }
 
@@ -235,7 +236,11 @@ func (l *ledger) arrived(id uint32, n int) {
 	l.unread += int64(n)
 	l.peak = max(l.peak, l.unread)
 	over := l.unread > l.highWater
+	st := a.st
 	l.mu.Unlock()
+	if st != nil {
+		st.wakeReader()
+	}
 	if over {
 		if k := l.relieveOnce(l.clk.Now()); k > 0 {
 			l.pressed.Add(int64(k))
@@ -244,6 +249,31 @@ func (l *ledger) arrived(id uint32, n int) {
 			l.mu.Unlock()
 		}
 	}
+}
+
+// finned notes the peer's FIN for stream id (it closed the stream), which
+// an idle relay must see as it sees data.
+func (l *ledger) finned(id uint32) {
+	l.mu.Lock()
+	var st *Stream
+	if a := l.accts[id]; a != nil {
+		a.fin = true
+		st = a.st
+	}
+	l.mu.Unlock()
+	if st != nil {
+		st.wakeReader()
+	}
+}
+
+// readable reports whether stream id has something for a read: unread
+// bytes, the peer's FIN, or no entry any more (closed, or the session
+// ended).
+func (l *ledger) readable(id uint32) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	a := l.accts[id]
+	return a == nil || a.unread > 0 || a.fin
 }
 
 // read counts n bytes that stream id's reader took from smux.

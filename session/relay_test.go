@@ -7,6 +7,7 @@ import (
 	"os"
 	"runtime"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -433,5 +434,98 @@ func TestIdleRelayHoldsNoPump(t *testing.T) {
 	waitResult(t, m.srvRelay, "server")
 	if r := waitResult(t, m.cliRelay, "client"); r.Err != nil {
 		t.Fatalf("client relay: %v", r.Err)
+	}
+}
+
+// relayGoroutines counts goroutines of relays: a direction carrying bytes
+// (relay.(*run).down, (*pump).serve or plain) or a relay waited on.
+func relayGoroutines() int {
+	buf := make([]byte, 1<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	s := string(buf)
+	return strings.Count(s, "relay.(*run).down") + strings.Count(s, "relay.(*pump).serve") +
+		strings.Count(s, "relay.(*pump).plain") + strings.Count(s, "relay.Relay(")
+}
+
+// TestIdleRelaysHoldNoGoroutine: relays started with relay.Start on both
+// sides, once quiet for their idle spell, hold no goroutine in either
+// direction (the stream-to-connection one waits for the stream's notice,
+// the other in the poller); data arriving later goes through both ways,
+// and the ends go through too.
+func TestIdleRelaysHoldNoGoroutine(t *testing.T) {
+	leaktest.Check(t)
+	const n = 16
+	mem := &transporttest.Network{}
+	results := make(chan relay.Result, 2*n)
+	var backends []*net.TCPConn
+	var bmu sync.Mutex
+	srv, _, _, _ := pair(t, [2]transport.Transport{mem, mem}, testConfig(), func(st *Stream) {
+		backend, conn := tcpPair(t)
+		bmu.Lock()
+		backends = append(backends, backend)
+		bmu.Unlock()
+		relay.Start(conn, st, testPoller, func(r relay.Result) { results <- r })
+	})
+	var publics []*net.TCPConn
+	for range n {
+		public, conn := tcpPair(t)
+		st, err := srv.Open(Header{Service: "web", Peer: public.LocalAddr().String()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		relay.Start(conn, st, testPoller, func(r relay.Result) { results <- r })
+		publics = append(publics, public)
+	}
+	// One byte each way on every connection; the backends are in the
+	// order their streams arrived, so each echoes what it got.
+	exchange := func(what string) {
+		t.Helper()
+		for _, p := range publics {
+			p.Write([]byte(what))
+		}
+		tcppair.WaitFor(t, "every backend connected", func() bool {
+			bmu.Lock()
+			defer bmu.Unlock()
+			return len(backends) == n
+		})
+		for _, b := range backends {
+			got := make([]byte, len(what))
+			b.SetReadDeadline(time.Now().Add(5 * time.Second))
+			if _, err := io.ReadFull(b, got); err != nil || string(got) != what {
+				t.Fatalf("backend got %q, %v", got, err)
+			}
+			b.Write(got)
+		}
+		for _, p := range publics {
+			got := make([]byte, len(what))
+			p.SetReadDeadline(time.Now().Add(5 * time.Second))
+			if _, err := io.ReadFull(p, got); err != nil || string(got) != what {
+				t.Fatalf("public got %q, %v", got, err)
+			}
+		}
+	}
+	exchange("hello")
+	tcppair.WaitFor(t, "idle relays without goroutines", func() bool { return relayGoroutines() == 0 })
+	exchange("after a quiet spell")
+	tcppair.WaitFor(t, "idle relays without goroutines again", func() bool { return relayGoroutines() == 0 })
+	for _, p := range publics {
+		p.CloseWrite()
+	}
+	for _, b := range backends {
+		b.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if rest, err := io.ReadAll(b); err != nil || len(rest) != 0 {
+			t.Fatalf("backend read %q, %v after the public side's end", rest, err)
+		}
+		b.CloseWrite()
+	}
+	for range 2 * n {
+		select {
+		case r := <-results:
+			if r.Err != nil {
+				t.Fatalf("relay: %v", r.Err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("relays still running after both ends")
+		}
 	}
 }

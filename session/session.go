@@ -301,7 +301,7 @@ func (s *Session) Open(hdr Header) (*Stream, error) {
 	// Entered before the header goes out: the client sends nothing on the
 	// stream before it has read the header.
 	s.led.opened(st.ID())
-	ds := s.newStream(st, hdr)
+	ds := s.newStream(st, hdr, 0)
 	if _, err := st.Write(b); err != nil {
 		ds.Close()
 		return nil, s.orErr(err)
@@ -309,9 +309,12 @@ func (s *Session) Open(hdr Header) (*Stream, error) {
 	return ds, nil
 }
 
-// newStream makes st, entered in the ledger already, a data stream.
-func (s *Session) newStream(st *smux.Stream, hdr Header) *Stream {
-	ds := &Stream{st: st, hdr: hdr, bufs: &s.bufs, led: s.led, endDone: make(chan struct{})}
+// newStream makes st, entered in the ledger already, a data stream, of
+// which taken bytes were read already (its header, when the peer opened
+// it).
+func (s *Session) newStream(st *smux.Stream, hdr Header, taken int) *Stream {
+	ds := &Stream{st: st, hdr: hdr, bufs: &s.bufs, led: s.led, endDone: make(chan struct{}), lc: s.lc, window: uint32(s.cfg.Mux.StreamWindow)}
+	ds.taken.Store(uint32(taken))
 	if s.lane {
 		ds.lane = s.lc
 	}
@@ -589,7 +592,8 @@ func (s *Session) acceptStreams(handle func(*Stream)) {
 			// The header follows the stream's opening at once; a peer that
 			// does not send it does not get to hold the goroutine.
 			st.SetReadDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
-			hdr, err := readHeader(countedReader{st, s.led})
+			cr := &countedReader{st: st, led: s.led}
+			hdr, err := readHeader(cr)
 			if err != nil {
 				s.log.Warn("bad stream header; closed the stream", "stream", st.ID(), "err", err)
 				s.led.leave(st.ID())
@@ -608,20 +612,23 @@ func (s *Session) acceptStreams(handle func(*Stream)) {
 				return
 			}
 			st.SetReadDeadline(time.Time{})
-			handle(s.newStream(st, hdr))
+			handle(s.newStream(st, hdr, cr.n))
 		})
 	}
 }
 
-// countedReader reads a smux stream as the ledger counts it.
+// countedReader reads a smux stream as the ledger counts it, and counts
+// the bytes read.
 type countedReader struct {
 	st  *smux.Stream
 	led *ledger
+	n   int
 }
 
-func (r countedReader) Read(p []byte) (int, error) {
+func (r *countedReader) Read(p []byte) (int, error) {
 	n, err := r.st.Read(p)
 	r.led.read(r.st.ID(), n)
+	r.n += n
 	return n, err
 }
 

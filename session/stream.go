@@ -72,6 +72,40 @@ type Stream struct {
 
 	closeOnce sync.Once
 	closed    atomic.Bool
+
+	// wake is what NotifyReadable was given, until it is called.
+	wake atomic.Pointer[func()]
+	// taken counts the bytes read from smux (header included), which is
+	// smux's own count of what the peer may send more of (its window
+	// updates); window is the stream window; lc the session's transport.
+	taken  atomic.Uint32
+	window uint32
+	lc     *laneConn
+}
+
+// NotifyReadable calls f once, in a goroutine of its own, when the stream
+// may have something for a read: data or the peer's end (seen as they
+// arrive, a moment before smux hands them to a read), the peer closing the
+// stream, or the stream killed or closed; at once if it has already. So a
+// relay waits for an idle stream without a goroutine (relay.Relay). A
+// later call replaces an f not called yet.
+//
+// It first sends the peer a window update for what was read: a read that
+// a deadline ended (the relay's, to go idle) may have left smux's own
+// unsent, and without it a peer whose window is spent would wait for good.
+func (s *Stream) NotifyReadable(f func()) {
+	s.lc.updateWindow(s.ID(), s.taken.Load(), s.window)
+	s.wake.Store(&f)
+	if s.closed.Load() || s.dead.Load() || s.led.readable(s.ID()) {
+		s.wakeReader()
+	}
+}
+
+// wakeReader calls what NotifyReadable was given, if anything.
+func (s *Stream) wakeReader() {
+	if f := s.wake.Swap(nil); f != nil {
+		go (*f)()
+	}
 }
 
 // Header is the stream header the server sent.
@@ -161,6 +195,7 @@ var errStop = errors.New("stop")
 
 func (p *payloadWriter) Write(b []byte) (int, error) {
 	total := len(b)
+	p.st.taken.Add(uint32(total))
 	// smux frees b's bytes when Write returns: they are read then. When
 	// that leaves nothing unread for the stream, this direction goes idle:
 	// the meter hears of what moved now, not at the next burst.
@@ -423,6 +458,7 @@ func (s *Stream) Close() error {
 		}
 		s.led.leave(s.ID())
 		err = s.st.Close()
+		s.wakeReader()
 	})
 	return err
 }
@@ -552,6 +588,7 @@ func (s *Stream) kill(err error) {
 	s.st.SetReadDeadline(now)
 	s.st.SetWriteDeadline(now)
 	s.discard()
+	s.wakeReader()
 }
 
 // discard reads and drops what smux holds for the stream now (its reads
@@ -568,6 +605,7 @@ func (s *Stream) discard() {
 // read reads from smux, as the ledger counts it.
 func (s *Stream) read(p []byte) (int, error) {
 	n, err := s.st.Read(p)
+	s.taken.Add(uint32(n))
 	s.drained.Store(s.led.read(s.ID(), n))
 	return n, err
 }

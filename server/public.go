@@ -47,6 +47,22 @@ func (s *Server) serveConnFrom(r *route, c net.Conn, prefix []byte, forwarded bo
 	if s.node != nil && !forwarded {
 		skip = make(map[string]bool)
 	}
+	if prefix == nil {
+		// What the public peer sent already (a client speaks first, most
+		// often at once) goes with the stream's header: one write and one
+		// wake-up fewer on the way to the target.
+		bp, n, err := readReady(c)
+		if err != nil { // reset already: nothing to carry
+			s.log.Debug("public connection reset before it was relayed", "route", r.key, "peer", peer, "err", err)
+			c.Close()
+			s.metrics.PublicConn(service, metrics.OutcomeAborted)
+			return
+		}
+		if n > 0 {
+			defer putReady(bp)
+			prefix = bp[:n]
+		}
+	}
 	for {
 		m, h, err := s.table.pickFor(r, tried, skip, s.stopping)
 		if h != nil {
@@ -80,7 +96,8 @@ func (s *Server) serveConnFrom(r *route, c net.Conn, prefix []byte, forwarded bo
 			failed = metrics.OutcomeRefusedLimit
 			continue
 		}
-		st, err := m.cs.sess.Open(session.Header{Service: m.service, Peer: peer, Local: c.LocalAddr().String()})
+		// The prefix goes with the stream's header, in one write.
+		st, err := m.cs.sess.OpenWith(session.Header{Service: m.service, Peer: peer, Local: c.LocalAddr().String()}, prefix)
 		if err != nil {
 			m.cs.dropStream(m.service)
 			log.Debug("cannot open a stream; trying another session", "route", r.key, "peer", peer, "err", err)
@@ -89,15 +106,6 @@ func (s *Server) serveConnFrom(r *route, c net.Conn, prefix []byte, forwarded bo
 			continue
 		}
 		s.metrics.StreamOpened(s.edges.clock.Now().Sub(accepted))
-		if len(prefix) > 0 {
-			if _, err := st.Write(prefix); err != nil {
-				st.Close()
-				m.cs.dropStream(m.service)
-				tried[m] = true
-				failed = metrics.OutcomeAborted
-				continue
-			}
-		}
 		client := m.cs.client.name
 		stats := m.cs.stats[m.service]
 		meter := s.meter(client, m.service, stats)

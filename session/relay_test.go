@@ -1,6 +1,7 @@
 package session
 
 import (
+	"bytes"
 	"errors"
 	"io"
 	"net"
@@ -527,5 +528,33 @@ func TestIdleRelaysHoldNoGoroutine(t *testing.T) {
 		case <-time.After(10 * time.Second):
 			t.Fatal("relays still running after both ends")
 		}
+	}
+}
+
+// TestOpenWithFirstBytes: the first bytes given to OpenWith reach the
+// client right after the header, whether they fit beside it in one frame
+// or not.
+func TestOpenWithFirstBytes(t *testing.T) {
+	leaktest.Check(t)
+	mem := &transporttest.Network{}
+	got := make(chan *Stream, 1)
+	srv, _, _, _ := pair(t, [2]transport.Transport{mem, mem}, testConfig(), func(st *Stream) { got <- st })
+	for _, size := range []int{1, 1000, 3 * testConfig().Mux.FrameSize} {
+		first := bytes.Repeat([]byte("0123456789"), size/10+1)[:size]
+		st, err := srv.OpenWith(Header{Service: "web", Peer: "203.0.113.7:51234"}, first)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cst := <-got
+		if h := cst.Header(); h.Service != "web" || h.Peer != "203.0.113.7:51234" {
+			t.Fatalf("header %+v", h)
+		}
+		st.CloseWrite()
+		b, err := io.ReadAll(cst)
+		if err != nil || !bytes.Equal(b, first) {
+			t.Fatalf("%d bytes: client read %d bytes, %v", size, len(b), err)
+		}
+		cst.Close()
+		st.Close()
 	}
 }

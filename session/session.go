@@ -289,7 +289,13 @@ func (s *Session) Run(ctx context.Context, h Handlers) error {
 }
 
 // Open opens a data stream to the client and sends its header.
-func (s *Session) Open(hdr Header) (*Stream, error) {
+func (s *Session) Open(hdr Header) (*Stream, error) { return s.OpenWith(hdr, nil) }
+
+// OpenWith is Open, sending first, the connection's first bytes, as a data
+// chunk in the same smux frame as the header: a new connection whose first
+// bytes are in costs one write to the transport, not two, and the client
+// has them as it reads the header.
+func (s *Session) OpenWith(hdr Header, first []byte) (*Stream, error) {
 	b, err := hdr.encode()
 	if err != nil {
 		return nil, err
@@ -302,9 +308,31 @@ func (s *Session) Open(hdr Header) (*Stream, error) {
 	// stream before it has read the header.
 	s.led.opened(st.ID())
 	ds := s.newStream(st, hdr, 0)
+	var bp *[]byte
+	if len(first) > 0 {
+		bp = s.bufs.Get().(*[]byte)
+		buf := *bp
+		k := min(len(first), len(buf)-len(b)-chunkHeaderLen)
+		if k > 0 {
+			n := copy(buf, b)
+			putChunkHeader(buf[n:], chunkData, k)
+			n += chunkHeaderLen
+			n += copy(buf[n:], first[:k])
+			b, first = buf[:n], first[k:]
+		}
+	}
 	if _, err := st.Write(b); err != nil {
-		ds.Close()
+		ds.Close() // b may be queued in smux still: not put back
 		return nil, s.orErr(err)
+	}
+	if bp != nil {
+		s.bufs.Put(bp)
+	}
+	if len(first) > 0 { // more than a frame holds beside the header
+		if _, err := ds.Write(first); err != nil {
+			ds.Close()
+			return nil, s.orErr(err)
+		}
 	}
 	return ds, nil
 }

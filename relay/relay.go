@@ -81,11 +81,14 @@ func Relay(c net.Conn, st Stream, p *Poller) Result {
 // goroutine in either direction. NotifyReadable calls f once, in a
 // goroutine of its own, when the stream may have data, its end or a
 // failure for a read, or was killed or closed (at once if it has
-// already); SetReadDeadline bounds WriteTo. A WriteTo that a deadline
+// already). A WriteTo that a deadline
 // ended may leave the peer without the window update its read owed:
 // NotifyReadable sends it.
 type Notifier interface {
 	NotifyReadable(f func())
+	// IdleAfter makes WriteTo return a timeout once the stream has had
+	// nothing for d (renewed by each write); 0 ends it.
+	IdleAfter(d time.Duration)
 	SetReadDeadline(t time.Time) error
 }
 
@@ -154,7 +157,7 @@ func (r *run) fail(err error) {
 func (r *run) down() {
 	st, c := r.st, r.c
 	if r.notify != nil && st.Killed() == nil {
-		r.notify.SetReadDeadline(time.Now().Add(idleAfter))
+		r.notify.IdleAfter(idleAfter)
 	}
 	n, err := st.WriteTo(c)
 	r.res.Received += n
@@ -165,7 +168,7 @@ func (r *run) down() {
 		}
 		// AwaitClose waits without a deadline of ours; a kill that came
 		// meanwhile keeps one in the past.
-		r.notify.SetReadDeadline(time.Time{})
+		r.notify.IdleAfter(0)
 		if st.Killed() != nil {
 			r.notify.SetReadDeadline(time.Now())
 		}

@@ -81,6 +81,22 @@ type Stream struct {
 	taken  atomic.Uint32
 	window uint32
 	lc     *laneConn
+	// idleFor (IdleAfter), ns: WriteTo's read deadline, renewed by each
+	// write; 0 for none.
+	idleFor atomic.Int64
+}
+
+// IdleAfter makes WriteTo return a timeout once the stream has had nothing
+// for it for d, counted from now and renewed by each write it makes (a
+// relay's spell of quiet before it waits with NotifyReadable); 0 ends it
+// and clears the read deadline.
+func (s *Stream) IdleAfter(d time.Duration) {
+	s.idleFor.Store(int64(d))
+	if d > 0 {
+		s.st.SetReadDeadline(time.Now().Add(d))
+	} else {
+		s.st.SetReadDeadline(time.Time{})
+	}
 }
 
 // NotifyReadable calls f once, in a goroutine of its own, when the stream
@@ -202,6 +218,11 @@ func (p *payloadWriter) Write(b []byte) (int, error) {
 	defer func() {
 		if p.st.led.read(p.st.ID(), total) {
 			p.st.Idle()
+		}
+		// Renewed before smux goes on, and sends the window update it
+		// may owe for b under this deadline.
+		if d := p.st.idleFor.Load(); d > 0 && p.st.Killed() == nil {
+			p.st.st.SetReadDeadline(time.Now().Add(time.Duration(d)))
 		}
 	}()
 	for len(b) > 0 {

@@ -1208,3 +1208,43 @@ func TestPingAnsweredByReader(t *testing.T) {
 	<-srvDone
 	<-cliDone
 }
+
+// TestIdleBeatGrid: idle beats fall on a grid of interval/8 from the Unix
+// epoch (the client's half a slot later), never later than an interval
+// from now, so that sessions started at any time beat together, and once
+// on the grid a session stays on its slot.
+func TestIdleBeatGrid(t *testing.T) {
+	const iv = 5 * time.Second
+	slot := iv / beatSlots
+	for _, tc := range []struct {
+		side string
+		peer string // the Session's peer field: the other side
+		off  time.Duration
+	}{
+		{side: "server", peer: "client", off: 0},
+		{side: "client", peer: "server", off: slot / 2},
+	} {
+		t.Run(tc.side, func(t *testing.T) {
+			s := &Session{cfg: Config{HeartbeatInterval: iv}, peer: tc.peer}
+			// Sessions starting at scattered instants within a few slots.
+			for _, start := range []time.Duration{0, time.Millisecond, slot/2 - 1, slot / 2, slot/2 + 1, slot - 1, 3*slot + 7*time.Millisecond} {
+				c := clocktest.New()
+				c.Advance(start)
+				s.clk = c
+				d := s.idleBeatIn()
+				if d <= iv-slot || d > iv {
+					t.Fatalf("start +%v: next beat in %v, want in (%v, %v]", start, d, iv-slot, iv)
+				}
+				due := c.Now().Add(d).UnixNano() - int64(tc.off)
+				if due%int64(slot) != 0 {
+					t.Errorf("start +%v: beat due at %v, off the grid of %v (offset %v)", start, c.Now().Add(d), slot, tc.off)
+				}
+				// On the grid, the next beats are an interval apart.
+				c.Advance(d)
+				if d2 := s.idleBeatIn(); d2 != iv {
+					t.Errorf("start +%v: the beat after a beat on the grid in %v, want %v", start, d2, iv)
+				}
+			}
+		})
+	}
+}

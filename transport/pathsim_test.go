@@ -4,6 +4,7 @@ import (
 	"container/heap"
 	"encoding/binary"
 	"math/rand/v2"
+	"slices"
 	"time"
 )
 
@@ -194,7 +195,13 @@ type simFlow struct {
 
 	delivered int64 // bytes the receiver got in order
 	rtts      []time.Duration
-	buf       []byte
+	// sentAt and inOrderAt are when each segment (by sequence number)
+	// left first and when the receiver had it and all before it.
+	sentAt, inOrderAt []time.Duration
+	// rtoResends and fastResends count the sender's retransmissions by
+	// cause.
+	rtoResends, fastResends int
+	buf                     []byte
 }
 
 type simSeg struct {
@@ -253,6 +260,7 @@ func (f *simFlow) write() {
 		q -= n
 		s := &simSeg{sn: f.sndNxt, size: n}
 		f.sndNxt++
+		f.sentAt = append(f.sentAt, f.p.now)
 		f.snd[s.sn] = s
 		f.order = append(f.order, s.sn)
 		f.transmit(s)
@@ -329,6 +337,7 @@ func (f *simFlow) tick() {
 	f.flushAcks()
 	for _, s := range f.inOrder() {
 		if f.p.now >= s.resendAt {
+			f.rtoResends++
 			f.transmit(s)
 			s.rto *= 2
 			s.resendAt = f.p.now + s.rto
@@ -350,6 +359,7 @@ func (f *simFlow) arrive(sn, ts uint32, size int) {
 			}
 			delete(f.rcvd, f.rcvNxt)
 			f.rcvNxt++
+			f.inOrderAt = append(f.inOrderAt, f.p.now)
 			f.delivered += int64(n)
 		}
 	}
@@ -412,6 +422,7 @@ func (f *simFlow) ackArrive(b []byte) {
 		if before(sn, maxAcked) {
 			s.fastack++
 			if s.fastack == 2 {
+				f.fastResends++
 				f.transmit(s)
 				s.fastack = 3 // once, until its timeout
 			}
@@ -419,6 +430,23 @@ func (f *simFlow) ackArrive(b []byte) {
 	}
 	f.una = una
 	f.resume()
+}
+
+// echoes returns, for a request sent every 100 ms over [from, to), how
+// long its answer took: the request's way (uncongested, the one-way
+// delay), then the answer's data behind what the flow sends, up to when
+// the receiver has it in order. Segments that were not delivered by to
+// are left out.
+func (p *pathSim) echoes(f *simFlow, from, to time.Duration) []time.Duration {
+	p.run(to)
+	var out []time.Duration
+	for t := from; t < to; t += 100 * time.Millisecond {
+		sn, _ := slices.BinarySearch(f.sentAt, t+p.delay)
+		if sn < len(f.inOrderAt) {
+			out = append(out, f.inOrderAt[sn]-t)
+		}
+	}
+	return out
 }
 
 // goodput is the flow's in-order delivery rate over [from, to], measured

@@ -26,10 +26,14 @@ type sampler struct {
 	delivered     int64         // bytes delivered in all
 	deliveredTime time.Duration // when delivered last grew
 	firstSent     time.Duration // send time of the latest segment delivered
-	inflight      int64         // bytes sent and not yet delivered
-	sentBytes     int64         // bytes sent for the first time, in all
-	resent        int64         // retransmissions seen, in all
-	resentBytes   int64         // and their bytes
+	// inflight is the bytes sent and not yet delivered, every copy of
+	// a segment sent again counted (as TCP's pipe counts
+	// retransmissions): a resend takes the bottleneck's queue as much as
+	// new data does.
+	inflight    int64
+	sentBytes   int64 // bytes sent for the first time, in all
+	resent      int64 // retransmissions seen, in all
+	resentBytes int64 // and their bytes
 	// appLimitedUntil marks segments sent while the sender had nothing
 	// to send as app-limited until delivered passes it (as Linux's
 	// tp->app_limited); 0: none. A segment is marked when it is set at
@@ -45,6 +49,11 @@ type sampler struct {
 	ev ackEvent // the incoming datagram being taken in
 }
 
+// maxCopies bounds the resent copies of one segment counted in flight:
+// a segment resent this often was lost again and again, and its copies
+// are gone from the path.
+const maxCopies = 3
+
 // segRecord is what the sampler remembers of one segment in flight: the
 // delivery state at its first transmission and at its latest.
 type segRecord struct {
@@ -52,6 +61,7 @@ type segRecord struct {
 	size        int32
 	ts0, ts     uint32 // KCP's timestamps of the first and the latest transmission
 	state       uint8
+	copies      uint8 // transmissions after the first, counted in flight
 }
 
 // txState is the delivery state when a transmission left.
@@ -152,7 +162,7 @@ func (s *sampler) onSend(now time.Duration, sn, ts uint32, size int) {
 			// the idle time is not counted as sending time.
 			s.firstSent, s.deliveredTime = now, now
 		}
-		r.size, r.state = int32(size), segOut
+		r.size, r.state, r.copies = int32(size), segOut, 0
 		s.inflight += int64(size)
 		s.sentBytes += int64(size)
 	} else {
@@ -161,6 +171,10 @@ func (s *sampler) onSend(now time.Duration, sn, ts uint32, size int) {
 		}
 		s.resent++
 		s.resentBytes += int64(r.size)
+		if r.copies < maxCopies {
+			r.copies++
+			s.inflight += int64(r.size)
+		}
 	}
 	r.last = txState{sent: now, delivered: s.delivered, deliveredTime: s.deliveredTime, firstSent: s.firstSent,
 		appLimited: s.appLimitedUntil != 0}
@@ -222,7 +236,7 @@ func (s *sampler) onUna(now time.Duration, una uint32) {
 func (s *sampler) deliver(now time.Duration, r *segRecord, tx *txState) {
 	r.state = segDelivered
 	s.delivered += int64(r.size)
-	s.inflight -= int64(r.size)
+	s.inflight -= int64(r.size) * (1 + int64(r.copies))
 	s.deliveredTime = now
 	s.ev.newly += int64(r.size)
 	if !s.ev.any || tx.sent > s.ev.latest.sent {

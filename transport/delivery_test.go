@@ -58,3 +58,33 @@ func TestSamplerAppLimited(t *testing.T) {
 		})
 	}
 }
+
+// TestSamplerResendsInFlight: a segment sent again counts in flight once
+// more per copy (at most maxCopies), as TCP's pipe counts
+// retransmissions, until it is delivered, by its ACK or by una.
+func TestSamplerResendsInFlight(t *testing.T) {
+	s := newSampler(64)
+	for sn := range uint32(4) {
+		s.onSend(0, sn, 0, 1000)
+	}
+	s.onSend(time.Millisecond, 1, 1, 1000) // resent once
+	for range 5 {                          // and again, past maxCopies
+		s.onSend(2*time.Millisecond, 2, 2, 1000)
+	}
+	if want := int64(4000 + 1000 + maxCopies*1000); s.inflight != want {
+		t.Fatalf("in flight %d after resends, want %d", s.inflight, want)
+	}
+	s.onAck(3*time.Millisecond, 1, 1)
+	s.endEvent(3 * time.Millisecond)
+	if want := int64(3000 + maxCopies*1000); s.inflight != want {
+		t.Fatalf("in flight %d after the resent segment's ACK, want %d", s.inflight, want)
+	}
+	s.onUna(4*time.Millisecond, 4)
+	s.endEvent(4 * time.Millisecond)
+	if s.inflight != 0 {
+		t.Fatalf("in flight %d after una passed everything", s.inflight)
+	}
+	if s.resent != 6 {
+		t.Fatalf("%d resends counted, want 6", s.resent)
+	}
+}

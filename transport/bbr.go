@@ -30,8 +30,11 @@ import (
 //   - ProbeBW: pace at bandwidth x a gain that cycles per round through
 //     cycleGains: one round at 1.25 (plus initCapSegs segments per RTT,
 //     at most probeAddMax of the bandwidth, the same for every session:
-//     see setRateAndCap) to find more, one at 0.75 to drain what that
-//     queued, six at 1. A cruise starts at a random round of gain 1, so
+//     see setRateAndCap) to find more, one at 0.75 (less that added
+//     part) to drain what that queued, six at 1. Where such a probe
+//     would queue more than KCP's retransmission timeout allows for
+//     (long paths: probeScale), probe and drain are scaled down; a
+//     probe after one that found room is a full one. A cruise starts at a random round of gain 1, so
 //     that sessions sharing a path do not probe in step (BBR does the
 //     same). When a probe raised
 //     the bandwidth by probeGrowth (1.15) or more, the path had room for
@@ -118,6 +121,8 @@ type bbr struct {
 
 	cycle   int     // index into cycleGains
 	cycleBw float64 // the bandwidth estimate when the probe began
+	// room: the last probe found the path had room (probeScale).
+	room bool
 
 	// lateAt is when the process was last seen starved of CPU (0: never),
 	// lateBy the most it was late by since lateHold before that.
@@ -388,16 +393,18 @@ func (b *bbr) endRound(now time.Duration, rs rateSample) {
 		}
 		// The samples of the probe round come back during the round
 		// after it: judge the probe at the end of that one.
-		if b.cycle == 2 && b.cycleBw > 0 && b.bw >= b.cycleBw*probeGrowth && !rs.appLimited {
+		if b.cycle == 2 && b.cycleBw > 0 && b.bw >= b.cycleBw*(1+(probeGrowth-1)*b.probeScale()) && !rs.appLimited {
 			// The path had room: probe again at once (a rate grows by
 			// a quarter per two rounds so, without the overshoot of
 			// Startup).
 			b.probeUps++
 			b.cycle = 0
+			b.room = true
 		} else if b.cycle == 2 && b.cycleBw > 0 {
+			b.room = false
 			// The path was full: the probe earns the same share for
 			// every session, not a quarter of its own rate.
-			b.clampBw(b.cycleBw + b.probeAdd(b.cycleBw))
+			b.clampBw(b.cycleBw + b.probeScale()*b.probeAdd(b.cycleBw))
 		}
 		if b.cycle == 0 {
 			b.cycleBw = b.bw
@@ -447,6 +454,43 @@ func (b *bbr) probeAdd(bw float64) float64 {
 		return 0
 	}
 	return min(float64(initCapSegs*b.mss)/b.minRTT.Seconds(), probeAddMax*bw)
+}
+
+// probeScale is the share of a full probe (gain 1.25 plus probeAdd for a
+// round), and of the drain round after it, that a session makes: 1,
+// unless the queue a full probe builds in its round would take longer
+// than probeQueue to cross; then less, so that it does not.
+//
+// KCP times a segment out after srtt + max(interval, 4 rttvar), with
+// srtt of the segments acknowledged when it left: a queue that grows by
+// more than that margin within a round trip makes KCP resend what was
+// not lost, and the resends queue too. A full probe builds a quarter of
+// the min RTT (and the probeAdd part): 12.5-17.5 ms at 50 ms, 50-67 ms
+// at 200 ms, where a 10 Mbit/s / 200 ms path at 1% loss carried 5.6-6.9
+// of 9.6 Mbit/s on the simulator, thousands of spurious timeouts keeping
+// its queue full (now 9.3-9.4: TestRateCtlLongPath).
+//
+// After a probe found room the next is a full one: the path was not
+// full, so it builds no queue, and a rate that stepped up is found as
+// fast as before.
+func (b *bbr) probeScale() float64 {
+	if b.minRTT == 0 || b.bw == 0 || b.room {
+		return 1
+	}
+	growth := ((cycleGains[0] - 1) + b.probeAdd(b.bw)/b.bw) * b.minRTT.Seconds()
+	return min(1, b.probeQueue().Seconds()/growth)
+}
+
+// probeQueue is the most queue a probe may build: half of KCP's
+// interval, the least margin of its retransmission timeout over the RTT,
+// less the up to one interval the peer holds an ACK (half of it on
+// average, which srtt includes). 10 ms in mode fast2. On the simulated
+// 100 -> 20 Mbit/s step, echo p99 from 2 s after the step down (3 x RTT
+// allowed: 150 ms) was 91-184 ms over 6 draws with full probes; with
+// probes held to 15 ms of queue 100-191, to 10 ms 80-104, and 77-89
+// once the drain round also takes probeAdd off (TestRateCtlStepEcho).
+func (b *bbr) probeQueue() time.Duration {
+	return max(b.ackDelay/2, time.Millisecond)
 }
 
 // lastRoundRTT is the smallest RTT of the round that ended last.
@@ -576,7 +620,7 @@ func (b *bbr) checkDrain(now time.Duration, rs rateSample) {
 // enterCruise goes to ProbeBW at a round of gain 1 (after the 0.75 one).
 func (b *bbr) enterCruise(now time.Duration) {
 	b.mode = modeProbeBW
-	b.cycle, b.cycleBw = 2+b.rng.IntN(len(cycleGains)-2), 0
+	b.cycle, b.cycleBw, b.room = 2+b.rng.IntN(len(cycleGains)-2), 0, false
 	b.queueFrom = now
 }
 
@@ -643,7 +687,7 @@ func (b *bbr) gain() float64 {
 	case modeDrain:
 		return drainGain
 	case modeProbeBW:
-		return cycleGains[b.cycle]
+		return 1 + (cycleGains[b.cycle]-1)*b.probeScale()
 	}
 	return 1
 }
@@ -656,7 +700,12 @@ func (b *bbr) setRateAndCap(rs rateSample) {
 		// every session: of two sessions on one path, the smaller gains
 		// the larger share by probing, and they converge (the cuts of a
 		// standing queue take the same share of both).
-		rate += b.probeAdd(b.bw)
+		rate += b.probeScale() * b.probeAdd(b.bw)
+	}
+	if b.mode == modeProbeBW && b.cycle == 1 && b.minRTT > 0 {
+		// and the drain round after it takes that off again, or what
+		// it queued stays.
+		rate -= b.probeScale() * b.probeAdd(b.bw)
 	}
 	if b.mode == modeStartup && !b.filled {
 		// Startup never slows down: the first samples come from the

@@ -33,11 +33,13 @@ import (
 //     see setRateAndCap) to find more, one at 0.75 (less that added
 //     part) to drain what that queued, six at 1. Where such a probe
 //     would queue more than KCP's retransmission timeout allows for
-//     (long paths: probeScale), probe and drain are scaled down; a
-//     probe after one that found room is a full one. A cruise starts at a random round of gain 1, so
+//     (long paths: newProbeScale), probe and drain are scaled down; a
+//     probe after one that found room is twice as large, up to a full
+//     one. A cruise starts at a random round of gain 1, so
 //     that sessions sharing a path do not probe in step (BBR does the
 //     same). When a probe raised
-//     the bandwidth by probeGrowth (1.15) or more, the path had room for
+//     the bandwidth by probeGrowth (1.15; a scaled one by its share of
+//     that) or more, the path had room for
 //     nearly all of it (a rate step up, a competitor gone: on a full path
 //     a probe gains only its share of the queue): probe again at once,
 //     instead of eight rounds later. When it raised it by less, the path
@@ -121,8 +123,10 @@ type bbr struct {
 
 	cycle   int     // index into cycleGains
 	cycleBw float64 // the bandwidth estimate when the probe began
-	// room: the last probe found the path had room (probeScale).
-	room bool
+	// scale is the share of a full probe the current probe makes
+	// (probeScale; 0: none under way), and next the least share the
+	// next one makes: twice this one's when it found room.
+	scale, next float64
 
 	// lateAt is when the process was last seen starved of CPU (0: never),
 	// lateBy the most it was late by since lateHold before that.
@@ -234,7 +238,11 @@ const (
 	// probeAddMax bounds the equal share a probe adds: at 20 ms,
 	// initCapSegs segments per RTT is 8.5 Mbit/s, which on a 20 Mbit/s
 	// link overflowed the queue at every probe.
-	probeAddMax  = 0.1
+	probeAddMax = 0.1
+	// roomScaleMax bounds how much larger than newProbeScale a probe
+	// after one that found room may be: its queue grows by twice
+	// probeQueue at most, should the path be full by then.
+	roomScaleMax = 2
 	initCapSegs  = 16
 	minCapSegs   = 4
 	fullBwGrowth = 1.25
@@ -393,21 +401,23 @@ func (b *bbr) endRound(now time.Duration, rs rateSample) {
 		}
 		// The samples of the probe round come back during the round
 		// after it: judge the probe at the end of that one.
-		if b.cycle == 2 && b.cycleBw > 0 && b.bw >= b.cycleBw*(1+(probeGrowth-1)*b.probeScale()) && !rs.appLimited {
+		if b.cycle == 2 && b.cycleBw > 0 && b.bw >= b.cycleBw*(1+(probeGrowth-1)*b.scale) && !rs.appLimited {
 			// The path had room: probe again at once (a rate grows by
 			// a quarter per two rounds so, without the overshoot of
 			// Startup).
 			b.probeUps++
 			b.cycle = 0
-			b.room = true
+			b.next = min(1, 2*b.scale)
 		} else if b.cycle == 2 && b.cycleBw > 0 {
-			b.room = false
+			b.next = 0
 			// The path was full: the probe earns the same share for
 			// every session, not a quarter of its own rate.
-			b.clampBw(b.cycleBw + b.probeScale()*b.probeAdd(b.cycleBw))
+			b.clampBw(b.cycleBw + b.newProbeScale()*b.probeAdd(b.cycleBw))
 		}
 		if b.cycle == 0 {
 			b.cycleBw = b.bw
+			k := b.newProbeScale()
+			b.scale = max(k, min(b.next, roomScaleMax*k))
 		}
 	case modeProbeRTT:
 		if b.probeRTTDone != 0 {
@@ -457,8 +467,17 @@ func (b *bbr) probeAdd(bw float64) float64 {
 }
 
 // probeScale is the share of a full probe (gain 1.25 plus probeAdd for a
-// round), and of the drain round after it, that a session makes: 1,
-// unless the queue a full probe builds in its round would take longer
+// round), and of the drain round after it, that the probe under way
+// makes (newProbeScale when none is).
+func (b *bbr) probeScale() float64 {
+	if b.mode == modeProbeBW && b.cycle <= 1 && b.scale > 0 {
+		return b.scale
+	}
+	return b.newProbeScale()
+}
+
+// newProbeScale is the share of a full probe a probe starting now makes:
+// 1, unless the queue a full probe builds in its round would take longer
 // than probeQueue to cross; then less, so that it does not.
 //
 // KCP times a segment out after srtt + max(interval, 4 rttvar), with
@@ -470,11 +489,17 @@ func (b *bbr) probeAdd(bw float64) float64 {
 // of 9.6 Mbit/s on the simulator, thousands of spurious timeouts keeping
 // its queue full (now 9.3-9.4: TestRateCtlLongPath).
 //
-// After a probe found room the next is a full one: the path was not
-// full, so it builds no queue, and a rate that stepped up is found as
-// fast as before.
-func (b *bbr) probeScale() float64 {
-	if b.minRTT == 0 || b.bw == 0 || b.room {
+// A probe that found room (the path was not full, so it built no queue)
+// makes the next one twice as large, up to a full one and to roomScaleMax
+// x this share, so that a rate that stepped up is found about as fast
+// as before (on a 50 ms path the next is a full one). Scaled probes
+// alone found 1-2% a cycle (1.6 s) on the 200 ms path, where on linkem
+// Startup had left the estimate at 8.4 of 9.6 Mbit/s; going straight to
+// a full probe after one that found room, a full probe met the
+// bottleneck there with 50 ms of queue, and the timeouts and the cut
+// that followed left the estimate at 7.8-8.3 (TestRateCtlLongPathRoom).
+func (b *bbr) newProbeScale() float64 {
+	if b.minRTT == 0 || b.bw == 0 {
 		return 1
 	}
 	growth := ((cycleGains[0] - 1) + b.probeAdd(b.bw)/b.bw) * b.minRTT.Seconds()
@@ -620,7 +645,7 @@ func (b *bbr) checkDrain(now time.Duration, rs rateSample) {
 // enterCruise goes to ProbeBW at a round of gain 1 (after the 0.75 one).
 func (b *bbr) enterCruise(now time.Duration) {
 	b.mode = modeProbeBW
-	b.cycle, b.cycleBw, b.room = 2+b.rng.IntN(len(cycleGains)-2), 0, false
+	b.cycle, b.cycleBw, b.scale, b.next = 2+b.rng.IntN(len(cycleGains)-2), 0, 0, 0
 	b.queueFrom = now
 }
 

@@ -406,3 +406,23 @@ func TestRateCtlStepEcho(t *testing.T) {
 		}
 	}
 }
+
+// TestRateCtlLongPathRoom: on the 10 Mbit/s, 200 ms path, once cross
+// traffic that took 3 Mbit/s stops, the estimate grows back to the
+// bottleneck within 5 s. On linkem a session left Startup at 8.4 of 9.6
+// Mbit/s, and probes scaled to queue 10 ms a round found 1-2% a cycle
+// (1.6 s); the probe now lasts as many rounds as it was scaled down.
+func TestRateCtlLongPathRoom(t *testing.T) {
+	for seed := uint64(1); seed <= 4; seed++ {
+		p := newPathSim(10, 200*time.Millisecond, 1, 0.01)
+		p.reseed(seed)
+		p.startCross(3)
+		f := p.addFlow(-1)
+		p.run(6 * time.Second)
+		p.startCross(0)
+		want := p.payloadRate()
+		if bw := bwAt(p, f, 11*time.Second); bw < 0.9*want {
+			t.Errorf("seed %d: estimate %.2f Mbit/s 5 s after the cross traffic stopped, bottleneck %.2f: %+v", seed, bw*8/1e6, want*8/1e6, f.ctl.state())
+		}
+	}
+}

@@ -401,69 +401,73 @@ func (rn *runner) pacingBase(lk emulator, o pacingOpts, port *int) error {
 	link := o.base
 	base := Record{Kind: "result", Suite: "pacing", Link: &link, Path: "kcp", Dir: "down", Conns: 1}
 
-	// loaded and step: one tunnel each, traced.
+	// loaded and step: one tunnel each, traced; of each build (a
+	// -baseline one after HEAD's).
 	for _, test := range []string{"loaded", "step"} {
 		if !o.runs(test) {
 			continue
 		}
-		errs.add(func() error {
-			tn, status, err := rn.pacingTunnel(e, port, test, rn.warren)
-			if err != nil {
-				return err
-			}
-			defer tn.stop()
-			pl, err := startPoller(rn.self, lk.nsA(), e.dir, status)
-			if err != nil {
-				return err
-			}
-			dur := o.loaded
-			steps := [][2]float64{{0, o.base.RateMbit}}
-			if test == "step" {
-				dur = o.step
-				steps = append(steps, [2]float64{dur.Seconds() / 3, o.stepTo}, [2]float64{2 * dur.Seconds() / 3, o.base.RateMbit})
-			}
-			fmt.Fprintf(os.Stderr, "== pacing %s: %v\n", test, dur)
-			var setErr error
-			var t0 time.Time
-			started := make(chan struct{})
-			var wg sync.WaitGroup
-			if len(steps) > 1 {
-				wg.Go(func() {
-					<-started
-					for _, s := range steps[1:] {
-						time.Sleep(time.Until(t0.Add(time.Duration(s[0] * float64(time.Second)))))
-						if err := lk.setRate(s[1]); err != nil && setErr == nil {
-							setErr = err
+		for _, bd := range rn.builds {
+			errs.add(func() error {
+				tn, status, err := rn.pacingTunnel(e, port, test, bd.bin)
+				if err != nil {
+					return err
+				}
+				defer tn.stop()
+				pl, err := startPoller(rn.self, lk.nsA(), e.dir, status)
+				if err != nil {
+					return err
+				}
+				dur := o.loaded
+				steps := [][2]float64{{0, o.base.RateMbit}}
+				if test == "step" {
+					dur = o.step
+					steps = append(steps, [2]float64{dur.Seconds() / 3, o.stepTo}, [2]float64{2 * dur.Seconds() / 3, o.base.RateMbit})
+				}
+				fmt.Fprintf(os.Stderr, "== pacing %s: %v\n", test, dur)
+				var setErr error
+				var t0 time.Time
+				started := make(chan struct{})
+				var wg sync.WaitGroup
+				if len(steps) > 1 {
+					wg.Go(func() {
+						<-started
+						for _, s := range steps[1:] {
+							time.Sleep(time.Until(t0.Add(time.Duration(s[0] * float64(time.Second)))))
+							if err := lk.setRate(s[1]); err != nil && setErr == nil {
+								setErr = err
+							}
 						}
-					}
-				})
-			}
-			t0 = time.Now()
-			close(started)
-			res, err := e.lg.do(lgRequest{Op: "series", Addrs: []string{tn.public}, EchoAddr: tn.public, Duration: dur, Interval: 100 * time.Millisecond}, nil)
-			wg.Wait()
-			if err != nil {
-				pl.p.stop(time.Second)
-				return fmt.Errorf("pacing %s: %w", test, err)
-			}
-			if setErr != nil {
-				return setErr
-			}
-			s := res.Series
-			// The load generator started a little after t0: steps are
-			// relative to its start.
-			shift := s.Start - float64(t0.UnixNano())/1e9
-			for i := range steps[1:] {
-				steps[i+1][0] -= shift
-			}
-			r := base
-			r.Test, r.Integrity, r.Errors, r.FirstError = test, res.Integrity, res.Errors, res.FirstError
-			r.Pacing = &PacingRun{Interval: s.Interval, Labels: []string{"kcp"}, Series: s.Mbit, Echo: s.Echo,
-				Trace: pl.stop(s.Start, dur.Seconds()), Steps: steps}
-			r.Seconds = dur.Seconds()
-			rn.rec.emit(r)
-			return nil
-		}())
+					})
+				}
+				t0 = time.Now()
+				close(started)
+				res, err := e.lg.do(lgRequest{Op: "series", Addrs: []string{tn.public}, EchoAddr: tn.public, Duration: dur, Interval: 100 * time.Millisecond}, nil)
+				wg.Wait()
+				if err != nil {
+					pl.p.stop(time.Second)
+					return fmt.Errorf("pacing %s: %w", test, err)
+				}
+				if setErr != nil {
+					return setErr
+				}
+				s := res.Series
+				// The load generator started a little after t0: steps are
+				// relative to its start.
+				shift := s.Start - float64(t0.UnixNano())/1e9
+				for i := range steps[1:] {
+					steps[i+1][0] -= shift
+				}
+				r := base
+				r.Build = bd.name
+				r.Test, r.Integrity, r.Errors, r.FirstError = test, res.Integrity, res.Errors, res.FirstError
+				r.Pacing = &PacingRun{Interval: s.Interval, Labels: []string{"kcp"}, Series: s.Mbit, Echo: s.Echo,
+					Trace: pl.stop(s.Start, dur.Seconds()), Steps: steps}
+				r.Seconds = dur.Seconds()
+				rn.rec.emit(r)
+				return nil
+			}())
+		}
 	}
 
 	// share: two warren sessions, of each build (a -baseline one
@@ -685,6 +689,23 @@ func (rs *results) pacingMarkdown(m *Machine) string {
 			fmt.Fprintf(&b, "**Rate step** (%g → %g → %g Mbit/s at %.0f s and %.0f s, 0%% loss): the estimate came within 20%% of the new rate %s after the step down and %s after the step up; echo p99 in the low phase %s ms (%.1f × RTT) from 2 s after the step, %s ms over the whole phase. Plot: `docs/bench/pacing-step.png`.%s\n\n",
 				r.Pacing.Steps[0][1], r.Pacing.Steps[1][1], r.Pacing.Steps[2][1], r.Pacing.Steps[1][0], r.Pacing.Steps[2][0],
 				followed(a.follow[0]), followed(a.follow[1]), f1(a.p99Low), a.p99Low/a.rtt, f1(a.p99All), errMark(r))
+		}
+	}
+	for i := range rs.base {
+		r := &rs.base[i]
+		if r.Kind != "result" || r.Suite != "pacing" || r.Pacing == nil {
+			continue
+		}
+		switch r.Test {
+		case "loaded":
+			p99, _ := echoP99(r, 3)
+			fmt.Fprintf(&b, "Baseline, loaded echo, same run: download %s Mbit/s, echo p99 %s ms (%.1f × RTT).%s\n\n",
+				f1(meanAfter(r.Pacing.Series[0], r.Pacing.Interval, 3)), f1(p99), p99/r.Link.RTTms, errMark(r))
+		case "step":
+			if a, ok := analyseStep(r); ok {
+				fmt.Fprintf(&b, "Baseline, rate step, same run: followed %s down, %s up; echo p99 in the low phase %s ms (%.1f × RTT) from 2 s after the step, %s ms over the whole phase.%s\n\n",
+					followed(a.follow[0]), followed(a.follow[1]), f1(a.p99Low), a.p99Low/a.rtt, f1(a.p99All), errMark(r))
+			}
 		}
 	}
 	for _, test := range []string{"share", "share-bbr"} {

@@ -71,6 +71,11 @@ type PacePoint struct {
 	MinRTT   float64 `json:"min_rtt"`
 	Inflight int64   `json:"inflight"`
 	Cap      int64   `json:"cap"`
+	// Resent, Delivered and Cuts are the session's counters (segments
+	// sent again, data bytes acknowledged, queue cuts) since it began.
+	Resent    int64 `json:"resent,omitempty"`
+	Delivered int64 `json:"delivered,omitempty"`
+	Cuts      int64 `json:"cuts,omitempty"`
 }
 
 // series is what the load generator's "series" op measured. Start is the
@@ -212,6 +217,9 @@ type pacingJSON struct {
 	MinRTT      float64 `json:"min_rtt_seconds"`
 	InFlight    int64   `json:"inflight_bytes"`
 	InFlightCap int64   `json:"inflight_cap_bytes"`
+	Delivered   int64   `json:"delivered_bytes"`
+	Resent      int64   `json:"resent_segments"`
+	QueueCuts   int64   `json:"queue_cuts"`
 }
 
 func pollOnce(client *http.Client, url string) (PacePoint, bool) {
@@ -246,7 +254,8 @@ func pollOnce(client *http.Client, url string) (PacePoint, bool) {
 		return PacePoint{}, false
 	}
 	return PacePoint{T: float64(time.Now().UnixNano()) / 1e9, Mode: p.Mode, BW: p.Bandwidth / 1e6, Pace: p.PacingRate / 1e6,
-		RTT: p.RTT * 1e3, MinRTT: p.MinRTT * 1e3, Inflight: p.InFlight, Cap: p.InFlightCap}, true
+		RTT: p.RTT * 1e3, MinRTT: p.MinRTT * 1e3, Inflight: p.InFlight, Cap: p.InFlightCap,
+		Resent: p.Resent, Delivered: p.Delivered, Cuts: p.QueueCuts}, true
 }
 
 // poller runs "bench _poll" in a namespace and collects what it prints.

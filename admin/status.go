@@ -167,7 +167,8 @@ type PacingStatus struct {
 	RTT    Duration `json:"rtt_seconds"`
 	// PacingRate is the rate new data may enter at now.
 	PacingRate float64 `json:"pacing_rate_bps"`
-	// InFlight is data sent and not yet acknowledged; InFlightCap the
+	// InFlight is data sent and not yet acknowledged (each resent copy
+	// of a segment counted again, up to 3); InFlightCap the
 	// most the controller allows.
 	InFlight    int64 `json:"inflight_bytes"`
 	InFlightCap int64 `json:"inflight_cap_bytes"`

@@ -45,7 +45,7 @@ var (
 	pacingMinRTT = prometheus.NewDesc("warren_kcp_pacing_min_rtt_seconds",
 		"Smallest round trip of a KCP session seen lately (rate_mbit = \"auto\").", pacingLabels, nil)
 	pacingInflight = prometheus.NewDesc("warren_kcp_pacing_inflight_bytes",
-		"Data a KCP session sent that is not acknowledged yet (rate_mbit = \"auto\").", pacingLabels, nil)
+		"Data a KCP session sent that is not acknowledged yet, resent copies counted again (rate_mbit = \"auto\").", pacingLabels, nil)
 	pacingCap = prometheus.NewDesc("warren_kcp_pacing_inflight_cap_bytes",
 		"Most data a KCP session's rate controller lets be in flight (rate_mbit = \"auto\").", pacingLabels, nil)
 	pacingMode = prometheus.NewDesc("warren_kcp_pacing_mode",

@@ -176,8 +176,9 @@ type PaceState struct {
 	MinRTT, RTT time.Duration
 	// PacingRate is the rate new data may enter at now; 0 for unpaced.
 	PacingRate float64
-	// InFlight is the data sent and not yet acknowledged, and InFlightCap
-	// the most the controller allows ("auto" only), in bytes.
+	// InFlight is the data sent and not yet acknowledged (each resent
+	// copy of a segment counted again, up to 3), and InFlightCap the most
+	// the controller allows ("auto" only), in bytes.
 	InFlight    int64
 	InFlightCap int64
 	// Delivered counts the data bytes acknowledged, and Resent the

@@ -82,9 +82,9 @@ func kcpSegments(b []byte) iter.Seq[kcpSeg] {
 // every datagram through it is shown to the session's controller, once
 // attached, and a datagram of ACKs alone goes out twice (rateCtl.sent).
 //
-// kcp-go reads and writes a socket it gets as a plain net.PacketConn one
-// datagram at a time (its batched recvmmsg/sendmmsg path needs the bare
-// *net.UDPConn): measured in docs/benchmarks.md.
+// It hides the socket's SyscallConn, so kcp-go reads and writes through
+// it one datagram at a time, and batches underneath itself (kcpbatch.go):
+// strace of BenchmarkThroughputUp/kcp in docs/benchmarks.md.
 type dialWatch struct {
 	net.PacketConn
 	conn net.Conn // the same socket when connected (WriteTo is refused there)
@@ -95,12 +95,26 @@ type dialWatch struct {
 	// watch its writer's errors, so a dial to a dead server would wait out
 	// its deadline. The reader is woken to return it.
 	refused atomic.Pointer[error]
+
+	// rd and wr batch the socket's reads and writes; nil where it cannot
+	// be batched (not Linux, not a bare *net.UDPConn).
+	rd    *batchReader
+	wr    *batchWriter
+	stats batchStats
 }
 
 func newDialWatch(pc net.PacketConn) *dialWatch {
 	w := &dialWatch{PacketConn: pc}
 	if c, ok := pc.(net.Conn); ok && c.RemoteAddr() != nil {
 		w.conn = c
+	}
+	if bc := newBatchConn(pc); bc != nil {
+		w.rd = newBatchReader(bc, &w.stats)
+		// The socket is the session's alone: an error is the session's.
+		w.wr = newBatchWriter(bc, &w.stats, func(err error) bool {
+			w.noteRefused(err)
+			return true
+		})
 	}
 	return w
 }
@@ -109,6 +123,18 @@ func (w *dialWatch) WriteTo(b []byte, addr net.Addr) (int, error) {
 	twice := false
 	if c := w.ctl.Load(); c != nil {
 		twice = c.sent(b)
+	}
+	if w.wr != nil {
+		if w.conn != nil {
+			addr = nil // connected: the socket's own peer
+		}
+		if twice {
+			w.wr.write(b, addr)
+		}
+		if err := w.wr.write(b, addr); err != nil {
+			return 0, err
+		}
+		return len(b), nil
 	}
 	if w.conn != nil {
 		if twice {
@@ -124,14 +150,19 @@ func (w *dialWatch) WriteTo(b []byte, addr net.Addr) (int, error) {
 
 func (w *dialWatch) write(b []byte) (int, error) {
 	n, err := w.conn.Write(b)
-	if errors.Is(err, syscall.ECONNREFUSED) && w.refused.CompareAndSwap(nil, &err) {
-		w.conn.SetReadDeadline(time.Unix(1, 0)) // wake ReadFrom
-	}
+	w.noteRefused(err)
 	return n, err
 }
 
+// noteRefused keeps a port-unreachable error for the reader and wakes it.
+func (w *dialWatch) noteRefused(err error) {
+	if w.conn != nil && errors.Is(err, syscall.ECONNREFUSED) && w.refused.CompareAndSwap(nil, &err) {
+		w.conn.SetReadDeadline(time.Unix(1, 0)) // wake ReadFrom
+	}
+}
+
 func (w *dialWatch) ReadFrom(b []byte) (int, net.Addr, error) {
-	n, addr, err := w.PacketConn.ReadFrom(b)
+	n, addr, err := w.readFrom(b)
 	if p := w.refused.Load(); p != nil {
 		return 0, nil, *p
 	}
@@ -143,18 +174,39 @@ func (w *dialWatch) ReadFrom(b []byte) (int, net.Addr, error) {
 	return n, addr, err
 }
 
+func (w *dialWatch) readFrom(b []byte) (int, net.Addr, error) {
+	if w.rd != nil {
+		return w.rd.read(b)
+	}
+	return w.PacketConn.ReadFrom(b)
+}
+
 // listenWatch is a KCP listener's UDP socket, shared by every session it
 // accepted, as kcp-go sees it: each datagram is shown to the controller
 // of the session of its peer address, and a datagram of ACKs alone goes
 // out twice (rateCtl.sent).
+//
+// Like dialWatch, it batches underneath kcp-go (kcpbatch.go).
 type listenWatch struct {
 	net.PacketConn
 	mu   sync.RWMutex
 	ctls map[netip.AddrPort]*rateCtl
+
+	rd    *batchReader // nil: unbatched, as dialWatch's
+	wr    *batchWriter
+	stats batchStats
 }
 
 func newListenWatch(pc net.PacketConn) *listenWatch {
-	return &listenWatch{PacketConn: pc, ctls: make(map[netip.AddrPort]*rateCtl)}
+	w := &listenWatch{PacketConn: pc, ctls: make(map[netip.AddrPort]*rateCtl)}
+	if bc := newBatchConn(pc); bc != nil {
+		w.rd = newBatchReader(bc, &w.stats)
+		// The socket is every session's: a datagram one peer's address
+		// refuses is dropped as lost (kcp-go resends it), not the end
+		// of the others.
+		w.wr = newBatchWriter(bc, &w.stats, func(error) bool { return false })
+	}
+	return w
 }
 
 func addrKey(a net.Addr) (netip.AddrPort, bool) {
@@ -200,14 +252,34 @@ func (w *listenWatch) lookup(a net.Addr) *rateCtl {
 }
 
 func (w *listenWatch) WriteTo(b []byte, addr net.Addr) (int, error) {
-	if c := w.lookup(addr); c != nil && c.sent(b) {
+	twice := false
+	if c := w.lookup(addr); c != nil {
+		twice = c.sent(b)
+	}
+	if w.wr != nil {
+		if twice {
+			w.wr.write(b, addr)
+		}
+		if err := w.wr.write(b, addr); err != nil {
+			return 0, err
+		}
+		return len(b), nil
+	}
+	if twice {
 		w.PacketConn.WriteTo(b, addr)
 	}
 	return w.PacketConn.WriteTo(b, addr)
 }
 
 func (w *listenWatch) ReadFrom(b []byte) (int, net.Addr, error) {
-	n, addr, err := w.PacketConn.ReadFrom(b)
+	var n int
+	var addr net.Addr
+	var err error
+	if w.rd != nil {
+		n, addr, err = w.rd.read(b)
+	} else {
+		n, addr, err = w.PacketConn.ReadFrom(b)
+	}
 	if err == nil {
 		if c := w.lookup(addr); c != nil {
 			c.received(b[:n])

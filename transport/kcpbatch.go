@@ -33,11 +33,15 @@ const (
 	// datagramMax is the largest datagram read or queued without a new
 	// buffer: kcp-go's mtuLimit, the size of its own read buffer.
 	datagramMax = 1500
-	// readBatch is how many datagrams one recvmmsg may return (96 KiB
-	// of buffers per socket, allocated on the first read).
-	readBatch = 64
+	// readBatch is how many datagrams one recvmmsg may return: up to
+	// 96 KiB of buffers per socket, grown from minReadBatch while reads
+	// come back full, so that an idle session's socket holds 6 KiB
+	// (kcp-go's own batched reader holds 256 for every session).
+	readBatch    = 64
+	minReadBatch = 4
 	// writeQueue is how many datagrams may wait for the flusher before
 	// WriteTo waits for it: a few of kcp-go's batches (64 datagrams).
+	// Its buffers are allocated as the queue first grows that long.
 	writeQueue = 256
 )
 
@@ -69,11 +73,9 @@ func (r *batchReader) read(b []byte) (int, net.Addr, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.next == r.have {
-		if r.msgs == nil {
-			r.msgs = make([]ipv4.Message, readBatch)
-			for i := range r.msgs {
-				r.msgs[i].Buffers = [][]byte{make([]byte, datagramMax)}
-			}
+		if r.have == len(r.msgs) && len(r.msgs) < readBatch {
+			// The last read filled every buffer (or none exist yet).
+			r.grow()
 		}
 		n, err := r.bc.ReadBatch(r.msgs, 0)
 		if err != nil {
@@ -86,6 +88,14 @@ func (r *batchReader) read(b []byte) (int, net.Addr, error) {
 	m := &r.msgs[r.next]
 	r.next++
 	return copy(b, m.Buffers[0][:m.N]), m.Addr, nil
+}
+
+// grow doubles the batch, up to readBatch.
+func (r *batchReader) grow() {
+	n := min(max(2*len(r.msgs), minReadBatch), readBatch)
+	for len(r.msgs) < n {
+		r.msgs = append(r.msgs, ipv4.Message{Buffers: [][]byte{make([]byte, datagramMax)}})
+	}
 }
 
 // batchWriter sends the datagrams queued by write in batches: the first
@@ -128,10 +138,11 @@ func (w *batchWriter) write(b []byte, addr net.Addr) error {
 	if w.err != nil {
 		return w.err
 	}
-	if cap(w.queue) == 0 {
-		w.queue = make([]ipv4.Message, 0, writeQueue)
+	if len(w.queue) < cap(w.queue) {
+		w.queue = w.queue[:len(w.queue)+1] // a message, and its buffer, used before
+	} else {
+		w.queue = append(w.queue, ipv4.Message{})
 	}
-	w.queue = w.queue[:len(w.queue)+1]
 	m := &w.queue[len(w.queue)-1]
 	if m.Buffers == nil {
 		m.Buffers = [][]byte{make([]byte, 0, max(len(b), datagramMax))}

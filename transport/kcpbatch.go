@@ -182,6 +182,7 @@ func (w *batchWriter) flush() {
 func (w *batchWriter) send(ms []ipv4.Message) error {
 	for len(ms) > 0 {
 		n, err := w.bc.WriteBatch(ms, 0)
+		n = max(n, 0) // x/net passes on sendmmsg's -1 with its error
 		if n > 0 {
 			w.stats.writes.Add(1)
 			w.stats.writeMsgs.Add(uint64(n))

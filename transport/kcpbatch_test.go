@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -227,5 +228,45 @@ func TestWatchBatchedClosed(t *testing.T) {
 	}
 	if _, _, err := lw.ReadFrom(b); !errors.Is(err, net.ErrClosed) {
 		t.Fatalf("read on a closed socket: %v, want net.ErrClosed", err)
+	}
+}
+
+// TestWatchBatchedRefused: on a dialed socket whose peer's port is
+// closed, the port-unreachable error a batched send takes is every later
+// write's, and wakes the reader with it (no crash on sendmmsg's -1, no
+// wait for a deadline).
+func TestWatchBatchedRefused(t *testing.T) {
+	dead, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	to := dead.LocalAddr().(*net.UDPAddr)
+	dead.Close()
+	cli, err := net.DialUDP("udp4", nil, to)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	dw := newDialWatch(cli)
+	if dw.wr == nil {
+		t.Fatal("a bare *net.UDPConn is not batched")
+	}
+	b := make([]byte, kcpHeaderLen)
+	// The error comes with the send after the peer's ICMP answer, a
+	// batch or two after the first: writes succeed until then.
+	start := time.Now()
+	for i := 0; ; i++ {
+		if _, err := dw.WriteTo(b, to); err != nil {
+			if !errors.Is(err, syscall.ECONNREFUSED) {
+				t.Fatalf("write %d: %v, want connection refused", i, err)
+			}
+			break
+		}
+		if time.Since(start) > 10*time.Second {
+			t.Fatalf("%d writes to a closed port in 10s, none refused", i)
+		}
+	}
+	if _, _, err := dw.ReadFrom(b); !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Fatalf("read after a refused send: %v, want connection refused", err)
 	}
 }

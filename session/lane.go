@@ -62,6 +62,11 @@ type laneConn struct {
 	// frames wait in queue for whoever holds it to send them first.
 	wmu   sync.Mutex
 	batch func(write func() (int, error)) (int, error) // transport.Batcher's; nil: none
+	// frame is the smux frame batchWrite writes, made once so that a
+	// batched Write allocates no closure per frame.
+	frame      []byte
+	batchWrite func() (int, error)
+
 	qmu   sync.Mutex
 	queue []*laneWrite
 	werr  error // the transport failed: no more lane writes
@@ -98,6 +103,7 @@ func newLaneConn(c net.Conn, cfg Config) *laneConn {
 	l := &laneConn{Conn: c, maxFrame: cfg.MaxControlFrame, led: newLedger(cfg)}
 	if b, ok := c.(*budgetConn); ok {
 		l.batch = transport.Batcher(b.Conn)
+		l.batchWrite = func() (int, error) { return l.Conn.Write(l.frame) }
 	}
 	l.in.init(cfg.MaxControlFrame)
 	return l
@@ -196,7 +202,10 @@ func (l *laneConn) Write(b []byte) (int, error) {
 		return l.Conn.Write(b)
 	}
 	l.flushLane()
-	return l.batch(func() (int, error) { return l.Conn.Write(b) })
+	l.frame = b
+	n, err := l.batch(l.batchWrite)
+	l.frame = nil
+	return n, err
 }
 
 // framePool holds the buffers WriteBuffers puts smux frames together in,

@@ -88,3 +88,37 @@ func TestSamplerResendsInFlight(t *testing.T) {
 		t.Fatalf("%d resends counted, want 6", s.resent)
 	}
 }
+
+// TestSamplerGrows: the records start small and double as more segments
+// are in flight at once, up to the window; what was in flight when they
+// grew is delivered with its own send state (its RTT and bytes), and a
+// segment beyond the window is counted sent, not in flight.
+func TestSamplerGrows(t *testing.T) {
+	const window = 1000 // rounded up: 1024 records at most
+	s := newSampler(window)
+	if len(s.recs) != minRecs {
+		t.Fatalf("a new sampler holds %d records, want %d", len(s.recs), minRecs)
+	}
+	ms := time.Millisecond
+	for sn := range uint32(1024) {
+		s.onSend(time.Duration(sn)*ms, sn, sn, 1000)
+	}
+	if len(s.recs) != 1024 || s.inflight != 1024*1000 {
+		t.Fatalf("1024 in flight: %d records, %d bytes in flight; want 1024 and %d", len(s.recs), s.inflight, 1024*1000)
+	}
+	s.onSend(2000*ms, 1024, 2000, 1000) // one past the window
+	if len(s.recs) != 1024 || s.inflight != 1024*1000 || s.sentBytes != 1025*1000 {
+		t.Fatalf("past the window: %d records, %d in flight, %d sent; want 1024, %d, %d", len(s.recs), s.inflight, s.sentBytes, 1024*1000, 1025*1000)
+	}
+	// The first segments, recorded before the records grew, keep their
+	// send times: the ACK of segment 3 (sent at 3 ms) measures its RTT.
+	now := 3000 * ms
+	s.onAck(now, 3, 3)
+	if rs := s.endEvent(now); rs.rtt != now-3*ms || rs.newly != 1000 {
+		t.Fatalf("ACK of segment 3 after growing: rtt %v, newly %d; want %v, 1000", rs.rtt, rs.newly, now-3*ms)
+	}
+	s.onUna(now, 1024)
+	if rs := s.endEvent(now); rs.newly != 1023*1000 || s.inflight != 0 {
+		t.Fatalf("una 1024: newly %d, in flight %d; want %d and 0", rs.newly, s.inflight, 1023*1000)
+	}
+}

@@ -156,6 +156,18 @@ func (w *batchWriter) write(b []byte, addr net.Addr) error {
 	return nil
 }
 
+// writeOut queues b for addr, twice when twice (a datagram of ACKs alone
+// goes out twice, rateCtl.sent), and reports it written whole.
+func (w *batchWriter) writeOut(b []byte, addr net.Addr, twice bool) (int, error) {
+	if twice {
+		w.write(b, addr)
+	}
+	if err := w.write(b, addr); err != nil {
+		return 0, err
+	}
+	return len(b), nil
+}
+
 // flush sends the queue until it is empty.
 func (w *batchWriter) flush() {
 	w.mu.Lock()

@@ -128,13 +128,7 @@ func (w *dialWatch) WriteTo(b []byte, addr net.Addr) (int, error) {
 		if w.conn != nil {
 			addr = nil // connected: the socket's own peer
 		}
-		if twice {
-			w.wr.write(b, addr)
-		}
-		if err := w.wr.write(b, addr); err != nil {
-			return 0, err
-		}
-		return len(b), nil
+		return w.wr.writeOut(b, addr, twice)
 	}
 	if w.conn != nil {
 		if twice {
@@ -162,7 +156,7 @@ func (w *dialWatch) noteRefused(err error) {
 }
 
 func (w *dialWatch) ReadFrom(b []byte) (int, net.Addr, error) {
-	n, addr, err := w.readFrom(b)
+	n, addr, err := readVia(w.rd, w.PacketConn, b)
 	if p := w.refused.Load(); p != nil {
 		return 0, nil, *p
 	}
@@ -174,11 +168,12 @@ func (w *dialWatch) ReadFrom(b []byte) (int, net.Addr, error) {
 	return n, addr, err
 }
 
-func (w *dialWatch) readFrom(b []byte) (int, net.Addr, error) {
-	if w.rd != nil {
-		return w.rd.read(b)
+// readVia reads a datagram from rd's batches, or from pc where rd is nil.
+func readVia(rd *batchReader, pc net.PacketConn, b []byte) (int, net.Addr, error) {
+	if rd != nil {
+		return rd.read(b)
 	}
-	return w.PacketConn.ReadFrom(b)
+	return pc.ReadFrom(b)
 }
 
 // listenWatch is a KCP listener's UDP socket, shared by every session it
@@ -257,13 +252,7 @@ func (w *listenWatch) WriteTo(b []byte, addr net.Addr) (int, error) {
 		twice = c.sent(b)
 	}
 	if w.wr != nil {
-		if twice {
-			w.wr.write(b, addr)
-		}
-		if err := w.wr.write(b, addr); err != nil {
-			return 0, err
-		}
-		return len(b), nil
+		return w.wr.writeOut(b, addr, twice)
 	}
 	if twice {
 		w.PacketConn.WriteTo(b, addr)
@@ -272,14 +261,7 @@ func (w *listenWatch) WriteTo(b []byte, addr net.Addr) (int, error) {
 }
 
 func (w *listenWatch) ReadFrom(b []byte) (int, net.Addr, error) {
-	var n int
-	var addr net.Addr
-	var err error
-	if w.rd != nil {
-		n, addr, err = w.rd.read(b)
-	} else {
-		n, addr, err = w.PacketConn.ReadFrom(b)
-	}
+	n, addr, err := readVia(w.rd, w.PacketConn, b)
 	if err == nil {
 		if c := w.lookup(addr); c != nil {
 			c.received(b[:n])

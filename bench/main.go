@@ -85,6 +85,9 @@ func main() {
 		case "_tlsrelay":
 			tlsRelayMain(os.Args[2:])
 			return
+		case "_smuxrelay":
+			smuxRelayMain(os.Args[2:])
+			return
 		case "_poll":
 			pollMain(os.Args[2:])
 			return
@@ -109,7 +112,7 @@ func orchestrate() int {
 		repo       = flag.String("repo", "..", "the warren repository (its ./cmd/warren is built, from HEAD)")
 		worktree   = flag.Bool("worktree", false, "build warren from the files as they are, not from HEAD")
 		baseline   = flag.String("baseline", "", "also build warren from this commit and measure it beside, in the same run (the report compares them)")
-		paths      = flag.String("paths", "direct,tls-chain,tcp,tcp-x4,kcp,kcp-fec,tcp-plain", "loopback paths: direct,tls-chain (two bare TLS relays back to back: the reference for tcp's CPU per byte),tcp,tcp-x4 (connections = 4),kcp,kcp-fec,tcp-plain,kcp-plain")
+		paths      = flag.String("paths", "direct,tls-chain,smux-chain,tcp,tcp-x4,kcp,kcp-fec,tcp-plain", "loopback paths: direct,tls-chain (two bare TLS relays back to back: the reference for tcp's CPU per byte),smux-chain (the same with one smux session between them: the floor of smux over TLS),tcp,tcp-x4 (connections = 4),kcp,kcp-fec,tcp-plain,kcp-plain")
 		memFlag    = flag.String("mem", "2000,10000", "idle public connections for the memory figures (cumulative)")
 		dur        = flag.Duration("dur", 3*time.Second, "loopback throughput window")
 		warm       = flag.Duration("warmup", time.Second, "loopback throughput warm-up")

@@ -436,6 +436,10 @@ func (rs *results) baselineMarkdown() string {
 			if ch := rs.find(r.Link, "tls-chain", r.CC, r.Test, r.Dir, r.Conns); ch != nil && r.Suite == "loopback" {
 				row("CPU s/GB over tls-chain's", func(r *Record) float64 { return cpuField(r, 2) / cpuField(ch, 2) })
 			}
+			// And the floor of smux over TLS, same run.
+			if ch := rs.find(r.Link, "smux-chain", r.CC, r.Test, r.Dir, r.Conns); ch != nil && r.Suite == "loopback" {
+				row("CPU s/GB over smux-chain's", func(r *Record) float64 { return cpuField(r, 2) / cpuField(ch, 2) })
+			}
 		case "latency":
 			row("p50 µs", func(r *Record) float64 { return latField(r, p50, 1) })
 			row("p99 µs", func(r *Record) float64 { return latField(r, p99, 1) })

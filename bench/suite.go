@@ -369,8 +369,12 @@ func (rn *runner) loopback(paths []string, d durations, memCounts []int, rounds 
 		if r.path == "direct" {
 			continue
 		}
-		if r.path == "tls-chain" {
-			exit, entry, addr, err := startTLSChain(rn.self, dir, backAddr, rn.cert, rn.key)
+		if r.path == "tls-chain" || r.path == "smux-chain" {
+			startChain := startTLSChain
+			if r.path == "smux-chain" {
+				startChain = startSmuxChain
+			}
+			exit, entry, addr, err := startChain(rn.self, dir, backAddr, rn.cert, rn.key)
 			if err != nil {
 				return err
 			}
@@ -403,8 +407,10 @@ func (rn *runner) loopback(paths []string, d durations, memCounts []int, rounds 
 }
 
 // refPath reports a reference path, measured once per run, not per
-// build: straight to the backend, or through the bare TLS relay chain.
-func refPath(path string) bool { return path == "direct" || path == "tls-chain" }
+// build: straight to the backend, or through one of the relay chains.
+func refPath(path string) bool {
+	return path == "direct" || path == "tls-chain" || path == "smux-chain"
+}
 
 // buildLabel names a path of a build in progress lines: "kcp",
 // "kcp (baseline)".

@@ -45,9 +45,11 @@ var allPaths = map[string]pathSpec{
 	"direct": {Name: "direct"},
 	// Two bare TLS relays back to back (tlschain.go), not warren.
 	"tls-chain": {Name: "tls-chain"},
-	"tcp":       {Name: "tcp", Transport: "tcp", TLS: true},
-	"tcp-x4":    {Name: "tcp-x4", Transport: "tcp", TLS: true, Connections: 4},
-	"kcp":       {Name: "kcp", Transport: "kcp", TLS: true},
+	// The same with one smux session between them (smuxchain.go).
+	"smux-chain": {Name: "smux-chain"},
+	"tcp":        {Name: "tcp", Transport: "tcp", TLS: true},
+	"tcp-x4":     {Name: "tcp-x4", Transport: "tcp", TLS: true, Connections: 4},
+	"kcp":        {Name: "kcp", Transport: "kcp", TLS: true},
 	// kcp with a fixed rate (-kcp-rate) and unpaced, beside kcp (which
 	// the lossy suite runs with "auto").
 	"kcp-fixed":   {Name: "kcp-fixed", Transport: "kcp", TLS: true, KCPRate: "fixed"},

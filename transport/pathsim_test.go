@@ -46,6 +46,25 @@ type pathSim struct {
 	// again. The process gets the first period-starved of every period.
 	period, starved time.Duration
 
+	// ACKs that would reach the sender within [ackStallFrom,
+	// ackStallTo) arrive at ackStallTo instead, in order: the peer or
+	// the path late for a while (a process not scheduled, an emulator
+	// behind), with no queue at the bottleneck (ackStall).
+	ackStallFrom, ackStallTo time.Duration
+
+	// kcpRTT: the senders take their RTT (srtt, rttvar, and so the
+	// retransmission timeout) as kcp-go does: one sample a datagram of
+	// ACKs, from the timestamp its last ACK echoes, whichever
+	// transmission that is, a sample below srtt - rttvar weighing 8 x
+	// less in rttvar (kcp.go, Input and update_ack). Otherwise only an
+	// ACK that names a segment's latest transmission gives a sample.
+	// The tests written before 2026-12-06 were calibrated without it;
+	// with it a queue raises srtt as it grows (the ACKs of segments
+	// resent by timeout echo the first transmission's timestamp), and
+	// far fewer timeouts are spurious: docs/benchmarks.md, "Two
+	// sessions, and what the simulator got wrong" (pacing-fair).
+	kcpRTT bool
+
 	drops, losses int
 }
 
@@ -150,6 +169,13 @@ func (p *pathSim) enqueue(size int, deliver func()) {
 		}
 		p.at(p.now+p.delay, deliver)
 	})
+}
+
+// ackStall makes the ACKs that would reach the senders within [from,
+// to) arrive at to. Set it before from - the one-way delay: ACKs on
+// their way are not held.
+func (p *pathSim) ackStall(from, to time.Duration) {
+	p.ackStallFrom, p.ackStallTo = from, to
 }
 
 // startCross starts cross traffic at rate Mbit/s (0 stops it).
@@ -384,7 +410,11 @@ func (f *simFlow) flushAcks() {
 	}
 	f.acks = f.acks[:0]
 	// ACKs go back uncongested, after the one-way delay.
-	f.p.atProc(f.p.now+f.p.delay, func() { f.ackArrive(b) })
+	at := f.p.now + f.p.delay
+	if at >= f.p.ackStallFrom && at < f.p.ackStallTo {
+		at = f.p.ackStallTo
+	}
+	f.p.atProc(at, func() { f.ackArrive(b) })
 }
 
 // ackArrive is an ACK datagram reaching the sender.
@@ -393,18 +423,17 @@ func (f *simFlow) ackArrive(b []byte) {
 	var una uint32
 	var maxAcked uint32
 	first := true
+	var latest uint32
+	anyAck := false
 	for seg := range kcpSegments(b) {
 		una = seg.una
+		latest, anyAck = seg.ts, true
 		if s, ok := f.snd[seg.sn]; ok {
 			if s.ts == seg.ts {
 				rtt := f.p.now - time.Duration(seg.ts)*time.Millisecond
 				f.rtts = append(f.rtts, rtt)
-				if f.srtt == 0 {
-					f.srtt, f.rttvar = rtt, rtt/2
-				} else {
-					d := rtt - f.srtt
-					f.srtt += d / 8
-					f.rttvar += (max(d, -d) - f.rttvar) / 4
+				if !f.p.kcpRTT {
+					f.rttSample(rtt)
 				}
 			}
 			delete(f.snd, seg.sn)
@@ -412,6 +441,9 @@ func (f *simFlow) ackArrive(b []byte) {
 		if first || before(maxAcked, seg.sn) {
 			maxAcked, first = seg.sn, false
 		}
+	}
+	if anyAck && f.p.kcpRTT {
+		f.rttSample(f.p.now - time.Duration(latest)*time.Millisecond)
 	}
 	for _, s := range f.inOrder() {
 		sn := s.sn
@@ -473,4 +505,20 @@ func (p *pathSim) lost() bool {
 		p.bad = true
 	}
 	return p.bad
+}
+
+// rttSample updates srtt and rttvar as kcp-go's update_ack does (its
+// smaller weight for a low sample only with kcpRTT).
+func (f *simFlow) rttSample(rtt time.Duration) {
+	if f.srtt == 0 {
+		f.srtt, f.rttvar = rtt, rtt/2
+		return
+	}
+	d := rtt - f.srtt
+	f.srtt += d / 8
+	if f.p.kcpRTT && rtt < f.srtt-f.rttvar {
+		f.rttvar += (max(d, -d) - f.rttvar) / 32
+	} else {
+		f.rttvar += (max(d, -d) - f.rttvar) / 4
+	}
 }

@@ -333,10 +333,17 @@ func (rn *runner) loopback(paths []string, d durations, memCounts []int, rounds 
 		if b.name != "" {
 			tag += "-" + b.name
 		}
-		spec := &tunnelSpec{Path: allPaths[name], Dir: filepath.Join(dir, name+"-"+tag), UDP: b.name == "" && rn.tests["udp"],
+		ps := allPaths[name]
+		if ps.KCPRate == "fixed" {
+			return nil, fmt.Errorf("%s: a lossy-suite path (its rate is -kcp-rate, a share of the link's)", name)
+		}
+		// kcp-unpaced's rate_mbit = 0 (without it, it ran the default,
+		// "auto", like kcp: until 2026-12-06 the loopback suite's
+		// kcp-unpaced figures were auto's).
+		spec := &tunnelSpec{Path: ps, Dir: filepath.Join(dir, name+"-"+tag), UDP: b.name == "" && rn.tests["udp"],
 			TunnelAddr: fmt.Sprintf("127.0.0.1:%d", port), PublicAddr: "127.0.0.1", PublicPort: pub,
 			Target: backAddr, Cert: rn.cert, Key: rn.key, Fingerprint: rn.fp, Token: rn.token,
-			ExtraServer: rn.extraServer, ExtraClient: rn.extraClient, Env: rn.env}
+			ExtraServer: rn.extraServer, ExtraClient: rn.extraClient, Env: rn.env, KCPRate: ps.KCPRate}
 		return startTunnel(b.bin, spec, "", "", lg)
 	}
 	// Every path of every build; direct once.

@@ -71,3 +71,47 @@ func TestKCPSegments(t *testing.T) {
 		t.Fatal("a segment that does not fit")
 	}
 }
+
+// TestRateCtlGateUnsticks: when the gate's counts drift from KCP's (a
+// record counted queued that KCP sent, or in flight that was delivered)
+// and the cap is below one write (ProbeRTT on a short path), the gate
+// holds writers back only until nothing has been sent or delivered for
+// stuckAfter; then it lets one write in and counts it. While data leaves
+// or is delivered, it keeps the cap.
+func TestRateCtlGateUnsticks(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		progress bool // a segment leaves each poll
+		want     bool // let in past the cap by stuckAfter + a poll
+	}{
+		{"nothing moves", false, true},
+		{"data leaves", true, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			now := time.Duration(0)
+			c := newRateCtl(7, 1326, 128, 20*time.Millisecond, func() time.Duration { return now }, nil)
+			c.m.cap = 11459
+			c.admitted = 16406 // one TLS record KCP never reported sent
+			seg := make([]byte, kcpHeaderLen+100)
+			var sn uint32
+			let := false
+			for now = 0; now <= stuckAfter+ackPoll; now += ackPoll {
+				if tc.progress {
+					putSeg(seg, 7, kcpCmdPush, uint32(now/time.Millisecond), sn, 0, 100)
+					c.sent(seg)
+					sn++
+				}
+				if _, ackWait := c.admit(16406, true); !ackWait {
+					let = true
+					break
+				}
+			}
+			if let != tc.want {
+				t.Fatalf("let in past the cap: %v, want %v (at %v; state %+v)", let, tc.want, now, c.state())
+			}
+			if tc.want && (now < stuckAfter || c.state().Stuck != 1) {
+				t.Fatalf("let in at %v (stuckAfter %v), stuck %d", now, stuckAfter, c.state().Stuck)
+			}
+		})
+	}
+}

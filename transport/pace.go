@@ -189,6 +189,10 @@ type PaceState struct {
 	// ProbeUps the times a probe found more bandwidth ("auto" only).
 	QueueCuts int64
 	ProbeUps  int64
+	// Stuck counts the writes let in past the in-flight cap because
+	// nothing had been sent or delivered for a while ("auto" only; see
+	// stuckAfter): above 0, the controller's counts had drifted.
+	Stuck int64
 }
 
 // attrs are the state as log attributes.
@@ -196,7 +200,7 @@ func (s PaceState) attrs() []any {
 	return []any{"mode", s.Mode, "bandwidth_mbit", round2(s.Bandwidth / 1e6),
 		"min_rtt", s.MinRTT.Round(100 * time.Microsecond).String(), "rtt", s.RTT.Round(100 * time.Microsecond).String(), "pacing_mbit", round2(s.PacingRate / 1e6),
 		"inflight", s.InFlight, "inflight_cap", s.InFlightCap, "resent", s.Resent,
-		"queue_cuts", s.QueueCuts, "probe_ups", s.ProbeUps}
+		"queue_cuts", s.QueueCuts, "probe_ups", s.ProbeUps, "gate_stuck", s.Stuck}
 }
 
 func round2(v float64) float64 { return float64(int64(v*100+0.5)) / 100 }

@@ -3,7 +3,6 @@ package main
 import (
 	"crypto/tls"
 	"encoding/binary"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -85,24 +84,16 @@ func smuxRelayMain(args []string) {
 			die("session", err)
 		}
 		fmt.Printf("LISTEN %s\n", ln.Addr())
-		for {
-			c, err := ln.Accept()
+		acceptEach(ln, func(c net.Conn) {
+			st, err := sess.OpenStream()
 			if err != nil {
-				if errors.Is(err, net.ErrClosed) {
-					return
-				}
-				continue
+				fmt.Fprintln(os.Stderr, "smuxrelay: open:", err)
+				c.Close()
+				return
 			}
-			go func() {
-				st, err := sess.OpenStream()
-				if err != nil {
-					fmt.Fprintln(os.Stderr, "smuxrelay: open:", err)
-					c.Close()
-					return
-				}
-				chunkRelay(c.(*net.TCPConn), st)
-			}()
-		}
+			chunkRelay(c.(*net.TCPConn), st)
+		})
+		return
 	}
 	cert, err := tls.LoadX509KeyPair(*certF, *keyF)
 	if err != nil {
@@ -110,43 +101,34 @@ func smuxRelayMain(args []string) {
 	}
 	srvCfg := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS13}
 	fmt.Printf("LISTEN %s\n", ln.Addr())
-	for {
-		c, err := ln.Accept()
+	acceptEach(ln, func(c net.Conn) {
+		w, err := smuxWireOf(tls.Server(&corkConn{Conn: c}, srvCfg))
 		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
-			continue
+			fmt.Fprintln(os.Stderr, "smuxrelay: handshake:", err)
+			return
 		}
-		go func() {
-			w, err := smuxWireOf(tls.Server(&corkConn{Conn: c}, srvCfg))
+		sess, err := smux.Server(w, smuxChainConfig())
+		if err != nil {
+			c.Close()
+			return
+		}
+		defer sess.Close()
+		for {
+			st, err := sess.AcceptStream()
 			if err != nil {
-				fmt.Fprintln(os.Stderr, "smuxrelay: handshake:", err)
 				return
 			}
-			sess, err := smux.Server(w, smuxChainConfig())
-			if err != nil {
-				c.Close()
-				return
-			}
-			defer sess.Close()
-			for {
-				st, err := sess.AcceptStream()
+			go func() {
+				b, err := net.DialTimeout("tcp", *to, 5*time.Second)
 				if err != nil {
+					fmt.Fprintln(os.Stderr, "smuxrelay: dial:", err)
+					st.Close()
 					return
 				}
-				go func() {
-					b, err := net.DialTimeout("tcp", *to, 5*time.Second)
-					if err != nil {
-						fmt.Fprintln(os.Stderr, "smuxrelay: dial:", err)
-						st.Close()
-						return
-					}
-					chunkRelay(b.(*net.TCPConn), st)
-				}()
-			}
-		}()
-	}
+				chunkRelay(b.(*net.TCPConn), st)
+			}()
+		}
+	})
 }
 
 // smuxWire is the TLS connection under smux: each frame smux writes
@@ -251,14 +233,6 @@ func chunkRelay(c *net.TCPConn, st *smux.Stream) {
 // startSmuxChain starts the chain's two relays in front of backend and
 // returns them, exit first, and the entry's address.
 func startSmuxChain(self, logDir, backend, cert, key string) (exit, entry *proc, addr string, err error) {
-	exit, exitAddr, err := startListener(self, logDir, "smux-exit", "_smuxrelay", "-cert", cert, "-key", key, "-to", backend)
-	if err != nil {
-		return nil, nil, "", err
-	}
-	entry, addr, err = startListener(self, logDir, "smux-entry", "_smuxrelay", "-entry", "-to", exitAddr)
-	if err != nil {
-		exit.stop(time.Second)
-		return nil, nil, "", err
-	}
-	return exit, entry, addr, nil
+	return startRelayPair(self, logDir, "smux", []string{"_smuxrelay", "-cert", cert, "-key", key, "-to", backend},
+		func(exitAddr string) []string { return []string{"_smuxrelay", "-entry", "-to", exitAddr} })
 }

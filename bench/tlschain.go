@@ -60,47 +60,37 @@ func tlsRelayMain(args []string) {
 		io.Copy(io.Discard, os.Stdin)
 		os.Exit(0)
 	}()
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "tlsrelay: accept:", err)
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
-			continue
+	acceptEach(ln, func(c net.Conn) {
+		var in net.Conn = c
+		if srvCfg != nil {
+			in = tls.Server(&corkConn{Conn: c}, srvCfg)
 		}
-		go func() {
-			var in net.Conn = c
-			if srvCfg != nil {
-				in = tls.Server(&corkConn{Conn: c}, srvCfg)
-			}
-			d, err := net.DialTimeout("tcp", *to, 5*time.Second)
-			if err != nil {
-				fmt.Fprintln(os.Stderr, "tlsrelay: dial:", err)
-				c.Close()
-				return
-			}
-			var out net.Conn = d
-			if *tlsOut {
-				out = tls.Client(&corkConn{Conn: d}, cliCfg)
-			}
-			// Handshakes first: records written corked must not include
-			// a handshake message that waits for its answer.
-			for _, c := range []net.Conn{in, out} {
-				if tc, ok := c.(*tls.Conn); ok {
-					tc.SetDeadline(time.Now().Add(10 * time.Second))
-					if err := tc.Handshake(); err != nil {
-						fmt.Fprintln(os.Stderr, "tlsrelay: handshake:", err)
-						in.Close()
-						out.Close()
-						return
-					}
-					tc.SetDeadline(time.Time{})
+		d, err := net.DialTimeout("tcp", *to, 5*time.Second)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "tlsrelay: dial:", err)
+			c.Close()
+			return
+		}
+		var out net.Conn = d
+		if *tlsOut {
+			out = tls.Client(&corkConn{Conn: d}, cliCfg)
+		}
+		// Handshakes first: records written corked must not include
+		// a handshake message that waits for its answer.
+		for _, c := range []net.Conn{in, out} {
+			if tc, ok := c.(*tls.Conn); ok {
+				tc.SetDeadline(time.Now().Add(10 * time.Second))
+				if err := tc.Handshake(); err != nil {
+					fmt.Fprintln(os.Stderr, "tlsrelay: handshake:", err)
+					in.Close()
+					out.Close()
+					return
 				}
+				tc.SetDeadline(time.Time{})
 			}
-			chainRelay(in, out)
-		}()
-	}
+		}
+		chainRelay(in, out)
+	})
 }
 
 // chainRelay copies both ways until both ends are done, passing each
@@ -199,14 +189,37 @@ func (c *corkConn) flush() error {
 // startTLSChain starts the chain's two relays in front of backend and
 // returns them, exit first, and the entry's address.
 func startTLSChain(self, logDir, backend, cert, key string) (exit, entry *proc, addr string, err error) {
-	exit, exitAddr, err := startListener(self, logDir, "chain-exit", "_tlsrelay", "-tls-in", "-cert", cert, "-key", key, "-to", backend)
+	return startRelayPair(self, logDir, "chain", []string{"_tlsrelay", "-tls-in", "-cert", cert, "-key", key, "-to", backend},
+		func(exitAddr string) []string { return []string{"_tlsrelay", "-tls-out", "-to", exitAddr} })
+}
+
+// startRelayPair starts a chain's exit (exitArgs) and its entry
+// (entryArgs of the exit's address), named prefix-exit and prefix-entry.
+func startRelayPair(self, logDir, prefix string, exitArgs []string, entryArgs func(exitAddr string) []string) (exit, entry *proc, addr string, err error) {
+	exit, exitAddr, err := startListener(self, logDir, prefix+"-exit", exitArgs...)
 	if err != nil {
 		return nil, nil, "", err
 	}
-	entry, addr, err = startListener(self, logDir, "chain-entry", "_tlsrelay", "-tls-out", "-to", exitAddr)
+	entry, addr, err = startListener(self, logDir, prefix+"-entry", entryArgs(exitAddr)...)
 	if err != nil {
 		exit.stop(time.Second)
 		return nil, nil, "", err
 	}
 	return exit, entry, addr, nil
+}
+
+// acceptEach runs handle, in a goroutine of its own, on each connection
+// ln accepts, until ln closes.
+func acceptEach(ln net.Listener, handle func(net.Conn)) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "accept:", err)
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			continue
+		}
+		go handle(c)
+	}
 }

@@ -92,28 +92,24 @@ func (t *table) claim(cs *clientSession, reqs []session.Service) (granted []sess
 		}
 		switch {
 		case p.rej != nil:
-			t.rollbackClaimedLocked(b)
-			t.releaseLocked(op)
-			t.mu.Unlock()
+			t.giveUpLocked(op, b)
 			return nil, nil, p.rej
 		case p.wait != nil && waits < maxClaimWaits:
-			t.rollbackClaimedLocked(b)
-			t.releaseLocked(op)
-			t.mu.Unlock()
-			b.close()
+			t.giveUpLocked(op, b)
 			<-p.wait
 			waits++
 			rounds = -1
 			continue
 		case p.wait == nil && len(p.bindPorts) == 0 && len(p.bindAny) == 0 && len(regClaims) == 0:
 			granted, victims = t.commitLocked(cs, p, b)
+			t.mu.Unlock()
+			b.close() // what the plan bound and did not use, before its keys are free
+			t.mu.Lock()
 			t.releaseLocked(op)
 			t.mu.Unlock()
 			return granted, victims, nil
 		case p.wait != nil || rounds == maxClaimRounds:
-			t.rollbackClaimedLocked(b)
-			t.releaseLocked(op)
-			t.mu.Unlock()
+			t.giveUpLocked(op, b)
 			return nil, nil, session.Rejectf(session.CodeLimit, "the claim of client %q kept changing under other claims; try again", cs.client.name)
 		}
 		if len(regClaims) > 0 {
@@ -125,9 +121,7 @@ func (t *table) claim(cs *clientSession, reqs []session.Service) (granted []sess
 			t.mu.Unlock()
 			if rej := t.claimRegistry(cs, regClaims, b); rej != nil {
 				t.mu.Lock()
-				t.rollbackClaimedLocked(b)
-				t.releaseLocked(op)
-				t.mu.Unlock()
+				t.giveUpLocked(op, b)
 				return nil, nil, rej
 			}
 			continue
@@ -144,12 +138,27 @@ func (t *table) claim(cs *clientSession, reqs []session.Service) (granted []sess
 		t.mu.Unlock()
 		if rej := t.bindAll(cs.client, ranges, p, op, b); rej != nil {
 			t.mu.Lock()
-			t.rollbackClaimedLocked(b)
-			t.releaseLocked(op)
-			t.mu.Unlock()
+			t.giveUpLocked(op, b)
 			return nil, nil, rej
 		}
 	}
+}
+
+// giveUpLocked ends a claim that commits nothing: it rolls back what the
+// claim recorded, closes what it bound, and only then releases its keys.
+// A key released while its socket was still open could be bound by
+// another claim or by the cluster's sync (syncRemote), and fail: the
+// cluster e2e test saw a server left without the listener for a port
+// another server held, after a conflicting claim here gave the port up.
+// Called with t.mu held; returns with it released (the sockets close
+// unlocked).
+func (t *table) giveUpLocked(op *claimOp, b *bound) {
+	t.rollbackClaimedLocked(b)
+	t.mu.Unlock()
+	b.close()
+	t.mu.Lock()
+	t.releaseLocked(op)
+	t.mu.Unlock()
 }
 
 // releaseLocked drops op's reservations and wakes the claims waiting for

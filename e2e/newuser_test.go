@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -180,16 +181,30 @@ func TestQuickStart(t *testing.T) {
 	}
 }
 
-// freeTCPPort returns a loopback TCP port that was free a moment ago.
+// freeTCPPort returns a loopback TCP port that was free a moment ago,
+// and that no other call in this test binary returned: the kernel can
+// hand the same port to two listeners opened and closed in turn, and
+// TestDashboard's server then found its tunnel port given to a service
+// too.
 func freeTCPPort(t *testing.T) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for range 100 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		l.Close()
+		if _, dup := givenPorts.LoadOrStore(port, true); !dup {
+			return port
+		}
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	t.Fatal("no loopback TCP port not handed out before")
+	return 0
 }
+
+// givenPorts are the ports freeTCPPort returned.
+var givenPorts sync.Map
 
 // TestMinimalExamples: examples/minimal-server.toml and
 // examples/minimal-client.toml, as shipped, run from the repository root

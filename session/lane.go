@@ -197,11 +197,10 @@ func (l *laneConn) pong(p Ping) error {
 func (l *laneConn) Write(b []byte) (int, error) {
 	l.wmu.Lock()
 	defer l.unlock()
+	l.flushLane()
 	if l.batch == nil {
-		l.flushLane()
 		return l.Conn.Write(b)
 	}
-	l.flushLane()
 	l.frame = b
 	n, err := l.batch(l.batchWrite)
 	l.frame = nil

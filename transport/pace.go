@@ -191,7 +191,9 @@ type PaceState struct {
 	ProbeUps  int64
 	// Stuck counts the writes let in past the in-flight cap because
 	// nothing had been sent or delivered for a while ("auto" only; see
-	// stuckAfter): above 0, the controller's counts had drifted.
+	// stuckAfter): above 0, something other than the path held the
+	// session's data up (docs/benchmarks.md, "A session that waited for
+	// good").
 	Stuck int64
 }
 

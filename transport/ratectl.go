@@ -47,8 +47,8 @@ type rateCtl struct {
 
 // stuckAfter is how long the gate may hold a writer back for what is in
 // flight and queued while nothing leaves and nothing is delivered. Past
-// it the counts are wrong, not the path: the gate forgets what it thinks
-// KCP still has queued and lets one write in. Its floor is above any
+// it the hold-up is not the path's (admit): the gate forgets what it
+// thinks KCP still has queued and lets one write in. Its floor is above any
 // wait for ACKs (ackPoll, KCP's ACK delay, a loaded machine's lateness);
 // a path's round trip raises it (stuckFor).
 const stuckAfter = 250 * time.Millisecond
@@ -189,24 +189,23 @@ func (c *rateCtl) waitAck() <-chan struct{} { return c.acked }
 func (c *rateCtl) sent(b []byte) (ackOnly bool) {
 	now := c.clock()
 	c.mu.Lock()
-	resent := c.s.resentBytes
+	resent, sent := c.s.resentBytes, c.s.sentBytes
 	acks, other := 0, 0
 	for seg := range kcpSegments(b) {
 		switch {
 		case seg.conv != c.conv:
 			other++
 		case seg.cmd == kcpCmdPush:
-			sent := c.s.sentBytes
 			c.s.onSend(now, seg.sn, seg.ts, int(seg.ln))
-			if c.s.sentBytes != sent {
-				c.progress = now
-			}
 			other++
 		case seg.cmd == kcpCmdAck:
 			acks++
 		default:
 			other++
 		}
+	}
+	if c.s.sentBytes != sent { // new data left
+		c.progress = now
 	}
 	if r := c.s.resentBytes - resent; r > 0 {
 		// At most resendDebt ahead of now: KCP resends on its own

@@ -102,11 +102,7 @@ func (t *table) claim(cs *clientSession, reqs []session.Service) (granted []sess
 			continue
 		case p.wait == nil && len(p.bindPorts) == 0 && len(p.bindAny) == 0 && len(regClaims) == 0:
 			granted, victims = t.commitLocked(cs, p, b)
-			t.mu.Unlock()
-			b.close() // what the plan bound and did not use, before its keys are free
-			t.mu.Lock()
-			t.releaseLocked(op)
-			t.mu.Unlock()
+			t.releaseClosedLocked(op, b) // what the plan bound and did not use
 			return granted, victims, nil
 		case p.wait != nil || rounds == maxClaimRounds:
 			t.giveUpLocked(op, b)
@@ -150,10 +146,16 @@ func (t *table) claim(cs *clientSession, reqs []session.Service) (granted []sess
 // another claim or by the cluster's sync (syncRemote), and fail: the
 // cluster e2e test saw a server left without the listener for a port
 // another server held, after a conflicting claim here gave the port up.
-// Called with t.mu held; returns with it released (the sockets close
-// unlocked).
+// Called with t.mu held; returns with it released.
 func (t *table) giveUpLocked(op *claimOp, b *bound) {
 	t.rollbackClaimedLocked(b)
+	t.releaseClosedLocked(op, b)
+}
+
+// releaseClosedLocked closes what b still holds, unlocked, and then
+// releases op's keys (giveUpLocked says why in that order). Called with
+// t.mu held; returns with it released.
+func (t *table) releaseClosedLocked(op *claimOp, b *bound) {
 	t.mu.Unlock()
 	b.close()
 	t.mu.Lock()

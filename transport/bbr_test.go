@@ -457,3 +457,25 @@ func TestRateCtlLongPathLateACKs(t *testing.T) {
 		}
 	}
 }
+
+// TestRateCtlLocalDrops: on a 1 ms path at 1 Gbit/s, where kcp-go drops
+// some of its datagrams before the socket (its queue to the socket full)
+// and sends them again by its timeouts, the controller counts those
+// segments sent when they do leave: once the transfer is delivered,
+// nothing stays counted queued in KCP, and the gate's guard (stuckAfter)
+// never had to let a write in. Until 2026-12-06 each such segment stayed
+// counted queued for good, and the gate shut with nothing in flight
+// until the guard let writes in.
+func TestRateCtlLocalDrops(t *testing.T) {
+	const app = 400e6 // 3.3 s at the path's rate
+	p := newPathSim(1000, time.Millisecond, 30, 0)
+	p.localDrop = 0.002
+	f := p.addFlow(app)
+	p.run(5 * time.Second)
+	st := f.ctl.state()
+	queued := f.ctl.admitted - f.ctl.s.sentBytes
+	if p.localDrops == 0 || f.delivered != app || queued != 0 || st.Stuck != 0 {
+		t.Fatalf("%d datagrams dropped before the socket: %d of %d bytes delivered by 5 s, %d counted queued, the guard let %d writes in (%+v)",
+			p.localDrops, f.delivered, int64(app), queued, st.Stuck, st)
+	}
+}

@@ -37,6 +37,9 @@ type sampler struct {
 	sentBytes   int64 // bytes sent for the first time, in all
 	resent      int64 // retransmissions seen, in all
 	resentBytes int64 // and their bytes
+	// unseen counts the segments whose first transmission was not seen
+	// (segUnseen), counted sent at the next.
+	unseen int64
 	// appLimitedUntil marks segments sent while the sender had nothing
 	// to send as app-limited until delivered passes it (as Linux's
 	// tp->app_limited); 0: none. A segment is marked when it is set at
@@ -80,6 +83,13 @@ const (
 	segFree = iota
 	segOut
 	segDelivered
+	// segUnseen: KCP gave the sequence number to a segment and sent a
+	// later one, but this one was not seen leaving. kcp-go hands its
+	// datagrams to its sender goroutine through a queue of 2048
+	// (sess.go, chPostProcessing) and drops a datagram when that queue is
+	// full, taking it for sent: the segment's first transmission that
+	// reaches the socket is a resend.
+	segUnseen
 )
 
 // ackEvent gathers what one incoming datagram acknowledged.
@@ -175,10 +185,23 @@ func (s *sampler) onSend(now time.Duration, sn, ts uint32, size int) {
 	}
 	r := &s.recs[sn&s.mask]
 	if first {
-		for ; before(s.nxt, sn); s.nxt++ { // never sent: nothing to wait for
-			s.recs[s.nxt&s.mask].state = segFree
+		for ; before(s.nxt, sn); s.nxt++ { // not seen leaving (segUnseen)
+			s.recs[s.nxt&s.mask].state = segUnseen
 		}
 		s.nxt = sn + 1
+	} else if r.state == segUnseen {
+		// Its first transmission never reached the socket: this one is
+		// the first that leaves. Until 2026-12-06 it counted as a resend
+		// of nothing and was dropped: never counted sent, so that what
+		// rateCtl.admit counts queued in KCP grew by its size for good;
+		// on loopback at 1.5 Gbit/s, where kcp-go's queue to the socket
+		// overflows, that shut the gate for good with nothing in flight
+		// once the cap fell below one write (a 100 µs minimum RTT):
+		// docs/benchmarks.md, "A session that waited for good".
+		first = true
+		s.unseen++
+	}
+	if first {
 		if s.inflight == 0 {
 			// Nothing in flight: the delivery clock restarts, so that
 			// the idle time is not counted as sending time.

@@ -115,3 +115,53 @@ func TestRateCtlGateUnsticks(t *testing.T) {
 		})
 	}
 }
+
+// TestRateCtlUnseenFirstSend: kcp-go drops a datagram when its queue to
+// the socket is full and takes it for sent, so the first transmission of
+// its segments that the controller sees is a resend, after later
+// segments. Those are counted sent then: once everything is delivered,
+// nothing is counted queued or in flight, and with a cap below one write
+// the gate lets the next write in at once. Until 2026-12-06 they were
+// taken for resends of segments never sent and ignored, their bytes
+// stayed counted queued in KCP for good, and the gate held every write
+// (docs/benchmarks.md, "A session that waited for good").
+func TestRateCtlUnseenFirstSend(t *testing.T) {
+	const mss = 1326
+	now := time.Duration(0)
+	c := newRateCtl(7, mss, 128, 20*time.Millisecond, func() time.Duration { return now }, nil)
+	if wait, ackWait := c.admit(4*mss, true); wait != 0 || ackWait {
+		t.Fatalf("first write: wait %v, ackWait %v", wait, ackWait)
+	}
+	dgram := func(cmd byte, una uint32, sns ...uint32) []byte {
+		b := make([]byte, 0, len(sns)*(kcpHeaderLen+mss))
+		for _, sn := range sns {
+			seg := make([]byte, kcpHeaderLen)
+			ln := uint32(0)
+			if cmd == kcpCmdPush {
+				ln = mss
+			}
+			putSeg(seg, 7, cmd, uint32(now/time.Millisecond), sn, una, ln)
+			b = append(append(b, seg...), make([]byte, ln)...)
+		}
+		return b
+	}
+	// KCP sends segment 0, 1-2 and 3; kcp-go drops the second datagram.
+	c.sent(dgram(kcpCmdPush, 0, 0))
+	c.sent(dgram(kcpCmdPush, 0, 3))
+	now += 30 * time.Millisecond // KCP's timeout: 1 and 2 go again
+	c.sent(dgram(kcpCmdPush, 0, 1, 2))
+	now += time.Millisecond
+	c.received(dgram(kcpCmdAck, 4, 0, 3, 1, 2))
+
+	st := c.state()
+	if queued := c.admitted - c.s.sentBytes; queued != 0 || st.InFlight != 0 || st.Delivered != 4*mss {
+		t.Fatalf("all delivered: %d counted queued, %d in flight, %d delivered; want 0, 0, %d", queued, st.InFlight, st.Delivered, 4*mss)
+	}
+	if st.Resent != 0 || c.s.unseen != 2 {
+		t.Fatalf("%d resends and %d unseen first transmissions counted; want 0 and 2", st.Resent, c.s.unseen)
+	}
+	c.m.cap = 3 * mss // ProbeRTT on a short path: below one TLS record
+	if _, ackWait := c.admit(16406, true); ackWait || c.state().Stuck != 0 {
+		t.Fatalf("nothing busy: the gate waits for ACKs (%v), stuck %d", ackWait, c.state().Stuck)
+	}
+}

@@ -65,7 +65,13 @@ type pathSim struct {
 	// sessions, and what the simulator got wrong" (pacing-fair).
 	kcpRTT bool
 
-	drops, losses int
+	// localDrop is the chance that a datagram the sender's KCP sends
+	// never reaches the socket (kcp-go drops it when its queue to the
+	// socket is full, and takes it for sent): the controller does not
+	// see it, and KCP resends it by its timeouts.
+	localDrop float64
+
+	drops, losses, localDrops int
 }
 
 const (
@@ -326,6 +332,10 @@ func (f *simFlow) transmit(s *simSeg) {
 	s.resendAt = f.p.now + s.rto
 	b := f.buf[:kcpHeaderLen+s.size]
 	putSeg(b, 7, kcpCmdPush, s.ts, s.sn, f.rcvNxt, uint32(s.size))
+	if f.p.localDrop > 0 && f.p.rng.Float64() < f.p.localDrop {
+		f.p.localDrops++
+		return
+	}
 	f.ctl.sent(b)
 	sn, ts, size := s.sn, s.ts, s.size
 	f.p.enqueue(size+kcpHeaderLen+simIPUDP, func() { f.arrive(sn, ts, size) })

@@ -104,7 +104,7 @@ func orchestrate() int {
 		haOnly     = flag.Bool("ha", false, "the high-availability scenario only: three servers, a failover and a rolling restart under load (about a minute a round)")
 		pacingF    = flag.Bool("pacing", false, "the pacing suite (root; netem or -linkem): the KCP rate controller over time, a rate step, sharing, other links")
 		pLinks     = flag.String("pacing-links", "10/200,20/20,300/10", "pacing: other links, RATE_MBIT/RTT_MS, one stream each way at 1% loss")
-		pTests     = flag.String("pacing-tests", "", "pacing: the tests to run, of loaded,step,share,share-bbr,links (empty: all)")
+		pTests     = flag.String("pacing-tests", "", "pacing: the tests to run, of loaded,step,share,share-tcp (two plain TCP BBR flows: the reference for share),share-bbr,links (empty: all)")
 		pShare     = flag.Duration("pacing-share", 20*time.Second, "pacing: how long each share test runs")
 		report     = flag.Bool("report", false, "only redo the markdown report and plots from the JSON lines in -out")
 		outDir     = flag.String("out", "results", "directory for the JSON lines and the markdown report")
@@ -411,10 +411,10 @@ func orchestrate() int {
 				o.tests = map[string]bool{}
 				for _, t := range strings.Split(*pTests, ",") {
 					switch t = strings.TrimSpace(t); t {
-					case "loaded", "step", "share", "share-bbr", "links":
+					case "loaded", "step", "share", "share-tcp", "share-bbr", "links":
 						o.tests[t] = true
 					default:
-						return fmt.Errorf("-pacing-tests: %q: want loaded, step, share, share-bbr or links", t)
+						return fmt.Errorf("-pacing-tests: %q: want loaded, step, share, share-tcp, share-bbr or links", t)
 					}
 				}
 			}

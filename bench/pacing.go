@@ -309,7 +309,8 @@ type pacingOpts struct {
 	d            durations
 	loaded, step time.Duration // lengths of the loaded and step tests
 	share        time.Duration
-	// tests are the tests to run (loaded, step, share, share-bbr, links);
+	// tests are the tests to run (loaded, step, share, share-tcp,
+	// share-bbr, links);
 	// nil: all.
 	tests map[string]bool
 }
@@ -325,7 +326,7 @@ func (rn *runner) pacing(o pacingOpts, lk emulator) error {
 	})
 	var errs firstError
 	port := 7000
-	if o.runs("loaded") || o.runs("step") || o.runs("share") || o.runs("share-bbr") {
+	if o.runs("loaded") || o.runs("step") || o.runs("share") || o.runs("share-tcp") || o.runs("share-bbr") {
 		errs.add(rn.pacingBase(lk, o, &port))
 		counters := lk.down()
 		base := o.base
@@ -500,6 +501,20 @@ func (rn *runner) pacingBase(lk emulator, o pacingOpts, port *int) error {
 			r := base
 			r.Build = bd.name
 			return rn.pacingShare(e, r, "share", []string{"warren A", "warren B"}, []string{a.public, b.public}, []string{sa, sb}, o.share)
+		}())
+	}
+	// share-tcp: two plain TCP BBR downloads at once, the kernel's BBR
+	// sharing the same link in the same window: what "within 20%" asks
+	// of a BBR-like controller, measured.
+	if o.runs("share-tcp") {
+		errs.add(func() error {
+			if err := lk.setCC("bbr"); err != nil {
+				return err
+			}
+			fmt.Fprintf(os.Stderr, "== pacing share: two TCP BBR flows, %v\n", o.share)
+			r := base
+			r.Path = "direct"
+			return rn.pacingShare(e, r, "share-tcp", []string{"TCP BBR A", "TCP BBR B"}, []string{e.backAddr, e.backAddr}, nil, o.share)
 		}())
 	}
 	if !o.runs("share-bbr") {
@@ -717,7 +732,7 @@ func (rs *results) pacingMarkdown(m *Machine) string {
 			}
 		}
 	}
-	for _, test := range []string{"share", "share-bbr"} {
+	for _, test := range []string{"share", "share-tcp", "share-bbr"} {
 		r := rs.pacingRecord(test)
 		if r == nil || len(r.Pacing.Series) < 2 {
 			continue

@@ -157,8 +157,8 @@ func TestRateCtlUnseenFirstSend(t *testing.T) {
 	if queued := c.admitted - c.s.sentBytes; queued != 0 || st.InFlight != 0 || st.Delivered != 4*mss {
 		t.Fatalf("all delivered: %d counted queued, %d in flight, %d delivered; want 0, 0, %d", queued, st.InFlight, st.Delivered, 4*mss)
 	}
-	if st.Resent != 0 || c.s.unseen != 2 {
-		t.Fatalf("%d resends and %d unseen first transmissions counted; want 0 and 2", st.Resent, c.s.unseen)
+	if st.Resent != 0 || st.LocalDrops != 2 {
+		t.Fatalf("%d resends and %d first transmissions dropped before the socket counted; want 0 and 2", st.Resent, st.LocalDrops)
 	}
 	c.m.cap = 3 * mss // ProbeRTT on a short path: below one TLS record
 	if _, ackWait := c.admit(16406, true); ackWait || c.state().Stuck != 0 {

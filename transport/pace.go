@@ -195,6 +195,11 @@ type PaceState struct {
 	// session's data up (docs/benchmarks.md, "A session that waited for
 	// good").
 	Stuck int64
+	// LocalDrops counts the segments whose first transmission kcp-go
+	// dropped before the socket (its queue to the socket was full) and
+	// sent later as a resend ("auto" only; sampler.unseen): a sender
+	// that makes data faster than its socket takes it.
+	LocalDrops int64
 }
 
 // attrs are the state as log attributes.
@@ -202,7 +207,7 @@ func (s PaceState) attrs() []any {
 	return []any{"mode", s.Mode, "bandwidth_mbit", round2(s.Bandwidth / 1e6),
 		"min_rtt", s.MinRTT.Round(100 * time.Microsecond).String(), "rtt", s.RTT.Round(100 * time.Microsecond).String(), "pacing_mbit", round2(s.PacingRate / 1e6),
 		"inflight", s.InFlight, "inflight_cap", s.InFlightCap, "resent", s.Resent,
-		"queue_cuts", s.QueueCuts, "probe_ups", s.ProbeUps, "gate_stuck", s.Stuck}
+		"queue_cuts", s.QueueCuts, "probe_ups", s.ProbeUps, "gate_stuck", s.Stuck, "local_drops", s.LocalDrops}
 }
 
 func round2(v float64) float64 { return float64(int64(v*100+0.5)) / 100 }

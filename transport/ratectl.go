@@ -290,6 +290,7 @@ func (c *rateCtl) stateLocked() PaceState {
 		QueueCuts:   c.m.queueCuts,
 		ProbeUps:    c.m.probeUps,
 		Stuck:       c.stuck,
+		LocalDrops:  c.s.unseen,
 	}
 }
 

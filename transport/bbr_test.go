@@ -178,29 +178,33 @@ func TestRateCtlFollowsStep(t *testing.T) {
 }
 
 // TestRateCtlShare: two sessions that share a bottleneck (100 Mbit/s,
-// 50 ms, 1% random loss, a queue of one BDP, both starting at once, as
-// the benchmark's sharing test) converge to within 20% of each other: on
-// average over 8 draws of the loss and of the controllers' random cycle
-// phases, the smaller carries at least 0.8 of what the larger does over
-// [5 s, 20 s], the window the benchmark measures, and every draw at least
-// 0.6 (a probe of one session makes the queue that cuts the other, and a
-// draw may drift for a while: docs/benchmarks.md, "Sharing"); together
-// they keep the path busy. (On a 20 Mbit/s, 20 ms path the pacing floor
-// is above the link's rate and sessions are not paced: floorRate.)
+// 50 ms, a queue of one BDP, both starting at once, as the benchmark's
+// sharing test) converge to within 20% of each other: on average over 8
+// draws of the loss and of the controllers' random cycle phases, the
+// smaller carries at least 0.85 of what the larger does over [5 s, 20 s],
+// the window the benchmark measures, and every draw at least 0.7; together
+// they keep the path busy. Before the estimate's ceiling after a queue cut
+// (bbr.ceil), the same draws gave 0.66-1.00 (mean 0.88) at 1% loss with
+// the simulator's old RTT sampling and 0.49-0.96 (mean 0.76) at 0% with
+// kcp-go's; now 0.82-0.99 (0.92) and 0.73-0.99 (0.91). (On a 20 Mbit/s,
+// 20 ms path the pacing floor is above the link's rate and sessions are
+// not paced: floorRate.)
 func TestRateCtlShare(t *testing.T) {
 	for _, tc := range []struct {
 		name      string
-		mbit      float64
-		rtt       time.Duration
+		loss      float64
+		kcpRTT    bool
 		each, avg float64
 	}{
-		{"100 Mbit/s 50 ms", 100, 50 * time.Millisecond, 0.6, 0.8},
+		{"1% loss", 0.01, false, 0.7, 0.85},
+		{"0% loss, kcp-go's RTT", 0, true, 0.7, 0.85},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			const seeds = 8
 			sum := 0.0
 			for seed := uint64(1); seed <= seeds; seed++ {
-				p := newPathSim(tc.mbit, tc.rtt, 1, 0.01)
+				p := newPathSim(100, 50*time.Millisecond, 1, tc.loss)
+				p.kcpRTT = tc.kcpRTT
 				p.reseed(seed)
 				a, b := p.addFlow(-1), p.addFlow(-1)
 				from, to := 5*time.Second, 20*time.Second
@@ -387,12 +391,17 @@ func TestRateCtlLongPath(t *testing.T) {
 // percentile from 2 s after the step: the queue a probe builds stays
 // under KCP's timeout margin, and the drain round takes off what the
 // probe added. With full probes (gain 1.25 plus probeAdd: 17.5 ms of
-// queue per probe at 20 Mbit/s) the p99 was 91-184 ms over these 6
+// queue per probe at 20 Mbit/s) the p99 was 91-184 ms over the first 6
 // draws, spurious timeouts and the drops of their resends holding
-// answers behind a hole for a round trip or more; now 77-89.
+// answers behind a hole for a round trip or more. With the senders' RTT
+// taken as kcp-go takes it (kcpRTT) a draw still misses now and then: 12
+// draws, of which at most 2 may reach 3 x RTT and none 4 x RTT (main
+// before bbr.ceil: 81-189 ms, 4 of 12 over 150; now 81-166, 2 of 12).
 func TestRateCtlStepEcho(t *testing.T) {
-	for seed := uint64(1); seed <= 6; seed++ {
+	over := 0
+	for seed := uint64(1); seed <= 12; seed++ {
 		p := newPathSim(100, 50*time.Millisecond, 1, 0)
+		p.kcpRTT = true
 		p.reseed(seed)
 		f := p.addFlow(-1)
 		p.run(8 * time.Second)
@@ -400,10 +409,18 @@ func TestRateCtlStepEcho(t *testing.T) {
 		p.queueCap = max(int(p.rate*2*p.delay.Seconds()), 32*(simMTU+simIPUDP))
 		e := p.echoes(f, 10*time.Second, 16*time.Second)
 		slices.Sort(e)
-		if p99 := e[len(e)*99/100]; p99 >= 3*2*p.delay {
-			t.Errorf("seed %d: echo p99 %v from 2 s after the step down; %d resends on timeout, %d fast, %d tail drops",
+		p99 := e[len(e)*99/100]
+		if p99 >= 3*2*p.delay {
+			over++
+			t.Logf("seed %d: echo p99 %v from 2 s after the step down; %d resends on timeout, %d fast, %d tail drops",
 				seed, p99, f.rtoResends, f.fastResends, p.drops)
 		}
+		if p99 >= 4*2*p.delay {
+			t.Errorf("seed %d: echo p99 %v from 2 s after the step down, 4 x RTT or more", seed, p99)
+		}
+	}
+	if over > 2 {
+		t.Errorf("echo p99 at 3 x RTT or more in %d of 12 draws; 2 allowed", over)
 	}
 }
 

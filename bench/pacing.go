@@ -12,7 +12,8 @@ package main
 //   - share: two warren sessions (two tunnels) downloading at once; and
 //     one warren session beside one plain TCP BBR connection.
 //   - links: one stream each way over other links at 1% loss, beside
-//     plain TCP BBR on the same link.
+//     plain TCP BBR on the same link, the sender's controller traced
+//     (the server's accepted session in an upload).
 //
 // Downloads go from the backend (the client's side) to the public side,
 // so the client's KCP session is the sender whose controller is traced.
@@ -50,8 +51,10 @@ type PacingRun struct {
 	Series   [][]float64 `json:"series,omitempty"`
 	// Echo holds (time, RTT in ms) of each echo on the second connection.
 	Echo [][2]float64 `json:"echo,omitempty"`
-	// Trace is the traced sender's controller state, every 100 ms.
+	// Trace is the traced sender's controller state, every 100 ms;
+	// Start is when the test began (Unix seconds), where T counts from.
 	Trace []PacePoint `json:"trace,omitempty"`
+	Start float64     `json:"start_unix,omitempty"`
 	// Traces are, in the share tests, each warren session's controller
 	// state every 100 ms (by Labels; none for a plain TCP flow).
 	Traces [][]PacePoint `json:"traces,omitempty"`
@@ -383,21 +386,24 @@ func (e *pacingEnv) down() {
 	e.back.stop(5 * time.Second)
 }
 
-// tunnel starts a kcp tunnel of warren bin with rate_mbit = "auto" (the
-// default) with the client's admin API on clientAdminPort.
-func (rn *runner) pacingTunnel(e *pacingEnv, port *int, tag, bin string) (*tunnel, string, error) {
+// pacingTunnel starts a kcp tunnel of warren bin with rate_mbit = "auto"
+// (the default), with the admin API of both sides on loopback in their
+// namespaces. It returns the status URL of the client (nsA) and of the
+// server (nsB).
+func (rn *runner) pacingTunnel(e *pacingEnv, port *int, tag, bin string) (tn *tunnel, client, server string, err error) {
 	*port++
 	p := *port
-	admin := fmt.Sprintf("127.0.0.1:%d", p+2000)
+	cAdmin := fmt.Sprintf("127.0.0.1:%d", p+2000)
+	sAdmin := fmt.Sprintf("127.0.0.1:%d", p+3000)
 	ts := &tunnelSpec{Path: allPaths["kcp"], Dir: filepath.Join(e.dir, fmt.Sprintf("%s-%d", tag, p)),
 		TunnelAddr: fmt.Sprintf("%s:%d", addrB, p), PublicAddr: addrB, PublicPort: p + 1000,
 		Target: e.backAddr, Cert: rn.cert, Key: rn.key, Fingerprint: rn.fp, Token: rn.token,
-		ExtraServer: rn.extraServer, ExtraClient: rn.extraClient, Env: rn.env, ClientAdmin: admin, KCPRate: `"auto"`}
-	tn, err := startTunnel(bin, ts, e.lk.nsB(), e.lk.nsA(), e.lg)
-	if err != nil {
-		return nil, "", err
+		ExtraServer: rn.extraServer, ExtraClient: rn.extraClient, Env: rn.env,
+		ClientAdmin: cAdmin, ServerAdmin: sAdmin, KCPRate: `"auto"`}
+	if tn, err = startTunnel(bin, ts, e.lk.nsB(), e.lk.nsA(), e.lg); err != nil {
+		return nil, "", "", err
 	}
-	return tn, "http://" + admin + "/api/v1/status", nil
+	return tn, "http://" + cAdmin + "/api/v1/status", "http://" + sAdmin + "/api/v1/status", nil
 }
 
 // pacingBase runs the loaded, step and share tests on the base link.
@@ -419,7 +425,7 @@ func (rn *runner) pacingBase(lk emulator, o pacingOpts, port *int) error {
 		}
 		for _, bd := range rn.builds {
 			errs.add(func() error {
-				tn, status, err := rn.pacingTunnel(e, port, test, bd.bin)
+				tn, status, _, err := rn.pacingTunnel(e, port, test, bd.bin)
 				if err != nil {
 					return err
 				}
@@ -487,12 +493,12 @@ func (rn *runner) pacingBase(lk emulator, o pacingOpts, port *int) error {
 			break
 		}
 		errs.add(func() error {
-			a, sa, err := rn.pacingTunnel(e, port, "share-a", bd.bin)
+			a, sa, _, err := rn.pacingTunnel(e, port, "share-a", bd.bin)
 			if err != nil {
 				return err
 			}
 			defer a.stop()
-			b, sb, err := rn.pacingTunnel(e, port, "share-b", bd.bin)
+			b, sb, _, err := rn.pacingTunnel(e, port, "share-b", bd.bin)
 			if err != nil {
 				return err
 			}
@@ -524,7 +530,7 @@ func (rn *runner) pacingBase(lk emulator, o pacingOpts, port *int) error {
 		if err := lk.setCC("bbr"); err != nil {
 			return err
 		}
-		tn, st, err := rn.pacingTunnel(e, port, "share-bbr", rn.warren)
+		tn, st, _, err := rn.pacingTunnel(e, port, "share-bbr", rn.warren)
 		if err != nil {
 			return err
 		}
@@ -588,27 +594,28 @@ func (rn *runner) pacingLink(lk emulator, o pacingOpts, l LinkSpec, port *int) e
 	for _, dir := range []string{"down", "up"} {
 		for _, bd := range rn.builds { // a -baseline build beside, at its own default
 			errs.add(func() error {
-				tn, status, err := rn.pacingTunnel(e, port, "link-"+dir, bd.bin)
+				tn, cStatus, sStatus, err := rn.pacingTunnel(e, port, "link-"+dir, bd.bin)
 				if err != nil {
 					return err
 				}
 				defer tn.stop()
-				// Downloads: the client is the sender, and its
-				// controller's state is kept beside the result.
-				var pl *poller
-				if dir == "down" {
-					if pl, err = startPoller(rn.self, lk.nsA(), e.dir, status); err != nil {
-						return err
-					}
+				// The sender's controller state is kept beside the
+				// result: the client's in a download, the server's
+				// (its accepted session) in an upload.
+				ns, status := lk.nsA(), cStatus
+				if dir == "up" {
+					ns, status = lk.nsB(), sStatus
+				}
+				pl, err := startPoller(rn.self, ns, e.dir, status)
+				if err != nil {
+					return err
 				}
 				t0 := float64(time.Now().UnixNano()) / 1e9
 				err = rn.throughput(e.lg, target{addr: tn.public, pids: []int{tn.server.pid(), tn.client.pid()}},
 					Record{Suite: "pacing", Link: &link, Path: "kcp", Build: bd.name}, d, dir, 1)
-				if pl != nil {
-					end := float64(time.Now().UnixNano())/1e9 - t0
-					rn.rec.emit(Record{Kind: "trace", Suite: "pacing", Test: "link-down", Link: &link, Path: "kcp", Build: bd.name,
-						Pacing: &PacingRun{Trace: pl.stop(t0, end)}})
-				}
+				end := float64(time.Now().UnixNano())/1e9 - t0
+				rn.rec.emit(Record{Kind: "trace", Suite: "pacing", Test: "link-" + dir, Link: &link, Path: "kcp", Build: bd.name,
+					Pacing: &PacingRun{Trace: pl.stop(t0, end), Start: t0}})
 				return err
 			}())
 		}

@@ -10,9 +10,14 @@ package main
 //
 //	'E' echo: the byte is echoed, then everything that follows.
 //	'U' sink: reads the pattern stream, verifies it, and acknowledges what
-//	    it has received with 8-byte big-endian cumulative counts (at least
-//	    every ackEvery bytes); ackBad set means a mismatch (then it closes),
-//	    ackFinal the count at end of stream.
+//	    it has received (at least every ackEvery bytes) with 16 bytes: the
+//	    cumulative count, big-endian, then the backend's clock when it had
+//	    read that much (Unix nanoseconds, big-endian); ackBad set in the
+//	    count means a mismatch (then it closes), ackFinal the count at end
+//	    of stream. The load generator counts an upload's window by the
+//	    backend's clock: the acknowledgements come back through the tunnel,
+//	    late by a varying delay (on a lossy path a lost segment holds them
+//	    for a retransmission timeout), which would move the window.
 //	'D' source: writes the pattern stream until the connection breaks.
 //	'Q' deaf: reads nothing, until the connection is closed or reset.
 
@@ -35,6 +40,7 @@ const (
 	modeDeaf   = 'Q' // accepts and never reads: a backend that stopped reading
 
 	ackEvery = 64 << 10
+	ackLen   = 16 // count and time
 	ackBad   = uint64(1) << 63
 	ackFinal = uint64(1) << 62
 	ackCount = ackFinal - 1
@@ -122,14 +128,17 @@ func sinkVerify(c net.Conn) {
 	buf := make([]byte, 256<<10)
 	var chk checker
 	var got, acked int64
+	var at time.Time // when the last read returned
 	ack := func(v uint64) error {
-		var b [8]byte
+		var b [ackLen]byte
 		binary.BigEndian.PutUint64(b[:], v)
+		binary.BigEndian.PutUint64(b[8:], uint64(at.UnixNano()))
 		_, err := c.Write(b[:])
 		return err
 	}
 	for {
 		n, err := c.Read(buf)
+		at = time.Now()
 		if n > 0 {
 			if !chk.check(buf[:n]) {
 				ack(uint64(chk.off) | ackBad)

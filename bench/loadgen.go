@@ -17,6 +17,7 @@ import (
 	"net"
 	"os"
 	"slices"
+	"sort"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -54,20 +55,22 @@ type lgResponse struct {
 }
 
 type lgResult struct {
-	Bytes      int64    `json:"bytes,omitempty"`   // throughput: delivered in the window
-	Seconds    float64  `json:"seconds,omitempty"` // length of the window
-	Total      int64    `json:"total,omitempty"`   // throughput: bytes sent (up) or received (down) in all
-	Verified   int64    `json:"verified,omitempty"`
-	Integrity  string   `json:"integrity,omitempty"`
-	Lat        *Summary `json:"lat,omitempty"`
-	Count      int      `json:"count,omitempty"`
-	Errors     int      `json:"errors,omitempty"`
-	FirstError string   `json:"first_error,omitempty"`
-	Opened     int      `json:"opened,omitempty"`
-	Sent       int64    `json:"sent,omitempty"` // udp: datagrams sent in the window
-	Lost       int64    `json:"lost,omitempty"` // udp: of those, not answered
-	CC         []string `json:"cc,omitempty"`   // congestion control of the load generator's sockets
-	Series     *series  `json:"series,omitempty"`
+	Bytes      int64     `json:"bytes,omitempty"`     // throughput: delivered in the window
+	AckBytes   int64     `json:"ack_bytes,omitempty"` // throughput up: acknowledgements that arrived in the window
+	Window     []float64 `json:"window,omitempty"`    // throughput: its start and end, Unix seconds
+	Seconds    float64   `json:"seconds,omitempty"`   // length of the window
+	Total      int64     `json:"total,omitempty"`     // throughput: bytes sent (up) or received (down) in all
+	Verified   int64     `json:"verified,omitempty"`
+	Integrity  string    `json:"integrity,omitempty"`
+	Lat        *Summary  `json:"lat,omitempty"`
+	Count      int       `json:"count,omitempty"`
+	Errors     int       `json:"errors,omitempty"`
+	FirstError string    `json:"first_error,omitempty"`
+	Opened     int       `json:"opened,omitempty"`
+	Sent       int64     `json:"sent,omitempty"` // udp: datagrams sent in the window
+	Lost       int64     `json:"lost,omitempty"` // udp: of those, not answered
+	CC         []string  `json:"cc,omitempty"`   // congestion control of the load generator's sockets
+	Series     *series   `json:"series,omitempty"`
 }
 
 type loadgen struct {
@@ -204,22 +207,32 @@ func congestion(cs []*net.TCPConn) []string {
 }
 
 // window sleeps to t0, samples, announces the window, sleeps to t1,
-// samples again; it returns the difference and the window's length.
-func (lg *loadgen) window(t0, t1 time.Time, sample func() int64) (int64, time.Duration) {
+// samples again; it returns the difference and when the window began and
+// ended.
+func (lg *loadgen) window(t0, t1 time.Time, sample func() int64) (int64, time.Time, time.Time) {
 	time.Sleep(time.Until(t0))
 	a0, s0 := sample(), time.Now()
 	lg.event("window_start")
 	time.Sleep(time.Until(t1))
 	a1, s1 := sample(), time.Now()
 	lg.event("window_end")
-	return a1 - a0, s1.Sub(s0)
+	return a1 - a0, s0, s1
 }
 
 // throughputUp sends the pattern on each connection for warmup+duration,
 // never more than req.Inflight bytes ahead of the backend's count, counts
-// what the backend acknowledges during the window, then half-closes and
-// waits (up to req.Drain) for the backend's final count: every byte sent
-// must have arrived intact.
+// what the backend received during the window by the backend's clock (its
+// acknowledgements carry their time), then half-closes and waits (up to
+// req.Drain) for the backend's final count: every byte sent must have
+// arrived intact.
+//
+// Until 2026-12-06 the window counted the acknowledgements that arrived
+// during it. They come back through the tunnel, late by a delay that
+// varies (over KCP on a lossy 200 ms path, a lost segment holds them back
+// for a retransmission timeout, 0.2-0.4 s), so the window moved by that
+// much at either end: on a 4 s window at 10 Mbit/s, up to about 1 Mbit/s
+// either way (TCP BBR read 10.5 Mbit/s "up" on a 10 Mbit/s link). AckBytes
+// keeps that count beside.
 func (lg *loadgen) throughputUp(req lgRequest) (*lgResult, error) {
 	cs, err := dialN(req.Addr, req.Conns, modeSink)
 	if err != nil {
@@ -228,6 +241,7 @@ func (lg *loadgen) throughputUp(req lgRequest) (*lgResult, error) {
 	defer closeAll(cs)
 	type state struct {
 		acked   atomic.Int64
+		seen    []ackAt // the acknowledgements, in order; read after wg.Wait
 		written int64
 		final   int64
 		err     error
@@ -250,7 +264,7 @@ func (lg *loadgen) throughputUp(req lgRequest) (*lgResult, error) {
 		go func() { // acknowledgements
 			defer wg.Done()
 			c.SetReadDeadline(t1.Add(req.Drain))
-			var b [8]byte
+			var b [ackLen]byte
 			for {
 				if _, err := io.ReadFull(c, b[:]); err != nil {
 					s.err = err
@@ -258,6 +272,9 @@ func (lg *loadgen) throughputUp(req lgRequest) (*lgResult, error) {
 					return
 				}
 				v := binary.BigEndian.Uint64(b[:])
+				if v&ackBad == 0 {
+					s.seen = append(s.seen, ackAt{t: int64(binary.BigEndian.Uint64(b[8:])), n: int64(v & ackCount)})
+				}
 				switch {
 				case v&ackBad != 0:
 					s.corrupt = true
@@ -309,9 +326,13 @@ func (lg *loadgen) throughputUp(req lgRequest) (*lgResult, error) {
 		}
 		return t
 	}
-	bytes, win := lg.window(t0, t1, sum)
+	ackBytes, w0, w1 := lg.window(t0, t1, sum)
 	wg.Wait()
-	res := &lgResult{Bytes: bytes, Seconds: win.Seconds(), CC: congestion(cs)}
+	var bytes int64
+	for _, s := range st {
+		bytes += countAt(s.seen, w1.UnixNano()) - countAt(s.seen, w0.UnixNano())
+	}
+	res := &lgResult{Bytes: bytes, AckBytes: ackBytes, Seconds: w1.Sub(w0).Seconds(), Window: unixPair(w0, w1), CC: congestion(cs)}
 	var verified int64
 	integrity := "ok"
 	for i, s := range st {
@@ -343,6 +364,28 @@ func (lg *loadgen) throughputUp(req lgRequest) (*lgResult, error) {
 	return res, nil
 }
 
+// unixPair is a and b in Unix seconds.
+func unixPair(a, b time.Time) []float64 {
+	return []float64{float64(a.UnixNano()) / 1e9, float64(b.UnixNano()) / 1e9}
+}
+
+// ackAt is one of the backend's acknowledgements: it had received n
+// bytes at t (Unix nanoseconds, its clock, the machine's).
+type ackAt struct{ t, n int64 }
+
+// countAt is what the backend had acknowledged by t from its
+// acknowledgements (in order). Between two of them it may have read up to
+// ackEvery more, at either end of a window alike; and after a stall (a
+// segment lost on the way) one read takes what waited, so a line between
+// the two would be wrong.
+func countAt(seen []ackAt, t int64) int64 {
+	i := sort.Search(len(seen), func(i int) bool { return seen[i].t > t })
+	if i == 0 {
+		return 0
+	}
+	return seen[i-1].n
+}
+
 // throughputDown reads the backend's pattern stream on each connection for
 // warmup+duration, checking every byte.
 func (lg *loadgen) throughputDown(req lgRequest) (*lgResult, error) {
@@ -371,9 +414,9 @@ func (lg *loadgen) throughputDown(req lgRequest) (*lgResult, error) {
 		}
 		return t
 	}
-	bytes, win := lg.window(t0, t1, sum)
+	bytes, w0, w1 := lg.window(t0, t1, sum)
 	wg.Wait()
-	res := &lgResult{Bytes: bytes, Seconds: win.Seconds(), Total: sum(), Verified: sum(), Integrity: "ok", CC: congestion(cs)}
+	res := &lgResult{Bytes: bytes, Seconds: w1.Sub(w0).Seconds(), Window: unixPair(w0, w1), Total: sum(), Verified: sum(), Integrity: "ok", CC: congestion(cs)}
 	for i, err := range errs {
 		if err != nil {
 			res.Integrity = fmt.Sprintf("ERROR (connection %d: %v)", i, err)

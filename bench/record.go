@@ -31,11 +31,16 @@ type Record struct {
 	Dir   string `json:"dir,omitempty"`   // throughput: up (public side to backend) or down; udp: the datagram size ("64B")
 	Conns int    `json:"conns,omitempty"` // parallel connections, dialers, or idle connections held
 
-	Seconds   float64 `json:"seconds,omitempty"`
-	Bytes     int64   `json:"bytes,omitempty"`
-	MBps      float64 `json:"mb_s,omitempty"`   // 1e6 bytes per second
-	Mbitps    float64 `json:"mbit_s,omitempty"` // 1e6 bits per second
-	Integrity string  `json:"integrity,omitempty"`
+	Seconds float64 `json:"seconds,omitempty"`
+	Bytes   int64   `json:"bytes,omitempty"`
+	// Throughput up: the backend's acknowledgements that arrived in the
+	// window, as "up" was counted until 2026-12-06 (loadgen.go,
+	// throughputUp); Window is the window, Unix seconds.
+	AckBytes  int64     `json:"ack_bytes,omitempty"`
+	Window    []float64 `json:"window_unix,omitempty"`
+	MBps      float64   `json:"mb_s,omitempty"`   // 1e6 bytes per second
+	Mbitps    float64   `json:"mbit_s,omitempty"` // 1e6 bits per second
+	Integrity string    `json:"integrity,omitempty"`
 
 	CPU *CPUUse `json:"cpu,omitempty"`
 

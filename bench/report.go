@@ -540,7 +540,7 @@ func (rs *results) loopbackMarkdown(m *Machine) string {
 		}
 		t.add(row...)
 	}
-	b.WriteString("### Bulk throughput\n\n\"Up\" is the public side sending to the backend, \"down\" the reverse; every byte is checked against the sender's pattern (up: the backend acknowledges what it verified, and after the window the sender waits for the final count). Percentages are of direct in the same run. CPU is the warren server's and client's user+system time (/proc/PID/stat) during the window, per 10⁹ bytes delivered.\n\n")
+	b.WriteString("### Bulk throughput\n\n\"Up\" is the public side sending to the backend, \"down\" the reverse; every byte is checked against the sender's pattern (up: the backend acknowledges what it verified, with the time it had, and the window counts by that time; after the window the sender waits for the final count). Percentages are of direct in the same run. CPU is the warren server's and client's user+system time (/proc/PID/stat) during the window, per 10⁹ bytes delivered.\n\n")
 	b.WriteString(t.String() + "\n")
 
 	// Latency.

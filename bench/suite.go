@@ -118,6 +118,7 @@ func (rn *runner) throughput(lg *lgClient, t target, base Record, d durations, d
 	r := base
 	r.Kind, r.Test, r.Dir, r.Conns = "result", "throughput", dir, conns
 	r.Seconds, r.Bytes, r.Integrity = res.Seconds, res.Bytes, res.Integrity
+	r.AckBytes, r.Window = res.AckBytes, res.Window
 	if res.Seconds > 0 {
 		r.MBps = float64(res.Bytes) / res.Seconds / 1e6
 		r.Mbitps = r.MBps * 8

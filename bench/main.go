@@ -427,7 +427,7 @@ func orchestrate() int {
 				o.links = append(o.links, l)
 			}
 			m := mach
-			m.Durations = fmt.Sprintf("loaded %v, step %v, share %v; other links: %s", o.loaded, o.step, o.share, d)
+			m.Durations = fmt.Sprintf("loaded %v, step %v, share %v; other links: %s, at least 20 round trips of warm-up and 40 of window", o.loaded, o.step, o.share, d)
 			m.Emulator = lk.kind()
 			var err error
 			if rn.rec, err = newRecorder(filepath.Join(*outDir, "pacing.jsonl")); err != nil {

@@ -588,9 +588,15 @@ func (rn *runner) pacingLink(lk emulator, o pacingOpts, l LinkSpec, port *int) e
 	link := l
 	var errs firstError
 	// Startup on a long path takes a few round trips: the warm-up is at
-	// least 20 of them.
+	// least 20 of them. The window is at least 40: at 1% loss a lost
+	// segment holds in-order delivery for a round trip or a retransmission
+	// timeout, and a window that begins or ends in such a hold counts up
+	// to that much data too few or too many (on the 10 Mbit/s / 200 ms
+	// link, 0.3-0.5 MB: TCP BBR read 10.1-10.9 Mbit/s on a 4 s window
+	// there, above the link's 9.65 of TCP payload).
 	d := o.d
 	d.Warmup = max(d.Warmup, time.Duration(20*l.RTTms)*time.Millisecond)
+	d.Dur = max(d.Dur, time.Duration(40*l.RTTms)*time.Millisecond)
 	for _, dir := range []string{"down", "up"} {
 		for _, bd := range rn.builds { // a -baseline build beside, at its own default
 			errs.add(func() error {

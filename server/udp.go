@@ -172,8 +172,10 @@ func (ft *flowTable) in(peer netip.AddrPort, b []byte) {
 		ft.touchLocked(f)
 	}
 	f.last.Store(now)
-	ft.mu.Unlock()
-
+	// Queued under the lock, as f was found: f's end (closed) forgets it
+	// under the lock before it drains f.q, so nothing is queued behind
+	// the drain, where it would stay, its bytes counted in queued for good.
+	defer ft.mu.Unlock()
 	if queued.Load()+int64(len(b)) > queueBudget {
 		ft.stats.drops[dropQueueFull].Add(1)
 		return

@@ -218,25 +218,75 @@ func (t *table) pickFor(r *route, tried map[*member]bool, skip map[string]bool, 
 	}
 }
 
-// pickNow is pick for a UDP flow: the member its first datagram goes to
-// now, or nil. It never waits: while the route is held, or its members
-// are in their handshake, datagrams are dropped (counted), not queued.
+// pickNow is pick for a UDP flow forwarded here by another server: the
+// live member its first datagram goes to now, or nil. It never waits.
 func (t *table) pickNow(r *route) *member {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return r.pickLocked(nil)
 }
 
-// pickFlow is pickNow in a cluster (inCluster): with no live member
-// here, a new flow goes to a holding of r on another server, round robin;
-// nil, nil when there is neither.
+// pickFlow is the member a new UDP flow of r goes to, at its first
+// datagram: a live member; else, in a cluster (inCluster), a holding of r
+// on another server, round robin; else a member in its handshake, whose
+// session the flow waits for (sessionFor). nil, nil when there is none
+// (the route is held, or every member failed).
 func (t *table) pickFlow(r *route, inCluster bool) (*member, *cluster.Holding) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if m := r.pickLocked(nil); m != nil || !inCluster {
+	if m := r.pickLocked(nil); m != nil {
 		return m, nil
 	}
-	return nil, r.pickRemoteLocked(nil)
+	if inCluster {
+		if h := r.pickRemoteLocked(nil); h != nil {
+			return nil, h
+		}
+	}
+	for _, m := range r.members {
+		if m.cs.sess == nil {
+			return m, nil
+		}
+	}
+	return nil, nil
+}
+
+// sessionFor returns the session of m, the member of r a UDP flow picked:
+// at once when it is up; while m is in its handshake, as soon as up
+// records it (its Welcome sent). nil when m is not, or no longer, a
+// member of r (its handshake failed, it drained, the route went), when
+// give is closed, or after handshakeTimeout.
+func (t *table) sessionFor(r *route, m *member, give <-chan struct{}) *session.Session {
+	var tm clock.Timer
+	t.mu.Lock()
+	defer func() {
+		t.mu.Unlock()
+		if tm != nil {
+			tm.Stop()
+		}
+	}()
+	for {
+		if !slices.Contains(r.members, m) {
+			return nil
+		}
+		if m.cs.sess != nil {
+			return m.cs.sess
+		}
+		if tm == nil {
+			tm = t.clock.NewTimer(t.cfg.handshakeTimeout)
+		}
+		wake := r.wake // closed by up, and when m leaves
+		t.mu.Unlock()
+		select {
+		case <-wake:
+		case <-give:
+			t.mu.Lock()
+			return nil
+		case <-tm.C():
+			t.mu.Lock()
+			return nil
+		}
+		t.mu.Lock()
+	}
 }
 
 // members returns the members serving r now: a UDP flow ends when its

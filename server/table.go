@@ -68,9 +68,11 @@ import (
 //     With none, it waits while the route is held or a member is in its
 //     handshake (at most limits.max_waiting connections per route); a
 //     removed route, or the end of the grace, sends the waiters away.
-//     A UDP flow picks the same way but never waits (pickNow): with no
-//     live member its datagram is dropped, and a flow keeps the member it
-//     picked for its life (udp.go has the flows' own rules).
+//     A UDP flow picks the same way but never waits (pickFlow): with no
+//     live member it takes one in its handshake, whose session its
+//     stream waits for (sessionFor: its client may already have the
+//     port), with none its datagram is dropped, and a flow keeps the
+//     member it picked for its life (udp.go has the flows' own rules).
 //  12. Locking: a claim is planned under the table's lock, binds its ports
 //     with no lock held (other claims and every pick go on meanwhile), and
 //     is committed, or rolled back, under the lock. A key being bound is

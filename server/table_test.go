@@ -136,6 +136,14 @@ func (f *fixture) members(key string) []string {
 // alive with no streams until then.
 func liveSession(t testing.TB, cfg session.Config) *session.Session {
 	t.Helper()
+	s, _ := sessionPair(t, cfg)
+	return s
+}
+
+// sessionPair is liveSession with the client's side too, for a test that
+// runs it.
+func sessionPair(t testing.TB, cfg session.Config) (srvSide, cliSide *session.Session) {
+	t.Helper()
 	mem := &transporttest.Network{}
 	l, err := mem.Listen("s")
 	if err != nil {
@@ -183,7 +191,7 @@ func liveSession(t testing.TB, cfg session.Config) *session.Session {
 		cli.Close(session.CodeClosed, "test over")
 		r.s.Close(session.CodeClosed, "test over")
 	})
-	return r.s
+	return r.s, cli
 }
 
 func svc(name string, port int) session.Service { return session.Service{Name: name, RemotePort: port} }

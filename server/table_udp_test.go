@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/warren-tunnel/warren/internal/testutil/leaktest"
 	"github.com/warren-tunnel/warren/session"
 )
 
@@ -126,25 +127,65 @@ func TestTableUDPLimits(t *testing.T) {
 	}
 }
 
-// Rule 11: a UDP flow picks its member at once, never waiting: nil while
-// the route is held or its member is in its handshake.
-func TestTableUDPPickNow(t *testing.T) {
+// Rule 11: a UDP flow picks its member at once, never waiting: a live
+// one; else one in its handshake, whose session sessionFor waits for
+// until up; none while the route is held. A forwarded flow (pickNow)
+// takes live members only.
+func TestTableUDPPickFlow(t *testing.T) {
+	leaktest.Check(t)
 	f := newFixture(t)
 	cs := f.session(f.office, "a", "")
 	f.claim(cs, udpSvc("dns", 20001))
 	r := f.route("udp:20001")
-	if m := f.tb.pickNow(r); m != nil {
-		t.Fatal("picked a member in its handshake")
+	m, h := f.tb.pickFlow(r, false)
+	if m == nil || m.cs != cs || h != nil {
+		t.Fatalf("picked %v, %v; want the member in its handshake", m, h)
 	}
-	f.up(cs)
-	if m := f.tb.pickNow(r); m == nil || m.cs != cs {
-		t.Fatalf("picked %v", m)
+	if m := f.tb.pickNow(r); m != nil {
+		t.Fatal("pickNow picked a member in its handshake")
+	}
+	got := make(chan *session.Session, 1)
+	go func() { got <- f.tb.sessionFor(r, m, nil) }()
+	sess := f.up(cs)
+	if s := <-got; s != sess {
+		t.Fatalf("sessionFor returned %v, want the session brought up", s)
+	}
+	if m2, _ := f.tb.pickFlow(r, false); m2 != m || f.tb.pickNow(r) != m {
+		t.Fatal("the live member is not picked")
 	}
 	f.tb.down(cs, true)
-	if m := f.tb.pickNow(r); m != nil {
+	if m, h := f.tb.pickFlow(r, false); m != nil || h != nil {
 		t.Fatal("picked a member of a held route")
+	}
+	if s := f.tb.sessionFor(r, m, nil); s != nil {
+		t.Fatal("sessionFor gave the session of a member that left")
 	}
 	if ms := f.tb.members(r); len(ms) != 0 {
 		t.Fatalf("held route has members %v", ms)
+	}
+
+	// A handshake that fails (down) or a flow that ends (give) ends the
+	// wait with no session.
+	for _, end := range []string{"handshake fails", "flow ends"} {
+		cs := f.session(f.office, end, "")
+		f.claim(cs, udpSvc("dns", 20001)) // adopts the held route
+		m, _ := f.tb.pickFlow(r, false)
+		if m == nil || m.cs != cs {
+			t.Fatalf("%s: picked %v, want the member in its handshake", end, m)
+		}
+		give := make(chan struct{})
+		got := make(chan *session.Session, 1)
+		go func() { got <- f.tb.sessionFor(r, m, give) }()
+		if end == "flow ends" {
+			close(give)
+		} else {
+			f.tb.down(cs, true)
+		}
+		if s := <-got; s != nil {
+			t.Fatalf("%s: sessionFor returned %v", end, s)
+		}
+		if end == "flow ends" {
+			f.tb.down(cs, true)
+		}
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/warren-tunnel/warren/admin"
 	"github.com/warren-tunnel/warren/cluster"
 	"github.com/warren-tunnel/warren/internal/dgram"
 	"github.com/warren-tunnel/warren/metrics"
@@ -28,13 +29,17 @@ import (
 // The rules of a route's flow table, which hold together under its lock:
 //
 //  1. Flows. The first datagram from a source makes its flow and picks
-//     its member at once (table.pickNow): the flow stays with that
+//     its member at once (table.pickFlow): the flow stays with that
 //     session for its life. In a cluster, with no live member here, it
 //     picks a holding on another server and the flow's stream is a
-//     forwarded one to that server (forwardudp.go). No member nor
-//     holding (the route is held for its client's return, or its
-//     sessions are in their handshake): the datagram is dropped
-//     (no_session), never queued.
+//     forwarded one to that server (forwardudp.go). With neither, a
+//     member in its handshake: the flow's datagrams queue (rule 3) until
+//     its session is up (table.sessionFor), for its client may already
+//     have the port from its Welcome and a public peer may have been
+//     told it; a handshake that fails ends the flow and drops what it
+//     queued (no_session). No member at all (the route is held for its
+//     client's return): the datagram is dropped (no_session), never
+//     queued.
 //  2. Caps. At most max_flows flows per route: a new source beyond it
 //     ends the flow that had a datagram from its source least recently,
 //     among those not yet assured (fewer than two datagrams in, or none
@@ -224,10 +229,7 @@ func (ft *flowTable) openLocked(peer netip.AddrPort, lim *session.UDPLimits) (*f
 	ft.n.Add(1)
 	ft.all.Add(1)
 	if m != nil {
-		m.cs.flows.Add(1)
-		if st := m.cs.stats[m.service]; st != nil {
-			st.Opened()
-		}
+		m.cs.flows.Add(1) // its stats count it once its session is up (run)
 	}
 	ft.s.metrics.UDPFlows(f.service(), 1)
 	ft.s.changed.Notify()
@@ -398,7 +400,8 @@ type flow struct {
 	in, out, bytesIn, bytesOut atomic.Int64
 
 	st     atomic.Pointer[streamRef]
-	rbuf   *[]byte // the receiver's buffer under way
+	stats  *admin.ServiceCounters // its session's, once up; run's goroutine only
+	rbuf   *[]byte                // the receiver's buffer under way
 	getBuf func(int) []byte
 
 	die     chan struct{}
@@ -429,7 +432,16 @@ func (f *flow) run() {
 	var st flowStream
 	var err error
 	if m != nil {
-		st, err = m.cs.sess.Open(session.Header{Service: m.service, Peer: f.peer.String(), Local: ft.local, Kind: session.KindDatagram})
+		sess := ft.s.table.sessionFor(ft.r, m, f.die)
+		if sess == nil {
+			f.end("its session stopped serving " + describeRoute(ft.r) + " before the flow's stream opened")
+			return
+		}
+		// The handshake fills cs.stats before up: read it only now.
+		if f.stats = m.cs.stats[m.service]; f.stats != nil {
+			f.stats.Opened()
+		}
+		st, err = sess.Open(session.Header{Service: m.service, Peer: f.peer.String(), Local: ft.local, Kind: session.KindDatagram})
 	} else {
 		st, err = ft.s.forwardFlow(f)
 	}
@@ -583,15 +595,20 @@ func (f *flow) closed() {
 	ft.mu.Lock()
 	ft.forgetLocked(f)
 	ft.mu.Unlock()
+	dropped := int64(0)
 	for {
 		select {
 		case d := <-f.q:
 			queued.Add(-int64(d.n))
 			dgram.Put(d.buf)
+			dropped++
 			continue
 		default:
 		}
 		break
+	}
+	if f.st.Load() == nil { // no session took them (rule 1)
+		ft.stats.drops[dropNoSession].Add(dropped)
 	}
 	ft.all.Add(-1)
 	in, out := f.bytesIn.Load(), f.bytesOut.Load()
@@ -599,7 +616,7 @@ func (f *flow) closed() {
 	log := ft.s.log
 	if m != nil {
 		m.cs.flows.Add(-1)
-		if st := m.cs.stats[m.service]; st != nil {
+		if st := f.stats; st != nil {
 			st.Add(in, out) // a flow's bytes show when it ends
 			st.Closed()
 		}

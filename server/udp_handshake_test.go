@@ -12,6 +12,7 @@ import (
 	"github.com/warren-tunnel/warren/clock/clocktest"
 	"github.com/warren-tunnel/warren/internal/testutil/leaktest"
 	"github.com/warren-tunnel/warren/internal/testutil/memnet"
+	"github.com/warren-tunnel/warren/internal/testutil/metrictest"
 	"github.com/warren-tunnel/warren/metrics"
 	"github.com/warren-tunnel/warren/session"
 )
@@ -91,7 +92,7 @@ func TestUDPFlowWaitsForHandshake(t *testing.T) {
 					c.Close()
 				}
 				<-ft.die
-				return counted(t, reg, "warren_udp_drops_total", "reason", metrics.DropNoSession)
+				return metrictest.Value(t, reg, "warren_udp_drops_total", "reason", metrics.DropNoSession)
 			}
 
 			if !tc.up {
@@ -132,36 +133,6 @@ func TestUDPFlowWaitsForHandshake(t *testing.T) {
 			}
 		})
 	}
-}
-
-// counted is the value of the counter name with the labels given (name,
-// value pairs), summed over the others; 0 when there is none.
-func counted(t *testing.T, reg *metrics.Registry, name string, labels ...string) float64 {
-	t.Helper()
-	mfs, err := reg.Gatherer().Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	sum := 0.0
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	metrics:
-		for _, m := range mf.GetMetric() {
-			for i := 0; i+1 < len(labels); i += 2 {
-				found := false
-				for _, lp := range m.GetLabel() {
-					found = found || lp.GetName() == labels[i] && lp.GetValue() == labels[i+1]
-				}
-				if !found {
-					continue metrics
-				}
-			}
-			sum += m.GetCounter().GetValue()
-		}
-	}
-	return sum
 }
 
 // waitUntil polls cond, which nothing signals, for up to 10 s.

@@ -4,6 +4,7 @@ import (
 	"strconv"
 	"testing"
 
+	"github.com/warren-tunnel/warren/internal/testutil/metrictest"
 	"github.com/warren-tunnel/warren/metrics"
 )
 
@@ -21,37 +22,7 @@ func newMetrics(t testing.TB, role string) *metrics.Registry {
 // none does.
 func Metric(t testing.TB, reg *metrics.Registry, name string, labels ...string) float64 {
 	t.Helper()
-	mfs, err := reg.Gatherer().Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	sum := 0.0
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	samples:
-		for _, m := range mf.GetMetric() {
-			for i := 0; i+1 < len(labels); i += 2 {
-				found := false
-				for _, lp := range m.GetLabel() {
-					if lp.GetName() == labels[i] && lp.GetValue() == labels[i+1] {
-						found = true
-					}
-				}
-				if !found {
-					continue samples
-				}
-			}
-			switch {
-			case m.GetCounter() != nil:
-				sum += m.GetCounter().GetValue()
-			case m.GetGauge() != nil:
-				sum += m.GetGauge().GetValue()
-			}
-		}
-	}
-	return sum
+	return metrictest.Value(t, reg, name, labels...)
 }
 
 // WaitMetric polls until Metric reaches at least min. Metrics have no

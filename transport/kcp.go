@@ -295,6 +295,7 @@ type kcpConn struct {
 	fixed     float64  // with a fixed rate: bytes a second
 	ctl       *rateCtl // with rate_mbit = "auto"
 	pace      *pacer   // nil: unpaced
+	acks      *ackSwitch
 	closeOnce sync.Once
 	onClose   func()
 	rd, wd    atomic.Int64 // deadlines in Unix nanoseconds, 0 for none
@@ -306,7 +307,8 @@ var noDeadline = time.Now().Add(100 * 365 * 24 * time.Hour)
 
 func newKCPConn(s *kcp.UDPSession, cfg KCPConfig, log *slog.Logger, onClose func()) *kcpConn {
 	cfg.tuneSession(s)
-	c := &kcpConn{UDPSession: s, onClose: onClose, rate: cfg.RateMbit}
+	c := &kcpConn{UDPSession: s, onClose: onClose, rate: cfg.RateMbit, acks: newAckSwitch(cfg.mss(), cfg.interval(), monoClock())}
+	s.SetACKNoDelay(true) // the switch's first state
 	switch {
 	case cfg.RateMbit == RateAuto:
 		var l *slog.Logger
@@ -404,6 +406,9 @@ func (c *kcpConn) Read(b []byte) (int, error) {
 		return 0, err
 	}
 	n, err := c.UDPSession.Read(b)
+	if atOnce, changed := c.acks.read(n, monoClock()); changed {
+		c.UDPSession.SetACKNoDelay(atOnce)
+	}
 	return n, c.deadlineErr("read", err)
 }
 

@@ -1,0 +1,74 @@
+package transport
+
+import "time"
+
+// ackSwitch decides, for one KCP session, whether the data it receives is
+// acknowledged as each datagram arrives (kcp-go's ACK-no-delay) or in
+// kcp-go's batches: at its next flush, once an interval, unless
+// ackBatch ACKs are waiting.
+//
+// Why: the peer times a segment out after srtt + max(interval,
+// 4 × rttvar), and takes its RTT sample from the newest ACK of a datagram,
+// the one held least. Batched, the oldest ACK of a batch waits up to a
+// whole interval (20 ms in fast2), so a segment that arrives just after a
+// flush comes back an interval past srtt, at the very edge of its timeout,
+// and a few milliseconds of queue on the path then resend it though it
+// arrived. Measured on linkem with rate_mbit "auto": in the 20 Mbit/s phase
+// of the rate step (0% loss) 48-62% of the resends were segments the
+// receiver already had; on 10 Mbit/s at 200 ms with 1% loss resend storms
+// of 500-2000 segments (packet capture: 74% of them duplicates) held the
+// stream below 8.5 Mbit/s in 8 of 12 windows (docs/benchmarks.md,
+// "Spurious resends"). Acknowledging each datagram at once takes the
+// batch wait out of the margin; but it sends a datagram back for each one
+// in, which cost 1.4× the CPU per byte at 100 Mbit/s and 2.3-3× on
+// loopback. So ACKs go at once only below the rate at which a batch of
+// ackBatch takes longer than an interval to gather: there every batch
+// waits the whole interval, and there an ACK a datagram costs little.
+// Above it (about 30 Mbit/s in fast2) batches fill before the interval
+// ends and the wait shrinks as the rate grows.
+//
+// Only the session's reader uses it (net.Conn allows one at a time).
+type ackSwitch struct {
+	below  float64       // bytes a second under which ACKs go at once
+	start  time.Duration // the current window's start
+	n      int           // bytes read in the window
+	atOnce bool
+}
+
+// ackBatch is how many ACKs kcp-go gathers before it sends them without
+// waiting for its interval: an MTU's worth (kcp.go, Input, "clocking";
+// 1350 / 24 is 56).
+const ackBatch = 56
+
+// ackWindow is how long the rate is measured over before the switch is
+// looked at again.
+const ackWindow = 100 * time.Millisecond
+
+// newAckSwitch returns the switch for a session whose segments carry mss
+// bytes and whose peer flushes every interval. A session starts with ACKs
+// at once: it has received nothing yet.
+func newAckSwitch(mss int, interval time.Duration, now time.Duration) *ackSwitch {
+	return &ackSwitch{below: float64(ackBatch*mss) / interval.Seconds(), start: now, atOnce: true}
+}
+
+// read counts n bytes the session's reader got at now. It returns whether
+// ACKs now go at once, and whether that changed. Off again only a quarter
+// above the rate it went on at, so that a rate near it does not flap.
+func (a *ackSwitch) read(n int, now time.Duration) (atOnce, changed bool) {
+	a.n += n
+	el := now - a.start
+	if el < ackWindow {
+		return a.atOnce, false
+	}
+	rate := float64(a.n) / el.Seconds()
+	a.start, a.n = now, 0
+	want := a.atOnce
+	switch {
+	case a.atOnce && rate > 1.25*a.below:
+		want = false
+	case !a.atOnce && rate < a.below:
+		want = true
+	}
+	changed, a.atOnce = want != a.atOnce, want
+	return want, changed
+}

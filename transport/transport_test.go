@@ -510,3 +510,66 @@ func TestKCPPacedWriteEnds(t *testing.T) {
 		}
 	}
 }
+
+// TestKCPAcksAtOnceWhenSlow: a session that receives little acknowledges
+// each datagram as it arrives (ackSwitch): about one datagram back for
+// each one in, where kcp-go's batches would send one an interval (20 ms);
+// one that receives fast batches its ACKs again.
+func TestKCPAcksAtOnceWhenSlow(t *testing.T) {
+	leaktest.Check(t)
+	srvTLS, fp, _, err := transport.ServerTLS{}.Config(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cliTLS, _ := transport.ClientTLS{Fingerprint: fp}.Config()
+	cfg := transport.DefaultKCPConfig()
+	cfg.RateMbit = 0 // the switch is the receiver's, whatever the sender's pacing
+	var srvPC, cliPC *impair.PacketConn
+	wrap := func(to **impair.PacketConn) func(net.PacketConn) net.PacketConn {
+		return func(pc net.PacketConn) net.PacketConn {
+			*to = impair.Wrap(pc, impair.Config{})
+			return *to
+		}
+	}
+	srv, cli, _ := transporttest.Connect(t, transporttest.Pair{Name: "kcp+tls",
+		Server: &transport.KCP{Config: cfg, TLS: srvTLS, WrapPacketConn: wrap(&srvPC)},
+		Client: &transport.KCP{Config: cfg, TLS: cliTLS, WrapPacketConn: wrap(&cliPC)}, Addr: "127.0.0.1:0"})
+	deadline := time.Now().Add(time.Minute)
+	srv.SetDeadline(deadline)
+	cli.SetDeadline(deadline)
+	// phase writes n messages of size, every gap (none: at once), and
+	// returns the datagrams the server sent back for each the client sent.
+	phase := func(n, size int, gap time.Duration) float64 {
+		read := make(chan error, 1)
+		go func() {
+			_, err := io.CopyN(io.Discard, srv, int64(n*size))
+			read <- err
+		}()
+		s0, _ := srvPC.Stats()
+		c0, _ := cliPC.Stats()
+		msg := make([]byte, size)
+		for range n {
+			if gap > 0 {
+				time.Sleep(gap)
+			}
+			if _, err := cli.Write(msg); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := <-read; err != nil {
+			t.Fatal(err)
+		}
+		s1, _ := srvPC.Stats()
+		c1, _ := cliPC.Stats()
+		return float64(s1-s0) / float64(c1-c0)
+	}
+	// 1000 bytes every 2 ms at most (0.5 MB/s), far under the switch's
+	// 3.7 MB/s.
+	if r := phase(150, 1000, 2*time.Millisecond); r < 0.7 {
+		t.Errorf("slow: %.2f datagrams back for each one in, want about 1: ACKs were batched", r)
+	}
+	// 16 MiB at once: on loopback tens of MB/s.
+	if r := phase(256, 64<<10, 0); r > 0.5 {
+		t.Errorf("fast: %.2f datagrams back for each one in, want few: ACKs went one a datagram", r)
+	}
+}

@@ -1,0 +1,63 @@
+package transport
+
+import (
+	"testing"
+	"time"
+)
+
+// TestAckSwitch: ACKs go at once from the start and while the session
+// reads less than the rate at which a batch fills before the interval
+// ends; batched above a quarter over it; and at once again after a
+// pause, from the first read.
+func TestAckSwitch(t *testing.T) {
+	const mss, interval = 1326, 20 * time.Millisecond
+	below := float64(ackBatch*mss) / interval.Seconds() // 3.7 MB/s
+	type step struct {
+		rate       float64       // bytes a second read, in reads every 10 ms
+		dur        time.Duration // for this long
+		wantAtOnce bool          // at the end
+		wantFlips  int           // changes in the step
+	}
+	for _, tc := range []struct {
+		name  string
+		steps []step
+	}{
+		{"slow stays at once", []step{{0.5 * below, time.Second, true, 0}}},
+		{"fast batches", []step{{2 * below, time.Second, false, 1}}},
+		{"just over does not flip", []step{{1.1 * below, time.Second, true, 0}}},
+		{"down and up", []step{{2 * below, time.Second, false, 1}, {0.5 * below, time.Second, true, 1}, {2 * below, time.Second, false, 1}}},
+		{"between keeps the state", []step{{2 * below, time.Second, false, 1}, {1.1 * below, time.Second, false, 0}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			now := time.Duration(0)
+			a := newAckSwitch(mss, interval, now)
+			for i, s := range tc.steps {
+				flips := 0
+				var atOnce bool
+				for end := now + s.dur; now < end; {
+					now += 10 * time.Millisecond
+					var changed bool
+					atOnce, changed = a.read(int(s.rate/100), now)
+					if changed {
+						flips++
+					}
+				}
+				if atOnce != s.wantAtOnce || flips != s.wantFlips {
+					t.Errorf("step %d (%.1f × the threshold): at once %v after %d changes, want %v after %d", i, s.rate/below, atOnce, flips, s.wantAtOnce, s.wantFlips)
+				}
+			}
+		})
+	}
+	t.Run("pause", func(t *testing.T) {
+		a := newAckSwitch(mss, interval, 0)
+		now := time.Duration(0)
+		for range 100 {
+			now += 10 * time.Millisecond
+			a.read(int(2*below/100), now)
+		}
+		// A read after 5 s of nothing: what the window saw is little.
+		if atOnce, changed := a.read(64<<10, now+5*time.Second); !atOnce || !changed {
+			t.Errorf("after a pause: at once %v (changed %v), want at once", atOnce, changed)
+		}
+	})
+}

@@ -30,14 +30,14 @@ func TestAckSwitch(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			now := time.Duration(0)
-			a := newAckSwitch(mss, interval, now)
+			a := newAckSwitch(mss, interval, 30*time.Millisecond, now)
 			for i, s := range tc.steps {
 				flips := 0
 				var atOnce bool
 				for end := now + s.dur; now < end; {
 					now += 10 * time.Millisecond
 					var changed bool
-					atOnce, changed = a.read(int(s.rate/100), now)
+					atOnce, changed = a.read(int(s.rate/100), now, longPath)
 					if changed {
 						flips++
 					}
@@ -49,15 +49,40 @@ func TestAckSwitch(t *testing.T) {
 		})
 	}
 	t.Run("pause", func(t *testing.T) {
-		a := newAckSwitch(mss, interval, 0)
+		a := newAckSwitch(mss, interval, 30*time.Millisecond, 0)
 		now := time.Duration(0)
 		for range 100 {
 			now += 10 * time.Millisecond
-			a.read(int(2*below/100), now)
+			a.read(int(2*below/100), now, longPath)
 		}
 		// A read after 5 s of nothing: what the window saw is little.
-		if atOnce, changed := a.read(64<<10, now+5*time.Second); !atOnce || !changed {
+		if atOnce, changed := a.read(64<<10, now+5*time.Second, longPath); !atOnce || !changed {
 			t.Errorf("after a pause: at once %v (changed %v), want at once", atOnce, changed)
 		}
 	})
+}
+
+func longPath() time.Duration { return 50 * time.Millisecond }
+
+// TestAckSwitchShortPath: on a path whose srtt and interval together stay
+// under the timeout's floor ACKs are batched however slow the session;
+// before the first RTT sample they go at once.
+func TestAckSwitchShortPath(t *testing.T) {
+	const mss, interval, minRTO = 1326, 20 * time.Millisecond, 30 * time.Millisecond
+	for _, tc := range []struct {
+		srtt time.Duration
+		want bool
+	}{
+		{0, true}, // no sample yet
+		{time.Millisecond, false},
+		{10 * time.Millisecond, false}, // srtt + interval = the floor
+		{11 * time.Millisecond, true},
+		{200 * time.Millisecond, true},
+	} {
+		a := newAckSwitch(mss, interval, minRTO, 0)
+		got, _ := a.read(1000, ackWindow, func() time.Duration { return tc.srtt })
+		if got != tc.want {
+			t.Errorf("srtt %v: at once %v, want %v", tc.srtt, got, tc.want)
+		}
+	}
 }

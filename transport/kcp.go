@@ -307,7 +307,7 @@ var noDeadline = time.Now().Add(100 * 365 * 24 * time.Hour)
 
 func newKCPConn(s *kcp.UDPSession, cfg KCPConfig, log *slog.Logger, onClose func()) *kcpConn {
 	cfg.tuneSession(s)
-	c := &kcpConn{UDPSession: s, onClose: onClose, rate: cfg.RateMbit, acks: newAckSwitch(cfg.mss(), cfg.interval(), monoClock())}
+	c := &kcpConn{UDPSession: s, onClose: onClose, rate: cfg.RateMbit, acks: newAckSwitch(cfg.mss(), cfg.interval(), cfg.minRTO(), monoClock())}
 	s.SetACKNoDelay(true) // the switch's first state
 	switch {
 	case cfg.RateMbit == RateAuto:
@@ -329,6 +329,21 @@ func newKCPConn(s *kcp.UDPSession, cfg KCPConfig, log *slog.Logger, onClose func
 // peer may hold an ACK before it sends it.
 func (c KCPConfig) interval() time.Duration {
 	return time.Duration(kcpModes[c.Mode][1]) * time.Millisecond
+}
+
+// minRTO is kcp-go's floor of the retransmission timeout in the
+// configured mode: 30 ms with nodelay, 100 ms without (kcp.go,
+// IKCP_RTO_NDL and IKCP_RTO_MIN).
+func (c KCPConfig) minRTO() time.Duration {
+	if kcpModes[c.Mode][0] != 0 {
+		return 30 * time.Millisecond
+	}
+	return 100 * time.Millisecond
+}
+
+// srtt is kcp-go's smoothed RTT of the session, 0 before its first sample.
+func (c *kcpConn) srtt() time.Duration {
+	return time.Duration(c.GetSRTT()) * time.Millisecond
 }
 
 // mss is the data a KCP segment carries: the MTU less KCP's header and
@@ -406,7 +421,7 @@ func (c *kcpConn) Read(b []byte) (int, error) {
 		return 0, err
 	}
 	n, err := c.UDPSession.Read(b)
-	if atOnce, changed := c.acks.read(n, monoClock()); changed {
+	if atOnce, changed := c.acks.read(n, monoClock(), c.srtt); changed {
 		c.UDPSession.SetACKNoDelay(atOnce)
 	}
 	return n, c.deadlineErr("read", err)

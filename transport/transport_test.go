@@ -511,12 +511,15 @@ func TestKCPPacedWriteEnds(t *testing.T) {
 	}
 }
 
-// TestKCPAcksAtOnceWhenSlow: a session that receives little acknowledges
-// each datagram as it arrives (ackSwitch): about one datagram back for
-// each one in, where kcp-go's batches would send one an interval (20 ms);
-// one that receives fast batches its ACKs again.
+// TestKCPAcksAtOnceWhenSlow: on a 30 ms path a session that receives
+// little acknowledges each datagram as it arrives (ackSwitch): about one
+// datagram back for each one in, where kcp-go's batches would send one an
+// interval (20 ms); one that receives fast batches its ACKs again. (That
+// a short path batches however slow is TestAckSwitchShortPath's: a
+// loopback's srtt under -race on a busy machine can be any.)
 func TestKCPAcksAtOnceWhenSlow(t *testing.T) {
 	leaktest.Check(t)
+	const delay = 15 * time.Millisecond // each way
 	srvTLS, fp, _, err := transport.ServerTLS{}.Config(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
@@ -527,7 +530,7 @@ func TestKCPAcksAtOnceWhenSlow(t *testing.T) {
 	var srvPC, cliPC *impair.PacketConn
 	wrap := func(to **impair.PacketConn) func(net.PacketConn) net.PacketConn {
 		return func(pc net.PacketConn) net.PacketConn {
-			*to = impair.Wrap(pc, impair.Config{})
+			*to = impair.Wrap(pc, impair.Config{Delay: delay})
 			return *to
 		}
 	}
@@ -568,8 +571,10 @@ func TestKCPAcksAtOnceWhenSlow(t *testing.T) {
 	if r := phase(150, 1000, 2*time.Millisecond); r < 0.7 {
 		t.Errorf("slow: %.2f datagrams back for each one in, want about 1: ACKs were batched", r)
 	}
-	// 16 MiB at once: on loopback tens of MB/s.
-	if r := phase(256, 64<<10, 0); r > 0.5 {
+	// 16 MiB at once: tens of MB/s, but the first window of it, and any
+	// window the machine slows it in, ACKs at once (0.21-0.49 seen
+	// under -race).
+	if r := phase(256, 64<<10, 0); r > 0.8 {
 		t.Errorf("fast: %.2f datagrams back for each one in, want few: ACKs went one a datagram", r)
 	}
 }

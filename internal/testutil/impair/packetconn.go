@@ -22,6 +22,10 @@ type Config struct {
 	ReorderDelay time.Duration
 	// Seed makes the loss pattern repeatable; 0 picks a random one.
 	Seed uint64
+	// Delay holds every datagram sent for this long: a path's one-way
+	// delay (no rate limit, no queue). Datagrams sent after Close are
+	// lost.
+	Delay time.Duration
 }
 
 // PacketConn wraps a net.PacketConn and applies Config to every datagram it
@@ -103,6 +107,15 @@ func (p *PacketConn) WriteTo(b []byte, addr net.Addr) (int, error) {
 // send writes one datagram, with Write on a connected socket (WriteTo is
 // refused there).
 func (p *PacketConn) send(b []byte, addr net.Addr) error {
+	if p.cfg.Delay > 0 {
+		b = append([]byte(nil), b...)
+		time.AfterFunc(p.cfg.Delay, func() { p.sendNow(b, addr) })
+		return nil
+	}
+	return p.sendNow(b, addr)
+}
+
+func (p *PacketConn) sendNow(b []byte, addr net.Addr) error {
 	if c, ok := p.PacketConn.(net.Conn); ok && c.RemoteAddr() != nil {
 		_, err := c.Write(b)
 		return err

@@ -1,6 +1,9 @@
 package transport
 
-import "time"
+import (
+	"sync"
+	"time"
+)
 
 // ackSwitch decides, for one KCP session, whether the data it receives is
 // acknowledged as each datagram arrives (kcp-go's ACK-no-delay) or in
@@ -32,10 +35,12 @@ import "time"
 // the ACK (on loopback, ACKs at once at every rate raised the echo's p50
 // 7% at one connection and 12% at 64).
 //
-// Only the session's reader uses it (net.Conn allows one at a time).
+// Its lock is for reads at once, which net.Conn allows (nettest's
+// RacyRead); a session has one reader.
 type ackSwitch struct {
 	below  float64       // bytes a second under which ACKs go at once
 	longer time.Duration // and srtt over which
+	mu     sync.Mutex
 	start  time.Duration // the current window's start
 	n      int           // bytes read in the window
 	atOnce bool
@@ -64,6 +69,8 @@ func newAckSwitch(mss int, interval, minRTO, now time.Duration) *ackSwitch {
 // quarter above the rate it went on at, so that a rate near it does not
 // flap.
 func (a *ackSwitch) read(n int, now time.Duration, srtt func() time.Duration) (atOnce, changed bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
 	a.n += n
 	el := now - a.start
 	if el < ackWindow {

@@ -20,7 +20,7 @@ import (
 // of the rate step (0% loss) 48-62% of the resends were segments the
 // receiver already had; on 10 Mbit/s at 200 ms with 1% loss resend storms
 // of 500-2000 segments (packet capture: 74% of them duplicates) held the
-// stream below 8.5 Mbit/s in 8 of 12 windows (docs/benchmarks.md,
+// stream below 8.5 Mbit/s in 9 of 12 windows (docs/benchmarks.md,
 // "Spurious resends"). Acknowledging each datagram at once takes the
 // batch wait out of the margin; but it sends a datagram back for each one
 // in, which cost 1.4× the CPU per byte at 100 Mbit/s and 2.3-3× on

@@ -30,17 +30,21 @@ import (
 // Above it (about 30 Mbit/s in fast2) batches fill before the interval
 // ends and the wait shrinks as the rate grows. Nor on a short path, where
 // the timeout's floor (30 ms in fast2) leaves the batch wait its margin
-// (srtt + interval at most the floor): there each ACK a datagram only
+// (RTT + interval at most the floor): there each ACK a datagram only
 // costs, the more so for requests and replies, whose reply would carry
 // the ACK (on loopback, ACKs at once at every rate raised the echo's p50
-// 7% at one connection and 12% at 64).
+// 7% at one connection and 12% at 64). The path's RTT is the smallest
+// the session has seen, not its srtt: a process starved of CPU on
+// loopback can have an srtt of tens of milliseconds, and ACKs at once
+// would only add datagrams to its load.
 //
 // Its lock is for reads at once, which net.Conn allows (nettest's
 // RacyRead); a session has one reader.
 type ackSwitch struct {
 	below  float64       // bytes a second under which ACKs go at once
-	longer time.Duration // and srtt over which
+	longer time.Duration // and path RTT over which
 	mu     sync.Mutex
+	minRTT time.Duration // the smallest RTT seen (0: none yet)
 	start  time.Duration // the current window's start
 	n      int           // bytes read in the window
 	atOnce bool
@@ -64,11 +68,11 @@ func newAckSwitch(mss int, interval, minRTO, now time.Duration) *ackSwitch {
 }
 
 // read counts n bytes the session's reader got at now. It returns whether
-// ACKs now go at once, and whether that changed; srtt, called once a
-// window, is the session's smoothed RTT (0 for none yet). Off again only a
-// quarter above the rate it went on at, so that a rate near it does not
-// flap.
-func (a *ackSwitch) read(n int, now time.Duration, srtt func() time.Duration) (atOnce, changed bool) {
+// ACKs now go at once, and whether that changed; rtt, called once a
+// window, is an RTT of the session's (0 for none yet), of which the
+// smallest is kept. Off again only a quarter above the rate it went on
+// at, so that a rate near it does not flap.
+func (a *ackSwitch) read(n int, now time.Duration, rtt func() time.Duration) (atOnce, changed bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.n += n
@@ -78,6 +82,9 @@ func (a *ackSwitch) read(n int, now time.Duration, srtt func() time.Duration) (a
 	}
 	rate := float64(a.n) / el.Seconds()
 	a.start, a.n = now, 0
+	if r := rtt(); r > 0 && (a.minRTT == 0 || r < a.minRTT) {
+		a.minRTT = r
+	}
 	want := a.atOnce
 	switch {
 	case a.atOnce && rate > 1.25*a.below:
@@ -85,10 +92,8 @@ func (a *ackSwitch) read(n int, now time.Duration, srtt func() time.Duration) (a
 	case !a.atOnce && rate < a.below:
 		want = true
 	}
-	if want {
-		if rtt := srtt(); rtt > 0 && rtt <= a.longer {
-			want = false
-		}
+	if want && a.minRTT > 0 && a.minRTT <= a.longer {
+		want = false
 	}
 	changed, a.atOnce = want != a.atOnce, want
 	return want, changed

@@ -64,9 +64,10 @@ func TestAckSwitch(t *testing.T) {
 
 func longPath() time.Duration { return 50 * time.Millisecond }
 
-// TestAckSwitchShortPath: on a path whose srtt and interval together stay
+// TestAckSwitchShortPath: on a path whose RTT and interval together stay
 // under the timeout's floor ACKs are batched however slow the session;
-// before the first RTT sample they go at once.
+// before the first RTT sample they go at once; and the smallest RTT seen
+// counts, not the latest (a starved CPU inflates those).
 func TestAckSwitchShortPath(t *testing.T) {
 	const mss, interval, minRTO = 1326, 20 * time.Millisecond, 30 * time.Millisecond
 	for _, tc := range []struct {
@@ -84,5 +85,14 @@ func TestAckSwitchShortPath(t *testing.T) {
 		if got != tc.want {
 			t.Errorf("srtt %v: at once %v, want %v", tc.srtt, got, tc.want)
 		}
+	}
+	a := newAckSwitch(mss, interval, minRTO, 0)
+	now := time.Duration(0)
+	for _, rtt := range []time.Duration{200 * time.Millisecond, time.Millisecond, 80 * time.Millisecond} {
+		now += ackWindow
+		a.read(1000, now, func() time.Duration { return rtt })
+	}
+	if a.atOnce {
+		t.Errorf("at once after an RTT of 1 ms was seen, then 80 ms: want batched")
 	}
 }

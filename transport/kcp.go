@@ -341,8 +341,15 @@ func (c KCPConfig) minRTO() time.Duration {
 	return 100 * time.Millisecond
 }
 
-// srtt is kcp-go's smoothed RTT of the session, 0 before its first sample.
-func (c *kcpConn) srtt() time.Duration {
+// pathRTT is the session's RTT for its ACK switch: the rate
+// controller's smallest when it has one, which a busy CPU does not
+// inflate; else kcp-go's smoothed RTT; 0 before the first sample.
+func (c *kcpConn) pathRTT() time.Duration {
+	if c.ctl != nil {
+		if r := c.ctl.minRTT(); r > 0 {
+			return r
+		}
+	}
 	return time.Duration(c.GetSRTT()) * time.Millisecond
 }
 
@@ -421,7 +428,7 @@ func (c *kcpConn) Read(b []byte) (int, error) {
 		return 0, err
 	}
 	n, err := c.UDPSession.Read(b)
-	if atOnce, changed := c.acks.read(n, monoClock(), c.srtt); changed {
+	if atOnce, changed := c.acks.read(n, monoClock(), c.pathRTT); changed {
 		c.UDPSession.SetACKNoDelay(atOnce)
 	}
 	return n, c.deadlineErr("read", err)

@@ -169,6 +169,13 @@ func (c *rateCtl) admit(n int, first bool) (wait time.Duration, ackWait bool) {
 
 // stuckFor is stuckAfter, or three of the path's minimum round trips
 // where that is longer.
+// minRTT is the model's smallest RTT lately (0: none yet).
+func (c *rateCtl) minRTT() time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.m.minRTT
+}
+
 func (c *rateCtl) stuckFor() time.Duration { return max(stuckAfter, 3*c.m.minRTT) }
 
 // waitAck returns a channel that gets a token when data is delivered.

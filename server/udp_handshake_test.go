@@ -86,19 +86,27 @@ func TestUDPFlowWaitsForHandshake(t *testing.T) {
 			}
 
 			// What the flow counted, once the route is closed as at
-			// shutdown: its sweep flushes the counters as it stops.
-			noSessionCounted := func() float64 {
+			// shutdown: its sweep flushes the counters as it stops,
+			// which is after ft.die is closed, so the count is waited
+			// for (want), then checked to stay.
+			noSessionCounted := func(want float64) float64 {
 				for _, c := range s.table.close() {
 					c.Close()
 				}
 				<-ft.die
-				return metrictest.Value(t, reg, "warren_udp_drops_total", "reason", metrics.DropNoSession)
+				value := func() float64 {
+					return metrictest.Value(t, reg, "warren_udp_drops_total", "reason", metrics.DropNoSession)
+				}
+				if want > 0 {
+					waitUntil(t, "the sweep's last flush", func() bool { return value() >= want })
+				}
+				return value()
 			}
 
 			if !tc.up {
 				s.table.down(cs, true) // as serveTunnel does when its Welcome fails
 				waitUntil(t, "the flow closed", func() bool { return ft.all.Load() == 0 })
-				if n := noSessionCounted(); n != 1 {
+				if n := noSessionCounted(1); n != 1 {
 					t.Fatalf("the flow of a failed handshake ended with %v datagrams counted no_session, want 1", n)
 				}
 				return
@@ -128,7 +136,7 @@ func TestUDPFlowWaitsForHandshake(t *testing.T) {
 			if h := st.Header(); h.Kind != session.KindDatagram || h.Service != "dns" || h.Peer != peer.LocalAddr().String() {
 				t.Fatalf("flow stream header %+v", h)
 			}
-			if n := noSessionCounted(); n != 0 {
+			if n := noSessionCounted(0); n != 0 {
 				t.Fatalf("%v datagrams counted no_session", n)
 			}
 		})

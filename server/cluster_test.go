@@ -421,16 +421,17 @@ func TestClusterShared(t *testing.T) {
 	a.WaitSession(1)
 	b.WaitSession(1)
 	key := "port:" + strconv.Itoa(port)
-	c.srvs[2].WaitFor("both holders in s2's view", func() (bool, string) {
-		n := 0
-		for _, h := range c.regs[2].Holders(key) {
-			if h.Server != "s2" {
-				n++
+	c.waitRoutes(key)
+	// Round robin runs over s2's table, which follows the registry's view
+	// a moment later: wait for both holders there, not in the registry.
+	c.srvs[2].WaitFor("both holders in s2's table", func() (bool, string) {
+		for _, r := range c.srvs[2].Routes() {
+			if r.Key == key {
+				return r.Elsewhere == 2, strconv.Itoa(r.Elsewhere)
 			}
 		}
-		return n == 2, strconv.Itoa(n)
+		return false, "no route"
 	})
-	c.waitRoutes(key)
 	read := func(i int) string {
 		conn := w.Dial(harness.PublicAddrAt(i, port))
 		defer conn.Close()

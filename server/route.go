@@ -423,6 +423,10 @@ type RouteInfo struct {
 	Waiting int
 	// Flows counts a UDP route's flows.
 	Flows int
+	// Elsewhere counts its holdings on other servers of the cluster, as
+	// this server's table knows them (what it forwards by); it follows
+	// the registry's view a moment later.
+	Elsewhere int
 }
 
 // info lists the routes, by key.
@@ -431,7 +435,7 @@ func (t *table) info() []RouteInfo {
 	defer t.mu.Unlock()
 	out := make([]RouteInfo, 0, len(t.routes))
 	for _, r := range t.routes {
-		ri := RouteInfo{Key: r.key, Shared: r.shared, Sessions: len(r.members), Held: !r.heldUntil.IsZero(), Waiting: r.waiting}
+		ri := RouteInfo{Key: r.key, Shared: r.shared, Sessions: len(r.members), Held: !r.heldUntil.IsZero(), Waiting: r.waiting, Elsewhere: len(r.remote)}
 		if ft := r.flows.Load(); ft != nil {
 			ri.Flows = ft.count()
 		}

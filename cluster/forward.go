@@ -239,6 +239,12 @@ type Conn struct {
 	cutMu sync.Mutex
 	cut   func()
 	isCut bool
+
+	// Gone's watch of the stream before the reply.
+	gmu     sync.Mutex
+	gone    chan struct{} // closed when the forwarding server gave up
+	watched chan struct{} // closed when the watch has returned
+	replied bool          // Accept or Refuse began: no watch from now on
 	// counted by the link: payload bytes read and written.
 	in, out *atomic.Int64
 }
@@ -361,12 +367,57 @@ func (c *Conn) CloseWrite() error {
 // Close closes the stream: an abort unless both ends were sent.
 func (c *Conn) Close() error {
 	err := c.st.Close()
+	c.gmu.Lock()
+	w := c.watched
+	c.gmu.Unlock()
+	if w != nil {
+		<-w // the closed stream ends its read
+	}
 	c.once.Do(func() {
 		if c.onDone != nil {
 			c.onDone()
 		}
 	})
 	return err
+}
+
+// Gone returns a channel closed if the forwarding server gives up on c
+// before this one replies: it closed the stream (its Open's deadline
+// passed, or what it forwards ended), the link died, or the header's
+// deadline passed (as long as the forwarding server waits for the
+// reply). It is for a handler that waits before it answers; Accept,
+// Refuse and Close end the watch. Until the reply the forwarding server
+// sends nothing (Peers.Open), so the watch's read takes no data. nil
+// once Accept or Refuse began.
+func (c *Conn) Gone() <-chan struct{} {
+	c.gmu.Lock()
+	defer c.gmu.Unlock()
+	if c.replied {
+		return nil
+	}
+	if c.gone == nil {
+		c.gone, c.watched = make(chan struct{}), make(chan struct{})
+		go func() {
+			defer close(c.watched)
+			var b [1]byte
+			c.st.Read(b[:]) // returns on the other's close, the link's death, a deadline
+			close(c.gone)
+		}()
+	}
+	return c.gone
+}
+
+// unwatch ends Gone's watch, if any, and waits for it: the reply is
+// about to be written, and what follows it is the handler's to read.
+func (c *Conn) unwatch() {
+	c.gmu.Lock()
+	c.replied = true
+	w := c.watched
+	c.gmu.Unlock()
+	if w != nil {
+		c.st.SetReadDeadline(time.Unix(1, 0))
+		<-w
+	}
 }
 
 // LocalAddr is the address the public connection arrived on.

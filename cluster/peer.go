@@ -494,6 +494,7 @@ func (l *link) newConn(st *smux.Stream, h Header) *Conn {
 // Accept tells the forwarding server that this one serves the
 // connection; from now on its bytes flow.
 func (c *Conn) Accept() error {
+	c.unwatch()
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	_, err := c.st.Write(encodeReply(false, ""))
@@ -504,6 +505,7 @@ func (c *Conn) Accept() error {
 // Refuse tells the forwarding server why this one does not serve the
 // connection, and closes it.
 func (c *Conn) Refuse(reason string) {
+	c.unwatch()
 	c.wmu.Lock()
 	c.st.SetWriteDeadline(time.Now().Add(time.Second))
 	c.st.Write(encodeReply(true, reason))
@@ -537,13 +539,29 @@ func (p *Peers) Open(ctx context.Context, m Member, h Header) (*Conn, error) {
 	if c == nil {
 		return nil, fmt.Errorf("peer %s: %w", m.ID, ErrForwardReset)
 	}
+	// ctx's end ends the wait too: the other server may wait before it
+	// answers (a UDP flow for a session in its handshake), and the
+	// caller's end must not wait out dl.
+	stop := context.AfterFunc(ctx, func() { st.SetDeadline(time.Unix(1, 0)) })
 	if _, err := st.Write(hdr); err != nil {
+		stop()
 		c.Close()
 		return nil, fmt.Errorf("peer %s: %w", m.ID, err)
 	}
-	if err := readReply(st); err != nil {
+	err = readReply(st)
+	if !stop() && err == nil { // ctx ended as the reply came: st's deadline is past
+		err = ctx.Err()
+	}
+	if err != nil {
 		c.Close()
-		if h.Kind != KindStream && !errors.Is(err, ErrRefused) && ctx.Err() == nil {
+		var ne net.Error
+		switch {
+		case errors.Is(err, ErrRefused):
+		case ctx.Err() != nil:
+			return nil, fmt.Errorf("peer %s: waiting for the reply: %w", m.ID, ctx.Err())
+		case errors.As(err, &ne) && ne.Timeout():
+			return nil, fmt.Errorf("peer %s: no reply: %w", m.ID, err)
+		case h.Kind != KindStream:
 			// A server of the first cluster release reads version 1
 			// headers only: it closes a flow's stream unanswered.
 			return nil, fmt.Errorf("peer %s does not take forwarded UDP flows (a warren from before they were forwarded?): %w", m.ID, err)

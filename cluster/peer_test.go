@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/warren-tunnel/warren/internal/testutil/leaktest"
 	"github.com/warren-tunnel/warren/transport"
 )
 
@@ -177,6 +178,99 @@ func TestForwardRefusedAndReset(t *testing.T) {
 		t.Fatalf("the other end after Drop: %v", err)
 	}
 	c.Close()
+}
+
+// A handler may wait before it answers (a UDP flow for a session in its
+// handshake): the opener waits for the late reply, and the data after an
+// accept reaches the handler whole (Gone's watch took none of it). The
+// opener's ctx ends its wait, and the handler learns it from Gone; so
+// does a handler whose link is dropped.
+func TestForwardLateReply(t *testing.T) {
+	leaktest.Check(t)
+	ca, cb := newCert(t, "a", false, nil), newCert(t, "b", false, nil)
+	token := []byte("peer-secret")
+	type waiting struct {
+		c    *Conn
+		gone <-chan struct{}
+	}
+	held := make(chan waiting, 1)
+	b := startPeers(t, "b", PeerConfig{Token: token, TLS: pinnedTLS(t, cb, ca)}, func(c *Conn) {
+		held <- waiting{c, c.Gone()}
+	})
+	// A reply deadline far beyond the 5 s the test allows an Open whose
+	// ctx ended.
+	a := startPeers(t, "a", PeerConfig{Token: token, TLS: pinnedTLS(t, ca, cb), HandshakeTimeout: time.Minute}, echo)
+	m := Member{ID: "b", PeerAddress: b.addr}
+	type opened struct {
+		c   *Conn
+		err error
+	}
+	open := func(ctx context.Context) chan opened {
+		ch := make(chan opened, 1)
+		go func() {
+			c, err := a.p.Open(ctx, m, Header{Key: "udp:1", Kind: KindDatagram})
+			ch <- opened{c, err}
+		}()
+		return ch
+	}
+
+	// Accepted late: the opener's data reaches the handler.
+	res := open(context.Background())
+	w := <-held
+	select {
+	case r := <-res:
+		t.Fatalf("Open returned before the reply: %v", r.err)
+	case <-w.gone:
+		t.Fatal("Gone closed while the opener waits")
+	default:
+	}
+	if err := w.c.Accept(); err != nil {
+		t.Fatal(err)
+	}
+	r := <-res
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	if _, err := r.c.Write([]byte("first")); err != nil {
+		t.Fatal(err)
+	}
+	r.c.CloseWrite()
+	w.c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if got, err := io.ReadAll(w.c); err != nil || string(got) != "first" {
+		t.Fatalf("the handler read %q, %v", got, err)
+	}
+	if w.c.Gone() != nil {
+		t.Fatal("Gone after Accept")
+	}
+	w.c.Close()
+	r.c.Close()
+
+	// The opener gives up (its flow ended): Open returns at once, and the
+	// handler's Gone closes.
+	ctx, cancel := context.WithCancel(context.Background())
+	res = open(ctx)
+	w = <-held
+	cancel()
+	select {
+	case r := <-res:
+		if !errors.Is(r.err, context.Canceled) {
+			t.Fatalf("Open after its ctx ended: %v", r.err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Open waits for the reply after its ctx ended")
+	}
+	<-w.gone
+	w.c.Refuse("too late")
+
+	// The link goes: Gone closes, Open fails.
+	res = open(context.Background())
+	w = <-held
+	a.p.Drop("b")
+	<-w.gone
+	if r := <-res; r.err == nil {
+		t.Fatal("Open succeeded over a dropped link")
+	}
+	w.c.Close()
 }
 
 func TestPeerAuthRefused(t *testing.T) {

@@ -29,6 +29,9 @@ import (
 // The server that reads the socket keeps the flow table's rules: idle
 // timeout, max_flows, queues, sizes. The holder keeps
 // udp.max_session_flows, and a forwarded flow is never forwarded again.
+// A holder whose session for the route is still in its handshake waits
+// for it before it answers, as a flow arriving there would: the
+// forwarding server's flow queues its datagrams meanwhile.
 
 // forwardFlow opens the stream of f, which has no member here: to the
 // holding pickFlow gave it, else to another holding of its route, in
@@ -135,38 +138,69 @@ func (s *forwardedFlow) Close() error { return s.c.Close() }
 // serveForwardedFlow serves a UDP flow another server forwarded here: a
 // flow stream to a session here, with the original public source as its
 // peer, and the datagram chunks relayed both ways until either side ends.
+// Its member is picked as a flow's that arrives here (rule 1 of udp.go),
+// never a holding elsewhere (no second hop): a live one, else one in its
+// handshake, whose session it waits for before it answers, while the
+// forwarding server queues the flow's datagrams as for any stream that
+// opens (rule 3). The wait ends with the handshake, at handshake_timeout,
+// or when the forwarding server gives up (c.Gone: the flow ended there,
+// its wait for the reply ran out, the peer link went).
 func (s *Server) serveForwardedFlow(c *cluster.Conn) {
 	h := c.Header()
 	var m *member
 	r := s.table.servedHere(h.Key)
 	if r != nil && r.udp && !s.isStopping() {
-		m = s.table.pickNow(r)
+		m, _ = s.table.pickFlow(r, false)
 	}
 	if m == nil {
 		c.Refuse(fmt.Sprintf("no live session serves %s on server %s", describeKey(h.Key), s.node.id))
 		return
 	}
-	if m.cs.flows.Load() >= int64(s.cfg.UDP.MaxSessionFlows) {
+	// Counted from now, as a flow that arrives here is: the flows that
+	// wait for a session count against its udp.max_session_flows.
+	if m.cs.flows.Add(1) > int64(s.cfg.UDP.MaxSessionFlows) {
+		m.cs.flows.Add(-1)
 		s.metrics.UDPDropped(m.service, dropReasons[dropSessionFlows], 1)
 		c.Refuse(fmt.Sprintf("the session serving %s on server %s is at udp.max_session_flows", describeKey(h.Key), s.node.id))
+		return
+	}
+	sess := s.table.sessionFor(r, m, c.Gone())
+	if sess == nil {
+		m.cs.flows.Add(-1)
+		select {
+		case <-c.Gone(): // no one waits for the reply any more
+			c.Close()
+			m.cs.log.Debug("forwarded udp flow ended while its session was in its handshake", "service", m.service, "route", h.Key, "peer", h.Peer, "forwarded_by", c.Peer(), "reason", "the forwarding server gave up")
+			return
+		default:
+		}
+		why := "its handshake failed, or it stopped serving the route"
+		if s.table.members(r)[m] {
+			why = "it was not up within handshake_timeout (" + s.table.cfg.handshakeTimeout.String() + ")"
+		}
+		why = fmt.Sprintf("the session for %s on server %s did not come up: %s", describeKey(h.Key), s.node.id, why)
+		m.cs.log.Debug("forwarded udp flow refused", "service", m.service, "route", h.Key, "peer", h.Peer, "forwarded_by", c.Peer(), "reason", why)
+		c.Refuse(why)
 		return
 	}
 	maxDatagram := session.MaxDatagram
 	if lim := r.limits.Load(); lim != nil {
 		maxDatagram = lim.MaxDatagram
 	}
-	st, err := m.cs.sess.Open(session.Header{Service: m.service, Peer: h.Peer, Local: h.Local, Kind: session.KindDatagram})
+	st, err := sess.Open(session.Header{Service: m.service, Peer: h.Peer, Local: h.Local, Kind: session.KindDatagram})
 	if err != nil {
+		m.cs.flows.Add(-1)
 		c.Refuse("opening a flow stream to the client failed: " + err.Error())
 		return
 	}
 	if err := c.Accept(); err != nil {
+		m.cs.flows.Add(-1)
 		st.Abort("the forwarding server went")
 		c.Close()
 		return
 	}
 	s.metrics.Forwarded(c.Peer(), "in")
-	m.cs.flows.Add(1)
+	// The handshake fills cs.stats before up: read it only now.
 	stats := m.cs.stats[m.service]
 	if stats != nil {
 		stats.Opened()

@@ -218,19 +218,12 @@ func (t *table) pickFor(r *route, tried map[*member]bool, skip map[string]bool, 
 	}
 }
 
-// pickNow is pick for a UDP flow forwarded here by another server: the
-// live member its first datagram goes to now, or nil. It never waits.
-func (t *table) pickNow(r *route) *member {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return r.pickLocked(nil)
-}
-
 // pickFlow is the member a new UDP flow of r goes to, at its first
 // datagram: a live member; else, in a cluster (inCluster), a holding of r
 // on another server, round robin; else a member in its handshake, whose
 // session the flow waits for (sessionFor). nil, nil when there is none
-// (the route is held, or every member failed).
+// (the route is held, or every member failed). A flow another server
+// forwarded here picks with inCluster false: no second hop.
 func (t *table) pickFlow(r *route, inCluster bool) (*member, *cluster.Holding) {
 	t.mu.Lock()
 	defer t.mu.Unlock()

@@ -129,8 +129,8 @@ func TestTableUDPLimits(t *testing.T) {
 
 // Rule 11: a UDP flow picks its member at once, never waiting: a live
 // one; else one in its handshake, whose session sessionFor waits for
-// until up; none while the route is held. A forwarded flow (pickNow)
-// takes live members only.
+// until up; none while the route is held. A flow forwarded from another
+// server picks alike (serveForwardedFlow).
 func TestTableUDPPickFlow(t *testing.T) {
 	leaktest.Check(t)
 	f := newFixture(t)
@@ -141,16 +141,13 @@ func TestTableUDPPickFlow(t *testing.T) {
 	if m == nil || m.cs != cs || h != nil {
 		t.Fatalf("picked %v, %v; want the member in its handshake", m, h)
 	}
-	if m := f.tb.pickNow(r); m != nil {
-		t.Fatal("pickNow picked a member in its handshake")
-	}
 	got := make(chan *session.Session, 1)
 	go func() { got <- f.tb.sessionFor(r, m, nil) }()
 	sess := f.up(cs)
 	if s := <-got; s != sess {
 		t.Fatalf("sessionFor returned %v, want the session brought up", s)
 	}
-	if m2, _ := f.tb.pickFlow(r, false); m2 != m || f.tb.pickNow(r) != m {
+	if m2, _ := f.tb.pickFlow(r, false); m2 != m {
 		t.Fatal("the live member is not picked")
 	}
 	f.tb.down(cs, true)

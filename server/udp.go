@@ -39,7 +39,11 @@ import (
 //     told it; a handshake that fails ends the flow and drops what it
 //     queued (no_session). No member at all (the route is held for its
 //     client's return): the datagram is dropped (no_session), never
-//     queued.
+//     queued. A flow forwarded here picks alike, with no holding
+//     elsewhere (no second hop): the holder waits for a member in its
+//     handshake before it accepts the flow, while the forwarding
+//     server's flow queues; a refusal then (the handshake failed) ends
+//     that flow, and what it queued is dropped there (no_session).
 //  2. Caps. At most max_flows flows per route: a new source beyond it
 //     ends the flow that had a datagram from its source least recently,
 //     among those not yet assured (fewer than two datagrams in, or none

@@ -499,10 +499,21 @@ func TestStuckStreamsIsolation(t *testing.T) {
 		// defaults' ratio (the 128 stuck streams still hold 8 times what
 		// a session does); heartbeats of 2 s (their fast deadline saw 3 s
 		// of starved silence); echoes within 60 s (beside two busy loops
-		// the slowest of some 1 000 took 4-35 s, on kcp, before and after
-		// the ACK switch alike; one CI run's took 35 s). bench/ measures
-		// the echo p99 of the real thing.
+		// the slowest of some 1 000 took 4-35 s, on kcp, with 64 KiB
+		// frames: see below). bench/ measures the echo p99 of the real
+		// thing.
 		mux.StreamWindow, mux.SessionWindow = 256<<10, 4<<20
+		// Frames of 8 KiB, scaled down with the windows: smux's shaper
+		// serves streams round robin, a frame per stream per turn, and
+		// window updates and an echo's 4-byte end chunk take their turn
+		// too; with 64 uploads each sending a 64 KiB frame that turn is
+		// 4 MiB, and at the session's starved, paced rate an echo's end
+		// chunk waited 21-22 s in it (goroutine dump: CloseWrite in
+		// smux's writeFrameInternal beside 64 ReadBursts of 65527 bytes;
+		// its reply's first byte had come in 0.2-0.4 s). With 8 KiB
+		// frames each run's slowest echo took 0.7-1.7 s (4 runs; with
+		// 64 KiB 2.1-3.8 s, and 20-22.5 s in 3 of 15).
+		mux.FrameSize = 8 << 10
 		heartbeat, bound = 2*time.Second, 60*time.Second
 	}
 	forEachTransport(t, func(t *testing.T, kind string) {

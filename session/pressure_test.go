@@ -10,7 +10,26 @@ import (
 
 	"github.com/warren-tunnel/warren/internal/testutil/leaktest"
 	"github.com/warren-tunnel/warren/relay"
+	"github.com/warren-tunnel/warren/transport"
 )
+
+// loopbackKCP gives the KCP transports among trs windows of 128 packets
+// (~170 kB), not the default 2048 (~2.7 MB, sized for a long fat path).
+// This suite's KCP is unpaced (transports), so it queues what the session
+// writes up to its window each way, and every frame (echo, lane,
+// heartbeat) waits behind that, moved as fast as the CPU allows. TCP's
+// queue is bounded by TCP_NOTSENT_LOWAT (128 KiB, transport); the paced
+// default ("auto") bounds KCP's by the rate controller's in-flight cap.
+func loopbackKCP(trs [2]transport.Transport) [2]transport.Transport {
+	for i, tr := range trs {
+		if k, ok := tr.(*transport.KCP); ok {
+			c := *k
+			c.Config.SendWindow, c.Config.RecvWindow = 128, 128
+			trs[i] = &c
+		}
+	}
+	return trs
+}
 
 // backends are the TCP servers a pressure test's client relays to: "echo"
 // echoes, "deaf" never reads, "flood" writes without end and never reads.
@@ -96,12 +115,25 @@ var echoBound = map[bool]time.Duration{false: 2 * time.Second, true: 6 * time.Se
 func TestPressure(t *testing.T) {
 	leaktest.Check(t)
 	for name, trs := range realTransports(t) {
+		trs = loopbackKCP(trs)
 		t.Run(name, func(t *testing.T) {
 			cfg := testConfig()
 			// Heartbeats lenient enough for -race on a busy machine; a
 			// stalled session misses them all the same.
 			cfg.HeartbeatInterval, cfg.HeartbeatMisses = 200*time.Millisecond, 5
-			cfg.Mux = Mux{StreamWindow: 256 << 10, SessionWindow: 4 << 20, FrameSize: 32 << 10} // the defaults' ratio, smaller
+			// The defaults' ratios (frame : stream : session window =
+			// 1 : 64 : 1024), smaller. The "stuck" streams are not stuck
+			// until loopback's socket buffers behind them fill: over KCP
+			// 130-240 MB crossed the session in a run, for 15 s or more
+			// beside two busy loops under -race, and the echo shares the
+			// session with them all that time. With 32 KiB frames (1 : 8)
+			// and KCP's default windows, 4 of 12 such runs failed (echoes
+			// of 6.1 and 7.7 s; two sessions died of missed heartbeats,
+			// RTT 1.8 s); with the windows alone (loopbackKCP) 2 of 2
+			// (echoes of 6.3 and 7.8 s while 124-128 MB crossed); with
+			// the frames alone 1 of 5 (heartbeats; echoes up to 1.6 s);
+			// with both, 14 of 14 passed, the worst echo 0.14-0.19 s.
+			cfg.Mux = Mux{StreamWindow: 256 << 10, SessionWindow: 4 << 20, FrameSize: 4 << 10}
 			b := startBackends(t)
 			cliResults := make(chan relay.Result, 256)
 			srv, cli, _, _ := pair(t, trs, cfg, b.relayTo(cliResults))

@@ -163,16 +163,7 @@ func TestForwardedUDPFlowWaitsForHandshake(t *testing.T) {
 
 			// The session comes up: the flow is accepted, and its datagrams
 			// reach the client from the original source.
-			ran := make(chan error, 1)
-			t.Cleanup(func() { <-ran }) // after sessionPair's, which ends Run
-			srvSide, cliSide := sessionPair(t, session.DefaultConfig())
-			streams := make(chan *session.Stream, 1)
-			go func() {
-				ran <- cliSide.Run(context.Background(), session.Handlers{Stream: func(st *session.Stream) { streams <- st }})
-			}()
-			if ok, _ := s.table.up(cs, srvSide); !ok {
-				t.Fatal("not up")
-			}
+			streams := upWithClient(t, s, cs)
 			r := <-res
 			if r.err != nil {
 				t.Fatalf("the flow was not accepted once its session was up: %v", r.err)
@@ -182,12 +173,7 @@ func TestForwardedUDPFlowWaitsForHandshake(t *testing.T) {
 			if _, err := fc.Write(session.AppendDatagram(nil, []byte("early"))); err != nil {
 				t.Fatal(err)
 			}
-			var st *session.Stream
-			select {
-			case st = <-streams:
-			case <-time.After(10 * time.Second):
-				t.Fatal("no flow stream reached the client after the session was up")
-			}
+			st := nextStream(t, streams)
 			if h := st.Header(); h.Kind != session.KindDatagram || h.Service != "dns" || h.Peer != hdr.Peer || h.Local != hdr.Local {
 				t.Fatalf("flow stream header %+v", h)
 			}

@@ -112,22 +112,8 @@ func TestUDPFlowWaitsForHandshake(t *testing.T) {
 				return
 			}
 
-			ran := make(chan error, 1)
-			t.Cleanup(func() { <-ran }) // after sessionPair's, which ends Run
-			srvSide, cliSide := sessionPair(t, session.DefaultConfig())
-			streams := make(chan *session.Stream, 1)
-			go func() {
-				ran <- cliSide.Run(context.Background(), session.Handlers{Stream: func(st *session.Stream) { streams <- st }})
-			}()
-			if ok, _ := s.table.up(cs, srvSide); !ok {
-				t.Fatal("not up")
-			}
-			var st *session.Stream
-			select {
-			case st = <-streams:
-			case <-time.After(10 * time.Second):
-				t.Fatal("no flow stream reached the client after the session was up")
-			}
+			streams := upWithClient(t, s, cs)
+			st := nextStream(t, streams)
 			st.SetReadDeadline(time.Now().Add(10 * time.Second))
 			p, err := st.ReadDatagram(session.MaxDatagram, func(n int) []byte { return make([]byte, n) })
 			if err != nil || string(p) != "early" {
@@ -140,6 +126,36 @@ func TestUDPFlowWaitsForHandshake(t *testing.T) {
 				t.Fatalf("%v datagrams counted no_session", n)
 			}
 		})
+	}
+}
+
+// upWithClient records cs up, as serveTunnel does once its Welcome is
+// sent, over an in-memory session whose client side runs until the test
+// ends; it returns the streams that side accepts.
+func upWithClient(t *testing.T, s *Server, cs *clientSession) <-chan *session.Stream {
+	t.Helper()
+	ran := make(chan error, 1)
+	t.Cleanup(func() { <-ran }) // after sessionPair's, which ends Run
+	srvSide, cliSide := sessionPair(t, session.DefaultConfig())
+	streams := make(chan *session.Stream, 1)
+	go func() {
+		ran <- cliSide.Run(context.Background(), session.Handlers{Stream: func(st *session.Stream) { streams <- st }})
+	}()
+	if ok, _ := s.table.up(cs, srvSide); !ok {
+		t.Fatal("not up")
+	}
+	return streams
+}
+
+// nextStream is the next stream the client side accepted, within 10 s.
+func nextStream(t *testing.T, streams <-chan *session.Stream) *session.Stream {
+	t.Helper()
+	select {
+	case st := <-streams:
+		return st
+	case <-time.After(10 * time.Second):
+		t.Fatal("no flow stream reached the client after the session was up")
+		return nil
 	}
 }
 

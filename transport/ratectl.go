@@ -167,8 +167,6 @@ func (c *rateCtl) admit(n int, first bool) (wait time.Duration, ackWait bool) {
 	return 0, false
 }
 
-// stuckFor is stuckAfter, or three of the path's minimum round trips
-// where that is longer.
 // minRTT is the model's smallest RTT lately (0: none yet).
 func (c *rateCtl) minRTT() time.Duration {
 	c.mu.Lock()
@@ -176,6 +174,8 @@ func (c *rateCtl) minRTT() time.Duration {
 	return c.m.minRTT
 }
 
+// stuckFor is stuckAfter, or three of the path's minimum round trips
+// where that is longer.
 func (c *rateCtl) stuckFor() time.Duration { return max(stuckAfter, 3*c.m.minRTT) }
 
 // waitAck returns a channel that gets a token when data is delivered.

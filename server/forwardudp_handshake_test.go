@@ -9,20 +9,17 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"errors"
-	"log/slog"
 	"math/big"
 	"net"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/warren-tunnel/warren/admin"
 	"github.com/warren-tunnel/warren/clock/clocktest"
 	"github.com/warren-tunnel/warren/cluster"
 	"github.com/warren-tunnel/warren/internal/testutil/leaktest"
 	"github.com/warren-tunnel/warren/internal/testutil/memnet"
 	"github.com/warren-tunnel/warren/internal/testutil/metrictest"
-	"github.com/warren-tunnel/warren/metrics"
 	"github.com/warren-tunnel/warren/session"
 	"github.com/warren-tunnel/warren/transport"
 )
@@ -44,30 +41,8 @@ func TestForwardedUDPFlowWaitsForHandshake(t *testing.T) {
 	for _, end := range []string{"up", "handshake fails", "handshake timeout", "forwarder gives up"} {
 		t.Run(end, func(t *testing.T) {
 			leaktest.Check(t)
-			mem := &memnet.Network{}
 			clk := clocktest.New()
-			cfg := DefaultConfig()
-			cfg.PublicAddress = "127.0.0.1"
-			cfg.TLS.Disabled = true
-			cfg.Limits.HandshakeTimeout = handshakeTimeout
-			cfg.Clients = []Client{{Name: "office", Token: "office-token-0123456789", UDPPorts: []PortRange{{Lo: 20000, Hi: 20009}}}}
-			s, err := New(cfg, nil, WithClock(clk),
-				WithListenPacket(func(network, address string) (PacketConn, error) { return mem.ListenPacket(network, address) }))
-			if err != nil {
-				t.Fatal(err)
-			}
-			reg, err := metrics.New(metrics.DefaultConfig())
-			if err != nil {
-				t.Fatal(err)
-			}
-			s.SetMetrics(reg)
-			s.node = &node{id: "s0"} // serveForwardedFlow's part of it
-			t.Cleanup(func() {
-				for _, c := range s.table.close() {
-					c.Close()
-				}
-				s.acceptWG.Wait()
-			})
+			s, cs, reg := handshakeUDPServer(t, &memnet.Network{}, clk, handshakeTimeout, "s0")
 
 			// The holder's peer end serves what is forwarded to it; the
 			// forwarder's refuses all.
@@ -86,16 +61,6 @@ func TestForwardedUDPFlowWaitsForHandshake(t *testing.T) {
 			})
 			pB := cluster.NewPeers(cluster.PeerConfig{ID: "s1", Token: token, TLS: pinnedPeerTLS(t, certB, certA)}, func(c *cluster.Conn) { c.Refuse("not here") })
 			t.Cleanup(func() { pB.Close() })
-
-			// The claim, as serveTunnel makes it: cs is the route's member
-			// in its handshake.
-			cs := &clientSession{client: s.table.clients[0], id: "a", instance: "a", log: slog.New(slog.DiscardHandler)}
-			granted, _, rej := s.table.claim(cs, []session.Service{{Name: "dns", Protocol: session.ProtoUDP, RemotePort: 20001}})
-			if rej != nil {
-				t.Fatal(rej)
-			}
-			cs.granted = granted
-			cs.stats = map[string]*admin.ServiceCounters{"dns": new(admin.ServiceCounters)}
 
 			// The forwarder opens the flow's stream, as forwardFlow does,
 			// and the holder waits for the session before it answers.

@@ -36,36 +36,7 @@ func TestUDPFlowWaitsForHandshake(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			leaktest.Check(t)
 			mem := &memnet.Network{}
-			cfg := DefaultConfig()
-			cfg.PublicAddress = "127.0.0.1"
-			cfg.TLS.Disabled = true
-			cfg.Clients = []Client{{Name: "office", Token: "office-token-0123456789", UDPPorts: []PortRange{{Lo: 20000, Hi: 20009}}}}
-			s, err := New(cfg, nil, WithClock(clocktest.New()),
-				WithListenPacket(func(network, address string) (PacketConn, error) { return mem.ListenPacket(network, address) }))
-			if err != nil {
-				t.Fatal(err)
-			}
-			reg, err := metrics.New(metrics.DefaultConfig())
-			if err != nil {
-				t.Fatal(err)
-			}
-			s.SetMetrics(reg)
-			t.Cleanup(func() {
-				for _, c := range s.table.close() {
-					c.Close()
-				}
-				s.acceptWG.Wait()
-			})
-
-			// The claim, as serveTunnel makes it: the port is bound and
-			// served, and cs is its member in its handshake.
-			cs := &clientSession{client: s.table.clients[0], id: "a", instance: "a", log: slog.New(slog.DiscardHandler)}
-			granted, _, rej := s.table.claim(cs, []session.Service{{Name: "dns", Protocol: session.ProtoUDP, RemotePort: 20001}})
-			if rej != nil {
-				t.Fatal(rej)
-			}
-			cs.granted = granted
-			cs.stats = map[string]*admin.ServiceCounters{"dns": new(admin.ServiceCounters)}
+			s, cs, reg := handshakeUDPServer(t, mem, clocktest.New(), 0, "")
 			s.table.mu.Lock()
 			r := s.table.routes["udp:20001"]
 			s.table.mu.Unlock()
@@ -127,6 +98,50 @@ func TestUDPFlowWaitsForHandshake(t *testing.T) {
 			}
 		})
 	}
+}
+
+// handshakeUDPServer is a real server on mem and clk whose client
+// "office" has claimed udp port 20001 with cs, a member in its handshake,
+// as serveTunnel claims before its Welcome. handshake sets
+// limits.handshake_timeout (0: the default); id, when set, makes the
+// server the cluster member of that id, as far as serveForwardedFlow
+// needs one. reg is the server's metrics.
+func handshakeUDPServer(t *testing.T, mem *memnet.Network, clk *clocktest.Clock, handshake time.Duration, id string) (*Server, *clientSession, *metrics.Registry) {
+	t.Helper()
+	cfg := DefaultConfig()
+	cfg.PublicAddress = "127.0.0.1"
+	cfg.TLS.Disabled = true
+	if handshake > 0 {
+		cfg.Limits.HandshakeTimeout = handshake
+	}
+	cfg.Clients = []Client{{Name: "office", Token: "office-token-0123456789", UDPPorts: []PortRange{{Lo: 20000, Hi: 20009}}}}
+	s, err := New(cfg, nil, WithClock(clk),
+		WithListenPacket(func(network, address string) (PacketConn, error) { return mem.ListenPacket(network, address) }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg, err := metrics.New(metrics.DefaultConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.SetMetrics(reg)
+	if id != "" {
+		s.node = &node{id: id}
+	}
+	t.Cleanup(func() {
+		for _, c := range s.table.close() {
+			c.Close()
+		}
+		s.acceptWG.Wait()
+	})
+	cs := &clientSession{client: s.table.clients[0], id: "a", instance: "a", log: slog.New(slog.DiscardHandler)}
+	granted, _, rej := s.table.claim(cs, []session.Service{{Name: "dns", Protocol: session.ProtoUDP, RemotePort: 20001}})
+	if rej != nil {
+		t.Fatal(rej)
+	}
+	cs.granted = granted
+	cs.stats = map[string]*admin.ServiceCounters{"dns": new(admin.ServiceCounters)}
+	return s, cs, reg
 }
 
 // upWithClient records cs up, as serveTunnel does once its Welcome is
